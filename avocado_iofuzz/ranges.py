@@ -1,0 +1,198 @@
+"""From the guest's ``/proc/ioports`` and the test params to the port ranges to fuzz.
+
+Pure functions, no I/O: the VT test reads the file through its session and
+hands the text here, so every rule below is unit-testable on captured text.
+
+Terms:
+  * ``/proc/ioports`` is a tree: each level of nesting indents by two spaces.
+    Buses ("PCI Bus 0000:00") span thousands of ports and contain the devices,
+    so only the *leaves* are fuzzed; a parent's ports are reached through its
+    children, and unclaimed ports can be added with ``extra_ioports``.
+  * ``skip_devices`` names ranges (exactly as the kernel prints them); a skipped
+    range takes its whole subtree with it.
+  * ``skip_ports`` names single ports or spans that are cut out of whatever
+    range holds them (splitting it), for the ports that reset or power off
+    the guest or carry its console.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+PORT_MAX = 0xFFFF
+
+# Why each port is skipped by default; README.rst lists the same table.
+DEFAULT_SKIP_PORTS: dict[str, str] = {
+    "0x64": "i8042 command port: command 0xfe pulses CPU reset, 0xd1 rewrites the reset line",
+    "0x92": "System control port A: bit 0 is a fast CPU reset",
+    "0x3f8-0x3ff": "COM1, the serial console the test talks through",
+    "0x604-0x605": "ACPI PM1a control block: SLP_EN powers the guest off",
+    "0xcf9": "Reset control register: writes reset the machine",
+}
+
+_LINE = re.compile(r"^(?P<indent> *)(?P<start>[0-9a-fA-F]+)-(?P<end>[0-9a-fA-F]+) : (?P<name>.*)$")
+_SPAN = re.compile(r"^(0x)?([0-9a-fA-F]+)(?:-(0x)?([0-9a-fA-F]+))?$")
+
+
+class RangeError(ValueError):
+    """Malformed ioports text or range param; the message names the culprit."""
+
+
+@dataclass
+class PortRange:
+    """One named range, inclusive on both ends, with its nested children."""
+
+    start: int
+    end: int
+    name: str
+    children: list[PortRange] = field(default_factory=list)
+
+    @property
+    def size(self) -> int:
+        return self.end - self.start + 1
+
+    def __str__(self) -> str:
+        return f"{self.start:#06x}-{self.end:#06x} {self.name}"
+
+
+def parse_ioports(text: str, source: str = "/proc/ioports") -> list[PortRange]:
+    """Parse ``/proc/ioports`` text into a forest of ranges.
+
+    Raises RangeError naming the line number and text of the first line that
+    is not ``<indent>START-END : name`` or whose nesting does not fit.
+    """
+    roots: list[PortRange] = []
+    # stack of (indent, range) for the current chain of open parents
+    stack: list[tuple[int, PortRange]] = []
+    for lineno, raw in enumerate(text.splitlines(), start=1):
+        line = raw.rstrip("\r\n")
+        if not line.strip():
+            continue
+        match = _LINE.match(line)
+        if not match:
+            raise RangeError(f"{source}:{lineno}: not 'START-END : name': {line!r}")
+        indent = len(match["indent"])
+        if indent % 2:
+            raise RangeError(f"{source}:{lineno}: odd indentation ({indent} spaces): {line!r}")
+        start, end = int(match["start"], 16), int(match["end"], 16)
+        if start > end or end > PORT_MAX:
+            raise RangeError(f"{source}:{lineno}: bad port span {start:#x}-{end:#x}: {line!r}")
+        node = PortRange(start, end, match["name"].strip())
+        while stack and stack[-1][0] >= indent:
+            stack.pop()
+        if stack:
+            parent_indent, parent = stack[-1]
+            if indent != parent_indent + 2:
+                raise RangeError(f"{source}:{lineno}: indented too deep under {parent}: {line!r}")
+            if not (parent.start <= start and end <= parent.end):
+                raise RangeError(f"{source}:{lineno}: {node} lies outside its parent {parent}")
+            parent.children.append(node)
+        else:
+            if indent:
+                raise RangeError(f"{source}:{lineno}: indented line without a parent: {line!r}")
+            roots.append(node)
+        stack.append((indent, node))
+    return roots
+
+
+def parse_port_spans(text: str, what: str) -> list[tuple[int, int]]:
+    """Parse ``0x64 0x3f8-0x3ff`` (spaces or commas) into inclusive spans."""
+    spans = []
+    for token in re.split(r"[\s,]+", text.strip()):
+        if not token:
+            continue
+        match = _SPAN.match(token)
+        if not match:
+            raise RangeError(f"{what}: {token!r} is not a port or PORT-PORT span (hex, e.g. 0x3f8-0x3ff)")
+        start = int(match[2], 16)
+        end = int(match[4], 16) if match[4] else start
+        if start > end or end > PORT_MAX:
+            raise RangeError(f"{what}: {token!r} is not a span within 0x0-0xffff")
+        spans.append((start, end))
+    return spans
+
+
+def parse_extra_ranges(text: str) -> list[PortRange]:
+    """Parse ``extra_ioports``: ``START-END:NAME`` items separated by spaces."""
+    ranges = []
+    for token in text.split():
+        span, sep, name = token.partition(":")
+        if not sep or not name:
+            raise RangeError(f"extra_ioports: {token!r} lacks ':NAME' (expected e.g. 0x0e9-0x0e9:debug)")
+        ((start, end),) = parse_port_spans(span, "extra_ioports")
+        ranges.append(PortRange(start, end, name))
+    return ranges
+
+
+def parse_name_list(text: str) -> list[str]:
+    """``skip_devices`` syntax: exact range names separated by commas."""
+    return [name.strip() for name in text.split(",") if name.strip()]
+
+
+def leaves(forest: Iterable[PortRange], skip_names: Sequence[str] = ()) -> list[PortRange]:
+    """The innermost ranges, in port order, minus skipped names and their subtrees."""
+    skipped = set(skip_names)
+    found: list[PortRange] = []
+
+    def walk(node: PortRange) -> None:
+        if node.name in skipped:
+            return
+        if node.children:
+            for child in node.children:
+                walk(child)
+        else:
+            found.append(node)
+
+    for root in forest:
+        walk(root)
+    return sorted(found, key=lambda r: (r.start, r.end, r.name))
+
+
+def cut_ports(ranges: Iterable[PortRange], spans: Sequence[tuple[int, int]]) -> list[PortRange]:
+    """Remove skipped port spans from ranges, splitting a range around each hole."""
+    result = []
+    for rng in ranges:
+        pieces = [(rng.start, rng.end)]
+        for lo, hi in spans:
+            next_pieces = []
+            for start, end in pieces:
+                if hi < start or lo > end:
+                    next_pieces.append((start, end))
+                    continue
+                if start < lo:
+                    next_pieces.append((start, lo - 1))
+                if hi < end:
+                    next_pieces.append((hi + 1, end))
+            pieces = next_pieces
+        result.extend(PortRange(start, end, rng.name) for start, end in pieces)
+    return result
+
+
+def fuzz_targets(
+    ioports_text: str,
+    skip_devices: str = "",
+    skip_ports: str = " ".join(DEFAULT_SKIP_PORTS),
+    extra_ioports: str = "",
+    only_devices: str = "",
+) -> list[PortRange]:
+    """The whole pipeline from params to the ordered list of ranges to fuzz.
+
+    Extra ranges are fuzzed in addition to the kernel's (even where they
+    overlap a listed range: the user asked for them by name).
+    """
+    forest = parse_ioports(ioports_text)
+    skip_names = parse_name_list(skip_devices)
+    targets = leaves(forest, skip_names) + [
+        r for r in parse_extra_ranges(extra_ioports) if r.name not in skip_names
+    ]
+    wanted = parse_name_list(only_devices)
+    if wanted:
+        known = {r.name for r in targets}
+        missing = [name for name in wanted if name not in known]
+        if missing:
+            raise RangeError(f"only_devices: no fuzzable range named {missing} (known: {sorted(known)})")
+        targets = [r for r in targets if r.name in wanted]
+    targets = cut_ports(targets, parse_port_spans(skip_ports, "skip_ports"))
+    return sorted(targets, key=lambda r: (r.start, r.end, r.name))

@@ -1,0 +1,58 @@
+"""The one small interface through which a campaign reaches a VM.
+
+The campaign (hang handling, crash detection) must work the same on an
+avocado-vt ``qemu_vm.VM`` and on the bare QEMU that benchmarks, replays and
+selftests start, so it only ever talks to this protocol.
+"""
+
+from __future__ import annotations
+
+import signal
+from dataclasses import dataclass
+from typing import Protocol
+
+import aexpect
+
+
+@dataclass(frozen=True)
+class QemuExit:
+    """How a QEMU process ended: exactly one of ``status`` / ``signal`` is set."""
+
+    status: int | None
+    signal: int | None
+    stderr_tail: str
+
+    def describe(self) -> str:
+        if self.signal is not None:
+            try:
+                name = signal.Signals(self.signal).name
+            except ValueError:
+                name = f"signal {self.signal}"
+            how = f"QEMU was killed by {name} ({self.signal})"
+        else:
+            how = f"QEMU exited with status {self.status}"
+        tail = self.stderr_tail.strip()
+        return f"{how}; stderr tail: {tail!r}" if tail else how
+
+
+class GuestVM(Protocol):
+    """What a campaign needs from a running guest."""
+
+    def is_alive(self) -> bool:
+        """True while the QEMU process runs (it may still be hung)."""
+
+    def login(self, timeout: float) -> aexpect.ShellSession:
+        """A fresh shell session on the guest's serial console."""
+
+    def reset(self) -> None:
+        """Hard-reset the guest (QMP ``system_reset``), resuming it if paused."""
+
+    def exit_info(self) -> QemuExit | None:
+        """None while QEMU runs; how it ended once it is gone."""
+
+    def qemu_cmdline(self) -> str:
+        """The command line QEMU was started with, recorded in traces for replay."""
+
+    @property
+    def pid(self) -> int | None:
+        """QEMU's process id."""

@@ -1,0 +1,45 @@
+"""Packaging for avocado-iofuzz: an Avocado-VT plugin that fuzzes QEMU device
+emulation from inside a guest and enumerates unix-socket states for C/R testing."""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="avocado-iofuzz",
+    version="0.1.0",
+    description="Avocado-VT plugin: in-guest I/O port fuzzing of QEMU and unix socket state sweeps",
+    long_description=open("README.rst", encoding="utf-8").read(),
+    long_description_content_type="text/x-rst",
+    python_requires=">=3.11",
+    packages=find_packages(include=["avocado_iofuzz", "avocado_iofuzz.*", "sockstates", "sockstates.*"])
+    + ["avocado_iofuzz.data.cfg", "avocado_iofuzz.data.tests"],
+    # cfg/ and tests/ live at the top of the source tree (the layout users of
+    # avocado-vt know) but are installed inside the package, so that a plain
+    # `pip install .` finds them next to the code that resolves them.
+    package_dir={"avocado_iofuzz.data.cfg": "cfg", "avocado_iofuzz.data.tests": "tests"},
+    package_data={
+        "avocado_iofuzz.data.cfg": ["*.cfg"],
+        "avocado_iofuzz.data.tests": ["*.py"],
+        "avocado_iofuzz.executor": ["*.c"],
+        "avocado_iofuzz.guest": ["init/*"],
+    },
+    install_requires=[
+        "avocado-framework>=113.0,<114",
+        "avocado-framework-plugin-vt>=113.0,<114",
+        "aexpect",
+        "netaddr",
+    ],
+    extras_require={
+        "test": ["pytest", "hypothesis", "ruff"],
+    },
+    entry_points={
+        "console_scripts": [
+            "sockstates = sockstates.__main__:main",
+        ],
+        "avocado.plugins.init": [
+            "iofuzz = avocado_iofuzz.plugins.init:IofuzzInit",
+        ],
+        "avocado.plugins.resolver": [
+            "iofuzz = avocado_iofuzz.plugins.resolver:IofuzzResolver",
+        ],
+    },
+)
