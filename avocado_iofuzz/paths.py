@@ -1,0 +1,28 @@
+"""Where the package's cfg/ and tests/ folders are, installed or in a checkout."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+_PACKAGE = Path(__file__).resolve().parent
+
+
+def data_root() -> Path:
+    """The folder holding ``cfg/`` and ``tests/``.
+
+    ``pip install .`` copies them into ``avocado_iofuzz/data/``; in a source
+    checkout (tests run with the checkout first on sys.path) they are at the
+    top of the tree.
+    """
+    for root in (_PACKAGE / "data", _PACKAGE.parent):
+        if (root / "cfg" / "iofuzz.cfg").is_file() and (root / "tests" / "iofuzz.py").is_file():
+            return root
+    raise FileNotFoundError(f"avocado-iofuzz: no cfg/iofuzz.cfg + tests/iofuzz.py under {_PACKAGE}/data or {_PACKAGE.parent}")
+
+
+def cfg_dir() -> Path:
+    return data_root() / "cfg"
+
+
+def test_modules_dir() -> Path:
+    return data_root() / "tests"
