@@ -1,0 +1,552 @@
+/*
+ * iofuzz-exec: the in-guest executor of avocado-iofuzz.
+ *
+ * It performs the port I/O ops of a fuzzing run inside a guest, computing them
+ * itself with the same counter-based generator as avocado_iofuzz/program.py
+ * (a unit test compares both byte for byte through --dry-run; change them
+ * together). Progress marks go to stdout, which is the guest's serial console,
+ * so the host can bound a crash or hang to a window of at most K ops.
+ *
+ * Usage:
+ *   iofuzz-exec [--dry-run] [--limit-loop] --seed S --fuzz-count N
+ *               [--report-every K] [--resume I:J] [--hang-at I:J] RANGE...
+ *   RANGE is [I:]0xSTART-0xEND[/W]: inclusive port bounds in hex, optional
+ *   range index I (default: position in the argument list) and access width W
+ *   (1, 2 or 4 bytes; default 1).
+ *
+ * Output protocol (one line each, written and drained before going on):
+ *   @IOFUZZ READY <version> <n_ranges>   setup done, ops start now
+ *   @P <range_index> <ops_done>          at the start of a range, every K ops
+ *                                        (at multiples of K) and at its end
+ *   @HANG <range_index> <op_index>       fault injection reached (see --hang-at)
+ *   @DONE <total_ops>                    ops performed by this invocation
+ *   @ERR <message>                       failure; the exit status is non-zero
+ * --dry-run also prints every op as
+ *   <range_index> <op_index> <r|w> 0x<port> <width> 0x<value>
+ * and never calls iopl() nor touches a port.
+ *
+ * Safety: real port I/O happens only if /proc/cmdline carries the token
+ * iofuzz.guest=1, which only our embedded guests set.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <sched.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <termios.h>
+#include <unistd.h>
+
+#if !defined(__x86_64__)
+#error "iofuzz-exec uses x86 port I/O instructions: build it for x86_64"
+#endif
+
+#define PROTOCOL_VERSION 1
+#define GAMMA 0x9E3779B97F4A7C15ULL
+#define MAX_RANGES 4096
+#define MAX_PORT 0xffffULL
+#define MAX_FUZZ_COUNT 0xffffffffULL
+#define MAX_REPORT_EVERY 0xffffffffULL
+#define DEFAULT_REPORT_EVERY 4096
+#define GUEST_MARKER "iofuzz.guest=1"
+
+#define EXIT_RUNTIME 1
+#define EXIT_USAGE 2
+
+struct range {
+	uint64_t index;
+	uint64_t start;
+	uint64_t end;
+	uint64_t width;
+	uint64_t slots;
+	uint64_t op_count;
+	uint64_t rseed;
+};
+
+struct op {
+	char kind;
+	uint64_t port;
+	uint64_t width;
+	uint64_t value;
+};
+
+struct position {
+	int set;
+	uint64_t range_index;
+	uint64_t op_index;
+};
+
+static int out_is_tty;
+
+/* ---- the generator: keep identical to program.py ---------------------- */
+
+static inline uint64_t mix64(uint64_t z)
+{
+	z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+	z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+	return z ^ (z >> 31);
+}
+
+static uint64_t range_seed(uint64_t seed, uint64_t start, uint64_t end)
+{
+	uint64_t h = mix64(seed + GAMMA);
+	h = mix64((h ^ start) + GAMMA);
+	return mix64((h ^ end) + GAMMA);
+}
+
+static inline uint64_t random_word(uint64_t rseed, uint64_t k)
+{
+	return mix64(rseed + (k + 1) * GAMMA);
+}
+
+static inline __attribute__((always_inline)) struct op gen_op(const struct range *r, uint64_t i)
+{
+	uint64_t n = r->slots;
+	struct op op = { 'r', 0, r->width, 0 };
+
+	if (i < n) {
+		op.port = r->start + i * r->width;
+	} else if (i < 2 * n) {
+		op.kind = 'w';
+		op.port = r->start + (i - n) * r->width;
+	} else {
+		uint64_t k = i - 2 * n;
+		uint64_t slot = (uint64_t)(((unsigned __int128)random_word(r->rseed, 2 * k) * n) >> 64);
+		uint64_t value = random_word(r->rseed, 2 * k + 1);
+
+		if (r->width < 8)
+			value &= (1ULL << (8 * r->width)) - 1;
+		op.kind = 'w';
+		op.port = r->start + slot * r->width;
+		op.value = value;
+	}
+	return op;
+}
+
+/* ---- port access ----------------------------------------------------- */
+
+static inline void port_read(uint16_t port, uint64_t width)
+{
+	/* volatile asm: the read happens although its value is unused */
+	if (width == 1) {
+		uint8_t v;
+		__asm__ __volatile__("inb %w1, %b0" : "=a"(v) : "Nd"(port));
+	} else if (width == 2) {
+		uint16_t v;
+		__asm__ __volatile__("inw %w1, %w0" : "=a"(v) : "Nd"(port));
+	} else {
+		uint32_t v;
+		__asm__ __volatile__("inl %w1, %0" : "=a"(v) : "Nd"(port));
+	}
+}
+
+static inline void port_write(uint16_t port, uint64_t width, uint64_t value)
+{
+	if (width == 1)
+		__asm__ __volatile__("outb %b0, %w1" : : "a"((uint8_t)value), "Nd"(port));
+	else if (width == 2)
+		__asm__ __volatile__("outw %w0, %w1" : : "a"((uint16_t)value), "Nd"(port));
+	else
+		__asm__ __volatile__("outl %0, %w1" : : "a"((uint32_t)value), "Nd"(port));
+}
+
+/* The hot loop: no output, no syscall, one generated op per access. */
+static void run_io(const struct range *r, uint64_t first, uint64_t stop)
+{
+	for (uint64_t i = first; i < stop; i++) {
+		struct op op = gen_op(r, i);
+
+		if (op.kind == 'r')
+			port_read((uint16_t)op.port, op.width);
+		else
+			port_write((uint16_t)op.port, op.width, op.value);
+	}
+}
+
+static void run_print(const struct range *r, uint64_t first, uint64_t stop)
+{
+	for (uint64_t i = first; i < stop; i++) {
+		struct op op = gen_op(r, i);
+
+		printf("%" PRIu64 " %" PRIu64 " %c 0x%" PRIx64 " %" PRIu64 " 0x%" PRIx64 "\n", r->index, i,
+		       op.kind, op.port, op.width, op.value);
+	}
+}
+
+/* Dry --limit-loop: generate without printing, to time the generator alone. */
+static volatile uint64_t sink;
+
+static void run_sink(const struct range *r, uint64_t first, uint64_t stop)
+{
+	uint64_t acc = 0;
+
+	for (uint64_t i = first; i < stop; i++) {
+		struct op op = gen_op(r, i);
+
+		acc += op.port ^ op.value ^ (uint64_t)op.kind;
+	}
+	sink += acc;
+}
+
+/* ---- protocol output ------------------------------------------------- */
+
+/*
+ * One protocol line, pushed out before the caller continues: stdio is flushed
+ * first (dry-run op lines must stay in order), then the line is written with
+ * write(2) and, on a tty, drained to the UART. Without the drain the 8250
+ * driver could still hold the line when the guest hangs.
+ */
+static void emit(const char *fmt, ...)
+{
+	char line[512];
+	va_list ap;
+	int len;
+
+	fflush(stdout);
+	va_start(ap, fmt);
+	len = vsnprintf(line, sizeof(line) - 1, fmt, ap);
+	va_end(ap);
+	if (len < 0)
+		return;
+	if ((size_t)len > sizeof(line) - 2)
+		len = sizeof(line) - 2;
+	line[len++] = '\n';
+	for (int done = 0; done < len;) {
+		ssize_t n = write(STDOUT_FILENO, line + done, len - done);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			return;
+		done += n;
+	}
+	if (out_is_tty)
+		tcdrain(STDOUT_FILENO);
+}
+
+static void __attribute__((noreturn, format(printf, 2, 3))) fail(int status, const char *fmt, ...)
+{
+	char message[400];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(message, sizeof(message), fmt, ap);
+	va_end(ap);
+	emit("@ERR %s", message);
+	exit(status);
+}
+
+/* ---- argument parsing ------------------------------------------------ */
+
+/* Strict: decimal, or hex with 0x; no sign, no blanks, no trailing junk. */
+static int parse_u64(const char *text, uint64_t *out)
+{
+	int base = 10;
+	char *end;
+
+	if (text[0] == '0' && (text[1] == 'x' || text[1] == 'X')) {
+		base = 16;
+		text += 2;
+	}
+	if (!((text[0] >= '0' && text[0] <= '9') || (base == 16 && strchr("abcdefABCDEF", text[0]) && text[0])))
+		return -1;
+	errno = 0;
+	*out = strtoull(text, &end, base);
+	return (errno || *end) ? -1 : 0;
+}
+
+static uint64_t parse_number(const char *what, const char *text, uint64_t max)
+{
+	uint64_t value;
+
+	if (parse_u64(text, &value) < 0)
+		fail(EXIT_USAGE, "%s: '%s' is not a number (decimal, or hex with 0x)", what, text);
+	if (value > max)
+		fail(EXIT_USAGE, "%s: %s is greater than the maximum %" PRIu64, what, text, max);
+	return value;
+}
+
+static uint64_t parse_hex_bound(const char *arg, const char *text)
+{
+	uint64_t value;
+
+	if (!(text[0] == '0' && (text[1] == 'x' || text[1] == 'X')) || parse_u64(text, &value) < 0)
+		fail(EXIT_USAGE, "range '%s': bound '%s' must be hex with a 0x prefix", arg, text);
+	if (value > MAX_PORT)
+		fail(EXIT_USAGE, "range '%s': port %s is above 0x%llx", arg, text, MAX_PORT);
+	return value;
+}
+
+static void parse_position(const char *option, const char *text, struct position *pos)
+{
+	char buf[64];
+	char *colon;
+
+	if (strlen(text) >= sizeof(buf) || !(colon = strchr(strcpy(buf, text), ':')))
+		fail(EXIT_USAGE, "%s: expected RANGE_INDEX:OP_INDEX, got '%s'", option, text);
+	*colon = '\0';
+	pos->range_index = parse_number(option, buf, UINT64_MAX);
+	pos->op_index = parse_number(option, colon + 1, UINT64_MAX);
+	pos->set = 1;
+}
+
+static void parse_range(const char *arg, uint64_t default_index, uint64_t seed, uint64_t fuzz_count,
+			struct range *r)
+{
+	char buf[128];
+	char *bounds, *dash, *slash, *colon;
+
+	if (strlen(arg) >= sizeof(buf))
+		fail(EXIT_USAGE, "range '%.40s...': too long", arg);
+	strcpy(buf, arg);
+	bounds = buf;
+	r->index = default_index;
+	colon = strchr(buf, ':');
+	if (colon) {
+		*colon = '\0';
+		r->index = parse_number("range index", buf, 0xffffffffULL);
+		bounds = colon + 1;
+	}
+	r->width = 1;
+	slash = strchr(bounds, '/');
+	if (slash) {
+		*slash = '\0';
+		r->width = parse_number("range width", slash + 1, 4);
+		if (r->width != 1 && r->width != 2 && r->width != 4)
+			fail(EXIT_USAGE, "range '%s': width must be 1, 2 or 4", arg);
+	}
+	dash = strchr(bounds, '-');
+	if (!dash)
+		fail(EXIT_USAGE, "range '%s': expected [I:]0xSTART-0xEND[/W]", arg);
+	*dash = '\0';
+	r->start = parse_hex_bound(arg, bounds);
+	r->end = parse_hex_bound(arg, dash + 1);
+	if (r->start > r->end)
+		fail(EXIT_USAGE, "range '%s': start is greater than end", arg);
+	if ((r->end - r->start + 1) % r->width)
+		fail(EXIT_USAGE, "range '%s': size %" PRIu64 " is not a multiple of width %" PRIu64, arg,
+		     r->end - r->start + 1, r->width);
+	r->slots = (r->end - r->start + 1) / r->width;
+	r->op_count = (fuzz_count + 2) * r->slots;
+	r->rseed = range_seed(seed, r->start, r->end);
+}
+
+static struct range *find_range(struct range *ranges, int n, const char *option, const struct position *pos)
+{
+	for (int i = 0; i < n; i++)
+		if (ranges[i].index == pos->range_index)
+			return &ranges[i];
+	fail(EXIT_USAGE, "%s: no range with index %" PRIu64, option, pos->range_index);
+}
+
+static void usage(void)
+{
+	fputs("usage: iofuzz-exec [--dry-run] [--limit-loop] --seed S --fuzz-count N\n"
+	      "                   [--report-every K] [--resume I:J] [--hang-at I:J] [I:]0xSTART-0xEND[/W]...\n"
+	      "  --dry-run       print the ops instead of performing them (safe anywhere)\n"
+	      "  --limit-loop    benchmark: no progress marks, prints only @DONE\n"
+	      "  --resume I:J    start at op J of the range with index I\n"
+	      "  --hang-at I:J   FAULT INJECTION for tests: hang the guest before op J of range I\n",
+	      stderr);
+}
+
+/* ---- guest checks and fault injection ----------------------------------- */
+
+static int cmdline_has_marker(void)
+{
+	char text[8192];
+	ssize_t len;
+	int fd = open("/proc/cmdline", O_RDONLY);
+
+	if (fd < 0)
+		fail(EXIT_RUNTIME, "cannot read /proc/cmdline (%s): refusing real port I/O", strerror(errno));
+	len = read(fd, text, sizeof(text) - 1);
+	close(fd);
+	if (len < 0)
+		fail(EXIT_RUNTIME, "cannot read /proc/cmdline (%s): refusing real port I/O", strerror(errno));
+	text[len] = '\0';
+	for (char *save, *tok = strtok_r(text, " \t\n", &save); tok; tok = strtok_r(NULL, " \t\n", &save))
+		if (strcmp(tok, GUEST_MARKER) == 0)
+			return 1;
+	return 0;
+}
+
+static unsigned hardware_iopl(void)
+{
+	uint64_t flags;
+
+	__asm__ __volatile__("pushfq; popq %0" : "=r"(flags));
+	return (flags >> 12) & 3;
+}
+
+/*
+ * Make the guest's only vCPU stop serving anything, for real. Kernels before
+ * 5.5 grant hardware IOPL 3, which allows cli: interrupts off, then spin.
+ * Newer kernels emulate iopl() with the I/O bitmap and forbid cli (#GP), so
+ * the executor spins at the top SCHED_FIFO priority with RT throttling off:
+ * every other task, the shell and the tty's kworker included, starves.
+ */
+static void __attribute__((noreturn)) hang_forever(int dry_run)
+{
+	if (dry_run) {
+		/* host-side simulation: silent but killable */
+		for (;;)
+			pause();
+	}
+	if (hardware_iopl() == 3) {
+		__asm__ __volatile__("cli");
+		for (;;)
+			__asm__ __volatile__("" ::: "memory");
+	}
+	int fd = open("/proc/sys/kernel/sched_rt_runtime_us", O_WRONLY);
+
+	if (fd >= 0) {
+		if (write(fd, "-1", 2) != 2)
+			fprintf(stderr, "iofuzz-exec: cannot disable RT throttling: %s\n", strerror(errno));
+		close(fd);
+	}
+	struct sched_param param = { .sched_priority = sched_get_priority_max(SCHED_FIFO) };
+
+	if (sched_setscheduler(0, SCHED_FIFO, &param) < 0)
+		fprintf(stderr, "iofuzz-exec: SCHED_FIFO failed (%s): the guest stays partly responsive\n",
+			strerror(errno));
+	for (;;)
+		__asm__ __volatile__("" ::: "memory");
+}
+
+/* ---- main ------------------------------------------------------------ */
+
+int main(int argc, char **argv)
+{
+	static const struct option options[] = {
+		{ "dry-run", no_argument, NULL, 'd' },	       { "limit-loop", no_argument, NULL, 'l' },
+		{ "seed", required_argument, NULL, 's' },      { "fuzz-count", required_argument, NULL, 'f' },
+		{ "report-every", required_argument, NULL, 'k' }, { "resume", required_argument, NULL, 'r' },
+		{ "hang-at", required_argument, NULL, 'H' },   { "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	static struct range ranges[MAX_RANGES];
+	int dry_run = 0, limit_loop = 0, have_seed = 0, have_fuzz = 0, n_ranges, opt;
+	uint64_t seed = 0, fuzz_count = 0, report_every = DEFAULT_REPORT_EVERY, total = 0;
+	struct position resume = { 0 }, hang = { 0 };
+	struct range *first_range, *hang_range = NULL;
+
+	out_is_tty = isatty(STDOUT_FILENO);
+	opterr = 0;
+	while ((opt = getopt_long(argc, argv, "", options, NULL)) != -1) {
+		switch (opt) {
+		case 'd': dry_run = 1; break;
+		case 'l': limit_loop = 1; break;
+		case 's': seed = parse_number("--seed", optarg, UINT64_MAX); have_seed = 1; break;
+		case 'f': fuzz_count = parse_number("--fuzz-count", optarg, MAX_FUZZ_COUNT); have_fuzz = 1; break;
+		case 'k': report_every = parse_number("--report-every", optarg, MAX_REPORT_EVERY); break;
+		case 'r': parse_position("--resume", optarg, &resume); break;
+		case 'H': parse_position("--hang-at", optarg, &hang); break;
+		case 'h': usage(); return 0;
+		default: fail(EXIT_USAGE, "unknown option or missing value: '%s'", argv[optind - 1]);
+		}
+	}
+	if (!have_seed || !have_fuzz)
+		fail(EXIT_USAGE, "--seed and --fuzz-count are required");
+	if (report_every == 0)
+		fail(EXIT_USAGE, "--report-every must be at least 1");
+	n_ranges = argc - optind;
+	if (n_ranges < 1)
+		fail(EXIT_USAGE, "no range given (expected [I:]0xSTART-0xEND[/W]...)");
+	if (n_ranges > MAX_RANGES)
+		fail(EXIT_USAGE, "%d ranges given, at most %d supported", n_ranges, MAX_RANGES);
+	for (int i = 0; i < n_ranges; i++) {
+		parse_range(argv[optind + i], (uint64_t)i, seed, fuzz_count, &ranges[i]);
+		for (int j = 0; j < i; j++)
+			if (ranges[j].index == ranges[i].index)
+				fail(EXIT_USAGE, "range index %" PRIu64 " given twice", ranges[i].index);
+	}
+
+	first_range = ranges;
+	if (resume.set) {
+		first_range = find_range(ranges, n_ranges, "--resume", &resume);
+		if (resume.op_index > first_range->op_count)
+			fail(EXIT_USAGE, "--resume: range %" PRIu64 " has only %" PRIu64 " ops", resume.range_index,
+			     first_range->op_count);
+	}
+	if (hang.set) {
+		if (limit_loop)
+			fail(EXIT_USAGE, "--hang-at does not combine with --limit-loop");
+		hang_range = find_range(ranges, n_ranges, "--hang-at", &hang);
+		if (hang.op_index >= hang_range->op_count)
+			fail(EXIT_USAGE, "--hang-at: range %" PRIu64 " has only %" PRIu64 " ops", hang.range_index,
+			     hang_range->op_count);
+		if (hang_range < first_range ||
+		    (resume.set && hang_range == first_range && hang.op_index < resume.op_index))
+			fail(EXIT_USAGE, "--hang-at is before the resume point: it would never be reached");
+	}
+
+	if (!dry_run) {
+		if (!cmdline_has_marker())
+			fail(EXIT_RUNTIME, "/proc/cmdline lacks %s: not an iofuzz guest, refusing real port I/O",
+			     GUEST_MARKER);
+		if (syscall(SYS_iopl, 3) < 0)
+			fail(EXIT_RUNTIME, "iopl(3) failed: %s (needs root and CONFIG_X86_IOPL_IOPERM)",
+			     strerror(errno));
+	} else {
+		static char buffer[1 << 16];
+
+		setvbuf(stdout, buffer, _IOFBF, sizeof(buffer));
+	}
+
+	if (limit_loop) {
+		for (struct range *r = first_range; r < ranges + n_ranges; r++) {
+			uint64_t first = (r == first_range && resume.set) ? resume.op_index : 0;
+
+			if (dry_run)
+				run_sink(r, first, r->op_count);
+			else
+				run_io(r, first, r->op_count);
+			total += r->op_count - first;
+		}
+		emit("@DONE %" PRIu64, total);
+		return 0;
+	}
+
+	emit("@IOFUZZ READY %d %d", PROTOCOL_VERSION, n_ranges);
+	for (struct range *r = first_range; r < ranges + n_ranges; r++) {
+		uint64_t j = (r == first_range && resume.set) ? resume.op_index : 0;
+
+		emit("@P %" PRIu64 " %" PRIu64, r->index, j);
+		for (;;) {
+			int clamped = 0;
+			uint64_t stop;
+
+			if (r == hang_range && j == hang.op_index) {
+				emit("@HANG %" PRIu64 " %" PRIu64, r->index, j);
+				hang_forever(dry_run);
+			}
+			if (j >= r->op_count)
+				break;
+			/* report at multiples of K: windows do not depend on the resume point */
+			stop = (j / report_every + 1) * report_every;
+			if (stop > r->op_count)
+				stop = r->op_count;
+			if (r == hang_range && hang.op_index > j && hang.op_index < stop) {
+				stop = hang.op_index;
+				clamped = 1;
+			}
+			if (dry_run)
+				run_print(r, j, stop);
+			else
+				run_io(r, j, stop);
+			total += stop - j;
+			j = stop;
+			if (!clamped)
+				emit("@P %" PRIu64 " %" PRIu64, r->index, j);
+		}
+	}
+	emit("@DONE %" PRIu64, total);
+	return 0;
+}

@@ -1,0 +1,207 @@
+"""Host side of the executor protocol: the command line to run and its output lines.
+
+The executor (``iofuzz_exec.c``) writes one protocol line per event to the
+guest's serial console:
+
+``@IOFUZZ READY <version> <n_ranges>``
+    setup done (guest marker checked, ``iopl`` granted); ops start now.
+``@P <range_index> <ops_done>``
+    at the start of each range (``ops_done`` = first op to run), after every
+    op index that is a multiple of ``report_every``, and at the range's end.
+    The line is drained to the UART before the next op, so after a mark the
+    ops in flight are at most ``ops_done .. next multiple of report_every``.
+``@HANG <range_index> <op_index>``
+    fault injection (``--hang-at``) reached: the guest now hangs for real
+    before performing that op.
+``@DONE <total_ops>``
+    finished; ``total_ops`` counts the ops of this invocation only.
+``@ERR <message>``
+    failure (bad arguments, not an iofuzz guest, ``iopl`` refused); the
+    executor exits non-zero.
+
+``--dry-run`` prints each op as ``<range_index> <op_index> <r|w> 0x<port>
+<width> 0x<value>`` in between, without touching any port.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from avocado_iofuzz.program import Op, RangePlan
+
+PROTOCOL_VERSION = 1
+DEFAULT_BINARY = "/usr/bin/iofuzz-exec"
+DEFAULT_REPORT_EVERY = 4096
+GUEST_MARKER = "iofuzz.guest=1"
+
+
+@dataclass(frozen=True)
+class Ready:
+    version: int
+    n_ranges: int
+
+
+@dataclass(frozen=True)
+class Progress:
+    range_index: int
+    ops_done: int
+
+
+@dataclass(frozen=True)
+class Hang:
+    range_index: int
+    op_index: int
+
+
+@dataclass(frozen=True)
+class Done:
+    total_ops: int
+
+
+@dataclass(frozen=True)
+class ExecError:
+    message: str
+
+
+Message = Ready | Progress | Hang | Done | ExecError
+
+# CSI sequences such as the ESC[6n (cursor position query) busybox ash prints
+# after its prompt, and the bracketed-paste toggles of bash.
+_ESCAPE = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")
+# A protocol line may follow junk on the same console line (a prompt, a
+# kernel message) but must run to the end of it.
+_MESSAGE = re.compile(
+    r"(?:^|(?<=[^\w@]))@(?:"
+    r"IOFUZZ READY (?P<version>\d+) (?P<n_ranges>\d+)"
+    r"|P (?P<p_range>\d+) (?P<p_done>\d+)"
+    r"|HANG (?P<h_range>\d+) (?P<h_op>\d+)"
+    r"|DONE (?P<total>\d+)"
+    r"|ERR (?P<message>.*?)"
+    r")[ \t]*$"
+)
+
+
+def clean_line(line: str) -> str:
+    """``line`` without terminal escape sequences, carriage returns and the newline."""
+    return _ESCAPE.sub("", line).replace("\r", "").rstrip("\n")
+
+
+def parse_line(line: str) -> Message | None:
+    """The protocol message on a console line, or None for anything else."""
+    match = _MESSAGE.search(clean_line(line))
+    if match is None:
+        return None
+    g = match.groupdict()
+    if g["version"] is not None:
+        return Ready(int(g["version"]), int(g["n_ranges"]))
+    if g["p_range"] is not None:
+        return Progress(int(g["p_range"]), int(g["p_done"]))
+    if g["h_range"] is not None:
+        return Hang(int(g["h_range"]), int(g["h_op"]))
+    if g["total"] is not None:
+        return Done(int(g["total"]))
+    return ExecError(g["message"])
+
+
+def format_dry_run_op(range_index: int, op_index: int, op: Op) -> str:
+    """The line ``--dry-run`` prints for one op (without newline)."""
+    return f"{range_index} {op_index} {op.kind} 0x{op.port:x} {op.width} 0x{op.value:x}"
+
+
+def parse_dry_run_op(line: str) -> tuple[int, int, Op]:
+    """``(range_index, op_index, op)`` from a ``--dry-run`` op line; ValueError if it is not one."""
+    fields = line.split()
+    if len(fields) != 6 or fields[2] not in ("r", "w"):
+        raise ValueError(f"not a dry-run op line: {line!r}")
+    try:
+        return (
+            int(fields[0]),
+            int(fields[1]),
+            Op(fields[2], int(fields[3], 16), int(fields[4]), int(fields[5], 16)),
+        )
+    except ValueError:
+        raise ValueError(f"not a dry-run op line: {line!r}") from None
+
+
+def range_argument(plan: RangePlan) -> str:
+    """How the executor's command line names a range: ``I:0xSTART-0xEND[/W]``."""
+    width = f"/{plan.width}" if plan.width != 1 else ""
+    return f"{plan.index}:{plan.start:#x}-{plan.end:#x}{width}"
+
+
+def executor_command(
+    plans: Sequence[RangePlan],
+    report_every: int = DEFAULT_REPORT_EVERY,
+    resume: tuple[int, int] | None = None,
+    hang_at: tuple[int, int] | None = None,
+    binary: str = DEFAULT_BINARY,
+    dry_run: bool = False,
+    limit_loop: bool = False,
+) -> str:
+    """The shell command that runs ``plans`` in the guest.
+
+    ``resume=(I, J)`` starts at op J of the range with index I, skipping the
+    ranges listed before it. ``hang_at=(I, J)`` is fault injection for tests:
+    the guest hangs for real before op J of range I.
+    """
+    if not plans:
+        raise ValueError("executor_command: no range plans given")
+    seeds = {p.seed for p in plans}
+    fuzz_counts = {p.fuzz_count for p in plans}
+    if len(seeds) != 1 or len(fuzz_counts) != 1:
+        raise ValueError(
+            f"executor_command: all plans must share seed and fuzz_count, got seeds {sorted(seeds)} "
+            f"and fuzz_counts {sorted(fuzz_counts)}"
+        )
+    by_index = {}
+    for plan in plans:
+        if plan.index in by_index:
+            raise ValueError(f"executor_command: range index {plan.index} appears twice")
+        by_index[plan.index] = plan
+    if not isinstance(report_every, int) or not 1 <= report_every <= 0xFFFFFFFF:
+        raise ValueError(f"executor_command: report_every must be within 1..2**32-1, got {report_every!r}")
+    args = [binary]
+    if dry_run:
+        args.append("--dry-run")
+    if limit_loop:
+        args.append("--limit-loop")
+    args += ["--seed", str(plans[0].seed), "--fuzz-count", str(plans[0].fuzz_count)]
+    args += ["--report-every", str(report_every)]
+    order = [p.index for p in plans]
+    if resume is not None:
+        _check_position("resume", resume, by_index, allow_end=True)
+        args += ["--resume", f"{resume[0]}:{resume[1]}"]
+    if hang_at is not None:
+        if limit_loop:
+            raise ValueError("executor_command: hang_at does not combine with limit_loop")
+        _check_position("hang_at", hang_at, by_index, allow_end=False)
+        if resume is not None and (order.index(hang_at[0]), hang_at[1]) < (order.index(resume[0]), resume[1]):
+            raise ValueError(f"executor_command: hang_at {hang_at} is before resume {resume}: never reached")
+        args += ["--hang-at", f"{hang_at[0]}:{hang_at[1]}"]
+    args += [range_argument(p) for p in plans]
+    return shlex.join(args)
+
+
+def _check_position(what: str, position: tuple[int, int], by_index: dict[int, RangePlan], allow_end: bool) -> None:
+    range_index, op_index = position
+    plan = by_index.get(range_index)
+    if plan is None:
+        raise ValueError(f"executor_command: {what} names range {range_index}, not among {sorted(by_index)}")
+    limit = plan.op_count if allow_end else plan.op_count - 1
+    if not 0 <= op_index <= limit:
+        raise ValueError(f"executor_command: {what} op {op_index} is outside range {range_index}'s ops 0..{limit}")
+
+
+def inflight_window(plan: RangePlan, ops_done: int, report_every: int) -> tuple[int, int]:
+    """Ops ``(first, stop)`` that may have run after the mark ``@P <plan.index> <ops_done>``.
+
+    The executor reports at multiples of ``report_every``, so the op that hung
+    or crashed the guest lies in this window (if it lies in this range).
+    """
+    if not 0 <= ops_done <= plan.op_count:
+        raise ValueError(f"range {plan.index}: ops_done {ops_done} is outside 0..{plan.op_count}")
+    stop = min(plan.op_count, (ops_done // report_every + 1) * report_every)
+    return ops_done, stop

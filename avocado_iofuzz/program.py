@@ -1,0 +1,203 @@
+"""The op model: what an I/O op is and which ops a fuzzing run performs.
+
+This module is the one source of truth for op sequences. The in-guest
+executor (``executor/iofuzz_exec.c``) computes the very same sequences; a unit
+test compares both byte for byte, so any change here must be mirrored there.
+
+For each range ``[start, end]`` (inclusive) the ops are, in order:
+
+* phase ``read``: read every slot once, lowest address first;
+* phase ``zero``: write 0 to every slot, lowest address first;
+* phase ``fuzz``: ``fuzz_count * slots`` writes of random values to random slots.
+
+A *slot* is an access of the range's width: with width 1 every port is a slot,
+with width 2 the slots are ``start, start+2, ...``.
+
+Randomness comes from a counter-based generator (splitmix64's output function
+applied to ``range_seed + (k+1) * GAMMA``), so op ``i`` of a range is computed
+in O(1) without the ops before it: the host can resume the executor right
+after a hung window. Each range's seed is derived from the run seed and the
+range's bounds only, so adding, removing or skipping another range leaves this
+range's sequence unchanged.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+
+MASK64 = (1 << 64) - 1
+# splitmix64's increment (2**64 / golden ratio, odd): consecutive counters map
+# to well-spread inputs of the mixing function.
+GAMMA = 0x9E3779B97F4A7C15
+
+PHASE_READ = "read"
+PHASE_ZERO = "zero"
+PHASE_FUZZ = "fuzz"
+
+SPACE_PIO = "pio"
+PIO_MAX_PORT = 0xFFFF
+PIO_WIDTHS = (1, 2, 4)
+# Keeps op indices far below 2**63 for the largest range (65536 slots), so the
+# C executor's 64-bit arithmetic never overflows.
+MAX_FUZZ_COUNT = (1 << 32) - 1
+
+
+@dataclass(frozen=True)
+class Op:
+    """One access: ``kind`` is ``'r'`` (read) or ``'w'`` (write ``value``).
+
+    ``value`` is 0 for reads: the value a read returns is not part of the
+    program (it depends on the device state).
+    """
+
+    kind: str
+    port: int
+    width: int
+    value: int
+
+
+def mix64(z: int) -> int:
+    """splitmix64's finaliser: a bijection on 64-bit words with good avalanche."""
+    z &= MASK64
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & MASK64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & MASK64
+    return z ^ (z >> 31)
+
+
+def range_seed(seed: int, start: int, end: int) -> int:
+    """The generator seed of one range, from the run seed and the range bounds only."""
+    h = mix64(seed + GAMMA)
+    h = mix64((h ^ start) + GAMMA)
+    return mix64((h ^ end) + GAMMA)
+
+
+def random_word(rseed: int, k: int) -> int:
+    """Output ``k`` (0-based) of the counter-based generator seeded with ``rseed``."""
+    return mix64(rseed + (k + 1) * GAMMA)
+
+
+def new_seed() -> int:
+    """A fresh random 63-bit run seed (63 bits: fits signed 64-bit fields too)."""
+    return int.from_bytes(os.urandom(8), "little") >> 1
+
+
+@dataclass(frozen=True)
+class RangePlan:
+    """The ops of one address range: ``op(i)`` for ``0 <= i < op_count``.
+
+    ``index`` is the range's position in the run, ``seed`` the *run* seed
+    (shared by all ranges of a run); the per-range generator seed is
+    ``range_seed``.
+    """
+
+    index: int
+    start: int
+    end: int
+    name: str
+    seed: int
+    fuzz_count: int
+    width: int = 1
+    space: str = SPACE_PIO
+    range_seed: int = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        _validate_range(self)
+        object.__setattr__(self, "range_seed", range_seed(self.seed, self.start, self.end))
+
+    @property
+    def size(self) -> int:
+        """Number of addresses in the range (``end - start + 1``)."""
+        return self.end - self.start + 1
+
+    @property
+    def slots(self) -> int:
+        """Number of distinct accesses of ``width`` bytes that fit in the range."""
+        return self.size // self.width
+
+    @property
+    def op_count(self) -> int:
+        return (self.fuzz_count + 2) * self.slots
+
+    def phase_of(self, i: int) -> str:
+        self._check_index(i)
+        if i < self.slots:
+            return PHASE_READ
+        if i < 2 * self.slots:
+            return PHASE_ZERO
+        return PHASE_FUZZ
+
+    def op(self, i: int) -> Op:
+        self._check_index(i)
+        n = self.slots
+        if i < n:
+            return Op("r", self.start + i * self.width, self.width, 0)
+        if i < 2 * n:
+            return Op("w", self.start + (i - n) * self.width, self.width, 0)
+        k = i - 2 * n
+        # Two words per fuzz op, one for the slot and one for the value, so
+        # that values can use the full width (8 bytes for MMIO later).
+        slot = (random_word(self.range_seed, 2 * k) * n) >> 64  # multiply-shift: no modulo bias worth noting
+        value = random_word(self.range_seed, 2 * k + 1) & ((1 << (8 * self.width)) - 1)
+        return Op("w", self.start + slot * self.width, self.width, value)
+
+    def ops(self, first: int = 0, stop: int | None = None) -> Iterator[Op]:
+        """Ops ``first .. stop-1`` (``stop`` defaults to ``op_count``)."""
+        if stop is None:
+            stop = self.op_count
+        if not 0 <= first <= stop <= self.op_count:
+            raise ValueError(
+                f"range {self.index} ({self.start:#x}-{self.end:#x}): op slice {first}..{stop} "
+                f"is not within 0..{self.op_count}"
+            )
+        for i in range(first, stop):
+            yield self.op(i)
+
+    def _check_index(self, i: int) -> None:
+        if not 0 <= i < self.op_count:
+            raise IndexError(
+                f"range {self.index} ({self.start:#x}-{self.end:#x}) has {self.op_count} ops; "
+                f"op index {i} is out of bounds"
+            )
+
+
+def _validate_range(plan: RangePlan) -> None:
+    where = f"range {plan.index} {plan.name!r}"
+    for name in ("index", "start", "end", "seed", "fuzz_count", "width"):
+        value = getattr(plan, name)
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise ValueError(f"{where}: {name} must be an int, got {value!r}")
+    if not isinstance(plan.name, str):
+        raise ValueError(f"{where}: name must be a str, got {plan.name!r}")
+    if plan.space != SPACE_PIO:
+        raise ValueError(f"{where}: address space {plan.space!r} is not supported (only {SPACE_PIO!r})")
+    if plan.index < 0:
+        raise ValueError(f"{where}: index must be >= 0, got {plan.index}")
+    if not 0 <= plan.seed <= MASK64:
+        raise ValueError(f"{where}: seed must be within 0..2**64-1, got {plan.seed}")
+    if not 0 <= plan.start <= PIO_MAX_PORT or not 0 <= plan.end <= PIO_MAX_PORT:
+        raise ValueError(f"{where}: I/O ports must be within 0x0..{PIO_MAX_PORT:#x}, got {plan.start:#x}-{plan.end:#x}")
+    if plan.start > plan.end:
+        raise ValueError(f"{where}: start {plan.start:#x} is greater than end {plan.end:#x}")
+    if plan.width not in PIO_WIDTHS:
+        raise ValueError(f"{where}: width must be one of {PIO_WIDTHS}, got {plan.width}")
+    if plan.size % plan.width:
+        raise ValueError(
+            f"{where}: size {plan.size} of {plan.start:#x}-{plan.end:#x} is not a multiple of width {plan.width}"
+        )
+    if not 0 <= plan.fuzz_count <= MAX_FUZZ_COUNT:
+        raise ValueError(f"{where}: fuzz_count must be within 0..{MAX_FUZZ_COUNT}, got {plan.fuzz_count}")
+    if "\n" in plan.name or "\r" in plan.name:
+        raise ValueError(f"{where}: name must be a single line")
+
+
+def plan_ranges(seed: int, ranges: Sequence[tuple[int, int, str]], fuzz_count: int, width: int = 1) -> list[RangePlan]:
+    """One ``RangePlan`` per ``(start, end, name)``, indexed by position."""
+    plans = []
+    for index, entry in enumerate(ranges):
+        if not isinstance(entry, tuple | list) or len(entry) != 3:
+            raise ValueError(f"range {index}: expected (start, end, name), got {entry!r}")
+        start, end, name = entry
+        plans.append(RangePlan(index, start, end, str(name), seed, fuzz_count, width))
+    return plans
