@@ -1,5 +1,17 @@
-"""VT test: fuzz QEMU's I/O port emulation from inside the guest (placeholder run for plumbing)."""
+"""iofuzz: fuzz QEMU's I/O port emulation from inside the guest.
+
+Logs into the guest over the serial console, reads /proc/ioports, and per
+range (minus skip_devices / skip_ports): reads every port, writes 0 to every
+port, then writes fuzz_count x range-size random values to random ports of
+the range, through the in-guest executor. Seeded (fuzz_seed), traced ahead of
+execution (trace.iofuzz), hangs detected and survived, a QEMU death fails the
+test with its exit status or signal, stderr tail and op window.
+Params: see cfg/iofuzz.cfg and README.rst.
+"""
+
+from avocado_iofuzz.vt_iofuzz import run_iofuzz
 
 
 def run(test, params, env):
-    raise NotImplementedError
+    """Classic avocado-vt entry point."""
+    run_iofuzz(test, params, env)

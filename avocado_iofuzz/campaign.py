@@ -1,0 +1,339 @@
+"""Drive a fuzz plan on one VM: feed the executor, watch progress, survive hangs.
+
+The campaign owns the watchdog. It starts the in-guest executor over the
+serial session, turns its progress lines into trace marks, and decides what
+a silence means:
+
+* QEMU gone          -> a *crash* finding; the run ends (nothing to go on with).
+* guest rebooted     -> a *reboot* finding; log in again and go on.
+* no progress for ``hang_timeout`` s with QEMU alive -> a *hang* finding; log
+  in again if the guest still answers, else ``system_reset`` and log in; then
+  go on right after the window that hung.
+
+A window is the ops between the last progress mark and the next one the
+executor would have printed (it reports at multiples of ``report_every``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import aexpect
+
+from avocado_iofuzz.executor.protocol import (
+    Done,
+    ExecError,
+    Hang,
+    Progress,
+    Ready,
+    executor_command,
+    inflight_window,
+    parse_line,
+)
+from avocado_iofuzz.program import RangePlan
+from avocado_iofuzz.trace import TraceWriter
+from avocado_iofuzz.vm.interface import GuestVM, QemuExit
+
+LOG = logging.getLogger("avocado.test.iofuzz")
+
+# Lines that only a booting guest prints: seeing one while the executor runs
+# means the guest reset itself (triple fault, reset port, watchdog...).
+REBOOT_MARKERS = ("Linux version ", "Booting the kernel", "Run /init as init process")
+
+
+class CampaignError(RuntimeError):
+    """The campaign could not run at all (executor refused, no login)."""
+
+
+@dataclass(frozen=True)
+class CampaignConfig:
+    report_every: int = 4096
+    hang_timeout: float = 20.0
+    max_hangs: int = 10
+    login_timeout: float = 60.0
+    relogin_timeout: float = 10.0
+    progress_log_interval: float = 5.0
+    executor: str = "/usr/bin/iofuzz-exec"
+    hang_at: tuple[int, int] | None = None  # fault injection, selftests only
+
+
+@dataclass
+class Finding:
+    kind: str  # "hang", "reboot" or "crash"
+    range_index: int
+    range_name: str
+    range_span: str
+    window: tuple[int, int]  # ops [first, stop) of that range
+    detail: str = ""
+    qemu_exit: dict[str, Any] | None = None
+
+
+@dataclass
+class CampaignResult:
+    ops_done: dict[int, int] = field(default_factory=dict)  # range index -> ops confirmed
+    ops_skipped: dict[int, int] = field(default_factory=dict)  # ops in windows left out
+    findings: list[Finding] = field(default_factory=list)
+    qemu_exit: QemuExit | None = None
+    stopped_early: str = ""
+    elapsed: float = 0.0
+
+    @property
+    def crashed(self) -> bool:
+        return self.qemu_exit is not None
+
+    @property
+    def total_done(self) -> int:
+        return sum(self.ops_done.values())
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "ops_done": {str(k): v for k, v in self.ops_done.items()},
+            "ops_skipped": {str(k): v for k, v in self.ops_skipped.items()},
+            "findings": [asdict(f) for f in self.findings],
+            "qemu_exit": asdict(self.qemu_exit) if self.qemu_exit else None,
+            "stopped_early": self.stopped_early,
+            "elapsed_s": round(self.elapsed, 3),
+            "ops_per_s": round(self.total_done / self.elapsed, 1) if self.elapsed else 0.0,
+        }
+
+
+@dataclass(frozen=True)
+class _Stop:
+    """Why one executor invocation ended."""
+
+    how: str  # "done", "hang", "reboot", "died", "error"
+    detail: str = ""
+
+
+class Campaign:
+    def __init__(
+        self,
+        vm: GuestVM,
+        plans: Sequence[RangePlan],
+        trace: TraceWriter,
+        config: CampaignConfig,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if not plans:
+            raise CampaignError("nothing to fuzz: no port range left after skips")
+        self.vm = vm
+        self.plans = list(plans)
+        self.trace = trace
+        self.config = config
+        self.clock = clock
+        self.result = CampaignResult(ops_done={p.index: 0 for p in plans}, ops_skipped={p.index: 0 for p in plans})
+        # position: index into self.plans and op index within that plan
+        self._range = 0
+        self._op = 0
+        self._session: Any = None
+        self._started = 0.0
+        self._last_log = 0.0
+        # the executor numbers ranges by their place in its argument list
+        if [p.index for p in self.plans] != list(range(len(self.plans))):
+            raise CampaignError("range plans must be numbered 0..n-1 in order")
+
+    # -- public -----------------------------------------------------------
+    def run(self) -> CampaignResult:
+        start = self.clock()
+        self._started = self._last_log = start
+        try:
+            # write-ahead: every op is in the trace before the first one runs
+            for plan in self.plans:
+                self.trace.write_ops(plan, 0, plan.op_count)
+            self._session = self._login(self.config.login_timeout)
+            while not self._finished():
+                hangs = sum(f.kind in ("hang", "reboot") for f in self.result.findings)
+                if hangs >= self.config.max_hangs:
+                    self.result.stopped_early = f"stopped after {hangs} hangs/reboots (max_hangs)"
+                    self.trace.event("stop", reason=self.result.stopped_early)
+                    break
+                stop = self._execute()
+                if stop.how == "done":
+                    break
+                if stop.how == "error":
+                    raise CampaignError(f"the in-guest executor failed: {stop.detail}")
+                if stop.how == "died":
+                    self._record_crash()
+                    break
+                self._record_window(stop)
+                if not self._recover(stop):
+                    break
+        finally:
+            self.result.elapsed = self.clock() - start
+            self._close_session()
+        return self.result
+
+    # -- one executor invocation -----------------------------------------------
+    def _execute(self) -> _Stop:
+        hang_at = self.config.hang_at
+        if hang_at is not None and hang_at < (self._range, self._op):
+            hang_at = None  # already injected and survived: go on without it
+        command = executor_command(
+            self.plans,
+            report_every=self.config.report_every,
+            resume=(self._range, self._op),
+            hang_at=hang_at,
+            binary=self.config.executor,
+        )
+        self.trace.event("start", range=self.plans[self._range].index, op=self._op)
+        LOG.debug("executor: %s", command)
+        self._session.sendline(command)
+        last_progress = self.clock()
+        pending = ""
+        while True:
+            try:
+                pending += self._session.read_nonblocking(internal_timeout=0.02, timeout=0.5)
+            except aexpect.ExpectError:
+                # the console went away: only a dead QEMU does that
+                if not self.vm.is_alive():
+                    return _Stop("died")
+                time.sleep(0.2)
+            *lines, pending = pending.replace("\r", "").split("\n")
+            for line in lines:
+                if any(marker in line for marker in REBOOT_MARKERS):
+                    return _Stop("reboot", line.strip())
+                message = parse_line(line)
+                if isinstance(message, Progress):
+                    self._advance(message)
+                    last_progress = self.clock()
+                elif isinstance(message, Ready):
+                    last_progress = self.clock()
+                elif isinstance(message, Hang):
+                    LOG.warning("executor injects a hang at op %d of range %d", message.op_index, message.range_index)
+                elif isinstance(message, Done):
+                    return _Stop("done")
+                elif isinstance(message, ExecError):
+                    return _Stop("error", message.message)
+            if not self.vm.is_alive():
+                return _Stop("died")
+            now = self.clock()
+            if now - last_progress > self.config.hang_timeout:
+                return _Stop("hang", f"no progress for {now - last_progress:.1f} s")
+            if now - self._last_log >= self.config.progress_log_interval:
+                self._log_progress(now)
+
+    def _advance(self, progress: Progress) -> None:
+        plan = self._plan_by_index(progress.range_index)
+        self.trace.progress(plan.index, progress.ops_done)
+        self.result.ops_done[plan.index] = progress.ops_done - self.result.ops_skipped[plan.index]
+        position = self.plans.index(plan)
+        if progress.ops_done >= plan.op_count:
+            self._range, self._op = position + 1, 0
+        else:
+            self._range, self._op = position, progress.ops_done
+
+    # -- findings -----------------------------------------------------------
+    def _window(self) -> tuple[RangePlan, tuple[int, int]]:
+        plan = self.plans[self._range]
+        return plan, inflight_window(plan, self._op, self.config.report_every)
+
+    def _record_window(self, stop: _Stop) -> None:
+        plan, window = self._window()
+        span = f"{plan.start:#06x}-{plan.end:#06x}"
+        finding = Finding(stop.how, plan.index, plan.name, span, window, stop.detail)
+        self.result.findings.append(finding)
+        self.trace.event(stop.how, range=plan.index, window=list(window), detail=stop.detail)
+        LOG.warning("%s in range %s (%s) ops [%d, %d): %s", stop.how, plan.name, span, *window, stop.detail)
+
+    def _record_crash(self) -> None:
+        plan, window = self._window()
+        exit_info = self._wait_exit_info()
+        self.result.qemu_exit = exit_info
+        finding = Finding(
+            "crash",
+            plan.index,
+            plan.name,
+            f"{plan.start:#06x}-{plan.end:#06x}",
+            window,
+            exit_info.describe(),
+            asdict(exit_info),
+        )
+        self.result.findings.append(finding)
+        self.trace.event("crash", range=plan.index, window=list(window), qemu_exit=asdict(exit_info))
+        LOG.error("QEMU died in range %s ops [%d, %d): %s", plan.name, *window, exit_info.describe())
+
+    def _wait_exit_info(self, timeout: float = 5.0) -> QemuExit:
+        deadline = self.clock() + timeout
+        while True:
+            info = self.vm.exit_info()
+            if info is not None or self.clock() > deadline:
+                return info or QemuExit(status=None, signal=None, stderr_tail="(exit status unavailable)")
+            time.sleep(0.1)
+
+    # -- recovery -------------------------------------------------------------
+    def _recover(self, stop: _Stop) -> bool:
+        """Get a working shell back and move past the window; False if QEMU died."""
+        plan, (_, window_stop) = self._window()
+        self.result.ops_skipped[plan.index] += window_stop - self._op
+        if window_stop >= plan.op_count:
+            self._range, self._op = self._range + 1, 0
+        else:
+            self._op = window_stop
+        self._close_session()
+        session = None
+        if stop.how == "hang" and self.vm.is_alive():
+            session = self._try_login(self.config.relogin_timeout)
+        elif stop.how == "reboot":
+            session = self._try_login(self.config.login_timeout)
+        if session is None and self.vm.is_alive():
+            LOG.warning("guest does not answer: system_reset")
+            self.trace.event("reset")
+            self.vm.reset()
+            session = self._try_login(self.config.login_timeout)
+        if session is None:
+            if not self.vm.is_alive():
+                self._record_crash()
+                return False
+            raise CampaignError("guest did not come back after system_reset")
+        self._session = session
+        if not self._finished():
+            self.trace.event("resume", range=self.plans[self._range].index, op=self._op)
+        return True
+
+    def _try_login(self, timeout: float) -> Any:
+        try:
+            return self.vm.login(timeout)
+        except Exception as err:  # login failures come in many classes (aexpect, avocado-vt)
+            LOG.info("login failed: %s", err)
+            return None
+
+    def _login(self, timeout: float) -> Any:
+        session = self._try_login(timeout)
+        if session is None:
+            raise CampaignError(f"could not log into the guest within {timeout} s")
+        return session
+
+    def _close_session(self) -> None:
+        if self._session is not None:
+            with contextlib.suppress(Exception):  # a dead console cannot be closed cleanly
+                self._session.close()
+            self._session = None
+
+    # -- helpers --------------------------------------------------------------
+    def _finished(self) -> bool:
+        return self._range >= len(self.plans)
+
+    def _plan_by_index(self, range_index: int) -> RangePlan:
+        if not 0 <= range_index < len(self.plans):
+            raise CampaignError(f"executor reported unknown range {range_index}")
+        return self.plans[range_index]
+
+    def _log_progress(self, now: float) -> None:
+        self._last_log = now
+        done = self.result.total_done
+        total = sum(p.op_count for p in self.plans)
+        rate = done / (now - self._started) if now > self._started else 0.0
+        current = self.plans[min(self._range, len(self.plans) - 1)]
+        LOG.info(
+            "progress: %d/%d ops (%.0f ops/s), range %s, %d findings so far",
+            done,
+            total,
+            rate,
+            current.name,
+            len(self.result.findings),
+        )

@@ -1,0 +1,154 @@
+"""The body of the ``iofuzz`` VT test: params -> guest -> ranges -> campaign -> verdict.
+
+``tests/iofuzz.py`` keeps avocado-vt's classic ``run(test, params, env)`` and
+calls :func:`run_iofuzz`; everything here uses avocado-vt's own machinery
+(``env_process.preprocess_vm``, ``qemu_vm``, serial login over aexpect).
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+from typing import Any
+
+from virttest import env_process
+
+from avocado_iofuzz.campaign import Campaign, CampaignConfig, CampaignError
+from avocado_iofuzz.guest.accel import probe_accelerator
+from avocado_iofuzz.program import new_seed, plan_ranges
+from avocado_iofuzz.ranges import RangeError, fuzz_targets
+from avocado_iofuzz.report import build_summary, summary_table, write_summary
+from avocado_iofuzz.settings import IofuzzParams, ParamError
+from avocado_iofuzz.trace import TraceWriter
+from avocado_iofuzz.vm.vt import VtGuest
+
+LOG = logging.getLogger("avocado.test.iofuzz")
+
+
+def start_embedded_vm(test: Any, params: Any, env: Any, settings: IofuzzParams) -> tuple[Any, str, str]:
+    """Build (or reuse) the embedded guest, pick the accelerator, start the VM.
+
+    Returns (vm, accelerator, why that accelerator).
+    """
+    from avocado_iofuzz.guest.build import build_guest, default_guest  # heavy: apt, cpio
+
+    qemu = shutil.which(params.get("qemu_binary", "qemu-system-x86_64")) or params.get("qemu_binary")
+    params["qemu_binary"] = qemu
+    kernel = Path(settings.kernel) if settings.kernel else None
+    # the default guest is busybox with our executor baked in
+    guest = default_guest(kernel=kernel) if settings.guest == "busybox" else build_guest(settings.guest, kernel=kernel)
+    if settings.accel == "auto":
+        choice = probe_accelerator(qemu)
+        accel, reason = choice.name, choice.reason
+    else:
+        accel, reason = settings.accel, "forced by param iofuzz_accel"
+    LOG.info("accelerator: %s (%s)", accel, reason)
+    vm_name = params["main_vm"]
+    params["vm_accelerator"] = accel
+    params["kernel"] = str(guest.kernel)
+    params["initrd"] = str(guest.initrd)
+    params["kernel_params"] = guest.kernel_params
+    params["shell_prompt"] = guest.shell_prompt
+    params["start_vm"] = "yes"
+    env_process.preprocess_vm(test, params.object_params(vm_name), env, vm_name)
+    vm = env.get_vm(vm_name)
+    vm.verify_alive()
+    return vm, accel, reason
+
+
+def run_iofuzz(test: Any, params: Any, env: Any) -> None:
+    try:
+        settings = IofuzzParams.from_params(params)
+    except ParamError as err:
+        test.error(str(err))
+    outdir = Path(test.outputdir)
+    seed = settings.seed if settings.seed is not None else new_seed()
+    LOG.info("fuzz_seed = %d (rerun with --vt-extra-params fuzz_seed=%d)", seed, seed)
+    # the seed goes to disk before anything can go wrong
+    (outdir / "seed").write_text(f"{seed}\n", encoding="utf-8")
+
+    vm, accel, reason = start_embedded_vm(test, params, env, settings)
+    guest = VtGuest(vm, login_timeout=settings.login_timeout)
+    session = guest.login()
+    ioports = session.cmd_output("cat /proc/ioports")
+    session.close()
+    (outdir / "proc-ioports.txt").write_text(ioports, encoding="utf-8")
+    try:
+        targets = fuzz_targets(
+            ioports,
+            skip_devices=settings.skip_devices,
+            skip_ports=settings.skip_ports,
+            extra_ioports=settings.extra_ioports,
+            only_devices=settings.only_devices,
+        )
+    except RangeError as err:
+        test.error(f"cannot choose port ranges: {err}")
+    plans = plan_ranges(seed, [(t.start, t.end, t.name) for t in targets], settings.fuzz_count)
+    for plan in plans:
+        LOG.info("range %2d %#06x-%#06x %-24s %d ops", plan.index, plan.start, plan.end, plan.name, plan.op_count)
+
+    config = CampaignConfig(
+        report_every=settings.report_every,
+        hang_timeout=settings.hang_timeout,
+        max_hangs=settings.max_hangs,
+        login_timeout=settings.login_timeout,
+        hang_at=settings.debug_hang_at,
+    )
+    trace_path = outdir / "trace.iofuzz"
+    header = {
+        "seed": seed,
+        "fuzz_count": settings.fuzz_count,
+        "accelerator": accel,
+        "qemu_cmdline": guest.qemu_cmdline(),
+        "machine_type": params.get("machine_type"),
+        "guest": settings.guest,
+        "ranges": [[p.start, p.end, p.name] for p in plans],
+    }
+    with TraceWriter(trace_path, header) as trace:
+        campaign = Campaign(guest, plans, trace, config)
+        try:
+            result = campaign.run()
+        except CampaignError as err:
+            result = campaign.result
+            _finish(outdir, seed, settings, accel, reason, plans, result, trace_path, guest)
+            test.error(str(err))
+    summary = _finish(outdir, seed, settings, accel, reason, plans, result, trace_path, guest)
+
+    if result.crashed:
+        crash = next(f for f in result.findings if f.kind == "crash")
+        test.fail(
+            f"{crash.detail} -- while fuzzing range {crash.range_name} ({crash.range_span}), "
+            f"ops [{crash.window[0]}, {crash.window[1]}) of range index {crash.range_index}; "
+            f"seed {seed}; trace {trace_path}"
+        )
+    hangs = [f for f in result.findings if f.kind in ("hang", "reboot")]
+    if hangs:
+        message = f"{len(hangs)} guest hang(s)/reboot(s): " + "; ".join(
+            f"{f.kind} in {f.range_name} ops [{f.window[0]}, {f.window[1]})" for f in hangs
+        )
+        if settings.hang_status == "fail":
+            test.fail(message)
+        if settings.hang_status == "warn":
+            LOG.warning(message)
+            from avocado.core import exceptions
+
+            raise exceptions.TestWarn(message)
+    LOG.info("done: %d ops, seed %d", summary and result.total_done, seed)
+
+
+def _finish(outdir, seed, settings, accel, reason, plans, result, trace_path, guest) -> dict[str, Any]:
+    summary = build_summary(
+        seed=seed,
+        fuzz_count=settings.fuzz_count,
+        accel=accel,
+        accel_reason=reason,
+        plans=plans,
+        result=result,
+        trace_path=trace_path,
+        qemu_cmdline=guest.qemu_cmdline(),
+    )
+    write_summary(outdir / "summary.json", summary)
+    for line in summary_table(summary).splitlines():
+        LOG.info("%s", line)
+    return summary

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Set up avocado-iofuzz on a Debian machine: the host packages it drives
+# (QEMU, busybox for the embedded guest, the tools avocado-vt insists on),
+# then a virtualenv in .venv with this package installed (not editable: the
+# same install a user gets). `--test` adds the selftest tools.
+set -euo pipefail
+cd "$(dirname "$(readlink -f "$0")")"
+
+extras=""
+[ "${1:-}" = "--test" ] && extras="[test]"
+
+# qemu-system-x86: the VMs; busybox-static: the embedded guest's userland;
+# gcc + libc6-dev: the static in-guest executor; socat, netcat-openbsd,
+# tcpdump, arping, iproute2, xz-utils: required by avocado-vt's checks and
+# serial console; qemu-utils: recommended by avocado-vt; cpio, zstd: guest
+# images; python3-venv: the virtualenv.
+packages=(qemu-system-x86 qemu-utils busybox-static gcc libc6-dev socat netcat-openbsd tcpdump
+          arping iproute2 xz-utils cpio zstd python3-venv)
+missing=()
+for pkg in "${packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+    as_root=()
+    if [ "$(id -u)" != 0 ]; then
+        command -v sudo >/dev/null || { echo "bootstrap: need root (or sudo) to install: ${missing[*]}" >&2; exit 1; }
+        as_root=(sudo)
+    fi
+    echo "bootstrap: installing ${missing[*]}"
+    "${as_root[@]}" apt-get update -q >/dev/null
+    DEBIAN_FRONTEND=noninteractive "${as_root[@]}" apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+[ -x .venv/bin/python ] || python3 -m venv .venv
+.venv/bin/pip install -q --disable-pip-version-check ".${extras}"
+echo "bootstrap: ready (.venv/bin/avocado, .venv/bin/pytest)"

@@ -1,0 +1,197 @@
+"""The campaign's watchdog logic against a scripted guest (pure logic, no QEMU).
+
+The fake guest interprets the real executor command line the campaign sends
+and answers with the protocol lines the real executor would print, so these
+tests pin down decisions (window, resume point, reset, crash) while the
+functional tests prove the same on a real guest.
+"""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+
+import pytest
+
+from avocado_iofuzz.campaign import Campaign, CampaignConfig, CampaignError
+from avocado_iofuzz.program import plan_ranges
+from avocado_iofuzz.trace import TraceWriter, read_trace
+from avocado_iofuzz.vm.interface import QemuExit
+
+
+class ScriptedGuest:
+    """A guest whose executor hangs or kills QEMU at chosen (range, op) positions."""
+
+    def __init__(self, hang_at=(), crash_at=None, reboot_at=(), answers_after_hang=False):
+        self.hang_at = set(hang_at)
+        self.crash_at = crash_at
+        self.reboot_at = set(reboot_at)
+        self.answers_after_hang = answers_after_hang
+        self.alive = True
+        self.hung = False
+        self.resets = 0
+        self.logins = 0
+        self.commands: list[str] = []
+        self.pid = 4242
+
+    # GuestVM protocol
+    def is_alive(self):
+        return self.alive
+
+    def login(self, timeout=None):
+        if not self.alive or (self.hung and not self.answers_after_hang):
+            raise TimeoutError("no prompt")
+        self.hung = False
+        self.logins += 1
+        return ScriptedSession(self)
+
+    def reset(self):
+        self.resets += 1
+        self.hung = False
+
+    def exit_info(self):
+        return None if self.alive else QemuExit(status=None, signal=6, stderr_tail="hw/foo.c:12: assertion failed")
+
+    def qemu_cmdline(self):
+        return "qemu-system-x86_64 -machine pc"
+
+
+class ScriptedSession:
+    def __init__(self, guest: ScriptedGuest):
+        self.guest = guest
+        self.pending = ""
+
+    def sendline(self, command):
+        self.guest.commands.append(command)
+        argv = shlex.split(command)
+        opts = dict(zip(argv[1::2], argv[2::2], strict=False))
+        every = int(opts["--report-every"])
+        resume = tuple(int(x) for x in opts["--resume"].split(":"))
+        ranges = [a for a in argv if a[:1].isdigit() and "-" in a]
+        plans = {int(r.split(":")[0]): r for r in ranges}
+        out = ["@IOFUZZ READY 1 %d" % len(plans)]
+        for index in sorted(plans):
+            if index < resume[0]:
+                continue
+            count = self.op_counts[index]
+            op = resume[1] if index == resume[0] else 0
+            out.append(f"@P {index} {op}")
+            while op < count:
+                nxt = min(count, (op // every + 1) * every)
+                for stop_op in range(op, nxt):
+                    if (index, stop_op) in self.guest.hang_at:
+                        self.guest.hang_at.discard((index, stop_op))
+                        self.guest.hung = True
+                        self.pending = "\n".join(out) + "\n"
+                        return
+                    if (index, stop_op) == self.guest.crash_at:
+                        self.guest.alive = False
+                        self.pending = "\n".join(out) + "\n"
+                        return
+                    if (index, stop_op) in self.guest.reboot_at:
+                        self.guest.reboot_at.discard((index, stop_op))
+                        out.append("[    0.000000] Linux version 6.1.0-99-amd64")
+                        self.pending = "\n".join(out) + "\n"
+                        return
+                op = nxt
+                out.append(f"@P {index} {op}")
+        out.append("@DONE 0")
+        self.pending = "\n".join(out) + "\n"
+
+    def read_nonblocking(self, internal_timeout=None, timeout=None):
+        data, self.pending = self.pending, ""
+        return data
+
+    def close(self):
+        pass
+
+
+PLANS = plan_ranges(7, [(0x70, 0x71, "rtc0"), (0x80, 0x8F, "dma page reg"), (0x510, 0x51B, "fw_cfg_io")], 50)
+
+
+def make_campaign(tmp_path: Path, guest: ScriptedGuest, **config):
+    ScriptedSession.op_counts = {p.index: p.op_count for p in PLANS}
+    writer = TraceWriter(tmp_path / "trace", {"seed": 7})
+    settings = {"report_every": 64, "hang_timeout": 0.3, "relogin_timeout": 0.1, "login_timeout": 0.1, **config}
+    cfg = CampaignConfig(**settings)
+    return Campaign(guest, PLANS, writer, cfg), writer
+
+
+def test_clean_run_confirms_every_op(tmp_path):
+    campaign, writer = make_campaign(tmp_path, ScriptedGuest())
+    result = campaign.run()
+    writer.close()
+    assert result.findings == []
+    assert result.ops_done == {p.index: p.op_count for p in PLANS}
+    trace = read_trace(tmp_path / "trace")
+    assert all(trace.last_done(p.index) == p.op_count for p in PLANS)
+
+
+def test_hang_with_silent_guest_resets_and_resumes_after_window(tmp_path):
+    guest = ScriptedGuest(hang_at=[(1, 200)])
+    campaign, writer = make_campaign(tmp_path, guest)
+    result = campaign.run()
+    writer.close()
+    (hang,) = result.findings
+    assert (hang.kind, hang.range_index, hang.window) == ("hang", 1, (192, 256))
+    assert guest.resets == 1
+    assert "--resume 1:256" in guest.commands[-1]
+    assert result.ops_skipped[1] == 64
+    assert result.ops_done[1] == PLANS[1].op_count - 64
+    assert result.ops_done[2] == PLANS[2].op_count
+    kinds = [e.kind for e in read_trace(tmp_path / "trace").events]
+    assert kinds.index("hang") < kinds.index("reset") < kinds.index("resume")
+
+
+def test_hang_with_answering_guest_relogs_without_reset(tmp_path):
+    guest = ScriptedGuest(hang_at=[(0, 10)], answers_after_hang=True)
+    campaign, _ = make_campaign(tmp_path, guest)
+    result = campaign.run()
+    assert [f.kind for f in result.findings] == ["hang"]
+    assert guest.resets == 0 and guest.logins == 2
+
+
+def test_hang_in_last_window_of_a_range_moves_to_next_range(tmp_path):
+    last = PLANS[0].op_count - 1
+    guest = ScriptedGuest(hang_at=[(0, last)])
+    campaign, _ = make_campaign(tmp_path, guest)
+    result = campaign.run()
+    assert result.findings[0].window[1] == PLANS[0].op_count
+    assert "--resume 1:0" in guest.commands[-1]
+
+
+def test_reboot_is_noticed_without_waiting_for_the_watchdog(tmp_path):
+    guest = ScriptedGuest(reboot_at=[(2, 5)])
+    campaign, _ = make_campaign(tmp_path, guest, hang_timeout=30.0)
+    result = campaign.run()
+    assert [f.kind for f in result.findings] == ["reboot"]
+    assert result.elapsed < 5
+
+
+def test_crash_ends_run_with_exit_info_and_window(tmp_path):
+    guest = ScriptedGuest(crash_at=(1, 700))
+    campaign, writer = make_campaign(tmp_path, guest)
+    result = campaign.run()
+    writer.close()
+    assert result.crashed and result.qemu_exit.signal == 6
+    (crash,) = result.findings
+    assert (crash.kind, crash.range_index, crash.window) == ("crash", 1, (640, 704))
+    assert "SIGABRT" in crash.detail and "assertion failed" in crash.detail
+    events = read_trace(tmp_path / "trace").events
+    assert events[-1].kind == "crash"
+
+
+def test_max_hangs_stops_the_run(tmp_path):
+    guest = ScriptedGuest(hang_at=[(0, 1), (1, 1), (2, 1)])
+    campaign, _ = make_campaign(tmp_path, guest, max_hangs=2)
+    result = campaign.run()
+    assert len(result.findings) == 2
+    assert "max_hangs" in result.stopped_early
+
+
+def test_no_login_is_a_campaign_error(tmp_path):
+    guest = ScriptedGuest()
+    guest.alive = False
+    campaign, _ = make_campaign(tmp_path, guest)
+    with pytest.raises(CampaignError, match="could not log into the guest"):
+        campaign.run()
