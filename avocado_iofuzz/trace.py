@@ -121,7 +121,7 @@ class TraceWriter:
         self._file.write(f"P {range_index} {ops_done}\n")
         self._file.flush()
 
-    def event(self, kind: str, **data: Any) -> None:
+    def event(self, kind: str, /, **data: Any) -> None:
         """Record an event (hang, crash, reset, resume, ...) with a timestamp; durable on return."""
         if not _EVENT_KIND.match(kind):
             raise ValueError(f"event kind must be a lowercase word, got {kind!r}")

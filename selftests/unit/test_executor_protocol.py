@@ -1,0 +1,127 @@
+"""Host side of the executor protocol: command building and console line parsing."""
+
+from __future__ import annotations
+
+import shlex
+
+import pytest
+
+from avocado_iofuzz.executor.protocol import (
+    Done,
+    ExecError,
+    Hang,
+    Progress,
+    Ready,
+    executor_command,
+    format_dry_run_op,
+    inflight_window,
+    parse_dry_run_op,
+    parse_line,
+    range_argument,
+)
+from avocado_iofuzz.program import Op, RangePlan, plan_ranges
+
+PLANS = plan_ranges(77, [(0x60, 0x64, "keyboard"), (0x70, 0x71, "rtc"), (0x1F0, 0x1F7, "ide")], 4)
+
+
+def test_command_lists_every_element():
+    argv = shlex.split(executor_command(PLANS, report_every=512))
+    assert argv == [
+        "/usr/bin/iofuzz-exec",
+        "--seed",
+        "77",
+        "--fuzz-count",
+        "4",
+        "--report-every",
+        "512",
+        "0:0x60-0x64",
+        "1:0x70-0x71",
+        "2:0x1f0-0x1f7",
+    ]
+
+
+def test_command_with_resume_hang_and_width():
+    plans = [PLANS[1], RangePlan(2, 0x1F0, 0x1F7, "ide", 77, 4, width=2)]
+    argv = shlex.split(
+        executor_command(plans, report_every=8, resume=(1, 3), hang_at=(2, 5), binary="/bin/x y", dry_run=True)
+    )
+    assert argv[0] == "/bin/x y"
+    assert "--dry-run" in argv
+    assert argv[argv.index("--resume") + 1] == "1:3"
+    assert argv[argv.index("--hang-at") + 1] == "2:5"
+    assert argv[-2:] == ["1:0x70-0x71", "2:0x1f0-0x1f7/2"]
+
+
+def test_range_argument_names_index_and_width():
+    assert range_argument(RangePlan(12, 0xCF8, 0xCFF, "pci", 1, 1, width=4)) == "12:0xcf8-0xcff/4"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"plans": []}, "no range plans"),
+        ({"plans": [PLANS[0], plan_ranges(78, [(0x70, 0x71, "rtc")], 4)[0]]}, "share seed and fuzz_count"),
+        ({"plans": [PLANS[0], plan_ranges(77, [(0x70, 0x71, "rtc")], 5)[0]]}, "share seed and fuzz_count"),
+        ({"plans": [PLANS[0], PLANS[0]]}, "range index 0 appears twice"),
+        ({"report_every": 0}, "report_every must be within"),
+        ({"resume": (9, 0)}, "resume names range 9"),
+        ({"resume": (0, PLANS[0].op_count + 1)}, "resume op 31 is outside"),
+        ({"hang_at": (0, PLANS[0].op_count)}, "hang_at op 30 is outside"),
+        ({"resume": (1, 4), "hang_at": (0, 9)}, "before resume"),
+        ({"resume": (1, 4), "hang_at": (1, 3)}, "before resume"),
+        ({"limit_loop": True, "hang_at": (0, 1)}, "does not combine"),
+    ],
+)
+def test_command_validation(kwargs, message):
+    args = {"plans": PLANS, "report_every": 100} | kwargs
+    with pytest.raises(ValueError, match=message):
+        executor_command(**args)
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("@IOFUZZ READY 1 3\n", Ready(1, 3)),
+        ("@P 2 4096\r\n", Progress(2, 4096)),
+        ("\x1b[6n@P 0 0\r", Progress(0, 0)),
+        ("/ # \x1b[6n@DONE 123", Done(123)),
+        ("[   12.345678] @HANG 1 77", Hang(1, 77)),
+        (
+            "@ERR /proc/cmdline lacks iofuzz.guest=1: refusing  \r\n",
+            ExecError("/proc/cmdline lacks iofuzz.guest=1: refusing"),
+        ),
+        ("\x1b[?2004l@DONE 5\x1b[?2004h", Done(5)),
+        # not protocol lines: shell echo, partial or mangled marks, other text
+        ("/usr/bin/iofuzz-exec --seed 1 --fuzz-count 1 0:0x60-0x64", None),
+        ("@P 1", None),
+        ("@P 1 2 3", None),
+        ("@P one 2", None),
+        ("mail@P 1 2", None),
+        ("@P 0 40[   1.2] kernel says hi", None),
+        ("", None),
+    ],
+)
+def test_parse_line(line, message):
+    assert parse_line(line) == message
+
+
+def test_dry_run_op_line_round_trip():
+    op = Op("w", 0x3F8, 1, 0xA5)
+    line = format_dry_run_op(4, 17, op)
+    assert line == "4 17 w 0x3f8 1 0xa5"
+    assert parse_dry_run_op(line) == (4, 17, op)
+    assert format_dry_run_op(0, 0, Op("r", 0x60, 1, 0)) == "0 0 r 0x60 1 0x0"
+    with pytest.raises(ValueError, match="not a dry-run op line"):
+        parse_dry_run_op("4 17 x 0x3f8 1 0xa5")
+    with pytest.raises(ValueError, match="not a dry-run op line"):
+        parse_dry_run_op("4 17 w 0xzz 1 0xa5")
+
+
+def test_inflight_window():
+    plan = RangePlan(0, 0x0, 0xFF, "big", 1, 10)  # 3072 ops
+    assert inflight_window(plan, 0, 1000) == (0, 1000)
+    assert inflight_window(plan, 13, 1000) == (13, 1000)  # after a resume at 13
+    assert inflight_window(plan, 3000, 1000) == (3000, 3072)
+    assert inflight_window(plan, 3072, 1000) == (3072, 3072)
+    with pytest.raises(ValueError, match="ops_done 3073 is outside"):
+        inflight_window(plan, 3073, 1000)
