@@ -118,6 +118,7 @@ class Campaign:
         trace: TraceWriter,
         config: CampaignConfig,
         clock: Callable[[], float] = time.monotonic,
+        session: Any = None,
     ) -> None:
         if not plans:
             raise CampaignError("nothing to fuzz: no port range left after skips")
@@ -130,7 +131,7 @@ class Campaign:
         # position: index into self.plans and op index within that plan
         self._range = 0
         self._op = 0
-        self._session: Any = None
+        self._session: Any = session  # a logged-in session to start with, if the caller has one
         self._started = 0.0
         self._last_log = 0.0
         # the executor numbers ranges by their place in its argument list
@@ -145,7 +146,8 @@ class Campaign:
             # write-ahead: every op is in the trace before the first one runs
             for plan in self.plans:
                 self.trace.write_ops(plan, 0, plan.op_count)
-            self._session = self._login(self.config.login_timeout)
+            if self._session is None:
+                self._session = self._login(self.config.login_timeout)
             while not self._finished():
                 hangs = sum(f.kind in ("hang", "reboot") for f in self.result.findings)
                 if hangs >= self.config.max_hangs:

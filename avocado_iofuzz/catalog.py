@@ -9,6 +9,7 @@ filter, as with avocado-vt's own references.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -50,18 +51,29 @@ class TestCatalog:
         head = reference.strip().split(".", 1)[0]
         return head in self.test_names()
 
-    def variants(self, reference: str, expand_all: bool = False) -> list[dict[str, Any]]:
+    def variants(
+        self, reference: str, expand_all: bool = False, extra_params: Sequence[str] = ()
+    ) -> list[dict[str, Any]]:
         """Cartesian dicts matching ``reference``.
 
         With ``expand_all`` false (``avocado run``) a dimension the reference
         leaves open contributes only its ``@`` default variant; with it true
-        (``avocado list``) every variant is listed.
+        (``avocado list``) every variant is listed. ``extra_params`` are
+        ``key=value`` overrides (``--vt-extra-params``), applied last.
         """
+        overrides = []
+        for item in extra_params:
+            key, sep, value = item.partition("=")
+            if not sep or not key.strip():
+                raise CatalogError(f"--vt-extra-params: {item!r} is not key=value")
+            overrides.append((key.strip(), value))
         test = reference.strip().split(".", 1)[0]
         path = self.directory / f"{test}.cfg"
         try:
             parser = cartesian_config.Parser(str(path), defaults=not expand_all)
             parser.only_filter(shortname_filter(reference))
+            for key, value in overrides:
+                parser.assign(key, value)
             dicts = list(parser.get_dicts())
         except (cartesian_config.ParserError, cartesian_config.LexerError, OSError) as err:
             raise CatalogError(f"{path}: {err}") from err

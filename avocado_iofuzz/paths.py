@@ -17,7 +17,9 @@ def data_root() -> Path:
     for root in (_PACKAGE / "data", _PACKAGE.parent):
         if (root / "cfg" / "iofuzz.cfg").is_file() and (root / "tests" / "iofuzz.py").is_file():
             return root
-    raise FileNotFoundError(f"avocado-iofuzz: no cfg/iofuzz.cfg + tests/iofuzz.py under {_PACKAGE}/data or {_PACKAGE.parent}")
+    raise FileNotFoundError(
+        f"avocado-iofuzz: no cfg/iofuzz.cfg + tests/iofuzz.py under {_PACKAGE}/data or {_PACKAGE.parent}"
+    )
 
 
 def cfg_dir() -> Path:

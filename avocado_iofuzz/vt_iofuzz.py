@@ -15,13 +15,13 @@ from typing import Any
 from virttest import env_process
 
 from avocado_iofuzz.campaign import Campaign, CampaignConfig, CampaignError
-from avocado_iofuzz.guest.accel import probe_accelerator
 from avocado_iofuzz.program import new_seed, plan_ranges
 from avocado_iofuzz.ranges import RangeError, fuzz_targets
 from avocado_iofuzz.report import build_summary, summary_table, write_summary
 from avocado_iofuzz.settings import IofuzzParams, ParamError
 from avocado_iofuzz.trace import TraceWriter
 from avocado_iofuzz.vm.vt import VtGuest
+from avocado_iofuzz.vt_compat import run_qemu_probes_under_bash
 
 LOG = logging.getLogger("avocado.test.iofuzz")
 
@@ -39,6 +39,8 @@ def start_embedded_vm(test: Any, params: Any, env: Any, settings: IofuzzParams) 
     # the default guest is busybox with our executor baked in
     guest = default_guest(kernel=kernel) if settings.guest == "busybox" else build_guest(settings.guest, kernel=kernel)
     if settings.accel == "auto":
+        from avocado_iofuzz.guest.accel import probe_accelerator
+
         choice = probe_accelerator(qemu)
         accel, reason = choice.name, choice.reason
     else:
@@ -51,6 +53,7 @@ def start_embedded_vm(test: Any, params: Any, env: Any, settings: IofuzzParams) 
     params["kernel_params"] = guest.kernel_params
     params["shell_prompt"] = guest.shell_prompt
     params["start_vm"] = "yes"
+    run_qemu_probes_under_bash()
     env_process.preprocess_vm(test, params.object_params(vm_name), env, vm_name)
     vm = env.get_vm(vm_name)
     vm.verify_alive()
@@ -72,7 +75,6 @@ def run_iofuzz(test: Any, params: Any, env: Any) -> None:
     guest = VtGuest(vm, login_timeout=settings.login_timeout)
     session = guest.login()
     ioports = session.cmd_output("cat /proc/ioports")
-    session.close()
     (outdir / "proc-ioports.txt").write_text(ioports, encoding="utf-8")
     try:
         targets = fuzz_targets(
@@ -106,7 +108,7 @@ def run_iofuzz(test: Any, params: Any, env: Any) -> None:
         "ranges": [[p.start, p.end, p.name] for p in plans],
     }
     with TraceWriter(trace_path, header) as trace:
-        campaign = Campaign(guest, plans, trace, config)
+        campaign = Campaign(guest, plans, trace, config, session=session)
         try:
             result = campaign.run()
         except CampaignError as err:

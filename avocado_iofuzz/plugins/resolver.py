@@ -12,7 +12,7 @@ from avocado.core.nrunner.runnable import Runnable
 from avocado.core.plugin_interfaces import Resolver
 from avocado.core.resolver import ReferenceResolution, ReferenceResolutionResult
 
-from avocado_iofuzz.catalog import TestCatalog
+from avocado_iofuzz.catalog import CatalogError, TestCatalog
 
 
 class IofuzzResolver(Resolver):
@@ -23,8 +23,12 @@ class IofuzzResolver(Resolver):
         catalog = TestCatalog()
         if not catalog.claims(reference):
             return ReferenceResolution(reference, ReferenceResolutionResult.NOTFOUND)
-        expand_all = (self.config or {}).get("subcommand") == "list"
-        dicts = catalog.variants(reference, expand_all=expand_all)
+        config = self.config or {}
+        expand_all = config.get("subcommand") == "list"
+        try:
+            dicts = catalog.variants(reference, expand_all, config.get("vt.extra_params") or ())
+        except CatalogError as err:
+            return ReferenceResolution(reference, ReferenceResolutionResult.ERROR, info=str(err))
         if not dicts:
             return ReferenceResolution(
                 reference,

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import signal
+import time
 from typing import Any
+
+from aexpect import remote
 
 from avocado_iofuzz.vm.interface import QemuExit
 
 STDERR_TAIL_LINES = 20
+PROMPT_WAIT = 2.0  # seconds to wait for a prompt after each Enter
 
 
 def decode_shell_status(status: int | None) -> tuple[int | None, int | None]:
@@ -40,11 +44,37 @@ class VtGuest:
         return not self.vm.is_dead()
 
     def login(self, timeout: float | None = None) -> Any:
-        # recreate the console so that output of a crashed session (an
-        # executor that was interrupted mid-line) cannot confuse the login
-        return self.vm.wait_for_serial_login(
-            timeout=timeout or self.login_timeout, status_check=False, recreate_serial_console=True
-        )
+        """A shell on avocado-vt's serial console session, found by its prompt.
+
+        avocado-vt's own serial login first waits for 500 characters of
+        console output (or 10 s), then for a prompt nobody asked for: a quiet
+        serial-only guest costs ~20 s per login. Pressing Enter and waiting for
+        the prompt (or a login question, answered by aexpect's handle_prompts)
+        takes one round trip once the guest is up.
+        """
+        timeout = timeout or self.login_timeout
+        # a fresh console: leftovers of an interrupted executor stay behind
+        self.vm.cleanup_serial_console()
+        self.vm.create_serial_console()
+        console = self.vm.serial_console
+        params = self.vm.params
+        prompt = params.get("shell_prompt", r"[\#\$]\s*$")
+        deadline = time.monotonic() + timeout
+        while True:
+            console.sendline("")
+            remaining = deadline - time.monotonic()
+            try:
+                remote.handle_prompts(
+                    console,
+                    params.get("username", ""),
+                    params.get("password", ""),
+                    prompt,
+                    timeout=max(0.5, min(PROMPT_WAIT, remaining)),
+                )
+                return console
+            except remote.LoginTimeoutError:
+                if time.monotonic() >= deadline:
+                    raise
 
     def reset(self) -> None:
         self.vm.monitor.cmd("system_reset")
