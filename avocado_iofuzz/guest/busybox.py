@@ -49,6 +49,11 @@ mkdir -p /dev/pts && mount -t devpts devpts /dev/pts
 mount -t tmpfs tmpfs /tmp
 hostname iofuzz-guest
 cd /root
+# The boot log went to the console in full; from now on only warnings and
+# worse (oopses, panics) do, so that info messages arriving late (clocksource
+# switches, device chatter while fuzzing) do not land in command output.
+# `dmesg -n 8` in the guest brings everything back.
+dmesg -n 5
 echo "iofuzz-guest: init done, kernel $(uname -r), starting a root shell on the console"
 # A root shell on the console, respawned forever: setsid + cttyhack give it
 # the console as controlling tty, so Ctrl-C from the host reaches its jobs.
