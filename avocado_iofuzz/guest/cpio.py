@@ -28,7 +28,7 @@ def normalize_archive_path(path: str) -> str:
     """``/usr/bin/x`` → ``usr/bin/x``; rejects paths that leave the archive root."""
     if not path or "\0" in path:
         raise CpioError(f"invalid archive path {path!r}")
-    normalized = posixpath.normpath("/" + path).lstrip("/")
+    normalized = posixpath.normpath(path.lstrip("/"))
     if not normalized or normalized == "." or ".." in normalized.split("/"):
         raise CpioError(f"archive path {path!r} does not name a file inside the archive")
     return normalized

@@ -75,8 +75,9 @@ def parse_depends_field(apt_cache_show_output: str, prefix: str) -> tuple[str, s
     return None
 
 
-def apt_lists_fingerprint(lists_dir: Path = APT_LISTS_DIR) -> str:
+def apt_lists_fingerprint(lists_dir: Path | None = None) -> str:
     """Changes whenever ``apt-get update`` brings new package lists (names, sizes, mtimes of the lists)."""
+    lists_dir = APT_LISTS_DIR if lists_dir is None else lists_dir
     try:
         entries = sorted((e.name, e.stat().st_size, e.stat().st_mtime_ns) for e in os.scandir(lists_dir))
     except OSError:
