@@ -386,36 +386,41 @@ static unsigned hardware_iopl(void)
 }
 
 /*
- * Make the guest's only vCPU stop serving anything, for real. Kernels before
- * 5.5 grant hardware IOPL 3, which allows cli: interrupts off, then spin.
- * Newer kernels emulate iopl() with the I/O bitmap and forbid cli (#GP), so
- * the executor spins at the top SCHED_FIFO priority with RT throttling off:
- * every other task, the shell and the tty's kworker included, starves.
+ * Fault injection: make the guest's only vCPU stop serving anything, for
+ * real, right after announcing it with @HANG. Kernels before 5.5 grant
+ * hardware IOPL 3, which allows cli: interrupts off, then spin. Newer kernels
+ * emulate iopl() with the I/O bitmap and forbid cli (#GP), so the executor
+ * spins at the top SCHED_FIFO priority with RT throttling off: every other
+ * task, the shell and the tty's kworker included, starves. It takes that
+ * priority *before* printing @HANG, so a host reacting at once to the line
+ * (say with Ctrl-C) already finds the guest deaf.
  */
-static void __attribute__((noreturn)) hang_forever(int dry_run)
+static void __attribute__((noreturn)) hang_forever(int dry_run, uint64_t range_index, uint64_t op_index)
 {
 	if (dry_run) {
 		/* host-side simulation: silent but killable */
+		emit("@HANG %" PRIu64 " %" PRIu64, range_index, op_index);
 		for (;;)
 			pause();
 	}
 	if (hardware_iopl() == 3) {
+		emit("@HANG %" PRIu64 " %" PRIu64, range_index, op_index);
 		__asm__ __volatile__("cli");
 		for (;;)
 			__asm__ __volatile__("" ::: "memory");
 	}
 	int fd = open("/proc/sys/kernel/sched_rt_runtime_us", O_WRONLY);
 
-	if (fd >= 0) {
-		if (write(fd, "-1", 2) != 2)
-			fprintf(stderr, "iofuzz-exec: cannot disable RT throttling: %s\n", strerror(errno));
+	if (fd < 0 || write(fd, "-1", 2) != 2)
+		fprintf(stderr, "iofuzz-exec: cannot disable RT throttling (%s): the guest stays partly responsive\n",
+			strerror(errno));
+	if (fd >= 0)
 		close(fd);
-	}
 	struct sched_param param = { .sched_priority = sched_get_priority_max(SCHED_FIFO) };
 
 	if (sched_setscheduler(0, SCHED_FIFO, &param) < 0)
-		fprintf(stderr, "iofuzz-exec: SCHED_FIFO failed (%s): the guest stays partly responsive\n",
-			strerror(errno));
+		fprintf(stderr, "iofuzz-exec: SCHED_FIFO failed (%s): the guest stays responsive\n", strerror(errno));
+	emit("@HANG %" PRIu64 " %" PRIu64, range_index, op_index);
 	for (;;)
 		__asm__ __volatile__("" ::: "memory");
 }
@@ -523,10 +528,8 @@ int main(int argc, char **argv)
 			int clamped = 0;
 			uint64_t stop;
 
-			if (r == hang_range && j == hang.op_index) {
-				emit("@HANG %" PRIu64 " %" PRIu64, r->index, j);
-				hang_forever(dry_run);
-			}
+			if (r == hang_range && j == hang.op_index)
+				hang_forever(dry_run, r->index, j);
 			if (j >= r->op_count)
 				break;
 			/* report at multiples of K: windows do not depend on the resume point */
