@@ -303,14 +303,13 @@ class BareQemu:
 
     def reset(self) -> None:
         qmp = self._require_qmp()
+        # A new connection, made before the reset so that it sees the whole
+        # reboot (serial.log keeps it); the caller's old session is closed.
+        self._reconnect_console()
+        self._console_handed_out = False
         qmp.execute("system_reset")
         if qmp.execute("query-status").get("status") != "running":
             qmp.execute("cont")
-        # A new connection that nobody has read from yet: it records the reboot
-        # in serial.log, and no prompt from before the reset can pass for the
-        # new shell's (the caller's old session is closed with it).
-        self._reconnect_console()
-        self._console_handed_out = False
 
     def login(self, timeout: float = 60.0) -> SerialShellSession:
         """A shell on the serial console, synchronised: the next read sees only new output."""
@@ -349,13 +348,34 @@ class BareQemu:
         return console, True
 
     def _reconnect_console(self) -> SerialShellSession:
+        """Replace the console connection, returning once QEMU has accepted the new one.
+
+        The chardev serves one client at a time, so the old connection must be
+        gone (as QEMU sees it) before the new one can be accepted; and output
+        QEMU writes before it accepts is lost, which matters right before a reset.
+        """
         if self._console is not None:
-            # the chardev serves one client at a time: drop the old one first
             with contextlib.suppress(Exception):
                 self._console.close()
+            self._wait_serial_connection(connected=False)
         assert self._socket_dir is not None
         self._console = self._connect_console(self._socket_dir / "serial.sock")
+        self._wait_serial_connection(connected=True)
         return self._console
+
+    def _wait_serial_connection(self, connected: bool, timeout: float = 5.0) -> None:
+        """Poll QMP until the serial chardev is (dis)connected; best effort, a miss is only logged."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                chardevs = self._require_qmp().execute("query-chardev")
+            except (QmpError, BareQemuError):
+                return  # QEMU is gone: the login that follows reports it
+            serial = next((c for c in chardevs if c.get("label") == "serial0"), {})
+            if serial.get("filename", "").startswith("disconnected:") != connected:
+                return
+            time.sleep(0.01)
+        LOG.warning("serial console still %s after %.0f s", "disconnected" if connected else "connected", timeout)
 
     def _await_shell(self, session: SerialShellSession, deadline: float, nudge_first: bool) -> None:
         prompt = self.guest.shell_prompt
