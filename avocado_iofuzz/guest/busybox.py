@@ -90,8 +90,7 @@ def static_busybox(cache_root: Path) -> Path:
     """A statically linked x86-64 busybox: the host's if it is one, else Debian's busybox-static."""
     if SYSTEM_BUSYBOX.is_file() and is_static_x86_64_elf(SYSTEM_BUSYBOX.read_bytes()):
         return SYSTEM_BUSYBOX
-    package = debian_packages.candidate_version(BUSYBOX_STATIC_PACKAGE)
-    pkg = debian_packages.DebianPackage(BUSYBOX_STATIC_PACKAGE, package)
+    pkg = debian_packages.candidate_package(BUSYBOX_STATIC_PACKAGE, memo_dir=cache_root / "busybox")
 
     def build(staged: Path) -> dict[str, object]:
         deb = debian_packages.download(pkg, cache_root / "debs")

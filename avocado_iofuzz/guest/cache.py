@@ -86,6 +86,7 @@ def publish_dir(staged: Path, final: Path, manifest: dict[str, object]) -> Path:
     ``staging_dir`` cleanup.
     """
     (staged / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    staged.chmod(0o755)  # mkdtemp made it private; a cache entry is readable like any data file
     try:
         os.rename(staged, final)
     except OSError:

@@ -16,6 +16,7 @@ import re
 import shutil
 import subprocess
 import tarfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -85,35 +86,51 @@ def apt_lists_fingerprint(lists_dir: Path | None = None) -> str:
     return hashlib.sha256(repr(entries).encode()).hexdigest()
 
 
+def _memoized(memo_dir: Path | None, what: str, compute: Callable[[], DebianPackage]) -> DebianPackage:
+    """``compute()``, remembered in ``memo_dir`` until the apt package lists change.
+
+    apt-cache costs about half a second a call (it rebuilds its cache each
+    time on Debian's default configuration), which would dominate a warm build.
+    """
+    if memo_dir is None:
+        return compute()
+    memo = memo_dir / f"resolved-{what}-{apt_lists_fingerprint()[:16]}.json"
+    try:
+        cached = json.loads(memo.read_text())
+        return DebianPackage(cached["name"], cached["version"])
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    package = compute()
+    memo_dir.mkdir(parents=True, exist_ok=True)
+    tmp = memo.with_name(f"{memo.name}.{os.getpid()}.part")
+    tmp.write_text(json.dumps({"name": package.name, "version": package.version}))
+    os.replace(tmp, memo)
+    return package
+
+
 def resolve_metapackage(metapackage: str, prefix: str, memo_dir: Path | None = None) -> DebianPackage:
     """The concrete package (and its version) a metapackage currently depends on.
 
     E.g. ``linux-image-amd64`` → ``linux-image-6.1.0-56-amd64=6.1.192-2``.
-    apt-cache costs about half a second a call, so with ``memo_dir`` the answer
-    is remembered until the apt package lists change.
     """
-    memo = None
-    if memo_dir is not None:
-        memo = memo_dir / f"resolved-{metapackage}-{apt_lists_fingerprint()[:16]}.json"
-        try:
-            cached = json.loads(memo.read_text())
-            return DebianPackage(cached["name"], cached["version"])
-        except (OSError, ValueError, KeyError, TypeError):
-            pass
-    show = _run(["apt-cache", "show", "--no-all-versions", metapackage])
-    dependency = parse_depends_field(show, prefix)
-    if dependency is None:
-        raise DebianPackageError(
-            f"apt-cache show {metapackage} lists no dependency starting with {prefix!r} (run 'apt-get update' first?)"
-        )
-    name, version = dependency
-    package = DebianPackage(name, version or candidate_version(name))
-    if memo is not None:
-        memo_dir.mkdir(parents=True, exist_ok=True)
-        tmp = memo.with_name(memo.name + f".{os.getpid()}.part")
-        tmp.write_text(json.dumps({"name": package.name, "version": package.version}))
-        os.replace(tmp, memo)
-    return package
+
+    def compute() -> DebianPackage:
+        show = _run(["apt-cache", "show", "--no-all-versions", metapackage])
+        dependency = parse_depends_field(show, prefix)
+        if dependency is None:
+            raise DebianPackageError(
+                f"apt-cache show {metapackage} lists no dependency starting with {prefix!r} "
+                "(run 'apt-get update' first?)"
+            )
+        name, version = dependency
+        return DebianPackage(name, version or candidate_version(name))
+
+    return _memoized(memo_dir, metapackage, compute)
+
+
+def candidate_package(package: str, memo_dir: Path | None = None) -> DebianPackage:
+    """``package`` at the version apt would install."""
+    return _memoized(memo_dir, package, lambda: DebianPackage(package, candidate_version(package)))
 
 
 def download(package: DebianPackage, debs_dir: Path) -> Path:

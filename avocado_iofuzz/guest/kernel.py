@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from avocado_iofuzz.guest import debian_packages
-from avocado_iofuzz.guest.cache import cached_entry, sha256_file
+from avocado_iofuzz.guest.cache import MANIFEST_NAME, cached_entry, read_manifest, sha256_file
 
 LOG = logging.getLogger(__name__)
 
@@ -171,9 +171,16 @@ def prepare_user_kernel(kernel: Path, cache_root: Path) -> PreparedKernel:
 
 def prepare_debian_kernel(cache_root: Path) -> PreparedKernel:
     """Ready the kernel of the package ``linux-image-amd64`` currently points to."""
-    package = debian_packages.resolve_metapackage(
-        DEBIAN_KERNEL_METAPACKAGE, "linux-image-", memo_dir=cache_root / "kernels"
-    )
+    try:
+        package = debian_packages.resolve_metapackage(
+            DEBIAN_KERNEL_METAPACKAGE, "linux-image-", memo_dir=cache_root / "kernels"
+        )
+    except debian_packages.DebianPackageError as error:
+        cached = newest_cached_debian_kernel(cache_root)
+        if cached is None:
+            raise KernelError(f"cannot get Debian's kernel ({error}); or name a kernel to boot") from error
+        LOG.warning("cannot ask apt for the current kernel (%s); using cached %s", error, cached.source)
+        return cached
     identity = f"debian:{package.ident}"
 
     def build(staged: Path) -> dict[str, object]:
@@ -190,6 +197,19 @@ def prepare_debian_kernel(cache_root: Path) -> PreparedKernel:
     safe = package.ident.replace("=", "_").replace(":", "%3a")
     entry, manifest = cached_entry(cache_root / "kernels", f"{safe}-v{KERNEL_CACHE_VERSION}", build)
     return _prepared(entry, manifest, identity)
+
+
+def newest_cached_debian_kernel(cache_root: Path) -> PreparedKernel | None:
+    """The most recently prepared Debian kernel, for when apt cannot be asked (no lists, offline)."""
+    found = []
+    for entry in (cache_root / "kernels").glob(f"linux-image-*-v{KERNEL_CACHE_VERSION}"):
+        manifest = read_manifest(entry)
+        if manifest is not None and str(manifest.get("source", "")).startswith("debian:"):
+            found.append(((entry / MANIFEST_NAME).stat().st_mtime, entry, manifest))
+    if not found:
+        return None
+    _, entry, manifest = max(found, key=lambda item: item[0])
+    return _prepared(entry, manifest, str(manifest["source"]))
 
 
 def prepare_kernel(kernel: Path | None, cache_root: Path) -> PreparedKernel:

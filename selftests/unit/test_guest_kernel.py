@@ -7,11 +7,14 @@ from pathlib import Path
 import pytest
 from guest_fakes import bzimage, plain_elf, pvh_elf
 
+from avocado_iofuzz.guest import debian_packages
+from avocado_iofuzz.guest.debian_packages import DebianPackage
 from avocado_iofuzz.guest.kernel import (
     KernelError,
     extract_vmlinux,
     has_pvh_entry,
     is_bzimage,
+    prepare_debian_kernel,
     prepare_user_kernel,
 )
 
@@ -98,3 +101,53 @@ def test_same_bytes_reuse_the_cache_entry_and_new_bytes_make_a_new_one(tmp_path:
     assert changed.identity != first.identity
     assert changed.boot_file != first.boot_file
     assert first.boot_file.read_bytes() == pvh_elf(b"one")
+
+
+@pytest.fixture
+def fake_debian(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> dict[str, int]:
+    """apt/dpkg replaced: the 'package' holds a bzImage wrapping a PVH vmlinux."""
+    calls = {"download": 0}
+
+    def download(package: DebianPackage, debs_dir: Path) -> Path:
+        calls["download"] += 1
+        debs_dir.mkdir(parents=True, exist_ok=True)
+        deb = debs_dir / f"{package.name}_{package.version}_amd64.deb"
+        deb.write_bytes(b"!<arch>\n")
+        return deb
+
+    def extract_members(deb: Path, patterns: list[str], out_dir: Path) -> dict[str, Path]:
+        target = out_dir / "vmlinuz-6.1.0-99-amd64"
+        target.write_bytes(bzimage(pvh_elf(b"debian kernel")))
+        return {patterns[0]: target}
+
+    monkeypatch.setattr(
+        debian_packages,
+        "resolve_metapackage",
+        lambda meta, prefix, memo_dir=None: DebianPackage("linux-image-6.1.0-99-amd64", "6.1.999-1"),
+    )
+    monkeypatch.setattr(debian_packages, "download", download)
+    monkeypatch.setattr(debian_packages, "extract_members", extract_members)
+    return calls
+
+
+def test_debian_kernel_is_extracted_once(fake_debian: dict[str, int], tmp_path: Path):
+    prepared = prepare_debian_kernel(tmp_path / "cache")
+    assert prepared.identity == "debian:linux-image-6.1.0-99-amd64=6.1.999-1"
+    assert prepared.boot_format == "pvh-elf"
+    assert prepared.boot_file.read_bytes() == pvh_elf(b"debian kernel")
+    assert prepare_debian_kernel(tmp_path / "cache") == prepared
+    assert fake_debian["download"] == 1
+
+
+def test_without_apt_the_cached_debian_kernel_is_used(
+    fake_debian: dict[str, int], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    prepared = prepare_debian_kernel(tmp_path / "cache")
+
+    def no_apt(meta: str, prefix: str, memo_dir: Path | None = None) -> DebianPackage:
+        raise debian_packages.DebianPackageError("apt-cache not found")
+
+    monkeypatch.setattr(debian_packages, "resolve_metapackage", no_apt)
+    assert prepare_debian_kernel(tmp_path / "cache") == prepared
+    with pytest.raises(KernelError, match=r"apt-cache not found.*name a kernel"):
+        prepare_debian_kernel(tmp_path / "empty-cache")
