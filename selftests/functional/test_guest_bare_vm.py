@@ -6,6 +6,7 @@ crash test boots its own VM because it kills QEMU.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -18,8 +19,15 @@ from pathlib import Path
 import pytest
 from aexpect.remote import LoginError
 
-from avocado_iofuzz.guest.build import EXECUTOR_GUEST_PATH, GUEST_MARKER_PARAM, GuestArtifacts, default_guest
-from avocado_iofuzz.guest.kernel import has_pvh_entry
+from avocado_iofuzz.guest.build import (
+    EXECUTOR_GUEST_PATH,
+    GUEST_MARKER_PARAM,
+    GuestArtifacts,
+    build_guest,
+    default_guest,
+)
+from avocado_iofuzz.guest.cache import resolve_cache_root
+from avocado_iofuzz.guest.kernel import has_pvh_entry, prepare_debian_kernel
 from avocado_iofuzz.vm.bare import BareQemu
 
 pytestmark = [
@@ -142,3 +150,25 @@ def test_stop_quits_qemu_cleanly(guest: GuestArtifacts, tmp_path: Path):
     assert info is not None and info.status == 0 and info.signal is None
     with pytest.raises(ProcessLookupError):
         os.kill(pid, 0)
+
+
+def debian_vmlinuz() -> Path:
+    prepared = prepare_debian_kernel(resolve_cache_root(None))
+    return prepared.boot_file.with_name("vmlinuz")
+
+
+def test_user_vmlinuz_is_turned_into_the_same_vmlinux(guest: GuestArtifacts, tmp_path: Path):
+    user = build_guest("busybox", kernel=debian_vmlinuz(), cache_root=tmp_path)
+    assert user.kernel_format == "pvh-elf"
+    assert user.kernel_source == str(debian_vmlinuz())
+    assert user.kernel.read_bytes() == guest.kernel.read_bytes()
+
+
+def test_bzimage_fallback_boots(guest: GuestArtifacts, tmp_path: Path):
+    """What a kernel without a PVH note gets: QEMU boots the bzImage itself (slower)."""
+    bz_guest = dataclasses.replace(guest, kernel=debian_vmlinuz(), kernel_format="bzimage")
+    with BareQemu(bz_guest, tmp_path) as vm:
+        started = time.monotonic()
+        session = vm.login(LOGIN_TIMEOUT)
+        print(f"\nbzImage boot to prompt under {vm.accel}: {time.monotonic() - started:.2f} s")
+        assert GUEST_MARKER_PARAM in session.cmd_output("cat /proc/cmdline").split()
