@@ -25,6 +25,7 @@ class QmpClient:
         self.events: list[dict[str, Any]] = []
         self._sock: socket.socket | None = None
         self._buffer = b""
+        self._was_connected = False
 
     def connect(self, deadline: float) -> None:
         """Connect (retrying until ``deadline``, a time.monotonic() value) and negotiate capabilities."""
@@ -42,6 +43,7 @@ class QmpClient:
                 time.sleep(0.05)
         sock.settimeout(self.timeout)
         self._sock = sock
+        self._was_connected = True
         greeting = self._read_message()
         if "QMP" not in greeting:
             raise QmpError(f"unexpected QMP greeting: {greeting}")
@@ -54,8 +56,12 @@ class QmpClient:
             try:
                 chunk = self._sock.recv(65536)
             except OSError as error:
-                raise QmpError(f"reading from QMP socket {self.path} failed: {error}") from error
+                # A reply may still come after a timeout and would then be taken
+                # for the answer to the next command: drop the connection instead.
+                self.close()
+                raise QmpError(f"reading from QMP socket {self.path} failed: {error!r}") from error
             if not chunk:
+                self.close()
                 raise QmpError(f"QMP socket {self.path} closed by QEMU")
             self._buffer += chunk
         line, self._buffer = self._buffer.split(b"\n", 1)
@@ -67,13 +73,18 @@ class QmpClient:
     def execute(self, command: str, **arguments: Any) -> Any:
         """Run ``command`` and return its ``return`` value; raises QmpError on an ``error`` reply."""
         if self._sock is None:
-            raise QmpError("QMP is not connected")
+            if not self._was_connected:
+                raise QmpError("QMP is not connected")
+            # the last conversation broke (e.g. QEMU was busy past our timeout): start a new one
+            self.connect(time.monotonic() + self.timeout)
+            assert self._sock is not None
         request: dict[str, Any] = {"execute": command}
         if arguments:
             request["arguments"] = arguments
         try:
             self._sock.sendall(json.dumps(request).encode() + b"\n")
         except OSError as error:
+            self.close()
             raise QmpError(f"sending {command} to QMP failed: {error}") from error
         while True:
             reply = self._read_message()
@@ -88,6 +99,7 @@ class QmpClient:
             raise QmpError(f"unexpected QMP reply to {command}: {reply}")
 
     def close(self) -> None:
+        """Drop the connection; a later ``execute`` reconnects if one was ever made."""
         if self._sock is not None:
             self._sock.close()
             self._sock = None

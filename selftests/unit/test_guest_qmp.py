@@ -19,6 +19,7 @@ class FakeMonitor:
 
     def __init__(self, path: Path, replies: dict[str, list[dict]], greeting: dict | None = None) -> None:
         self.received: list[dict] = []
+        self.connections = 0
         self._replies = replies
         self._greeting = greeting or {"QMP": {"version": {}, "capabilities": []}}
         self._server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -28,23 +29,37 @@ class FakeMonitor:
         self._thread.start()
 
     def _serve(self) -> None:
-        conn, _ = self._server.accept()
-        with conn:
-            conn.sendall(json.dumps(self._greeting).encode() + b"\n")
-            stream = conn.makefile("rb")
-            for line in stream:
-                request = json.loads(line)
-                self.received.append(request)
-                command = request["execute"]
-                if command == "qmp_capabilities":
-                    answers = [{"return": {}}]
-                else:
-                    answers = self._replies.get(command, [{"error": {"class": "CommandNotFound", "desc": command}}])
-                payload = b"".join(json.dumps(a).encode() + b"\r\n" for a in answers)
+        while True:
+            try:
+                conn, _ = self._server.accept()
+            except OSError:
+                return  # closed
+            self.connections += 1
+            with conn:
+                self._converse(conn)
+
+    def _converse(self, conn: socket.socket) -> None:
+        conn.sendall(json.dumps(self._greeting).encode() + b"\n")
+        for line in conn.makefile("rb"):
+            request = json.loads(line)
+            self.received.append(request)
+            command = request["execute"]
+            if command == "qmp_capabilities":
+                answers = [{"return": {}}]
+            else:
+                answers = self._replies.get(command, [{"error": {"class": "CommandNotFound", "desc": command}}])
+            for answer in answers:
+                if "sleep" in answer:  # a busy QEMU: answer late
+                    time.sleep(answer["sleep"])
+                    continue
+                payload = json.dumps(answer).encode() + b"\r\n"
                 # split the reply to exercise reassembly of partial reads
-                conn.sendall(payload[:5])
-                time.sleep(0.01)
-                conn.sendall(payload[5:])
+                try:
+                    conn.sendall(payload[:5])
+                    time.sleep(0.01)
+                    conn.sendall(payload[5:])
+                except OSError:
+                    return  # the client gave up on us
 
     def close(self) -> None:
         self._server.close()
@@ -125,3 +140,24 @@ def test_no_socket_times_out_naming_the_path(socket_path: Path):
 def test_execute_without_connection_is_an_error(socket_path: Path):
     with pytest.raises(QmpError, match="not connected"):
         QmpClient(socket_path).execute("quit")
+
+
+def test_a_late_reply_is_never_taken_for_the_next_answer(socket_path: Path):
+    monitor = FakeMonitor(
+        socket_path,
+        {
+            "slow": [{"sleep": 0.6}, {"return": "late"}],
+            "query-status": [{"return": {"status": "running"}}],
+        },
+    )
+    client = QmpClient(socket_path, timeout=0.3)
+    try:
+        client.connect(time.monotonic() + 5)
+        with pytest.raises(QmpError, match="timed out"):
+            client.execute("slow")
+        time.sleep(0.5)  # the late reply is sent meanwhile, to the dropped connection
+        assert client.execute("query-status") == {"status": "running"}
+        assert monitor.connections == 2
+    finally:
+        client.close()
+        monitor.close()
