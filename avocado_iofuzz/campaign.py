@@ -56,7 +56,7 @@ class CampaignConfig:
     hang_timeout: float = 20.0
     max_hangs: int = 10
     login_timeout: float = 60.0
-    relogin_timeout: float = 10.0
+    relogin_timeout: float = 3.0  # a live shell answers Enter in milliseconds
     progress_log_interval: float = 5.0
     executor: str = "/usr/bin/iofuzz-exec"
     hang_at: tuple[int, int] | None = None  # fault injection, selftests only
