@@ -31,6 +31,13 @@ if [ "${#missing[@]}" -gt 0 ]; then
     DEBIAN_FRONTEND=noninteractive "${as_root[@]}" apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
+# The embedded guest's kernel comes from Debian's linux-image package through
+# apt's package lists: a machine that never ran `apt-get update` has none.
+if ! ls /var/lib/apt/lists/*_Packages >/dev/null 2>&1; then
+    echo "bootstrap: apt has no package lists yet: apt-get update"
+    if [ "$(id -u)" = 0 ]; then apt-get update -q >/dev/null; else sudo apt-get update -q >/dev/null; fi
+fi
+
 [ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/pip install -q --disable-pip-version-check ".${extras}"
 echo "bootstrap: ready (.venv/bin/avocado, .venv/bin/pytest)"

@@ -7,8 +7,9 @@ a silence means:
 * QEMU gone          -> a *crash* finding; the run ends (nothing to go on with).
 * guest rebooted     -> a *reboot* finding; log in again and go on.
 * no progress for ``hang_timeout`` s with QEMU alive -> a *hang* finding; log
-  in again if the guest still answers, else ``system_reset`` and log in; then
-  go on right after the window that hung.
+  in again if the guest still answers, else ``system_reset`` and log in, else
+  restart QEMU (same command line, fresh device state) and log in; then go on
+  right after the window that hung.
 
 A window is the ops between the last progress mark and the next one the
 executor would have printed (it reports at multiples of ``report_every``).
@@ -285,17 +286,33 @@ class Campaign:
         if session is None and self.vm.is_alive():
             LOG.warning("guest does not answer: system_reset")
             self.trace.event("reset")
-            self.vm.reset()
-            session = self._try_login(self.config.login_timeout)
+            if self._try(self.vm.reset, "system_reset"):
+                session = self._try_login(self.config.login_timeout)
+        if session is None and self.vm.is_alive():
+            # Device state that survives a reset (CMOS bytes the firmware
+            # reads at boot, a device model stuck in QEMU's main loop) can
+            # keep the guest from coming back: a new QEMU has none of it.
+            LOG.warning("guest did not come back after system_reset: restarting QEMU")
+            self.trace.event("restart")
+            if self._try(self.vm.restart, "QEMU restart"):
+                session = self._try_login(self.config.login_timeout)
         if session is None:
             if not self.vm.is_alive():
                 self._record_crash()
                 return False
-            raise CampaignError("guest did not come back after system_reset")
+            raise CampaignError("guest did not come back after system_reset nor after a QEMU restart")
         self._session = session
         if not self._finished():
             self.trace.event("resume", range=self.plans[self._range].index, op=self._op)
         return True
+
+    def _try(self, action: Callable[[], None], what: str) -> bool:
+        try:
+            action()
+            return True
+        except Exception as err:  # QMP timeouts, avocado-vt VM errors: all mean "did not work"
+            LOG.warning("%s failed: %s", what, err)
+            return False
 
     def _try_login(self, timeout: float) -> Any:
         try:

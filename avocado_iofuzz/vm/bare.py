@@ -263,6 +263,20 @@ class BareQemu:
         if self._own_run_dir:
             shutil.rmtree(self.run_dir, ignore_errors=True)
 
+    def restart(self) -> None:
+        """Stop QEMU and start it again with the same arguments: a fresh machine.
+
+        The run directory (serial log, stderr, trace log) is kept across it.
+        """
+        own_run_dir, self._own_run_dir = self._own_run_dir, False
+        try:
+            self.stop(grace=0)
+        finally:
+            self._own_run_dir = own_run_dir
+        self._proc = None
+        self._exit = None
+        self.start()
+
     def __enter__(self) -> BareQemu:
         return self.start()
 

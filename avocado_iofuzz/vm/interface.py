@@ -47,6 +47,10 @@ class GuestVM(Protocol):
     def reset(self) -> None:
         """Hard-reset the guest (QMP ``system_reset``), resuming it if paused."""
 
+    def restart(self) -> None:
+        """Stop QEMU and start it again with the same command line: a fresh
+        machine, for when a reset does not bring the guest back."""
+
     def exit_info(self) -> QemuExit | None:
         """None while QEMU runs; how it ended once it is gone."""
 

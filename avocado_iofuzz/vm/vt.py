@@ -81,6 +81,12 @@ class VtGuest:
         if self.vm.is_paused():
             self.vm.resume()
 
+    def restart(self) -> None:
+        self.vm.destroy(gracefully=False)
+        self.vm.create()
+        self.vm.verify_alive()
+        self._pid = self.vm.get_pid()
+
     def qemu_cmdline(self) -> str:
         return getattr(self.vm, "qemu_command", "") or ""
 

@@ -22,14 +22,16 @@ from avocado_iofuzz.vm.interface import QemuExit
 class ScriptedGuest:
     """A guest whose executor hangs or kills QEMU at chosen (range, op) positions."""
 
-    def __init__(self, hang_at=(), crash_at=None, reboot_at=(), answers_after_hang=False):
+    def __init__(self, hang_at=(), crash_at=None, reboot_at=(), answers_after_hang=False, reset_helps=True):
         self.hang_at = set(hang_at)
         self.crash_at = crash_at
         self.reboot_at = set(reboot_at)
         self.answers_after_hang = answers_after_hang
         self.alive = True
         self.hung = False
+        self.reset_helps = reset_helps
         self.resets = 0
+        self.restarts = 0
         self.logins = 0
         self.commands: list[str] = []
         self.pid = 4242
@@ -47,6 +49,10 @@ class ScriptedGuest:
 
     def reset(self):
         self.resets += 1
+        self.hung = not self.reset_helps
+
+    def restart(self):
+        self.restarts += 1
         self.hung = False
 
     def exit_info(self):
@@ -69,7 +75,7 @@ class ScriptedSession:
         resume = tuple(int(x) for x in opts["--resume"].split(":"))
         ranges = [a for a in argv if a[:1].isdigit() and "-" in a]
         plans = {int(r.split(":")[0]): r for r in ranges}
-        out = ["@IOFUZZ READY 1 %d" % len(plans)]
+        out = [f"@IOFUZZ READY 1 {len(plans)}"]
         for index in sorted(plans):
             if index < resume[0]:
                 continue
@@ -141,6 +147,18 @@ def test_hang_with_silent_guest_resets_and_resumes_after_window(tmp_path):
     assert result.ops_done[2] == PLANS[2].op_count
     kinds = [e.kind for e in read_trace(tmp_path / "trace").events]
     assert kinds.index("hang") < kinds.index("reset") < kinds.index("resume")
+
+
+def test_guest_that_a_reset_does_not_bring_back_gets_a_fresh_qemu(tmp_path):
+    guest = ScriptedGuest(hang_at=[(1, 3)], reset_helps=False)
+    campaign, writer = make_campaign(tmp_path, guest)
+    result = campaign.run()
+    writer.close()
+    assert (guest.resets, guest.restarts) == (1, 1)
+    assert [f.kind for f in result.findings] == ["hang"]
+    assert result.ops_done[2] == PLANS[2].op_count
+    kinds = [e.kind for e in read_trace(tmp_path / "trace").events]
+    assert kinds.index("reset") < kinds.index("restart") < kinds.index("resume")
 
 
 def test_hang_with_answering_guest_relogs_without_reset(tmp_path):
