@@ -33,7 +33,7 @@ fi
 
 # The embedded guest's kernel comes from Debian's linux-image package through
 # apt's package lists: a machine that never ran `apt-get update` has none.
-if ! ls /var/lib/apt/lists/*_Packages >/dev/null 2>&1; then
+if ! ls /var/lib/apt/lists/*_Packages* >/dev/null 2>&1; then
     echo "bootstrap: apt has no package lists yet: apt-get update"
     if [ "$(id -u)" = 0 ]; then apt-get update -q >/dev/null; else sudo apt-get update -q >/dev/null; fi
 fi
