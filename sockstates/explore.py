@@ -1,0 +1,70 @@
+"""Breadth-first search over canonical states.
+
+A state is known by its description string; the first time a description is
+met is by a shortest syscall sequence (breadth first), and later meetings are
+dropped, so the search does work per distinct state, not per sequence.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from sockstates import actions, model
+from sockstates.syscall import Syscall
+
+
+@dataclass(frozen=True)
+class Found:
+    description: str
+    depth: int
+    syscalls: tuple[Syscall, ...]
+    state: model.State
+
+
+@dataclass
+class Stats:
+    per_depth: list[int] = field(default_factory=list)  # new states found at each depth
+    transitions: int = 0  # successor states computed (and described)
+    seconds: float = 0.0
+    closed: bool = False  # the search ran out of new states before the depth bound
+
+    @property
+    def states(self) -> int:
+        return sum(self.per_depth)
+
+
+def explore(bounds: actions.Bounds, depth: int | None, stats: Stats | None = None) -> Iterator[Found]:
+    """Yield every state within `depth` syscalls (None: no bound, until closure),
+    once, with one of its shortest sequences, depth by depth, deterministically."""
+    if depth is not None and depth < 0:
+        raise actions.BoundsError(f"depth must be >= 0, got {depth}")
+    stats = stats if stats is not None else Stats()
+    start = time.perf_counter()
+    root = model.EMPTY
+    root_desc = model.describe(root)
+    seen: set[str] = {root_desc}
+    frontier = [Found(root_desc, 0, (), root)]
+    stats.per_depth.append(1)
+    yield frontier[0]
+    level = 0
+    while frontier and (depth is None or level < depth):
+        level += 1
+        nxt: list[Found] = []
+        for parent in frontier:
+            for call, state in actions.successors(parent.state, bounds):
+                stats.transitions += 1
+                desc = model.describe(state)
+                if desc in seen:
+                    continue
+                seen.add(desc)
+                found = Found(desc, level, parent.syscalls + (call,), state)
+                nxt.append(found)
+                yield found
+        if nxt:
+            stats.per_depth.append(len(nxt))
+        frontier = nxt
+        stats.seconds = time.perf_counter() - start
+    stats.closed = not frontier
+    stats.seconds = time.perf_counter() - start

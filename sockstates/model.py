@@ -1,0 +1,205 @@
+"""The model: AF_UNIX sockets of one process, and what the kernel does to them.
+
+A `State` is every socket alive in the process (reachable from a file
+descriptor, pending in a listener, or in flight inside a queue), the socket files
+on paths, and counters that hand out handles and labels.  States are immutable;
+`Kernel` is a working copy on which one syscall's effects are applied, written
+after the kernel's own code (net/unix/af_unix.c) and checked against the real
+kernel by `--run`.
+
+This module knows nothing about how states are explored or run.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from sockstates import canon
+
+DEAD = -1  # peer or sender that is gone
+RD, WR = 1, 2  # shutdown bits, as the kernel's RCV_SHUTDOWN and SEND_SHUTDOWN
+CONNECTION_TYPES = ("S", "P")  # listen/accept/connected pairs
+
+
+class Name(NamedTuple):
+    kind: str  # "@" abstract, "/" path
+    string: int  # label number
+    file: int | None = None  # path names: the socket file (inode) bound
+
+
+class Msg(NamedTuple):
+    sender: int  # socket id or DEAD
+    carried: int | None = None  # socket id whose fd is in the message
+
+
+class Sock(NamedTuple):
+    type: str
+    fd: int | None = None
+    name: Name | None = None
+    holder: bool = False  # bound the name itself (accepted sockets only inherit it)
+    listening: bool = False
+    peer: int | None = None  # socket id, DEAD or None
+    established: bool = False  # datagram sk_state TCP_ESTABLISHED
+    icons: tuple[int, ...] = ()  # embryos waiting for accept(), in order
+    queue: tuple[Msg, ...] = ()
+    shut: int = 0
+    error: bool = False  # sk_err = ECONNRESET pending
+
+
+class State(NamedTuple):
+    socks: dict[int, Sock]
+    files: dict[int, int]  # path string label -> file id now linked there
+    next_id: int = 1
+    next_fd: int = 1
+    next_label: int = 1
+    next_file: int = 1
+
+    def alive(self) -> int:
+        return len(self.socks)
+
+    def by_fd(self) -> dict[int, int]:
+        return {s.fd: i for i, s in self.socks.items() if s.fd is not None}
+
+
+EMPTY = State({}, {})
+
+
+class Kernel:
+    """A mutable copy of a state on which one syscall is applied."""
+
+    def __init__(self, st: State) -> None:
+        self.socks = dict(st.socks)
+        self.files = dict(st.files)
+        self.next_id, self.next_fd = st.next_id, st.next_fd
+        self.next_label, self.next_file = st.next_label, st.next_file
+
+    def freeze(self) -> State:
+        return State(self.socks, self.files, self.next_id, self.next_fd, self.next_label, self.next_file)
+
+    def set(self, sid: int, **changes) -> None:
+        self.socks[sid] = self.socks[sid]._replace(**changes)
+
+    def new_sock(self, sock: Sock) -> int:
+        sid = self.next_id
+        self.next_id += 1
+        self.socks[sid] = sock
+        return sid
+
+    def new_fd(self) -> int:
+        fd = self.next_fd
+        self.next_fd += 1
+        return fd
+
+    def new_label(self) -> int:
+        label = self.next_label
+        self.next_label += 1
+        return label
+
+    def new_file(self) -> int:
+        f = self.next_file
+        self.next_file += 1
+        return f
+
+    # -- references and release -------------------------------------------------
+
+    def refs(self, sid: int) -> int:
+        """Descriptor + in-flight copies + being a pending connection: what keeps a socket alive."""
+        n = 1 if self.socks[sid].fd is not None else 0
+        for s in self.socks.values():
+            n += s.icons.count(sid)
+            for m in s.queue:
+                n += m.carried == sid
+        return n
+
+    def drop_queue(self, sid: int) -> None:
+        """Purge a socket's receive queue; sockets that only lived in it are released."""
+        carried = [m.carried for m in self.socks[sid].queue if m.carried is not None]
+        self.set(sid, queue=())
+        self.release_unreferenced(carried)
+
+    def release_unreferenced(self, candidates: list[int]) -> None:
+        for c in candidates:
+            if c in self.socks and self.refs(c) == 0:
+                self.release(c)
+
+    def release(self, sid: int, embryo: bool = False) -> None:
+        """unix_release_sock(): the socket goes; its connected peer is told, its
+        pending connections and the sockets in flight in its queue follow."""
+        s = self.socks.pop(sid)
+        if s.peer is not None and s.peer != DEAD and s.peer in self.socks and s.type in CONNECTION_TYPES:
+            p = self.socks[s.peer]
+            self.set(s.peer, shut=RD | WR, error=p.error or bool(s.queue) or embryo)
+        for k, o in list(self.socks.items()):
+            changes = {}
+            if o.peer == sid:
+                changes["peer"] = DEAD
+            if any(m.sender == sid for m in o.queue):
+                changes["queue"] = tuple(Msg(DEAD, m.carried) if m.sender == sid else m for m in o.queue)
+            if changes:
+                self.set(k, **changes)
+        for e in s.icons:
+            if e in self.socks:
+                self.release(e, embryo=True)
+        self.release_unreferenced([m.carried for m in s.queue if m.carried is not None])
+
+    def garbage(self) -> bool:
+        """Sockets kept alive only by an unreachable in-flight cycle.  The kernel
+        frees those lazily (its GC does not run on close), so such states are
+        left out of the space: see docs, "what is left out"."""
+        seen = set()
+        todo = [k for k, s in self.socks.items() if s.fd is not None]
+        while todo:
+            k = todo.pop()
+            if k in seen:
+                continue
+            seen.add(k)
+            s = self.socks[k]
+            todo.extend(s.icons)
+            todo.extend(m.carried for m in s.queue if m.carried is not None)
+        return len(seen) != len(self.socks)
+
+    # -- names --------------------------------------------------------------------
+
+    def resolve(self, kind: str, string: int, sock_type: str) -> int | None:
+        """The socket a connect()/sendto() to this name reaches, or None."""
+        if kind == "@":
+            for k, s in self.socks.items():
+                if s.holder and s.type == sock_type and s.name.kind == "@" and s.name.string == string:
+                    return k
+            return None
+        f = self.files.get(string)
+        if f is None:
+            return None
+        for k, s in self.socks.items():
+            if s.holder and s.name.file == f:
+                return k if s.type == sock_type else None
+        return None
+
+    def abstract_held(self, string: int, sock_type: str) -> bool:
+        return self.resolve("@", string, sock_type) is not None
+
+
+def snapshot(st: State) -> canon.Snapshot:
+    """What of a model state the kernel shows: the neutral form `canon` describes."""
+    facts = {}
+    for k, s in st.socks.items():
+        name = None
+        reached = False
+        if s.name is not None:
+            name = canon.NameRef(s.name.kind, s.name.string, s.name.file)
+            reached = s.holder and (
+                s.name.kind == "@"
+                or (st.files.get(s.name.string) == s.name.file
+                    and (s.type == "D" or s.listening or s.peer is None)))
+        facts[k] = canon.SockFacts(
+            type=s.type, fdless=s.fd is None, name=name, reached=reached, listening=s.listening,
+            established=s.type == "D" and s.established and s.peer is None,
+            shut_rd=bool(s.shut & RD), shut_wr=bool(s.shut & WR), error=s.error,
+            peer=canon.DEAD if s.peer == DEAD else s.peer, icons=s.icons,
+            queue=tuple(canon.Msg(canon.DEAD if m.sender == DEAD else m.sender, m.carried) for m in s.queue),
+        )
+    return canon.Snapshot(facts, dict(st.files))
+
+
+def describe(st: State) -> str:
+    return canon.describe(snapshot(st))
