@@ -144,9 +144,8 @@ class Campaign:
         start = self.clock()
         self._started = self._last_log = start
         try:
-            # write-ahead: every op is in the trace before the first one runs
-            for plan in self.plans:
-                self.trace.write_ops(plan, 0, plan.op_count)
+            # write-ahead: every op is in the trace before the first one runs (one fsync)
+            self.trace.write_batches((plan, 0, plan.op_count) for plan in self.plans)
             if self._session is None:
                 self._session = self._login(self.config.login_timeout)
             while not self._finished():

@@ -1,42 +1,59 @@
 """The trace: a write-ahead, line-oriented record of what a run sent to the guest.
 
-The host writes the ops of a batch *before* it starts the executor on them
+The host records the ops of a batch *before* it starts the executor on them
 (flushed and fsynced), then appends progress marks and events as they happen.
-If QEMU or the guest dies, the trace holds every op up to and including the
-one in flight; ``Trace.window`` names the ops written but not confirmed done.
+If QEMU or the guest dies, the trace names every op up to and including the
+one in flight; ``Trace.window`` names the ops written but not confirmed done,
+and the hang/crash events carry the exact window the campaign pinned down.
 
-Format (version 1), one record per ``\\n``-terminated line::
+Format 2, one record per ``\\n``-terminated line::
 
-    #IOFUZZ-TRACE {"format": 1, "seed": ..., "fuzz_count": ..., "ranges": [...], <caller's keys>}
+    #IOFUZZ-TRACE {"format": 2, "generator": "<fingerprint>", "seed": ..., "ranges": [...], <caller's keys>}
     R {"index": 0, "start": 96, "end": 100, "name": "keyboard", "seed": ..., "fuzz_count": 2, ...}
-    B <range_index> <first> <stop>      a batch: ops first..stop-1 of that range follow, one per line
-    r<port hex>                         read of the range's width
-    w<port hex> <value hex>             write
+    G <range_index> <first> <stop>      ops first..stop-1 of that range, as its generator makes them
+    B <range_index> <first> <stop>      the same ops, listed one per line after it:
+    r<port hex>                           read of the range's width
+    w<port hex> <value hex>               write
     P <range_index> <ops_done>          executor confirmed ops 0..ops_done-1 of the range
-    E {"kind": "hang", "t": <unix time>, ...}   event: hang, crash, reset, resume, ...
+    E {"kind": "hang", "t": <unix time>, "window": [first, stop], ...}   event: hang, crash, reset, ...
 
-Op records carry no index (it follows from the batch) and no width (the
-range record has it): a fuzz write costs 7-9 bytes (``w3f8 a5\\n`` is 8), a
-read 4-5, so a trace is about 8 bytes per op; ``B``/``P`` lines add a few bytes
-per batch and per ``report_every`` ops. Ops are verified against the generator
-when read back, so a trace written by a different generator is rejected.
+Why ``G``: the ops are a pure function of the range record (seed, bounds,
+fuzz_count, width), so naming them costs a few bytes per batch however many
+ops it holds, and writing them ahead costs one fsync, where listing them
+costs ~7 bytes and ~2 µs of Python per op (a 10 M ops/s executor would wait
+for its trace). The header's ``generator`` fingerprint pins the generator
+that gives ``G`` records their meaning: a reader with a different generator
+refuses the trace instead of expanding it into other ops. ``B`` records
+(format 1's only kind) list the ops for readers without the generator; they
+are verified against it when read.
+
+Progress marks are thinned to one per ``mark_interval`` seconds (the latest
+is held and written before any other record, and a range's last mark at
+once): a full-speed executor reports thousands of times per second, and a
+mark matters only if the host itself dies before the campaign writes its
+event -- then the window is wider, never wrong.
 """
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
 import os
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
 from avocado_iofuzz.program import Op, RangePlan
+from avocado_iofuzz.trace_ops import RangeOps
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_FORMATS = (1, 2)
 MAGIC = "#IOFUZZ-TRACE "
+DEFAULT_MARK_INTERVAL = 1.0  # seconds between written progress marks
 # Fields of a range record: everything RangePlan needs to regenerate the ops.
 _PLAN_FIELDS = ("index", "start", "end", "name", "seed", "fuzz_count", "width", "space")
 _EVENT_KIND = re.compile(r"[a-z][a-z0-9_]*\Z")
@@ -44,10 +61,25 @@ _INT_FIELDS = re.compile(r"(\d+) (\d+)\Z")
 _BATCH_FIELDS = re.compile(r"(\d+) (\d+) (\d+)\Z")
 _READ = re.compile(r"r([0-9a-f]+)\Z")
 _WRITE = re.compile(r"w([0-9a-f]+) ([0-9a-f]+)\Z")
+# Reference plans whose ops make the generator fingerprint: every phase and width.
+_FINGERPRINT_PLANS = (
+    RangePlan(0, 0x0, 0x3F, "fingerprint", 0x5EED5EED5EED5EED, 8, 1),
+    RangePlan(1, 0x100, 0x13F, "fingerprint", 0x5EED5EED5EED5EED, 8, 2),
+    RangePlan(2, 0xFFC0, 0xFFFF, "fingerprint", 0x5EED5EED5EED5EED, 8, 4),
+)
 
 
 class TraceError(ValueError):
     """A trace file is malformed; the message starts with ``<path>:<line>:``."""
+
+
+@functools.cache
+def generator_fingerprint() -> str:
+    """A short hash of the ops this package's generator makes for fixed reference plans."""
+    digest = hashlib.sha256()
+    for plan in _FINGERPRINT_PLANS:
+        digest.update("".join(_format_op(op) for op in plan.ops()).encode())
+    return digest.hexdigest()[:16]
 
 
 def _plan_record(plan: RangePlan) -> dict[str, Any]:
@@ -65,15 +97,32 @@ class TraceWriter:
 
     ``header`` is free-form (QEMU command line, machine config, ...) and must
     be JSON-serialisable. ``plans``, if given, are recorded up front and their
-    seed, fuzz_count and ranges are added to the header.
+    seed, fuzz_count and ranges are added to the header. ``mark_interval``:
+    progress marks closer together than this many seconds (``clock``) are
+    held back, see the module doc; 0 writes every mark.
     """
 
-    def __init__(self, path: str | os.PathLike[str], header: dict[str, Any], plans: Sequence[RangePlan] = ()):
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        header: dict[str, Any],
+        plans: Sequence[RangePlan] = (),
+        *,
+        mark_interval: float = DEFAULT_MARK_INTERVAL,
+        clock: Callable[[], float] = time.monotonic,
+    ):
         self.path = Path(path)
         self._plans: dict[int, RangePlan] = {}
-        full_header = {"format": FORMAT_VERSION, **header}
-        if header.get("format", FORMAT_VERSION) != FORMAT_VERSION:
-            raise ValueError(f"trace header: 'format' is reserved (trace format {FORMAT_VERSION})")
+        if mark_interval < 0:
+            raise ValueError(f"mark_interval must be >= 0 seconds, got {mark_interval}")
+        self._mark_interval = mark_interval
+        self._clock = clock
+        self._last_mark_time: float | None = None
+        self._held_mark: tuple[int, int] | None = None
+        for reserved in ("format", "generator"):
+            if reserved in header:
+                raise ValueError(f"trace header: {reserved!r} is reserved (set by the writer)")
+        full_header = {"format": FORMAT_VERSION, "generator": generator_fingerprint(), **header}
         if plans:
             if len({(p.seed, p.fuzz_count) for p in plans}) != 1:
                 raise ValueError("trace plans must share seed and fuzz_count")
@@ -97,29 +146,55 @@ class TraceWriter:
             self._record_plan(plan)
         self._sync()
 
-    def write_ops(self, plan: RangePlan, first: int, stop: int) -> None:
-        """Record ops ``first .. stop-1`` of ``plan``; durable on return."""
-        if not 0 <= first <= stop <= plan.op_count:
-            raise ValueError(f"range {plan.index}: op slice {first}..{stop} is not within 0..{plan.op_count}")
-        self._record_plan(plan)
+    def write_ops(self, plan: RangePlan, first: int, stop: int, *, listed: bool = False) -> None:
+        """Record ops ``first .. stop-1`` of ``plan``; durable on return.
+
+        ``listed`` spells every op out (a ``B`` record, ~7 bytes per op)
+        instead of naming the slice (a ``G`` record).
+        """
+        self.write_batches([(plan, first, stop)], listed=listed)
+
+    def write_batches(self, batches: Iterable[tuple[RangePlan, int, int]], *, listed: bool = False) -> None:
+        """Record several ``(plan, first, stop)`` op slices with one fsync; durable on return."""
+        batches = list(batches)
+        for plan, first, stop in batches:
+            if not 0 <= first <= stop <= plan.op_count:
+                raise ValueError(f"range {plan.index}: op slice {first}..{stop} is not within 0..{plan.op_count}")
+        self._write_held_mark()
         write = self._file.write
-        write(f"B {plan.index} {first} {stop}\n")
-        write("".join(_format_op(op) for op in plan.ops(first, stop)))
+        for plan, first, stop in batches:
+            self._record_plan(plan)
+            if listed:
+                write(f"B {plan.index} {first} {stop}\n")
+                write("".join(_format_op(op) for op in plan.ops(first, stop)))
+            else:
+                write(f"G {plan.index} {first} {stop}\n")
         self._sync()
 
     def progress(self, range_index: int, ops_done: int) -> None:
         """The executor confirmed ops ``0 .. ops_done-1`` of the range.
 
         Flushed, not fsynced: marks come often, and they only matter if the
-        host process (not the machine) dies.
+        host process (not the machine) dies. Thinned, see the module doc.
         """
         plan = self._plans.get(range_index)
         if plan is None:
             raise ValueError(f"progress for range {range_index}, which has no ops in this trace")
         if not 0 <= ops_done <= plan.op_count:
             raise ValueError(f"progress for range {range_index}: {ops_done} is outside 0..{plan.op_count}")
-        self._file.write(f"P {range_index} {ops_done}\n")
-        self._file.flush()
+        wrote = self._held_mark is not None and self._held_mark[0] != range_index
+        if wrote:
+            self._write_held_mark()
+        now = self._clock()
+        due = self._last_mark_time is None or now - self._last_mark_time >= self._mark_interval
+        if due or ops_done == plan.op_count:
+            self._held_mark = None
+            self._write_mark(range_index, ops_done, now)
+            wrote = True
+        else:
+            self._held_mark = (range_index, ops_done)
+        if wrote:
+            self._file.flush()
 
     def event(self, kind: str, /, **data: Any) -> None:
         """Record an event (hang, crash, reset, resume, ...) with a timestamp; durable on return."""
@@ -131,11 +206,13 @@ class TraceWriter:
             payload = json.dumps({"kind": kind, "t": round(time.time(), 3), **data}, sort_keys=True)
         except (TypeError, ValueError) as exc:
             raise ValueError(f"event {kind!r}: data is not JSON-serialisable: {exc}") from None
+        self._write_held_mark()
         self._file.write(f"E {payload}\n")
         self._sync()
 
     def close(self) -> None:
         if not self._file.closed:
+            self._write_held_mark()
             self._sync()
             self._file.close()
 
@@ -144,6 +221,16 @@ class TraceWriter:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+    def _write_mark(self, range_index: int, ops_done: int, now: float) -> None:
+        self._file.write(f"P {range_index} {ops_done}\n")
+        self._last_mark_time = now
+
+    def _write_held_mark(self) -> None:
+        """A held-back mark goes out before any other record, so records stay in time order."""
+        if self._held_mark is not None:
+            self._write_mark(*self._held_mark, self._clock())
+            self._held_mark = None
 
     def _record_plan(self, plan: RangePlan) -> None:
         known = self._plans.get(plan.index)
@@ -160,12 +247,16 @@ class TraceWriter:
 
 @dataclass(frozen=True)
 class Batch:
-    """A ``B`` record: ops ``first .. stop-1`` of a range, written at ``line``."""
+    """A ``G`` or ``B`` record: ops ``first .. stop-1`` of a range, written at ``line``.
+
+    ``listed``: a ``B`` record, whose ops follow it one per line.
+    """
 
     range_index: int
     first: int
     stop: int
     line: int
+    listed: bool = False
 
 
 @dataclass(frozen=True)
@@ -184,12 +275,17 @@ class Event:
 
 @dataclass
 class Trace:
-    """A parsed trace. ``ops[i]`` lists ``(op_index, Op)`` of range ``i`` by index, each once."""
+    """A parsed trace.
+
+    ``ops[i]`` lists ``(op_index, Op)`` of range ``i`` by index, each once:
+    a :class:`~avocado_iofuzz.trace_ops.RangeOps`, which computes the ops on
+    access (compare it to a list, iterate it, index it).
+    """
 
     path: Path
     header: dict[str, Any]
     plans: dict[int, RangePlan] = field(default_factory=dict)
-    ops: dict[int, list[tuple[int, Op]]] = field(default_factory=dict)
+    ops: dict[int, RangeOps] = field(default_factory=dict)
     batches: list[Batch] = field(default_factory=list)
     progress: list[ProgressMark] = field(default_factory=list)
     events: list[Event] = field(default_factory=list)
@@ -220,7 +316,7 @@ class Trace:
             raise ValueError(f"{self.path}: no ops of range {range_index} were written")
         stop = batch.stop
         if batch == self.incomplete_batch:
-            stop = batch.first + sum(1 for i, _ in self.ops.get(range_index, ()) if batch.first <= i < batch.stop)
+            stop = batch.first + self.ops[range_index].count_in(batch.first, batch.stop)
         first = batch.first
         for mark in self.progress:
             if mark.range_index == range_index and mark.line > batch.line:
@@ -234,7 +330,8 @@ def read_trace(path: str | os.PathLike[str], allow_truncated_tail: bool = False,
     A last line without newline (the host died mid-write) is an error unless
     ``allow_truncated_tail``; then it and a short last batch are kept aside in
     ``truncated_tail`` / ``incomplete_batch`` and the rest is returned.
-    ``verify`` checks every op against the generator of its range record.
+    ``verify`` checks that the trace's generator is this package's (format 2)
+    and every listed op against it.
     """
     return _TraceReader(Path(path), allow_truncated_tail, verify).read()
 
@@ -244,10 +341,12 @@ class _TraceReader:
         self.path = path
         self.allow_truncated_tail = allow_truncated_tail
         self.verify = verify
+        self.format = FORMAT_VERSION
         self.lineno = 0
-        self.pending: Batch | None = None  # batch whose ops are being read
+        self.pending: Batch | None = None  # listed batch whose ops are being read
         self.next_op = 0
-        self.op_maps: dict[int, dict[int, Op]] = {}
+        self.listed: dict[int, dict[int, Op]] = {}  # range -> op index -> op, from B records
+        self.spans: dict[int, list[tuple[int, int]]] = {}  # range -> op slices held
 
     def fail(self, what: str, lineno: int | None = None) -> TraceError:
         return TraceError(f"{self.path}:{lineno or self.lineno}: {what}")
@@ -292,15 +391,28 @@ class _TraceReader:
                     f"the ops from {self.next_op} on are missing"
                 )
             trace.incomplete_batch = self.pending
-        trace.ops = {index: sorted(ops.items()) for index, ops in self.op_maps.items()}
+            self.spans[self.pending.range_index].append((self.pending.first, self.next_op))
+        trace.ops = {
+            index: RangeOps(trace.plans[index], spans, self.listed.get(index, {}))
+            for index, spans in self.spans.items()
+        }
         return trace
 
     def parse_header(self, line: str) -> dict[str, Any]:
         if not line.startswith(MAGIC):
             raise self.fail(f"not an iofuzz trace: the first line must start with {MAGIC.strip()!r}")
         header = self.parse_json(line[len(MAGIC) :], "header")
-        if header.get("format") != FORMAT_VERSION:
-            raise self.fail(f"trace format {header.get('format')!r} is not supported (expected {FORMAT_VERSION})")
+        if header.get("format") not in READABLE_FORMATS:
+            raise self.fail(
+                f"trace format {header.get('format')!r} is not supported (expected one of {READABLE_FORMATS})"
+            )
+        self.format = header["format"]
+        if self.format >= 2 and self.verify and header.get("generator") != generator_fingerprint():
+            raise self.fail(
+                f"written by a different op generator (fingerprint {header.get('generator')!r}, this "
+                f"avocado-iofuzz has {generator_fingerprint()!r}): its G records would expand into other ops; "
+                "read it with the avocado-iofuzz version that wrote it, or with verify=False"
+            )
         return header
 
     def parse_json(self, text: str, what: str) -> dict[str, Any]:
@@ -324,8 +436,8 @@ class _TraceReader:
         kind, _, rest = line.partition(" ")
         if kind == "R":
             self.parse_range(trace, rest)
-        elif kind == "B":
-            self.parse_batch(trace, rest)
+        elif kind == "B" or (kind == "G" and self.format >= 2):
+            self.parse_batch(trace, rest, listed=kind == "B")
         elif kind == "P":
             match = _INT_FIELDS.match(rest)
             if not match:
@@ -342,7 +454,8 @@ class _TraceReader:
                 raise self.fail("event: the JSON object lacks a string 'kind'")
             trace.events.append(Event(event_kind, payload, self.lineno))
         else:
-            raise self.fail(f"unknown record {line[:60]!r} (expected R, B, P, E or an op)")
+            kinds = "R, G, B, P, E or an op" if self.format >= 2 else "R, B, P, E or an op"
+            raise self.fail(f"unknown record {line[:60]!r} (expected {kinds})")
 
     def plan(self, trace: Trace, range_index: int) -> RangePlan:
         plan = trace.plans.get(range_index)
@@ -365,18 +478,23 @@ class _TraceReader:
             raise self.fail(f"range record contradicts the earlier one for range {plan.index}")
         trace.plans[plan.index] = plan
 
-    def parse_batch(self, trace: Trace, rest: str) -> None:
+    def parse_batch(self, trace: Trace, rest: str, listed: bool) -> None:
+        kind = "B" if listed else "G"
         match = _BATCH_FIELDS.match(rest)
         if not match:
-            raise self.fail(f"batch record must be 'B <range_index> <first> <stop>', got {'B ' + rest[:60]!r}")
+            raise self.fail(
+                f"batch record must be '{kind} <range_index> <first> <stop>', got {kind + ' ' + rest[:60]!r}"
+            )
         range_index, first, stop = (int(g) for g in match.groups())
         plan = self.plan(trace, range_index)
         if not first <= stop <= plan.op_count:
             raise self.fail(f"batch {first}..{stop} is not within range {range_index}'s ops 0..{plan.op_count}")
-        batch = Batch(range_index, first, stop, self.lineno)
+        batch = Batch(range_index, first, stop, self.lineno, listed)
         trace.batches.append(batch)
-        self.op_maps.setdefault(range_index, {})
-        if first < stop:
+        spans = self.spans.setdefault(range_index, [])
+        if not listed:
+            spans.append((first, stop))
+        elif first < stop:
             self.pending, self.next_op = batch, first
 
     def parse_op(self, trace: Trace, line: str) -> None:
@@ -397,22 +515,26 @@ class _TraceReader:
                 f"op {index} of range {batch.range_index} is {line!r}, but the generator gives "
                 f"{_format_op(plan.op(index)).strip()!r} (corrupt trace or different generator)"
             )
-        ops = self.op_maps[batch.range_index]
+        ops = self.listed.setdefault(batch.range_index, {})
         earlier = ops.setdefault(index, op)
         if earlier != op:
             raise self.fail(f"op {index} of range {batch.range_index} differs from its earlier record")
         self.next_op += 1
         if self.next_op == batch.stop:
+            self.spans[batch.range_index].append((batch.first, batch.stop))
             self.pending = None
 
 
 __all__ = [
+    "DEFAULT_MARK_INTERVAL",
     "FORMAT_VERSION",
     "Batch",
     "Event",
     "ProgressMark",
+    "RangeOps",
     "Trace",
     "TraceError",
     "TraceWriter",
+    "generator_fingerprint",
     "read_trace",
 ]

@@ -1,4 +1,4 @@
-"""The write-ahead trace: round trip, windows, truncated and garbage files."""
+"""The write-ahead trace: round trip, windows, compact and listed ops, thinned marks, truncated and garbage files."""
 
 from __future__ import annotations
 
@@ -18,19 +18,20 @@ PLANS = plan_ranges(31337, [(0x60, 0x64, "keyboard"), (0x70, 0x71, "rtc"), (0x3F
 HEADER = {"qemu": "qemu-system-x86_64 -M pc -nodefaults", "machine": {"type": "pc", "mem": 256}}
 
 
-def write_full_run(path: Path) -> None:
-    with TraceWriter(path, HEADER, PLANS) as writer:
+def write_full_run(path: Path, listed: bool = False) -> None:
+    with TraceWriter(path, HEADER, PLANS, mark_interval=0) as writer:
         for plan in PLANS:
-            writer.write_ops(plan, 0, plan.op_count)
+            writer.write_ops(plan, 0, plan.op_count, listed=listed)
             for done in range(0, plan.op_count, 16):
                 writer.progress(plan.index, done)
             writer.progress(plan.index, plan.op_count)
         writer.event("done", total=sum(p.op_count for p in PLANS))
 
 
-def test_round_trip(tmp_path):
+@pytest.mark.parametrize("listed", [False, True], ids=["compact", "listed"])
+def test_round_trip(tmp_path, listed):
     path = tmp_path / "trace"
-    write_full_run(path)
+    write_full_run(path, listed)
     trace = read_trace(path)
     assert trace.header["qemu"] == HEADER["qemu"]
     assert trace.header["machine"] == HEADER["machine"]
@@ -47,18 +48,32 @@ def test_round_trip(tmp_path):
     assert trace.truncated_tail is None and trace.incomplete_batch is None
 
 
-def test_size_is_about_eight_bytes_per_op(tmp_path):
+def test_listed_ops_cost_about_eight_bytes_each(tmp_path):
     plan = RangePlan(0, 0x0, 0xFFF, "big", 5, 50)
     path = tmp_path / "trace"
     with TraceWriter(path, {}) as writer:
-        writer.write_ops(plan, 0, plan.op_count)
+        writer.write_ops(plan, 0, plan.op_count, listed=True)
     assert path.stat().st_size / plan.op_count < 9
+
+
+def test_compact_size_does_not_grow_with_the_op_count(tmp_path):
+    sizes = []
+    for fuzz_count in (1, 10**6):
+        plan = RangePlan(0, 0x0, 0xFFF, "big", 5, fuzz_count)
+        path = tmp_path / f"trace{fuzz_count}"
+        with TraceWriter(path, {}) as writer:
+            writer.write_ops(plan, 0, plan.op_count)
+        sizes.append(path.stat().st_size)
+        trace = read_trace(path)
+        assert len(trace.ops[0]) == plan.op_count
+        assert trace.ops[0][-1] == (plan.op_count - 1, plan.op(plan.op_count - 1))
+    assert sizes[1] - sizes[0] <= 12  # only the digits of fuzz_count and of the op count grow
 
 
 def test_window_is_written_but_unconfirmed(tmp_path):
     path = tmp_path / "trace"
     plan = PLANS[2]  # 64 ops
-    with TraceWriter(path, HEADER, PLANS) as writer:
+    with TraceWriter(path, HEADER, PLANS, mark_interval=0) as writer:
         writer.write_ops(plan, 0, 40)
         writer.progress(2, 0)
         writer.progress(2, 16)
@@ -90,7 +105,7 @@ def test_ops_are_durable_before_write_ops_returns(tmp_path):
 
 def test_truncated_final_line(tmp_path):
     path = tmp_path / "trace"
-    write_full_run(path)
+    write_full_run(path, listed=True)
     text = path.read_text()
     cut = text.index("\nw", text.index("B 2 ")) + 3  # inside an op line of the last batch
     path.write_text(text[:cut])
@@ -108,7 +123,7 @@ def test_truncated_final_line(tmp_path):
 
 def test_batch_cut_at_line_boundary(tmp_path):
     path = tmp_path / "trace"
-    write_full_run(path)
+    write_full_run(path, listed=True)
     lines = path.read_text().splitlines(keepends=True)
     batch_line = next(i for i, line in enumerate(lines) if line.startswith("B 1 "))
     path.write_text("".join(lines[: batch_line + 3]))  # the batch and two of its ops
@@ -126,6 +141,10 @@ def garbage_cases(path: Path) -> list[tuple[str, int, str]]:
         ("hello\n", 1, "not an iofuzz trace"),
         ("#IOFUZZ-TRACE {bad json\n", 1, "header: bad JSON"),
         ('#IOFUZZ-TRACE {"format": 9}\n', 1, "trace format 9 is not supported"),
+        ('#IOFUZZ-TRACE {"format": 2, "generator": "0123"}\n', 1, "written by a different op generator"),
+        (header.replace('"format": 2', '"format": 1') + r0 + "G 0 0 3\n", 3, "unknown record 'G 0 0 3'"),
+        (header + r0 + "G 0 x 3\n", 3, "batch record must be 'G <range_index>"),
+        (header + r0 + "G 0 0 999\n", 3, "not within range 0's ops"),
         ("#IOFUZZ-TRACE [1]\n", 1, "expected a JSON object"),
         (header + "X 1 2\n", 2, "unknown record 'X 1 2'"),
         (header + "\n", 2, "unknown record"),
@@ -148,7 +167,7 @@ def garbage_cases(path: Path) -> list[tuple[str, int, str]]:
 
 def test_garbage_is_reported_with_path_and_line(tmp_path):
     good = tmp_path / "good"
-    write_full_run(good)
+    write_full_run(good, listed=True)
     for n, (text, line, message) in enumerate(garbage_cases(good)):
         path = tmp_path / f"bad{n}"
         path.write_text(text)
@@ -173,7 +192,7 @@ def test_binary_and_empty_files(tmp_path):
 
 def test_verify_can_be_skipped_for_speed(tmp_path):
     good = tmp_path / "good"
-    write_full_run(good)
+    write_full_run(good, listed=True)
     lines = good.read_text().splitlines(keepends=True)
     first_write = next(i for i, line in enumerate(lines) if line.startswith("w6"))
     lines[first_write] = "w60 ff\n" if lines[first_write] != "w60 ff\n" else "w60 fe\n"
@@ -187,6 +206,10 @@ def test_writer_rejects_bad_input(tmp_path):
     path = tmp_path / "trace"
     with pytest.raises(ValueError, match="not JSON-serialisable"):
         TraceWriter(path, {"qemu": object()})
+    with pytest.raises(ValueError, match="'generator' is reserved"):
+        TraceWriter(path, {"generator": "mine"})
+    with pytest.raises(ValueError, match="mark_interval must be >= 0"):
+        TraceWriter(path, {}, mark_interval=-1)
     with pytest.raises(ValueError, match="contradicts the plans"):
         TraceWriter(tmp_path / "t2", {"seed": 1}, PLANS)
     with TraceWriter(path, HEADER) as writer:
@@ -221,8 +244,8 @@ def test_round_trip_random(tmp_path_factory, seed, fuzz_count, bounds, cuts, nam
     with TraceWriter(path, header, plans) as writer:
         for plan in plans:
             points = sorted({0, plan.op_count, *(int(c * plan.op_count) for c in cuts)})
-            for first, stop in itertools.pairwise(points):
-                writer.write_ops(plan, first, stop)
+            for n, (first, stop) in enumerate(itertools.pairwise(points)):
+                writer.write_ops(plan, first, stop, listed=bool(n % 2))
                 writer.progress(plan.index, stop)
             writer.event("range_done", index=plan.index, name=name)
     trace = read_trace(path)
@@ -231,3 +254,108 @@ def test_round_trip_random(tmp_path_factory, seed, fuzz_count, bounds, cuts, nam
     for plan in plans:
         assert trace.ops[plan.index] == list(enumerate(plan.ops()))
     assert [e.data["name"] for e in trace.events] == [name] * len(plans)
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def marks_on_disk(path: Path) -> list[str]:
+    return [line.strip() for line in path.read_text().splitlines() if line.startswith("P ")]
+
+
+def test_marks_are_thinned_but_never_reordered_or_lost_on_close(tmp_path):
+    path = tmp_path / "trace"
+    clock = FakeClock()
+    plan = PLANS[2]  # 64 ops
+    writer = TraceWriter(path, HEADER, PLANS, mark_interval=1.0, clock=clock)
+    writer.write_batches([(p, 0, p.op_count) for p in PLANS])
+    writer.progress(2, 0)  # the first mark is written at once
+    for done in (8, 16, 24):
+        clock.now += 0.1
+        writer.progress(2, done)  # within the interval: held, each replacing the last
+    assert marks_on_disk(path) == ["P 2 0"]
+    clock.now += 1.0
+    writer.progress(2, 32)  # due
+    assert marks_on_disk(path) == ["P 2 0", "P 2 32"]
+    writer.progress(2, 40)  # held ...
+    writer.event("hang", range=2, window=[40, 48])  # ... and written before the event
+    lines = path.read_text().splitlines()
+    assert lines[-2:] == ["P 2 40", lines[-1]] and lines[-1].startswith("E ")
+    writer.progress(2, 48)
+    writer.progress(2, plan.op_count)  # a range's last mark is never held
+    assert marks_on_disk(path)[-1] == f"P 2 {plan.op_count}"
+    writer.progress(0, 1)
+    writer.close()  # a held mark goes out on close
+    assert marks_on_disk(path)[-1] == "P 0 1"
+    trace = read_trace(path)
+    assert trace.last_done(2) == plan.op_count and trace.last_done(0) == 1
+
+
+def test_a_held_mark_of_another_range_goes_out_first(tmp_path):
+    path = tmp_path / "trace"
+    clock = FakeClock()
+    with TraceWriter(path, HEADER, PLANS, mark_interval=5.0, clock=clock) as writer:
+        writer.write_batches([(p, 0, p.op_count) for p in PLANS])
+        writer.progress(0, 0)
+        writer.progress(0, 4)  # held
+        writer.progress(1, 0)  # another range: range 0's held mark is written first
+        assert marks_on_disk(path) == ["P 0 0", "P 0 4"]
+    assert marks_on_disk(path) == ["P 0 0", "P 0 4", "P 1 0"]
+
+
+def test_host_death_loses_only_held_marks_and_the_window_still_holds_the_op_in_flight(tmp_path):
+    path = tmp_path / "trace"
+    clock = FakeClock()
+    plan = PLANS[0]
+    writer = TraceWriter(path, HEADER, PLANS, mark_interval=1.0, clock=clock)
+    writer.write_ops(plan, 0, plan.op_count)
+    writer.progress(0, 0)
+    clock.now += 0.5
+    writer.progress(0, 16)  # held: lost when the host dies now (the writer is never closed)
+    in_flight = 20
+    first, stop = read_trace(path).window(0)
+    assert (first, stop) == (0, plan.op_count) and first <= in_flight < stop
+    writer.close()
+
+
+def test_write_batches_is_one_durable_write(tmp_path):
+    path = tmp_path / "trace"
+    writer = TraceWriter(path, HEADER)
+    writer.write_batches([(PLANS[0], 0, 5), (PLANS[1], 0, PLANS[1].op_count)])
+    trace = read_trace(path)  # read while the writer is open, as if the host died now
+    assert [(b.range_index, b.first, b.stop) for b in trace.batches] == [(0, 0, 5), (1, 0, PLANS[1].op_count)]
+    assert [i for i, _ in trace.ops[0]] == list(range(5))
+    with pytest.raises(ValueError, match=r"op slice 3\.\.99"):
+        writer.write_batches([(PLANS[2], 0, 1), (PLANS[0], 3, 99)])
+    writer.close()
+    assert 2 not in read_trace(path).plans  # nothing of a rejected call was written
+
+
+def test_generator_fingerprint_guards_compact_batches(tmp_path):
+    path = tmp_path / "trace"
+    write_full_run(path)
+    text = path.read_text()
+    fingerprint = read_trace(path).header["generator"]
+    assert re.fullmatch(r"[0-9a-f]{16}", fingerprint)
+    path.write_text(text.replace(fingerprint, "feedfacefeedface"))
+    with pytest.raises(TraceError, match=r":1: written by a different op generator"):
+        read_trace(path)
+    trace = read_trace(path, verify=False)  # plans, marks and events stay readable
+    assert trace.plans == {p.index: p for p in PLANS}
+
+
+def test_format_1_traces_stay_readable(tmp_path):
+    path = tmp_path / "trace"
+    plan = PLANS[1]
+    record = json.dumps({name: getattr(plan, name) for name in ("index", "start", "end", "name", "seed",
+                                                                "fuzz_count", "width", "space")})  # fmt: skip
+    ops = "".join(f"r{op.port:x}\n" if op.kind == "r" else f"w{op.port:x} {op.value:x}\n" for op in plan.ops())
+    path.write_text(f'#IOFUZZ-TRACE {{"format": 1}}\nR {record}\nB 1 0 {plan.op_count}\n{ops}P 1 {plan.op_count}\n')
+    trace = read_trace(path)
+    assert trace.ops[1] == list(enumerate(plan.ops()))
+    assert trace.batches[0].listed and trace.last_done(1) == plan.op_count
