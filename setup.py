@@ -27,19 +27,30 @@ setup(
         "avocado-framework-plugin-vt>=113.0,<114",
         "aexpect",
         "netaddr",
+        # the per-test HTML report (results.html) users read in Jenkins
+        "avocado-framework-plugin-result-html>=113.0,<114",
+        # coverage.png; also brings Pillow, which avocado-vt asks for
+        "matplotlib",
     ],
     extras_require={
-        "test": ["pytest", "hypothesis", "ruff"],
+        "test": ["pytest", "hypothesis", "ruff", "xmlschema"],
     },
     entry_points={
         "console_scripts": [
             "sockstates = sockstates.__main__:main",
+            "iofuzz-merge = avocado_iofuzz.merge:main",
         ],
         "avocado.plugins.init": [
             "iofuzz = avocado_iofuzz.plugins.init:IofuzzInit",
         ],
         "avocado.plugins.resolver": [
             "iofuzz = avocado_iofuzz.plugins.resolver:IofuzzResolver",
+        ],
+        "avocado.plugins.result": [
+            "iofuzz = avocado_iofuzz.plugins.job:IofuzzJobSummary",
+        ],
+        "avocado.plugins.job.prepost": [
+            "iofuzz-env-cleanup = avocado_iofuzz.plugins.job:IofuzzEnvCleanup",
         ],
     },
 )

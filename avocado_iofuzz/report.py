@@ -1,15 +1,82 @@
-"""What a run leaves for people: ``summary.json`` and a short table in the log."""
+"""What a run leaves for people: ``summary.json``, a short table in the log, a picture.
+
+The summary is plain data (format ``SUMMARY_FORMAT``), written atomically at
+the end of every run, also a failed one. Shards of one campaign each write
+their own; :func:`merge_summaries` makes them one.
+"""
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Sequence
+import re
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 from avocado_iofuzz.campaign import CampaignResult
-from avocado_iofuzz.program import RangePlan
+from avocado_iofuzz.program import PHASE_FUZZ, PHASE_READ, PHASE_ZERO, RangePlan
+
+SUMMARY_FORMAT = 2
+SUMMARY_NAME = "summary.json"
+PICTURE_NAME = "coverage.png"
+PHASES = (PHASE_READ, PHASE_ZERO, PHASE_FUZZ)
+_SKIPPED_FINDINGS = ("hang", "reboot")  # their windows were left out, the run went on
+
+
+def phase_spans(plan: RangePlan) -> dict[str, tuple[int, int]]:
+    """Op index spans [first, stop) of each phase of a range."""
+    n = plan.slots
+    return {PHASE_READ: (0, n), PHASE_ZERO: (n, 2 * n), PHASE_FUZZ: (2 * n, plan.op_count)}
+
+
+def _overlap(a: tuple[int, int], b: tuple[int, int]) -> int:
+    return max(0, min(a[1], b[1]) - max(a[0], b[0]))
+
+
+def ops_by_phase(plan: RangePlan, reached: int, skipped_windows: Iterable[tuple[int, int]]) -> dict[str, int]:
+    """How many ops of each phase ran: ops [0, reached) less the skipped windows."""
+    windows = sorted(skipped_windows)
+    counts = {}
+    for phase, span in phase_spans(plan).items():
+        done = _overlap(span, (0, reached))
+        done -= sum(_overlap(span, (max(w[0], 0), min(w[1], reached))) for w in windows)
+        counts[phase] = done
+    return counts
+
+
+# -- signatures: the same bug gives the same signature across runs and shards --
+_HEX = re.compile(r"0x[0-9a-fA-F]+|\b[0-9a-fA-F]{8,}\b")
+_NUMBER = re.compile(r"\b\d+\b")
+_INTERESTING = re.compile(r"assert|abort|error|fault|overflow|sanitizer|panic", re.I)
+
+
+def _normalise(line: str) -> str:
+    line = _HEX.sub("0x?", line)
+    line = _NUMBER.sub("N", line)
+    return " ".join(line.split())[:160]
+
+
+def finding_signature(finding: dict[str, Any], plan: RangePlan | None = None) -> str:
+    """``kind:range:phase[:cause]``: what happened, where, and (for crashes) why."""
+    phase = plan.phase_of(finding["window"][0]) if plan and finding["window"][0] < plan.op_count else "?"
+    parts = [finding["kind"], finding["range_name"], phase]
+    exit_info = finding.get("qemu_exit")
+    if finding["kind"] == "crash" and exit_info:
+        signal = exit_info.get("signal")
+        how = f"signal {signal}" if signal is not None else f"status {exit_info['status']}"
+        lines = [ln for ln in (exit_info.get("stderr_tail") or "").splitlines() if ln.strip()]
+        cause = next((ln for ln in reversed(lines) if _INTERESTING.search(ln)), lines[-1] if lines else "")
+        parts += [how, _normalise(cause)] if cause else [how]
+    return ":".join(parts)
+
+
+def rerun_command(seed: int, range_name: str, fuzz_count: int) -> str:
+    """A command that runs the whole op sequence of one range again (window included)."""
+    return (
+        f"avocado run iofuzz --vt-extra-params fuzz_seed={seed} "
+        f"--vt-extra-params fuzz_count={fuzz_count} --vt-extra-params 'only_devices={range_name}'"
+    )
 
 
 def build_summary(
@@ -22,27 +89,63 @@ def build_summary(
     result: CampaignResult,
     trace_path: Path,
     qemu_cmdline: str,
+    guest: str = "",
+    shard: str = "1/1",
 ) -> dict[str, Any]:
-    ranges = [
-        {
-            "index": plan.index,
-            "name": plan.name,
-            "span": f"{plan.start:#06x}-{plan.end:#06x}",
-            "ops_planned": plan.op_count,
-            "ops_done": result.ops_done.get(plan.index, 0),
-            "ops_skipped": result.ops_skipped.get(plan.index, 0),
+    run = result.as_dict()
+    by_index = {plan.index: plan for plan in plans}
+    findings = run["findings"]
+    for finding in findings:
+        plan = by_index.get(finding["range_index"])
+        finding["signature"] = finding_signature(finding, plan)
+        finding["reproducer"] = {
+            "trace": str(trace_path),
+            "range_index": finding["range_index"],
+            "window": list(finding["window"]),
+            "rerun": rerun_command(seed, finding["range_name"], fuzz_count),
         }
-        for plan in plans
-    ]
+    ranges = []
+    for plan in plans:
+        done = result.ops_done.get(plan.index, 0)
+        skipped = result.ops_skipped.get(plan.index, 0)
+        windows = [
+            tuple(f["window"]) for f in findings if f["range_index"] == plan.index and f["kind"] in _SKIPPED_FINDINGS
+        ]
+        phases = ops_by_phase(plan, min(done + skipped, plan.op_count), windows)
+        ranges.append(
+            {
+                "index": plan.index,
+                "name": plan.name,
+                "span": f"{plan.start:#06x}-{plan.end:#06x}",
+                "ops_planned": plan.op_count,
+                "ops_done": done,
+                "ops_skipped": skipped,
+                "ops_by_phase": phases,
+                "reads": phases[PHASE_READ],
+                "writes": phases[PHASE_ZERO] + phases[PHASE_FUZZ],
+            }
+        )
+    total = sum(r["ops_done"] for r in ranges)
     return {
+        "format": SUMMARY_FORMAT,
         "seed": seed,
         "fuzz_count": fuzz_count,
+        "guest": guest,
+        "shard": shard,
         "accelerator": accel,
         "accelerator_reason": accel_reason,
         "ranges": ranges,
         "trace": str(trace_path),
         "qemu_cmdline": qemu_cmdline,
-        **result.as_dict(),
+        **run,
+        "ops_done_total": total,
+        "hangs": sum(f["kind"] == "hang" for f in findings),
+        "reboots": sum(f["kind"] == "reboot" for f in findings),
+        "crashes": [
+            {"signature": f["signature"], "detail": f["detail"], "reproducer": f["reproducer"]}
+            for f in findings
+            if f["kind"] == "crash"
+        ],
     }
 
 
@@ -53,20 +156,87 @@ def write_summary(path: Path, summary: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
+def read_summary(path: Path) -> dict[str, Any]:
+    try:
+        summary = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise ValueError(f"{path}: not a readable iofuzz summary: {err}") from None
+    if not isinstance(summary, dict) or "ranges" not in summary or "findings" not in summary:
+        raise ValueError(f"{path}: not an iofuzz summary (no ranges/findings)")
+    return summary
+
+
+def merge_summaries(summaries: Sequence[dict[str, Any]], sources: Sequence[str] = ()) -> dict[str, Any]:
+    """One summary for the shards (or independent runs) given.
+
+    Ranges and findings are concatenated, each tagged with the shard (and
+    source) it came from; totals are summed. ``elapsed_s`` is the longest
+    shard's (shards run side by side), ``ops_per_s`` the sum of the shards'
+    rates. ``overlaps`` lists ranges fuzzed by more than one part with the
+    same seed: shards of one campaign never overlap, so a non-empty list says
+    the parts were not shards of one campaign.
+    """
+    if not summaries:
+        raise ValueError("merge_summaries: no summary given")
+    sources = list(sources) or [f"#{i}" for i in range(len(summaries))]
+    ranges, findings, seen, overlaps = [], [], {}, []
+    for summary, source in zip(summaries, sources, strict=True):
+        tag = {"shard": summary.get("shard", "1/1"), "source": source}
+        for r in summary["ranges"]:
+            key = (summary["seed"], r["span"], r["name"])
+            if key in seen:
+                overlaps.append(f"{r['span']} {r['name']} (seed {summary['seed']}): {seen[key]} and {source}")
+            seen[key] = source
+            ranges.append({**r, **tag})
+        findings += [{**f, **tag} for f in summary["findings"]]
+    ranges.sort(key=lambda r: (r["span"], r["name"], r["source"]))
+    seeds = sorted({s["seed"] for s in summaries})
+    elapsed = max(float(s.get("elapsed_s", 0.0)) for s in summaries)
+    return {
+        "format": SUMMARY_FORMAT,
+        "merged_from": sources,
+        "seed": seeds[0] if len(seeds) == 1 else seeds,
+        "fuzz_count": sorted({s["fuzz_count"] for s in summaries}),
+        "guest": sorted({s.get("guest", "") for s in summaries}),
+        "accelerator": sorted({s["accelerator"] for s in summaries}),
+        "shards": sorted({s.get("shard", "1/1") for s in summaries}),
+        "ranges": ranges,
+        "findings": findings,
+        "overlaps": overlaps,
+        "ops_done_total": sum(r["ops_done"] for r in ranges),
+        "elapsed_s": round(elapsed, 3),
+        "ops_per_s": round(sum(float(s.get("ops_per_s", 0.0)) for s in summaries), 1),
+        "hangs": sum(f["kind"] == "hang" for f in findings),
+        "reboots": sum(f["kind"] == "reboot" for f in findings),
+        "crashes": [c for s in summaries for c in s.get("crashes", [])],
+        "stopped_early": "; ".join(s["stopped_early"] for s in summaries if s.get("stopped_early")),
+    }
+
+
 def summary_table(summary: dict[str, Any]) -> str:
     """A few lines a person reads at a glance in the test log."""
     findings = summary["findings"]
-    by_range: dict[int, list[str]] = {}
+    by_range: dict[tuple[str, str], list[str]] = {}
     for finding in findings:
-        by_range.setdefault(finding["range_index"], []).append(finding["kind"])
+        span = finding.get("range_span") or ""
+        by_range.setdefault((span, finding["range_name"]), []).append(finding["kind"])
     name_width = max([len(r["name"]) for r in summary["ranges"]] + [5])
+    done = summary.get("ops_done_total", sum(r["ops_done"] for r in summary["ranges"]))
+    seed = summary["seed"]
     lines = [
-        f"seed {summary['seed']}  accel {summary['accelerator']}  "
-        f"{sum(r['ops_done'] for r in summary['ranges'])} ops in {summary['elapsed_s']} s "
-        f"({summary['ops_per_s']} ops/s)  findings: {len(findings)}",
-        f"{'span':<13} {'range':<{name_width}} {'done':>10} {'planned':>10}  findings",
+        f"seed {seed}  accel {summary['accelerator']}  shard {summary.get('shard', summary.get('shards', '1/1'))}  "
+        f"{done} ops in {summary['elapsed_s']} s ({summary['ops_per_s']} ops/s)  "
+        f"hangs {summary.get('hangs', 0)}  reboots {summary.get('reboots', 0)}  "
+        f"crashes {len(summary.get('crashes', []))}",
+        f"{'span':<13} {'range':<{name_width}} {'reads':>8} {'writes':>10} {'planned':>10}  findings",
     ]
     for r in summary["ranges"]:
-        kinds = ", ".join(by_range.get(r["index"], [])) or "-"
-        lines.append(f"{r['span']:<13} {r['name']:<{name_width}} {r['ops_done']:>10} {r['ops_planned']:>10}  {kinds}")
+        kinds = ", ".join(by_range.get((r["span"], r["name"]), [])) or "-"
+        reads = r.get("reads", "?")
+        writes = r.get("writes", "?")
+        planned = r["ops_planned"]
+        lines.append(f"{r['span']:<13} {r['name']:<{name_width}} {reads:>8} {writes:>10} {planned:>10}  {kinds}")
+    for crash in summary.get("crashes", []):
+        lines.append(f"crash {crash['signature']}")
+        lines.append(f"  rerun: {crash['reproducer']['rerun']}")
     return "\n".join(lines)

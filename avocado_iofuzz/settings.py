@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from avocado_iofuzz.ranges import DEFAULT_SKIP_PORTS, parse_extra_ranges, parse_port_spans
+from avocado_iofuzz.shards import SHARD_PARAM, ShardError, parse_shard
 
 
 class ParamError(ValueError):
@@ -57,6 +58,22 @@ def _position(params: Mapping[str, Any], key: str) -> tuple[int, int] | None:
     return range_index, op_index
 
 
+def _yes_no(params: Mapping[str, Any], key: str, default: bool) -> bool:
+    raw = str(params.get(key, "") or "").strip().lower()
+    if not raw:
+        return default
+    if raw not in ("yes", "no"):
+        raise ParamError(f"param {key} = {raw!r}: expected yes or no")
+    return raw == "yes"
+
+
+def _shard(params: Mapping[str, Any]) -> str:
+    try:
+        return str(parse_shard(str(params.get(SHARD_PARAM, "") or "")))
+    except ShardError as err:
+        raise ParamError(str(err)) from None
+
+
 @dataclass(frozen=True)
 class IofuzzParams:
     seed: int | None
@@ -74,6 +91,9 @@ class IofuzzParams:
     guest: str
     kernel: str
     debug_hang_at: tuple[int, int] | None
+    progress_interval: float = 5.0
+    plot: bool = True
+    shard: str = ""
 
     @classmethod
     def from_params(cls, params: Mapping[str, Any]) -> IofuzzParams:
@@ -110,4 +130,7 @@ class IofuzzParams:
             guest=str(params.get("iofuzz_guest", "busybox") or "busybox").strip(),
             kernel=str(params.get("iofuzz_kernel", "") or "").strip(),
             debug_hang_at=_position(params, "iofuzz_debug_hang_at"),
+            progress_interval=_float(params, "iofuzz_progress_interval", 5.0, 0.0),
+            plot=_yes_no(params, "iofuzz_plot", True),
+            shard=_shard(params),
         )

@@ -17,8 +17,9 @@ from virttest import env_process
 from avocado_iofuzz.campaign import Campaign, CampaignConfig, CampaignError
 from avocado_iofuzz.program import new_seed, plan_ranges
 from avocado_iofuzz.ranges import RangeError, fuzz_targets
-from avocado_iofuzz.report import build_summary, summary_table, write_summary
+from avocado_iofuzz.report import PICTURE_NAME, SUMMARY_NAME, build_summary, summary_table, write_summary
 from avocado_iofuzz.settings import IofuzzParams, ParamError
+from avocado_iofuzz.shards import parse_shard, shard_ranges
 from avocado_iofuzz.trace import TraceWriter
 from avocado_iofuzz.vm.vt import VtGuest
 from avocado_iofuzz.vt_compat import run_qemu_probes_under_bash
@@ -86,6 +87,13 @@ def run_iofuzz(test: Any, params: Any, env: Any) -> None:
         )
     except RangeError as err:
         test.error(f"cannot choose port ranges: {err}")
+    shard = parse_shard(settings.shard)
+    if shard.count > 1:
+        every = len(targets)
+        targets = shard_ranges(targets, shard, weight=lambda t: t.end - t.start + 1)
+        LOG.info("shard %s: %d of %d ranges", shard, len(targets), every)
+        if not targets:
+            test.cancel(f"shard {shard} has no range to fuzz: only {every} ranges for {shard.count} shards")
     plans = plan_ranges(seed, [(t.start, t.end, t.name) for t in targets], settings.fuzz_count)
     for plan in plans:
         LOG.info("range %2d %#06x-%#06x %-24s %d ops", plan.index, plan.start, plan.end, plan.name, plan.op_count)
@@ -96,6 +104,7 @@ def run_iofuzz(test: Any, params: Any, env: Any) -> None:
         max_hangs=settings.max_hangs,
         login_timeout=settings.login_timeout,
         hang_at=settings.debug_hang_at,
+        progress_log_interval=settings.progress_interval,
     )
     trace_path = outdir / "trace.iofuzz"
     header = {
@@ -113,9 +122,9 @@ def run_iofuzz(test: Any, params: Any, env: Any) -> None:
             result = campaign.run()
         except CampaignError as err:
             result = campaign.result
-            _finish(outdir, seed, settings, accel, reason, plans, result, trace_path, guest)
+            _finish(test, outdir, seed, settings, accel, reason, plans, result, trace_path, guest)
             test.error(str(err))
-    summary = _finish(outdir, seed, settings, accel, reason, plans, result, trace_path, guest)
+    summary = _finish(test, outdir, seed, settings, accel, reason, plans, result, trace_path, guest)
 
     if result.crashed:
         crash = next(f for f in result.findings if f.kind == "crash")
@@ -139,7 +148,7 @@ def run_iofuzz(test: Any, params: Any, env: Any) -> None:
     LOG.info("done: %d ops, seed %d", summary and result.total_done, seed)
 
 
-def _finish(outdir, seed, settings, accel, reason, plans, result, trace_path, guest) -> dict[str, Any]:
+def _finish(test, outdir, seed, settings, accel, reason, plans, result, trace_path, guest) -> dict[str, Any]:
     summary = build_summary(
         seed=seed,
         fuzz_count=settings.fuzz_count,
@@ -149,8 +158,20 @@ def _finish(outdir, seed, settings, accel, reason, plans, result, trace_path, gu
         result=result,
         trace_path=trace_path,
         qemu_cmdline=guest.qemu_cmdline(),
+        guest=settings.guest,
+        shard=settings.shard,
     )
-    write_summary(outdir / "summary.json", summary)
-    for line in summary_table(summary).splitlines():
+    write_summary(outdir / SUMMARY_NAME, summary)
+    table = summary_table(summary)
+    for line in table.splitlines():
         LOG.info("%s", line)
+    # avocado keeps the whiteboard in results.json; its HTML report shows it per test
+    test.whiteboard = table
+    if settings.plot:
+        try:
+            from avocado_iofuzz.plotting import render_coverage  # matplotlib: imported only when drawing
+
+            LOG.info("coverage picture: %s", render_coverage(summary, outdir / PICTURE_NAME))
+        except Exception as err:  # a picture must never cost the run's verdict or its summary
+            LOG.warning("could not draw %s: %s", PICTURE_NAME, err)
     return summary

@@ -10,9 +10,14 @@ from avocado.core.plugin_interfaces import Init
 
 class IofuzzInit(Init):
     name = "iofuzz"
-    description = "avocado-iofuzz initialization (aexpect helper on PATH)"
+    description = "avocado-iofuzz initialization (settings, aexpect helper on PATH)"
 
     def initialize(self) -> None:
+        from avocado.core.settings import settings
+
+        from avocado_iofuzz.plugins.settings import register
+
+        register(settings)  # the `iofuzz` section: `avocado config` lists it
         # aexpect starts its `aexpect_helper` by name; when avocado is run as
         # .venv/bin/avocado without activating the venv the helper, which
         # sits next to the interpreter, is not on PATH and every session dies.

@@ -13,6 +13,9 @@ from avocado.core.plugin_interfaces import Resolver
 from avocado.core.resolver import ReferenceResolution, ReferenceResolutionResult
 
 from avocado_iofuzz.catalog import CatalogError, TestCatalog
+from avocado_iofuzz.plugins.settings import apply_settings
+from avocado_iofuzz.shards import ShardError, expand_shards
+from avocado_iofuzz.vt_env import assign_private_env
 
 
 class IofuzzResolver(Resolver):
@@ -27,7 +30,10 @@ class IofuzzResolver(Resolver):
         expand_all = config.get("subcommand") == "list"
         try:
             dicts = catalog.variants(reference, expand_all, config.get("vt.extra_params") or ())
-        except CatalogError as err:
+            for params in dicts:
+                apply_settings(config, params)
+            dicts = expand_shards(dicts)
+        except (CatalogError, ShardError) as err:
             return ReferenceResolution(reference, ReferenceResolutionResult.ERROR, info=str(err))
         if not dicts:
             return ReferenceResolution(
@@ -35,5 +41,7 @@ class IofuzzResolver(Resolver):
                 ReferenceResolutionResult.NOTFOUND,
                 info=f"no avocado-iofuzz variant matches {reference!r}",
             )
+        for params in dicts:
+            assign_private_env(params)
         runnables = [Runnable("avocado-vt", d["shortname"], **d) for d in dicts]
         return ReferenceResolution(reference, ReferenceResolutionResult.SUCCESS, runnables)

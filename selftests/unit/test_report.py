@@ -1,0 +1,115 @@
+"""summary.json content, crash signatures, the human table and merging shards."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from avocado_iofuzz.campaign import CampaignResult, Finding
+from avocado_iofuzz.program import plan_ranges
+from avocado_iofuzz.report import (
+    build_summary,
+    finding_signature,
+    merge_summaries,
+    ops_by_phase,
+    summary_table,
+)
+
+RANGES = [(0x0, 0x1F, "dma1"), (0x20, 0x21, "pic1"), (0xC000, 0xC0FF, "PCI")]
+ABORT = {"status": None, "signal": 6, "stderr_tail": "qemu: hw/x.c:123: f: Assertion `n < 0x10' failed."}
+
+
+def _summary(seed=7, shard="1/1", ranges=RANGES, findings=(), done=None, skipped=None):
+    plans = plan_ranges(seed, ranges, 4)
+    result = CampaignResult(
+        ops_done=done or {p.index: p.op_count for p in plans},
+        ops_skipped=skipped or {p.index: 0 for p in plans},
+        findings=list(findings),
+        elapsed=2.0,
+    )
+    summary = build_summary(
+        seed=seed,
+        fuzz_count=4,
+        accel="tcg",
+        accel_reason="test",
+        plans=plans,
+        result=result,
+        trace_path=Path("/r/trace.iofuzz"),
+        qemu_cmdline="qemu",
+        guest="busybox",
+        shard=shard,
+    )
+    return plans, summary
+
+
+def test_a_clean_run_counts_every_op_by_phase():
+    plans, summary = _summary()
+    dma = summary["ranges"][0]
+    assert dma["ops_by_phase"] == {"read": 32, "zero": 32, "fuzz": 128}
+    assert dma["reads"] == 32 and dma["writes"] == 160 and dma["ops_done"] == dma["ops_planned"] == 192
+    assert summary["ops_done_total"] == sum(p.op_count for p in plans)
+    assert summary["ops_per_s"] == round(summary["ops_done_total"] / 2.0, 1)
+    assert summary["hangs"] == summary["reboots"] == 0 and summary["crashes"] == []
+    assert summary["seed"] == 7 and summary["guest"] == "busybox" and summary["accelerator"] == "tcg"
+
+
+def test_skipped_hang_windows_are_not_counted_as_done():
+    plan = plan_ranges(1, [(0, 0xF, "r")], 4)[0]  # 16 slots: read 0-16, zero 16-32, fuzz 32-96
+    assert ops_by_phase(plan, 96, [(8, 24)]) == {"read": 8, "zero": 8, "fuzz": 64}
+    assert ops_by_phase(plan, 40, []) == {"read": 16, "zero": 16, "fuzz": 8}
+
+
+def test_hang_and_crash_findings_carry_signature_and_reproducer():
+    hang = Finding("hang", 0, "dma1", "0x0000-0x001f", (40, 48), "no progress")
+    crash = Finding("crash", 2, "PCI", "0xc000-0xc0ff", (600, 700), "killed", ABORT)
+    _, summary = _summary(findings=[hang, crash], done={0: 184, 1: 12, 2: 600}, skipped={0: 8, 1: 0, 2: 0})
+    by_kind = {f["kind"]: f for f in summary["findings"]}
+    assert by_kind["hang"]["signature"] == "hang:dma1:zero"
+    assert by_kind["crash"]["signature"] == "crash:PCI:fuzz:signal 6:qemu: hw/x.c:N: f: Assertion `n < 0x?' failed."
+    assert summary["hangs"] == 1 and len(summary["crashes"]) == 1
+    reproducer = summary["crashes"][0]["reproducer"]
+    assert reproducer["window"] == [600, 700] and reproducer["trace"] == "/r/trace.iofuzz"
+    assert "fuzz_seed=7" in reproducer["rerun"] and "'only_devices=PCI'" in reproducer["rerun"]
+    assert summary["ranges"][0]["ops_by_phase"]["zero"] == 32 - 8
+
+
+def test_signature_ignores_addresses_and_line_numbers():
+    other = dict(ABORT, stderr_tail="noise\nqemu: hw/x.c:999: f: Assertion `n < 0x20' failed.\n")
+    one = {"kind": "crash", "range_name": "PCI", "window": [0, 1], "qemu_exit": ABORT}
+    two = {"kind": "crash", "range_name": "PCI", "window": [0, 1], "qemu_exit": other}
+    assert finding_signature(one) == finding_signature(two)
+    killed = {"kind": "crash", "range_name": "PCI", "window": [0, 1], "qemu_exit": dict(ABORT, signal=9)}
+    assert finding_signature(one) != finding_signature(killed)
+
+
+def test_table_lists_every_range_and_the_findings():
+    hang = Finding("hang", 1, "pic1", "0x0020-0x0021", (0, 2), "x")
+    _, summary = _summary(findings=[hang])
+    lines = summary_table(summary).splitlines()
+    assert lines[0].startswith("seed 7  accel tcg  shard 1/1") and "hangs 1" in lines[0]
+    rows = {line.split()[0]: line for line in lines[2:]}
+    assert set(rows) == {"0x0000-0x001f", "0x0020-0x0021", "0xc000-0xc0ff"}
+    assert rows["0x0020-0x0021"].endswith("hang") and rows["0x0000-0x001f"].endswith("-")
+
+
+def test_merging_shards_gives_the_whole_campaign():
+    _, whole = _summary()
+    _, first = _summary(shard="1/2", ranges=RANGES[:1])
+    crash = Finding("crash", 1, "PCI", "0xc000-0xc0ff", (5, 6), "boom", ABORT)
+    _, second = _summary(shard="2/2", ranges=RANGES[1:], findings=[crash])
+    merged = merge_summaries([first, second], ["a/summary.json", "b/summary.json"])
+    assert [r["span"] for r in merged["ranges"]] == [r["span"] for r in whole["ranges"]]
+    assert merged["ops_done_total"] == whole["ops_done_total"]
+    assert merged["seed"] == 7 and merged["shards"] == ["1/2", "2/2"] and merged["overlaps"] == []
+    assert merged["findings"][0]["source"] == "b/summary.json" and len(merged["crashes"]) == 1
+    assert merged["elapsed_s"] == 2.0 and merged["ops_per_s"] == first["ops_per_s"] + second["ops_per_s"]
+    assert "crash" in summary_table(merged)
+
+
+def test_merge_reports_overlapping_parts_and_refuses_nothing_to_merge():
+    _, one = _summary()
+    merged = merge_summaries([one, one], ["x", "y"])
+    assert len(merged["overlaps"]) == len(RANGES)
+    with pytest.raises(ValueError, match="no summary"):
+        merge_summaries([])
