@@ -174,7 +174,7 @@ def _connect_stream(st: State, b: Bounds, sid: int, target: int) -> State | None
         return None
     k = Kernel(st)
     embryo = k.new_sock(Sock(s.type, name=t.name, peer=sid))
-    k.set(target, icons=t.icons + (embryo,))
+    k.set(target, icons=(*t.icons, embryo))
     k.set(sid, peer=embryo)
     return k.freeze()
 
@@ -224,7 +224,7 @@ def _deliver(st: State, b: Bounds, sender: int, target: int, carried: int | None
     if len(t.queue) >= b.max_queue:
         return None
     k = Kernel(st)
-    k.set(target, queue=t.queue + (Msg(sender, carried),))
+    k.set(target, queue=(*t.queue, Msg(sender, carried)))
     return k.freeze()
 
 

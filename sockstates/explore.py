@@ -59,7 +59,7 @@ def explore(bounds: actions.Bounds, depth: int | None, stats: Stats | None = Non
                 if desc in seen:
                     continue
                 seen.add(desc)
-                found = Found(desc, level, parent.syscalls + (call,), state)
+                found = Found(desc, level, (*parent.syscalls, call), state)
                 nxt.append(found)
                 yield found
         if nxt:

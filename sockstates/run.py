@@ -1,0 +1,227 @@
+"""Perform syscall sequences for real and ask the kernel what came of them.
+
+Each sequence runs in a fresh child process (fork), in a network namespace of
+its own (so abstract names and the sock_diag dump hold only its sockets) and a
+temporary directory of its own (path names), which is removed afterwards.  The
+child performs the calls, checks each call's outcome against the one the
+sequence expects, probes the kernel (`probe`), and reports through a pipe.
+
+This module reads only `Syscall` records: it does not know the model.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import json
+import os
+import select
+import shutil
+import socket
+import tempfile
+import time
+import traceback
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+
+from sockstates import probe
+from sockstates.syscall import Syscall
+
+CLONE_NEWNET = 0x40000000
+CLONE_NEWUSER = 0x10000000
+SOCK_KINDS = {"S": socket.SOCK_STREAM, "D": socket.SOCK_DGRAM, "P": socket.SOCK_SEQPACKET}
+SHUT_HOWS = {"RD": socket.SHUT_RD, "WR": socket.SHUT_WR, "RDWR": socket.SHUT_RDWR}
+ABSTRACT_PREFIX = b"\0sockstates-"
+
+
+class RunError(RuntimeError):
+    """The runner itself could not work (no namespace, child died, timeout)."""
+
+
+@dataclass
+class Outcome:
+    """What one run found."""
+
+    descriptions: frozenset[str] = frozenset()  # the kernel's view (several when ambiguous)
+    call_mismatches: list[str] = field(default_factory=list)  # calls that did not do as expected
+    garbage: int = 0  # sockets alive but unreachable: a sequence outside the model's scope
+    notes: list[str] = field(default_factory=list)
+    error: str | None = None  # the child failed in a way that is not a finding
+
+    def matches(self, description: str) -> bool:
+        return not self.error and not self.call_mismatches and description in self.descriptions
+
+
+def address(label: str) -> bytes | str:
+    """The real address of a name label: abstract names live in the run's
+    network namespace, paths in its working directory."""
+    if label.startswith("@"):
+        return ABSTRACT_PREFIX + label[1:].encode()
+    if label.startswith("/"):
+        return "s" + label[1:]
+    raise ValueError(f"not a name label: {label!r}")
+
+
+def _unshare_net() -> None:
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.unshare(CLONE_NEWNET) == 0:
+        return
+    first = ctypes.get_errno()
+    uid, gid = os.getuid(), os.getgid()
+    if libc.unshare(CLONE_NEWUSER | CLONE_NEWNET) != 0:
+        raise RunError(f"cannot enter a new network namespace ({os.strerror(first)}): "
+                       "run as root or allow unprivileged user namespaces")
+    with open("/proc/self/setgroups", "w") as f:
+        f.write("deny")
+    with open("/proc/self/uid_map", "w") as f:
+        f.write(f"0 {uid} 1")
+    with open("/proc/self/gid_map", "w") as f:
+        f.write(f"0 {gid} 1")
+
+
+class _Executor:
+    def __init__(self) -> None:
+        self.handles: dict[int, socket.socket] = {}
+        self.serial = 0
+
+    def sock(self, handle: int) -> socket.socket:
+        try:
+            return self.handles[handle]
+        except KeyError:
+            raise RunError(f"sequence uses handle {handle}, which is not open") from None
+
+    def perform(self, call: Syscall) -> None:
+        op = call.op
+        if op == "socket":
+            self.handles[call.result[0]] = socket.socket(socket.AF_UNIX, SOCK_KINDS[call.type])
+        elif op == "socketpair":
+            a, b = socket.socketpair(socket.AF_UNIX, SOCK_KINDS[call.type])
+            self.handles[call.result[0]], self.handles[call.result[1]] = a, b
+        elif op == "bind":
+            self.sock(call.fd).bind(address(call.name))
+        elif op == "listen":
+            self.sock(call.fd).listen(64)
+        elif op == "connect":
+            s = self.sock(call.fd)
+            s.setblocking(False)
+            s.connect(address(call.name))
+        elif op == "accept":
+            s = self.sock(call.fd)
+            s.setblocking(False)
+            child, _ = s.accept()
+            self.handles[call.result[0]] = child
+        elif op in ("send", "sendto"):
+            self.send(call)
+        elif op == "shutdown":
+            self.sock(call.fd).shutdown(SHUT_HOWS[call.how])
+        elif op == "close":
+            self.handles.pop(call.fd).close()
+        elif op == "unlink":
+            os.unlink(address(call.name))
+        else:
+            raise RunError(f"unknown syscall {op!r}")
+
+    def send(self, call: Syscall) -> None:
+        s = self.sock(call.fd)
+        self.serial += 1
+        payload = probe.PAYLOAD.pack(os.fstat(s.fileno()).st_ino, self.serial)
+        anc = []
+        if call.passes is not None:
+            fds = self.sock(call.passes).fileno().to_bytes(4, "little", signed=True)
+            anc = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, fds)]
+        flags = socket.MSG_DONTWAIT | socket.MSG_NOSIGNAL
+        if call.op == "sendto":
+            s.sendmsg([payload], anc, flags, address(call.name))
+        else:
+            s.sendmsg([payload], anc, flags)
+
+
+def _child(syscalls: Sequence[Syscall], workdir: str) -> dict:
+    _unshare_net()
+    os.chdir(workdir)
+    ex = _Executor()
+    mismatches = []
+    for i, call in enumerate(syscalls, 1):
+        try:
+            ex.perform(call)
+            got = None
+        except OSError as e:
+            got = errno.errorcode.get(e.errno, str(e.errno))
+        if got != call.error:
+            want = call.error or "success"
+            mismatches.append(f"step {i} {call}: kernel said {got or 'success'}, model expected {want}")
+            break
+    view = probe.probe(list(ex.handles.values()), workdir)
+    return {
+        "descriptions": sorted(view.descriptions),
+        "mismatches": mismatches,
+        "garbage": len(view.garbage),
+        "notes": view.notes,
+    }
+
+
+def _start(syscalls: Sequence[Syscall]) -> tuple[int, int, str]:
+    workdir = tempfile.mkdtemp(prefix="sockstates-")
+    rd, wr = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child: never return into the caller's code
+        code = 0
+        try:
+            os.close(rd)
+            try:
+                result = _child(syscalls, workdir)
+            except Exception as e:  # reported to the parent, which decides
+                result = {"error": f"{type(e).__name__}: {e}", "trace": traceback.format_exc()}
+            data = json.dumps(result).encode()
+            while data:
+                data = data[os.write(wr, data):]
+        except BaseException:
+            code = 1
+        finally:
+            os._exit(code)
+    os.close(wr)
+    return pid, rd, workdir
+
+
+def _finish(pid: int, rd: int, workdir: str, timeout: float) -> Outcome:
+    chunks = []
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([rd], [], [], left)[0]:
+                os.kill(pid, 9)
+                return Outcome(error=f"child did not finish within {timeout} s")
+            chunk = os.read(rd, 1 << 16)
+            if not chunk:
+                break
+            chunks.append(chunk)
+    finally:
+        os.close(rd)
+        os.waitpid(pid, 0)
+        shutil.rmtree(workdir, ignore_errors=True)
+    if not chunks:
+        return Outcome(error="child died without a report")
+    result = json.loads(b"".join(chunks))
+    if "error" in result:
+        return Outcome(error=result["error"], notes=[result.get("trace", "")])
+    return Outcome(frozenset(result["descriptions"]), result["mismatches"], result["garbage"], result["notes"])
+
+
+def run_sequence(syscalls: Sequence[Syscall], timeout: float = 10.0) -> Outcome:
+    """Perform one sequence in a fresh child and return the kernel's view."""
+    return _finish(*_start(syscalls), timeout)
+
+
+def run_many(sequences: Iterable[Sequence[Syscall]], jobs: int = 0,
+             timeout: float = 10.0) -> Iterator[Outcome]:
+    """run_sequence() for each sequence, up to `jobs` children at once (0: one
+    per CPU), yielding outcomes in the order of the sequences."""
+    jobs = jobs or os.cpu_count() or 1
+    pending: list[tuple[int, int, str]] = []
+    for seq in sequences:
+        pending.append(_start(seq))
+        if len(pending) >= jobs:
+            yield _finish(*pending.pop(0), timeout)
+    while pending:
+        yield _finish(*pending.pop(0), timeout)
