@@ -8,7 +8,7 @@
  * so the host can bound a crash or hang to a window of at most K ops.
  *
  * Usage:
- *   iofuzz-exec [--dry-run] [--limit-loop] --seed S --fuzz-count N
+ *   iofuzz-exec [--dry-run] [--limit-loop | --bare-loop] --seed S --fuzz-count N
  *               [--report-every K] [--resume I:J] [--hang-at I:J] RANGE...
  *   RANGE is [I:]0xSTART-0xEND[/W]: inclusive port bounds in hex, optional
  *   range index I (default: position in the argument list) and access width W
@@ -54,6 +54,7 @@
 #define MAX_FUZZ_COUNT 0xffffffffULL
 #define MAX_REPORT_EVERY 0xffffffffULL
 #define DEFAULT_REPORT_EVERY 4096
+#define BARE_TABLE_OPS 65536
 #define GUEST_MARKER "iofuzz.guest=1"
 
 #define EXIT_RUNTIME 1
@@ -192,6 +193,46 @@ static void run_sink(const struct range *r, uint64_t first, uint64_t stop)
 		acc += op.port ^ op.value ^ (uint64_t)op.kind;
 	}
 	sink += acc;
+}
+
+/*
+ * --bare-loop: the cost of the accesses alone, the ceiling the real loop is
+ * measured against. The first BARE_TABLE_OPS ops of the range are generated
+ * once into a table, then the table is replayed cyclically until the range's
+ * op count is reached: same ports, widths, kinds and value distribution as
+ * the real run, but no generator, no marks, nothing else in the loop.
+ */
+struct table_op {
+	uint16_t port;
+	uint8_t is_read;
+	uint32_t value;
+};
+
+static struct table_op bare_table[BARE_TABLE_OPS];
+
+static void run_bare(const struct range *r, uint64_t first, uint64_t stop)
+{
+	uint64_t period = stop - first < BARE_TABLE_OPS ? stop - first : BARE_TABLE_OPS;
+	uint64_t width = r->width;
+
+	for (uint64_t j = 0; j < period; j++) {
+		struct op op = gen_op(r, first + j);
+
+		bare_table[j] = (struct table_op){ (uint16_t)op.port, op.kind == 'r', (uint32_t)op.value };
+	}
+	for (uint64_t i = first; i < stop;) {
+		uint64_t chunk = stop - i < period ? stop - i : period;
+
+		for (uint64_t j = 0; j < chunk; j++) {
+			const struct table_op *op = &bare_table[j];
+
+			if (op->is_read)
+				port_read(op->port, width);
+			else
+				port_write(op->port, width, op->value);
+		}
+		i += chunk;
+	}
 }
 
 /* ---- protocol output ------------------------------------------------- */
@@ -347,10 +388,12 @@ static struct range *find_range(struct range *ranges, int n, const char *option,
 
 static void usage(void)
 {
-	fputs("usage: iofuzz-exec [--dry-run] [--limit-loop] --seed S --fuzz-count N\n"
+	fputs("usage: iofuzz-exec [--dry-run] [--limit-loop | --bare-loop] --seed S --fuzz-count N\n"
 	      "                   [--report-every K] [--resume I:J] [--hang-at I:J] [I:]0xSTART-0xEND[/W]...\n"
 	      "  --dry-run       print the ops instead of performing them (safe anywhere)\n"
 	      "  --limit-loop    benchmark: no progress marks, prints only @DONE\n"
+	      "  --bare-loop     benchmark: the accesses alone, replayed from a table of the first\n"
+	      "                  ops (no generator, no marks), prints only @DONE\n"
 	      "  --resume I:J    start at op J of the range with index I\n"
 	      "  --hang-at I:J   FAULT INJECTION for tests: hang the guest before op J of range I\n",
 	      stderr);
@@ -431,13 +474,14 @@ int main(int argc, char **argv)
 {
 	static const struct option options[] = {
 		{ "dry-run", no_argument, NULL, 'd' },	       { "limit-loop", no_argument, NULL, 'l' },
+		{ "bare-loop", no_argument, NULL, 'b' },
 		{ "seed", required_argument, NULL, 's' },      { "fuzz-count", required_argument, NULL, 'f' },
 		{ "report-every", required_argument, NULL, 'k' }, { "resume", required_argument, NULL, 'r' },
 		{ "hang-at", required_argument, NULL, 'H' },   { "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
 	static struct range ranges[MAX_RANGES];
-	int dry_run = 0, limit_loop = 0, have_seed = 0, have_fuzz = 0, n_ranges, opt;
+	int dry_run = 0, limit_loop = 0, bare_loop = 0, have_seed = 0, have_fuzz = 0, n_ranges, opt;
 	uint64_t seed = 0, fuzz_count = 0, report_every = DEFAULT_REPORT_EVERY, total = 0;
 	struct position resume = { 0 }, hang = { 0 };
 	struct range *first_range, *hang_range = NULL;
@@ -448,6 +492,7 @@ int main(int argc, char **argv)
 		switch (opt) {
 		case 'd': dry_run = 1; break;
 		case 'l': limit_loop = 1; break;
+		case 'b': bare_loop = 1; break;
 		case 's': seed = parse_number("--seed", optarg, UINT64_MAX); have_seed = 1; break;
 		case 'f': fuzz_count = parse_number("--fuzz-count", optarg, MAX_FUZZ_COUNT); have_fuzz = 1; break;
 		case 'k': report_every = parse_number("--report-every", optarg, MAX_REPORT_EVERY); break;
@@ -459,6 +504,8 @@ int main(int argc, char **argv)
 	}
 	if (!have_seed || !have_fuzz)
 		fail(EXIT_USAGE, "--seed and --fuzz-count are required");
+	if (bare_loop && (limit_loop || dry_run))
+		fail(EXIT_USAGE, "--bare-loop combines with neither --limit-loop nor --dry-run");
 	if (report_every == 0)
 		fail(EXIT_USAGE, "--report-every must be at least 1");
 	n_ranges = argc - optind;
@@ -481,8 +528,8 @@ int main(int argc, char **argv)
 			     first_range->op_count);
 	}
 	if (hang.set) {
-		if (limit_loop)
-			fail(EXIT_USAGE, "--hang-at does not combine with --limit-loop");
+		if (limit_loop || bare_loop)
+			fail(EXIT_USAGE, "--hang-at does not combine with --limit-loop or --bare-loop");
 		hang_range = find_range(ranges, n_ranges, "--hang-at", &hang);
 		if (hang.op_index >= hang_range->op_count)
 			fail(EXIT_USAGE, "--hang-at: range %" PRIu64 " has only %" PRIu64 " ops", hang.range_index,
@@ -505,11 +552,13 @@ int main(int argc, char **argv)
 		setvbuf(stdout, buffer, _IOFBF, sizeof(buffer));
 	}
 
-	if (limit_loop) {
+	if (limit_loop || bare_loop) {
 		for (struct range *r = first_range; r < ranges + n_ranges; r++) {
 			uint64_t first = (r == first_range && resume.set) ? resume.op_index : 0;
 
-			if (dry_run)
+			if (bare_loop)
+				run_bare(r, first, r->op_count);
+			else if (dry_run)
 				run_sink(r, first, r->op_count);
 			else
 				run_io(r, first, r->op_count);

@@ -140,12 +140,15 @@ def executor_command(
     binary: str = DEFAULT_BINARY,
     dry_run: bool = False,
     limit_loop: bool = False,
+    bare_loop: bool = False,
 ) -> str:
     """The shell command that runs ``plans`` in the guest.
 
     ``resume=(I, J)`` starts at op J of the range with index I, skipping the
     ranges listed before it. ``hang_at=(I, J)`` is fault injection for tests:
-    the guest hangs for real before op J of range I.
+    the guest hangs for real before op J of range I. ``limit_loop`` and
+    ``bare_loop`` are benchmark modes without progress marks: the ops as
+    generated, or the accesses alone replayed from a table (see the C source).
     """
     if not plans:
         raise ValueError("executor_command: no range plans given")
@@ -166,8 +169,14 @@ def executor_command(
     args = [binary]
     if dry_run:
         args.append("--dry-run")
+    if limit_loop and bare_loop:
+        raise ValueError("executor_command: limit_loop and bare_loop are exclusive")
+    if bare_loop and dry_run:
+        raise ValueError("executor_command: bare_loop does not combine with dry_run")
     if limit_loop:
         args.append("--limit-loop")
+    if bare_loop:
+        args.append("--bare-loop")
     args += ["--seed", str(plans[0].seed), "--fuzz-count", str(plans[0].fuzz_count)]
     args += ["--report-every", str(report_every)]
     order = [p.index for p in plans]
@@ -175,8 +184,8 @@ def executor_command(
         _check_position("resume", resume, by_index, allow_end=True)
         args += ["--resume", f"{resume[0]}:{resume[1]}"]
     if hang_at is not None:
-        if limit_loop:
-            raise ValueError("executor_command: hang_at does not combine with limit_loop")
+        if limit_loop or bare_loop:
+            raise ValueError("executor_command: hang_at does not combine with limit_loop or bare_loop")
         _check_position("hang_at", hang_at, by_index, allow_end=False)
         if resume is not None and (order.index(hang_at[0]), hang_at[1]) < (order.index(resume[0]), resume[1]):
             raise ValueError(f"executor_command: hang_at {hang_at} is before resume {resume}: never reached")

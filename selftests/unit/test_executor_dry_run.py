@@ -216,6 +216,8 @@ def test_hang_at_stops_before_the_op_and_stays_silent(executor):
         (["--seed", "1", "--fuzz-count", "1", "--resume", "0:3", "--hang-at", "0:1", "0x60-0x61"], "never be reached"),
         (["--seed", "1", "--fuzz-count", "1", "--report-every", "0", "0x60-0x61"], "at least 1"),
         (["--seed", "1", "--fuzz-count", "1", "--bogus", "0x60-0x61"], "unknown option .*--bogus"),
+        (["--seed", "1", "--fuzz-count", "1", "--bare-loop", "0x60-0x61"], "combines with neither"),
+        (["--seed", "1", "--fuzz-count", "1", "--limit-loop", "--hang-at", "0:1", "0x60-0x61"], "does not combine"),
     ],
 )
 def test_bad_arguments_give_err_and_usage_status(executor, args, message):

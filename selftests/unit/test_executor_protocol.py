@@ -70,6 +70,9 @@ def test_range_argument_names_index_and_width():
         ({"resume": (1, 4), "hang_at": (0, 9)}, "before resume"),
         ({"resume": (1, 4), "hang_at": (1, 3)}, "before resume"),
         ({"limit_loop": True, "hang_at": (0, 1)}, "does not combine"),
+        ({"bare_loop": True, "hang_at": (0, 1)}, "does not combine"),
+        ({"bare_loop": True, "limit_loop": True}, "exclusive"),
+        ({"bare_loop": True, "dry_run": True}, "does not combine with dry_run"),
     ],
 )
 def test_command_validation(kwargs, message):
