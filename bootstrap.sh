@@ -16,6 +16,8 @@ extras=""
 # images; python3-venv: the virtualenv.
 packages=(qemu-system-x86 qemu-utils busybox-static gcc libc6-dev socat netcat-openbsd tcpdump
           arping iproute2 xz-utils cpio zstd python3-venv)
+# groovy + a JRE: the selftests parse the Jenkinsfile with the Groovy compiler
+[ -n "$extras" ] && packages+=(groovy default-jre-headless)
 missing=()
 for pkg in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
