@@ -342,16 +342,27 @@ class Campaign:
         return self.plans[range_index]
 
     def _log_progress(self, now: float) -> None:
+        # Host side only, from the loop that reads the console anyway: the
+        # executor prints exactly what it prints without it.
         self._last_log = now
         done = self.result.total_done
         total = sum(p.op_count for p in self.plans)
         rate = done / (now - self._started) if now > self._started else 0.0
-        current = self.plans[min(self._range, len(self.plans) - 1)]
+        position = min(self._range, len(self.plans) - 1)
+        current = self.plans[position]
+        kinds = [f.kind for f in self.result.findings]
         LOG.info(
-            "progress: %d/%d ops (%.0f ops/s), range %s, %d findings so far",
+            "progress: %d/%d ops (%.1f%%), %.0f ops/s, range %d/%d %s (%#06x-%#06x), "
+            "hangs %d, reboots %d so far",
             done,
             total,
+            100.0 * done / total if total else 100.0,
             rate,
+            position + 1,
+            len(self.plans),
             current.name,
-            len(self.result.findings),
+            current.start,
+            current.end,
+            kinds.count("hang"),
+            kinds.count("reboot"),
         )
