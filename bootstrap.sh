@@ -13,9 +13,10 @@ extras=""
 # gcc + libc6-dev: the static in-guest executor; socat, netcat-openbsd,
 # tcpdump, arping, iproute2, xz-utils: required by avocado-vt's checks and
 # serial console; qemu-utils: recommended by avocado-vt; cpio, zstd: guest
-# images; python3-venv: the virtualenv.
+# images; python3-venv: the virtualenv; mmdebstrap, fakechroot, fakeroot: the
+# Debian guest's root tree, built unprivileged; kmod: depmod indexes its modules.
 packages=(qemu-system-x86 qemu-utils busybox-static gcc libc6-dev socat netcat-openbsd tcpdump
-          arping iproute2 xz-utils cpio zstd python3-venv)
+          arping iproute2 xz-utils cpio zstd python3-venv mmdebstrap fakechroot fakeroot kmod)
 # groovy + a JRE: the selftests parse the Jenkinsfile with the Groovy compiler
 [ -n "$extras" ] && packages+=(groovy default-jre-headless)
 missing=()

@@ -96,7 +96,9 @@ def _build_busybox(kernel: Path | None, extra_files: Mapping[str, Path], cache_r
 
 
 def _build_debian(kernel: Path | None, extra_files: Mapping[str, Path], cache_root: Path) -> GuestArtifacts:
-    raise GuestBuildError("the 'debian' guest (mmdebstrap rootfs with python3 and criu) is not implemented yet")
+    from avocado_iofuzz.guest.debian import build_debian_guest  # mmdebstrap, depmod: only when asked for
+
+    return build_debian_guest(kernel, extra_files, cache_root)
 
 
 GUEST_BUILDERS = {
