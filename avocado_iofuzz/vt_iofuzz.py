@@ -21,6 +21,13 @@ from avocado_iofuzz.report import PICTURE_NAME, SUMMARY_NAME, build_summary, sum
 from avocado_iofuzz.settings import IofuzzParams, ParamError
 from avocado_iofuzz.shards import parse_shard, shard_ranges
 from avocado_iofuzz.trace import TraceWriter
+from avocado_iofuzz.vm.image import (
+    GUEST_MARKER_PARAM,
+    ImageGuest,
+    ImageGuestParams,
+    apply_image_params,
+    guest_cmdline_has_marker,
+)
 from avocado_iofuzz.vm.vt import VtGuest
 from avocado_iofuzz.vt_compat import run_qemu_probes_under_bash
 
@@ -37,8 +44,12 @@ def start_embedded_vm(test: Any, params: Any, env: Any, settings: IofuzzParams) 
     qemu = shutil.which(params.get("qemu_binary", "qemu-system-x86_64")) or params.get("qemu_binary")
     params["qemu_binary"] = qemu
     kernel = Path(settings.kernel) if settings.kernel else None
-    # the default guest is busybox with our executor baked in
-    guest = default_guest(kernel=kernel) if settings.guest == "busybox" else build_guest(settings.guest, kernel=kernel)
+    if settings.guest == "image":
+        guest = None  # the user's image: apply_image_params() set its params already
+    elif settings.guest == "busybox":
+        guest = default_guest(kernel=kernel)  # busybox with our executor baked in
+    else:
+        guest = build_guest(settings.guest, kernel=kernel)
     if settings.accel == "auto":
         from avocado_iofuzz.guest.accel import probe_accelerator
 
@@ -49,10 +60,11 @@ def start_embedded_vm(test: Any, params: Any, env: Any, settings: IofuzzParams) 
     LOG.info("accelerator: %s (%s)", accel, reason)
     vm_name = params["main_vm"]
     params["vm_accelerator"] = accel
-    params["kernel"] = str(guest.kernel)
-    params["initrd"] = str(guest.initrd)
-    params["kernel_params"] = guest.kernel_params
-    params["shell_prompt"] = guest.shell_prompt
+    if guest is not None:
+        params["kernel"] = str(guest.kernel)
+        params["initrd"] = str(guest.initrd)
+        params["kernel_params"] = guest.kernel_params
+        params["shell_prompt"] = guest.shell_prompt
     params["start_vm"] = "yes"
     run_qemu_probes_under_bash()
     env_process.preprocess_vm(test, params.object_params(vm_name), env, vm_name)
@@ -61,9 +73,20 @@ def start_embedded_vm(test: Any, params: Any, env: Any, settings: IofuzzParams) 
     return vm, accel, reason
 
 
+def _executor_binary() -> Path:
+    """The static in-guest executor, built (or taken from the cache) for copying into an image."""
+    from avocado_iofuzz.executor.build import build_executor
+    from avocado_iofuzz.guest.cache import resolve_cache_root
+
+    executor_dir = resolve_cache_root(None) / "executor"
+    executor_dir.mkdir(parents=True, exist_ok=True)
+    return build_executor(executor_dir)
+
+
 def run_iofuzz(test: Any, params: Any, env: Any) -> None:
     try:
         settings = IofuzzParams.from_params(params)
+        image = ImageGuestParams.from_params(params) if settings.guest == "image" else None
     except ParamError as err:
         test.error(str(err))
     outdir = Path(test.outputdir)
@@ -72,9 +95,18 @@ def run_iofuzz(test: Any, params: Any, env: Any) -> None:
     # the seed goes to disk before anything can go wrong
     (outdir / "seed").write_text(f"{seed}\n", encoding="utf-8")
 
+    ssh_port = apply_image_params(image, params) if image else 0
     vm, accel, reason = start_embedded_vm(test, params, env, settings)
-    guest = VtGuest(vm, login_timeout=settings.login_timeout)
+    if image is None:
+        guest = VtGuest(vm, login_timeout=settings.login_timeout)
+    else:
+        guest = ImageGuest(vm, settings.login_timeout, image, ssh_port, _executor_binary())
     session = guest.login()
+    if image is not None and not guest_cmdline_has_marker(session):
+        test.error(
+            f"the guest's kernel command line lacks {GUEST_MARKER_PARAM}: the executor refuses to touch ports "
+            "without it. Add it to the image's bootloader entry, or boot it with iofuzz_kernel (we append it)."
+        )
     ioports = session.cmd_output("cat /proc/ioports")
     (outdir / "proc-ioports.txt").write_text(ioports, encoding="utf-8")
     try:
@@ -105,6 +137,7 @@ def run_iofuzz(test: Any, params: Any, env: Any) -> None:
         login_timeout=settings.login_timeout,
         hang_at=settings.debug_hang_at,
         progress_log_interval=settings.progress_interval,
+        **({"executor": image.executor_path} if image else {}),
     )
     trace_path = outdir / "trace.iofuzz"
     header = {
