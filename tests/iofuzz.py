@@ -10,6 +10,10 @@ Params: see cfg/iofuzz.cfg and README.rst.
 """
 
 from avocado_iofuzz.vt_iofuzz import run_iofuzz
+from avocado_iofuzz.vt_startup import wait_for_events_not_time
+
+# avocado-vt imports this module before its preprocess starts the IP sniffer and the VM
+wait_for_events_not_time()
 
 
 def run(test, params, env):
