@@ -31,10 +31,11 @@ from avocado_iofuzz.guest.newc import tar_to_newc
 LOG = logging.getLogger(__name__)
 
 SUITE = "bookworm"
-# python3 + criu for the sockstates C/R checks; kmod loads the modules CRIU
-# needs; iproute2, socat, procps and busybox are the tools one wants when
-# looking at a failure by hand.
-PACKAGES = ("python3", "criu", "kmod", "iproute2", "socat", "procps", "mount", "busybox")
+# python3 + criu for the sockstates C/R checks; iptables and iproute2 because
+# CRIU runs iptables-save and ip when it dumps a network namespace; kmod loads
+# the modules CRIU needs; socat, procps and busybox are the tools one wants
+# when looking at a failure by hand.
+PACKAGES = ("python3", "criu", "iptables", "kmod", "iproute2", "socat", "procps", "mount", "busybox")
 # Documentation and translations are a third of the tree and never read in the guest.
 PATH_EXCLUDES = ("/usr/share/man/*", "/usr/share/doc/*", "/usr/share/locale/*", "/usr/share/info/*")
 MERGED_USR_HOOK = Path("/usr/share/mmdebstrap/hooks/merged-usr")

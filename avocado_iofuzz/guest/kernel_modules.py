@@ -1,8 +1,8 @@
 """The few kernel modules a guest needs, taken from the kernel's own Debian package.
 
 CRIU in the Debian guest needs nf_tables (``criu check`` fails outright
-without it), tun, veth and the sock_diag family; Debian builds them as
-modules. We pull exactly those and what they depend on (read from each
+without it), tun, veth and the sock_diag family, and nf_conntrack_netlink to
+dump a network namespace; Debian builds them as modules. We pull exactly those and what they depend on (read from each
 module's ``.modinfo`` section) out of the linux-image package the kernel came
 from, and index them with ``depmod -b`` so that ``modprobe`` works in the guest.
 """
@@ -27,6 +27,8 @@ LOG = logging.getLogger(__name__)
 CRIU_MODULES = (
     "nfnetlink",
     "nf_tables",
+    # a network namespace's dump includes its conntrack table
+    "nf_conntrack_netlink",
     "tun",
     "veth",
     "unix_diag",
