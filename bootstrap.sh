@@ -17,8 +17,9 @@ extras=""
 # Debian guest's root tree, built unprivileged; kmod: depmod indexes its modules.
 packages=(qemu-system-x86 qemu-utils busybox-static gcc libc6-dev socat netcat-openbsd tcpdump
           arping iproute2 xz-utils cpio zstd python3-venv mmdebstrap fakechroot fakeroot kmod)
-# groovy + a JRE: the selftests parse the Jenkinsfile with the Groovy compiler
-[ -n "$extras" ] && packages+=(groovy default-jre-headless)
+# groovy + a JRE: the selftests parse the Jenkinsfile with the Groovy compiler;
+# syslinux, mtools, dosfstools: they build a disk image that boots by itself
+[ -n "$extras" ] && packages+=(groovy default-jre-headless syslinux syslinux-common mtools dosfstools)
 missing=()
 for pkg in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

@@ -21,13 +21,7 @@ from avocado_iofuzz.report import PICTURE_NAME, SUMMARY_NAME, build_summary, sum
 from avocado_iofuzz.settings import IofuzzParams, ParamError
 from avocado_iofuzz.shards import parse_shard, shard_ranges
 from avocado_iofuzz.trace import TraceWriter
-from avocado_iofuzz.vm.image import (
-    GUEST_MARKER_PARAM,
-    ImageGuest,
-    ImageGuestParams,
-    apply_image_params,
-    guest_cmdline_has_marker,
-)
+from avocado_iofuzz.vm.image import GuestNotMarked, ImageGuest, ImageGuestParams, apply_image_params
 from avocado_iofuzz.vm.vt import VtGuest
 from avocado_iofuzz.vt_compat import run_qemu_probes_under_bash
 
@@ -101,12 +95,10 @@ def run_iofuzz(test: Any, params: Any, env: Any) -> None:
         guest = VtGuest(vm, login_timeout=settings.login_timeout)
     else:
         guest = ImageGuest(vm, settings.login_timeout, image, ssh_port, _executor_binary())
-    session = guest.login()
-    if image is not None and not guest_cmdline_has_marker(session):
-        test.error(
-            f"the guest's kernel command line lacks {GUEST_MARKER_PARAM}: the executor refuses to touch ports "
-            "without it. Add it to the image's bootloader entry, or boot it with iofuzz_kernel (we append it)."
-        )
+    try:
+        session = guest.login()
+    except GuestNotMarked as err:
+        test.error(str(err))
     ioports = session.cmd_output("cat /proc/ioports")
     (outdir / "proc-ioports.txt").write_text(ioports, encoding="utf-8")
     try:

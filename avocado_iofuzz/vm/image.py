@@ -158,6 +158,10 @@ def executor_upload_lines(binary: bytes, guest_path: str) -> list[str]:
     return lines
 
 
+class GuestNotMarked(RuntimeError):
+    """The guest's kernel command line lacks the marker the executor insists on."""
+
+
 class ImageGuest(VtGuest):
     """VtGuest for a user's image: SSH or serial login, executor copied in on login."""
 
@@ -171,6 +175,12 @@ class ImageGuest(VtGuest):
     def login(self, timeout: float | None = None) -> Any:
         timeout = timeout or self.login_timeout
         session = self._ssh_login(timeout) if self.image.login == "ssh" else super().login(timeout)
+        # before the upload: without the marker the executor would refuse anyway
+        if not guest_cmdline_has_marker(session):
+            raise GuestNotMarked(
+                f"the guest's kernel command line lacks {GUEST_MARKER_PARAM}: the executor refuses to touch ports "
+                "without it. Add it to the image's bootloader entry, or boot it with iofuzz_kernel (we append it)."
+            )
         self.ensure_executor(session)
         return session
 
