@@ -13,7 +13,7 @@ import sys
 import time
 from collections.abc import Iterator, Sequence
 
-from sockstates import actions, canon, explore
+from sockstates import actions, canon, criu_cli, explore
 from sockstates import run as runner
 
 TYPE_WORDS = {"stream": "S", "dgram": "D", "datagram": "D", "seqpacket": "P", "S": "S", "D": "D", "P": "P"}
@@ -77,6 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--state", metavar="DESCRIPTION",
                    help="only this state (any spelling of it; it must be within the bounds)")
     p.add_argument("--jobs", type=_natural, default=0, help="children at once for --run (default: CPUs)")
+    criu_cli.add_arguments(p, mode)
     return p
 
 
@@ -95,7 +96,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             wanted = canon.canonical(args.state)
         except canon.DescriptionError as e:
             parser.error(f"--state: {e}")
-    if not (args.gen or args.run or args.stats):
+    if not (args.gen or args.run or args.stats or args.criu):
         args.gen = True
     depth = None if args.closure else args.depth
     stats = explore.Stats()
@@ -105,7 +106,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         found = _only(found, wanted, hits)
     out = sys.stdout
     status = 0
-    if args.run:
+    found = criu_cli.only_shard(found, args)
+    if args.criu:
+        status = criu_cli.run(found, args, out)
+    elif args.run:
         status = _run(found, args.jobs, out)
     elif args.gen:
         for f in found:

@@ -1,0 +1,252 @@
+"""Standalone reproducers for states that CRIU does not restore intact.
+
+The script written for a state needs python3, criu and root, and nothing of
+this package. It performs the state's syscalls twice, each time in a fresh
+process in a network namespace of its own: once straight through, and once
+with the same ``criu dump`` / ``criu restore`` in between. After that, each
+process reports what it can read from its sockets (pending errors,
+connections it can accept, every queued message and the descriptors they
+carry, in a fixed traversal order and with payloads naming the sender by
+handle; names, peers, and whether each socket may still send), and the
+script prints both reports and their difference. Exit status 0 when they
+are the same, 1 when they differ, 2 when CRIU fails.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from sockstates.criu import CriuConfig, StateResult
+
+TEMPLATE = r'''#!/usr/bin/env python3
+"""sockstates --criu reproducer: does CRIU bring back this state intact?
+
+state:  @DESCRIPTION@
+verdict when found: @VERDICT@ at @STAGE@: @REASON@
+syscalls:
+@SYSCALL_LINES@
+Run as root where criu is installed: python3 THIS_FILE [path to criu]
+"""
+import array, ctypes, difflib, errno, json, os, socket, struct, subprocess, sys, tempfile, time
+
+SYSCALLS = @SYSCALLS@
+NETWORK_LOCK = @NETWORK_LOCK@
+KINDS = {"S": socket.SOCK_STREAM, "D": socket.SOCK_DGRAM, "P": socket.SOCK_SEQPACKET}
+HOWS = {"RD": socket.SHUT_RD, "WR": socket.SHUT_WR, "RDWR": socket.SHUT_RDWR}
+PAYLOAD = struct.Struct("<QQ")  # sender handle, serial
+
+
+def address(label):
+    return b"\0repro-" + label[1:].encode() if label[0] == "@" else "s" + label[1:]
+
+
+def perform(handles, call, serial):
+    op, fd = call["op"], call.get("fd")
+    if op == "socket":
+        handles[call["result"][0]] = socket.socket(socket.AF_UNIX, KINDS[call["type"]])
+    elif op == "socketpair":
+        a, b = socket.socketpair(socket.AF_UNIX, KINDS[call["type"]])
+        handles[call["result"][0]], handles[call["result"][1]] = a, b
+    elif op == "bind":
+        handles[fd].bind(address(call["name"]))
+    elif op == "listen":
+        handles[fd].listen(64)
+    elif op == "connect":
+        handles[fd].setblocking(False)
+        handles[fd].connect(address(call["name"]))
+    elif op == "accept":
+        handles[fd].setblocking(False)
+        handles[call["result"][0]] = handles[fd].accept()[0]
+    elif op in ("send", "sendto"):
+        anc = []
+        if call.get("passes") is not None:
+            anc = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [handles[call["passes"]].fileno()]))]
+        args = [address(call["name"])] if op == "sendto" else []
+        handles[fd].sendmsg([PAYLOAD.pack(fd, serial)], anc, socket.MSG_DONTWAIT | socket.MSG_NOSIGNAL, *args)
+    elif op == "shutdown":
+        handles[fd].shutdown(HOWS[call["how"]])
+    elif op == "close":
+        handles.pop(fd).close()
+    elif op == "unlink":
+        os.unlink(address(call["name"]))
+
+
+def reach(workdir):
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.unshare(0x40000000) != 0:
+        sys.exit("cannot enter a new network namespace: run as root")
+    os.chdir(workdir)
+    handles = {}
+    for serial, call in enumerate(SYSCALLS, 1):
+        try:
+            perform(handles, call, serial)
+        except OSError as e:
+            if call.get("error") is None:
+                raise
+    return handles
+
+
+def report(handles):
+    """What can be read, labelled by handle (h1) or by order of discovery (x1, x2, ...)."""
+    lines, labels, extra = [], {}, []
+
+    def label(sock):
+        ino = os.fstat(sock.fileno()).st_ino
+        if ino not in labels:
+            labels[ino] = "x%d" % (len(labels) + 1)
+            extra.append(sock)
+        return labels[ino]
+
+    for handle, sock in sorted(handles.items()):
+        labels.setdefault(os.fstat(sock.fileno()).st_ino, "h%d" % handle)
+    todo = [sock for _, sock in sorted(handles.items())]
+    visited = []
+    while todo:
+        sock = todo.pop(0)
+        me = labels[os.fstat(sock.fileno()).st_ino]
+        visited.append((me, sock))
+        sock.setblocking(False)
+        try:
+            peer = repr(sock.getpeername())
+        except OSError as e:
+            peer = errno.errorcode.get(e.errno, str(e.errno))
+        error = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        lines.append("%s type=%d error=%d name=%r peer=%s" % (me, sock.type, error, sock.getsockname(), peer))
+        if sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN):
+            while True:
+                try:
+                    child = sock.accept()[0]
+                except BlockingIOError:
+                    break
+                lines.append("%s accepts %s" % (me, label(child)))
+                todo.append(child)
+            continue
+        while True:
+            try:
+                data, anc, _, _ = sock.recvmsg(PAYLOAD.size, socket.CMSG_SPACE(16))
+            except BlockingIOError:
+                break
+            except OSError as e:
+                lines.append("%s read error %s" % (me, e.strerror))
+                break
+            if not data:
+                lines.append("%s end of stream" % me)
+                break
+            carried = []
+            for level, kind, payload in anc:
+                if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                    for fd in array.array("i", payload[: len(payload) - len(payload) % 4]):
+                        new = socket.socket(fileno=fd)
+                        fresh = os.fstat(new.fileno()).st_ino not in labels
+                        carried.append(label(new))
+                        if fresh:
+                            todo.append(new)
+            sender, serial = PAYLOAD.unpack(data) if len(data) == PAYLOAD.size else (-1, -1)
+            lines.append("%s message %d from h%d bytes %s carrying %s" % (me, serial, sender, data.hex(), carried))
+    # last, as it changes queues: may each socket still send (to its peer)?
+    for me, sock in visited:
+        try:
+            sock.send(b"ping", socket.MSG_DONTWAIT | socket.MSG_NOSIGNAL)
+            lines.append("%s send: ok" % me)
+        except OSError as e:
+            lines.append("%s send: %s" % (me, errno.errorcode.get(e.errno, str(e.errno))))
+    return lines
+
+
+def target(workdir):
+    handles = reach(workdir)
+    open(os.path.join(workdir, "ready"), "w").close()
+    while not os.path.exists(os.path.join(workdir, "go")):
+        time.sleep(0.01)
+    with open(os.path.join(workdir, "report.json"), "w") as f:
+        json.dump(report(handles), f)
+
+
+def main():
+    if len(sys.argv) == 3 and sys.argv[1] in ("--reference", "--target"):
+        if sys.argv[1] == "--target":
+            return target(sys.argv[2])
+        print(json.dumps(report(reach(sys.argv[2]))))
+        return 0
+    criu = sys.argv[1] if len(sys.argv) > 1 else "criu"
+    work = tempfile.mkdtemp(prefix="sockstates-repro-")
+    names, images = os.path.join(work, "names"), os.path.join(work, "images")
+    os.mkdir(names), os.mkdir(images)
+    reference = json.loads(subprocess.run([sys.executable, __file__, "--reference", names],
+                                          check=True, capture_output=True, text=True).stdout)
+    names = os.path.join(work, "names2")
+    os.mkdir(names)
+    with open(os.path.join(work, "target.log"), "wb") as log:
+        proc = subprocess.Popen([sys.executable, __file__, "--target", names], stdin=subprocess.DEVNULL,
+                                stdout=log, stderr=log, start_new_session=True)
+    while not os.path.exists(os.path.join(names, "ready")):
+        if proc.poll() is not None:
+            sys.exit("the target died before reaching the state: see " + os.path.join(work, "target.log"))
+        time.sleep(0.01)
+    dump = [criu, "dump", "-t", str(proc.pid), "-D", images, "-o", "dump.log", "-v4", "--network-lock", NETWORK_LOCK]
+    restore = [criu, "restore", "-d", "-D", images, "-o", "restore.log", "-v4"]
+    for argv in (dump, restore):
+        print("+", " ".join(argv))
+        if subprocess.run(argv).returncode != 0:
+            print("criu %s failed: see %s/%s.log" % (argv[1], images, argv[1]))
+            proc.kill()
+            return 2
+        if argv is dump:
+            proc.wait()
+    open(os.path.join(names, "go"), "w").close()
+    deadline = time.monotonic() + 60
+    path = os.path.join(names, "report.json")
+    while not os.path.exists(path) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    restored = json.load(open(path)) if os.path.exists(path) else ["(the restored process did not report)"]
+    print("without C/R:", *reference, sep="\n    ")
+    print("after C/R:", *restored, sep="\n    ")
+    diff = list(difflib.unified_diff(reference, restored, "without C/R", "after C/R", lineterm=""))
+    print("\n".join(diff) if diff else "same: CRIU restored this state intact")
+    return 1 if diff else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+'''
+
+
+def script_name(result: StateResult) -> str:
+    safe = re.sub(r"[^A-Za-z0-9@._-]+", "-", result.description)[:60]
+    return f"{result.index:05d}-{safe}.py"
+
+
+def render(result: StateResult, config: CriuConfig) -> str:
+    from sockstates.syscall import parse_line
+
+    calls = []
+    for line in result.syscalls:
+        call = parse_line(line)
+        calls.append({k: v for k, v in {
+            "op": call.op, "fd": call.fd, "type": call.type, "name": call.name, "how": call.how,
+            "passes": call.passes, "result": list(call.result) or None, "error": call.error,
+        }.items() if v is not None})
+    replacements = {
+        "@DESCRIPTION@": result.description,
+        "@VERDICT@": result.verdict,
+        "@STAGE@": str(result.stage),
+        "@REASON@": (result.reasons[0] if result.reasons else "").replace('"""', "'''")[:300],
+        "@SYSCALL_LINES@": "\n".join(f"    {line}" for line in result.syscalls) or "    (none)",
+        "@SYSCALLS@": repr(calls),
+        "@NETWORK_LOCK@": repr(config.network_lock),
+    }
+    text = TEMPLATE
+    for key, value in replacements.items():
+        text = text.replace(key, value)
+    return text
+
+
+def write_reproducer(directory: Path, result: StateResult, config: CriuConfig) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / script_name(result)
+    path.write_text(render(result, config))
+    path.chmod(0o755)
+    return path
