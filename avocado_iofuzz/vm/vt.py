@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import signal
 import time
 from typing import Any
@@ -26,6 +27,25 @@ def decode_shell_status(status: int | None) -> tuple[int | None, int | None]:
     if 128 < status < 128 + signal.NSIG:
         return None, status - 128
     return status, None
+
+
+def _settle(console: Any, prompt: str, timeout: float = 10.0) -> None:
+    """Read past the prompts still owed for Enters pressed while the guest booted.
+
+    A slow boot (the Debian guest takes ~10 s) sees several Enters; their
+    prompts may come after the one that ended the login and would open the
+    next command's output. The guest answers in order, so once the output of
+    a unique echo is read, nothing stale is left.
+    """
+    token = f"iofuzz-sync-{time.monotonic_ns()}"
+    echoed = re.compile(rf"(?m)^{token}\r?$")  # the echo's output, not the command line
+    console.sendline(f"echo {token}")
+    seen = ""
+    deadline = time.monotonic() + timeout
+    while not echoed.search(seen):
+        # ends at a prompt: the token's own once its output has been seen
+        _, output = console.read_until_last_line_matches([prompt], timeout=max(0.1, deadline - time.monotonic()))
+        seen += output
 
 
 class VtGuest:
@@ -71,6 +91,7 @@ class VtGuest:
                     prompt,
                     timeout=max(0.5, min(PROMPT_WAIT, remaining)),
                 )
+                _settle(console, prompt)
                 return console
             except remote.LoginTimeoutError:
                 if time.monotonic() >= deadline:

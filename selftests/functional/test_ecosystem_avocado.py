@@ -124,3 +124,12 @@ def test_an_erroring_test_still_gives_valid_xunit(tmp_path, junit_schema):
     junit_schema.validate(str(xunit))
     (error,) = list(xmlschema.XMLResource(str(xunit)).root.iter("error"))
     assert "fuzz_count" in (error.get("message") or "") + (error.text or "")
+
+
+def test_debian_row_is_picked_by_its_filter_and_runs(tmp_path):
+    job = _run(tmp_path, "iofuzz.quick.debian", {"fuzz_seed": "5"})
+    (test,) = job.tests
+    assert test["name"] == "iofuzz.quick.debian" and test["status"] == "PASS", job.output
+    summary = job.summary()
+    assert summary["guest"] == "debian" and summary["ranges"]
+    assert all(r["ops_done"] == r["ops_planned"] for r in summary["ranges"])
