@@ -213,6 +213,15 @@ def merge_summaries(summaries: Sequence[dict[str, Any]], sources: Sequence[str] 
     }
 
 
+def whiteboard_line(summary: dict[str, Any]) -> str:
+    """One line for avocado's whiteboard (the HTML report shows it in a hover box, whitespace collapsed)."""
+    headline = summary_table(summary).splitlines()[0]
+    findings = [
+        f"{f['kind']} in {f['range_name']} ops [{f['window'][0]}, {f['window'][1]})" for f in summary["findings"]
+    ]
+    return "; ".join([headline, *findings])
+
+
 def summary_table(summary: dict[str, Any]) -> str:
     """A few lines a person reads at a glance in the test log."""
     findings = summary["findings"]

@@ -17,7 +17,14 @@ from virttest import env_process
 from avocado_iofuzz.campaign import Campaign, CampaignConfig, CampaignError
 from avocado_iofuzz.program import new_seed, plan_ranges
 from avocado_iofuzz.ranges import RangeError, fuzz_targets
-from avocado_iofuzz.report import PICTURE_NAME, SUMMARY_NAME, build_summary, summary_table, write_summary
+from avocado_iofuzz.report import (
+    PICTURE_NAME,
+    SUMMARY_NAME,
+    build_summary,
+    summary_table,
+    whiteboard_line,
+    write_summary,
+)
 from avocado_iofuzz.settings import IofuzzParams, ParamError
 from avocado_iofuzz.shards import parse_shard, shard_ranges
 from avocado_iofuzz.trace import TraceWriter
@@ -191,7 +198,7 @@ def _finish(test, outdir, seed, settings, accel, reason, plans, result, trace_pa
     for line in table.splitlines():
         LOG.info("%s", line)
     # avocado keeps the whiteboard in results.json; its HTML report shows it per test
-    test.whiteboard = table
+    test.whiteboard = whiteboard_line(summary)
     if settings.plot:
         try:
             from avocado_iofuzz.plotting import render_coverage  # matplotlib: imported only when drawing

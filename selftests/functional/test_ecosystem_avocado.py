@@ -71,8 +71,7 @@ def test_each_shard_writes_summary_picture_and_whiteboard(sharded):
         assert all(r["ops_done"] == r["ops_planned"] == sum(r["ops_by_phase"].values()) for r in summary["ranges"])
         with Image.open(job.data_file("coverage.png", index)) as picture:
             assert picture.format == "PNG"
-        assert test["whiteboard"].startswith(f"seed {SEED}  accel")
-        assert all(r["name"] in test["whiteboard"] for r in summary["ranges"])
+        assert test["whiteboard"].startswith(f"seed {SEED}  accel") and "hangs 0" in test["whiteboard"]
 
 
 def test_shards_split_the_ranges_and_merge_into_the_whole_campaign(sharded):

@@ -14,6 +14,7 @@ from avocado_iofuzz.report import (
     merge_summaries,
     ops_by_phase,
     summary_table,
+    whiteboard_line,
 )
 
 RANGES = [(0x0, 0x1F, "dma1"), (0x20, 0x21, "pic1"), (0xC000, 0xC0FF, "PCI")]
@@ -113,3 +114,10 @@ def test_merge_reports_overlapping_parts_and_refuses_nothing_to_merge():
     assert len(merged["overlaps"]) == len(RANGES)
     with pytest.raises(ValueError, match="no summary"):
         merge_summaries([])
+
+
+def test_whiteboard_is_one_line_with_the_findings():
+    hang = Finding("hang", 1, "pic1", "0x0020-0x0021", (0, 2), "x")
+    _, summary = _summary(findings=[hang])
+    line = whiteboard_line(summary)
+    assert "\n" not in line and line.startswith("seed 7  accel tcg") and line.endswith("; hang in pic1 ops [0, 2)")
