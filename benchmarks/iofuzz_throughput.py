@@ -30,9 +30,11 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's code is what we measure
 
 from avocado_iofuzz.campaign import Campaign, CampaignConfig
+from avocado_iofuzz.catalog import TestCatalog
 from avocado_iofuzz.executor.protocol import Done, executor_command, parse_line
 from avocado_iofuzz.program import RangePlan, plan_ranges
 from avocado_iofuzz.ranges import leaves, parse_ioports
+from avocado_iofuzz.settings import IofuzzParams
 from avocado_iofuzz.trace import TraceWriter
 from benchmarks._common import BenchmarkError, Samples, print_figures, ratio, say, stopwatch
 from benchmarks.classic import interleaved_ops, run_classic
@@ -55,6 +57,20 @@ def check_inert(ioports: str) -> None:
                 f"ports {start:#x}-{end:#x} are claimed by {owners or 'no device'} in this guest, expected {want}: "
                 "they may not be inert here"
             )
+
+
+def campaign_config_of(reference: str = "iofuzz", **overrides: Any) -> CampaignConfig:
+    """The campaign settings ``avocado run <reference>`` uses, from the package's own cfg."""
+    params = TestCatalog().variants(reference)[0]
+    settings = IofuzzParams.from_params(params)
+    values = {
+        "report_every": settings.report_every,
+        "hang_timeout": settings.hang_timeout,
+        "max_hangs": settings.max_hangs,
+        "login_timeout": settings.login_timeout,
+        "progress_log_interval": settings.progress_interval,
+    }
+    return CampaignConfig(**{**values, **{k: v for k, v in overrides.items() if v is not None}})
 
 
 def benchmark_plans(total_ops: int, seed: int) -> list[RangePlan]:
@@ -147,14 +163,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--classic-seconds", type=float, default=10.0, help="at most this long for classic ops (%(default)s)"
     )
-    default_every = CampaignConfig().report_every
     parser.add_argument(
-        "--report-every", type=int, default=default_every, help="progress mark interval in ops (%(default)s)"
+        "--report-every", type=int, help="progress mark interval in ops (default: the iofuzz test's cfg value)"
     )
     parser.add_argument("--seed", type=int, default=1, help="op generator seed (%(default)s)")
     args = parser.parse_args(argv)
     for name in ("ops", "rounds", "classic_ops", "report_every"):
-        if getattr(args, name) < 1:
+        if getattr(args, name) is not None and getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
     if args.classic_seconds <= 0:
         parser.error("--classic-seconds must be positive")
@@ -174,7 +189,9 @@ def measure(vm: Any, args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     session.close()
     say(classic.describe())
 
-    config = CampaignConfig(report_every=args.report_every)
+    config = campaign_config_of(report_every=args.report_every)
+    say(f"campaign settings of `avocado run iofuzz`: report_every {config.report_every}, "
+        f"hang_timeout {config.hang_timeout:g} s")  # fmt: skip
     executor, limit, generated = Samples("b. executor"), Samples("c. limit (--bare-loop)"), Samples("   --limit-loop")
     costs: list[TraceCost] = []
     for round_ in range(args.rounds):
@@ -213,7 +230,7 @@ def measure(vm: Any, args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         "trace_listed_bytes_per_mops": round(listed_bytes * 1e6),
         "accelerator": vm.accel,
         "ops": total,
-        "report_every": args.report_every,
+        "report_every": config.report_every,
         "rounds": args.rounds,
     }
     say(f"b/a = {figures['vs_classic']:,} (target >= 10,000)   b/c = {figures['vs_limit']} (target >= 0.5)")

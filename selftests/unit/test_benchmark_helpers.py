@@ -71,3 +71,14 @@ def test_timed_trace_writer_passes_calls_through_and_adds_up_their_time(tmp_path
     timed.close()
     assert timed.seconds > 0
     assert read_trace(tmp_path / "t").last_done(0) == plan.op_count
+
+
+def test_the_executor_runs_with_the_settings_of_avocado_run_iofuzz():
+    from avocado_iofuzz.catalog import TestCatalog
+    from avocado_iofuzz.settings import IofuzzParams
+    from benchmarks.iofuzz_throughput import campaign_config_of
+
+    settings = IofuzzParams.from_params(TestCatalog().variants("iofuzz")[0])
+    config = campaign_config_of("iofuzz")
+    assert (config.report_every, config.hang_timeout) == (settings.report_every, settings.hang_timeout)
+    assert campaign_config_of("iofuzz", report_every=64, hang_timeout=None).report_every == 64
