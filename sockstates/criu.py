@@ -43,7 +43,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TextIO
 
-from sockstates import criu_repro, run
+from sockstates import criu_repro, findings, run
 from sockstates.explore import Found
 
 PR_SET_CHILD_SUBREAPER = 36
@@ -317,6 +317,7 @@ class Summary:
     failures_by_stage: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
     criu_version: str = ""
+    groups: list[dict] = field(default_factory=list)  # failures and errors by reason, most frequent first
 
     @property
     def verified_per_minute(self) -> float:
@@ -342,10 +343,14 @@ def sweep(found: Iterable[Found], config: CriuConfig, outdir: Path, out: TextIO,
     summary = Summary(criu_version=".".join(map(str, version)))
     started = time.monotonic()
     indices: Iterator[int] = iter(indexed) if indexed is not None else iter(range(1 << 62))
+    problems: list[dict] = []  # failed and erroneous states, for the groups of reasons
     with open(outdir / RESULTS_NAME, "a", encoding="utf-8") as results:
         for state in found:
             result = check_state(state, next(indices), config, outdir)
-            results.write(json.dumps(asdict(result)) + "\n")
+            record = asdict(result)
+            if result.verdict in ("failed", "error"):
+                problems.append(record)
+            results.write(json.dumps(record) + "\n")
             results.flush()
             os.fsync(results.fileno())
             _print_result(result, out)
@@ -356,7 +361,10 @@ def sweep(found: Iterable[Found], config: CriuConfig, outdir: Path, out: TextIO,
                 summary.failures_by_stage[stage] = summary.failures_by_stage.get(stage, 0) + 1
             summary.seconds = time.monotonic() - started
     summary.seconds = time.monotonic() - started
+    summary.groups = [{"group": g, "states": n, "examples": ex} for g, n, ex in findings.grouped(problems)]
     (outdir / SUMMARY_NAME).write_text(json.dumps(asdict(summary) | {"line": summary.line()}, indent=2) + "\n")
+    for item in summary.groups:
+        print(f"# {item['states']:4d} x {item['group']}  (e.g. {', '.join(item['examples'])})", file=out)
     print(summary.line(), file=out, flush=True)
     return summary
 
