@@ -41,7 +41,11 @@ from benchmarks.classic import interleaved_ops, run_classic
 
 # (start, end, name): name is what the guest's /proc/ioports must say, "" for unclaimed
 INERT_RANGES = ((0x80, 0x8F, "dma page reg"), (0x300, 0x31F, ""))
-DEFAULT_OPS = 20_000_000
+# Without --ops, a run holds as many ops as the limit loop does in RUN_SECONDS
+# (20 M under TCG here; far fewer under KVM, where an access exits to QEMU).
+RUN_SECONDS = 1.5
+CALIBRATION_OPS = 1_000_000
+MIN_OPS, MAX_OPS = 200_000, 100_000_000
 LIMIT_TIMEOUT = 600.0
 LISTED_SAMPLE_OPS = 200_000  # ops written in the listed encoding, for comparison
 
@@ -157,7 +161,9 @@ def listed_encoding_cost(plans: Sequence[RangePlan], directory: Path) -> tuple[f
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--ops", type=int, default=DEFAULT_OPS, help="ops per executor and limit run (%(default)s)")
+    parser.add_argument(
+        "--ops", type=int, help=f"ops per executor and limit run (default: what the limit does in {RUN_SECONDS:g} s)"
+    )
     parser.add_argument("--rounds", type=int, default=3, help="executor and limit runs, interleaved (%(default)s)")
     parser.add_argument("--classic-ops", type=int, default=400, help="at most this many classic ops (%(default)s)")
     parser.add_argument(
@@ -168,7 +174,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--seed", type=int, default=1, help="op generator seed (%(default)s)")
     args = parser.parse_args(argv)
-    for name in ("ops", "rounds", "classic_ops", "report_every"):
+    for name in ("ops", "rounds", "classic_ops", "report_every"):  # None: not given
         if getattr(args, name) is not None and getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
     if args.classic_seconds <= 0:
@@ -176,12 +182,23 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
+def calibrated_ops(session: Any, seed: int) -> int:
+    """How many ops the limit loop does in RUN_SECONDS on this guest, within MIN_OPS..MAX_OPS."""
+    plans = benchmark_plans(CALIBRATION_OPS, seed)
+    rate = sum(p.op_count for p in plans) / run_loop(session, plans, bare_loop=True)
+    return int(min(MAX_OPS, max(MIN_OPS, rate * RUN_SECONDS)))
+
+
 def measure(vm: Any, args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
-    plans = benchmark_plans(args.ops, args.seed)
-    total = sum(p.op_count for p in plans)
     session = vm.login(60)
     check_inert(session.cmd_output("cat /proc/ioports"))
-    say(f"guest up under {vm.accel} ({vm.accel_reason}); ports {', '.join(f'{p.start:#x}-{p.end:#x}' for p in plans)}")
+    ops = args.ops or calibrated_ops(session, args.seed)
+    plans = benchmark_plans(ops, args.seed)
+    total = sum(p.op_count for p in plans)
+    say(
+        f"guest up under {vm.accel} ({vm.accel_reason}); {total:,} ops per run on ports "
+        + ", ".join(f"{p.start:#x}-{p.end:#x}" for p in plans)
+    )
 
     classic = Samples("a. classic (one dd per op)")
     done, seconds = run_classic(session, interleaved_ops(plans), args.classic_ops, args.classic_seconds)

@@ -82,3 +82,17 @@ def test_the_executor_runs_with_the_settings_of_avocado_run_iofuzz():
     config = campaign_config_of("iofuzz")
     assert (config.report_every, config.hang_timeout) == (settings.report_every, settings.hang_timeout)
     assert campaign_config_of("iofuzz", report_every=64, hang_timeout=None).report_every == 64
+
+
+def test_runs_are_sized_by_what_the_limit_loop_does_in_a_run_time(monkeypatch):
+    from benchmarks import iofuzz_throughput as bench
+
+    seconds = {"value": 0.0}
+    monkeypatch.setattr(bench, "run_loop", lambda session, plans, **mode: seconds["value"])
+    calibration = sum(p.op_count for p in bench.benchmark_plans(bench.CALIBRATION_OPS, 1))
+    seconds["value"] = 0.1  # a fast limit: clamped to the maximum
+    assert bench.calibrated_ops(None, 1) == bench.MAX_OPS
+    seconds["value"] = 2.0  # a KVM-like limit: ops for RUN_SECONDS
+    assert bench.calibrated_ops(None, 1) == int(calibration / 2.0 * bench.RUN_SECONDS)
+    seconds["value"] = 1000.0  # absurdly slow: clamped to the minimum
+    assert bench.calibrated_ops(None, 1) == bench.MIN_OPS
