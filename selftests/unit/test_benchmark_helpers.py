@@ -90,7 +90,7 @@ def test_runs_are_sized_by_what_the_limit_loop_does_in_a_run_time(monkeypatch):
     seconds = {"value": 0.0}
     monkeypatch.setattr(bench, "run_loop", lambda session, plans, **mode: seconds["value"])
     calibration = sum(p.op_count for p in bench.benchmark_plans(bench.CALIBRATION_OPS, 1))
-    seconds["value"] = 0.1  # a fast limit: clamped to the maximum
+    seconds["value"] = 0.001  # an implausibly fast limit: clamped to the maximum
     assert bench.calibrated_ops(None, 1) == bench.MAX_OPS
     seconds["value"] = 2.0  # a KVM-like limit: ops for RUN_SECONDS
     assert bench.calibrated_ops(None, 1) == int(calibration / 2.0 * bench.RUN_SECONDS)
