@@ -27,6 +27,7 @@ import argparse
 import json
 import os
 import re
+import signal
 import statistics
 import subprocess
 import sys
@@ -45,6 +46,7 @@ from benchmarks.console_timeline import ConsoleTimeline, read_serial_trace
 
 AVOCADO = Path(sys.executable).with_name("avocado")
 JOB_TIMEOUT = 900.0
+INTERRUPT_GRACE = 60.0
 PHASES = ("avocado", "qemu_start", "boot", "login", "executor_ready")
 _LOG_TIME = re.compile(r"(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) ")
 GUEST_RELEASED = "Sending command 'cont'"  # avocado-vt starts QEMU with -S and sends 'cont' when it is set up
@@ -91,6 +93,26 @@ def avocado_env() -> dict[str, str]:
     return env
 
 
+def run_in_own_group(command: list[str], workdir: Path) -> str:
+    """Run avocado in a process group of its own; on a timeout interrupt it (avocado-vt then
+    destroys its VM), and kill what is left of the group if that does not end it."""
+    proc = subprocess.Popen(
+        command, env=avocado_env(), cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        start_new_session=True,
+    )  # fmt: skip
+    try:
+        output, _ = proc.communicate(timeout=JOB_TIMEOUT)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGINT)
+            try:
+                proc.wait(INTERRUPT_GRACE)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+    return output
+
+
 def run_job(reference: str, workdir: Path) -> dict[str, Any]:
     """One ``avocado run``; its phases, job time, result and trace size."""
     console_log = workdir / "serial-events.log"
@@ -101,12 +123,10 @@ def run_job(reference: str, workdir: Path) -> dict[str, Any]:
     ]  # fmt: skip
     launched = time.time()
     with stopwatch() as job_seconds:
-        proc = subprocess.run(
-            command, env=avocado_env(), cwd=workdir, capture_output=True, text=True, timeout=JOB_TIMEOUT, check=False
-        )
+        output = run_in_own_group(command, workdir)
     jobs = sorted(results.glob("job-*"))
     if not jobs:
-        raise BenchmarkError(f"avocado left no job directory:\n{proc.stdout}{proc.stderr}")
+        raise BenchmarkError(f"avocado left no job directory:\n{output}")
     test = json.loads((jobs[-1] / "results.json").read_text())["tests"][0]
     if test["status"] not in ("PASS", "WARN"):
         raise BenchmarkError(f"the test ended {test['status']}: {test.get('fail_reason')}")
