@@ -30,9 +30,11 @@ class IofuzzResolver(Resolver):
         expand_all = config.get("subcommand") == "list"
         try:
             dicts = catalog.variants(reference, expand_all, config.get("vt.extra_params") or ())
-            for params in dicts:
+            # the [iofuzz] settings and sharding are the iofuzz test's, not sockstates'
+            fuzz = [d for d in dicts if d.get("type") == "iofuzz"]
+            for params in fuzz:
                 apply_settings(config, params)
-            dicts = expand_shards(dicts)
+            dicts = expand_shards(fuzz) + [d for d in dicts if d.get("type") != "iofuzz"]
         except (CatalogError, ShardError) as err:
             return ReferenceResolution(reference, ReferenceResolutionResult.ERROR, info=str(err))
         if not dicts:
