@@ -73,7 +73,10 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--names", type=_names, default=("abstract",),
                    help="name kinds bind() uses: abstract,path (default abstract)")
     b.add_argument("--max-queue", type=_natural, default=1, help="messages per receive queue (default 1)")
-    b.add_argument("--no-fd-passing", action="store_true", help="send no descriptors (SCM_RIGHTS)")
+    b.add_argument("--max-inflight", type=_natural, default=1,
+                   help="descriptors in flight (SCM_RIGHTS) at once; 0: none (default 1)")
+    b.add_argument("--shutdown-any", action="store_true",
+                   help="also shutdown() sockets without a connection (datagram, unconnected, listening)")
     p.add_argument("--state", metavar="DESCRIPTION",
                    help="only this state (any spelling of it; it must be within the bounds)")
     p.add_argument("--jobs", type=_natural, default=0, help="children at once for --run (default: CPUs)")
@@ -87,7 +90,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         bounds = actions.Bounds(
             max_sockets=args.max_sockets, types=args.types, names=args.names,
-            max_queue=args.max_queue, fd_passing=not args.no_fd_passing)
+            max_queue=args.max_queue, max_inflight=args.max_inflight,
+            shutdown_any=args.shutdown_any)
     except actions.BoundsError as e:
         parser.error(str(e))
     wanted = None

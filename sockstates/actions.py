@@ -41,12 +41,18 @@ class Bounds:
     max_sockets: int = 3  # live sockets: with a descriptor, pending, or in flight
     types: tuple[str, ...] = ALL_TYPES
     names: tuple[str, ...] = ("abstract",)
-    max_queue: int = 2  # messages per receive queue
-    fd_passing: bool = True
+    max_queue: int = 1  # messages per receive queue
+    max_inflight: int = 1  # descriptors in flight (inside queues) at once; 0: no SCM_RIGHTS
+    # shutdown() of sockets without a connection (datagram, unconnected,
+    # listening) only sets their own flags; left out unless asked for, as it
+    # multiplies the space by four per socket
+    shutdown_any: bool = False
 
     def __post_init__(self) -> None:
         if not 1 <= self.max_sockets <= 8:
             raise BoundsError(f"max sockets must be 1..8, got {self.max_sockets}")
+        if not 0 <= self.max_inflight <= 8:
+            raise BoundsError(f"max in-flight must be 0..8, got {self.max_inflight}")
         if not 0 <= self.max_queue <= 8:
             raise BoundsError(f"max queue must be 0..8, got {self.max_queue}")
         if not self.types or any(t not in ALL_TYPES for t in self.types):
@@ -126,7 +132,9 @@ def bind_steps(st: State, b: Bounds) -> Iterator[Step]:
             choices += [("@", n) for kind, n in sorted(known)
                         if kind == "@" and not base.abstract_held(n, s.type)]
         if "path" in b.names:
-            choices.append(("/", None))
+            # files outlive their sockets; bound them as sockets are bounded
+            if len(st.files) < b.max_sockets:
+                choices.append(("/", None))
             choices += [("/", n) for kind, n in sorted(known) if kind == "/" and n not in st.files]
         for kind, string in choices:
             k = Kernel(st)
@@ -214,7 +222,8 @@ def _passengers(st: State, b: Bounds) -> list[tuple[int | None, int | None]]:
     """(socket id, handle) of what may ride along a message: nothing, or any
     socket that has a descriptor."""
     out: list[tuple[int | None, int | None]] = [(None, None)]
-    if b.fd_passing:
+    inflight = sum(m.carried is not None for s in st.socks.values() for m in s.queue)
+    if inflight < b.max_inflight:
         out += sorted(((k, s.fd) for k, s in st.socks.items() if s.fd is not None), key=lambda x: x[1])
     return out
 
@@ -282,7 +291,7 @@ def sendto_steps(st: State, b: Bounds) -> Iterator[Step]:
 
 def shutdown_steps(st: State, b: Bounds) -> Iterator[Step]:
     for sid, s in st.socks.items():
-        if s.fd is None:
+        if s.fd is None or not (b.shutdown_any or (s.type in CONNECTION_TYPES and s.peer is not None)):
             continue
         live_peer = s.peer if s.type in CONNECTION_TYPES and s.peer not in (None, DEAD) else None
         for how, bits in SHUT_BITS.items():

@@ -28,6 +28,7 @@ import itertools
 import re
 from collections.abc import Hashable, Mapping
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 TYPES = ("S", "D", "P")
 DEAD = "X"
@@ -43,8 +44,8 @@ class DescriptionError(ValueError):
     """A state string that does not parse, or a snapshot that cannot be described."""
 
 
-@dataclass(frozen=True, slots=True)
-class NameRef:
+# Named tuples rather than dataclasses: the explorer builds millions of them.
+class NameRef(NamedTuple):
     """The name a socket carries: abstract ("@") or path ("/"), the string, and for
     paths the socket file (inode) it was bound to."""
 
@@ -53,14 +54,12 @@ class NameRef:
     file: Hashable = None
 
 
-@dataclass(frozen=True, slots=True)
-class Msg:
+class Msg(NamedTuple):
     sender: Hashable  # a socket key, or DEAD
     carried: Hashable = None  # key of the socket whose fd is in the message
 
 
-@dataclass(frozen=True, slots=True)
-class SockFacts:
+class SockFacts(NamedTuple):
     type: str
     fdless: bool = False
     name: NameRef | None = None
@@ -163,23 +162,34 @@ def _rank(sig: Mapping[Hashable, object]) -> dict[Hashable, int]:
     return {k: order[t] for k, t in texts.items()}
 
 
-def describe(snap: Snapshot) -> str:
-    """The canonical description string of a snapshot."""
-    _check(snap)
-    if not snap.socks and not snap.files:
+def describe(snap: Snapshot, check: bool = True) -> str:
+    """The canonical description string of a snapshot.  `check=False` skips the
+    consistency check, for callers that build snapshots they trust."""
+    if check:
+        _check(snap)
+    socks = snap.socks
+    if not socks and not snap.files:
         return EMPTY
-    local = {k: _local(f) for k, f in snap.socks.items()}
+    local = {}
+    heads = {}
+    for k, f in socks.items():
+        # sockets recur unchanged across many states: remember their looks
+        known = _LOOKS.get(f)
+        if known is None:
+            if len(_LOOKS) > 1 << 20:
+                _LOOKS.clear()
+            known = _LOOKS[f] = (_local(f), _head(f))
+        local[k], heads[k] = known
     if len(set(local.values())) == len(local):
         # every socket looks different on its own: that order is canonical
-        return _render(snap, sorted(local, key=local.__getitem__))
+        return _render(snap, sorted(local, key=local.__getitem__), heads)
     colour = _refine(snap, local)
     classes: dict[int, list] = {}
     for k, c in colour.items():
         classes.setdefault(c, []).append(k)
     groups = [classes[c] for c in sorted(classes)]
-    ties = [g for g in groups if len(g) > 1]
     count = 1
-    for g in ties:
+    for g in groups:
         for n in range(2, len(g) + 1):
             count *= n
     if count > MAX_TIE_ORDERINGS:
@@ -187,43 +197,59 @@ def describe(snap: Snapshot) -> str:
     best = None
     for choice in itertools.product(*(itertools.permutations(g) for g in groups)):
         order = [k for g in choice for k in g]
-        text = _render(snap, order)
+        text = _render(snap, order, heads)
         if best is None or text < best:
             best = text
     return best
 
 
-def _render(snap: Snapshot, order: list) -> str:
-    index = {k: i + 1 for i, k in enumerate(order)}
-    labels = _Labels(snap)
+_LOOKS: dict[SockFacts, tuple[str, tuple[str, str]]] = {}
+
+
+def _head(f: SockFacts) -> tuple[str, str]:
+    """The parts of a token that need no numbering: before and after the name label."""
+    before = f.type + ("~" if f.fdless else "") + ("A" if f.name is None else ("B" if f.reached else "b"))
+    after = (("L" if f.listening else "") + ("E" if f.established else "") + ("R" if f.shut_rd else "")
+             + ("W" if f.shut_wr else "") + ("!" if f.error else ""))
+    return before, after
+
+
+def _render(snap: Snapshot, order: list, heads: Mapping) -> str:
+    index = {k: str(i + 1) for i, k in enumerate(order)}
+    index[DEAD] = DEAD
+    labels = _Labels(snap) if snap.files or _has_paths(snap) else None
+    abstract: dict = {}  # the common case, without the path bookkeeping
     tokens = []
     for k in order:
         f = snap.socks[k]
-        t = [f.type, "~" if f.fdless else ""]
-        if f.name is None:
-            t.append("A")
-        else:
-            t.append(("B" if f.reached else "b") + labels.of(f.name))
-        t.append("L" if f.listening else "")
-        t.append("E" if f.established else "")
-        t.append("R" if f.shut_rd else "")
-        t.append("W" if f.shut_wr else "")
-        t.append("!" if f.error else "")
+        before, after = heads[k]
+        t = before
+        name = f.name
+        if name is not None:
+            if labels is not None:
+                t += labels.of(name)
+            else:
+                n = abstract.get(name.string)
+                if n is None:
+                    n = abstract[name.string] = "@" + str(len(abstract) + 1)
+                t += n
+        t += after
         if f.peer is not None:
-            t.append("-C" + _ref(f.peer, index))
+            t += "-C" + index[f.peer]
         if f.icons:
-            t.append("-I" + ",".join(_ref(e, index) for e in f.icons))
+            t += "-I" + ",".join([index[e] for e in f.icons])
         if f.queue:
-            t.append("-M" + ",".join(
-                _ref(m.sender, index) + ("" if m.carried is None else "+" + _ref(m.carried, index))
-                for m in f.queue))
-        tokens.append("".join(t))
-    tokens.extend(labels.file_tokens(snap))
+            t += "-M" + ",".join([
+                index[m.sender] if m.carried is None else index[m.sender] + "+" + index[m.carried]
+                for m in f.queue])
+        tokens.append(t)
+    if labels is not None and snap.files:
+        tokens.extend(labels.file_tokens(snap))
     return "_".join(tokens)
 
 
-def _ref(ref: Hashable, index: Mapping) -> str:
-    return DEAD if ref == DEAD else str(index[ref])
+def _has_paths(snap: Snapshot) -> bool:
+    return any(f.name is not None and f.name.kind == "/" for f in snap.socks.values())
 
 
 class _Labels:
@@ -233,6 +259,7 @@ class _Labels:
         self.strings: dict[tuple, int] = {}
         self.counts = {"@": 0, "/": 0}
         self.file_letters: dict[tuple, dict] = {}
+        self.shared: set = set()
         # path strings whose files are more than one: they need file letters
         files_of: dict[Hashable, set] = {}
         for f in snap.socks.values():

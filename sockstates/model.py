@@ -16,20 +16,16 @@ from typing import NamedTuple
 
 from sockstates import canon
 
-DEAD = -1  # peer or sender that is gone
+DEAD = canon.DEAD  # peer or sender that is gone
 RD, WR = 1, 2  # shutdown bits, as the kernel's RCV_SHUTDOWN and SEND_SHUTDOWN
 CONNECTION_TYPES = ("S", "P")  # listen/accept/connected pairs
 
 
-class Name(NamedTuple):
-    kind: str  # "@" abstract, "/" path
-    string: int  # label number
-    file: int | None = None  # path names: the socket file (inode) bound
-
-
-class Msg(NamedTuple):
-    sender: int  # socket id or DEAD
-    carried: int | None = None  # socket id whose fd is in the message
+# A name: kind "@" (abstract) or "/" (path), the label number, and for paths the
+# socket file (inode) bound.  A message: sender id (or DEAD) and the id of the
+# socket whose fd it carries.  The same tuples `canon` describes.
+Name = canon.NameRef
+Msg = canon.Msg
 
 
 class Sock(NamedTuple):
@@ -182,24 +178,28 @@ class Kernel:
 def snapshot(st: State) -> canon.Snapshot:
     """What of a model state the kernel shows: the neutral form `canon` describes."""
     facts = {}
+    files = st.files
     for k, s in st.socks.items():
-        name = None
-        reached = False
-        if s.name is not None:
-            name = canon.NameRef(s.name.kind, s.name.string, s.name.file)
-            reached = s.holder and (
-                s.name.kind == "@"
-                or (st.files.get(s.name.string) == s.name.file
-                    and (s.type == "D" or s.listening or s.peer is None)))
-        facts[k] = canon.SockFacts(
-            type=s.type, fdless=s.fd is None, name=name, reached=reached, listening=s.listening,
-            established=s.type == "D" and s.established and s.peer is None,
-            shut_rd=bool(s.shut & RD), shut_wr=bool(s.shut & WR), error=s.error,
-            peer=canon.DEAD if s.peer == DEAD else s.peer, icons=s.icons,
-            queue=tuple(canon.Msg(canon.DEAD if m.sender == DEAD else m.sender, m.carried) for m in s.queue),
-        )
-    return canon.Snapshot(facts, dict(st.files))
+        name = s.name
+        # whether the name reaches this socket depends on the files only for paths
+        linked = name is not None and name.kind == "/" and files.get(name.string) == name.file
+        key = (s, linked)
+        f = _FACTS.get(key)
+        if f is None:
+            if len(_FACTS) > 1 << 20:
+                _FACTS.clear()
+            reached = s.holder and (name.kind == "@" or (linked and (
+                s.type == "D" or s.listening or s.peer is None)))
+            f = _FACTS[key] = canon.SockFacts(
+                s.type, s.fd is None, name, reached, s.listening,
+                s.type == "D" and s.established and s.peer is None,
+                bool(s.shut & RD), bool(s.shut & WR), s.error, s.peer, s.icons, s.queue)
+        facts[k] = f
+    return canon.Snapshot(facts, files)
+
+
+_FACTS: dict[tuple[Sock, bool], canon.SockFacts] = {}
 
 
 def describe(st: State) -> str:
-    return canon.describe(snapshot(st))
+    return canon.describe(snapshot(st), check=False)
