@@ -1,0 +1,120 @@
+"""The sockstates VT test's params, its reading of the CLI's output, and its table."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from avocado_iofuzz.catalog import TestCatalog
+from avocado_iofuzz.sockstates_params import SockstatesParamError, SockstatesParams
+from avocado_iofuzz.sockstates_report import build_report, criu_rows, parse_cli_output, read_results, summary_lines
+
+
+def test_defaults_come_from_the_cfg_and_make_a_cli_line() -> None:
+    (params,) = TestCatalog().variants("sockstates.quick", extra_params=["iofuzz_shard=2/3"])
+    settings = SockstatesParams.from_params(params)
+    assert (settings.mode, settings.depth, settings.types, settings.where) == ("criu", 2, ("dgram",), "guest")
+    assert settings.command("sockstates", "/tmp/out") == (
+        "sockstates --criu --depth 2 --types dgram --names abstract --max-sockets 3 --max-queue 1 "
+        "--shard 2/3 --out /tmp/out"
+    )
+
+
+def test_a_state_is_given_in_its_canonical_spelling() -> None:
+    settings = SockstatesParams.from_params({"sockstates_state": "DA-C2-M2_DA-C1", "sockstates_mode": "run"})
+    assert settings.cli_args("/o")[-2:] == ["--state", "DA-C2_DA-C1-M1"]
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "says"),
+    [
+        ("sockstates_mode", "dump", "sockstates_mode = 'dump'"),
+        ("sockstates_depth", "deep", "sockstates_depth = 'deep': not an integer"),
+        ("sockstates_depth", "99", "between 0 and 12"),
+        ("sockstates_types", "stream,raw", "raw is not one"),
+        ("sockstates_names", "", None),  # empty: the default
+        ("sockstates_where", "cloud", "sockstates_where"),
+        ("sockstates_timeout", "-5", "sockstates_timeout = '-5': must be > 0"),
+        ("sockstates_failure_status", "maybe", "sockstates_failure_status"),
+        ("sockstates_state", "ZZ", "sockstates_state = 'ZZ'"),
+        ("iofuzz_shard", "5/4", "iofuzz_shard"),
+    ],
+)
+def test_bad_params_are_named(key: str, value: str, says: str | None) -> None:
+    if says is None:
+        assert SockstatesParams.from_params({key: value}).names == ("abstract",)
+        return
+    with pytest.raises(SockstatesParamError, match=says.replace("(", r"\(")):
+        SockstatesParams.from_params({key: value})
+
+
+def test_every_sockstates_variant_runs_in_the_debian_guest() -> None:
+    variants = TestCatalog().variants("sockstates", expand_all=True)
+    assert {d["sockstates_mode"] for d in variants} == {"gen", "run", "criu"}
+    assert {d["iofuzz_guest"] for d in variants} == {"debian"}
+
+
+RUN_OUTPUT = """empty
+    => kernel agrees
+DA
+    socket(D) = 1
+    => kernel agrees
+DA-CX
+    socketpair(D) = 1, 2
+    close(1)
+    => MODEL BUG: kernel says DA
+       step 2 close(1): kernel said EBADF, model expected success
+       note: something
+DB@1
+    socket(D) = 1
+    bind(1, @1)
+    => ERROR: child did not finish within 10 s
+run: 4 states, 2 match, 1 model bugs, 1 errors in 0.3 s
+"""
+
+
+def test_run_output_becomes_rows() -> None:
+    rows = parse_cli_output(RUN_OUTPUT, "run")
+    assert [(r["description"], r["verdict"], r["depth"]) for r in rows] == [
+        ("empty", "match", 0), ("DA", "match", 1), ("DA-CX", "mismatch", 2), ("DB@1", "error", 2)]
+    assert rows[2]["reasons"] == ["MODEL BUG: kernel says DA", "step 2 close(1): kernel said EBADF, model expected "
+                                  "success", "note: something"]
+    assert rows[2]["syscalls"] == ["socketpair(D) = 1, 2", "close(1)"]
+
+
+def test_gen_output_lists_states() -> None:
+    rows = parse_cli_output("empty\nDA\n    socket(D) = 1\n# depth 1: 1 states\n", "gen")
+    assert [(r["description"], r["verdict"], r["syscalls"]) for r in rows] == [
+        ("empty", "listed", []), ("DA", "listed", ["socket(D) = 1"])]
+
+
+def record(index: int, description: str, verdict: str, **extra) -> dict:
+    return {"index": index, "description": description, "depth": 1, "syscalls": ["socket(D) = 1"],
+            "verdict": verdict, "stage": extra.pop("stage", None), "reasons": extra.pop("reasons", []),
+            "seconds": 1.0, **extra}
+
+
+def test_criu_results_become_a_table_with_groups_and_local_reproducers(tmp_path: Path) -> None:
+    results = tmp_path / "results.jsonl"
+    lines = [
+        json.dumps(record(0, "empty", "intact")),
+        json.dumps(record(10, "DA-CX", "failed", stage="verify", reasons=["restored as DA, was DA-CX"],
+                          before=["DA-CX"], after=["DA"], reproducer="/tmp/sockstates-run/out/repro/00010-DA-CX.py",
+                          commands=["criu dump ..."], log_lines=["dump.log: ok"])),
+        '{"index": 11, "descr',  # the sweep was cut while writing
+    ]
+    results.write_text("\n".join(lines))
+    rows = criu_rows(read_results(results), repro_root=tmp_path / "repro")
+    assert [r["verdict"] for r in rows] == ["intact", "failed"]
+    assert rows[1]["reproducer"] == str(tmp_path / "repro" / "00010-DA-CX.py")
+    assert rows[1]["group"] == "restored differently: peer gone (-CX) lost" and "group" not in rows[0]
+    report = build_report("criu", "guest", {"depth": 2}, rows, {"line": "criu: 2 states"})
+    assert report["counts"] == {"failed": 1, "intact": 1} and report["states"] == 2
+    assert report["groups"] == [{"group": "restored differently: peer gone (-CX) lost", "states": 1,
+                                 "examples": ["DA-CX"]}]
+    text = "\n".join(summary_lines(report))
+    assert "sockstates --criu (guest): 2 states: 1 failed, 1 intact" in text
+    assert "DA-CX" in text and "restored as DA, was DA-CX" in text and "00010-DA-CX.py" in text
+    assert "criu: 2 states" in text
