@@ -1,17 +1,22 @@
 """Packaging for avocado-iofuzz: an Avocado-VT plugin that fuzzes QEMU device
 emulation from inside a guest and enumerates unix-socket states for C/R testing."""
 
+from pathlib import Path
+
 from setuptools import find_packages, setup
 
 setup(
     name="avocado-iofuzz",
     version="0.1.0",
     description="Avocado-VT plugin: in-guest I/O port fuzzing of QEMU and unix socket state sweeps",
-    long_description=open("README.rst", encoding="utf-8").read(),
+    long_description=Path(__file__).with_name("README.rst").read_text(encoding="utf-8"),
     long_description_content_type="text/x-rst",
     python_requires=">=3.11",
-    packages=find_packages(include=["avocado_iofuzz", "avocado_iofuzz.*", "sockstates", "sockstates.*"])
-    + ["avocado_iofuzz.data.cfg", "avocado_iofuzz.data.tests"],
+    packages=[
+        *find_packages(include=["avocado_iofuzz", "avocado_iofuzz.*", "sockstates", "sockstates.*"]),
+        "avocado_iofuzz.data.cfg",
+        "avocado_iofuzz.data.tests",
+    ],
     # cfg/ and tests/ live at the top of the source tree (the layout users of
     # avocado-vt know) but are installed inside the package, so that a plain
     # `pip install .` finds them next to the code that resolves them.

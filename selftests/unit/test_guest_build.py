@@ -119,11 +119,6 @@ def test_unknown_guest_name_lists_known_ones(tmp_path: Path):
         build_guest("alpine", cache_root=tmp_path)
 
 
-def test_debian_guest_is_not_there_yet(tmp_path: Path):
-    with pytest.raises(GuestBuildError, match=r"'debian' guest .* not implemented"):
-        build_guest("debian", cache_root=tmp_path)
-
-
 @pytest.mark.parametrize(
     ("guest_path", "message"),
     [
