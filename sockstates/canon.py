@@ -105,7 +105,7 @@ def _refine(snap: Snapshot, local: Mapping[Hashable, str]) -> dict[Hashable, int
         if n is not None:
             by_string.setdefault((n.kind, n.string), []).append(k)
             if n.file is not None:
-                by_file.setdefault(n.file, []).append(k)
+                by_file.setdefault((n.string, n.file), []).append(k)
     linked = {(("/", s)): f for s, f in snap.files.items()}
     rounds = 0
     while True:
@@ -131,7 +131,7 @@ def _refine(snap: Snapshot, local: Mapping[Hashable, str]) -> dict[Hashable, int
                 sk = (n.kind, n.string)
                 names = (
                     tuple(sorted(colour[o] for o in by_string[sk] if o != k)),
-                    tuple(sorted(colour[o] for o in by_file.get(n.file, ()) if o != k)) if n.file else (),
+                    tuple(sorted(colour[o] for o in by_file.get((n.string, n.file), ()) if o != k)),
                     linked.get(sk) == n.file if n.file is not None else None,
                 )
             sig[k] = (
@@ -284,9 +284,9 @@ class _Labels:
 
     def file_tokens(self, snap: Snapshot) -> list[str]:
         """F tokens: path files whose path reaches no live socket through them."""
-        reached_files = {f.name.file for f in snap.socks.values()
+        reached_files = {(f.name.string, f.name.file) for f in snap.socks.values()
                          if f.name is not None and f.name.kind == "/" and f.reached}
-        pending = [(s, fl) for s, fl in snap.files.items() if fl not in reached_files]
+        pending = [(s, fl) for s, fl in snap.files.items() if (s, fl) not in reached_files]
         known = sorted((self.of(NameRef("/", s, fl)), s, fl) for s, fl in pending
                        if ("/", s) in self.strings)
         # strings no socket carries: all alike, so any order gives the same text
