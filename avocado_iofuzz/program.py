@@ -39,6 +39,24 @@ PHASE_FUZZ = "fuzz"
 SPACE_PIO = "pio"
 PIO_MAX_PORT = 0xFFFF
 PIO_WIDTHS = (1, 2, 4)
+# MMIO: addresses are guest-physical; the executor maps them (sysfs BAR file or /dev/mem).
+SPACE_MMIO = "mmio"
+MMIO_MAX_ADDRESS = MASK64
+MMIO_WIDTHS = (1, 2, 4, 8)
+# PCI config space: an address is bus << 20 | device << 15 | function << 12 | register,
+# the ECAM layout (see avocado_iofuzz.pci); a range never leaves one function.
+SPACE_PCI = "pci"
+PCI_MAX_ADDRESS = (1 << 28) - 1
+PCI_WIDTHS = (1, 2, 4)
+SPACES = (SPACE_PIO, SPACE_MMIO, SPACE_PCI)
+_SPACE_LIMITS = {
+    SPACE_PIO: (PIO_MAX_PORT, PIO_WIDTHS, "I/O ports"),
+    SPACE_MMIO: (MMIO_MAX_ADDRESS, MMIO_WIDTHS, "MMIO addresses"),
+    SPACE_PCI: (PCI_MAX_ADDRESS, PCI_WIDTHS, "PCI config addresses"),
+}
+# Op indices stay below 2**62, so the executor's 64-bit arithmetic (2 * k + 1
+# generator words per fuzz op) never overflows, even for a huge MMIO range.
+MAX_OP_COUNT = 1 << 62
 # Keeps op indices far below 2**63 for the largest range (65536 slots), so the
 # C executor's 64-bit arithmetic never overflows.
 MAX_FUZZ_COUNT = (1 << 32) - 1
@@ -49,13 +67,16 @@ class Op:
     """One access: ``kind`` is ``'r'`` (read) or ``'w'`` (write ``value``).
 
     ``value`` is 0 for reads: the value a read returns is not part of the
-    program (it depends on the device state).
+    program (it depends on the device state). ``port`` is the address in
+    ``space``: an I/O port, a guest-physical MMIO address, or a PCI config
+    address (ECAM layout, see ``avocado_iofuzz.pci``).
     """
 
     kind: str
     port: int
     width: int
     value: int
+    space: str = SPACE_PIO
 
 
 def mix64(z: int) -> int:
@@ -132,15 +153,15 @@ class RangePlan:
         self._check_index(i)
         n = self.slots
         if i < n:
-            return Op("r", self.start + i * self.width, self.width, 0)
+            return Op("r", self.start + i * self.width, self.width, 0, self.space)
         if i < 2 * n:
-            return Op("w", self.start + (i - n) * self.width, self.width, 0)
+            return Op("w", self.start + (i - n) * self.width, self.width, 0, self.space)
         k = i - 2 * n
         # Two words per fuzz op, one for the slot and one for the value, so
         # that values can use the full width (8 bytes for MMIO later).
         slot = (random_word(self.range_seed, 2 * k) * n) >> 64  # multiply-shift: no modulo bias worth noting
         value = random_word(self.range_seed, 2 * k + 1) & ((1 << (8 * self.width)) - 1)
-        return Op("w", self.start + slot * self.width, self.width, value)
+        return Op("w", self.start + slot * self.width, self.width, value, self.space)
 
     def ops(self, first: int = 0, stop: int | None = None) -> Iterator[Op]:
         """Ops ``first .. stop-1`` (``stop`` defaults to ``op_count``)."""
@@ -170,24 +191,32 @@ def _validate_range(plan: RangePlan) -> None:
             raise ValueError(f"{where}: {name} must be an int, got {value!r}")
     if not isinstance(plan.name, str):
         raise ValueError(f"{where}: name must be a str, got {plan.name!r}")
-    if plan.space != SPACE_PIO:
-        raise ValueError(f"{where}: address space {plan.space!r} is not supported (only {SPACE_PIO!r})")
+    if plan.space not in _SPACE_LIMITS:
+        raise ValueError(f"{where}: address space {plan.space!r} is not supported (one of {SPACES})")
+    max_address, widths, what = _SPACE_LIMITS[plan.space]
     if plan.index < 0:
         raise ValueError(f"{where}: index must be >= 0, got {plan.index}")
     if not 0 <= plan.seed <= MASK64:
         raise ValueError(f"{where}: seed must be within 0..2**64-1, got {plan.seed}")
-    if not 0 <= plan.start <= PIO_MAX_PORT or not 0 <= plan.end <= PIO_MAX_PORT:
-        raise ValueError(f"{where}: I/O ports must be within 0x0..{PIO_MAX_PORT:#x}, got {plan.start:#x}-{plan.end:#x}")
+    if not 0 <= plan.start <= max_address or not 0 <= plan.end <= max_address:
+        raise ValueError(f"{where}: {what} must be within 0x0..{max_address:#x}, got {plan.start:#x}-{plan.end:#x}")
     if plan.start > plan.end:
         raise ValueError(f"{where}: start {plan.start:#x} is greater than end {plan.end:#x}")
-    if plan.width not in PIO_WIDTHS:
-        raise ValueError(f"{where}: width must be one of {PIO_WIDTHS}, got {plan.width}")
+    if plan.width not in widths:
+        raise ValueError(f"{where}: width must be one of {widths}, got {plan.width}")
     if plan.size % plan.width:
         raise ValueError(
             f"{where}: size {plan.size} of {plan.start:#x}-{plan.end:#x} is not a multiple of width {plan.width}"
         )
+    if plan.space != SPACE_PIO and plan.start % plan.width:
+        # device registers are decoded at aligned offsets; a config access may not straddle a dword
+        raise ValueError(f"{where}: start {plan.start:#x} is not aligned to width {plan.width}")
+    if plan.space == SPACE_PCI and plan.start >> 12 != plan.end >> 12:
+        raise ValueError(f"{where}: PCI config range {plan.start:#x}-{plan.end:#x} spans more than one function")
     if not 0 <= plan.fuzz_count <= MAX_FUZZ_COUNT:
         raise ValueError(f"{where}: fuzz_count must be within 0..{MAX_FUZZ_COUNT}, got {plan.fuzz_count}")
+    if (plan.fuzz_count + 2) * (plan.size // plan.width) >= MAX_OP_COUNT:
+        raise ValueError(f"{where}: {plan.size // plan.width} slots x (fuzz_count + 2) is too many ops (2**62 or more)")
     if "\n" in plan.name or "\r" in plan.name:
         raise ValueError(f"{where}: name must be a single line")
 

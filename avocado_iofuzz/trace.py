@@ -504,9 +504,9 @@ class _TraceReader:
         plan = trace.plans[batch.range_index]
         read, write = _READ.match(line), _WRITE.match(line)
         if read:
-            op = Op("r", int(read[1], 16), plan.width, 0)
+            op = Op("r", int(read[1], 16), plan.width, 0, plan.space)
         elif write:
-            op = Op("w", int(write[1], 16), plan.width, int(write[2], 16))
+            op = Op("w", int(write[1], 16), plan.width, int(write[2], 16), plan.space)
         else:
             raise self.fail(f"bad op record {line[:40]!r} (expected 'r<port hex>' or 'w<port hex> <value hex>')")
         index = self.next_op

@@ -1,18 +1,31 @@
 /*
  * iofuzz-exec: the in-guest executor of avocado-iofuzz.
  *
- * It performs the port I/O ops of a fuzzing run inside a guest, computing them
+ * It performs the I/O ops of a fuzzing run inside a guest (port I/O, MMIO and
+ * PCI config space), computing them
  * itself with the same counter-based generator as avocado_iofuzz/program.py
  * (a unit test compares both byte for byte through --dry-run; change them
  * together). Progress marks go to stdout, which is the guest's serial console,
  * so the host can bound a crash or hang to a window of at most K ops.
  *
  * Usage:
- *   iofuzz-exec [--dry-run] [--limit-loop | --bare-loop] --seed S --fuzz-count N
+ *   iofuzz-exec [--dry-run | --check] [--limit-loop | --bare-loop] --seed S --fuzz-count N
  *               [--report-every K] [--resume I:J] [--hang-at I:J] RANGE...
- *   RANGE is [I:]0xSTART-0xEND[/W]: inclusive port bounds in hex, optional
- *   range index I (default: position in the argument list) and access width W
- *   (1, 2 or 4 bytes; default 1).
+ *   RANGE is [I:][SPACE:]0xSTART-0xEND[/W][,N]: inclusive bounds in hex,
+ *   optional range index I (default: position in the argument list), address
+ *   space SPACE (pio, the default; mmio; pci), access width W (1, 2 or 4
+ *   bytes, 8 too for mmio; default 1) and fuzz count N (default --fuzz-count).
+ *
+ * Address spaces:
+ *   pio   I/O ports 0x0-0xffff, reached with in/out after iopl(3).
+ *   mmio  guest-physical addresses. A range inside a PCI memory BAR is mapped
+ *         through that BAR's sysfs file (/sys/bus/pci/devices/D/resourceN),
+ *         any other through /dev/mem; accesses are single loads and stores of
+ *         W bytes on the uncached mapping.
+ *   pci   config space: address = bus << 20 | device << 15 | function << 12 |
+ *         register (domain 0), reached with pread/pwrite of W bytes on
+ *         /sys/bus/pci/devices/0000:BB:DD.F/config (the kernel's own config
+ *         access method, under its lock). A range stays within one function.
  *
  * Output protocol (one line each, written and drained before going on):
  *   @IOFUZZ READY <version> <n_ranges>   setup done, ops start now
@@ -20,25 +33,36 @@
  *                                        (at multiples of K) and at its end
  *   @HANG <range_index> <op_index>       fault injection reached (see --hang-at)
  *   @DONE <total_ops>                    ops performed by this invocation
+ *   @DENIED <range_index> <reason>       the guest kernel refuses access to that
+ *                                        range (lockdown, no /dev/mem, iomem=strict...)
  *   @ERR <message>                       failure; the exit status is non-zero
+ * Every range's access path is set up before READY: a refusal prints @DENIED
+ * for each refused range, then @ERR, and exits with status 3. --check sets up
+ * every range the same way, prints @DENIED for each refused one and @DONE 0,
+ * and performs no op (opening a pci range reads its vendor ID's low byte and
+ * writes it back: a read-only register, the only way to learn whether config
+ * writes are allowed).
  * --dry-run also prints every op as
  *   <range_index> <op_index> <r|w> 0x<port> <width> 0x<value>
  * and never calls iopl() nor touches a port.
  *
- * Safety: real port I/O happens only if /proc/cmdline carries the token
- * iofuzz.guest=1, which only our embedded guests set.
+ * Safety: no port, memory or config access (nor any mapping) happens unless
+ * /proc/cmdline carries the token iofuzz.guest=1, which only our embedded
+ * guests set.
  */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
 #include <inttypes.h>
+#include <dirent.h>
 #include <sched.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/syscall.h>
 #include <termios.h>
 #include <unistd.h>
@@ -51,6 +75,11 @@
 #define GAMMA 0x9E3779B97F4A7C15ULL
 #define MAX_RANGES 4096
 #define MAX_PORT 0xffffULL
+#define MAX_PCI_ADDRESS 0xfffffffULL
+#define MAX_OP_COUNT (1ULL << 62)
+#define PAGE_SIZE_BYTES 4096ULL
+#define IORESOURCE_MEM 0x200ULL
+#define PCI_DEVICES_DIR "/sys/bus/pci/devices"
 #define MAX_FUZZ_COUNT 0xffffffffULL
 #define MAX_REPORT_EVERY 0xffffffffULL
 #define DEFAULT_REPORT_EVERY 4096
@@ -59,6 +88,10 @@
 
 #define EXIT_RUNTIME 1
 #define EXIT_USAGE 2
+#define EXIT_DENIED 3
+
+enum space { SPACE_PIO, SPACE_MMIO, SPACE_PCI };
+static const char *const space_names[] = { "pio", "mmio", "pci" };
 
 struct range {
 	uint64_t index;
@@ -68,6 +101,10 @@ struct range {
 	uint64_t slots;
 	uint64_t op_count;
 	uint64_t rseed;
+	enum space space;
+	/* mmio: the byte of address `start` in our mapping; pci: the config file */
+	volatile uint8_t *mmio;
+	int config_fd;
 };
 
 struct op {
@@ -157,6 +194,71 @@ static inline void port_write(uint16_t port, uint64_t width, uint64_t value)
 		__asm__ __volatile__("outl %0, %w1" : : "a"((uint32_t)value), "Nd"(port));
 }
 
+/* Single loads and stores of exactly `width` bytes: volatile keeps each one. */
+static inline void mmio_read(volatile uint8_t *p, uint64_t width)
+{
+	if (width == 1)
+		(void)*p;
+	else if (width == 2)
+		(void)*(volatile uint16_t *)p;
+	else if (width == 4)
+		(void)*(volatile uint32_t *)p;
+	else
+		(void)*(volatile uint64_t *)p;
+}
+
+static inline void mmio_write(volatile uint8_t *p, uint64_t width, uint64_t value)
+{
+	if (width == 1)
+		*p = (uint8_t)value;
+	else if (width == 2)
+		*(volatile uint16_t *)p = (uint16_t)value;
+	else if (width == 4)
+		*(volatile uint32_t *)p = (uint32_t)value;
+	else
+		*(volatile uint64_t *)p = value;
+}
+
+static void __attribute__((noreturn, format(printf, 2, 3))) fail(int status, const char *fmt, ...);
+static void emit(const char *fmt, ...);
+
+static void run_mmio(const struct range *r, uint64_t first, uint64_t stop)
+{
+	for (uint64_t i = first; i < stop; i++) {
+		struct op op = gen_op(r, i);
+		volatile uint8_t *p = r->mmio + (op.port - r->start);
+
+		if (op.kind == 'r')
+			mmio_read(p, op.width);
+		else
+			mmio_write(p, op.width, op.value);
+	}
+}
+
+/* Config space through sysfs: the kernel turns each pread/pwrite of 1, 2 or 4
+ * aligned bytes into one config cycle of that size. */
+static void run_pci(const struct range *r, uint64_t first, uint64_t stop)
+{
+	for (uint64_t i = first; i < stop; i++) {
+		struct op op = gen_op(r, i);
+		uint32_t value = (uint32_t)op.value; /* little endian: the low bytes go first */
+		off_t reg = (off_t)(op.port & 0xfff);
+		ssize_t n = op.kind == 'r' ? pread(r->config_fd, &value, op.width, reg)
+					   : pwrite(r->config_fd, &value, op.width, reg);
+
+		if (n != (ssize_t)op.width) {
+			if (n < 0 && (errno == EPERM || errno == EACCES)) {
+				emit("@DENIED %" PRIu64 " config %s refused: %s", r->index, op.kind == 'r' ? "read" : "write",
+				     strerror(errno));
+				fail(EXIT_DENIED, "raw access denied by the guest kernel");
+			}
+			fail(EXIT_RUNTIME, "range %" PRIu64 ": config %s of %" PRIu64 " bytes at 0x%llx: %s", r->index,
+			     op.kind == 'r' ? "read" : "write", op.width, (unsigned long long)reg,
+			     n < 0 ? strerror(errno) : "short transfer");
+		}
+	}
+}
+
 /* The hot loop: no output, no syscall, one generated op per access. */
 static void run_io(const struct range *r, uint64_t first, uint64_t stop)
 {
@@ -168,6 +270,16 @@ static void run_io(const struct range *r, uint64_t first, uint64_t stop)
 		else
 			port_write((uint16_t)op.port, op.width, op.value);
 	}
+}
+
+static void run_range(const struct range *r, uint64_t first, uint64_t stop)
+{
+	if (r->space == SPACE_MMIO)
+		run_mmio(r, first, stop);
+	else if (r->space == SPACE_PCI)
+		run_pci(r, first, stop);
+	else
+		run_io(r, first, stop);
 }
 
 static void run_print(const struct range *r, uint64_t first, uint64_t stop)
@@ -313,15 +425,28 @@ static uint64_t parse_number(const char *what, const char *text, uint64_t max)
 	return value;
 }
 
-static uint64_t parse_hex_bound(const char *arg, const char *text)
+static uint64_t parse_hex_bound(const char *arg, const char *text, enum space space)
 {
+	static const unsigned long long max_address[] = { MAX_PORT, UINT64_MAX, MAX_PCI_ADDRESS };
 	uint64_t value;
 
 	if (!(text[0] == '0' && (text[1] == 'x' || text[1] == 'X')) || parse_u64(text, &value) < 0)
 		fail(EXIT_USAGE, "range '%s': bound '%s' must be hex with a 0x prefix", arg, text);
-	if (value > MAX_PORT)
-		fail(EXIT_USAGE, "range '%s': port %s is above 0x%llx", arg, text, MAX_PORT);
+	if (value > max_address[space])
+		fail(EXIT_USAGE, "range '%s': %s address %s is above 0x%llx", arg, space_names[space], text,
+		     max_address[space]);
 	return value;
+}
+
+static int parse_space(const char *text, enum space *space)
+{
+	for (int s = SPACE_PIO; s <= SPACE_PCI; s++) {
+		if (strcmp(text, space_names[s]) == 0) {
+			*space = (enum space)s;
+			return 0;
+		}
+	}
+	return -1;
 }
 
 static void parse_position(const char *option, const char *text, struct position *pos)
@@ -341,39 +466,65 @@ static void parse_range(const char *arg, uint64_t default_index, uint64_t seed, 
 			struct range *r)
 {
 	char buf[128];
-	char *bounds, *dash, *slash, *colon;
+	char *bounds, *dash, *slash, *colon, *comma;
+	int have_index = 0, have_space = 0;
 
 	if (strlen(arg) >= sizeof(buf))
 		fail(EXIT_USAGE, "range '%.40s...': too long", arg);
 	strcpy(buf, arg);
 	bounds = buf;
 	r->index = default_index;
-	colon = strchr(buf, ':');
-	if (colon) {
+	r->space = SPACE_PIO;
+	r->mmio = NULL;
+	r->config_fd = -1;
+	/* up to two prefixes, in this order: the index (digits), then the space */
+	while ((colon = strchr(bounds, ':'))) {
 		*colon = '\0';
-		r->index = parse_number("range index", buf, 0xffffffffULL);
+		if (!have_index && !have_space && bounds[0] >= '0' && bounds[0] <= '9') {
+			r->index = parse_number("range index", bounds, 0xffffffffULL);
+			have_index = 1;
+		} else if (!have_space && parse_space(bounds, &r->space) == 0) {
+			have_space = 1;
+		} else {
+			fail(EXIT_USAGE, "range '%s': '%s' is neither a range index nor a space (pio, mmio, pci)", arg,
+			     bounds);
+		}
 		bounds = colon + 1;
+	}
+	comma = strchr(bounds, ',');
+	if (comma) {
+		*comma = '\0';
+		fuzz_count = parse_number("range fuzz count", comma + 1, MAX_FUZZ_COUNT);
 	}
 	r->width = 1;
 	slash = strchr(bounds, '/');
 	if (slash) {
+		uint64_t max_width = r->space == SPACE_MMIO ? 8 : 4;
+
 		*slash = '\0';
-		r->width = parse_number("range width", slash + 1, 4);
-		if (r->width != 1 && r->width != 2 && r->width != 4)
-			fail(EXIT_USAGE, "range '%s': width must be 1, 2 or 4", arg);
+		r->width = parse_number("range width", slash + 1, max_width);
+		if (r->width != 1 && r->width != 2 && r->width != 4 && r->width != 8)
+			fail(EXIT_USAGE, "range '%s': width must be %s", arg,
+			     r->space == SPACE_MMIO ? "1, 2, 4 or 8" : "1, 2 or 4");
 	}
 	dash = strchr(bounds, '-');
 	if (!dash)
-		fail(EXIT_USAGE, "range '%s': expected [I:]0xSTART-0xEND[/W]", arg);
+		fail(EXIT_USAGE, "range '%s': expected [I:][SPACE:]0xSTART-0xEND[/W][,N]", arg);
 	*dash = '\0';
-	r->start = parse_hex_bound(arg, bounds);
-	r->end = parse_hex_bound(arg, dash + 1);
+	r->start = parse_hex_bound(arg, bounds, r->space);
+	r->end = parse_hex_bound(arg, dash + 1, r->space);
 	if (r->start > r->end)
 		fail(EXIT_USAGE, "range '%s': start is greater than end", arg);
-	if ((r->end - r->start + 1) % r->width)
+	if (r->end - r->start == UINT64_MAX || (r->end - r->start + 1) % r->width)
 		fail(EXIT_USAGE, "range '%s': size %" PRIu64 " is not a multiple of width %" PRIu64, arg,
 		     r->end - r->start + 1, r->width);
+	if (r->space != SPACE_PIO && r->start % r->width)
+		fail(EXIT_USAGE, "range '%s': start is not aligned to width %" PRIu64, arg, r->width);
+	if (r->space == SPACE_PCI && r->start >> 12 != r->end >> 12)
+		fail(EXIT_USAGE, "range '%s': a pci range must stay within one function's config space", arg);
 	r->slots = (r->end - r->start + 1) / r->width;
+	if (fuzz_count + 2 > (MAX_OP_COUNT - 1) / r->slots)
+		fail(EXIT_USAGE, "range '%s': too many ops (2**62 or more)", arg);
 	r->op_count = (fuzz_count + 2) * r->slots;
 	r->rseed = range_seed(seed, r->start, r->end);
 }
@@ -388,15 +539,168 @@ static struct range *find_range(struct range *ranges, int n, const char *option,
 
 static void usage(void)
 {
-	fputs("usage: iofuzz-exec [--dry-run] [--limit-loop | --bare-loop] --seed S --fuzz-count N\n"
-	      "                   [--report-every K] [--resume I:J] [--hang-at I:J] [I:]0xSTART-0xEND[/W]...\n"
+	fputs("usage: iofuzz-exec [--dry-run | --check] [--limit-loop | --bare-loop] --seed S --fuzz-count N\n"
+	      "                   [--report-every K] [--resume I:J] [--hang-at I:J]\n"
+	      "                   [I:][pio:|mmio:|pci:]0xSTART-0xEND[/W][,N]...\n"
 	      "  --dry-run       print the ops instead of performing them (safe anywhere)\n"
+	      "  --check         set up every range's access path, report refusals (@DENIED), no op\n"
 	      "  --limit-loop    benchmark: no progress marks, prints only @DONE\n"
 	      "  --bare-loop     benchmark: the accesses alone, replayed from a table of the first\n"
 	      "                  ops (no generator, no marks), prints only @DONE\n"
 	      "  --resume I:J    start at op J of the range with index I\n"
 	      "  --hang-at I:J   FAULT INJECTION for tests: hang the guest before op J of range I\n",
 	      stderr);
+}
+
+/* ---- access paths: set up before the first op ---------------------------- */
+
+/*
+ * Errors that mean "the guest kernel does not let us", as opposed to a bug:
+ * lockdown and STRICT_DEVMEM refuse with EPERM, a missing /dev/mem is
+ * ENOENT, and a BAR that a driver claims exclusively (iomem=strict) makes
+ * mmap of its sysfs file fail with EINVAL.
+ */
+static int is_refusal(int err)
+{
+	return err == EPERM || err == EACCES || err == ENOENT || err == EINVAL;
+}
+
+/* Which sysfs BAR file holds [start, end], and the physical address of its first page. */
+static int find_bar_file(uint64_t start, uint64_t end, char *path, size_t path_size, uint64_t *file_base)
+{
+	DIR *dir = opendir(PCI_DEVICES_DIR);
+	struct dirent *entry;
+	int found = 0;
+
+	if (!dir)
+		return 0;
+	while (!found && (entry = readdir(dir))) {
+		char name[512];
+		unsigned long long bar_start, bar_end, flags;
+		FILE *f;
+
+		if (entry->d_name[0] == '.')
+			continue;
+		snprintf(name, sizeof(name), "%s/%s/resource", PCI_DEVICES_DIR, entry->d_name);
+		f = fopen(name, "r");
+		if (!f)
+			continue;
+		/* lines 0-5 are the BARs, each with a resourceN file; the ROM and bridge windows follow */
+		for (int bar = 0; bar < 6 && fscanf(f, "%llx %llx %llx", &bar_start, &bar_end, &flags) == 3; bar++) {
+			if ((flags & IORESOURCE_MEM) && bar_start <= start && end <= bar_end && bar_end > 0) {
+				snprintf(path, path_size, "%s/%s/resource%d", PCI_DEVICES_DIR, entry->d_name, bar);
+				*file_base = bar_start & ~(PAGE_SIZE_BYTES - 1);
+				found = 1;
+				break;
+			}
+		}
+		fclose(f);
+	}
+	closedir(dir);
+	return found;
+}
+
+/* Map an mmio range uncached; 0, or -1 with `why` set when the kernel refuses. */
+static int setup_mmio(struct range *r, char *why, size_t why_size)
+{
+	char path[600] = "/dev/mem";
+	uint64_t file_base = 0, offset, map_offset, length;
+	void *map;
+	int fd;
+
+	find_bar_file(r->start, r->end, path, sizeof(path), &file_base);
+	/* O_SYNC: /dev/mem then maps uncached, as a driver's ioremap would */
+	fd = open(path, O_RDWR | O_SYNC);
+	if (fd < 0) {
+		if (!is_refusal(errno))
+			fail(EXIT_RUNTIME, "range %" PRIu64 ": cannot open %s: %s", r->index, path, strerror(errno));
+		snprintf(why, why_size, "cannot open %s: %s", path, strerror(errno));
+		return -1;
+	}
+	offset = r->start - file_base;
+	map_offset = offset & ~(PAGE_SIZE_BYTES - 1);
+	length = ((offset - map_offset) + (r->end - r->start) + PAGE_SIZE_BYTES) & ~(PAGE_SIZE_BYTES - 1);
+	map = mmap(NULL, length, PROT_READ | PROT_WRITE, MAP_SHARED, fd, (off_t)map_offset);
+	close(fd); /* the mapping stays */
+	if (map == MAP_FAILED) {
+		if (!is_refusal(errno))
+			fail(EXIT_RUNTIME, "range %" PRIu64 ": cannot mmap %s: %s", r->index, path, strerror(errno));
+		snprintf(why, why_size, "cannot mmap 0x%" PRIx64 "-0x%" PRIx64 " through %s: %s", r->start, r->end, path,
+			 strerror(errno));
+		return -1;
+	}
+	r->mmio = (volatile uint8_t *)map + (offset - map_offset);
+	return 0;
+}
+
+/* Open a function's config file and learn whether writes are allowed (lockdown refuses them). */
+static int setup_pci(struct range *r, char *why, size_t why_size)
+{
+	char path[128];
+	uint8_t vendor_low;
+
+	snprintf(path, sizeof(path), PCI_DEVICES_DIR "/0000:%02x:%02x.%x/config", (unsigned)(r->start >> 20) & 0xff,
+		 (unsigned)(r->start >> 15) & 0x1f, (unsigned)(r->start >> 12) & 0x7);
+	r->config_fd = open(path, O_RDWR);
+	if (r->config_fd < 0) {
+		if (!is_refusal(errno))
+			fail(EXIT_RUNTIME, "range %" PRIu64 ": cannot open %s: %s", r->index, path, strerror(errno));
+		snprintf(why, why_size, "cannot open %s: %s", path, strerror(errno));
+		return -1;
+	}
+	/* the vendor ID is read-only: writing its own value back changes nothing */
+	if (pread(r->config_fd, &vendor_low, 1, 0) != 1 || pwrite(r->config_fd, &vendor_low, 1, 0) != 1) {
+		int err = errno;
+
+		if (!is_refusal(err))
+			fail(EXIT_RUNTIME, "range %" PRIu64 ": config access through %s failed: %s", r->index, path,
+			     strerror(err));
+		snprintf(why, why_size, "config write through %s refused: %s", path, strerror(err));
+		close(r->config_fd);
+		r->config_fd = -1;
+		return -1;
+	}
+	return 0;
+}
+
+/*
+ * Set up every range's access path; print @DENIED for each refused one.
+ * Returns how many were refused. Only called after the guest marker check.
+ */
+static int setup_access(struct range *ranges, int n_ranges)
+{
+	int refused = 0, iopl_done = 0, iopl_errno = 0;
+	char why[800];
+
+	for (int i = 0; i < n_ranges; i++) {
+		struct range *r = &ranges[i];
+		int result = 0;
+
+		if (r->space == SPACE_PIO) {
+			if (!iopl_done) {
+				iopl_done = 1;
+				if (syscall(SYS_iopl, 3) < 0) {
+					iopl_errno = errno;
+					if (!is_refusal(iopl_errno))
+						fail(EXIT_RUNTIME, "iopl(3) failed: %s (needs root and CONFIG_X86_IOPL_IOPERM)",
+						     strerror(iopl_errno));
+				}
+			}
+			if (iopl_errno) {
+				snprintf(why, sizeof(why), "iopl(3) refused: %s", strerror(iopl_errno));
+				result = -1;
+			}
+		} else if (r->space == SPACE_MMIO) {
+			result = setup_mmio(r, why, sizeof(why));
+		} else {
+			result = setup_pci(r, why, sizeof(why));
+		}
+		if (result < 0) {
+			emit("@DENIED %" PRIu64 " %s", r->index, why);
+			refused++;
+		}
+	}
+	return refused;
 }
 
 /* ---- guest checks and fault injection ----------------------------------- */
@@ -474,14 +778,14 @@ int main(int argc, char **argv)
 {
 	static const struct option options[] = {
 		{ "dry-run", no_argument, NULL, 'd' },	       { "limit-loop", no_argument, NULL, 'l' },
-		{ "bare-loop", no_argument, NULL, 'b' },
+		{ "bare-loop", no_argument, NULL, 'b' },       { "check", no_argument, NULL, 'c' },
 		{ "seed", required_argument, NULL, 's' },      { "fuzz-count", required_argument, NULL, 'f' },
 		{ "report-every", required_argument, NULL, 'k' }, { "resume", required_argument, NULL, 'r' },
 		{ "hang-at", required_argument, NULL, 'H' },   { "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
 	static struct range ranges[MAX_RANGES];
-	int dry_run = 0, limit_loop = 0, bare_loop = 0, have_seed = 0, have_fuzz = 0, n_ranges, opt;
+	int dry_run = 0, check = 0, limit_loop = 0, bare_loop = 0, have_seed = 0, have_fuzz = 0, n_ranges, opt;
 	uint64_t seed = 0, fuzz_count = 0, report_every = DEFAULT_REPORT_EVERY, total = 0;
 	struct position resume = { 0 }, hang = { 0 };
 	struct range *first_range, *hang_range = NULL;
@@ -493,6 +797,7 @@ int main(int argc, char **argv)
 		case 'd': dry_run = 1; break;
 		case 'l': limit_loop = 1; break;
 		case 'b': bare_loop = 1; break;
+		case 'c': check = 1; break;
 		case 's': seed = parse_number("--seed", optarg, UINT64_MAX); have_seed = 1; break;
 		case 'f': fuzz_count = parse_number("--fuzz-count", optarg, MAX_FUZZ_COUNT); have_fuzz = 1; break;
 		case 'k': report_every = parse_number("--report-every", optarg, MAX_REPORT_EVERY); break;
@@ -506,6 +811,8 @@ int main(int argc, char **argv)
 		fail(EXIT_USAGE, "--seed and --fuzz-count are required");
 	if (bare_loop && (limit_loop || dry_run))
 		fail(EXIT_USAGE, "--bare-loop combines with neither --limit-loop nor --dry-run");
+	if (check && (dry_run || limit_loop || bare_loop))
+		fail(EXIT_USAGE, "--check combines with none of --dry-run, --limit-loop, --bare-loop");
 	if (report_every == 0)
 		fail(EXIT_USAGE, "--report-every must be at least 1");
 	n_ranges = argc - optind;
@@ -518,6 +825,9 @@ int main(int argc, char **argv)
 		for (int j = 0; j < i; j++)
 			if (ranges[j].index == ranges[i].index)
 				fail(EXIT_USAGE, "range index %" PRIu64 " given twice", ranges[i].index);
+		if (bare_loop && ranges[i].space != SPACE_PIO)
+			fail(EXIT_USAGE, "--bare-loop replays port I/O only, range '%s' is %s", argv[optind + i],
+			     space_names[ranges[i].space]);
 	}
 
 	first_range = ranges;
@@ -540,12 +850,19 @@ int main(int argc, char **argv)
 	}
 
 	if (!dry_run) {
+		int refused;
+
+		/* the marker check comes before any access path is even set up */
 		if (!cmdline_has_marker())
 			fail(EXIT_RUNTIME, "/proc/cmdline lacks %s: not an iofuzz guest, refusing real port I/O",
 			     GUEST_MARKER);
-		if (syscall(SYS_iopl, 3) < 0)
-			fail(EXIT_RUNTIME, "iopl(3) failed: %s (needs root and CONFIG_X86_IOPL_IOPERM)",
-			     strerror(errno));
+		refused = setup_access(ranges, n_ranges);
+		if (check) {
+			emit("@DONE 0");
+			return 0;
+		}
+		if (refused)
+			fail(EXIT_DENIED, "raw access denied by the guest kernel for %d range(s)", refused);
 	} else {
 		static char buffer[1 << 16];
 
@@ -561,7 +878,7 @@ int main(int argc, char **argv)
 			else if (dry_run)
 				run_sink(r, first, r->op_count);
 			else
-				run_io(r, first, r->op_count);
+				run_range(r, first, r->op_count);
 			total += r->op_count - first;
 		}
 		emit("@DONE %" PRIu64, total);
@@ -592,7 +909,7 @@ int main(int argc, char **argv)
 			if (dry_run)
 				run_print(r, j, stop);
 			else
-				run_io(r, j, stop);
+				run_range(r, j, stop);
 			total += stop - j;
 			j = stop;
 			if (!clamped)

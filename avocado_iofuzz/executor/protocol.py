@@ -15,9 +15,14 @@ guest's serial console:
     before performing that op.
 ``@DONE <total_ops>``
     finished; ``total_ops`` counts the ops of this invocation only.
+``@DENIED <range_index> <reason>``
+    the guest kernel refuses access to that range (lockdown, no ``/dev/mem``,
+    a BAR claimed under ``iomem=strict``...); printed while the access paths
+    are set up, before ``READY``. Followed by ``@ERR`` (exit status 3), except
+    under ``--check``, which reports every refused range and ends ``@DONE 0``
+    without performing any op.
 ``@ERR <message>``
-    failure (bad arguments, not an iofuzz guest, ``iopl`` refused); the
-    executor exits non-zero.
+    failure (bad arguments, not an iofuzz guest); the executor exits non-zero.
 
 ``--dry-run`` prints each op as ``<range_index> <op_index> <r|w> 0x<port>
 <width> 0x<value>`` in between, without touching any port.
@@ -30,7 +35,7 @@ import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from avocado_iofuzz.program import Op, RangePlan
+from avocado_iofuzz.program import SPACE_PIO, Op, RangePlan
 
 PROTOCOL_VERSION = 1
 DEFAULT_BINARY = "/usr/bin/iofuzz-exec"
@@ -66,7 +71,13 @@ class ExecError:
     message: str
 
 
-Message = Ready | Progress | Hang | Done | ExecError
+@dataclass(frozen=True)
+class Denied:
+    range_index: int
+    reason: str
+
+
+Message = Ready | Progress | Hang | Done | ExecError | Denied
 
 # CSI sequences such as the ESC[6n (cursor position query) busybox ash prints
 # after its prompt, and the bracketed-paste toggles of bash.
@@ -79,6 +90,7 @@ _MESSAGE = re.compile(
     r"|P (?P<p_range>\d+) (?P<p_done>\d+)"
     r"|HANG (?P<h_range>\d+) (?P<h_op>\d+)"
     r"|DONE (?P<total>\d+)"
+    r"|DENIED (?P<d_range>\d+) (?P<reason>.*?)"
     r"|ERR (?P<message>.*?)"
     r")[ \t]*$"
 )
@@ -103,6 +115,8 @@ def parse_line(line: str) -> Message | None:
         return Hang(int(g["h_range"]), int(g["h_op"]))
     if g["total"] is not None:
         return Done(int(g["total"]))
+    if g["d_range"] is not None:
+        return Denied(int(g["d_range"]), g["reason"])
     return ExecError(g["message"])
 
 
@@ -111,8 +125,11 @@ def format_dry_run_op(range_index: int, op_index: int, op: Op) -> str:
     return f"{range_index} {op_index} {op.kind} 0x{op.port:x} {op.width} 0x{op.value:x}"
 
 
-def parse_dry_run_op(line: str) -> tuple[int, int, Op]:
-    """``(range_index, op_index, op)`` from a ``--dry-run`` op line; ValueError if it is not one."""
+def parse_dry_run_op(line: str, space: str = SPACE_PIO) -> tuple[int, int, Op]:
+    """``(range_index, op_index, op)`` from a ``--dry-run`` op line; ValueError if it is not one.
+
+    The line does not name the address space: ``space`` is the range's.
+    """
     fields = line.split()
     if len(fields) != 6 or fields[2] not in ("r", "w"):
         raise ValueError(f"not a dry-run op line: {line!r}")
@@ -120,16 +137,22 @@ def parse_dry_run_op(line: str) -> tuple[int, int, Op]:
         return (
             int(fields[0]),
             int(fields[1]),
-            Op(fields[2], int(fields[3], 16), int(fields[4]), int(fields[5], 16)),
+            Op(fields[2], int(fields[3], 16), int(fields[4]), int(fields[5], 16), space),
         )
     except ValueError:
         raise ValueError(f"not a dry-run op line: {line!r}") from None
 
 
-def range_argument(plan: RangePlan) -> str:
-    """How the executor's command line names a range: ``I:0xSTART-0xEND[/W]``."""
+def range_argument(plan: RangePlan, fuzz_count: int | None = None) -> str:
+    """How the executor's command line names a range: ``I:[SPACE:]0xSTART-0xEND[/W][,N]``.
+
+    ``,N`` is written when the plan's fuzz count differs from ``fuzz_count``
+    (the command's ``--fuzz-count``); ``SPACE:`` for every space but pio.
+    """
+    space = f"{plan.space}:" if plan.space != SPACE_PIO else ""
     width = f"/{plan.width}" if plan.width != 1 else ""
-    return f"{plan.index}:{plan.start:#x}-{plan.end:#x}{width}"
+    count = f",{plan.fuzz_count}" if fuzz_count is not None and plan.fuzz_count != fuzz_count else ""
+    return f"{plan.index}:{space}{plan.start:#x}-{plan.end:#x}{width}{count}"
 
 
 def executor_command(
@@ -141,6 +164,7 @@ def executor_command(
     dry_run: bool = False,
     limit_loop: bool = False,
     bare_loop: bool = False,
+    check: bool = False,
 ) -> str:
     """The shell command that runs ``plans`` in the guest.
 
@@ -149,16 +173,15 @@ def executor_command(
     the guest hangs for real before op J of range I. ``limit_loop`` and
     ``bare_loop`` are benchmark modes without progress marks: the ops as
     generated, or the accesses alone replayed from a table (see the C source).
+    ``check`` sets up every range's access path and reports refusals
+    (``@DENIED``) without performing any op. Plans share the seed; a plan
+    whose fuzz count differs from the first plan's carries its own.
     """
     if not plans:
         raise ValueError("executor_command: no range plans given")
     seeds = {p.seed for p in plans}
-    fuzz_counts = {p.fuzz_count for p in plans}
-    if len(seeds) != 1 or len(fuzz_counts) != 1:
-        raise ValueError(
-            f"executor_command: all plans must share seed and fuzz_count, got seeds {sorted(seeds)} "
-            f"and fuzz_counts {sorted(fuzz_counts)}"
-        )
+    if len(seeds) != 1:
+        raise ValueError(f"executor_command: all plans must share seed, got seeds {sorted(seeds)}")
     by_index = {}
     for plan in plans:
         if plan.index in by_index:
@@ -169,10 +192,16 @@ def executor_command(
     args = [binary]
     if dry_run:
         args.append("--dry-run")
+    if check and (dry_run or limit_loop or bare_loop):
+        raise ValueError("executor_command: check combines with none of dry_run, limit_loop, bare_loop")
+    if check:
+        args.append("--check")
     if limit_loop and bare_loop:
         raise ValueError("executor_command: limit_loop and bare_loop are exclusive")
     if bare_loop and dry_run:
         raise ValueError("executor_command: bare_loop does not combine with dry_run")
+    if bare_loop and any(p.space != SPACE_PIO for p in plans):
+        raise ValueError("executor_command: bare_loop replays port I/O only")
     if limit_loop:
         args.append("--limit-loop")
     if bare_loop:
@@ -190,7 +219,7 @@ def executor_command(
         if resume is not None and (order.index(hang_at[0]), hang_at[1]) < (order.index(resume[0]), resume[1]):
             raise ValueError(f"executor_command: hang_at {hang_at} is before resume {resume}: never reached")
         args += ["--hang-at", f"{hang_at[0]}:{hang_at[1]}"]
-    args += [range_argument(p) for p in plans]
+    args += [range_argument(p, plans[0].fuzz_count) for p in plans]
     return shlex.join(args)
 
 

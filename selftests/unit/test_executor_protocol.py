@@ -7,6 +7,7 @@ import shlex
 import pytest
 
 from avocado_iofuzz.executor.protocol import (
+    Denied,
     Done,
     ExecError,
     Hang,
@@ -56,12 +57,28 @@ def test_range_argument_names_index_and_width():
     assert range_argument(RangePlan(12, 0xCF8, 0xCFF, "pci", 1, 1, width=4)) == "12:0xcf8-0xcff/4"
 
 
+def test_range_argument_names_space_and_own_fuzz_count():
+    mmio = RangePlan(3, 0xFEBC0000, 0xFEBC0FFF, "0000:00:02.0 BAR0", 1, 9, width=8, space="mmio")
+    pci = RangePlan(4, 0x10000, 0x100FF, "0000:00:02.0", 1, 2, width=4, space="pci")
+    assert range_argument(mmio) == "3:mmio:0xfebc0000-0xfebc0fff/8"
+    assert range_argument(mmio, fuzz_count=9) == "3:mmio:0xfebc0000-0xfebc0fff/8"
+    assert range_argument(mmio, fuzz_count=2) == "3:mmio:0xfebc0000-0xfebc0fff/8,9"
+    assert range_argument(pci, fuzz_count=9) == "4:pci:0x10000-0x100ff/4,2"
+
+
+def test_command_gives_each_plan_its_fuzz_count_and_check_mode():
+    plans = [PLANS[0], RangePlan(1, 0x1000, 0x100F, "m", 77, 11, width=4, space="mmio")]
+    argv = shlex.split(executor_command(plans, check=True))
+    assert "--check" in argv
+    assert argv[argv.index("--fuzz-count") + 1] == "4"
+    assert argv[-2:] == ["0:0x60-0x64", "1:mmio:0x1000-0x100f/4,11"]
+
+
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
         ({"plans": []}, "no range plans"),
-        ({"plans": [PLANS[0], plan_ranges(78, [(0x70, 0x71, "rtc")], 4)[0]]}, "share seed and fuzz_count"),
-        ({"plans": [PLANS[0], plan_ranges(77, [(0x70, 0x71, "rtc")], 5)[0]]}, "share seed and fuzz_count"),
+        ({"plans": [PLANS[0], plan_ranges(78, [(0x70, 0x71, "rtc")], 4)[0]]}, "share seed"),
         ({"plans": [PLANS[0], PLANS[0]]}, "range index 0 appears twice"),
         ({"report_every": 0}, "report_every must be within"),
         ({"resume": (9, 0)}, "resume names range 9"),
@@ -73,6 +90,8 @@ def test_range_argument_names_index_and_width():
         ({"bare_loop": True, "hang_at": (0, 1)}, "does not combine"),
         ({"bare_loop": True, "limit_loop": True}, "exclusive"),
         ({"bare_loop": True, "dry_run": True}, "does not combine with dry_run"),
+        ({"bare_loop": True, "plans": [RangePlan(0, 0x1000, 0x1003, "m", 77, 4, space="mmio")]}, "port I/O only"),
+        ({"check": True, "dry_run": True}, "check combines with none"),
     ],
 )
 def test_command_validation(kwargs, message):
@@ -94,6 +113,11 @@ def test_command_validation(kwargs, message):
             ExecError("/proc/cmdline lacks iofuzz.guest=1: refusing"),
         ),
         ("\x1b[?2004l@DONE 5\x1b[?2004h", Done(5)),
+        (
+            "@DENIED 3 cannot open /dev/mem: Operation not permitted\r",
+            Denied(3, "cannot open /dev/mem: Operation not permitted"),
+        ),
+        ("@DENIED x no", None),
         # not protocol lines: shell echo, partial or mangled marks, other text
         ("/usr/bin/iofuzz-exec --seed 1 --fuzz-count 1 0:0x60-0x64", None),
         ("@P 1", None),
@@ -118,6 +142,7 @@ def test_dry_run_op_line_round_trip():
         parse_dry_run_op("4 17 x 0x3f8 1 0xa5")
     with pytest.raises(ValueError, match="not a dry-run op line"):
         parse_dry_run_op("4 17 w 0xzz 1 0xa5")
+    assert parse_dry_run_op("1 2 w 0xfebc0000 8 0x1", space="mmio") == (1, 2, Op("w", 0xFEBC0000, 8, 1, "mmio"))
 
 
 def test_inflight_window():
