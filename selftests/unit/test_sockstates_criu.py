@@ -191,3 +191,18 @@ def test_a_connected_pair_is_checked_both_ways() -> None:
     assert problems and all("which read" in p for p in problems)
     for s in everything:
         s.close()
+
+
+def test_the_cli_shards_any_mode_round_robin(capsys: pytest.CaptureFixture[str]) -> None:
+    from sockstates.__main__ import main
+
+    def listed(*extra: str) -> list[str]:
+        assert main(["--gen", "--depth", "2", "--types", "dgram", *extra]) == 0
+        return [line for line in capsys.readouterr().out.splitlines() if line and not line.startswith(" ")]
+
+    everything = listed()
+    parts = [listed("--shard", f"{k}/3") for k in (1, 2, 3)]
+    assert parts == [everything[0::3], everything[1::3], everything[2::3]]
+    with pytest.raises(SystemExit):
+        main(["--gen", "--shard", "4/3"])
+    assert "K must be between 1 and N" in capsys.readouterr().err

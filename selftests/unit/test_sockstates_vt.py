@@ -118,3 +118,12 @@ def test_criu_results_become_a_table_with_groups_and_local_reproducers(tmp_path:
     assert "sockstates --criu (guest): 2 states: 1 failed, 1 intact" in text
     assert "DA-CX" in text and "restored as DA, was DA-CX" in text and "00010-DA-CX.py" in text
     assert "criu: 2 states" in text
+
+
+def test_shards_of_the_test_split_the_sweep() -> None:
+    from avocado_iofuzz.shards import expand_shards
+
+    dicts = expand_shards(TestCatalog().variants("sockstates.quick", extra_params=["iofuzz_shards=3"]))
+    assert [d["shortname"] for d in dicts] == [f"sockstates.quick.debian.shard{k}of3" for k in (1, 2, 3)]
+    lines = [SockstatesParams.from_params(d).cli_args("/o") for d in dicts]
+    assert [args[args.index("--shard") + 1] for args in lines] == ["1/3", "2/3", "3/3"]
