@@ -10,7 +10,7 @@
  *
  * Usage:
  *   iofuzz-exec [--dry-run | --check] [--limit-loop | --bare-loop] --seed S --fuzz-count N
- *               [--report-every K] [--resume I:J] [--hang-at I:J] RANGE...
+ *               [--report-every K] [--resume I:J] [--hang-at I:J] (RANGE... | --ranges-stdin)
  *   RANGE is [I:][SPACE:]0xSTART-0xEND[/W][,N]: inclusive bounds in hex,
  *   optional range index I (default: position in the argument list), address
  *   space SPACE (pio, the default; mmio; pci), access width W (1, 2 or 4
@@ -537,6 +537,31 @@ static struct range *find_range(struct range *ranges, int n, const char *option,
 	fail(EXIT_USAGE, "%s: no range with index %" PRIu64, option, pos->range_index);
 }
 
+/*
+ * --ranges-stdin: the RANGE words, blank separated, from stdin. A shell line
+ * editor may cap a command line (busybox ash: 1024 bytes); a here-document
+ * of short lines carries any number of ranges.
+ */
+static char **read_range_words(int *count)
+{
+	static char words[MAX_RANGES][128];
+	static char *pointers[MAX_RANGES];
+	char format[16];
+	int n = 0;
+
+	snprintf(format, sizeof(format), "%%%zus", sizeof(words[0]) - 1);
+	while (n < MAX_RANGES && scanf(format, words[n]) == 1) {
+		if (strlen(words[n]) == sizeof(words[0]) - 1)
+			fail(EXIT_USAGE, "--ranges-stdin: range '%.40s...' is too long", words[n]);
+		pointers[n] = words[n];
+		n++;
+	}
+	if (n == MAX_RANGES && scanf(format, words[0]) == 1)
+		fail(EXIT_USAGE, "--ranges-stdin: more than %d ranges", MAX_RANGES);
+	*count = n;
+	return pointers;
+}
+
 static void usage(void)
 {
 	fputs("usage: iofuzz-exec [--dry-run | --check] [--limit-loop | --bare-loop] --seed S --fuzz-count N\n"
@@ -544,6 +569,7 @@ static void usage(void)
 	      "                   [I:][pio:|mmio:|pci:]0xSTART-0xEND[/W][,N]...\n"
 	      "  --dry-run       print the ops instead of performing them (safe anywhere)\n"
 	      "  --check         set up every range's access path, report refusals (@DENIED), no op\n"
+	      "  --ranges-stdin  read the RANGE words from stdin (blank separated) instead\n"
 	      "  --limit-loop    benchmark: no progress marks, prints only @DONE\n"
 	      "  --bare-loop     benchmark: the accesses alone, replayed from a table of the first\n"
 	      "                  ops (no generator, no marks), prints only @DONE\n"
@@ -779,13 +805,15 @@ int main(int argc, char **argv)
 	static const struct option options[] = {
 		{ "dry-run", no_argument, NULL, 'd' },	       { "limit-loop", no_argument, NULL, 'l' },
 		{ "bare-loop", no_argument, NULL, 'b' },       { "check", no_argument, NULL, 'c' },
+		{ "ranges-stdin", no_argument, NULL, 'R' },
 		{ "seed", required_argument, NULL, 's' },      { "fuzz-count", required_argument, NULL, 'f' },
 		{ "report-every", required_argument, NULL, 'k' }, { "resume", required_argument, NULL, 'r' },
 		{ "hang-at", required_argument, NULL, 'H' },   { "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
 	static struct range ranges[MAX_RANGES];
-	int dry_run = 0, check = 0, limit_loop = 0, bare_loop = 0, have_seed = 0, have_fuzz = 0, n_ranges, opt;
+	char **range_args;
+	int dry_run = 0, check = 0, ranges_stdin = 0, limit_loop = 0, bare_loop = 0, have_seed = 0, have_fuzz = 0, n_ranges, opt;
 	uint64_t seed = 0, fuzz_count = 0, report_every = DEFAULT_REPORT_EVERY, total = 0;
 	struct position resume = { 0 }, hang = { 0 };
 	struct range *first_range, *hang_range = NULL;
@@ -798,6 +826,7 @@ int main(int argc, char **argv)
 		case 'l': limit_loop = 1; break;
 		case 'b': bare_loop = 1; break;
 		case 'c': check = 1; break;
+		case 'R': ranges_stdin = 1; break;
 		case 's': seed = parse_number("--seed", optarg, UINT64_MAX); have_seed = 1; break;
 		case 'f': fuzz_count = parse_number("--fuzz-count", optarg, MAX_FUZZ_COUNT); have_fuzz = 1; break;
 		case 'k': report_every = parse_number("--report-every", optarg, MAX_REPORT_EVERY); break;
@@ -815,18 +844,25 @@ int main(int argc, char **argv)
 		fail(EXIT_USAGE, "--check combines with none of --dry-run, --limit-loop, --bare-loop");
 	if (report_every == 0)
 		fail(EXIT_USAGE, "--report-every must be at least 1");
-	n_ranges = argc - optind;
+	if (ranges_stdin) {
+		if (optind < argc)
+			fail(EXIT_USAGE, "--ranges-stdin: ranges come from stdin, not also from the command line");
+		range_args = read_range_words(&n_ranges);
+	} else {
+		range_args = argv + optind;
+		n_ranges = argc - optind;
+	}
 	if (n_ranges < 1)
 		fail(EXIT_USAGE, "no range given (expected [I:]0xSTART-0xEND[/W]...)");
 	if (n_ranges > MAX_RANGES)
 		fail(EXIT_USAGE, "%d ranges given, at most %d supported", n_ranges, MAX_RANGES);
 	for (int i = 0; i < n_ranges; i++) {
-		parse_range(argv[optind + i], (uint64_t)i, seed, fuzz_count, &ranges[i]);
+		parse_range(range_args[i], (uint64_t)i, seed, fuzz_count, &ranges[i]);
 		for (int j = 0; j < i; j++)
 			if (ranges[j].index == ranges[i].index)
 				fail(EXIT_USAGE, "range index %" PRIu64 " given twice", ranges[i].index);
 		if (bare_loop && ranges[i].space != SPACE_PIO)
-			fail(EXIT_USAGE, "--bare-loop replays port I/O only, range '%s' is %s", argv[optind + i],
+			fail(EXIT_USAGE, "--bare-loop replays port I/O only, range '%s' is %s", range_args[i],
 			     space_names[ranges[i].space]);
 	}
 

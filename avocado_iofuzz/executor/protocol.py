@@ -41,6 +41,11 @@ PROTOCOL_VERSION = 1
 DEFAULT_BINARY = "/usr/bin/iofuzz-exec"
 DEFAULT_REPORT_EVERY = 4096
 GUEST_MARKER = "iofuzz.guest=1"
+# busybox ash's line editor keeps at most 1024 bytes of a command line; a
+# longer command passes its ranges as a here-document of short lines instead.
+COMMAND_LINE_LIMIT = 900
+HEREDOC_LINE_LIMIT = 400
+HEREDOC_END = "IOFUZZ_RANGES"
 
 
 @dataclass(frozen=True)
@@ -219,8 +224,26 @@ def executor_command(
         if resume is not None and (order.index(hang_at[0]), hang_at[1]) < (order.index(resume[0]), resume[1]):
             raise ValueError(f"executor_command: hang_at {hang_at} is before resume {resume}: never reached")
         args += ["--hang-at", f"{hang_at[0]}:{hang_at[1]}"]
-    args += [range_argument(p, plans[0].fuzz_count) for p in plans]
-    return shlex.join(args)
+    ranges = [range_argument(p, plans[0].fuzz_count) for p in plans]
+    command = shlex.join(args + ranges)
+    if len(command) <= COMMAND_LINE_LIMIT:
+        return command
+    return ranges_heredoc_command(args, ranges)
+
+
+def ranges_heredoc_command(args: Sequence[str], ranges: Sequence[str]) -> str:
+    """``args --ranges-stdin`` fed the range words by a here-document of short lines.
+
+    Several lines: a shell reads them one by one, each within its line
+    editor's limit, and runs the executor at the end marker.
+    """
+    lines: list[str] = []
+    for word in ranges:
+        if lines and len(lines[-1]) + 1 + len(word) <= HEREDOC_LINE_LIMIT:
+            lines[-1] += " " + word
+        else:
+            lines.append(word)
+    return "\n".join([f"{shlex.join([*args, '--ranges-stdin'])} <<'{HEREDOC_END}'", *lines, HEREDOC_END])
 
 
 def _check_position(what: str, position: tuple[int, int], by_index: dict[int, RangePlan], allow_end: bool) -> None:

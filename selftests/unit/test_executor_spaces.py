@@ -83,3 +83,23 @@ def test_check_refuses_before_any_setup_without_the_guest_marker(executor):
     messages = [parse_line(line) for line in result.stdout.splitlines()]
     assert messages == [ExecError(messages[0].message)]
     assert "lacks iofuzz.guest=1" in messages[0].message
+
+
+def test_long_command_passes_ranges_as_short_heredoc_lines(executor):
+    plans = [
+        RangePlan(i, 0x10000 * i, 0x10000 * i + 0xFF, f"r{i}", seed=3, fuzz_count=1, width=4, space=SPACE_MMIO)
+        for i in range(120)
+    ]
+    command = executor_command(plans, binary=str(executor), dry_run=True)
+    lines = command.split("\n")
+    assert len(lines) > 3
+    assert "--ranges-stdin" in lines[0] and lines[-1] == "IOFUZZ_RANGES"
+    assert max(len(line) for line in lines) < 1024  # what busybox ash's line editor holds
+    result = subprocess.run(command, shell=True, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout[-500:]
+    ops = [line for line in result.stdout.splitlines() if not line.startswith("@")]
+    assert ops == expected_lines(plans)
+
+
+def test_short_command_stays_one_line():
+    assert "\n" not in executor_command(MIXED)
