@@ -8,8 +8,9 @@ Terms:
     Buses ("PCI Bus 0000:00") span thousands of ports and contain the devices,
     so only the *leaves* are fuzzed; a parent's ports are reached through its
     children, and unclaimed ports can be added with ``extra_ioports``.
-  * ``skip_devices`` names ranges (exactly as the kernel prints them); a skipped
-    range takes its whole subtree with it.
+  * ``skip_devices`` names ranges (exactly as the kernel prints them; ``*``
+    matches any run of characters); a skipped range takes its whole subtree
+    with it.
   * ``skip_ports`` names single ports or spans that are cut out of whatever
     range holds them (splitting it), for the ports that reset or power off
     the guest or carry its console.
@@ -63,6 +64,16 @@ def parse_ioports(text: str, source: str = "/proc/ioports") -> list[PortRange]:
     Raises RangeError naming the line number and text of the first line that
     is not ``<indent>START-END : name`` or whose nesting does not fit.
     """
+    return parse_resource_tree(text, source, PORT_MAX, "port")
+
+
+def parse_resource_tree(text: str, source: str, max_address: int, what: str) -> list[PortRange]:
+    """Parse a kernel resource tree (``/proc/ioports``, ``/proc/iomem``) into a forest.
+
+    Both files print one ``START-END : name`` per resource, nested by two
+    spaces per level; only the address limit differs (``what`` names the
+    unit in errors).
+    """
     roots: list[PortRange] = []
     # stack of (indent, range) for the current chain of open parents
     stack: list[tuple[int, PortRange]] = []
@@ -77,8 +88,8 @@ def parse_ioports(text: str, source: str = "/proc/ioports") -> list[PortRange]:
         if indent % 2:
             raise RangeError(f"{source}:{lineno}: odd indentation ({indent} spaces): {line!r}")
         start, end = int(match["start"], 16), int(match["end"], 16)
-        if start > end or end > PORT_MAX:
-            raise RangeError(f"{source}:{lineno}: bad port span {start:#x}-{end:#x}: {line!r}")
+        if start > end or end > max_address:
+            raise RangeError(f"{source}:{lineno}: bad {what} span {start:#x}-{end:#x}: {line!r}")
         node = PortRange(start, end, match["name"].strip())
         while stack and stack[-1][0] >= indent:
             stack.pop()
@@ -131,13 +142,28 @@ def parse_name_list(text: str) -> list[str]:
     return [name.strip() for name in text.split(",") if name.strip()]
 
 
+def name_matches(name: str, patterns: Iterable[str]) -> bool:
+    """Whether ``name`` equals one of ``patterns``, where ``*`` matches any run of characters.
+
+    Only ``*`` is special: kernel names hold brackets and dots
+    (``PCI MMCONFIG 0000 [bus 00-ff]``), which must match as themselves.
+    """
+    for pattern in patterns:
+        if "*" not in pattern:
+            if name == pattern:
+                return True
+        elif re.fullmatch(".*".join(re.escape(part) for part in pattern.split("*")), name, re.DOTALL):
+            return True
+    return False
+
+
 def leaves(forest: Iterable[PortRange], skip_names: Sequence[str] = ()) -> list[PortRange]:
-    """The innermost ranges, in port order, minus skipped names and their subtrees."""
-    skipped = set(skip_names)
+    """The innermost ranges, in address order, minus skipped names (patterns) and their subtrees."""
+    skipped = list(skip_names)
     found: list[PortRange] = []
 
     def walk(node: PortRange) -> None:
-        if node.name in skipped:
+        if name_matches(node.name, skipped):
             return
         if node.children:
             for child in node.children:
@@ -150,23 +176,28 @@ def leaves(forest: Iterable[PortRange], skip_names: Sequence[str] = ()) -> list[
     return sorted(found, key=lambda r: (r.start, r.end, r.name))
 
 
+def cut_spans(start: int, end: int, spans: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
+    """The pieces of ``[start, end]`` left when every inclusive span in ``spans`` is cut out."""
+    pieces = [(start, end)]
+    for lo, hi in spans:
+        next_pieces = []
+        for first, last in pieces:
+            if hi < first or lo > last:
+                next_pieces.append((first, last))
+                continue
+            if first < lo:
+                next_pieces.append((first, lo - 1))
+            if hi < last:
+                next_pieces.append((hi + 1, last))
+        pieces = next_pieces
+    return pieces
+
+
 def cut_ports(ranges: Iterable[PortRange], spans: Sequence[tuple[int, int]]) -> list[PortRange]:
     """Remove skipped port spans from ranges, splitting a range around each hole."""
     result = []
     for rng in ranges:
-        pieces = [(rng.start, rng.end)]
-        for lo, hi in spans:
-            next_pieces = []
-            for start, end in pieces:
-                if hi < start or lo > end:
-                    next_pieces.append((start, end))
-                    continue
-                if start < lo:
-                    next_pieces.append((start, lo - 1))
-                if hi < end:
-                    next_pieces.append((hi + 1, end))
-            pieces = next_pieces
-        result.extend(PortRange(start, end, rng.name) for start, end in pieces)
+        result.extend(PortRange(start, end, rng.name) for start, end in cut_spans(rng.start, rng.end, spans))
     return result
 
 
@@ -185,7 +216,7 @@ def fuzz_targets(
     forest = parse_ioports(ioports_text)
     skip_names = parse_name_list(skip_devices)
     targets = leaves(forest, skip_names) + [
-        r for r in parse_extra_ranges(extra_ioports) if r.name not in skip_names
+        r for r in parse_extra_ranges(extra_ioports) if not name_matches(r.name, skip_names)
     ]
     wanted = parse_name_list(only_devices)
     if wanted:
