@@ -574,7 +574,9 @@ static void usage(void)
 	      "  --bare-loop     benchmark: the accesses alone, replayed from a table of the first\n"
 	      "                  ops (no generator, no marks), prints only @DONE\n"
 	      "  --resume I:J    start at op J of the range with index I\n"
-	      "  --hang-at I:J   FAULT INJECTION for tests: hang the guest before op J of range I\n",
+	      "  --hang-at I:J   FAULT INJECTION for tests: hang the guest before op J of range I\n"
+	      "   or: iofuzz-exec [--dry-run] [--report-every K] --script FILE|-\n"
+	      "  --script FILE   replay the port I/O of a qtest script (outb/inb...; - is stdin)\n",
 	      stderr);
 }
 
@@ -798,6 +800,111 @@ static void __attribute__((noreturn)) hang_forever(int dry_run, uint64_t range_i
 		__asm__ __volatile__("" ::: "memory");
 }
 
+/* ---- --script: replay a qtest script's port I/O (crash triage) -------------
+ *
+ * The reproducers of avocado_iofuzz/repro are qtest scripts: one command per
+ * line, outb|outw|outl PORT VALUE or inb|inw|inl PORT (numbers in hex with 0x
+ * or decimal; '#' comments and blank lines skipped). The whole file is parsed
+ * before the first access, so a bad line never leaves half a replay behind.
+ * The ops are one range (index 0) for the protocol: READY, @P 0 <done> every
+ * K ops and at the end, @DONE. --dry-run prints them in the dry-run format.
+ */
+struct script_op {
+	uint16_t port;
+	uint8_t width;
+	uint8_t is_read;
+	uint32_t value;
+};
+
+static struct script_op *read_script(const char *path, uint64_t *count)
+{
+	FILE *in = strcmp(path, "-") == 0 ? stdin : fopen(path, "r");
+	struct script_op *ops = NULL;
+	uint64_t n = 0, capacity = 0, lineno = 0;
+	char line[256];
+
+	if (!in)
+		fail(EXIT_USAGE, "--script %s: %s", path, strerror(errno));
+	while (fgets(line, sizeof(line), in)) {
+		char command[8], port_text[32], value_text[32], extra[2];
+		uint64_t port, value = 0;
+		int words, width;
+
+		lineno++;
+		if (!strchr(line, '\n') && !feof(in))
+			fail(EXIT_USAGE, "script line %" PRIu64 ": longer than %zu characters", lineno, sizeof(line) - 2);
+		words = sscanf(line, "%7s %31s %31s %1s", command, port_text, value_text, extra);
+		if (words <= 0 || command[0] == '#')
+			continue;
+		if (strcmp(command, "inb") && strcmp(command, "inw") && strcmp(command, "inl") &&
+		    strcmp(command, "outb") && strcmp(command, "outw") && strcmp(command, "outl"))
+			fail(EXIT_USAGE, "script line %" PRIu64 ": unknown command '%s' (only in/out b/w/l)", lineno,
+			     command);
+		width = command[strlen(command) - 1] == 'b' ? 1 : command[strlen(command) - 1] == 'w' ? 2 : 4;
+		command[strlen(command) - 1] = '\0';
+		if (words != (command[0] == 'o' ? 3 : 2))
+			fail(EXIT_USAGE, "script line %" PRIu64 ": %s%c takes %d argument(s)", lineno, command,
+			     "bwl"[width / 2], command[0] == 'o' ? 2 : 1);
+		if (parse_u64(port_text, &port) < 0 || port > MAX_PORT)
+			fail(EXIT_USAGE, "script line %" PRIu64 ": bad port '%s'", lineno, port_text);
+		if (command[0] == 'o' && (parse_u64(value_text, &value) < 0 || value >> (8 * width)))
+			fail(EXIT_USAGE, "script line %" PRIu64 ": bad value '%s' for %d byte(s)", lineno, value_text,
+			     width);
+		if (n == capacity) {
+			capacity = capacity ? 2 * capacity : 1024;
+			ops = realloc(ops, capacity * sizeof(*ops));
+			if (!ops)
+				fail(EXIT_RUNTIME, "--script: out of memory at line %" PRIu64, lineno);
+		}
+		ops[n++] = (struct script_op){ (uint16_t)port, (uint8_t)width, command[0] == 'i', (uint32_t)value };
+	}
+	if (ferror(in))
+		fail(EXIT_RUNTIME, "--script %s: read error", path);
+	if (in != stdin)
+		fclose(in);
+	if (n == 0)
+		fail(EXIT_USAGE, "--script %s: no port I/O command", path);
+	*count = n;
+	return ops;
+}
+
+static int run_script(const char *path, int dry_run, uint64_t report_every)
+{
+	uint64_t n, done = 0;
+	struct script_op *ops = read_script(path, &n);
+
+	if (!dry_run) {
+		if (!cmdline_has_marker())
+			fail(EXIT_RUNTIME, "/proc/cmdline lacks %s: not an iofuzz guest, refusing real port I/O",
+			     GUEST_MARKER);
+		if (syscall(SYS_iopl, 3) < 0)
+			fail(is_refusal(errno) ? EXIT_DENIED : EXIT_RUNTIME, "iopl(3) failed: %s", strerror(errno));
+	}
+	emit("@IOFUZZ READY %d 1", PROTOCOL_VERSION);
+	emit("@P 0 0");
+	while (done < n) {
+		uint64_t stop = (done / report_every + 1) * report_every;
+
+		if (stop > n)
+			stop = n;
+		for (; done < stop; done++) {
+			const struct script_op *op = &ops[done];
+
+			if (dry_run)
+				printf("0 %" PRIu64 " %c 0x%x %u 0x%x\n", done, op->is_read ? 'r' : 'w', op->port,
+				       op->width, op->is_read ? 0 : op->value);
+			else if (op->is_read)
+				port_read(op->port, op->width);
+			else
+				port_write(op->port, op->width, op->value);
+		}
+		emit("@P 0 %" PRIu64, done);
+	}
+	emit("@DONE %" PRIu64, n);
+	free(ops);
+	return 0;
+}
+
 /* ---- main ------------------------------------------------------------ */
 
 int main(int argc, char **argv)
@@ -809,9 +916,11 @@ int main(int argc, char **argv)
 		{ "seed", required_argument, NULL, 's' },      { "fuzz-count", required_argument, NULL, 'f' },
 		{ "report-every", required_argument, NULL, 'k' }, { "resume", required_argument, NULL, 'r' },
 		{ "hang-at", required_argument, NULL, 'H' },   { "help", no_argument, NULL, 'h' },
+		{ "script", required_argument, NULL, 'S' },
 		{ NULL, 0, NULL, 0 },
 	};
 	static struct range ranges[MAX_RANGES];
+	const char *script = NULL;
 	char **range_args;
 	int dry_run = 0, check = 0, ranges_stdin = 0, limit_loop = 0, bare_loop = 0, have_seed = 0, have_fuzz = 0, n_ranges, opt;
 	uint64_t seed = 0, fuzz_count = 0, report_every = DEFAULT_REPORT_EVERY, total = 0;
@@ -833,8 +942,17 @@ int main(int argc, char **argv)
 		case 'r': parse_position("--resume", optarg, &resume); break;
 		case 'H': parse_position("--hang-at", optarg, &hang); break;
 		case 'h': usage(); return 0;
+		case 'S': script = optarg; break;
 		default: fail(EXIT_USAGE, "unknown option or missing value: '%s'", argv[optind - 1]);
 		}
+	}
+	if (script) {
+		if (have_seed || have_fuzz || limit_loop || bare_loop || check || ranges_stdin || resume.set ||
+		    hang.set || optind < argc)
+			fail(EXIT_USAGE, "--script combines only with --dry-run and --report-every");
+		if (report_every == 0)
+			fail(EXIT_USAGE, "--report-every must be at least 1");
+		return run_script(script, dry_run, report_every);
 	}
 	if (!have_seed || !have_fuzz)
 		fail(EXIT_USAGE, "--seed and --fuzz-count are required");
