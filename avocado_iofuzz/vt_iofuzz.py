@@ -15,7 +15,17 @@ from typing import Any
 from virttest import env_process
 
 from avocado_iofuzz.campaign import Campaign, CampaignConfig, CampaignError
-from avocado_iofuzz.program import new_seed, plan_ranges
+from avocado_iofuzz.executor.protocol import DEFAULT_BINARY
+from avocado_iofuzz.kinds import (
+    AccessRefused,
+    KindParams,
+    check_access,
+    choose_targets,
+    plan_kinds,
+    read_listings,
+    renumber,
+)
+from avocado_iofuzz.program import new_seed
 from avocado_iofuzz.ranges import RangeError, fuzz_targets
 from avocado_iofuzz.report import (
     PICTURE_NAME,
@@ -87,6 +97,7 @@ def _executor_binary() -> Path:
 def run_iofuzz(test: Any, params: Any, env: Any) -> None:
     try:
         settings = IofuzzParams.from_params(params)
+        kinds = KindParams.from_params(params)
         image = ImageGuestParams.from_params(params) if settings.guest == "image" else None
     except ParamError as err:
         test.error(str(err))
@@ -116,18 +127,29 @@ def run_iofuzz(test: Any, params: Any, env: Any) -> None:
             extra_ioports=settings.extra_ioports,
             only_devices=settings.only_devices,
         )
+        # the kinds (fuzz_kinds) add MMIO and PCI config ranges from the guest's listings
+        listings = read_listings(session, kinds, outdir)
+        plans = plan_kinds(seed, settings.fuzz_count, kinds, choose_targets(kinds, listings, targets))
     except RangeError as err:
-        test.error(f"cannot choose port ranges: {err}")
+        test.error(f"cannot choose ranges: {err}")
     shard = parse_shard(settings.shard)
     if shard.count > 1:
-        every = len(targets)
-        targets = shard_ranges(targets, shard, weight=lambda t: t.end - t.start + 1)
-        LOG.info("shard %s: %d of %d ranges", shard, len(targets), every)
-        if not targets:
+        every = len(plans)
+        plans = renumber(shard_ranges(plans, shard, weight=lambda p: p.op_count))
+        LOG.info("shard %s: %d of %d ranges", shard, len(plans), every)
+        if not plans:
             test.cancel(f"shard {shard} has no range to fuzz: only {every} ranges for {shard.count} shards")
-    plans = plan_ranges(seed, [(t.start, t.end, t.name) for t in targets], settings.fuzz_count)
+    try:
+        plans = check_access(session, plans, image.executor_path if image else DEFAULT_BINARY)
+    except AccessRefused as err:
+        test.cancel(str(err))
+    except RuntimeError as err:
+        test.error(str(err))
     for plan in plans:
-        LOG.info("range %2d %#06x-%#06x %-24s %d ops", plan.index, plan.start, plan.end, plan.name, plan.op_count)
+        LOG.info(
+            "range %2d %-4s %#06x-%#06x %-24s %d-byte, %d ops",
+            plan.index, plan.space, plan.start, plan.end, plan.name, plan.width, plan.op_count,
+        )  # fmt: skip
 
     config = CampaignConfig(
         report_every=settings.report_every,

@@ -1,0 +1,323 @@
+"""Fuzz kinds: which address spaces a run fuzzes, how its op budget is shared, and whether the guest allows it.
+
+``fuzz_kinds = pio mmio pci`` (optionally ``kind:weight``) picks the kinds.
+Each kind gets its share of the run's *fuzz budget*: ``fuzz_count`` times
+the number of slots of all ranges of all kinds -- what every slot would get
+with ``fuzz_count`` random writes. A kind's share is spread evenly over its
+own slots, so a kind with few slots (a few hundred ports) is not drowned by
+one with many (a 64 KiB BAR), and with one kind a run is exactly what
+``fuzz_count`` always meant.
+
+Ranges are planned kind by kind, pio, then mmio, then pci: config writes
+move and disable BARs, which must not happen under the MMIO ranges still to
+come. Before the campaign, the executor checks every range's access path in
+the guest (``--check``); ranges the kernel refuses are left out, and a run
+left without any range of a kind it was asked for ends as CANCEL.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from avocado_iofuzz.executor.protocol import Denied, ExecError, executor_command, parse_line
+from avocado_iofuzz.iomem import DEFAULT_MAX_SIZE, DEFAULT_SKIP_IOMEM, mmio_targets, parse_address_spans
+from avocado_iofuzz.iomem import parse_extra_iomem as _parse_extra_iomem
+from avocado_iofuzz.pci import (
+    CONFIG_SPACE_SIZE,
+    DEFAULT_CONFIG_HOLES,
+    PCI_LISTING_COMMAND,
+    config_targets,
+    parse_config_holes,
+    parse_pci_listing,
+)
+from avocado_iofuzz.program import (
+    MMIO_WIDTHS,
+    PCI_WIDTHS,
+    SPACE_MMIO,
+    SPACE_PCI,
+    SPACE_PIO,
+    SPACES,
+    RangePlan,
+)
+from avocado_iofuzz.ranges import PortRange, RangeError, parse_name_list
+from avocado_iofuzz.settings import ParamError
+from avocado_iofuzz.target import Target
+
+LOG = logging.getLogger("avocado.test.iofuzz")
+
+IOMEM_FILE = "proc-iomem.txt"
+PCI_FILE = "pci-resources.txt"
+
+
+@dataclass(frozen=True)
+class KindParams:
+    """The params of the mmio and pci kinds, checked once (pio keeps its own in IofuzzParams)."""
+
+    weights: dict[str, int] = field(default_factory=lambda: {SPACE_PIO: 1})
+    skip_iomem: str = ", ".join(DEFAULT_SKIP_IOMEM)
+    extra_iomem: str = ""
+    only_iomem: str = ""
+    skip_mmio: str = ""
+    mmio_widths: tuple[int, ...] = (4,)
+    mmio_max_size: int = DEFAULT_MAX_SIZE
+    skip_pci: str = ""
+    only_pci: str = ""
+    skip_pci_config: str = " ".join(DEFAULT_CONFIG_HOLES)
+    pci_widths: tuple[int, ...] = (4,)
+    pci_config_size: int = CONFIG_SPACE_SIZE
+
+    @property
+    def kinds(self) -> list[str]:
+        """The chosen kinds, in the order their ranges are planned."""
+        return [k for k in SPACES if k in self.weights]
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, Any]) -> KindParams:
+        def text(key: str, default: str = "") -> str:
+            value = params.get(key)
+            return default if value is None else str(value)
+
+        kind_params = cls(
+            weights=parse_kinds(text("fuzz_kinds", SPACE_PIO)),
+            skip_iomem=text("skip_iomem", ", ".join(DEFAULT_SKIP_IOMEM)),
+            extra_iomem=text("extra_iomem"),
+            only_iomem=text("only_iomem"),
+            skip_mmio=text("skip_mmio"),
+            mmio_widths=_widths(text("mmio_widths", "4"), "mmio_widths", MMIO_WIDTHS),
+            mmio_max_size=_size(text("mmio_max_size"), "mmio_max_size", DEFAULT_MAX_SIZE),
+            skip_pci=text("skip_pci"),
+            only_pci=text("only_pci"),
+            skip_pci_config=text("skip_pci_config", " ".join(DEFAULT_CONFIG_HOLES)),
+            pci_widths=_widths(text("pci_widths", "4"), "pci_widths", PCI_WIDTHS),
+            pci_config_size=_size(text("pci_config_size"), "pci_config_size", CONFIG_SPACE_SIZE),
+        )
+        try:  # syntax only: what they name is looked up in the guest's listings later
+            parse_address_spans(kind_params.skip_mmio, "skip_mmio")
+            _parse_extra_iomem(kind_params.extra_iomem)
+            parse_config_holes(kind_params.skip_pci_config)
+        except RangeError as err:
+            raise ParamError(f"param {err}") from None
+        return kind_params
+
+
+def parse_kinds(text: str) -> dict[str, int]:
+    """``pio mmio:2 pci`` -> ``{"pio": 1, "mmio": 2, "pci": 1}``; ParamError names a bad item."""
+    weights: dict[str, int] = {}
+    for token in re.split(r"[\s,]+", text.strip()):
+        if not token:
+            continue
+        kind, sep, weight_text = token.partition(":")
+        if kind not in SPACES:
+            raise ParamError(f"param fuzz_kinds: unknown kind {kind!r} (expected {', '.join(SPACES)})")
+        if kind in weights:
+            raise ParamError(f"param fuzz_kinds: kind {kind!r} given twice")
+        try:
+            weight = int(weight_text) if sep else 1
+        except ValueError:
+            weight = 0
+        if weight < 1:
+            raise ParamError(f"param fuzz_kinds: {token!r}: the weight after ':' must be an integer >= 1")
+        weights[kind] = weight
+    if not weights:
+        raise ParamError("param fuzz_kinds: empty (expected some of pio, mmio, pci)")
+    return weights
+
+
+def _widths(text: str, key: str, allowed: Sequence[int]) -> tuple[int, ...]:
+    widths = []
+    for token in re.split(r"[\s,]+", text.strip()):
+        if not token:
+            continue
+        if not token.isdigit() or int(token) not in allowed:
+            raise ParamError(f"param {key}: {token!r} is not an access width in bytes ({', '.join(map(str, allowed))})")
+        if int(token) not in widths:
+            widths.append(int(token))
+    if not widths:
+        raise ParamError(f"param {key}: empty (expected some of {', '.join(map(str, allowed))})")
+    return tuple(widths)
+
+
+def _size(text: str, key: str, default: int) -> int:
+    if not text.strip():
+        return default
+    try:
+        return int(text.strip(), 0)
+    except ValueError:
+        raise ParamError(f"param {key} = {text!r}: not an integer (decimal, or hex with 0x)") from None
+
+
+# --- from the guest's listings to targets -------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Listings:
+    """What the guest lists, as read through its shell (empty when a kind does not need it)."""
+
+    iomem: str = ""
+    pci: str = ""
+
+
+def read_listings(session: Any, kinds: KindParams, outdir: Path | None = None) -> Listings:
+    """Read ``/proc/iomem`` and the PCI listing in the guest (only what the chosen kinds need)."""
+    iomem = session.cmd_output("cat /proc/iomem", timeout=60) if SPACE_MMIO in kinds.weights else ""
+    needs_pci = SPACE_MMIO in kinds.weights or SPACE_PCI in kinds.weights
+    pci = session.cmd_output(PCI_LISTING_COMMAND, timeout=120) if needs_pci else ""
+    if outdir is not None:
+        for name, content in ((IOMEM_FILE, iomem), (PCI_FILE, pci)):
+            if content:
+                (outdir / name).write_text(content, encoding="utf-8")
+    return Listings(iomem, pci)
+
+
+def choose_targets(kinds: KindParams, listings: Listings, pio: Iterable[PortRange] = ()) -> list[Target]:
+    """The targets of every chosen kind, in planning order (RangeError names a bad listing or param)."""
+    targets: list[Target] = []
+    functions = parse_pci_listing(listings.pci) if listings.pci else []
+    if SPACE_PIO in kinds.weights:
+        targets += [Target(SPACE_PIO, r.start, r.end, r.name) for r in pio]
+    if SPACE_MMIO in kinds.weights:
+        targets += mmio_targets(
+            listings.iomem,
+            functions,
+            skip_iomem=kinds.skip_iomem,
+            extra_iomem=kinds.extra_iomem,
+            only_iomem=kinds.only_iomem,
+            skip_mmio=kinds.skip_mmio,
+            max_size=kinds.mmio_max_size,
+        )
+    if SPACE_PCI in kinds.weights:
+        targets += config_targets(
+            functions,
+            skip=parse_name_list(kinds.skip_pci),
+            only=parse_name_list(kinds.only_pci),
+            holes=parse_config_holes(kinds.skip_pci_config),
+            size=kinds.pci_config_size,
+        )
+    return targets
+
+
+# --- planning -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One target at one access width: what becomes one RangePlan."""
+
+    target: Target
+    width: int
+    start: int
+    end: int
+
+    @property
+    def slots(self) -> int:
+        return (self.end - self.start + 1) // self.width
+
+
+def units(targets: Iterable[Target], kinds: KindParams) -> list[Unit]:
+    """Each target at each width of its kind, trimmed to whole aligned slots (none left: dropped)."""
+    widths = {SPACE_PIO: (1,), SPACE_MMIO: kinds.mmio_widths, SPACE_PCI: kinds.pci_widths}
+    result = []
+    for target in targets:
+        for width in widths[target.space]:
+            start = -(-target.start // width) * width
+            end = (target.end + 1) // width * width - 1
+            if end >= start:
+                result.append(Unit(target, width, start, end))
+            else:
+                LOG.info("%s holds no aligned %d-byte slot: not fuzzed at that width", target, width)
+    return result
+
+
+def kind_fuzz_counts(all_units: Sequence[Unit], weights: Mapping[str, int], fuzz_count: int) -> dict[str, int]:
+    """Random writes per slot of each kind: its weighted share of ``fuzz_count`` x all slots, spread over its slots."""
+    slots = {kind: sum(u.slots for u in all_units if u.target.space == kind) for kind in weights}
+    present = {kind: weight for kind, weight in weights.items() if slots[kind]}
+    budget = fuzz_count * sum(slots.values())
+    total_weight = sum(present.values())
+    counts = {}
+    for kind, weight in present.items():
+        share = budget * weight // total_weight
+        # at least one write per slot when writes were asked for: a kind never fuzzes nothing
+        counts[kind] = max(share // slots[kind], 1 if fuzz_count else 0)
+    return counts
+
+
+def plan_kinds(seed: int, fuzz_count: int, kinds: KindParams, targets: Sequence[Target]) -> list[RangePlan]:
+    """RangePlans numbered 0..n-1: pio, then mmio, then pci; each kind with its own fuzz count."""
+    all_units = units(targets, kinds)
+    counts = kind_fuzz_counts(all_units, kinds.weights, fuzz_count)
+    several_widths = {SPACE_PIO: False, SPACE_MMIO: len(kinds.mmio_widths) > 1, SPACE_PCI: len(kinds.pci_widths) > 1}
+    plans = []
+    for kind in kinds.kinds:
+        for unit in (u for u in all_units if u.target.space == kind):
+            # a target planned at two widths gets two names: summaries and merges key ranges by name
+            name = f"{unit.target.name} ({unit.width}-byte)" if several_widths[kind] else unit.target.name
+            plans.append(
+                RangePlan(len(plans), unit.start, unit.end, name, seed, counts[kind], unit.width, unit.target.space)
+            )
+    return plans
+
+
+def renumber(plans: Iterable[RangePlan]) -> list[RangePlan]:
+    """The same ranges numbered 0..n-1 (a range's ops depend on its bounds, not its number)."""
+    return [RangePlan(i, p.start, p.end, p.name, p.seed, p.fuzz_count, p.width, p.space) for i, p in enumerate(plans)]
+
+
+# --- does the guest let us? --------------------------------------------------------------
+
+
+class AccessRefused(RuntimeError):
+    """The guest kernel refuses every range of a kind the run was asked for."""
+
+
+@dataclass(frozen=True)
+class Refusal:
+    plan: RangePlan
+    reason: str
+
+
+def check_output(output: str) -> list[tuple[int, str]]:
+    """``(range_index, reason)`` of each ``@DENIED`` line; RuntimeError on an executor error."""
+    refused = []
+    for line in output.splitlines():
+        message = parse_line(line)
+        if isinstance(message, Denied):
+            refused.append((message.range_index, message.reason))
+        elif isinstance(message, ExecError):
+            raise RuntimeError(f"the executor's access check failed: {message.message}")
+    return refused
+
+
+def drop_refused(
+    plans: Sequence[RangePlan], refused: Sequence[tuple[int, str]]
+) -> tuple[list[RangePlan], list[Refusal]]:
+    """The plans the guest allows (renumbered), and the refusals.
+
+    AccessRefused when a kind loses all its ranges: the run cannot do what
+    it was asked for, which is no test error (the guest kernel decided).
+    """
+    by_index = {p.index: p for p in plans}
+    refusals = [Refusal(by_index[i], reason) for i, reason in refused if i in by_index]
+    refused_indices = {r.plan.index for r in refusals}
+    kept = [p for p in plans if p.index not in refused_indices]
+    lost = [k for k in SPACES if any(p.space == k for p in plans) and not any(p.space == k for p in kept)]
+    if lost:
+        reasons = "; ".join(f"{kind}: {next(r.reason for r in refusals if r.plan.space == kind)}" for kind in lost)
+        raise AccessRefused(f"the guest kernel refuses raw access ({reasons})")
+    return renumber(kept), refusals
+
+
+def check_access(session: Any, plans: Sequence[RangePlan], binary: str, timeout: float = 120) -> list[RangePlan]:
+    """Run the executor's ``--check`` in the guest and keep the plans it may access (see drop_refused)."""
+    if not plans:
+        return []
+    output = session.cmd_output(executor_command(plans, check=True, binary=binary), timeout=timeout)
+    kept, refusals = drop_refused(plans, check_output(output))
+    for refusal in refusals:
+        LOG.warning("left out: range %s (%s) -- %s", refusal.plan.name, refusal.plan.space, refusal.reason)
+    return kept
