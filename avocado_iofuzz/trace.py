@@ -66,6 +66,7 @@ _FINGERPRINT_PLANS = (
     RangePlan(0, 0x0, 0x3F, "fingerprint", 0x5EED5EED5EED5EED, 8, 1),
     RangePlan(1, 0x100, 0x13F, "fingerprint", 0x5EED5EED5EED5EED, 8, 2),
     RangePlan(2, 0xFFC0, 0xFFFF, "fingerprint", 0x5EED5EED5EED5EED, 8, 4),
+    RangePlan(3, 0xFEBF0000, 0xFEBF003F, "fingerprint", 0x5EED5EED5EED5EED, 8, 8, "mmio"),
 )
 
 
