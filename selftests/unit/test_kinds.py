@@ -1,0 +1,226 @@
+"""fuzz_kinds: params, targets from captured listings, budget shares, planning order, refused ranges."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from avocado_iofuzz.executor.protocol import executor_command
+from avocado_iofuzz.kinds import (
+    AccessRefused,
+    KindParams,
+    Listings,
+    check_access,
+    check_output,
+    choose_targets,
+    drop_refused,
+    kind_fuzz_counts,
+    parse_kinds,
+    plan_kinds,
+    read_listings,
+    renumber,
+    units,
+)
+from avocado_iofuzz.pci import PCI_LISTING_COMMAND
+from avocado_iofuzz.program import RangePlan
+from avocado_iofuzz.ranges import RangeError, fuzz_targets
+from avocado_iofuzz.settings import ParamError
+from avocado_iofuzz.target import Target
+
+DATA = Path(__file__).parent / "data"
+LISTINGS = {
+    m: Listings((DATA / f"iomem-{m}-devices.txt").read_text(), (DATA / f"pci-resources-{m}-devices.txt").read_text())
+    for m in ("pc", "q35")
+}
+PIO = fuzz_targets((DATA / "ioports-pc-devices.txt").read_text())
+ALL = {"fuzz_kinds": "pio mmio pci"}
+
+
+def test_defaults_keep_the_port_only_run():
+    kinds = KindParams.from_params({})
+    assert kinds.kinds == ["pio"]
+    assert (kinds.mmio_widths, kinds.pci_widths, kinds.mmio_max_size, kinds.pci_config_size) == (
+        (4,),
+        (4,),
+        0x10000,
+        0x100,
+    )
+    assert "Local APIC" in kinds.skip_iomem and kinds.skip_pci_config == "8086:29c0@0x60-0x67"
+
+
+def test_kinds_parse_weights_and_keep_planning_order():
+    assert parse_kinds("pci mmio:3, pio") == {"pci": 1, "mmio": 3, "pio": 1}
+    assert KindParams.from_params({"fuzz_kinds": "pci mmio"}).kinds == ["mmio", "pci"]
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"fuzz_kinds": "pio dma"}, r"param fuzz_kinds: unknown kind 'dma'"),
+        ({"fuzz_kinds": "pio pio"}, r"param fuzz_kinds: kind 'pio' given twice"),
+        ({"fuzz_kinds": "mmio:0"}, r"param fuzz_kinds: 'mmio:0': the weight"),
+        ({"fuzz_kinds": "mmio:x"}, r"param fuzz_kinds: 'mmio:x': the weight"),
+        ({"fuzz_kinds": " "}, r"param fuzz_kinds: empty"),
+        ({"mmio_widths": "3"}, r"param mmio_widths: '3' is not an access width"),
+        ({"pci_widths": "8"}, r"param pci_widths: '8' is not an access width in bytes \(1, 2, 4\)"),
+        ({"mmio_widths": ""}, r"param mmio_widths: empty"),
+        ({"mmio_max_size": "64k"}, r"param mmio_max_size = '64k': not an integer"),
+        ({"skip_mmio": "0xfed0000g"}, r"param skip_mmio: '0xfed0000g' is not an address"),
+        ({"extra_iomem": "0x1000-0x1fff"}, r"param extra_iomem: .* lacks ':NAME'"),
+        ({"skip_pci_config": "8086:29c0"}, r"param skip_pci_config: '8086:29c0' is not PATTERN@"),
+    ],
+)
+def test_bad_params_name_the_param(params, message):
+    with pytest.raises(ParamError, match=message):
+        KindParams.from_params(params)
+
+
+def test_targets_of_every_kind_from_captured_listings():
+    kinds = KindParams.from_params(ALL)
+    targets = choose_targets(kinds, LISTINGS["pc"], PIO)
+    assert [t.space for t in targets] == sorted((t.space for t in targets), key=["pio", "mmio", "pci"].index)
+    by_space = {s: [t.name for t in targets if t.space == s] for s in ("pio", "mmio", "pci")}
+    assert "rtc0" in by_space["pio"]
+    assert by_space["mmio"][-1] == "HPET 0" and "0000:00:02.0 8086:100e BAR0" in by_space["mmio"]
+    assert by_space["pci"][0] == "0000:00:00.0 8086:1237" and len(by_space["pci"]) == 7
+
+
+def test_only_patterns_focus_on_one_device_in_both_kinds():
+    kinds = KindParams.from_params(ALL | {"only_iomem": "8086:10d3", "only_pci": "8086:10d3"})
+    targets = choose_targets(kinds, LISTINGS["q35"], ())
+    assert {t.name.split(" BAR")[0] for t in targets} == {"0000:00:01.0 8086:10d3"}
+    missing = KindParams.from_params(ALL | {"only_pci": "1b36:0010"})
+    with pytest.raises(RangeError, match=r"only_pci: no PCI function matches \['1b36:0010'\]"):
+        choose_targets(missing, LISTINGS["q35"], ())
+
+
+def test_units_trim_to_aligned_slots_per_width():
+    kinds = KindParams.from_params({"fuzz_kinds": "mmio pci", "mmio_widths": "8 2", "pci_widths": "4"})
+    targets = [
+        Target("mmio", 0x1002, 0x1013, "odd"),  # 8-byte slots: 0x1008-0x100f only
+        Target("mmio", 0x2001, 0x2006, "tiny"),  # no 8-byte slot at all
+        Target("pci", 0x68, 0xFE, "cut"),
+    ]
+    assert [(u.target.name, u.width, u.start, u.end) for u in units(targets, kinds)] == [
+        ("odd", 8, 0x1008, 0x100F),
+        ("odd", 2, 0x1002, 0x1013),
+        ("tiny", 2, 0x2002, 0x2005),
+        ("cut", 4, 0x68, 0xFB),
+    ]
+
+
+def test_each_kind_gets_its_weighted_share_of_the_budget():
+    kinds = KindParams.from_params({"fuzz_kinds": "pio mmio:2 pci"})
+    targets = [
+        Target("pio", 0x60, 0x63, "p"),  # 4 slots
+        Target("mmio", 0x1000, 0x13FF, "m"),  # 256 slots of 4 bytes
+        Target("pci", 0x0, 0x3F, "c"),  # 16 slots
+    ]
+    counts = kind_fuzz_counts(units(targets, kinds), kinds.weights, 10)
+    budget = 10 * (4 + 256 + 16)
+    assert counts == {"pio": budget // 4 // 4, "mmio": budget // 2 // 256, "pci": budget // 4 // 16}
+    plans = plan_kinds(7, 10, kinds, targets)
+    shares = {"pio": budget // 4, "mmio": budget // 2, "pci": budget // 4}
+    for plan in plans:
+        # whole writes per slot: a kind's fuzz ops fall short of its share by less than one per slot
+        assert shares[plan.space] - plan.slots < plan.fuzz_count * plan.slots <= shares[plan.space]
+
+
+def test_one_kind_means_fuzz_count_per_slot_and_zero_means_none():
+    kinds = KindParams.from_params({})
+    plans = plan_kinds(1, 5, kinds, [Target("pio", 0x60, 0x64, "k"), Target("pio", 0x70, 0x71, "r")])
+    assert [p.fuzz_count for p in plans] == [5, 5]
+    assert kind_fuzz_counts(units([Target("pio", 0, 1, "x")], kinds), {"pio": 1}, 0) == {"pio": 0}
+    # a small kind next to a huge one still gets at least one write per slot
+    tiny = KindParams.from_params({"fuzz_kinds": "pio mmio:1000"})
+    counts = kind_fuzz_counts(units([Target("pio", 0, 1, "p"), Target("mmio", 0, 0xFFFF, "m")], tiny), tiny.weights, 1)
+    assert counts["pio"] >= 1
+
+
+def test_plans_are_numbered_in_kind_order_and_named_per_width():
+    kinds = KindParams.from_params({"fuzz_kinds": "pci mmio pio", "mmio_widths": "4 8"})
+    targets = [Target("pci", 0x0, 0xFF, "host"), Target("mmio", 0x1000, 0x100F, "bar"), Target("pio", 0x60, 0x60, "k")]
+    plans = plan_kinds(3, 1, kinds, targets)
+    assert [(p.index, p.space, p.name, p.width) for p in plans] == [
+        (0, "pio", "k", 1),
+        (1, "mmio", "bar (4-byte)", 4),
+        (2, "mmio", "bar (8-byte)", 8),
+        (3, "pci", "host", 4),
+    ]
+
+
+def test_renumber_keeps_every_op():
+    plans = plan_kinds(
+        9, 3, KindParams.from_params(ALL), choose_targets(KindParams.from_params(ALL), LISTINGS["pc"], PIO)
+    )
+    kept = renumber(plans[5:9])
+    assert [p.index for p in kept] == [0, 1, 2, 3]
+    assert [list(p.ops()) for p in kept] == [list(p.ops()) for p in plans[5:9]]
+
+
+PLANS = [
+    RangePlan(0, 0x60, 0x64, "keyboard", 1, 1),
+    RangePlan(1, 0xFED00000, 0xFED003FF, "HPET 0", 1, 1, 4, "mmio"),
+    RangePlan(2, 0xFEE00000, 0xFEE00FFF, "lapic", 1, 1, 4, "mmio"),
+    RangePlan(3, 0x10000, 0x100FF, "0000:00:02.0 8086:100e", 1, 1, 4, "pci"),
+]
+
+
+def test_refused_ranges_are_left_out_and_the_rest_renumbered():
+    output = (
+        "iofuzz-exec --check ...\n"
+        "@DENIED 2 cannot mmap 0xfee00000-0xfee00fff through /dev/mem: Operation not permitted\n"
+        "@DONE 0\n"
+    )
+    kept, refusals = drop_refused(PLANS, check_output(output))
+    assert [(p.index, p.name) for p in kept] == [(0, "keyboard"), (1, "HPET 0"), (2, "0000:00:02.0 8086:100e")]
+    assert [(r.plan.name, r.reason) for r in refusals] == [
+        ("lapic", "cannot mmap 0xfee00000-0xfee00fff through /dev/mem: Operation not permitted")
+    ]
+
+
+def test_a_kind_refused_entirely_is_a_cancel_with_the_kernels_reason():
+    output = (
+        "@DENIED 0 iopl(3) refused: Operation not permitted\n"
+        "@DENIED 1 cannot open /dev/mem: Operation not permitted\n"
+        "@DENIED 2 cannot open /dev/mem: Operation not permitted\n"
+        "@DONE 0\n"
+    )
+    with pytest.raises(
+        AccessRefused, match=r"refuses raw access \(pio: iopl\(3\) refused: .*; mmio: cannot open /dev/mem"
+    ):
+        drop_refused(PLANS, check_output(output))
+
+
+def test_an_executor_error_during_the_check_is_no_cancel():
+    with pytest.raises(RuntimeError, match=r"access check failed: /proc/cmdline lacks iofuzz\.guest=1"):
+        check_output("@ERR /proc/cmdline lacks iofuzz.guest=1: not an iofuzz guest\n")
+
+
+class FakeSession:
+    """Answers the commands the kinds module sends, from captured listings."""
+
+    def __init__(self, answers: dict[str, str]):
+        self.answers = answers
+        self.sent: list[str] = []
+
+    def cmd_output(self, command: str, timeout: float = 60) -> str:
+        self.sent.append(command)
+        return self.answers.get(command, "")
+
+
+def test_check_access_sends_the_check_command_and_listings_are_read_only_when_needed(tmp_path):
+    command = executor_command(PLANS, check=True, binary="/x/exec")
+    session = FakeSession({command: "@DENIED 2 nope: Operation not permitted\n@DONE 0\n"})
+    assert [p.name for p in check_access(session, PLANS, "/x/exec")] == ["keyboard", "HPET 0", "0000:00:02.0 8086:100e"]
+    assert session.sent == [command]
+
+    session = FakeSession({"cat /proc/iomem": LISTINGS["pc"].iomem, PCI_LISTING_COMMAND: LISTINGS["pc"].pci})
+    assert read_listings(session, KindParams.from_params({}), tmp_path) == Listings("", "")
+    assert session.sent == []
+    assert read_listings(session, KindParams.from_params({"fuzz_kinds": "pci"}), tmp_path) == Listings(
+        "", LISTINGS["pc"].pci
+    )
+    assert read_listings(session, KindParams.from_params(ALL), tmp_path) == LISTINGS["pc"]
+    assert (tmp_path / "proc-iomem.txt").read_text() == LISTINGS["pc"].iomem
