@@ -116,12 +116,12 @@ class IofuzzParams:
             raise ParamError(f"param hang_status = {hang_status!r}: expected pass, warn or fail")
         return cls(
             seed=seed,
-            fuzz_count=_int(params, "fuzz_count", 100, 0),
+            fuzz_count=_int(params, "fuzz_count", 100000, 0),
             skip_devices=str(params.get("skip_devices", "") or ""),
             skip_ports=skip_ports,
             extra_ioports=extra,
             only_devices=str(params.get("only_devices", "") or ""),
-            report_every=_int(params, "report_every", 4096, 1),
+            report_every=_int(params, "report_every", 16384, 1),
             hang_timeout=_float(params, "hang_timeout", 20.0, 0.0),
             max_hangs=_int(params, "max_hangs", 10, 1),
             hang_status=hang_status,

@@ -39,7 +39,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("hang_timeout", "hang_timeout", "20", "Seconds without executor progress before the guest counts as hung"),
     Setting("max_hangs", "max_hangs", "10", "Hangs/reboots after which a run stops going on"),
     Setting("hang_status", "hang_status", "warn", "Test status when the guest hung: pass, warn or fail"),
-    Setting("report_every", "report_every", "4096", "Executor progress mark every N ops (a finding's window)"),
+    Setting("report_every", "report_every", "16384", "Executor progress mark every N ops (a finding's window)"),
     Setting("progress_interval", "iofuzz_progress_interval", "5", "Seconds between progress lines in the test log"),
     Setting("plot", "iofuzz_plot", "yes", "Render coverage.png (ops per range, findings marked): yes or no"),
     # scaling out

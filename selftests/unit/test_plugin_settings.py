@@ -33,7 +33,7 @@ def test_cfg_value_wins_over_the_setting_and_empty_cfg_value_takes_it():
     params = {"hang_timeout": "60", "iofuzz_accel": ""}
     apply_settings(config, params)
     assert params["hang_timeout"] == "60" and params["iofuzz_accel"] == "tcg"
-    assert params["report_every"] == "4096"  # absent from config: the registered default
+    assert params["report_every"] == "16384"  # absent from config: the registered default
 
 
 def test_a_bad_value_from_avocado_conf_is_named_like_any_param():

@@ -5,7 +5,7 @@ from avocado_iofuzz.settings import IofuzzParams, ParamError
 
 def test_defaults_from_an_empty_dict():
     p = IofuzzParams.from_params({})
-    assert p.seed is None and p.fuzz_count == 100 and p.report_every == 4096
+    assert p.seed is None and p.fuzz_count == 100000 and p.report_every == 16384
     assert p.accel == "auto" and p.guest == "busybox" and p.hang_status == "warn"
     assert "0xcf9" in p.skip_ports and p.debug_hang_at is None
 
