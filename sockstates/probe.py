@@ -1,19 +1,20 @@
 """The kernel's view of the sockets of this process, as a description.
 
-Runs at the end of a child that performed a sequence (`run`), in its own network
-namespace and working directory, so everything sock_diag lists is ours.  What
+Runs at the end of a child that performed a sequence (`run`), in a network
+namespace and working directory of the run's, so what sock_diag lists is ours
+(but for sockets of earlier runs, which the caller names to be ignored).  What
 it asks, in an order that keeps later answers true:
 
-1. sock_diag (`netlink`): every socket with its type, state, name, socket file,
-   peer, pending connections and shutdown bits;
-2. SO_ERROR of each socket, before anything reads its queue (reading collects
+1. SO_ERROR of each socket, before anything reads its queue (reading collects
    the error);
-3. the queues, read to the end: each message's payload names the inode of the
+2. the queues, read to the end: each message's payload names the inode of the
    socket that sent it, and SCM_RIGHTS hands us the sockets in flight; pending
    connections are accept()ed; every socket so reached is probed the same way,
    so sockets without a descriptor are seen too;
-4. sock_diag again, for the sockets just accepted;
-5. names: which socket an abstract name reaches (bind() of a probe socket fails
+3. sock_diag (`netlink`): every socket with its type, state, name, socket
+   file, peer and shutdown bits (after the accepts, so accepted sockets are
+   listed, and the order of pending connections is the one accept() gave);
+4. names: which socket an abstract name reaches (bind() of a probe socket fails
    with EADDRINUSE while one holds it), and which file each path now links
    (stat()).
 
@@ -59,8 +60,7 @@ class _Reader:
     """Collects errors, queue contents and pending connections, following every
     socket that turns up in a queue or a listener."""
 
-    def __init__(self, diag: dict[int, netlink.DiagSocket]) -> None:
-        self.diag = diag
+    def __init__(self) -> None:
         self.socks: dict[int, socket.socket] = {}
         self.errors: dict[int, int] = {}
         self.queues: dict[int, list[tuple[int, int | None]]] = {}
@@ -141,15 +141,15 @@ def _socket_files(workdir: str) -> dict[bytes, int]:
     return out
 
 
-def probe(descriptors: list[socket.socket], workdir: str) -> KernelView:
+def probe(descriptors: list[socket.socket], workdir: str, ignore: set[int] = frozenset()) -> KernelView:
     """Describe what the kernel holds for this process.  `descriptors` are the
-    process's open sockets; `workdir` is where path names were bound."""
-    first = {d.ino: d for d in netlink.dump_unix()}
-    reader = _Reader(first)
+    process's open sockets; `workdir` is where path names were bound; `ignore`
+    are inodes of sockets in the namespace that are not this run's."""
+    reader = _Reader()
     with_fd = set()
     for sock in descriptors:
         with_fd.add(reader.visit(sock))
-    diag = {d.ino: d for d in netlink.dump_unix()}
+    diag = {d.ino: d for d in netlink.dump_unix() if d.ino not in ignore}
     garbage = tuple(sorted(set(diag) - set(reader.socks)))
     files = _socket_files(workdir)
     alternatives = _abstract_holders(diag, reader)

@@ -18,13 +18,15 @@ import os
 import select
 import shutil
 import socket
+import subprocess
+import sys
 import tempfile
 import time
 import traceback
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
-from sockstates import probe
+from sockstates import netlink, probe
 from sockstates.syscall import Syscall
 
 CLONE_NEWNET = 0x40000000
@@ -32,6 +34,19 @@ CLONE_NEWUSER = 0x10000000
 SOCK_KINDS = {"S": socket.SOCK_STREAM, "D": socket.SOCK_DGRAM, "P": socket.SOCK_SEQPACKET}
 SHUT_HOWS = {"RD": socket.SHUT_RD, "WR": socket.SHUT_WR, "RDWR": socket.SHUT_RDWR}
 ABSTRACT_PREFIX = b"\0sockstates-"
+
+
+# Set by `enter_private_netns`: runs then share this process's namespace
+# instead of making one each (namespace creation is the slowest part of a run).
+_SHARED_NETNS = False
+
+
+def enter_private_netns() -> None:
+    """Move this process into a network namespace of its own; later runs from
+    it share that namespace rather than each making a new one."""
+    global _SHARED_NETNS
+    _unshare_net()
+    _SHARED_NETNS = True
 
 
 class RunError(RuntimeError):
@@ -56,7 +71,8 @@ def address(label: str) -> bytes | str:
     """The real address of a name label: abstract names live in the run's
     network namespace, paths in its working directory."""
     if label.startswith("@"):
-        return ABSTRACT_PREFIX + label[1:].encode()
+        # the pid keeps apart runs that share a namespace (see `worker`)
+        return ABSTRACT_PREFIX + f"{os.getpid()}-{label[1:]}".encode()
     if label.startswith("/"):
         return "s" + label[1:]
     raise ValueError(f"not a name label: {label!r}")
@@ -142,7 +158,12 @@ class _Executor:
 
 
 def _child(syscalls: Sequence[Syscall], workdir: str, strict: bool) -> dict:
-    _unshare_net()
+    if _SHARED_NETNS:
+        # sockets earlier runs left to the lazy garbage collector are not ours
+        ignore = {d.ino for d in netlink.dump_unix()}
+    else:
+        _unshare_net()
+        ignore = set()
     os.chdir(workdir)
     ex = _Executor()
     mismatches = []
@@ -160,7 +181,7 @@ def _child(syscalls: Sequence[Syscall], workdir: str, strict: bool) -> dict:
             want = call.error or "success"
             mismatches.append(f"step {i} {call}: kernel said {got or 'success'}, model expected {want}")
             break
-    view = probe.probe(list(ex.handles.values()), workdir)
+    view = probe.probe(list(ex.handles.values()), workdir, ignore)
     return {
         "descriptions": sorted(view.descriptions),
         "mismatches": mismatches,
@@ -225,15 +246,46 @@ def run_sequence(syscalls: Sequence[Syscall], timeout: float = 10.0, strict: boo
     return _finish(*_start(syscalls, strict), timeout)
 
 
-def run_many(sequences: Iterable[Sequence[Syscall]], jobs: int = 0,
-             timeout: float = 10.0) -> Iterator[Outcome]:
-    """run_sequence() for each sequence, up to `jobs` children at once (0: one
-    per CPU), yielding outcomes in the order of the sequences."""
+def run_many(sequences: Iterable[Sequence[Syscall]], jobs: int = 0, timeout: float = 10.0,
+             strict: bool = True) -> Iterator[Outcome]:
+    """run_sequence() for each sequence, `jobs` at once (0: one per CPU), yielding
+    outcomes in the order of the sequences.  The children are forked by small
+    worker processes (`worker`), not by this one, which may be large."""
     jobs = jobs or os.cpu_count() or 1
-    pending: list[tuple[int, int, str]] = []
-    for seq in sequences:
-        pending.append(_start(seq))
-        if len(pending) >= jobs:
-            yield _finish(*pending.pop(0), timeout)
-    while pending:
-        yield _finish(*pending.pop(0), timeout)
+    env = dict(os.environ)
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
+    workers = [subprocess.Popen([sys.executable, "-m", "sockstates.worker"], stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, text=True, env=env) for _ in range(jobs)]
+    try:
+        batch: list[Sequence[Syscall]] = []
+        for seq in sequences:
+            batch.append(seq)
+            if len(batch) == jobs:
+                yield from _run_batch(workers, batch, timeout, strict)
+                batch = []
+        if batch:
+            yield from _run_batch(workers, batch, timeout, strict)
+    finally:
+        for w in workers:
+            w.stdin.close()
+        for w in workers:
+            try:
+                w.wait(timeout=timeout + 5)
+            except subprocess.TimeoutExpired:
+                w.kill()
+                w.wait()
+            w.stdout.close()
+
+
+def _run_batch(workers, batch, timeout: float, strict: bool) -> Iterator[Outcome]:
+    for w, seq in zip(workers, batch, strict=False):
+        w.stdin.write(json.dumps({"calls": [str(c) for c in seq], "timeout": timeout, "strict": strict}) + "\n")
+        w.stdin.flush()
+    for w, _ in zip(workers, batch, strict=False):
+        line = w.stdout.readline()
+        if not line:
+            raise RunError(f"worker {w.pid} died (exit {w.wait()})")
+        reply = json.loads(line)
+        reply["descriptions"] = frozenset(reply["descriptions"])
+        yield Outcome(**reply)
