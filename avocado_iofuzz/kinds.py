@@ -30,7 +30,10 @@ from avocado_iofuzz.iomem import parse_extra_iomem as _parse_extra_iomem
 from avocado_iofuzz.pci import (
     CONFIG_SPACE_SIZE,
     DEFAULT_CONFIG_HOLES,
+    IORESOURCE_IO,
     PCI_LISTING_COMMAND,
+    ROM_RESOURCE,
+    PciFunction,
     config_targets,
     parse_config_holes,
     parse_pci_listing,
@@ -165,7 +168,7 @@ class Listings:
 def read_listings(session: Any, kinds: KindParams, outdir: Path | None = None) -> Listings:
     """Read ``/proc/iomem`` and the PCI listing in the guest (only what the chosen kinds need)."""
     iomem = session.cmd_output("cat /proc/iomem", timeout=60) if SPACE_MMIO in kinds.weights else ""
-    needs_pci = SPACE_MMIO in kinds.weights or SPACE_PCI in kinds.weights
+    needs_pci = SPACE_MMIO in kinds.weights or SPACE_PCI in kinds.weights or bool(kinds.only_pci.strip())
     pci = session.cmd_output(PCI_LISTING_COMMAND, timeout=120) if needs_pci else ""
     if outdir is not None:
         for name, content in ((IOMEM_FILE, iomem), (PCI_FILE, pci)):
@@ -174,14 +177,32 @@ def read_listings(session: Any, kinds: KindParams, outdir: Path | None = None) -
     return Listings(iomem, pci)
 
 
-def choose_targets(kinds: KindParams, listings: Listings, pio: Iterable[PortRange] = ()) -> list[Target]:
-    """The targets of every chosen kind, in planning order (RangeError names a bad listing or param)."""
+def choose_targets(
+    kinds: KindParams, listings: Listings, pio: Iterable[PortRange] = (), pio_extra: Sequence[str] = ()
+) -> list[Target]:
+    """The targets of every chosen kind, in planning order (RangeError names a bad listing or param).
+
+    ``only_pci`` focuses every kind on the PCI functions it names: pio keeps
+    the ports of their I/O BARs (and the ranges named in ``pio_extra``, the
+    ``extra_ioports`` names), mmio their memory BARs (and ``extra_iomem``),
+    pci their config space. A device row fuzzes its device, not the machine.
+    """
     targets: list[Target] = []
     functions = parse_pci_listing(listings.pci) if listings.pci else []
+    focus = parse_name_list(kinds.only_pci)
+    if focus:
+        missing = [p for p in focus if not any(f.matches([p]) for f in functions)]
+        if missing:
+            known = ", ".join(f.name for f in functions) or "none"
+            raise RangeError(f"only_pci: no PCI function matches {missing} (functions: {known})")
+        functions = [f for f in functions if f.matches(focus)]
     if SPACE_PIO in kinds.weights:
-        targets += [Target(SPACE_PIO, r.start, r.end, r.name) for r in pio]
+        pio_targets = [Target(SPACE_PIO, r.start, r.end, r.name) for r in pio]
+        if focus:
+            pio_targets = _focus_ports(pio_targets, functions, pio_extra)
+        targets += pio_targets
     if SPACE_MMIO in kinds.weights:
-        targets += mmio_targets(
+        mmio = mmio_targets(
             listings.iomem,
             functions,
             skip_iomem=kinds.skip_iomem,
@@ -190,15 +211,35 @@ def choose_targets(kinds: KindParams, listings: Listings, pio: Iterable[PortRang
             skip_mmio=kinds.skip_mmio,
             max_size=kinds.mmio_max_size,
         )
+        if focus:
+            extra = {t.name for t in _parse_extra_iomem(kinds.extra_iomem)}
+            mmio = [t for t in mmio if t.name in extra or any(f.address in t.aliases for f in functions)]
+        targets += mmio
     if SPACE_PCI in kinds.weights:
         targets += config_targets(
             functions,
             skip=parse_name_list(kinds.skip_pci),
-            only=parse_name_list(kinds.only_pci),
             holes=parse_config_holes(kinds.skip_pci_config),
             size=kinds.pci_config_size,
         )
     return targets
+
+
+def _focus_ports(targets: Sequence[Target], functions: Sequence[PciFunction], extra: Sequence[str]) -> list[Target]:
+    """The parts of port targets inside the functions' I/O BARs, and the targets named in ``extra``."""
+    bars = [
+        r for f in functions for r in f.resources if r.index < ROM_RESOURCE and r.flags & IORESOURCE_IO and r.assigned
+    ]
+    kept = []
+    for target in targets:
+        if target.name in extra:
+            kept.append(target)
+            continue
+        for bar in bars:
+            start, end = max(target.start, bar.start), min(target.end, bar.end)
+            if start <= end:
+                kept.append(Target(SPACE_PIO, start, end, target.name))
+    return kept
 
 
 # --- planning -----------------------------------------------------------------------

@@ -26,7 +26,7 @@ from avocado_iofuzz.kinds import (
     renumber,
 )
 from avocado_iofuzz.program import new_seed
-from avocado_iofuzz.ranges import RangeError, fuzz_targets
+from avocado_iofuzz.ranges import RangeError, fuzz_targets, parse_extra_ranges
 from avocado_iofuzz.report import (
     PICTURE_NAME,
     SUMMARY_NAME,
@@ -129,7 +129,8 @@ def run_iofuzz(test: Any, params: Any, env: Any) -> None:
         )
         # the kinds (fuzz_kinds) add MMIO and PCI config ranges from the guest's listings
         listings = read_listings(session, kinds, outdir)
-        plans = plan_kinds(seed, settings.fuzz_count, kinds, choose_targets(kinds, listings, targets))
+        extra_names = [r.name for r in parse_extra_ranges(settings.extra_ioports)]
+        plans = plan_kinds(seed, settings.fuzz_count, kinds, choose_targets(kinds, listings, targets, extra_names))
     except RangeError as err:
         test.error(f"cannot choose ranges: {err}")
     shard = parse_shard(settings.shard)

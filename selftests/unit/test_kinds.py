@@ -224,3 +224,14 @@ def test_check_access_sends_the_check_command_and_listings_are_read_only_when_ne
     )
     assert read_listings(session, KindParams.from_params(ALL), tmp_path) == LISTINGS["pc"]
     assert (tmp_path / "proc-iomem.txt").read_text() == LISTINGS["pc"].iomem
+
+
+def test_only_pci_focuses_every_kind_on_the_device():
+    pio = fuzz_targets((DATA / "ioports-q35-devices.txt").read_text(), extra_ioports="0x3c0-0x3df:vga-legacy")
+    kinds = KindParams.from_params(ALL | {"only_pci": "8086:10d3"})
+    targets = choose_targets(kinds, LISTINGS["q35"], pio, pio_extra=["vga-legacy"])
+    assert [(t.start, t.end) for t in targets if t.space == "pio"] == [(0x3C0, 0x3DF), (0xC040, 0xC05F)]
+    assert {t.name for t in targets if t.space == "mmio"} == {f"0000:00:01.0 8086:10d3 BAR{i}" for i in (0, 1, 3)}
+    assert [t.name for t in targets if t.space == "pci"] == ["0000:00:01.0 8086:10d3"]
+    with pytest.raises(RangeError, match=r"only_pci: no PCI function matches \['1b36:0010'\]"):
+        choose_targets(KindParams.from_params({"only_pci": "1b36:0010"}), LISTINGS["q35"], pio)
