@@ -7,6 +7,7 @@ import signal
 import time
 from typing import Any
 
+import aexpect
 from aexpect import remote
 
 from avocado_iofuzz.vm.interface import QemuExit
@@ -79,21 +80,21 @@ class VtGuest:
         console = self.vm.serial_console
         params = self.vm.params
         prompt = params.get("shell_prompt", r"[\#\$]\s*$")
+        username = params.get("username", "")
         deadline = time.monotonic() + timeout
         while True:
             console.sendline("")
-            remaining = deadline - time.monotonic()
+            wait = max(0.5, min(PROMPT_WAIT, deadline - time.monotonic()))
             try:
-                remote.handle_prompts(
-                    console,
-                    params.get("username", ""),
-                    params.get("password", ""),
-                    prompt,
-                    timeout=max(0.5, min(PROMPT_WAIT, remaining)),
-                )
+                if username:
+                    remote.handle_prompts(console, username, params.get("password", ""), prompt, timeout=wait)
+                else:
+                    # a shell without login questions: handle_prompts would
+                    # still wait for 0.5 s of silence after the prompt
+                    console.read_until_last_line_matches([prompt], timeout=wait, internal_timeout=0.02)
                 _settle(console, prompt)
                 return console
-            except remote.LoginTimeoutError:
+            except (remote.LoginTimeoutError, aexpect.ExpectTimeoutError):
                 if time.monotonic() >= deadline:
                     raise
 
