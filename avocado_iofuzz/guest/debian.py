@@ -18,14 +18,21 @@ import logging
 import os
 import shutil
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from avocado_iofuzz.guest import busybox
-from avocado_iofuzz.guest.cache import cached_entry, hash_inputs, link_or_copy, sha256_file
+from avocado_iofuzz.guest.cache import (
+    MANIFEST_NAME,
+    cached_entry,
+    hash_inputs,
+    link_or_copy,
+    read_manifest,
+    sha256_file,
+)
 from avocado_iofuzz.guest.cpio import CpioWriter
-from avocado_iofuzz.guest.debian_rootfs import debian_base
+from avocado_iofuzz.guest.debian_rootfs import BASE_DIRNAME, debian_base
 from avocado_iofuzz.guest.kernel import prepare_kernel
 from avocado_iofuzz.guest.kernel_modules import ModuleTree, module_tree
 
@@ -41,6 +48,11 @@ PROMPT_TEXT = "debian-guest# "
 SHELL_PROMPT_REGEX = r"debian-guest# \s*$"
 # Same marker as the busybox guest: the executor refuses to run without it.
 KERNEL_PARAMS = "console=ttyS0 iofuzz.guest=1 panic=-1"
+# Every overlay change (our sources, say) makes a new ≈44 MB initrd: older
+# Debian guests beyond the newest few are removed once nobody can be about
+# to boot them (a running QEMU keeps its open file regardless).
+KEEP_GUESTS = 3
+STALE_AFTER_SECONDS = 3600.0
 # The root tree lives in RAM: ≈130 MB unpacked, plus the archive while it unpacks.
 MEMORY_MB = 1024
 EXECUTOR_GUEST_PATH = "/usr/bin/iofuzz-exec"
@@ -178,6 +190,38 @@ def concatenate_initrd(target: Path, base_archive: Path, overlay: bytes) -> None
     os.replace(tmp, target)
 
 
+def _is_debian_guest(manifest: dict) -> bool:
+    return dict(manifest.get("inputs", {})).get("guest") == "debian"
+
+
+def prune_stale_entries(
+    parent: Path,
+    ours: Callable[[dict], bool],
+    keep: Path,
+    newest: int = KEEP_GUESTS,
+    stale_after: float = STALE_AFTER_SECONDS,
+) -> list[Path]:
+    """Remove entries of ``parent`` that ``ours`` claims, beyond the ``newest`` few, unused for ``stale_after`` s.
+
+    ``newest`` counts ``keep`` (the entry just handed out, never removed).
+    Age is the entry's manifest's mtime, which a cache hit refreshes. Returns
+    what was removed.
+    """
+    found = []
+    for entry in parent.iterdir() if parent.is_dir() else ():
+        manifest = read_manifest(entry)
+        if manifest is not None and entry != keep and ours(manifest):
+            found.append(((entry / MANIFEST_NAME).stat().st_mtime, entry))
+    found.sort(reverse=True)
+    now = time.time()
+    removed = []
+    for mtime, entry in found[max(0, newest - 1) :]:
+        if now - mtime > stale_after:
+            shutil.rmtree(entry, ignore_errors=True)
+            removed.append(entry)
+    return removed
+
+
 def build_debian_guest(kernel: Path | None, extra_files: Mapping[str, Path], cache_root: Path) -> GuestArtifacts:
     """Build (or find in the cache) the Debian guest; returns its ``GuestArtifacts``."""
     from avocado_iofuzz.executor.build import build_executor
@@ -228,6 +272,9 @@ def build_debian_guest(kernel: Path | None, extra_files: Mapping[str, Path], cac
         }
 
     entry, manifest = cached_entry(cache_root / "guests", key, build)
+    os.utime(entry / MANIFEST_NAME)  # in use: not stale
+    prune_stale_entries(cache_root / "guests", _is_debian_guest, keep=entry)
+    prune_stale_entries(cache_root / BASE_DIRNAME, lambda manifest: True, keep=base.archive.parent, newest=2)
     return GuestArtifacts(
         name="debian",
         key=key,

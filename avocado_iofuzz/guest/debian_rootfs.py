@@ -16,6 +16,7 @@ is used, with a warning.
 from __future__ import annotations
 
 import logging
+import os
 import re
 import shutil
 import subprocess
@@ -185,4 +186,5 @@ def debian_base(cache_root: Path) -> DebianBase:
             raise
         LOG.warning("cannot build a fresh Debian base (%s); using the cached base %s", error, cached.key)
         return cached
+    os.utime(entry / MANIFEST_NAME)  # in use: the newest-first order of the fallback and of pruning
     return DebianBase(entry / str(manifest["archive"]), key, dict(manifest["packages"]))

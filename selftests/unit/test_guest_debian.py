@@ -159,3 +159,27 @@ def test_write_overlay_is_a_newc_archive(tmp_path: Path) -> None:
     debian.write_overlay(out, "#!/bin/sh\n", {"usr/share/x": (host, 0o600)})
     entries = {e["name"]: e for e in parse_newc(out.getvalue())}
     assert entries["usr/share/x"]["mode"] & 0o7777 == 0o600 and entries["init"]["mode"] & 0o111
+
+
+def test_stale_guests_beyond_the_newest_are_pruned(tmp_path: Path) -> None:
+    import json
+    import os
+    import time
+
+    now = time.time()
+
+    def entry(name: str, guest: str, age: float) -> Path:
+        path = tmp_path / name
+        path.mkdir()
+        (path / "manifest.json").write_text(json.dumps({"inputs": {"guest": guest}}))
+        os.utime(path / "manifest.json", (now - age, now - age))
+        return path
+
+    current = entry("current", "debian", 10_000)  # handed out just now: never removed
+    recent = entry("recent", "debian", 60)  # may be about to boot
+    old = [entry(f"old{i}", "debian", 7200 + i) for i in range(3)]
+    busybox_entry = entry("busybox", "busybox", 99_999)
+    removed = debian.prune_stale_entries(tmp_path, debian._is_debian_guest, keep=current, newest=2)
+    assert sorted(removed) == sorted(old)  # two remain: the one in use and the newest other
+    assert current.exists() and recent.exists() and busybox_entry.exists()
+    assert debian.prune_stale_entries(tmp_path, debian._is_debian_guest, keep=current, newest=1) == []  # recent
