@@ -98,6 +98,8 @@ class _Reader:
             except BlockingIOError:
                 break
             except OSError as e:
+                if e.errno in (errno.EINVAL, errno.ENOTCONN):
+                    break  # a stream or seqpacket socket never connected: no queue
                 self.notes.append(f"reading queue of inode {ino}: {errno.errorcode.get(e.errno, e.errno)}")
                 break
             if not data:

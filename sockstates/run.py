@@ -23,7 +23,7 @@ import sys
 import tempfile
 import time
 import traceback
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from sockstates import netlink, probe
@@ -34,6 +34,7 @@ CLONE_NEWUSER = 0x10000000
 SOCK_KINDS = {"S": socket.SOCK_STREAM, "D": socket.SOCK_DGRAM, "P": socket.SOCK_SEQPACKET}
 SHUT_HOWS = {"RD": socket.SHUT_RD, "WR": socket.SHUT_WR, "RDWR": socket.SHUT_RDWR}
 ABSTRACT_PREFIX = b"\0sockstates-"
+READY = b"R"  # the child's word that the state is reached (before its JSON report)
 
 
 # Set by `enter_private_netns`: runs then share this process's namespace
@@ -157,7 +158,7 @@ class _Executor:
             s.sendmsg([payload], anc, flags)
 
 
-def _child(syscalls: Sequence[Syscall], workdir: str, strict: bool) -> dict:
+def _child(syscalls: Sequence[Syscall], workdir: str, strict: bool, hold: tuple[int, int] | None) -> dict:
     if _SHARED_NETNS:
         # sockets earlier runs left to the lazy garbage collector are not ours
         ignore = {d.ino for d in netlink.dump_unix()}
@@ -181,6 +182,12 @@ def _child(syscalls: Sequence[Syscall], workdir: str, strict: bool) -> dict:
             want = call.error or "success"
             mismatches.append(f"step {i} {call}: kernel said {got or 'success'}, model expected {want}")
             break
+    if hold is not None:
+        # the state is reached: tell the parent and wait until it is done with us
+        # (a checkpoint/restore, for instance) before the probe changes anything
+        ready, go = hold
+        os.write(ready, READY)
+        os.read(go, 1)
     view = probe.probe(list(ex.handles.values()), workdir, ignore)
     return {
         "descriptions": sorted(view.descriptions),
@@ -190,7 +197,8 @@ def _child(syscalls: Sequence[Syscall], workdir: str, strict: bool) -> dict:
     }
 
 
-def _start(syscalls: Sequence[Syscall], strict: bool = True) -> tuple[int, int, str]:
+def _start(syscalls: Sequence[Syscall], strict: bool = True,
+           go: int | None = None) -> tuple[int, int, str]:
     workdir = tempfile.mkdtemp(prefix="sockstates-")
     rd, wr = os.pipe()
     pid = os.fork()
@@ -199,7 +207,7 @@ def _start(syscalls: Sequence[Syscall], strict: bool = True) -> tuple[int, int, 
         try:
             os.close(rd)
             try:
-                result = _child(syscalls, workdir, strict)
+                result = _child(syscalls, workdir, strict, None if go is None else (wr, go))
             except Exception as e:  # reported to the parent, which decides
                 result = {"error": f"{type(e).__name__}: {e}", "trace": traceback.format_exc()}
             data = json.dumps(result).encode()
@@ -213,8 +221,8 @@ def _start(syscalls: Sequence[Syscall], strict: bool = True) -> tuple[int, int, 
     return pid, rd, workdir
 
 
-def _finish(pid: int, rd: int, workdir: str, timeout: float) -> Outcome:
-    chunks = []
+def _finish(pid: int, rd: int, workdir: str, timeout: float, already: bytes = b"") -> Outcome:
+    chunks = [already] if already else []
     deadline = time.monotonic() + timeout
     try:
         while True:
@@ -238,12 +246,30 @@ def _finish(pid: int, rd: int, workdir: str, timeout: float) -> Outcome:
     return Outcome(frozenset(result["descriptions"]), result["mismatches"], result["garbage"], result["notes"])
 
 
-def run_sequence(syscalls: Sequence[Syscall], timeout: float = 10.0, strict: bool = True) -> Outcome:
+def run_sequence(syscalls: Sequence[Syscall], timeout: float = 10.0, strict: bool = True,
+                 between: Callable[[int], None] | None = None) -> Outcome:
     """Perform one sequence in a fresh child and return the kernel's view.
     `strict`: stop at the first call whose outcome differs from the one the
     sequence expects, and report it; otherwise perform every call whatever
-    it returns (random sequences), skipping calls on handles not open."""
-    return _finish(*_start(syscalls, strict), timeout)
+    it returns (random sequences), skipping calls on handles not open.
+    `between(pid)` is called once the child has reached the state and before it
+    probes: the place for a checkpoint/restore of the child."""
+    if between is None:
+        return _finish(*_start(syscalls, strict), timeout)
+    go_r, go_w = os.pipe()
+    pid, rd, workdir = _start(syscalls, strict, go_r)
+    os.close(go_r)
+    first = b""
+    try:
+        if select.select([rd], [], [], timeout)[0]:
+            first = os.read(rd, len(READY))
+        if first == READY:
+            first = b""
+            between(pid)
+    finally:
+        os.write(go_w, b"g")
+        os.close(go_w)
+    return _finish(pid, rd, workdir, timeout, first)  # a child that failed early sent its report
 
 
 def run_many(sequences: Iterable[Sequence[Syscall]], jobs: int = 0, timeout: float = 10.0,

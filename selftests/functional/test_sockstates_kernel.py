@@ -101,3 +101,18 @@ def test_private_network_namespace_hides_our_names():
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as mine:
         mine.bind(run.address("@1"))
         assert run.run_sequence(calls).matches("SB@1")
+
+
+def test_a_hook_runs_between_reaching_the_state_and_probing_it():
+    calls = [parse_line(x) for x in ("socketpair(S) = 1, 2", "send(1)")]
+    seen = []
+
+    def between(pid):
+        # the child holds the state now: its descriptors are there to look at
+        seen.append(sorted(os.listdir(f"/proc/{pid}/fd")))
+
+    outcome = run.run_sequence(calls, between=between)
+    assert outcome.matches("SA-C2_SA-C1-M1")
+    assert len(seen) == 1 and len(seen[0]) >= 2
+    failing = run.run_sequence([parse_line("close(1)")], between=seen.append)
+    assert failing.error and "handle 1" in failing.error and len(seen) == 1
