@@ -20,7 +20,7 @@ from avocado_iofuzz.paths import cfg_dir, data_root
 # Internal keys of the cartesian parser that are not test params (avocado-vt's
 # own resolver drops the same ones before building runnables).
 _INTERNAL_KEYS = ("_name_map_file", "_short_name_map_file", "dep")
-_SHARED_CFGS = {"vm"}
+_SHARED_CFGS = {"vm", "devices"}  # included by the test cfgs, not tests themselves
 
 
 def shortname_filter(reference: str) -> str:

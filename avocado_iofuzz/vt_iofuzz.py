@@ -74,7 +74,9 @@ def start_embedded_vm(test: Any, params: Any, env: Any, settings: IofuzzParams) 
     if guest is not None:
         params["kernel"] = str(guest.kernel)
         params["initrd"] = str(guest.initrd)
-        params["kernel_params"] = guest.kernel_params
+        # extra words (lockdown=, iomem=strict...) for the embedded guest's kernel
+        extra = str(params.get("iofuzz_extra_kernel_params", "") or "").strip()
+        params["kernel_params"] = f"{guest.kernel_params} {extra}".strip()
         params["shell_prompt"] = guest.shell_prompt
     params["start_vm"] = "yes"
     run_qemu_probes_under_bash()

@@ -235,3 +235,10 @@ def test_only_pci_focuses_every_kind_on_the_device():
     assert [t.name for t in targets if t.space == "pci"] == ["0000:00:01.0 8086:10d3"]
     with pytest.raises(RangeError, match=r"only_pci: no PCI function matches \['1b36:0010'\]"):
         choose_targets(KindParams.from_params({"only_pci": "1b36:0010"}), LISTINGS["q35"], pio)
+
+
+def test_cfg_defaults_are_the_code_defaults():
+    from avocado_iofuzz.catalog import TestCatalog
+
+    params = TestCatalog().variants("iofuzz")[0]
+    assert KindParams.from_params(params) == KindParams()
