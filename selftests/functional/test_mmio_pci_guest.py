@@ -18,6 +18,8 @@ from __future__ import annotations
 import dataclasses
 import re
 import shutil
+import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -37,8 +39,9 @@ from avocado_iofuzz.kinds import (
     read_listings,
     renumber,
 )
-from avocado_iofuzz.pci import split_config_address
+from avocado_iofuzz.pci import parse_pci_listing, split_config_address
 from avocado_iofuzz.program import Op, RangePlan
+from avocado_iofuzz.qtest_ops import format_script, pci_setup_commands
 from avocado_iofuzz.trace import TraceWriter, read_trace
 from avocado_iofuzz.vm.bare import BareQemu
 
@@ -50,7 +53,7 @@ pytestmark = [
 SEED = 0x5EED0007
 DEVICES = ["-device", "edu", "-device", "i6300esb", "-device", "e1000,romfile="]
 MMIO_EVENT = re.compile(
-    r"memory_region_ops_(read|write) cpu \d+ mr 0x[0-9a-f]+ addr 0x([0-9a-f]+) value 0x([0-9a-f]+) size (\d+)"
+    r"memory_region_ops_(read|write) cpu -?\d+ mr 0x[0-9a-f]+ addr 0x([0-9a-f]+) value 0x([0-9a-f]+) size (\d+)"
 )
 PCI_EVENT = re.compile(
     r"pci_cfg_(read|write) (\S+) ([0-9a-f]{2}):([0-9a-f]{2})\.([0-7]) @0x([0-9a-f]+) (?:->|<-) 0x([0-9a-f]+)"
@@ -77,8 +80,8 @@ GROUPS = [
 
 
 @pytest.fixture(scope="module")
-def fuzzed(tmp_path_factory) -> Iterator[tuple[list[RangePlan], object, str, Path]]:
-    """One guest, one campaign over every group: (plans, result, QEMU trace log text, trace path)."""
+def fuzzed(tmp_path_factory) -> Iterator[tuple[list[RangePlan], object, str, Path, str]]:
+    """One guest, one campaign over every group: (plans, result, QEMU trace log text, trace path, PCI listing)."""
     run_dir = tmp_path_factory.mktemp("mmio-pci")
     vm = BareQemu(
         default_guest(),
@@ -93,6 +96,7 @@ def fuzzed(tmp_path_factory) -> Iterator[tuple[list[RangePlan], object, str, Pat
         for kinds in GROUPS:
             listings = read_listings(session, kinds)
             plans += plan_kinds(SEED, 3, kinds, choose_targets(kinds, listings))
+        pci_listing = listings.pci
         plans = check_access(session, renumber(plans), DEFAULT_BINARY)
         trace_path = run_dir / "trace.iofuzz"
         with TraceWriter(trace_path, {"seed": SEED}) as trace:
@@ -100,7 +104,7 @@ def fuzzed(tmp_path_factory) -> Iterator[tuple[list[RangePlan], object, str, Pat
                 vm, plans, trace, CampaignConfig(report_every=256, hang_timeout=30), session=session
             ).run()
     # QEMU quit (stop): its trace log is complete
-    yield plans, result, (run_dir / "vm" / "qemu-trace.log").read_text(), trace_path
+    yield plans, result, (run_dir / "vm" / "qemu-trace.log").read_text(), trace_path, pci_listing
 
 
 def mmio_seen(log: str, plan: RangePlan) -> list[Op]:
@@ -127,7 +131,7 @@ def config_seen(log: str, plan: RangePlan) -> list[tuple[str, int, int]]:
 
 
 def test_every_kind_ran_to_the_end(fuzzed):
-    plans, result, _, _ = fuzzed
+    plans, result, _, _, _ = fuzzed
     assert result.findings == []
     assert result.ops_done == {p.index: p.op_count for p in plans}
     assert {(p.space, p.width) for p in plans} == {
@@ -143,7 +147,7 @@ def test_every_kind_ran_to_the_end(fuzzed):
 
 
 def test_qemu_saw_the_traced_mmio_accesses_at_their_addresses(fuzzed):
-    plans, _, log, trace_path = fuzzed
+    plans, _, log, trace_path, _ = fuzzed
     trace = read_trace(trace_path)
     for plan in plans:
         if plan.space != "mmio":
@@ -162,7 +166,7 @@ def test_qemu_saw_the_traced_mmio_accesses_at_their_addresses(fuzzed):
 
 
 def test_qemu_saw_the_traced_config_accesses_at_their_registers(fuzzed):
-    plans, _, log, trace_path = fuzzed
+    plans, _, log, trace_path, _ = fuzzed
     trace = read_trace(trace_path)
     config_plans = [p for p in plans if p.space == "pci"]
     seen = config_seen(log, config_plans[0])
@@ -172,6 +176,45 @@ def test_qemu_saw_the_traced_config_accesses_at_their_registers(fuzzed):
     assert seen[-len(expected) - 2 :][:2] == [("r", 0, 0), ("w", 0, 0x86)]
     registers = {register for kind, register, _ in expected if kind == "w"}
     assert {0x04, 0x10, 0x14} <= registers  # command register and BARs were written
+
+
+def run_qtest(script: str, log: Path, timeout: float = 60) -> None:
+    """Feed ``script`` to a QEMU with the same machine and devices under -qtest; stop it once all is answered."""
+    commands = script.count("\n")
+    qemu = subprocess.Popen(
+        ["qemu-system-x86_64", "-machine", "pc", "-S", "-display", "none", "-nodefaults", *DEVICES,
+         "-qtest", "stdio", "-trace", "memory_region_ops_*", "-trace", "pci_cfg_*", "-D", str(log)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+    )  # fmt: skip
+    try:
+        qemu.stdin.write(script)
+        qemu.stdin.flush()
+        deadline = time.monotonic() + timeout
+        answers = 0
+        while answers < commands and time.monotonic() < deadline:
+            line = qemu.stdout.readline()
+            assert line, "QEMU's qtest server stopped answering"
+            assert not line.startswith("FAIL") and not line.startswith("ERR"), line
+            answers += line.startswith("OK")
+        assert answers == commands
+    finally:
+        qemu.terminate()  # qtest never quits by itself; terminate flushes the trace log
+        qemu.wait(10)
+
+
+def test_qtest_export_of_the_trace_reaches_the_same_registers(fuzzed, tmp_path):
+    plans, _, _, trace_path, pci_listing = fuzzed
+    trace = read_trace(trace_path)
+    chosen = [p for p in plans if "1234:11e8" in p.name or p.space == "pci"]  # edu's MMIO, the e1000's config
+    ops = [op for plan in chosen for _, op in trace.ops[plan.index]]
+    log = tmp_path / "qtest-trace.log"
+    run_qtest(format_script(ops, setup=pci_setup_commands(parse_pci_listing(pci_listing))), log)
+    replayed = log.read_text()
+    edu = [p for p in chosen if p.space == "mmio"]
+    edu_span = RangePlan(0, min(p.start for p in edu), max(p.end for p in edu), "edu", 1, 0, 4, "mmio")
+    assert mmio_seen(replayed, edu_span)[-sum(p.op_count for p in edu) :] == [op for op in ops if op.space == "mmio"]
+    config = [(op.kind, op.port & 0xFFF, op.value) for op in ops if op.space == "pci"]
+    assert config_seen(replayed, next(p for p in chosen if p.space == "pci"))[-len(config) :] == config
 
 
 @pytest.fixture(scope="module")
