@@ -117,6 +117,10 @@ def build_summary(
                 "index": plan.index,
                 "name": plan.name,
                 "span": f"{plan.start:#06x}-{plan.end:#06x}",
+                # what fuzz_kinds made of the range: its address space, access width, own fuzz count
+                "space": plan.space,
+                "width": plan.width,
+                "range_fuzz_count": plan.fuzz_count,
                 "ops_planned": plan.op_count,
                 "ops_done": done,
                 "ops_skipped": skipped,
