@@ -292,7 +292,9 @@ def _dump_restore_verify(result: StateResult, config: CriuConfig, workdir: Path,
                     f"(alive: {_pid_alive(pid)}); its log: {_tail(workdir / 'target.log')}")
         return
     if "error" in after:
-        result.fail("verify", f"the restored target failed: {after['error']}")
+        # an OSError from a restored socket is CRIU's finding; any other exception is a bug of ours
+        verdict = "failed" if after.get("os_error") else "error"
+        result.fail("verify", f"the restored target failed: {after['error']}", verdict=verdict)
         return
     result.after = after["descriptions"]
     if set(result.after) != set(result.before):
