@@ -80,11 +80,20 @@ GROUPS = [
 
 
 @pytest.fixture(scope="module")
-def fuzzed(tmp_path_factory) -> Iterator[tuple[list[RangePlan], object, str, Path, str]]:
-    """One guest, one campaign over every group: (plans, result, QEMU trace log text, trace path, PCI listing)."""
+def fuzzed(tmp_path_factory) -> Iterator[tuple[list[RangePlan], object, str, Path, str, str]]:
+    """One guest, one campaign over every group.
+
+    Yields the plans, the campaign's result, QEMU's trace log, the trace's
+    path, the PCI listing, and what the access check said once /dev/mem was gone.
+    """
     run_dir = tmp_path_factory.mktemp("mmio-pci")
+    guest = default_guest()
+    # tsc=reliable: without it the kernel's clocksource watchdog checks the TSC against
+    # the HPET, which the fuzzing stops -- the kernel then trusts the stopped HPET, its
+    # clock stands still and the guest hangs seconds after the run
+    guest = dataclasses.replace(guest, kernel_params=guest.kernel_params + " tsc=reliable")
     vm = BareQemu(
-        default_guest(),
+        guest,
         run_dir / "vm",
         accel="tcg",
         extra_args=DEVICES,
@@ -103,8 +112,12 @@ def fuzzed(tmp_path_factory) -> Iterator[tuple[list[RangePlan], object, str, Pat
             result = Campaign(
                 vm, plans, trace, CampaignConfig(report_every=256, hang_timeout=30), session=session
             ).run()
+        # a guest without /dev/mem (the campaign closed its session: log in again)
+        session = vm.login(30)
+        hpet = [p for p in plans if p.name == "HPET 0"]
+        no_devmem = session.cmd_output("rm /dev/mem && " + executor_command(renumber(hpet), check=True), timeout=60)
     # QEMU quit (stop): its trace log is complete
-    yield plans, result, (run_dir / "vm" / "qemu-trace.log").read_text(), trace_path, pci_listing
+    yield plans, result, (run_dir / "vm" / "qemu-trace.log").read_text(), trace_path, pci_listing, no_devmem
 
 
 def mmio_seen(log: str, plan: RangePlan) -> list[Op]:
@@ -131,7 +144,7 @@ def config_seen(log: str, plan: RangePlan) -> list[tuple[str, int, int]]:
 
 
 def test_every_kind_ran_to_the_end(fuzzed):
-    plans, result, _, _, _ = fuzzed
+    plans, result, _, _, _, _ = fuzzed
     assert result.findings == []
     assert result.ops_done == {p.index: p.op_count for p in plans}
     assert {(p.space, p.width) for p in plans} == {
@@ -147,7 +160,7 @@ def test_every_kind_ran_to_the_end(fuzzed):
 
 
 def test_qemu_saw_the_traced_mmio_accesses_at_their_addresses(fuzzed):
-    plans, _, log, trace_path, _ = fuzzed
+    plans, _, log, trace_path, _, _ = fuzzed
     trace = read_trace(trace_path)
     for plan in plans:
         if plan.space != "mmio":
@@ -166,7 +179,7 @@ def test_qemu_saw_the_traced_mmio_accesses_at_their_addresses(fuzzed):
 
 
 def test_qemu_saw_the_traced_config_accesses_at_their_registers(fuzzed):
-    plans, _, log, trace_path, _ = fuzzed
+    plans, _, log, trace_path, _, _ = fuzzed
     trace = read_trace(trace_path)
     config_plans = [p for p in plans if p.space == "pci"]
     seen = config_seen(log, config_plans[0])
@@ -203,7 +216,7 @@ def run_qtest(script: str, log: Path, timeout: float = 60) -> None:
 
 
 def test_qtest_export_of_the_trace_reaches_the_same_registers(fuzzed, tmp_path):
-    plans, _, _, trace_path, pci_listing = fuzzed
+    plans, _, _, trace_path, pci_listing, _ = fuzzed
     trace = read_trace(trace_path)
     chosen = [p for p in plans if "1234:11e8" in p.name or p.space == "pci"]  # edu's MMIO, the e1000's config
     ops = [op for plan in chosen for _, op in trace.ops[plan.index]]
@@ -215,6 +228,11 @@ def test_qtest_export_of_the_trace_reaches_the_same_registers(fuzzed, tmp_path):
     assert mmio_seen(replayed, edu_span)[-sum(p.op_count for p in edu) :] == [op for op in ops if op.space == "mmio"]
     config = [(op.kind, op.port & 0xFFF, op.value) for op in ops if op.space == "pci"]
     assert config_seen(replayed, next(p for p in chosen if p.space == "pci"))[-len(config) :] == config
+
+
+def test_without_dev_mem_a_non_pci_range_is_refused_with_the_reason(fuzzed):
+    *_, no_devmem = fuzzed
+    assert check_output(no_devmem) == [(0, "cannot open /dev/mem: No such file or directory")]
 
 
 @pytest.fixture(scope="module")
