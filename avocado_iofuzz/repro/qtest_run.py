@@ -1,0 +1,188 @@
+"""Run an op list against QEMU's device models with ``-S ... -qtest stdio``: no guest, milliseconds.
+
+The vCPU never starts (``-S``); the qtest server performs each ``outb``/``inb``
+as the guest would and answers ``OK [value]``. The script is piped in one go
+(≈600 k ops/s) while a reader counts the answers, so a death or a stall is
+pinned to the op that had no answer. After the last answer the runner keeps
+watching QEMU for ``linger`` seconds: some aborts come from bottom halves and
+timers that fire after the write that armed them.
+
+Every QEMU started here runs in its own session and is SIGKILLed by PID when
+the run is judged (a QEMU stuck in a device loop ignores SIGTERM).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import select
+import shlex
+import signal
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from avocado_iofuzz.program import Op
+from avocado_iofuzz.repro.qtest import format_script
+from avocado_iofuzz.repro.signature import HANG, NO_CRASH, CrashSignature, crash_signature
+
+# A first command with a known, harmless answer: once it is answered, QEMU
+# has started, so a later death is the device's doing, not a bad command line.
+_SYNC_COMMAND = b"endianness\n"
+DEFAULT_LINGER = 0.5
+DEFAULT_STALL_TIMEOUT = 5.0
+STARTUP_TIMEOUT = 30.0
+STDERR_KEEP = 4000
+# Assertions in QEMU's qtest server mean our script was malformed, not that a device failed.
+_HARNESS_SOURCES = ("softmmu/qtest.c", "system/qtest.c")
+
+
+class QtestStartError(RuntimeError):
+    """QEMU did not start with the replay's command line (bad device args, missing file...)."""
+
+
+class QtestHarnessError(RuntimeError):
+    """QEMU's qtest server itself rejected the script: a bug on our side, never a finding."""
+
+
+@dataclass(frozen=True)
+class QtestTarget:
+    """A QEMU binary and the machine/device args the ops are replayed on."""
+
+    binary: str
+    args: tuple[str, ...] = ()
+
+    def argv(self) -> list[str]:
+        return [self.binary, "-S", "-display", "none", *self.args, "-qtest", "stdio", "-qtest-log", "/dev/null"]
+
+    def shell_command(self, script: str) -> str:
+        """The one-line command a QEMU developer runs: ``... -qtest stdio < script``."""
+        argv = [self.binary, "-S", "-display", "none", *self.args, "-qtest", "stdio"]
+        return f"{shlex.join(argv)} < {shlex.quote(script)}"
+
+
+@dataclass(frozen=True)
+class QtestOutcome:
+    """How one qtest replay ended."""
+
+    signature: CrashSignature
+    ops: int  # ops sent
+    answered: int  # ops QEMU answered before it died, stalled or the replay ended
+    elapsed: float
+    stderr: str = field(default="", repr=False)
+
+    @property
+    def failing_op(self) -> int | None:
+        """Index of the op QEMU never answered (it crashed or hung in it); None if all were answered."""
+        return self.answered if self.answered < self.ops and self.signature.is_failure else None
+
+
+def run_qtest(
+    target: QtestTarget,
+    ops: Sequence[Op],
+    *,
+    linger: float = DEFAULT_LINGER,
+    stall_timeout: float = DEFAULT_STALL_TIMEOUT,
+) -> QtestOutcome:
+    """Replay ``ops`` on a fresh QEMU and judge: crash (with signature), hang, or nothing."""
+    payload = _SYNC_COMMAND + format_script(ops).encode("ascii")
+    started = time.monotonic()
+    with tempfile.TemporaryFile() as stderr_file:
+        try:
+            proc = subprocess.Popen(
+                target.argv(),
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=stderr_file,
+                start_new_session=True,
+            )
+        except OSError as err:
+            raise QtestStartError(f"cannot run {target.binary}: {err.strerror}") from None
+        try:
+            writer = threading.Thread(target=_feed, args=(proc, payload), daemon=True)
+            writer.start()
+            replies, status = _watch(proc, len(ops) + 1, linger, stall_timeout)
+        finally:
+            _kill(proc)
+        stderr_file.seek(0)
+        stderr = stderr_file.read().decode("utf-8", "replace")[-STDERR_KEEP:]
+    elapsed = time.monotonic() - started
+    if replies == 0:
+        if status is None:
+            raise QtestStartError(f"QEMU did not answer within {STARTUP_TIMEOUT:.0f} s: {shlex.join(target.argv())}")
+        raise QtestStartError(
+            f"QEMU refused the replay's command line (exit {status}): {stderr.strip()[-600:]}\n"
+            f"command: {shlex.join(target.argv())}"
+        )
+    answered = replies - 1
+    if status == "stalled":
+        signature = HANG
+    elif status is None:
+        signature = NO_CRASH
+    else:
+        signature = crash_signature(status if status >= 0 else None, -status if status < 0 else None, stderr)
+        if signature.location.startswith(_HARNESS_SOURCES):
+            raise QtestHarnessError(f"QEMU's qtest server rejected the script: {signature.describe()}")
+    return QtestOutcome(signature, len(ops), answered, elapsed, stderr)
+
+
+def _feed(proc: subprocess.Popen[bytes], payload: bytes) -> None:
+    """Write the script; QEMU dying half-way only ends the feeding. stdin stays open until the kill."""
+    assert proc.stdin is not None
+    with contextlib.suppress(BrokenPipeError, OSError, ValueError):
+        proc.stdin.write(payload)
+        proc.stdin.flush()
+
+
+def _watch(
+    proc: subprocess.Popen[bytes], expected: int, linger: float, stall_timeout: float
+) -> tuple[int, int | str | None]:
+    """Count replies until all came (then linger), QEMU exited, or it stalled.
+
+    Returns (replies, status): status is QEMU's return code (negative: signal)
+    if it exited, ``"stalled"`` if it stopped answering, None if it was still
+    alive and well at the end.
+    """
+    assert proc.stdout is not None
+    fd = proc.stdout.fileno()
+    replies = 0
+    last_progress = time.monotonic()
+    first_deadline = last_progress + STARTUP_TIMEOUT
+    linger_until: float | None = None
+    while True:
+        now = time.monotonic()
+        if replies >= expected and linger_until is None:
+            linger_until = now + linger
+        if linger_until is not None:
+            timeout = linger_until - now
+            if timeout <= 0:
+                return replies, proc.poll()
+        elif replies == 0:
+            timeout = first_deadline - now
+        else:
+            timeout = last_progress + stall_timeout - now
+        if timeout <= 0:
+            code = proc.poll()
+            return replies, code if code is not None else ("stalled" if replies else None)
+        ready, _, _ = select.select([fd], [], [], min(timeout, 0.5))
+        if not ready:
+            continue
+        chunk = os.read(fd, 1 << 16)
+        if not chunk:  # EOF: QEMU is gone (or closed stdout, which it only does when exiting)
+            return replies, proc.wait()
+        replies += chunk.count(b"\n")
+        last_progress = time.monotonic()
+
+
+def _kill(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    for stream in (proc.stdin, proc.stdout):
+        if stream is not None:
+            with contextlib.suppress(OSError):
+                stream.close()
