@@ -204,4 +204,16 @@ _FACTS: dict[tuple[Sock, bool], canon.SockFacts] = {}
 
 
 def describe(st: State) -> str:
-    return canon.describe(snapshot(st), check=False)
+    """The canonical description of a state.  The same raw state (same ids,
+    labels, everything) recurs often in a search, through actions that commute:
+    its description is remembered."""
+    key = (tuple(st.socks.items()), tuple(st.files.items()))
+    text = _DESCRIPTIONS.get(key)
+    if text is None:
+        if len(_DESCRIPTIONS) > 1 << 20:
+            _DESCRIPTIONS.clear()
+        text = _DESCRIPTIONS[key] = canon.describe(snapshot(st), check=False)
+    return text
+
+
+_DESCRIPTIONS: dict[tuple, str] = {}
