@@ -1,8 +1,8 @@
 """The kernel as oracle: every generated state, performed for real, is what the model says."""
 
-import glob
 import os
 import socket
+import tempfile
 
 import pytest
 
@@ -11,8 +11,13 @@ from sockstates import actions, explore, model, run
 from sockstates.syscall import Syscall, parse_line
 
 
-def _leftovers():
-    return set(glob.glob(os.path.join(os.environ.get("TMPDIR", "/tmp"), "sockstates-*")))
+@pytest.fixture
+def private_tmp(tmp_path, monkeypatch):
+    """Runs make their directories here (workers read TMPDIR, forks the cached
+    tempdir), so what is left is ours alone to see."""
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    return tmp_path
 
 
 def _no_children() -> bool:
@@ -29,8 +34,7 @@ def _no_children() -> bool:
     (actions.Bounds(max_sockets=3, names=("abstract", "path")), 4),
     (actions.Bounds(max_sockets=3, types=("S", "P"), max_queue=2), 5),
 ], ids=["2-sockets-all-depth4", "3-sockets-depth4", "3-stream-seqpacket-depth5"])
-def test_every_generated_state_matches_the_kernel(bounds, depth):
-    before = _leftovers()
+def test_every_generated_state_matches_the_kernel(bounds, depth, private_tmp):
     states = list(explore.explore(bounds, depth))
     bad = []
     for found, outcome in zip(states, run.run_many(f.syscalls for f in states), strict=True):
@@ -39,7 +43,7 @@ def test_every_generated_state_matches_the_kernel(bounds, depth):
                         outcome.error, [str(c) for c in found.syscalls]))
     assert not bad, f"{len(bad)} of {len(states)} states differ from the kernel, first: {bad[:3]}"
     assert len(states) > 500
-    assert _leftovers() == before and _no_children()
+    assert not list(private_tmp.iterdir()) and _no_children()
 
 
 def test_a_wrong_expectation_is_reported():
@@ -67,15 +71,14 @@ def test_garbage_is_reported_not_described_as_normal():
     assert outcome.garbage == 2
 
 
-def test_cli_run_prints_a_summary_and_exits_zero(capsys):
-    before = _leftovers()
+def test_cli_run_prints_a_summary_and_exits_zero(capsys, private_tmp):
     status = cli.main(["--run", "--types", "stream", "--max-sockets", "2", "--depth", "3"])
     out = capsys.readouterr().out
     assert status == 0
     last = out.strip().splitlines()[-1]
     assert last.startswith("run: ") and " 0 model bugs, 0 errors" in last
     assert "    => kernel agrees" in out
-    assert _leftovers() == before
+    assert not list(private_tmp.iterdir()) and _no_children()
 
 
 def test_cli_run_exits_nonzero_on_a_model_bug(capsys, monkeypatch):
@@ -116,3 +119,12 @@ def test_a_hook_runs_between_reaching_the_state_and_probing_it():
     assert len(seen) == 1 and len(seen[0]) >= 2
     failing = run.run_sequence([parse_line("close(1)")], between=seen.append)
     assert failing.error and "handle 1" in failing.error and len(seen) == 1
+
+
+def test_a_run_works_in_its_own_directory_and_removes_it(private_tmp):
+    during = []
+    outcome = run.run_sequence([parse_line("socket(D) = 1"), parse_line("bind(1, /1)")],
+                               between=lambda pid: during.extend(private_tmp.iterdir()))
+    assert outcome.matches("DB/1")
+    assert len(during) == 1 and (during[0] / "s1").is_socket()
+    assert not list(private_tmp.iterdir())
