@@ -124,7 +124,8 @@ def test_a_hook_runs_between_reaching_the_state_and_probing_it():
 def test_a_run_works_in_its_own_directory_and_removes_it(private_tmp):
     during = []
     outcome = run.run_sequence([parse_line("socket(D) = 1"), parse_line("bind(1, /1)")],
-                               between=lambda pid: during.extend(private_tmp.iterdir()))
+                               between=lambda pid: during.extend(
+                                   (d, (d / "s1").is_socket()) for d in private_tmp.iterdir()))
     assert outcome.matches("DB/1")
-    assert len(during) == 1 and (during[0] / "s1").is_socket()
+    assert len(during) == 1 and during[0][1]  # the path name's socket file, in the run's directory
     assert not list(private_tmp.iterdir())
