@@ -24,6 +24,7 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from avocado_iofuzz.program import Op
 from avocado_iofuzz.repro.qtest import format_script
@@ -48,20 +49,81 @@ class QtestHarnessError(RuntimeError):
     """QEMU's qtest server itself rejected the script: a bug on our side, never a finding."""
 
 
+CLOCK_STOPPED = "stopped"  # -S: the vCPU never starts, virtual-clock timers never fire
+CLOCK_RUNNING = "running"  # a firmware that only halts: the machine runs, its timers fire, no code touches devices
+HALT_FIRMWARE_SIZE = 0x10000
+
+
+def write_halt_firmware(path: str | os.PathLike[str]) -> Path:
+    """A 64 KiB PC firmware image whose reset vector is ``cli; hlt; jmp .-3``: the vCPU halts for good.
+
+    With it instead of SeaBIOS, a replay can run the machine (virtual time
+    passes, device timers fire: DMA engines, audio, watchdogs) while no guest
+    code touches a device, and the PCI setup stays the replay's own.
+    """
+    image = bytearray(b"\xf4" * HALT_FIRMWARE_SIZE)
+    image[0xFFF0:0xFFF4] = bytes([0xFA, 0xF4, 0xEB, 0xFD])
+    path = Path(path)
+    if not path.is_file() or path.read_bytes() != image:
+        path.write_bytes(image)
+    return path
+
+
+def _without_bios(args: Sequence[str]) -> list[str]:
+    out, skip = [], False
+    for word in args:
+        if skip:
+            skip = False
+        elif word == "-bios":
+            skip = True
+        else:
+            out.append(word)
+    return out
+
+
 @dataclass(frozen=True)
 class QtestTarget:
-    """A QEMU binary and the machine/device args the ops are replayed on."""
+    """A QEMU binary and the machine/device args the ops are replayed on.
+
+    ``clock``: :data:`CLOCK_STOPPED` (``-S``, the default) or
+    :data:`CLOCK_RUNNING` (the halting ``firmware`` instead of the BIOS).
+    """
 
     binary: str
     args: tuple[str, ...] = ()
+    clock: str = CLOCK_STOPPED
+    firmware: str = ""
+
+    def __post_init__(self) -> None:
+        if self.clock not in (CLOCK_STOPPED, CLOCK_RUNNING):
+            raise ValueError(f"clock must be {CLOCK_STOPPED!r} or {CLOCK_RUNNING!r}, got {self.clock!r}")
+        if self.clock == CLOCK_RUNNING and not self.firmware:
+            raise ValueError("a running-clock replay needs the halting firmware's path")
+
+    def running(self, firmware: str | os.PathLike[str]) -> QtestTarget:
+        """The same machine with its clock running (see :func:`write_halt_firmware`)."""
+        return QtestTarget(self.binary, self.args, CLOCK_RUNNING, str(firmware))
+
+    def _words(self) -> list[str]:
+        if self.clock == CLOCK_STOPPED:
+            return [self.binary, "-S", "-display", "none", *self.args]
+        return [self.binary, "-bios", self.firmware, "-display", "none", *_without_bios(self.args)]
 
     def argv(self) -> list[str]:
-        return [self.binary, "-S", "-display", "none", *self.args, "-qtest", "stdio", "-qtest-log", "/dev/null"]
+        return [*self._words(), "-qtest", "stdio", "-qtest-log", "/dev/null"]
 
-    def shell_command(self, script: str) -> str:
-        """The one-line command a QEMU developer runs: ``... -qtest stdio < script``."""
-        argv = [self.binary, "-S", "-display", "none", *self.args, "-qtest", "stdio"]
-        return f"{shlex.join(argv)} < {shlex.quote(script)}"
+    def shell_command(self, script: str, quote: bool = True, firmware: str | None = None) -> str:
+        """The one-line command a QEMU developer runs: ``... -qtest stdio < script``.
+
+        ``quote=False`` leaves ``script`` as given (a shell expression such as
+        ``"$(dirname "$0")/reproducer.qtest"``); ``firmware`` likewise replaces
+        the firmware path of a running-clock target.
+        """
+        words = self._words()
+        line = shlex.join([*words, "-qtest", "stdio"])
+        if firmware is not None and self.clock == CLOCK_RUNNING:
+            line = line.replace(shlex.quote(self.firmware), firmware, 1)
+        return f"{line} < {shlex.quote(script) if quote else script}"
 
 
 @dataclass(frozen=True)

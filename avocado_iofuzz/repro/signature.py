@@ -32,6 +32,8 @@ _ASAN_FRAME = re.compile(r"#0 0x[0-9a-fA-F]+ in (?P<func>\S+) (?P<file>[^\s:]+)(
 _UBSAN = re.compile(r"(?P<file>[^\s:]+):(?P<line>\d+):\d+: runtime error: (?P<text>.+)")
 # QEMU's error_report(): "qemu-system-x86_64: <message>"; warnings and GLib criticals are not fatal
 _QEMU_ERROR = re.compile(r"^qemu(?:-system-[\w-]+)?: (?P<text>.+)$")
+_HEX_NUMBER = re.compile(r"0x[0-9a-fA-F]+")
+_DECIMAL = re.compile(r"\b\d+\b")
 _NOT_FATAL = re.compile(r"warning:|GLib(?:-\w+)?: |GLib-CRITICAL|\(process:\d+\)", re.I)
 
 
@@ -59,7 +61,15 @@ class CrashSignature:
         if self.kind != KIND_CRASH:
             return self.kind
         how = f"signal {self.signal}" if self.signal is not None else f"status {self.status}"
-        return " | ".join(part for part in (self.kind, how, self.message, self.frame) if part)
+        return " | ".join(part for part in (self.kind, how, self.stable_message, self.frame) if part)
+
+    @property
+    def stable_message(self) -> str:
+        """The message without run-time values: assertions name code, but ``hw_error`` and
+        ``error_report`` texts carry addresses and counts that change from one run to the next."""
+        if self.location:
+            return self.message
+        return _DECIMAL.sub("N", _HEX_NUMBER.sub("0x?", self.message))
 
     def same_bug(self, other: CrashSignature) -> bool:
         return self.key == other.key

@@ -1,0 +1,445 @@
+"""Crash triage as a pipeline of named stages: extract -> replay -> minimize -> simplify -> reproducer.
+
+:func:`triage` runs them on a trace's finding (a crash by default, a hang if
+asked) and leaves its results in an output directory:
+
+``extract``
+    the finding, its candidate op lists and the machine to replay on
+    (:mod:`~avocado_iofuzz.repro.extract`);
+``replay``
+    each candidate, shortest first, as a qtest replay (milliseconds, no
+    guest); if none shows the finding's signature and a guest is at hand,
+    as in-guest replays;
+``minimize``
+    delta debugging over the reproducing list, on the replay that worked
+    (qtest: hundreds of rounds; in-guest: as many as the budget allows);
+``simplify``
+    narrower accesses and values with fewer bits, keeping the signature;
+``reproducer``
+    ``reproducer.qtest``, ``reproducer.sh`` (the one-line QEMU command
+    around it), ``reproducer-guest.sh`` (the in-guest script) and
+    ``triage.json``.
+
+The signature a replay must show is the finding's: same signal or exit
+status, and the same assertion/abort text where the run recorded one. Once
+a replay reproduced it, the minimization keeps the replay's own (complete)
+signature, so the smallest list still ends the same way.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from avocado_iofuzz.program import SPACE_MMIO, Op
+from avocado_iofuzz.repro.extract import DEFAULT_MAX_PREFIX_OPS, Candidate, Extracted, extract
+from avocado_iofuzz.repro.guest_replay import GuestReplayer, GuestReplayError, guest_script_file
+from avocado_iofuzz.repro.minimize import Budget, CachedJudge, ddmin, simplify, trim_prefix
+from avocado_iofuzz.repro.qtest import describe_ops, format_script
+from avocado_iofuzz.repro.qtest_run import (
+    CLOCK_RUNNING,
+    CLOCK_STOPPED,
+    DEFAULT_LINGER,
+    QtestHarnessError,
+    QtestStartError,
+    QtestTarget,
+    run_qtest,
+    write_halt_firmware,
+)
+from avocado_iofuzz.repro.signature import KIND_CRASH, CrashSignature
+
+LOG = logging.getLogger("avocado.test.iofuzz")
+
+REPRODUCER_QTEST = "reproducer.qtest"
+REPRODUCER_SHELL = "reproducer.sh"
+REPRODUCER_GUEST = "reproducer-guest.sh"
+TRIAGE_JSON = "triage.json"
+FIRMWARE = "halt-firmware.bin"  # for running-clock reproducers
+# once a replay crashed before answering every op, a late abort is not what
+# it looks for: a short linger keeps minimization rounds fast
+SYNCHRONOUS_LINGER = 0.05
+
+
+@dataclass(frozen=True)
+class TriageOptions:
+    minimize: bool = True
+    qtest: bool = True
+    guest_fallback: bool = True  # used only when a GuestReplayer is given
+    budget: float = 300.0  # seconds for qtest minimization
+    guest_budget: float = 900.0  # seconds for in-guest replays and minimization
+    linger: float = DEFAULT_LINGER
+    stall_timeout: float = 5.0  # qtest: seconds without an answer = QEMU hung
+    hang_stall_timeout: float = 1.0  # the same while minimizing a hang (most rounds hang)
+    max_prefix_ops: int = DEFAULT_MAX_PREFIX_OPS
+    verify_runs: int = 3
+    qemu_binary: str | None = None
+    kind: str | None = None  # which finding: crash, hang, reboot (default: the last one)
+
+
+@dataclass
+class StageRecord:
+    name: str
+    seconds: float
+    detail: str
+
+
+@dataclass
+class TriageResult:
+    trace: str
+    finding: str
+    expected: CrashSignature
+    reproduced: bool = False
+    method: str = ""  # "qtest" or "guest"
+    candidate: str = ""
+    signature: CrashSignature | None = None  # what the reproducing replay showed
+    ops: list[Op] = field(default_factory=list)
+    original_ops: int = 0
+    replays: int = 0
+    complete: bool = True  # False: a budget cut minimization short
+    verified: str = ""  # "3/3"
+    command: str = ""  # the one-line qtest reproducer command
+    clock: str = ""  # the qtest replay's clock: stopped (-S) or running (halting firmware)
+    qemu_args: list[str] = field(default_factory=list)
+    files: dict[str, str] = field(default_factory=dict)
+    stages: list[StageRecord] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        """One line for a FAIL reason or a CLI report."""
+        if not self.reproduced:
+            why = "; ".join(self.notes) or "no replay showed the same signature"
+            return f"not reproduced ({why})"
+        shrunk = f"{self.original_ops} -> {len(self.ops)} ops" if self.original_ops else f"{len(self.ops)} ops"
+        where = self.files.get("qtest") or self.files.get("guest_script") or ""
+        return (
+            f"reproduced by {self.method} replay ({self.candidate}), {shrunk}"
+            f"{'' if self.complete else ' (budget ran out)'}"
+            f"{f', verified {self.verified}' if self.verified else ''}: {describe_ops(self.ops, 6)}"
+            f"{f'; reproducer {where}' if where else ''}"
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["expected"] = self.expected.as_dict()
+        data["signature"] = self.signature.as_dict() if self.signature else None
+        data["ops"] = format_script(self.ops).splitlines()
+        data["summary"] = self.summary()
+        return data
+
+
+def signature_matches(expected: CrashSignature, actual: CrashSignature) -> bool:
+    """Whether a replay shows the finding: same kind, same status/signal, same message and frame where known.
+
+    A finding recorded without a message (QEMU's stderr was lost) is matched
+    by kind and exit alone.
+    """
+    if expected.kind != actual.kind:
+        return False
+    if expected.kind != KIND_CRASH:
+        return True
+    exit_known = expected.status not in (None, -1) or expected.signal is not None
+    if exit_known and (expected.status, expected.signal) != (actual.status, actual.signal):
+        return False
+    if expected.message and expected.stable_message != actual.stable_message:
+        return False
+    return not expected.frame or expected.frame == actual.frame
+
+
+# -- stage: extract --------------------------------------------------------------------------
+
+
+def stage_extract(trace_path: str | os.PathLike[str], options: TriageOptions) -> Extracted:
+    return extract(
+        trace_path, kind=options.kind, max_prefix_ops=options.max_prefix_ops, qemu_binary=options.qemu_binary
+    )
+
+
+# -- stage: replay ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Reproduction:
+    method: str
+    candidate: str
+    ops: list[Op]
+    signature: CrashSignature
+    synchronous: bool  # QEMU died (or stalled) before answering every op
+    target: QtestTarget | None = None  # the qtest machine that reproduced it
+
+
+def qtest_judge(target: QtestTarget, expected: CrashSignature, linger: float, stall_timeout: float) -> Callable:
+    def judge(ops: Sequence[Op]) -> bool:
+        outcome = run_qtest(target, ops, linger=linger, stall_timeout=stall_timeout)
+        return signature_matches(expected, outcome.signature)
+
+    return judge
+
+
+def stage_replay_qtest(
+    extracted: Extracted, options: TriageOptions, notes: list[str], firmware_dir: Path
+) -> Reproduction | None:
+    """Each candidate (PCI setup in front) as a qtest replay, until one shows the finding's signature.
+
+    First with the clock stopped (``-S``), then, if none reproduced, with it
+    running under the halting firmware: crashes that come from a device timer
+    (DMA engines, audio) need virtual time to pass.
+    """
+    stopped = extracted.qtest_target
+    if stopped is None:
+        notes.append(f"no qtest replay: {extracted.qtest_problem}")
+        return None
+    expected = extracted.finding.expected
+    mismatches: list[str] = []
+    for clock in (CLOCK_STOPPED, CLOCK_RUNNING):
+        target = stopped if clock == CLOCK_STOPPED else stopped.running(write_halt_firmware(firmware_dir / FIRMWARE))
+        for candidate in extracted.candidates:
+            ops = extracted.setup + candidate.ops
+            try:
+                outcome = run_qtest(target, ops, linger=options.linger, stall_timeout=options.stall_timeout)
+            except QtestStartError as err:
+                notes.append(f"qtest replay impossible: {err}")
+                return None
+            except QtestHarnessError as err:
+                notes.append(f"qtest replay of {candidate.name} broke the harness: {err}")
+                continue
+            LOG.info(
+                "qtest replay (clock %s) of %s (%d ops): %s, %d answered in %.2f s",
+                clock, candidate.name, len(ops), outcome.signature.describe(), outcome.answered, outcome.elapsed,
+            )  # fmt: skip
+            if signature_matches(expected, outcome.signature):
+                failing = outcome.failing_op
+                kept = ops[: failing + 1] if failing is not None else ops
+                return Reproduction("qtest", candidate.name, kept, outcome.signature, failing is not None, target)
+            if outcome.signature.is_failure:
+                mismatches.append(f"{candidate.name} (clock {clock}): {outcome.signature.describe()}")
+    if mismatches:
+        notes.append("qtest replays ended differently: " + "; ".join(mismatches))
+    notes.append("no qtest replay showed the finding's signature")
+    return None
+
+
+def stage_replay_guest(
+    extracted: Extracted, replayer: GuestReplayer, options: TriageOptions, budget: Budget, notes: list[str]
+) -> Reproduction | None:
+    """The candidates as in-guest replays (port I/O only), shortest first, within the guest budget."""
+    expected = extracted.finding.expected
+    for candidate in extracted.candidates:
+        if budget.exhausted():
+            notes.append("in-guest replay budget exhausted")
+            return None
+        try:
+            budget.charge()
+            outcome = replayer.run_ops(candidate.ops)
+        except GuestReplayError as err:
+            notes.append(f"in-guest replay of {candidate.name}: {err}")
+            return None
+        LOG.info(
+            "in-guest replay of %s (%d ops): %s in %.1f s",
+            candidate.name, len(candidate.ops), outcome.signature.describe(), outcome.elapsed,
+        )  # fmt: skip
+        if signature_matches(expected, outcome.signature):
+            return Reproduction("guest", candidate.name, list(candidate.ops), outcome.signature, True)
+    notes.append("no in-guest replay showed the finding's signature")
+    return None
+
+
+# -- stages: minimize and simplify ----------------------------------------------------------------
+
+
+def stage_minimize(ops: Sequence[Op], judge: CachedJudge) -> list[Op]:
+    """Drop the prefix that does not matter, then delta-debug what is left."""
+    return ddmin(trim_prefix(ops, judge), judge)
+
+
+def stage_simplify(ops: Sequence[Op], judge: CachedJudge) -> list[Op]:
+    return simplify(ops, judge)
+
+
+def _guest_judge(replayer: GuestReplayer, expected: CrashSignature) -> Callable:
+    def judge(ops: Sequence[Op]) -> bool:
+        try:
+            return signature_matches(expected, replayer.run_ops(ops).signature)
+        except GuestReplayError as err:
+            LOG.warning("in-guest minimization round failed: %s", err)
+            return False
+
+    return judge
+
+
+# -- stage: reproducer ----------------------------------------------------------------------------
+
+
+def stage_reproducer(result: TriageResult, target: QtestTarget | None, outdir: Path) -> None:
+    """Write the reproducer files and fill ``result.files`` and ``result.command``."""
+    outdir.mkdir(parents=True, exist_ok=True)
+    qtest_path = outdir / REPRODUCER_QTEST
+    qtest_path.write_text(format_script(result.ops), encoding="utf-8")
+    result.files["qtest"] = str(qtest_path)
+    header = [
+        "#!/bin/sh",
+        f"# iofuzz reproducer: {result.expected.describe()}",
+        f"# finding: {result.finding}",
+        f"# trace: {result.trace}",
+        f"# {len(result.ops)} ops"
+        + (f" (minimized from {result.original_ops})" if result.original_ops else "")
+        + (f", reproduced by {result.method} replay" if result.reproduced else ", NOT reproduced"),
+    ]
+    if target is not None:
+        result.qemu_args = list(target.args)
+        result.clock = target.clock
+        if target.clock == CLOCK_RUNNING:
+            header += [
+                f"# The machine runs on {FIRMWARE}, a firmware that halts at once: virtual time",
+                "# passes and device timers fire, but no guest code touches a device.",
+            ]
+            if Path(target.firmware).resolve() != (outdir / FIRMWARE).resolve():
+                write_halt_firmware(outdir / FIRMWARE)
+            result.files["firmware"] = str(outdir / FIRMWARE)
+        else:
+            header.append("# The vCPU never starts (-S): qtest drives the device models alone.")
+        result.command = target.shell_command(REPRODUCER_QTEST, firmware=FIRMWARE)
+        # the files next to reproducer.sh, wherever the directory is copied to
+        runner = target.shell_command(
+            f'"$(dirname "$0")/{REPRODUCER_QTEST}"', quote=False, firmware=f'"$(dirname "$0")/{FIRMWARE}"'
+        )
+        header.append("# At the end of the script QEMU keeps running (Ctrl-C) unless the script crashed it.")
+        shell_path = outdir / REPRODUCER_SHELL
+        shell_path.write_text("\n".join([*header, f"exec {runner}", ""]), encoding="utf-8")
+        shell_path.chmod(0o755)
+        result.files["shell"] = str(shell_path)
+    if not any(op.space == SPACE_MMIO for op in result.ops):
+        guest_path = outdir / REPRODUCER_GUEST
+        guest_path.write_text(guest_script_file(result.ops), encoding="utf-8")
+        guest_path.chmod(0o755)
+        result.files["guest_script"] = str(guest_path)
+    else:
+        result.notes.append("no in-guest script: the reproducer has MMIO ops (the executor's --script is port I/O)")
+    json_path = outdir / TRIAGE_JSON
+    result.files["json"] = str(json_path)
+    json_path.write_text(json.dumps(result.as_dict(), indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+
+# -- the pipeline -------------------------------------------------------------------------------------
+
+
+class _Stages:
+    """Times the stages and records them in the result."""
+
+    def __init__(self, result: TriageResult) -> None:
+        self.result = result
+
+    def run(self, name: str, action: Callable[[], Any], describe: Callable[[Any], str] = str) -> Any:
+        started = time.monotonic()
+        value = action()
+        seconds = time.monotonic() - started
+        detail = describe(value)
+        self.result.stages.append(StageRecord(name, round(seconds, 3), detail))
+        LOG.info("triage stage %s: %s (%.1f s)", name, detail, seconds)
+        return value
+
+
+def triage(
+    trace_path: str | os.PathLike[str],
+    outdir: str | os.PathLike[str],
+    options: TriageOptions = TriageOptions(),
+    guest: GuestReplayer | None = None,
+    extracted: Extracted | None = None,
+) -> TriageResult:
+    """Reproduce and shrink a trace's finding; write the reproducer files into ``outdir``."""
+    outdir = Path(outdir)
+    outdir.mkdir(parents=True, exist_ok=True)
+    if extracted is None:
+        extracted = stage_extract(trace_path, options)
+    finding = extracted.finding
+    result = TriageResult(str(extracted.trace_path), finding.describe(), finding.expected)
+    stages = _Stages(result)
+    stages.result.stages.append(
+        StageRecord("extract", 0.0, ", ".join(f"{c.name}: {len(c.ops)} ops" for c in extracted.candidates))
+    )
+    reproduction: Reproduction | None = None
+    if options.qtest:
+        reproduction = stages.run(
+            "replay", lambda: stage_replay_qtest(extracted, options, result.notes, outdir), _describe_reproduction
+        )
+    guest_budget = Budget(seconds=options.guest_budget)
+    if reproduction is None and guest is not None and options.guest_fallback:
+        reproduction = stages.run(
+            "replay-guest",
+            lambda: stage_replay_guest(extracted, guest, options, guest_budget, result.notes),
+            _describe_reproduction,
+        )
+    if reproduction is None:
+        result.ops = extracted.candidates[0].ops if extracted.candidates else []
+        stage_reproducer(result, extracted.qtest_target, outdir)
+        return result
+    result.reproduced = True
+    result.method = reproduction.method
+    result.candidate = reproduction.candidate
+    result.signature = reproduction.signature
+    result.original_ops = len(reproduction.ops)
+    ops = reproduction.ops
+    if options.minimize:
+        if reproduction.target is not None:
+            stall = options.hang_stall_timeout if reproduction.signature.kind != KIND_CRASH else options.stall_timeout
+            linger = SYNCHRONOUS_LINGER if reproduction.synchronous else options.linger
+            judge = CachedJudge(
+                qtest_judge(reproduction.target, reproduction.signature, linger, stall), Budget(options.budget)
+            )
+        else:
+            judge = CachedJudge(_guest_judge(guest, reproduction.signature), guest_budget)  # type: ignore[arg-type]
+        judge.cache[tuple(ops)] = True
+        ops = stages.run(
+            "minimize", lambda: stage_minimize(ops, judge), lambda v: f"{len(reproduction.ops)} -> {len(v)} ops"
+        )
+        ops = stages.run("simplify", lambda: stage_simplify(ops, judge), lambda v: describe_ops(v, 6))
+        result.replays = judge.budget.tests
+        result.complete = not judge.ran_out
+    result.ops = list(ops)
+    target = reproduction.target or extracted.qtest_target
+    result.verified = stages.run("verify", lambda: _verify(result, reproduction.target, guest, options), str)
+    stages.run("reproducer", lambda: stage_reproducer(result, target, outdir), lambda _: str(outdir))
+    return result
+
+
+def _describe_reproduction(reproduction: Reproduction | None) -> str:
+    if reproduction is None:
+        return "not reproduced"
+    return f"{reproduction.candidate}: {len(reproduction.ops)} ops, {reproduction.signature.describe()}"
+
+
+def _verify(
+    result: TriageResult, target: QtestTarget | None, guest: GuestReplayer | None, options: TriageOptions
+) -> str:
+    """Replay the final list again: how often it shows the signature (``"3/3"``)."""
+    assert result.signature is not None
+    if target is not None:
+        runs = max(1, options.verify_runs)
+        stall = options.hang_stall_timeout if result.signature.kind != KIND_CRASH else options.stall_timeout
+        hits = sum(
+            signature_matches(
+                result.signature,
+                run_qtest(target, result.ops, linger=options.linger, stall_timeout=stall).signature,
+            )
+            for _ in range(runs)
+        )
+        return f"{hits}/{runs}"
+    if guest is not None:
+        try:
+            outcome = guest.run_ops(result.ops)
+        except GuestReplayError as err:
+            result.notes.append(f"verification replay failed: {err}")
+            return "0/1"
+        return f"{int(signature_matches(result.signature, outcome.signature))}/1"
+    return ""
+
+
+def write_candidate(candidate: Candidate, setup: Sequence[Op], path: Path) -> Path:
+    """A candidate (with the PCI setup in front) as a qtest script: the export of a trace or its window."""
+    path.write_text(format_script([*setup, *candidate.ops]), encoding="utf-8")
+    return path
