@@ -13,6 +13,11 @@ For each range ``[start, end]`` (inclusive) the ops are, in order:
 A *slot* is an access of the range's width: with width 1 every port is a slot,
 with width 2 the slots are ``start, start+2, ...``.
 
+A range lives in one address space (``space``): ``pio`` (I/O ports),
+``mmio`` (guest-physical addresses) or ``pci`` (config registers, addressed
+in the ECAM layout, see :mod:`avocado_iofuzz.pci`). The generator is the
+same for all three: only the bounds, the width and the fuzz count matter.
+
 Randomness comes from a counter-based generator (splitmix64's output function
 applied to ``range_seed + (k+1) * GAMMA``), so op ``i`` of a range is computed
 in O(1) without the ops before it: the host can resume the executor right
