@@ -32,7 +32,7 @@ def _no_children() -> bool:
     (actions.Bounds(max_sockets=2, names=("abstract", "path"), max_queue=2, max_inflight=1,
                     shutdown_any=True), 4),
     (actions.Bounds(max_sockets=3, names=("abstract", "path")), 4),
-    (actions.Bounds(max_sockets=3, types=("S", "P"), max_queue=2), 5),
+    (actions.Bounds(max_sockets=3, types=("S", "P")), 5),
 ], ids=["2-sockets-all-depth4", "3-sockets-depth4", "3-stream-seqpacket-depth5"])
 def test_every_generated_state_matches_the_kernel(bounds, depth, private_tmp):
     states = list(explore.explore(bounds, depth))

@@ -71,7 +71,7 @@ def _within_bounds(description: str) -> bool:
             and all(len(f.queue) <= REFERENCE.max_queue for f in snap.socks.values()))
 
 
-@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(sequences())
 def test_random_sequences_end_in_generated_states(calls):
     outcome = run.run_sequence(calls, strict=False)
