@@ -127,3 +127,44 @@ def test_shards_of_the_test_split_the_sweep() -> None:
     assert [d["shortname"] for d in dicts] == [f"sockstates.quick.debian.shard{k}of3" for k in (1, 2, 3)]
     lines = [SockstatesParams.from_params(d).cli_args("/o") for d in dicts]
     assert [args[args.index("--shard") + 1] for args in lines] == ["1/3", "2/3", "3/3"]
+
+
+class Ended(Exception):
+    """What a fake avocado test raises where the real one would end the test."""
+
+
+class FakeTest:
+    def fail(self, message: str) -> None:
+        raise Ended("FAIL", message)
+
+    def error(self, message: str) -> None:
+        raise Ended("ERROR", message)
+
+
+def verdict_of(mode: str, counts: dict[str, int], failure_status: str = "fail", exit_status: int = 0) -> str:
+    from avocado.core import exceptions
+
+    from avocado_iofuzz.vt_sockstates import _verdict
+
+    settings = SockstatesParams.from_params({"sockstates_mode": mode, "sockstates_failure_status": failure_status})
+    report = {"counts": counts, "states": sum(counts.values()), "exit_status": exit_status}
+    try:
+        _verdict(FakeTest(), settings, report)
+    except Ended as end:
+        return end.args[0]
+    except exceptions.TestWarn:
+        return "WARN"
+    return "PASS"
+
+
+def test_the_verdict_follows_the_table() -> None:
+    assert verdict_of("criu", {"intact": 3}) == "PASS"
+    assert verdict_of("criu", {"intact": 2, "failed": 1}, exit_status=1) == "FAIL"
+    assert verdict_of("criu", {"intact": 2, "failed": 1}, "warn", exit_status=1) == "WARN"
+    assert verdict_of("criu", {"intact": 2, "failed": 1}, "pass", exit_status=1) == "PASS"
+    assert verdict_of("criu", {"intact": 2, "error": 1}, exit_status=1) == "ERROR"
+    assert verdict_of("criu", {"failed": 1, "error": 1}, exit_status=1) == "FAIL"  # findings first
+    assert verdict_of("run", {"match": 3, "mismatch": 1}, exit_status=1) == "FAIL"
+    assert verdict_of("gen", {"listed": 5}) == "PASS"
+    assert verdict_of("gen", {}) == "ERROR"  # nothing reported
+    assert verdict_of("criu", {"intact": 1}, exit_status=2) == "ERROR"  # the CLI could not start (no root, no criu)
