@@ -82,3 +82,9 @@ def test_the_installed_package_is_not_this_checkout(fresh_venv):
         env=env, capture_output=True, text=True, cwd=bindir, check=True,
     ).stdout  # fmt: skip
     assert str(REPO) not in where and sys.prefix not in where
+
+
+def test_avocado_list_shows_sockstates(fresh_venv):
+    bindir, env = fresh_venv
+    listed = set(re.findall(r"^avocado-vt (\S+)$", _avocado(bindir, env, "list", "sockstates"), re.M))
+    assert {"sockstates.debian", "sockstates.quick.debian", "sockstates.run.debian"} <= listed
