@@ -42,8 +42,10 @@ ROM_RESOURCE = 6  # lines 0-5 are BARs, 6 the expansion ROM
 # (a function pattern, see PciFunction.identifiers, then register offsets).
 DEFAULT_CONFIG_HOLES: dict[str, str] = {
     "8086:29c0@0x60-0x67": (
-        "q35 host bridge PCIEXBAR: moves or disables MMCONFIG, the guest kernel's config access method "
-        "on q35 -- every later config access, the executor's included, would go nowhere"
+        "q35 host bridge PCIEXBAR: moves or disables MMCONFIG, the guest kernel's only path to extended "
+        "config space (0x100-0xfff of PCIe functions): every later extended access, the executor's "
+        "included (pci_config_size above 0x100), would read zeros (registers 0x00-0xff go through "
+        "ports 0xcf8/0xcfc and stay reachable)"
     ),
 }
 
