@@ -34,13 +34,16 @@ def reference() -> dict[str, int]:
 @st.composite
 def sequences(draw) -> list[Syscall]:
     """Random calls on the sockets created so far (handles numbered in creation
-    order, as the runner expects), with no regard for whether they can succeed."""
+    order, as the runner expects), with no regard for whether they can succeed.
+    Names to connect, send to or unlink are mostly ones the sequence bound, so
+    that calls meet often enough to matter."""
     out: list[Syscall] = []
     made = 0
+    bound: list[str] = []
     for _ in range(draw(st.integers(1, MAX_LEN))):
         op = draw(st.sampled_from(CREATE if made == 0 else CREATE + USE + USE))
         handle = draw(st.integers(1, made)) if made else None
-        name = draw(st.sampled_from(NAMES))
+        used = draw(st.sampled_from(bound)) if bound and draw(st.integers(0, 3)) else draw(st.sampled_from(NAMES))
         if op == "socket":
             made += 1
             out.append(Syscall(op, type=draw(st.sampled_from("SDP")), result=(made,)))
@@ -50,15 +53,19 @@ def sequences(draw) -> list[Syscall]:
         elif op == "accept":
             made += 1
             out.append(Syscall(op, fd=handle, result=(made,)))
-        elif op in ("bind", "connect"):
+        elif op == "bind":
+            name = draw(st.sampled_from(NAMES))
+            bound.append(name)
             out.append(Syscall(op, fd=handle, name=name))
+        elif op == "connect":
+            out.append(Syscall(op, fd=handle, name=used))
         elif op in ("send", "sendto"):
             passes = draw(st.none() | st.integers(1, made))
-            out.append(Syscall(op, fd=handle, name=name if op == "sendto" else None, passes=passes))
+            out.append(Syscall(op, fd=handle, name=used if op == "sendto" else None, passes=passes))
         elif op == "shutdown":
             out.append(Syscall(op, fd=handle, how=draw(st.sampled_from(["RD", "WR", "RDWR"]))))
         elif op == "unlink":
-            out.append(Syscall(op, name=draw(st.sampled_from(["/1", "/2"]))))
+            out.append(Syscall(op, name=used if used.startswith("/") else "/1"))
         else:
             out.append(Syscall(op, fd=handle))
     return out
