@@ -57,5 +57,8 @@ setup(
         "avocado.plugins.job.prepost": [
             "iofuzz-env-cleanup = avocado_iofuzz.plugins.job:IofuzzEnvCleanup",
         ],
+        "avocado.plugins.cli.cmd": [
+            "iofuzz = avocado_iofuzz.plugins.cli_replay:IofuzzCLI",
+        ],
     },
 )

@@ -25,6 +25,7 @@ from avocado_iofuzz.kinds import (
     read_listings,
     renumber,
 )
+from avocado_iofuzz.pci import PCI_LISTING_COMMAND
 from avocado_iofuzz.program import new_seed
 from avocado_iofuzz.ranges import RangeError, fuzz_targets, parse_extra_ranges
 from avocado_iofuzz.report import (
@@ -34,6 +35,14 @@ from avocado_iofuzz.report import (
     summary_table,
     whiteboard_line,
     write_summary,
+)
+from avocado_iofuzz.repro.vt_triage import (
+    TriageParamError,
+    TriageParams,
+    fail_reason,
+    header_extras,
+    run_replay,
+    triage_finding,
 )
 from avocado_iofuzz.settings import IofuzzParams, ParamError
 from avocado_iofuzz.shards import parse_shard, shard_ranges
@@ -101,7 +110,8 @@ def run_iofuzz(test: Any, params: Any, env: Any) -> None:
         settings = IofuzzParams.from_params(params)
         kinds = KindParams.from_params(params)
         image = ImageGuestParams.from_params(params) if settings.guest == "image" else None
-    except ParamError as err:
+        triage_params = TriageParams.from_params(params)
+    except (ParamError, TriageParamError) as err:
         test.error(str(err))
     outdir = Path(test.outputdir)
     seed = settings.seed if settings.seed is not None else new_seed()
@@ -119,6 +129,11 @@ def run_iofuzz(test: Any, params: Any, env: Any) -> None:
         session = guest.login()
     except GuestNotMarked as err:
         test.error(str(err))
+    executor = image.executor_path if image else DEFAULT_BINARY
+    if triage_params.replay:
+        # replay mode: re-execute a recorded finding in this VM instead of fuzzing
+        run_replay(test, triage_params.replay, guest, outdir, settings, executor)
+        return
     ioports = session.cmd_output("cat /proc/ioports")
     (outdir / "proc-ioports.txt").write_text(ioports, encoding="utf-8")
     try:
@@ -172,6 +187,8 @@ def run_iofuzz(test: Any, params: Any, env: Any) -> None:
         "machine_type": params.get("machine_type"),
         "guest": settings.guest,
         "ranges": [[p.start, p.end, p.name] for p in plans],
+        # what a replay needs beyond the command line: the firmware's PCI setup, the fault injection
+        **header_extras(listings.pci or session.cmd_output(PCI_LISTING_COMMAND, timeout=120), settings.debug_hang_at),
     }
     with TraceWriter(trace_path, header) as trace:
         campaign = Campaign(guest, plans, trace, config, session=session)
@@ -183,14 +200,18 @@ def run_iofuzz(test: Any, params: Any, env: Any) -> None:
             test.error(str(err))
     summary = _finish(test, outdir, seed, settings, accel, reason, plans, result, trace_path, guest)
 
+    triage_args = (triage_params, guest, executor, settings.hang_timeout, settings.login_timeout)
     if result.crashed:
         crash = next(f for f in result.findings if f.kind == "crash")
+        triaged = triage_finding(trace_path, outdir, "crash", *triage_args)
         test.fail(
             f"{crash.detail} -- while fuzzing range {crash.range_name} ({crash.range_span}), "
             f"ops [{crash.window[0]}, {crash.window[1]}) of range index {crash.range_index}; "
-            f"seed {seed}; trace {trace_path}"
+            f"seed {seed}; trace {trace_path}{fail_reason(triaged)}"
         )
     hangs = [f for f in result.findings if f.kind in ("hang", "reboot")]
+    if any(f.kind == "hang" for f in hangs):
+        triage_finding(trace_path, outdir, "hang", *triage_args)
     if hangs:
         message = f"{len(hangs)} guest hang(s)/reboot(s): " + "; ".join(
             f"{f.kind} in {f.range_name} ops [{f.window[0]}, {f.window[1]})" for f in hangs

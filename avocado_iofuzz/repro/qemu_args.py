@@ -176,16 +176,31 @@ def replay_args(qemu_cmdline: str | Sequence[str]) -> tuple[str, list[str]]:
     return _transform(qemu_cmdline, console=None)
 
 
-def guest_args(qemu_cmdline: str | Sequence[str]) -> tuple[str, list[str], str | None]:
-    """``(binary, args, console)`` to boot the recorded machine again with a kernel, console and QMP of our own.
+CONSOLE_CHARDEV = "serial0"  # the id the bare VM's console code looks for
+
+
+def guest_args(qemu_cmdline: str | Sequence[str]) -> tuple[str, list[str], bool]:
+    """``(binary, args, has_console)`` to boot the recorded machine again with a kernel, console and QMP of our own.
 
     The machine and devices are the recorded ones; kernel, monitors, display
-    and accelerator are left to the caller. ``console`` is the id of the
-    chardev behind ``ttyS0``, removed from ``args``: the caller defines a
-    chardev with that id (its own socket), so the same serial device carries
-    the replay's console. None: no chardev backs ttyS0, add a ``-serial``.
+    and accelerator are left to the caller. The serial port the guest's
+    console (``ttyS0``) was on keeps its place but now reads from the chardev
+    :data:`CONSOLE_CHARDEV`, which the caller defines (its own socket).
+    ``has_console`` False: no chardev backed ``ttyS0``; the caller adds
+    ``-serial chardev:serial0``.
     """
     argv = shlex.split(qemu_cmdline) if isinstance(qemu_cmdline, str) else list(qemu_cmdline)
     console = _console_chardev(argv)
     binary, args = _transform(argv, console=console)
-    return binary, args, console
+    if console is None:
+        return binary, args, False
+    renamed = []
+    for option, value in zip(["", *args[:-1]], args, strict=True):
+        if option == "-device" and _options(value)[0] == "isa-serial":
+            value = ",".join(f"chardev={CONSOLE_CHARDEV}" if o == f"chardev={console}" else o for o in _options(value))
+        elif option == "-serial" and value == f"chardev:{console}":
+            value = f"chardev:{CONSOLE_CHARDEV}"
+        elif option == "-chardev" and f"id={CONSOLE_CHARDEV}" in _options(value):
+            raise ReplayArgsError(f"the recorded command line already has a chardev {CONSOLE_CHARDEV!r}")
+        renamed.append(value)
+    return binary, renamed, True
