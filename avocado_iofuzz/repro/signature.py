@@ -34,7 +34,7 @@ _UBSAN = re.compile(r"(?P<file>[^\s:]+):(?P<line>\d+):\d+: runtime error: (?P<te
 _QEMU_ERROR = re.compile(r"^qemu(?:-system-[\w-]+)?: (?P<text>.+)$")
 _HEX_NUMBER = re.compile(r"0x[0-9a-fA-F]+")
 _DECIMAL = re.compile(r"\b\d+\b")
-_NOT_FATAL = re.compile(r"warning:|GLib(?:-\w+)?: |GLib-CRITICAL|\(process:\d+\)", re.I)
+_NOT_FATAL = re.compile(r"warning:|\binfo:|GLib(?:-\w+)?: |GLib-CRITICAL|\(process:\d+\)", re.I)
 
 
 def _source_path(path: str) -> str:

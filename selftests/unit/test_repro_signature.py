@@ -1,0 +1,129 @@
+"""Crash signatures from QEMU's stderr: what counts, what is ignored, what compares equal."""
+
+from __future__ import annotations
+
+import pytest
+
+from avocado_iofuzz.repro.signature import (
+    HANG,
+    KIND_CRASH,
+    NO_CRASH,
+    CrashSignature,
+    crash_signature,
+    group_by_signature,
+    signature_of_exit,
+)
+from avocado_iofuzz.vm.interface import QemuExit
+
+GLIBC = "qemu-system-x86_64: ../../hw/ide/core.c:{line}: ide_dma_cb: Assertion `prep_size >= 0' failed.\n"
+GLIB = (
+    "**\nERROR:../hw/scsi/esp.c:{line}:esp_do_dma: assertion failed: (len > 0)\n"
+    "Bail out! ERROR:../hw/scsi/esp.c:{line}:esp_do_dma: assertion failed: (len > 0)\n"
+)
+ASAN = """=================================================================
+==12345==ERROR: AddressSanitizer: heap-buffer-overflow on address 0x602000001234 at pc 0x55d1 bp 0x7ffd sp 0x7ffc
+WRITE of size 1 at 0x602000001234 thread T0
+    #0 0x55d1c0de in gus_write_dma ../hw/audio/gusemu_hal.c:{line}:9
+    #1 0x55d1c0df in GUS_read_DMA ../hw/audio/gus.c:201:5
+SUMMARY: AddressSanitizer: heap-buffer-overflow ../hw/audio/gusemu_hal.c:{line}:9 in gus_write_dma
+"""
+HW_ERROR = (
+    "qemu: hardware error: EDU: DMA range 0x{a:016x}-0x{b:016x} out of bounds (0x40000-0x40fff)!\nCPU #0:\nEAX=0\n"
+)
+
+
+def test_glibc_assertion_gives_path_function_expression_and_location():
+    signature = crash_signature(None, 6, GLIBC.format(line=939))
+    assert signature.kind == KIND_CRASH
+    assert signature.message == "hw/ide/core.c: ide_dma_cb: Assertion `prep_size >= 0' failed."
+    assert signature.location == "hw/ide/core.c:939"
+    assert "SIGABRT" in signature.describe() and "ide_dma_cb" in signature.describe()
+
+
+def test_the_same_assertion_moved_by_a_rebuild_keeps_its_key():
+    one = crash_signature(None, 6, GLIBC.format(line=939))
+    other = crash_signature(None, 6, "noise before\n" + GLIBC.format(line=951))
+    assert one.key == other.key and one.same_bug(other)
+    assert one.location != other.location
+
+
+def test_glib_assertion_and_its_bail_out_line_are_one_message():
+    signature = crash_signature(None, 6, GLIB.format(line=270))
+    assert signature.message == "hw/scsi/esp.c: esp_do_dma: assertion failed: (len > 0)"
+    assert signature.location == "hw/scsi/esp.c:270"
+
+
+def test_sanitizer_report_names_bug_kind_and_first_frame():
+    signature = crash_signature(1, None, ASAN.format(line=77))
+    assert signature.message == "AddressSanitizer: heap-buffer-overflow"
+    assert signature.frame == "gus_write_dma hw/audio/gusemu_hal.c"
+    assert signature.same_bug(crash_signature(1, None, ASAN.format(line=80)))
+    assert not signature.same_bug(crash_signature(1, None, ASAN.replace("gus_write_dma", "other").format(line=77)))
+
+
+def test_hardware_error_values_do_not_split_one_bug_into_many():
+    one = crash_signature(None, 6, HW_ERROR.format(a=1, b=0x10))
+    other = crash_signature(None, 6, HW_ERROR.format(a=0x56AEBDC6, b=0x14CAD1A49))
+    assert one.message != other.message  # people see the values
+    assert one.key == other.key  # grouping and minimization do not
+
+
+def test_signal_and_status_are_part_of_the_key():
+    text = GLIBC.format(line=1)
+    assert crash_signature(None, 6, text).key != crash_signature(None, 11, text).key
+    assert crash_signature(0, None, "").key != crash_signature(1, None, "").key
+
+
+@pytest.mark.parametrize(
+    "noise",
+    [
+        "qemu-system-x86_64: GLib: g_timer_elapsed: assertion 'timer != NULL' failed",
+        "qemu-system-x86_64: -chardev socket,id=s: info: QEMU waiting for connection on: disconnected:unix:/x",
+        "qemu-system-x86_64: warning: host doesn't support requested feature",
+    ],
+)
+def test_non_fatal_lines_are_no_crash_message(noise):
+    assert crash_signature(0, None, noise + "\n").message == ""
+
+
+def test_qemu_error_line_is_the_fallback_message():
+    signature = crash_signature(1, None, "qemu-system-x86_64: failed to set up device 42: Invalid argument\n")
+    assert signature.message == "failed to set up device 42: Invalid argument"
+    assert "N" in signature.key  # the number is not part of the comparison
+
+
+def test_exactly_one_of_status_and_signal():
+    with pytest.raises(ValueError, match="exactly one"):
+        crash_signature(1, 6, "")
+    with pytest.raises(ValueError, match="exactly one"):
+        crash_signature(None, None, "")
+
+
+def test_signature_of_a_qemu_exit_and_of_its_dict_agree():
+    exit_info = QemuExit(status=None, signal=6, stderr_tail=GLIBC.format(line=3))
+    assert signature_of_exit(exit_info) == signature_of_exit(
+        {"status": None, "signal": 6, "stderr_tail": GLIBC.format(line=3)}
+    )
+
+
+def test_lost_exit_status_is_still_a_crash():
+    signature = signature_of_exit({"status": None, "signal": None, "stderr_tail": ""})
+    assert signature.kind == KIND_CRASH and signature.is_failure
+
+
+def test_hang_and_nothing_are_signatures_of_their_own():
+    assert HANG.key == "hang" and HANG.is_failure
+    assert NO_CRASH.key == "none" and not NO_CRASH.is_failure
+
+
+def test_round_trip_through_dict():
+    signature = crash_signature(None, 6, GLIBC.format(line=5))
+    assert CrashSignature.from_dict(signature.as_dict()) == signature
+
+
+def test_findings_with_the_same_signature_are_grouped():
+    abort = crash_signature(None, 6, GLIBC.format(line=1)).as_dict()
+    moved = crash_signature(None, 6, GLIBC.format(line=2)).as_dict()
+    segv = crash_signature(None, 11, "").as_dict()
+    groups = group_by_signature([{"signature": abort}, {"signature": segv}, {"signature": moved}])
+    assert [(g["count"], g["members"]) for g in groups] == [(2, [0, 2]), (1, [1])]
