@@ -14,7 +14,7 @@ Where the ranges come from:
   * ``extra_iomem``: ``START-END:NAME`` ranges the kernel does not list.
 Then ``only_iomem`` keeps the named ones, ``skip_mmio`` cuts address spans
 out, and ranges longer than ``mmio_max_size`` are cut to their first bytes
-(registers sit at the start of a BAR; what follows a large BAR's first 64
+(registers sit at the start of a BAR; what follows a large BAR's first 16
 KiB is mostly memory, such as a display adapter's VRAM).
 """
 
@@ -35,7 +35,10 @@ from avocado_iofuzz.ranges import (
 )
 from avocado_iofuzz.target import Target
 
-DEFAULT_MAX_SIZE = 0x10000
+# the register files of QEMU's devices fit (virtio, NVMe, xHCI, HDA BARs are 16 KiB;
+# e1000's rings and controls sit below 0x4000), and one 16 KiB BAR is already
+# 4096 four-byte slots: a run's budget grows with its slots
+DEFAULT_MAX_SIZE = 0x4000
 
 # Why each /proc/iomem name is skipped by default (`*` matches anything); the
 # docs list the same table. A skipped range takes its nested ranges with it.

@@ -1,12 +1,13 @@
 """Fuzz kinds: which address spaces a run fuzzes, how its op budget is shared, and whether the guest allows it.
 
-``fuzz_kinds = pio mmio pci`` (optionally ``kind:weight``) picks the kinds.
-Each kind gets its share of the run's *fuzz budget*: ``fuzz_count`` times
-the number of slots of all ranges of all kinds -- what every slot would get
-with ``fuzz_count`` random writes. A kind's share is spread evenly over its
-own slots, so a kind with few slots (a few hundred ports) is not drowned by
-one with many (a 64 KiB BAR), and with one kind a run is exactly what
-``fuzz_count`` always meant.
+``fuzz_kinds = pio mmio pci`` picks the kinds. The run's *fuzz budget* is
+``fuzz_count`` times the number of slots of all ranges of all kinds: what
+every slot gets with ``fuzz_count`` random writes, which is each kind's
+share by default (its share of the slots). Weights (``pio:1 mmio:1 pci:1``)
+give each kind that share of the budget instead, spread evenly over its own
+slots: a kind with few slots (a device's 64 config registers) then gets as
+many writes as one with many (a 16 KiB BAR). With one kind, a run is exactly
+what ``fuzz_count`` always meant.
 
 Ranges are planned kind by kind, pio, then mmio, then pci: config writes
 move and disable BARs, which must not happen under the MMIO ranges still to
@@ -61,7 +62,8 @@ PCI_FILE = "pci-resources.txt"
 class KindParams:
     """The params of the mmio and pci kinds, checked once (pio keeps its own in IofuzzParams)."""
 
-    weights: dict[str, int] = field(default_factory=lambda: {SPACE_PIO: 1})
+    # kind -> weight; 0 everywhere: no weights given, each kind's share is its share of the slots
+    weights: dict[str, int] = field(default_factory=lambda: {SPACE_PIO: 0})
     skip_iomem: str = ", ".join(DEFAULT_SKIP_IOMEM)
     extra_iomem: str = ""
     only_iomem: str = ""
@@ -109,7 +111,10 @@ class KindParams:
 
 
 def parse_kinds(text: str) -> dict[str, int]:
-    """``pio mmio:2 pci`` -> ``{"pio": 1, "mmio": 2, "pci": 1}``; ParamError names a bad item."""
+    """``pio mmio:2 pci`` -> ``{"pio": 1, "mmio": 2, "pci": 1}``; ParamError names a bad item.
+
+    Without any weight, every kind gets 0: no weighting (see kind_fuzz_counts).
+    """
     weights: dict[str, int] = {}
     for token in re.split(r"[\s,]+", text.strip()):
         if not token:
@@ -128,6 +133,8 @@ def parse_kinds(text: str) -> dict[str, int]:
         weights[kind] = weight
     if not weights:
         raise ParamError("param fuzz_kinds: empty (expected some of pio, mmio, pci)")
+    if ":" not in text:
+        return dict.fromkeys(weights, 0)
     return weights
 
 
@@ -275,7 +282,12 @@ def units(targets: Iterable[Target], kinds: KindParams) -> list[Unit]:
 
 
 def kind_fuzz_counts(all_units: Sequence[Unit], weights: Mapping[str, int], fuzz_count: int) -> dict[str, int]:
-    """Random writes per slot of each kind: its weighted share of ``fuzz_count`` x all slots, spread over its slots."""
+    """Random writes per slot of each kind: its weighted share of ``fuzz_count`` x all slots, spread over its slots.
+
+    Without weights (all 0) that is ``fuzz_count`` for every kind.
+    """
+    if not any(weights.values()):
+        return dict.fromkeys(weights, fuzz_count)
     slots = {kind: sum(u.slots for u in all_units if u.target.space == kind) for kind in weights}
     present = {kind: weight for kind, weight in weights.items() if slots[kind]}
     budget = fuzz_count * sum(slots.values())

@@ -68,7 +68,7 @@ def test_mmio_targets_take_bars_from_sysfs_with_names_and_cap_their_size():
     functions = parse_pci_listing(PCI["pc"])
     targets = mmio_targets(IOMEM["pc"], functions)
     assert spans(targets) == [
-        (0xFEBC0000, 0xFEBCFFFF, "0000:00:02.0 8086:100e BAR0"),  # 128 KiB BAR cut to 64 KiB
+        (0xFEBC0000, 0xFEBC3FFF, "0000:00:02.0 8086:100e BAR0"),  # 128 KiB BAR cut to 16 KiB
         (0xFEBE0000, 0xFEBE3FFF, "0000:00:03.0 8086:293e BAR0"),
         (0xFEBE4000, 0xFEBE4FFF, "0000:00:04.0 1af4:1005 BAR1"),
         (0xFEBFC000, 0xFEBFFFFF, "0000:00:04.0 1af4:1005 BAR4"),  # 64-bit BAR
@@ -119,8 +119,8 @@ def test_lifting_the_bus_window_skip_does_not_fuzz_a_bar_twice():
     inside = [t.name for t in targets if bar0.start <= t.start <= bar0.end]
     assert inside == [bar0.name]  # /proc/iomem's own entry for that BAR is not fuzzed again
     # what /proc/iomem lists beyond the BARs stays: the e1000's ROM, the unclaimed window above 4 GiB
-    assert (0xFEB80000, 0xFEB8FFFF, "0000:00:02.0") in spans(targets)  # capped at 64 KiB like any range
-    assert (0x100000000, 0x10000FFFF, "PCI Bus 0000:00") in spans(targets)
+    assert (0xFEB80000, 0xFEB83FFF, "0000:00:02.0") in spans(targets)  # capped at 16 KiB like any range
+    assert (0x100000000, 0x100003FFF, "PCI Bus 0000:00") in spans(targets)
 
 
 @pytest.mark.parametrize(

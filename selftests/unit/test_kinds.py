@@ -43,7 +43,7 @@ def test_defaults_keep_the_port_only_run():
     assert (kinds.mmio_widths, kinds.pci_widths, kinds.mmio_max_size, kinds.pci_config_size) == (
         (4,),
         (4,),
-        0x10000,
+        0x4000,
         0x100,
     )
     assert "Local APIC" in kinds.skip_iomem and kinds.skip_pci_config == "8086:29c0@0x60-0x67"
@@ -51,6 +51,7 @@ def test_defaults_keep_the_port_only_run():
 
 def test_kinds_parse_weights_and_keep_planning_order():
     assert parse_kinds("pci mmio:3, pio") == {"pci": 1, "mmio": 3, "pio": 1}
+    assert parse_kinds("pci mmio pio") == {"pci": 0, "mmio": 0, "pio": 0}  # no weights at all
     assert KindParams.from_params({"fuzz_kinds": "pci mmio"}).kinds == ["mmio", "pci"]
 
 
@@ -125,6 +126,13 @@ def test_each_kind_gets_its_weighted_share_of_the_budget():
     for plan in plans:
         # whole writes per slot: a kind's fuzz ops fall short of its share by less than one per slot
         assert shares[plan.space] - plan.slots < plan.fuzz_count * plan.slots <= shares[plan.space]
+
+
+def test_without_weights_every_slot_of_every_kind_gets_fuzz_count():
+    kinds = KindParams.from_params(ALL)
+    plans = plan_kinds(2, 7, kinds, choose_targets(kinds, LISTINGS["pc"], PIO))
+    assert {p.space for p in plans} == {"pio", "mmio", "pci"}
+    assert {p.fuzz_count for p in plans} == {7}
 
 
 def test_one_kind_means_fuzz_count_per_slot_and_zero_means_none():
