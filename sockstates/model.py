@@ -217,3 +217,36 @@ def describe(st: State) -> str:
 
 
 _DESCRIPTIONS: dict[tuple, str] = {}
+
+
+def invariants(st: State) -> list[str]:
+    """What must hold in every state the rules make; the broken ones, worded."""
+    broken = []
+    pending = [e for s in st.socks.values() for e in s.icons]
+    inflight = [m.carried for s in st.socks.values() for m in s.queue if m.carried is not None]
+    fds = [s.fd for s in st.socks.values() if s.fd is not None]
+    if len(fds) != len(set(fds)):
+        broken.append("two sockets share a descriptor")
+    if len(pending) != len(set(pending)):
+        broken.append("a connection is pending in two places")
+    for k, s in st.socks.items():
+        if s.fd is None and k not in pending and k not in inflight:
+            broken.append(f"socket {k} is alive but nothing holds it")
+        if k in pending and (s.fd is not None or s.type not in CONNECTION_TYPES):
+            broken.append(f"pending socket {k} has a descriptor or is not a connection type")
+        if s.peer not in (None, DEAD) and s.peer not in st.socks:
+            broken.append(f"socket {k} points at a peer that is not alive")
+        if s.type in CONNECTION_TYPES and s.peer not in (None, DEAD) and st.socks[s.peer].peer != k:
+            broken.append(f"stream/seqpacket socket {k} and its peer disagree")
+        if s.listening and (s.name is None or s.peer is not None or s.type not in CONNECTION_TYPES):
+            broken.append(f"listener {k} is unbound, connected or a datagram socket")
+        if s.icons and not s.listening:
+            broken.append(f"socket {k} has pending connections but does not listen")
+        for m in s.queue:
+            if m.sender != DEAD and m.sender not in st.socks:
+                broken.append(f"a message in {k}'s queue names a sender that is gone")
+    holders = [(s.name.string, s.type) for s in st.socks.values()
+               if s.holder and s.name is not None and s.name.kind == "@"]
+    if len(holders) != len(set(holders)):
+        broken.append("two sockets of one type hold one abstract name")
+    return broken

@@ -129,3 +129,17 @@ def test_a_run_works_in_its_own_directory_and_removes_it(private_tmp):
     assert outcome.matches("DB/1")
     assert len(during) == 1 and during[0][1]  # the path name's socket file, in the run's directory
     assert not list(private_tmp.iterdir())
+
+
+def test_an_abstract_name_bound_again_gives_every_possible_holder():
+    # the listener of @1 goes, an accepted socket still carries @1, a new socket
+    # binds @1: the kernel says the name is held, not by which of the two
+    lines = ["socket(S) = 1", "bind(1, @1)", "listen(1)", "socket(S) = 2", "connect(2, @1)",
+             "accept(1) = 3", "close(1)", "socket(S) = 4", "bind(4, @1)"]
+    outcome = run.run_sequence([parse_line(x) for x in lines])
+    assert outcome.descriptions == {"SA-C3_SB@1_Sb@1-C1", "SA-C2_SB@1-C1_Sb@1"}
+    state = model.EMPTY
+    for line in lines:
+        state = next(nxt for call, nxt in actions.successors(state, actions.Bounds(max_sockets=4))
+                     if str(call) == line)
+    assert outcome.matches(model.describe(state))

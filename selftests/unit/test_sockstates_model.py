@@ -147,3 +147,19 @@ def test_syscall_lines_round_trip():
 def test_bad_syscall_lines_are_named(line, complaint):
     with pytest.raises(SyscallError, match=complaint):
         parse_line(line)
+
+
+def test_invariants_hold_in_every_state():
+    bounds = actions.Bounds(max_sockets=3, names=("abstract", "path"), max_queue=2, max_inflight=2,
+                            shutdown_any=True)
+    count = 0
+    for f in explore.explore(bounds, 5):
+        assert model.invariants(f.state) == [], (f.description, [str(c) for c in f.syscalls])
+        count += 1
+    assert count > 5000
+
+
+def test_invariants_catch_a_broken_state():
+    a = model.Sock("S", fd=1, peer=2)
+    b = model.Sock("S", fd=2, peer=None)
+    assert model.invariants(model.State({1: a, 2: b}, {})) == ["stream/seqpacket socket 1 and its peer disagree"]
