@@ -21,7 +21,8 @@ it asks, in an order that keeps later answers true:
 These reads change the sockets, so a probe is the last thing a run does.  When
 the kernel does not tell which of several sockets carrying the same abstract
 name holds it (possible only after that name was bound again while accepted
-sockets still carried it), every possible answer is returned.
+sockets still carried it, and both are connected), every possible answer is
+returned.
 """
 
 from __future__ import annotations
@@ -172,8 +173,12 @@ def _abstract_holders(diag: dict[int, netlink.DiagSocket], reader: _Reader) -> l
     for (name, sock_type), inos in sorted(carriers.items()):
         if not _held_abstract(name, sock_type):
             continue
+        # A listener is its name's holder; so is a socket never connected,
+        # since accepted sockets are connected from birth and two live sockets
+        # of one type cannot both have bound the name.  Else any could be.
         listening = [i for i in inos if diag[i].state == netlink.TCP_LISTEN]
-        per_name.append(listening if listening else sorted(inos))
+        unconnected = [i for i in inos if diag[i].peer is None and diag[i].state == netlink.TCP_CLOSE]
+        per_name.append(listening or unconnected or sorted(inos))
     return [set(choice) for choice in itertools.product(*per_name)] or [set()]
 
 
