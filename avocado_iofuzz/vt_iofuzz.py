@@ -188,7 +188,11 @@ def run_iofuzz(test: Any, params: Any, env: Any) -> None:
         "guest": settings.guest,
         "ranges": [[p.start, p.end, p.name] for p in plans],
         # what a replay needs beyond the command line: the firmware's PCI setup, the fault injection
-        **header_extras(listings.pci or session.cmd_output(PCI_LISTING_COMMAND, timeout=120), settings.debug_hang_at),
+        **header_extras(
+            listings.pci or session.cmd_output(PCI_LISTING_COMMAND, timeout=120),
+            settings.debug_hang_at,
+            settings.report_every,
+        ),
     }
     with TraceWriter(trace_path, header) as trace:
         campaign = Campaign(guest, plans, trace, config, session=session)

@@ -133,7 +133,10 @@ def _replay_trace(path: Path, config: dict[str, Any], say: Say) -> bool:
     outdir = Path(config.get("iofuzz_output") or path.with_name("replay"))
     hang_timeout = float(config.get("iofuzz_hang_timeout") or 20.0)
     campaign = CampaignConfig(
-        report_every=REPLAY_REPORT_EVERY, hang_timeout=hang_timeout, max_hangs=1, hang_at=_hang_at(extracted.header)
+        report_every=int(extracted.header.get("report_every") or REPLAY_REPORT_EVERY),
+        hang_timeout=hang_timeout,
+        max_hangs=1,
+        hang_at=_hang_at(extracted.header),
     )
     with recorded_guest(extracted.header, outdir / "guest") as vm:
         try:

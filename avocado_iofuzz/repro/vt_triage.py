@@ -37,6 +37,7 @@ LOG = logging.getLogger("avocado.test.iofuzz")
 
 TRIAGE_DIR = "triage"
 HEADER_HANG_AT = "debug_hang_at"
+HEADER_REPORT_EVERY = "report_every"
 
 
 class TriageParamError(ValueError):
@@ -90,9 +91,10 @@ class TriageParams:
         )
 
 
-def header_extras(pci_listing: str, hang_at: tuple[int, int] | None) -> dict[str, Any]:
-    """What a trace header needs for replays beyond the command line: the PCI setup and fault injection."""
-    extras: dict[str, Any] = {}
+def header_extras(pci_listing: str, hang_at: tuple[int, int] | None, report_every: int) -> dict[str, Any]:
+    """What a trace header needs for replays beyond the command line: the PCI setup, the
+    executor's progress interval (a replay's windows then match the run's) and fault injection."""
+    extras: dict[str, Any] = {HEADER_REPORT_EVERY: report_every}
     if pci_listing.strip():
         extras[PCI_LISTING_KEY] = pci_listing
     if hang_at is not None:
@@ -195,7 +197,7 @@ def run_replay(test: Any, replay: str, guest: Any, outdir: Path, settings: Any, 
     LOG.info("replaying %s: %s", path, finding.describe())
     hang_at = extracted.header.get(HEADER_HANG_AT)
     config = CampaignConfig(
-        report_every=settings.report_every,
+        report_every=int(extracted.header.get(HEADER_REPORT_EVERY) or settings.report_every),
         hang_timeout=settings.hang_timeout,
         max_hangs=1,
         login_timeout=settings.login_timeout,

@@ -75,6 +75,8 @@ def record_trace(
             trace.write_ops(plan, 0, plan.op_count)
         trace.event("start", range=plans[0].index, op=0)
         failing = outcome.failing_op
+        if failing is None and outcome.signature.is_failure:
+            failing = len(ops) - 1  # died after the last answer: the campaign sees it in the last window
         done = len(ops) if failing is None else failing
         for plan in plans:
             count = min(plan.op_count, done)

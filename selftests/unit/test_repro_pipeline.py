@@ -1,0 +1,60 @@
+"""The triage pipeline's orchestration, with a stand-in guest: the in-guest fallback path."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from avocado_iofuzz.program import Op, RangePlan
+from avocado_iofuzz.repro.guest_replay import GuestOutcome
+from avocado_iofuzz.repro.pipeline import TriageOptions, triage
+from avocado_iofuzz.repro.signature import NO_CRASH, crash_signature
+from avocado_iofuzz.repro.vt_triage import fail_reason
+from avocado_iofuzz.trace import TraceWriter
+
+ABORT = "qemu-system-x86_64: ../hw/x.c:9: f: Assertion `n' failed.\n"
+PLAN = RangePlan(0, 0x300, 0x30F, "unclaimed", 9, 40)
+
+
+class StandInGuest:
+    """Crashes QEMU (in its answers) when ops 10 and 20 of the plan were both replayed, in order."""
+
+    def __init__(self) -> None:
+        self.needed = [PLAN.op(10), PLAN.op(20)]
+        self.runs = 0
+
+    def run_ops(self, ops: Sequence[Op], fresh: bool = True) -> GuestOutcome:
+        self.runs += 1
+        it = iter(ops)
+        crashed = all(op in it for op in self.needed)
+        signature = crash_signature(None, 6, ABORT) if crashed else NO_CRASH
+        return GuestOutcome(signature, len(ops), len(ops), 1.0)
+
+
+def write_trace(path: Path, header: dict) -> Path:
+    with TraceWriter(path, header, [PLAN], mark_interval=0) as trace:
+        trace.write_ops(PLAN, 0, PLAN.op_count)
+        trace.event("start", range=0, op=0)
+        exit_info = {"status": None, "signal": 6, "stderr_tail": ABORT}
+        trace.event("crash", range=0, window=[0, 64], qemu_exit=exit_info)
+    return path
+
+
+def test_without_a_qtest_machine_the_guest_replays_and_minimizes(tmp_path):
+    trace = write_trace(tmp_path / "trace.iofuzz", {})  # no qemu_cmdline: no qtest replay possible
+    guest = StandInGuest()
+    result = triage(trace, tmp_path / "out", TriageOptions(), guest=guest)  # type: ignore[arg-type]
+    assert result.reproduced and result.method == "guest" and result.candidate == "window"
+    assert result.ops == guest.needed
+    assert result.verified == "1/1"
+    assert any("qemu_cmdline" in note for note in result.notes)
+    assert "qtest" in result.files and "guest_script" in result.files and "shell" not in result.files
+    assert result.replays == guest.runs - 1  # the guest budget counted every run but the verification
+
+
+def test_a_guest_budget_of_zero_leaves_the_finding_unreproduced(tmp_path):
+    trace = write_trace(tmp_path / "trace.iofuzz", {})
+    result = triage(trace, tmp_path / "out", TriageOptions(guest_budget=0), guest=StandInGuest())  # type: ignore[arg-type]
+    assert not result.reproduced
+    assert "not reproduced" in fail_reason(result)
+    assert (tmp_path / "out" / "triage.json").is_file()
