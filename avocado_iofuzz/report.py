@@ -16,6 +16,7 @@ from typing import Any
 
 from avocado_iofuzz.campaign import CampaignResult
 from avocado_iofuzz.program import PHASE_FUZZ, PHASE_READ, PHASE_ZERO, RangePlan
+from avocado_iofuzz.repro.signature import group_by_signature, signature_of_exit
 
 SUMMARY_FORMAT = 2
 SUMMARY_NAME = "summary.json"
@@ -104,6 +105,16 @@ def build_summary(
             "window": list(finding["window"]),
             "rerun": rerun_command(seed, finding["range_name"], fuzz_count),
         }
+    crashes = [
+        {
+            "signature": f["signature"],
+            "detail": f["detail"],
+            "reproducer": f["reproducer"],
+            "crash_signature": signature_of_exit(f["qemu_exit"]).as_dict() if f.get("qemu_exit") else None,
+        }
+        for f in findings
+        if f["kind"] == "crash"
+    ]
     ranges = []
     for plan in plans:
         done = result.ops_done.get(plan.index, 0)
@@ -145,11 +156,9 @@ def build_summary(
         "ops_done_total": total,
         "hangs": sum(f["kind"] == "hang" for f in findings),
         "reboots": sum(f["kind"] == "reboot" for f in findings),
-        "crashes": [
-            {"signature": f["signature"], "detail": f["detail"], "reproducer": f["reproducer"]}
-            for f in findings
-            if f["kind"] == "crash"
-        ],
+        "crashes": crashes,
+        # crashes with the same exit and fatal message (repro.signature) are one bug
+        "crash_groups": group_by_signature(crashes, "crash_signature"),
     }
 
 
@@ -213,6 +222,7 @@ def merge_summaries(summaries: Sequence[dict[str, Any]], sources: Sequence[str] 
         "hangs": sum(f["kind"] == "hang" for f in findings),
         "reboots": sum(f["kind"] == "reboot" for f in findings),
         "crashes": [c for s in summaries for c in s.get("crashes", [])],
+        "crash_groups": group_by_signature([c for s in summaries for c in s.get("crashes", [])], "crash_signature"),
         "stopped_early": "; ".join(s["stopped_early"] for s in summaries if s.get("stopped_early")),
     }
 

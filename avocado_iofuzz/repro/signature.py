@@ -172,14 +172,17 @@ def signature_of_exit(exit_info: Any) -> CrashSignature:
     return crash_signature(status, sig, tail)
 
 
-def group_by_signature(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Findings (dicts with a ``signature`` dict) grouped by signature key, first seen first.
+def group_by_signature(items: list[dict[str, Any]], field: str = "signature") -> list[dict[str, Any]]:
+    """Items (dicts whose ``field`` is a signature dict) grouped by signature key, first seen first.
 
-    Each group is ``{"key", "description", "count", "members": [index, ...]}``.
+    Each group is ``{"key", "description", "count", "members": [index, ...]}``;
+    items without the field are left out.
     """
     groups: dict[str, dict[str, Any]] = {}
     for index, item in enumerate(items):
-        signature = CrashSignature.from_dict(item["signature"])
+        if not item.get(field):
+            continue
+        signature = CrashSignature.from_dict(item[field])
         group = groups.setdefault(
             signature.key, {"key": signature.key, "description": signature.describe(), "count": 0, "members": []}
         )

@@ -127,3 +127,15 @@ def test_findings_with_the_same_signature_are_grouped():
     segv = crash_signature(None, 11, "").as_dict()
     groups = group_by_signature([{"signature": abort}, {"signature": segv}, {"signature": moved}])
     assert [(g["count"], g["members"]) for g in groups] == [(2, [0, 2]), (1, [1])]
+
+
+def test_shards_crashing_on_the_same_assertion_are_one_group_in_the_merged_summary():
+    from avocado_iofuzz.report import merge_summaries
+
+    def shard(line: int, sig: int = 6) -> dict:
+        crash = {"signature": "x", "detail": "", "reproducer": {}}
+        crash["crash_signature"] = crash_signature(None, sig, GLIBC.format(line=line)).as_dict()
+        return {"seed": 1, "fuzz_count": 1, "accelerator": "tcg", "ranges": [], "findings": [], "crashes": [crash]}
+
+    merged = merge_summaries([shard(939), shard(951), shard(939, sig=11)])
+    assert [(g["count"], g["members"]) for g in merged["crash_groups"]] == [(2, [0, 1]), (1, [2])]
