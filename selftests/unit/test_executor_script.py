@@ -1,0 +1,93 @@
+"""The executor's ``--script`` mode reads reproducers exactly as the host's parser does.
+
+Only ``--dry-run`` runs here (the ops are printed, no port is touched); the
+real accesses run in guests (test_repro_guest).
+"""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from avocado_iofuzz.executor.build import build_executor
+from avocado_iofuzz.executor.protocol import Done, ExecError, Progress, parse_dry_run_op, parse_line
+from avocado_iofuzz.program import Op
+from avocado_iofuzz.repro.guest_replay import guest_script_command
+from avocado_iofuzz.repro.qtest import format_script, parse_script
+
+
+@pytest.fixture(scope="session")
+def executor(tmp_path_factory) -> Path:
+    return build_executor(tmp_path_factory.mktemp("executor"))
+
+
+def dry_run(executor: Path, script: str, report_every: int = 4096) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(executor), "--dry-run", "--report-every", str(report_every), "--script", "-"],
+        input=script,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+port_ops = st.builds(
+    lambda kind, port, width, value: Op(kind, port, width, 0 if kind == "r" else value & ((1 << (8 * width)) - 1)),
+    st.sampled_from("rw"),
+    st.integers(0, 0xFFFF),
+    st.sampled_from([1, 2, 4]),
+    st.integers(0, 0xFFFFFFFF),
+)
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(ops=st.lists(port_ops, min_size=1, max_size=50))
+def test_the_executor_replays_the_ops_the_host_wrote(executor, ops):
+    result = dry_run(executor, format_script(ops))
+    assert result.returncode == 0, result.stdout
+    printed = [parse_dry_run_op(line)[2] for line in result.stdout.splitlines() if not line.startswith("@")]
+    assert printed == ops == parse_script(format_script(ops))
+
+
+def test_progress_marks_come_every_k_ops_as_one_range(executor):
+    result = dry_run(executor, "# a reproducer\n\noutb 0x70 0x1\ninb 0x71\noutw 0x1f0 0xffff\n", report_every=2)
+    messages = [m for m in map(parse_line, result.stdout.splitlines()) if m is not None]
+    assert [m for m in messages if isinstance(m, Progress)] == [Progress(0, 0), Progress(0, 2), Progress(0, 3)]
+    assert messages[-1] == Done(3)
+
+
+@pytest.mark.parametrize(
+    ("script", "message"),
+    [
+        ("outb 0x70\n", "script line 1: outb takes 2 argument(s)"),
+        ("outb 0x70 0x1\noutb 0x70 0x100\n", "script line 2: bad value '0x100'"),
+        ("writel 0xfe000000 0x1\n", "unknown command 'writel'"),
+        ("outl 0x10000 0x1\n", "bad port '0x10000'"),
+        ("# only a comment\n", "no port I/O command"),
+    ],
+)
+def test_bad_scripts_are_refused_before_any_access(executor, script, message):
+    result = dry_run(executor, script)
+    assert result.returncode == 2
+    errors = [m for m in map(parse_line, result.stdout.splitlines()) if isinstance(m, ExecError)]
+    assert errors and message in errors[0].message
+    assert not any(parse_line(line) for line in result.stdout.splitlines() if "READY" in line)
+
+
+def test_script_mode_does_not_mix_with_fuzzing_options(executor):
+    result = subprocess.run(
+        [str(executor), "--dry-run", "--seed", "1", "--script", "-"], input="inb 0x70\n", capture_output=True, text=True
+    )
+    assert result.returncode == 2 and "--script combines only with" in result.stdout
+
+
+def test_the_guest_command_is_a_here_document_the_shell_feeds_to_the_executor(executor):
+    ops = [Op("w", 0x505, 1, 1), Op("r", 0x61, 1, 0)]
+    command = guest_script_command(ops, executor=f"{executor} --dry-run", report_every=1)
+    result = subprocess.run(["sh", "-c", command], capture_output=True, text=True, timeout=60)
+    printed = [parse_dry_run_op(line)[2] for line in result.stdout.splitlines() if not line.startswith("@")]
+    assert printed == ops
