@@ -79,6 +79,25 @@ def recorded_guest(header: dict[str, Any], run_dir: Path) -> Iterator[Any]:
         vm.stop()
 
 
+@contextlib.contextmanager
+def optional_guest(header: dict[str, Any], run_dir: Path, wanted: bool, say: Say) -> Iterator[Any]:
+    """A guest for the in-guest fallback if wanted and one can be built (booted only if the fallback runs)."""
+    if not wanted:
+        yield None
+        return
+    try:
+        guest = recorded_guest(header, run_dir)
+        vm = guest.__enter__()
+    except CliError as err:
+        say(f"no in-guest fallback: {err}")
+        yield None
+        return
+    try:
+        yield vm
+    finally:
+        guest.__exit__(None, None, None)
+
+
 def _hang_at(header: dict[str, Any]) -> tuple[int, int] | None:
     value = header.get(HEADER_HANG_AT)
     if isinstance(value, list | tuple) and len(value) == 2:
@@ -104,11 +123,11 @@ def _replay_trace(path: Path, config: dict[str, Any], say: Say) -> bool:
     if config.get("iofuzz_minimize"):
         outdir = Path(config.get("iofuzz_output") or path.with_name("triage"))
         options = _options(config)
-        with recorded_guest(extracted.header, outdir / "guest") as vm:
-            replayer = GuestReplayer(vm, hang_timeout=float(config.get("iofuzz_hang_timeout") or 20.0))
-            result = triage(
-                path, outdir, options, guest=replayer if options.guest_fallback else None, extracted=extracted
-            )
+        with optional_guest(extracted.header, outdir / "guest", options.guest_fallback, say) as vm:
+            replayer = None
+            if vm is not None:
+                replayer = GuestReplayer(vm, hang_timeout=float(config.get("iofuzz_hang_timeout") or 20.0))
+            result = triage(path, outdir, options, guest=replayer, extracted=extracted)
         say(result.summary())
         for name, file in sorted(result.files.items()):
             say(f"  {name}: {file}")
