@@ -208,6 +208,7 @@ def run_iofuzz(test: Any, params: Any, env: Any) -> None:
     if result.crashed:
         crash = next(f for f in result.findings if f.kind == "crash")
         triaged = triage_finding(trace_path, outdir, "crash", *triage_args)
+        _record_triage(outdir, summary, triaged)
         test.fail(
             f"{crash.detail} -- while fuzzing range {crash.range_name} ({crash.range_span}), "
             f"ops [{crash.window[0]}, {crash.window[1]}) of range index {crash.range_index}; "
@@ -215,7 +216,7 @@ def run_iofuzz(test: Any, params: Any, env: Any) -> None:
         )
     hangs = [f for f in result.findings if f.kind in ("hang", "reboot")]
     if any(f.kind == "hang" for f in hangs):
-        triage_finding(trace_path, outdir, "hang", *triage_args)
+        _record_triage(outdir, summary, triage_finding(trace_path, outdir, "hang", *triage_args))
     if hangs:
         message = f"{len(hangs)} guest hang(s)/reboot(s): " + "; ".join(
             f"{f.kind} in {f.range_name} ops [{f.window[0]}, {f.window[1]})" for f in hangs
@@ -228,6 +229,25 @@ def run_iofuzz(test: Any, params: Any, env: Any) -> None:
 
             raise exceptions.TestWarn(message)
     LOG.info("done: %d ops, seed %d", summary and result.total_done, seed)
+
+
+def _record_triage(outdir: Path, summary: dict[str, Any], triaged: Any) -> None:
+    """Point summary.json at the reproducer files (it was written before triage ran)."""
+    if triaged is None:
+        return
+    summary.setdefault("triage", []).append(
+        {
+            "finding": triaged.finding,
+            "reproduced": triaged.reproduced,
+            "method": triaged.method,
+            "ops_before": triaged.original_ops,
+            "ops_after": len(triaged.ops),
+            "command": triaged.command,
+            "files": dict(triaged.files),
+            "summary": triaged.summary(),
+        }
+    )
+    write_summary(outdir / SUMMARY_NAME, summary)
 
 
 def _finish(test, outdir, seed, settings, accel, reason, plans, result, trace_path, guest) -> dict[str, Any]:

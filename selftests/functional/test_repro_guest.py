@@ -66,6 +66,10 @@ def test_the_vt_test_triages_its_crash_into_a_reproducer(pvpanic_run):
     done = subprocess.run(["sh", str(triage_dir / "reproducer.sh")], capture_output=True, timeout=30)
     assert done.returncode == 0
     assert "-device pvpanic" in (triage_dir / "reproducer.sh").read_text()
+    # summary.json, written before triage ran, points at the reproducer too
+    (entry,) = pvpanic_run.summary()["triage"]
+    assert entry["reproduced"] and entry["method"] == "qtest" and entry["ops_after"] == 1
+    assert str(triage_dir / "reproducer.qtest") in entry["files"].values()
 
 
 def test_replay_mode_reruns_the_finding_in_the_vms_of_later_tests(pvpanic_run, tmp_path):
