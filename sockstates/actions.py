@@ -3,7 +3,7 @@
 Each rule looks at a state and yields, for every argument choice that is
 *meaningful*, the syscall line and the state it leads to.  A choice is left out
 (a "cut branch") only when it cannot reach a state that another choice does not
-reach in as few steps; docs/sockstates.rst lists every cut with its reason.  In
+reach in as few steps; README.rst (sockstates) lists every cut with its reason.  In
 short:
 
 * a call that fails and changes nothing (EINVAL, EADDRINUSE, ECONNREFUSED on

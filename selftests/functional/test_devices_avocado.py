@@ -1,6 +1,6 @@
 """The device matrix through real avocado: listed whole, one q35 row run with every kind, lockdown cancels.
 
-Only one row boots here (the CI budget); docs/mmio-pci.rst records the rows
+Only one row boots here (the CI budget); README.rst (Beyond port I/O) records the rows
 run by hand.
 """
 
