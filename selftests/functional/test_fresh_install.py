@@ -57,7 +57,7 @@ def test_avocado_list_shows_the_matrix(fresh_venv):
     assert {"iofuzz", "iofuzz.quick", "iofuzz.debian", "iofuzz.image", "iofuzz.long.image"} <= listed
     # a filter picks the rows it names (every device/machine row of the quick image variant)
     picked = re.findall(r"^avocado-vt (\S+)$", _avocado(bindir, env, "list", "iofuzz.quick.image"), re.M)
-    assert picked and all(name.startswith("iofuzz.quick") and name.endswith(".image") for name in picked)
+    assert picked and all(".quick." in name and name.endswith(".image") for name in picked)
     assert len(picked) < len(listed)
 
 
