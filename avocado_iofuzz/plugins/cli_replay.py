@@ -78,6 +78,10 @@ class IofuzzCLI(CLICmd):
             "--no-guest-fallback", dest="iofuzz_no_guest", action="store_true",
             help="with --minimize: never boot a guest, qtest replays only",
         )  # fmt: skip
+        replay.add_argument(
+            "--no-qtest", dest="iofuzz_no_qtest", action="store_true",
+            help="with --minimize: in-guest replays only (for findings qtest cannot show, or shows wrongly)",
+        )  # fmt: skip
 
         export = commands.add_parser("export", help="write a trace's finding as a qtest script")
         export.add_argument("iofuzz_path", metavar="TRACE")

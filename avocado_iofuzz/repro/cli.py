@@ -54,7 +54,10 @@ def _extract(path: Path, config: dict[str, Any]) -> Extracted:
 
 
 def _options(config: dict[str, Any], guest_fallback: bool = True) -> TriageOptions:
+    if config.get("iofuzz_no_qtest") and config.get("iofuzz_no_guest"):
+        raise CliError("--no-qtest with --no-guest-fallback leaves no way to replay")
     return TriageOptions(
+        qtest=not config.get("iofuzz_no_qtest"),
         budget=float(config.get("iofuzz_budget") or 300.0),
         guest_budget=float(config.get("iofuzz_guest_budget") or 900.0),
         guest_fallback=guest_fallback and not config.get("iofuzz_no_guest"),

@@ -93,6 +93,18 @@ def test_cli_replays_the_vt_trace_in_a_fresh_guest(pvpanic_run, tmp_path):
     assert crash.data["range"] == 0
 
 
+def test_cli_minimizes_through_real_guests_when_qtest_is_off(pvpanic_run, tmp_path):
+    """The in-guest fallback of triage, for real: every replay boots a fresh guest of the trace's machine."""
+    done = avocado_iofuzz(
+        "replay", pvpanic_run.data_file("trace.iofuzz"), "--minimize", "--no-qtest", "--output", tmp_path
+    )
+    out = done.stdout + done.stderr
+    assert done.returncode == 0, out
+    assert "triage stage replay-guest" in out and "reproduced by guest replay" in out
+    assert (tmp_path / "reproducer.qtest").read_text() == "outb 0x505 0x1\n"
+    assert "outb 0x505 0x1" in (tmp_path / "reproducer-guest.sh").read_text()
+
+
 def test_cli_replays_a_hang_in_a_fresh_guest(tmp_path):
     plans = plan_ranges(5, [(0x300, 0x30F, "unclaimed"), (0x310, 0x31F, "unclaimed2")], 10)
     config = CampaignConfig(report_every=64, hang_timeout=3, max_hangs=1, login_timeout=30, hang_at=(1, 100))

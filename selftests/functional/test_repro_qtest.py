@@ -149,6 +149,9 @@ def test_cli_replays_exports_and_names_bad_input(hyperv_trace, tmp_path):
     script_alone = avocado_iofuzz("replay", tmp_path / "window.qtest")
     assert script_alone.returncode == 4 and "--machine-from" in script_alone.stdout + script_alone.stderr
 
+    nothing_left = avocado_iofuzz("replay", hyperv_trace, "--minimize", "--no-qtest", "--no-guest-fallback")
+    assert nothing_left.returncode == 4 and "leaves no way to replay" in nothing_left.stdout + nothing_left.stderr
+
 
 def test_a_replay_ending_another_way_is_not_taken_for_the_finding(hyperv_trace, tmp_path):
     """The run recorded a segfault; the qtest replay aborts on an assertion: not the same bug."""
