@@ -20,7 +20,6 @@ KiB is mostly memory, such as a display adapter's VRAM).
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Sequence
 
 from avocado_iofuzz.pci import PciFunction
@@ -31,7 +30,9 @@ from avocado_iofuzz.ranges import (
     cut_spans,
     name_matches,
     parse_name_list,
+    parse_named_spans,
     parse_resource_tree,
+    parse_spans,
 )
 from avocado_iofuzz.target import Target
 
@@ -61,7 +62,6 @@ DEFAULT_SKIP_IOMEM: dict[str, str] = {
     "the legacy VGA window 0xa0000-0xbffff, where a VGA text console lives",
 }
 
-_SPAN = re.compile(r"^(0x)?([0-9a-fA-F]+)(?:-(0x)?([0-9a-fA-F]+))?$")
 
 
 def parse_iomem(text: str, source: str = "/proc/iomem") -> list[PortRange]:
@@ -70,32 +70,18 @@ def parse_iomem(text: str, source: str = "/proc/iomem") -> list[PortRange]:
 
 
 def parse_address_spans(text: str, what: str) -> list[tuple[int, int]]:
-    """``0xfed00000 0xfebc0000-0xfebc0fff`` (spaces or commas) into inclusive spans."""
-    spans = []
-    for token in re.split(r"[\s,]+", text.strip()):
-        if not token:
-            continue
-        match = _SPAN.match(token)
-        if not match:
-            raise RangeError(f"{what}: {token!r} is not an address or ADDRESS-ADDRESS span (hex)")
-        start = int(match[2], 16)
-        end = int(match[4], 16) if match[4] else start
-        if start > end or end > MMIO_MAX_ADDRESS:
-            raise RangeError(f"{what}: {token!r} is not a span within 64 bits")
-        spans.append((start, end))
-    return spans
+    """Physical address spans: ``0xfed00000 0xfebc0000-0xfebc0fff``."""
+    return parse_spans(text, what, MMIO_MAX_ADDRESS, "an address or ADDRESS-ADDRESS", "")
 
 
 def parse_extra_iomem(text: str) -> list[Target]:
     """``extra_iomem``: ``START-END:NAME`` items separated by spaces."""
-    targets = []
-    for token in text.split():
-        span, sep, name = token.partition(":")
-        if not sep or not name:
-            raise RangeError(f"extra_iomem: {token!r} lacks ':NAME' (expected e.g. 0xfed1c000-0xfed1ffff:rcrb)")
-        ((start, end),) = parse_address_spans(span, "extra_iomem")
-        targets.append(Target(SPACE_MMIO, start, end, name))
-    return targets
+    return [
+        Target(SPACE_MMIO, start, end, name)
+        for start, end, name in parse_named_spans(
+            text, "extra_iomem", "0xfed1c000-0xfed1ffff:rcrb", parse_address_spans
+        )
+    ]
 
 
 def iomem_leaves(forest: Iterable[PortRange], skip: Sequence[str]) -> list[Target]:

@@ -19,7 +19,7 @@ Terms:
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 PORT_MAX = 0xFFFF
@@ -108,33 +108,52 @@ def parse_resource_tree(text: str, source: str, max_address: int, what: str) -> 
     return roots
 
 
-def parse_port_spans(text: str, what: str) -> list[tuple[int, int]]:
-    """Parse ``0x64 0x3f8-0x3ff`` (spaces or commas) into inclusive spans."""
+def parse_spans(text: str, what: str, limit: int, unit: str, example: str) -> list[tuple[int, int]]:
+    """Parse hex spans like ``0x64 0x3f8-0x3ff`` (spaces or commas) into inclusive ``(start, end)``.
+
+    ``what`` names the param in errors; ``unit``/``example`` say what a span
+    of this address space looks like; ``limit`` is its highest address.
+    """
     spans = []
     for token in re.split(r"[\s,]+", text.strip()):
         if not token:
             continue
         match = _SPAN.match(token)
         if not match:
-            raise RangeError(f"{what}: {token!r} is not a port or PORT-PORT span (hex, e.g. 0x3f8-0x3ff)")
+            raise RangeError(f"{what}: {token!r} is not {unit} span (hex{example})")
         start = int(match[2], 16)
         end = int(match[4], 16) if match[4] else start
-        if start > end or end > PORT_MAX:
-            raise RangeError(f"{what}: {token!r} is not a span within 0x0-0xffff")
+        if start > end or end > limit:
+            raise RangeError(f"{what}: {token!r} is not a span within {0:#x}-{limit:#x}")
         spans.append((start, end))
     return spans
 
 
-def parse_extra_ranges(text: str) -> list[PortRange]:
-    """Parse ``extra_ioports``: ``START-END:NAME`` items separated by spaces."""
-    ranges = []
+def parse_port_spans(text: str, what: str) -> list[tuple[int, int]]:
+    """Port spans: ``0x64 0x3f8-0x3ff``."""
+    return parse_spans(text, what, PORT_MAX, "a port or PORT-PORT", ", e.g. 0x3f8-0x3ff")
+
+
+def parse_named_spans(
+    text: str, what: str, example: str, spans: Callable[[str, str], list[tuple[int, int]]]
+) -> list[tuple[int, int, str]]:
+    """``START-END:NAME`` items separated by spaces, as ``(start, end, name)``."""
+    named = []
     for token in text.split():
         span, sep, name = token.partition(":")
         if not sep or not name:
-            raise RangeError(f"extra_ioports: {token!r} lacks ':NAME' (expected e.g. 0x0e9-0x0e9:debug)")
-        ((start, end),) = parse_port_spans(span, "extra_ioports")
-        ranges.append(PortRange(start, end, name))
-    return ranges
+            raise RangeError(f"{what}: {token!r} lacks ':NAME' (expected e.g. {example})")
+        ((start, end),) = spans(span, what)
+        named.append((start, end, name))
+    return named
+
+
+def parse_extra_ranges(text: str) -> list[PortRange]:
+    """Parse ``extra_ioports``: ``START-END:NAME`` items separated by spaces."""
+    return [
+        PortRange(start, end, name)
+        for start, end, name in parse_named_spans(text, "extra_ioports", "0x0e9-0x0e9:debug", parse_port_spans)
+    ]
 
 
 def parse_name_list(text: str) -> list[str]:

@@ -58,12 +58,13 @@ def _position(params: Mapping[str, Any], key: str) -> tuple[int, int] | None:
     return range_index, op_index
 
 
-def _yes_no(params: Mapping[str, Any], key: str, default: bool) -> bool:
+def yes_no(params: Mapping[str, Any], key: str, default: bool, error: type[ValueError] = ParamError) -> bool:
+    """A yes/no param (empty: ``default``); ``error`` is raised, naming the param, for anything else."""
     raw = str(params.get(key, "") or "").strip().lower()
     if not raw:
         return default
     if raw not in ("yes", "no"):
-        raise ParamError(f"param {key} = {raw!r}: expected yes or no")
+        raise error(f"param {key} = {raw!r}: expected yes or no")
     return raw == "yes"
 
 
@@ -131,6 +132,6 @@ class IofuzzParams:
             kernel=str(params.get("iofuzz_kernel", "") or "").strip(),
             debug_hang_at=_position(params, "iofuzz_debug_hang_at"),
             progress_interval=_float(params, "iofuzz_progress_interval", 5.0, 0.0),
-            plot=_yes_no(params, "iofuzz_plot", True),
+            plot=yes_no(params, "iofuzz_plot", True),
             shard=_shard(params),
         )

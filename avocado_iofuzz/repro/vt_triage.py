@@ -31,6 +31,7 @@ from avocado_iofuzz.repro.guest_replay import GuestReplayer, GuestReplayError, r
 from avocado_iofuzz.repro.pipeline import TriageOptions, TriageResult, signature_matches, triage
 from avocado_iofuzz.repro.qemu_args import ReplayArgsError, replay_args
 from avocado_iofuzz.repro.qtest import QtestScriptError, describe_ops, read_script
+from avocado_iofuzz.settings import yes_no
 from avocado_iofuzz.trace import MAGIC
 
 LOG = logging.getLogger("avocado.test.iofuzz")
@@ -45,12 +46,7 @@ class TriageParamError(ValueError):
 
 
 def _yes_no(params: Mapping[str, Any], key: str, default: bool) -> bool:
-    raw = str(params.get(key, "") or "").strip().lower()
-    if not raw:
-        return default
-    if raw not in ("yes", "no"):
-        raise TriageParamError(f"param {key} = {raw!r}: expected yes or no")
-    return raw == "yes"
+    return yes_no(params, key, default, TriageParamError)
 
 
 def _seconds(params: Mapping[str, Any], key: str, default: float) -> float:
