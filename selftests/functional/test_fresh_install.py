@@ -89,3 +89,12 @@ def test_avocado_list_shows_sockstates(fresh_venv):
     bindir, env = fresh_venv
     listed = set(re.findall(r"^avocado-vt (\S+)$", _avocado(bindir, env, "list", "sockstates"), re.M))
     assert {"sockstates.debian", "sockstates.quick.debian", "sockstates.run.debian"} <= listed
+
+
+def test_vt_bootstrap_after_install_changes_nothing_for_us(fresh_venv):
+    """Users run avocado-vt's own bootstrap too: our resolver must keep answering the same."""
+    bindir, env = fresh_venv
+    before = re.findall(r"^avocado-vt (\S+)$", _avocado(bindir, env, "list", "iofuzz.quick"), re.M)
+    _avocado(bindir, env, "vt-bootstrap", "--vt-type", "qemu", "--vt-no-downloads", "--yes-to-all")
+    after = re.findall(r"^avocado-vt (\S+)$", _avocado(bindir, env, "list", "iofuzz.quick"), re.M)
+    assert before and after == before
