@@ -102,12 +102,8 @@ class _RecordingReader(probe._Reader):
             if not data:
                 break
             carried = None
-            for level, kind, payload in anc:
-                if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-                    fds = array.array("i")
-                    fds.frombytes(payload[: len(payload) - len(payload) % fds.itemsize])
-                    for fd in fds:
-                        carried = self.visit(socket.socket(fileno=fd))
+            for fd in probe.passed_fds(anc):
+                carried = self.visit(socket.socket(fileno=fd))
             raw.append((data, carried))
             if len(data) == probe.PAYLOAD.size:
                 sender, _serial = probe.PAYLOAD.unpack(data)

@@ -42,6 +42,15 @@ from sockstates import canon, netlink
 PAYLOAD = struct.Struct("<QQ")
 
 
+def passed_fds(ancillary: list[tuple[int, int, bytes]]) -> list[int]:
+    """The descriptors an SCM_RIGHTS message carried (now open in this process)."""
+    fds = array.array("i")
+    for level, kind, payload in ancillary:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            fds.frombytes(payload[: len(payload) - len(payload) % fds.itemsize])
+    return list(fds)
+
+
 @dataclass
 class KernelView:
     descriptions: frozenset[str]
@@ -106,12 +115,8 @@ class _Reader:
             if not data:
                 break
             carried = None
-            for level, kind, payload in anc:
-                if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-                    fds = array.array("i")
-                    fds.frombytes(payload[: len(payload) - len(payload) % fds.itemsize])
-                    for fd in fds:
-                        carried = self.visit(socket.socket(fileno=fd))
+            for fd in passed_fds(anc):
+                carried = self.visit(socket.socket(fileno=fd))
             if len(data) != PAYLOAD.size:
                 self.notes.append(f"inode {ino}: a message of {len(data)} bytes, not a probe payload")
                 continue

@@ -54,6 +54,23 @@ class GuestArtifacts:
     username: str | None = None
     password: str | None = None
 
+    @classmethod
+    def from_cache_entry(
+        cls, name: str, key: str, entry: Path, manifest: Mapping[str, object], kernel_params: str, shell_prompt: str
+    ) -> GuestArtifacts:
+        """The artifacts of a published cache entry, by the file names its manifest records."""
+        return cls(
+            name=name,
+            key=key,
+            directory=entry,
+            kernel=entry / str(manifest["kernel"]),
+            kernel_format=str(manifest["kernel_format"]),
+            kernel_source=str(manifest["kernel_source"]),
+            initrd=entry / str(manifest["initrd"]),
+            kernel_params=kernel_params,
+            shell_prompt=shell_prompt,
+        )
+
 
 def _build_busybox(kernel: Path | None, extra_files: Mapping[str, Path], cache_root: Path) -> GuestArtifacts:
     extra = busybox.check_extra_files(extra_files)
@@ -82,16 +99,8 @@ def _build_busybox(kernel: Path | None, extra_files: Mapping[str, Path], cache_r
         }
 
     entry, manifest = cached_entry(cache_root / "guests", key, build)
-    return GuestArtifacts(
-        name="busybox",
-        key=key,
-        directory=entry,
-        kernel=entry / str(manifest["kernel"]),
-        kernel_format=str(manifest["kernel_format"]),
-        kernel_source=str(manifest["kernel_source"]),
-        initrd=entry / str(manifest["initrd"]),
-        kernel_params=BUSYBOX_KERNEL_PARAMS,
-        shell_prompt=busybox.SHELL_PROMPT_REGEX,
+    return GuestArtifacts.from_cache_entry(
+        "busybox", key, entry, manifest, BUSYBOX_KERNEL_PARAMS, busybox.SHELL_PROMPT_REGEX
     )
 
 

@@ -275,14 +275,4 @@ def build_debian_guest(kernel: Path | None, extra_files: Mapping[str, Path], cac
     os.utime(entry / MANIFEST_NAME)  # in use: not stale
     prune_stale_entries(cache_root / "guests", _is_debian_guest, keep=entry)
     prune_stale_entries(cache_root / BASE_DIRNAME, lambda manifest: True, keep=base.archive.parent, newest=2)
-    return GuestArtifacts(
-        name="debian",
-        key=key,
-        directory=entry,
-        kernel=entry / str(manifest["kernel"]),
-        kernel_format=str(manifest["kernel_format"]),
-        kernel_source=str(manifest["kernel_source"]),
-        initrd=entry / str(manifest["initrd"]),
-        kernel_params=KERNEL_PARAMS,
-        shell_prompt=SHELL_PROMPT_REGEX,
-    )
+    return GuestArtifacts.from_cache_entry("debian", key, entry, manifest, KERNEL_PARAMS, SHELL_PROMPT_REGEX)
