@@ -23,6 +23,9 @@ QMP_CHARDEV = "iofuzz_replay_qmp"  # not "qmp": the recorded line may hold a (nu
 class RecordedQemu(BareQemu):
     """A BareQemu whose machine and devices come from a recorded command line."""
 
+    qmp_chardev = QMP_CHARDEV
+    console_chardev = CONSOLE_CHARDEV
+
     def __init__(self, qemu_cmdline: str, guest: GuestArtifacts, run_dir: Path | None = None, **kwargs: Any) -> None:
         try:
             binary, self.recorded_args, self.has_console = guest_args(qemu_cmdline)
@@ -32,36 +35,12 @@ class RecordedQemu(BareQemu):
             kwargs["qemu_binary"] = binary if Path(binary).is_file() else (shutil.which(Path(binary).name) or binary)
         super().__init__(guest, run_dir, **kwargs)
 
-    def build_argv(self, serial_socket: Path, qmp_socket: Path) -> list[str]:
-        if self.accel is None:
-            raise BareQemuError("accelerator not chosen yet")
-        argv = [
-            self.qemu_binary,
-            "-display",
-            "none",
-            *self.recorded_args,
-            "-accel",
-            self.accel,
-            "-kernel",
-            str(self.guest.kernel),
-            "-initrd",
-            str(self.guest.initrd),
-            "-append",
-            self.guest.kernel_params,
-            "-chardev",
-            f"socket,id={QMP_CHARDEV},path={qmp_socket},server=on,wait=off",
-            "-mon",
-            f"chardev={QMP_CHARDEV},mode=control",
-            "-chardev",
-            f"socket,id={CONSOLE_CHARDEV},path={serial_socket},server=on,wait=on",
-        ]
-        if not self.has_console:
-            argv += ["-serial", f"chardev:{CONSOLE_CHARDEV}"]
-        for event in self.trace_events:
-            argv += ["-trace", event]
-        if self.trace_events:
-            argv += ["-D", str(self.trace_log_path)]
-        return argv + self.extra_args
+    def machine_args(self) -> list[str]:
+        return list(self.recorded_args)
+
+    def console_device_args(self) -> list[str]:
+        # the recorded line keeps its serial device, now wired to our chardev
+        return [] if self.has_console else super().console_device_args()
 
 
 def guest_for(header: dict[str, Any]) -> GuestArtifacts:

@@ -137,20 +137,29 @@ class BareQemu:
         self._serial_log: TextIO | None = None
 
     # -- lifecycle -----------------------------------------------------------
+    # chardev ids of our monitor and console; a subclass whose machine args
+    # may already use these names picks others
+    qmp_chardev = "qmp"
+    console_chardev = "serial0"
+
+    def machine_args(self) -> list[str]:
+        """The machine, its memory and devices; the kernel, console and monitor come from build_argv."""
+        return ["-nodefaults", "-machine", self.machine, "-m", str(self.memory_mb)]
+
+    def console_device_args(self) -> list[str]:
+        """What connects the console chardev to the guest's first serial port."""
+        return ["-serial", f"chardev:{self.console_chardev}"]
+
     def build_argv(self, serial_socket: Path, qmp_socket: Path) -> list[str]:
         if self.accel is None:
             raise BareQemuError("accelerator not chosen yet")
         argv = [
             self.qemu_binary,
-            "-nodefaults",
             "-display",
             "none",
-            "-machine",
-            self.machine,
+            *self.machine_args(),
             "-accel",
             self.accel,
-            "-m",
-            str(self.memory_mb),
             "-kernel",
             str(self.guest.kernel),
             "-initrd",
@@ -159,13 +168,12 @@ class BareQemu:
             self.guest.kernel_params,
             # QMP first: it must be usable while the serial chardev waits for us
             "-chardev",
-            f"socket,id=qmp,path={qmp_socket},server=on,wait=off",
+            f"socket,id={self.qmp_chardev},path={qmp_socket},server=on,wait=off",
             "-mon",
-            "chardev=qmp,mode=control",
+            f"chardev={self.qmp_chardev},mode=control",
             "-chardev",
-            f"socket,id=serial0,path={serial_socket},server=on,wait=on",
-            "-serial",
-            "chardev:serial0",
+            f"socket,id={self.console_chardev},path={serial_socket},server=on,wait=on",
+            *self.console_device_args(),
         ]
         for event in self.trace_events:
             argv += ["-trace", event]
