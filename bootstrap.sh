@@ -18,8 +18,14 @@ extras=""
 packages=(qemu-system-x86 qemu-utils busybox-static gcc libc6-dev socat netcat-openbsd tcpdump
           arping iproute2 xz-utils cpio zstd python3-venv mmdebstrap fakechroot fakeroot kmod)
 # groovy + a JRE: the selftests parse the Jenkinsfile with the Groovy compiler;
-# syslinux, mtools, dosfstools: they build a disk image that boots by itself
-[ -n "$extras" ] && packages+=(groovy default-jre-headless syslinux syslinux-common mtools dosfstools)
+# syslinux, mtools, dosfstools: they build a disk image that boots by itself;
+# the rest: what `make criu` needs, for the host C/R test's CRIU 4.1
+# (avocado_iofuzz/host_criu.py builds Debian trixie's: bookworm's 3.17.1
+# cannot dump on kernels >= 6.13)
+[ -n "$extras" ] && packages+=(groovy default-jre-headless syslinux syslinux-common mtools dosfstools
+                               make pkg-config protobuf-c-compiler libprotobuf-c-dev libprotobuf-dev
+                               protobuf-compiler libnl-3-dev libnet1-dev libcap-dev libbsd-dev
+                               libnftables-dev libgnutls28-dev uuid-dev)
 missing=()
 for pkg in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

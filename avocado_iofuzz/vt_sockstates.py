@@ -49,7 +49,24 @@ STATUS_FILE = "status"
 PID_FILE = "pid"
 POLL_SECONDS = 5.0
 FETCH_TIMEOUT = 600.0
-HOST_CRIU_MINIMUM = (4, 1)  # older CRIUs fail on kernels >= 6.13 (vDSO layout)
+# CRIUs older than 4.1 cannot dump on kernels from 6.13 on (the vDSO moved)
+HOST_CRIU_MINIMUM = (4, 1)
+VDSO_LAYOUT_KERNEL = (6, 13)
+
+
+def kernel_version(release: str) -> tuple[int, int]:
+    """``6.18.44-fc-v657`` (``uname -r``) → (6, 18); (0, 0) when it does not start with two numbers."""
+    parts = release.split(".", 2)
+    try:
+        return int(parts[0]), int("".join(c for c in parts[1][:3] if c.isdigit()) or "x")
+    except (IndexError, ValueError):
+        return (0, 0)
+
+
+def host_criu_too_old(criu_version: tuple[int, ...], kernel_release: str) -> bool:
+    """Whether this CRIU fails on this kernel for the vDSO alone (an unparsable kernel counts as new)."""
+    kernel = kernel_version(kernel_release)
+    return criu_version < HOST_CRIU_MINIMUM and (kernel == (0, 0) or kernel >= VDSO_LAYOUT_KERNEL)
 
 
 class SweepCutShort(RuntimeError):
@@ -215,12 +232,15 @@ def _run_on_host(test: Any, settings: SockstatesParams, local: Path) -> None:
             version = criu_version(settings.criu)
         except CriuSetupError as err:
             test.error(f"sockstates_where = host: {err} (param sockstates_criu)")
-        if version < HOST_CRIU_MINIMUM:
+        if host_criu_too_old(version, os.uname().release):
             test.error(
                 f"sockstates_where = host: {settings.criu} is CRIU {'.'.join(map(str, version))}; CRIU older than "
-                f"{'.'.join(map(str, HOST_CRIU_MINIMUM))} cannot dump on kernels >= 6.13 (vDSO layout): run in "
-                "the guest (sockstates_where = guest) or name a newer criu (sockstates_criu)"
+                f"{'.'.join(map(str, HOST_CRIU_MINIMUM))} cannot dump on kernels >= 6.13 (vDSO layout) and this is "
+                f"{os.uname().release}: run in the guest (sockstates_where = guest) or name a newer criu "
+                "(sockstates_criu; `python3 -m avocado_iofuzz.host_criu` builds Debian trixie's and prints its path)"
             )
+        LOG.info("on the host: CRIU %s (%s), kernel %s", ".".join(map(str, version)), settings.criu,
+                 os.uname().release)
     argv = [sys.executable, "-m", "sockstates", *settings.cli_args(str(local / "out"))]
     LOG.info("on the host: %s", shlex.join(argv))
     deadline = time.monotonic() + settings.timeout
