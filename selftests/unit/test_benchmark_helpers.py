@@ -96,3 +96,16 @@ def test_runs_are_sized_by_what_the_limit_loop_does_in_a_run_time(monkeypatch):
     assert bench.calibrated_ops(None, 1) == int(calibration / 2.0 * bench.RUN_SECONDS)
     seconds["value"] = 1000.0  # absurdly slow: clamped to the minimum
     assert bench.calibrated_ops(None, 1) == bench.MIN_OPS
+
+
+def test_criu_comparison_splits_failures_by_version():
+    from benchmarks.sockstates_criu import compare
+
+    def rows(bad: set[str]) -> list[dict]:
+        states = ("empty", "DA", "DA-CX", "DB@1")
+        return [{"description": d, "verdict": "failed" if d in bad else "intact"} for d in states]
+
+    diff = compare(rows({"DA-CX", "DB@1"}), rows({"DA-CX", "DA"}), "3.17.1", "4.1.1")
+    assert diff == {"only_3.17.1": ["DB@1"], "only_4.1.1": ["DA"], "both": ["DA-CX"]}
+    with pytest.raises(BenchmarkError, match="different states"):
+        compare(rows(set()), rows(set())[:2], "3.17.1", "4.1.1")
