@@ -49,12 +49,12 @@ def write_json(path: Path, data: dict) -> None:
     os.replace(tmp, path)
 
 
-def reach(workdir: Path) -> tuple[run._Executor, dict]:
+def reach(workdir: Path) -> tuple[run.SyscallExecutor, dict]:
     spec = json.loads((workdir / "sequence.json").read_text())
     syscalls = [parse_line(line) for line in spec["syscalls"]]
-    run._unshare_net()
+    run.unshare_net()
     os.chdir(workdir / "names")
-    ex = run._Executor()
+    ex = run.SyscallExecutor()
     inodes: dict[int, int] = {}
     sends: dict[int, dict] = {}
     mismatches: list[str] = []
@@ -80,7 +80,7 @@ def reach(workdir: Path) -> tuple[run._Executor, dict]:
     return ex, {"pid": os.getpid(), "inodes": inodes, "sends": sends, "mismatches": mismatches}
 
 
-class _RecordingReader(probe._Reader):
+class _RecordingReader(probe.SocketReader):
     """The probe's reader, keeping each message's serial and raw bytes too."""
 
     def __init__(self) -> None:
@@ -183,16 +183,16 @@ def check_reachability(reader: _RecordingReader, diag: dict[int, netlink.DiagSoc
     return problems
 
 
-def verify(ex: run._Executor, before: dict, names_dir: Path) -> dict:
+def verify(ex: run.SyscallExecutor, before: dict, names_dir: Path) -> dict:
     now_by_handle = {h: os.fstat(s.fileno()).st_ino for h, s in ex.handles.items()}
     reader = _RecordingReader()
     with_fd = {reader.visit(s) for s in ex.handles.values()}
     diag = {d.ino: d for d in netlink.dump_unix()}
     translate_senders(reader, before, now_by_handle)
-    files = probe._socket_files(str(names_dir))
+    files = probe.socket_files(str(names_dir))
     descriptions = sorted(
-        {canon.describe(probe._snapshot(diag, reader, with_fd, files, holders))
-         for holders in probe._abstract_holders(diag, reader)}
+        {canon.describe(probe.snapshot_of(diag, reader, with_fd, files, holders))
+         for holders in probe.abstract_holders(diag, reader)}
     )
     return {
         "descriptions": descriptions,

@@ -66,7 +66,7 @@ def _fd_inode(sock: socket.socket) -> int:
     return os.fstat(sock.fileno()).st_ino
 
 
-class _Reader:
+class SocketReader:
     """Collects errors, queue contents and pending connections, following every
     socket that turns up in a queue or a listener."""
 
@@ -139,7 +139,7 @@ def _held_abstract(name: bytes, sock_type: str) -> bool:
     return False
 
 
-def _socket_files(workdir: str) -> dict[bytes, int]:
+def socket_files(workdir: str) -> dict[bytes, int]:
     """Path (as bound, relative to the run's directory) -> inode, for socket files."""
     out = {}
     for entry in os.scandir(workdir):
@@ -153,22 +153,22 @@ def probe(descriptors: list[socket.socket], workdir: str, ignore: set[int] = fro
     """Describe what the kernel holds for this process.  `descriptors` are the
     process's open sockets; `workdir` is where path names were bound; `ignore`
     are inodes of sockets in the namespace that are not this run's."""
-    reader = _Reader()
+    reader = SocketReader()
     with_fd = set()
     for sock in descriptors:
         with_fd.add(reader.visit(sock))
     diag = {d.ino: d for d in netlink.dump_unix() if d.ino not in ignore}
     garbage = tuple(sorted(set(diag) - set(reader.socks)))
-    files = _socket_files(workdir)
-    alternatives = _abstract_holders(diag, reader)
+    files = socket_files(workdir)
+    alternatives = abstract_holders(diag, reader)
     descriptions = set()
     for holders in alternatives:
-        snap = _snapshot(diag, reader, with_fd, files, holders)
+        snap = snapshot_of(diag, reader, with_fd, files, holders)
         descriptions.add(canon.describe(snap))
     return KernelView(frozenset(descriptions), garbage, reader.notes)
 
 
-def _abstract_holders(diag: dict[int, netlink.DiagSocket], reader: _Reader) -> list[set[int]]:
+def abstract_holders(diag: dict[int, netlink.DiagSocket], reader: SocketReader) -> list[set[int]]:
     """Every consistent choice of which sockets hold their abstract names."""
     carriers: dict[tuple[bytes, str], list[int]] = {}
     for ino, d in diag.items():
@@ -187,8 +187,9 @@ def _abstract_holders(diag: dict[int, netlink.DiagSocket], reader: _Reader) -> l
     return [set(choice) for choice in itertools.product(*per_name)] or [set()]
 
 
-def _snapshot(diag, reader: _Reader, with_fd: set[int], files: dict[bytes, int],
-              holders: set[int]) -> canon.Snapshot:
+def snapshot_of(diag, reader: SocketReader, with_fd: set[int], files: dict[bytes, int],
+                holders: set[int]) -> canon.Snapshot:
+    """The canonical snapshot of the sockets ``reader`` found, given which ones hold their abstract names."""
     alive = set(reader.socks)
     facts = {}
     for ino in sorted(alive):

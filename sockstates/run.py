@@ -46,7 +46,7 @@ def enter_private_netns() -> None:
     """Move this process into a network namespace of its own; later runs from
     it share that namespace rather than each making a new one."""
     global _SHARED_NETNS
-    _unshare_net()
+    unshare_net()
     _SHARED_NETNS = True
 
 
@@ -79,7 +79,8 @@ def address(label: str) -> bytes | str:
     raise ValueError(f"not a name label: {label!r}")
 
 
-def _unshare_net() -> None:
+def unshare_net() -> None:
+    """Enter a new network namespace (a user namespace too when not root), so abstract names do not clash."""
     libc = ctypes.CDLL(None, use_errno=True)
     if libc.unshare(CLONE_NEWNET) == 0:
         return
@@ -100,7 +101,9 @@ class UnknownHandle(RunError):
     """A call names a handle that is not open."""
 
 
-class _Executor:
+class SyscallExecutor:
+    """Performs syscalls on numbered socket handles, as a sequence's text names them."""
+
     def __init__(self) -> None:
         self.handles: dict[int, socket.socket] = {}
         self.serial = 0
@@ -163,10 +166,10 @@ def _child(syscalls: Sequence[Syscall], workdir: str, strict: bool, hold: tuple[
         # sockets earlier runs left to the lazy garbage collector are not ours
         ignore = {d.ino for d in netlink.dump_unix()}
     else:
-        _unshare_net()
+        unshare_net()
         ignore = set()
     os.chdir(workdir)
-    ex = _Executor()
+    ex = SyscallExecutor()
     mismatches = []
     for i, call in enumerate(syscalls, 1):
         try:

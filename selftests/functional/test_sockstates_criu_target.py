@@ -24,7 +24,7 @@ from sockstates.criu import _target_env
 
 
 def can_make_a_network_namespace() -> bool:
-    probe = subprocess.run([sys.executable, "-c", "from sockstates import run; run._unshare_net()"],
+    probe = subprocess.run([sys.executable, "-c", "from sockstates import run; run.unshare_net()"],
                            env=_target_env(), capture_output=True, timeout=60, check=False)
     return probe.returncode == 0
 
