@@ -10,15 +10,16 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from avocado_iofuzz.campaign import CampaignResult
 from avocado_iofuzz.program import PHASE_FUZZ, PHASE_READ, PHASE_ZERO, RangePlan
 from avocado_iofuzz.repro.signature import group_by_signature, signature_of_exit
+from avocado_iofuzz.rerun import Rerun, RerunContext, rerun_range
 
-SUMMARY_FORMAT = 2
+SUMMARY_FORMAT = 3  # 3: every range has its rerun command (rerun may be null, then rerun_note)
 SUMMARY_NAME = "summary.json"
 PICTURE_NAME = "coverage.png"
 PHASES = (PHASE_READ, PHASE_ZERO, PHASE_FUZZ)
@@ -72,12 +73,16 @@ def finding_signature(finding: dict[str, Any], plan: RangePlan | None = None) ->
     return ":".join(parts)
 
 
-def rerun_command(seed: int, range_name: str, fuzz_count: int) -> str:
-    """A command that runs the whole op sequence of one range again (window included)."""
-    return (
-        f"avocado run iofuzz --vt-extra-params fuzz_seed={seed} "
-        f"--vt-extra-params fuzz_count={fuzz_count} --vt-extra-params 'only_devices={range_name}'"
-    )
+def replay_hint(trace_path: Path | str) -> str:
+    """The exact reproducer of anything a run did, for ranges a rerun command cannot single out."""
+    return f"the trace is the exact reproducer: avocado iofuzz replay {trace_path}"
+
+
+def _rerun_fields(rerun: Rerun, trace_path: Path) -> dict[str, Any]:
+    fields = rerun.summary_fields()
+    if rerun.note:
+        fields["rerun_note"] = f"{rerun.note}; {replay_hint(trace_path)}"
+    return fields
 
 
 def build_summary(
@@ -92,18 +97,25 @@ def build_summary(
     qemu_cmdline: str,
     guest: str = "",
     shard: str = "1/1",
+    params: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
+    """The summary of a run; ``params`` (the test's) name its variant and command-line params for the reruns."""
     run = result.as_dict()
     by_index = {plan.index: plan for plan in plans}
+    context = RerunContext.from_params(params) if params is not None else RerunContext(shard=shard)
+    reruns = {plan.index: _rerun_fields(rerun_range(plan, context, plans), trace_path) for plan in plans}
     findings = run["findings"]
     for finding in findings:
         plan = by_index.get(finding["range_index"])
         finding["signature"] = finding_signature(finding, plan)
+        lost = Rerun(context.reference, note=f"range {finding['range_index']} is not among the run's ranges")
+        rerun = reruns.get(finding["range_index"]) or _rerun_fields(lost, trace_path)
         finding["reproducer"] = {
             "trace": str(trace_path),
             "range_index": finding["range_index"],
             "window": list(finding["window"]),
-            "rerun": rerun_command(seed, finding["range_name"], fuzz_count),
+            "rerun": rerun["rerun"],
+            **({"rerun_note": rerun["rerun_note"]} if "rerun_note" in rerun else {}),
         }
     crashes = [
         {
@@ -138,6 +150,8 @@ def build_summary(
                 "ops_by_phase": phases,
                 "reads": phases[PHASE_READ],
                 "writes": phases[PHASE_ZERO] + phases[PHASE_FUZZ],
+                # this range alone, op for op: rerun (a command, or None and rerun_note), rerun_reference/_params
+                **reruns[plan.index],
             }
         )
     total = sum(r["ops_done"] for r in ranges)
@@ -261,5 +275,6 @@ def summary_table(summary: dict[str, Any]) -> str:
         lines.append(f"{r['span']:<13} {r['name']:<{name_width}} {reads:>8} {writes:>10} {planned:>10}  {kinds}")
     for crash in summary.get("crashes", []):
         lines.append(f"crash {crash['signature']}")
-        lines.append(f"  rerun: {crash['reproducer']['rerun']}")
+        reproducer = crash["reproducer"]
+        lines.append(f"  rerun: {reproducer['rerun'] or reproducer.get('rerun_note', '-')}")
     return "\n".join(lines)

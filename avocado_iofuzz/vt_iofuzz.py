@@ -262,6 +262,7 @@ def _finish(test, outdir, seed, settings, accel, reason, plans, result, trace_pa
         qemu_cmdline=guest.qemu_cmdline(),
         guest=settings.guest,
         shard=settings.shard,
+        params=test.params,  # the variant and command-line params: each range's rerun command
     )
     write_summary(outdir / SUMMARY_NAME, summary)
     table = summary_table(summary)

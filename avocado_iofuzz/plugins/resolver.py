@@ -14,6 +14,7 @@ from avocado.core.resolver import ReferenceResolution, ReferenceResolutionResult
 
 from avocado_iofuzz.catalog import CatalogError, TestCatalog
 from avocado_iofuzz.plugins.settings import apply_settings
+from avocado_iofuzz.rerun import CMDLINE_PARAM, cmdline_record
 from avocado_iofuzz.shards import ShardError, expand_shards
 from avocado_iofuzz.vt_env import assign_private_env
 
@@ -28,12 +29,15 @@ class IofuzzResolver(Resolver):
             return ReferenceResolution(reference, ReferenceResolutionResult.NOTFOUND)
         config = self.config or {}
         expand_all = config.get("subcommand") == "list"
+        extra_params = config.get("vt.extra_params") or ()
         try:
-            dicts = catalog.variants(reference, expand_all, config.get("vt.extra_params") or ())
+            dicts = catalog.variants(reference, expand_all, extra_params)
             # the [iofuzz] settings and sharding are the iofuzz test's, not sockstates'
             fuzz = [d for d in dicts if d.get("type") == "iofuzz"]
             for params in fuzz:
                 apply_settings(config, params)
+                # what the user gave on top of the variant: summary.json's rerun commands carry what of it matters
+                params[CMDLINE_PARAM] = cmdline_record(extra_params)
             dicts = expand_shards(fuzz) + [d for d in dicts if d.get("type") != "iofuzz"]
         except (CatalogError, ShardError) as err:
             return ReferenceResolution(reference, ReferenceResolutionResult.ERROR, info=str(err))

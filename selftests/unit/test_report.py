@@ -71,7 +71,8 @@ def test_hang_and_crash_findings_carry_signature_and_reproducer():
     assert summary["hangs"] == 1 and len(summary["crashes"]) == 1
     reproducer = summary["crashes"][0]["reproducer"]
     assert reproducer["window"] == [600, 700] and reproducer["trace"] == "/r/trace.iofuzz"
-    assert "fuzz_seed=7" in reproducer["rerun"] and "'only_devices=PCI'" in reproducer["rerun"]
+    assert "fuzz_seed=7" in reproducer["rerun"] and "only_devices=PCI" in reproducer["rerun"]
+    assert "'skip_ports=0x0-0xbfff 0xc100-0xffff'" in reproducer["rerun"]  # PCI alone, not a namesake
     assert summary["ranges"][0]["ops_by_phase"]["zero"] == 32 - 8
 
 
