@@ -68,6 +68,9 @@ NOT_CARRIED = frozenset(
         "iofuzz_replay",
     }
 )
+# Secrets stay out of summary.json, which is published (Jenkins archives it): a rerun on
+# the same host finds them where the run did, in avocado.conf, or the user adds them.
+SECRET_PARAMS = frozenset({"iofuzz_password", "password"})
 # Params of one kind's ranges only: a rerun of another kind does without them.
 KIND_PARAMS = {
     SPACE_PIO: frozenset({"skip_devices", "skip_ports", "extra_ioports", "only_devices"}),
@@ -259,7 +262,7 @@ def rerun_range(plan: RangePlan, context: RerunContext, plans: Sequence[RangePla
     other_kinds = set().union(*(keys for kind, keys in KIND_PARAMS.items() if kind != plan.space))
     carried: dict[str, str] = {}
     for key, value in context.cmdline:
-        if key in NOT_CARRIED or key in set_here or key in other_kinds:
+        if key in NOT_CARRIED or key in SECRET_PARAMS or key in set_here or key in other_kinds:
             continue
         carried.pop(key, None)  # the last one given wins, as in the run
         carried[key] = value

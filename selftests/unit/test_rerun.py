@@ -160,6 +160,7 @@ def test_only_params_that_shape_the_ranges_are_carried():
         ("fuzz_kinds", "mmio pio"),
         ("only_pci", "1234:*"),  # given twice: the last one counts, as in the run
         ("fuzz_count", "9"),
+        ("iofuzz_password", "hunter2"),  # a secret: never written into summary.json
     ]
     params = run_params("iofuzz.quick", cmdline)
     context = RerunContext.from_params(params)
@@ -171,6 +172,7 @@ def test_only_params_that_shape_the_ranges_are_carried():
     pio_params = dict(rerun_range(pio, context).params)
     assert "mmio_max_size" not in pio_params and pio_params["skip_ports"] == "0x0-0x5f 0x61-0xffff"
     assert pio_params["fuzz_count"] == "4" and "hang_timeout" not in pio_params and "iofuzz_accel" not in pio_params
+    assert "hunter2" not in rerun_range(pio, context).command and "hunter2" not in rerun_range(mmio, context).command
 
 
 def test_a_shard_reruns_in_its_variant_with_the_whole_campaign():
