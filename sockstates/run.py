@@ -11,6 +11,7 @@ This module reads only `Syscall` records: it does not know the model.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import json
@@ -270,7 +271,9 @@ def run_sequence(syscalls: Sequence[Syscall], timeout: float = 10.0, strict: boo
             first = b""
             between(pid)
     finally:
-        os.write(go_w, b"g")
+        # a child that failed early may be gone already: nothing left to release
+        with contextlib.suppress(BrokenPipeError):
+            os.write(go_w, b"g")
         os.close(go_w)
     return _finish(pid, rd, workdir, timeout, first)  # a child that failed early sent its report
 
