@@ -14,15 +14,17 @@ extras=""
 # tcpdump, arping, iproute2, xz-utils: required by avocado-vt's checks and
 # serial console; qemu-utils: recommended by avocado-vt; cpio, zstd: guest
 # images; python3-venv: the virtualenv; mmdebstrap, fakechroot, fakeroot: the
-# Debian guest's root tree, built unprivileged; kmod: depmod indexes its modules.
+# Debian guest's root tree, built unprivileged; kmod: depmod indexes its modules;
+# openssh-client: the image row's SSH login (iofuzz_login = ssh).
 packages=(qemu-system-x86 qemu-utils busybox-static gcc libc6-dev socat netcat-openbsd tcpdump
-          arping iproute2 xz-utils cpio zstd python3-venv mmdebstrap fakechroot fakeroot kmod)
+          arping iproute2 xz-utils cpio zstd python3-venv mmdebstrap fakechroot fakeroot kmod openssh-client)
 # groovy + a JRE: the selftests parse the Jenkinsfile with the Groovy compiler;
 # syslinux, mtools, dosfstools: they build a disk image that boots by itself;
+# openssl: the root password hash of the SSH test's guest;
 # the rest: what `make criu` needs, for the host C/R test's CRIU 4.1
 # (avocado_iofuzz/host_criu.py builds Debian trixie's: bookworm's 3.17.1
 # cannot dump on kernels >= 6.13)
-[ -n "$extras" ] && packages+=(groovy default-jre-headless syslinux syslinux-common mtools dosfstools
+[ -n "$extras" ] && packages+=(groovy default-jre-headless syslinux syslinux-common mtools dosfstools openssl
                                make pkg-config protobuf-c-compiler libprotobuf-c-dev libprotobuf-dev
                                protobuf-compiler libnl-3-dev libnet1-dev libcap-dev libbsd-dev
                                libnftables-dev libgnutls28-dev uuid-dev)
