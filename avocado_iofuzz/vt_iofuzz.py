@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,7 @@ from avocado_iofuzz.kinds import (
 )
 from avocado_iofuzz.pci import PCI_LISTING_COMMAND
 from avocado_iofuzz.program import new_seed
-from avocado_iofuzz.ranges import RangeError, fuzz_targets, parse_extra_ranges
+from avocado_iofuzz.ranges import RangeError, fuzz_targets, parse_extra_ranges, parse_name_list
 from avocado_iofuzz.report import (
     PICTURE_NAME,
     SUMMARY_NAME,
@@ -47,7 +48,14 @@ from avocado_iofuzz.repro.vt_triage import (
 from avocado_iofuzz.settings import IofuzzParams, ParamError
 from avocado_iofuzz.shards import parse_shard, shard_ranges
 from avocado_iofuzz.trace import TraceWriter
-from avocado_iofuzz.vm.image import GuestNotMarked, ImageGuest, ImageGuestParams, apply_image_params
+from avocado_iofuzz.vm.image import (
+    GuestLoginFailed,
+    GuestNotMarked,
+    ImageGuest,
+    ImageGuestParams,
+    apply_image_params,
+    session_devices,
+)
 from avocado_iofuzz.vm.vt import VtGuest
 from avocado_iofuzz.vt_compat import run_qemu_probes_under_bash
 
@@ -95,6 +103,23 @@ def start_embedded_vm(test: Any, params: Any, env: Any, settings: IofuzzParams) 
     return vm, accel, reason
 
 
+def spare_session_devices(
+    devices: tuple[str, ...], settings: IofuzzParams, kinds: KindParams
+) -> tuple[IofuzzParams, KindParams]:
+    """``settings`` and ``kinds`` with ``devices`` added to what every kind skips (ports, MMIO, PCI config)."""
+    if not devices:
+        return settings, kinds
+    LOG.info("not fuzzed: %s, the guest's session runs through it", ", ".join(devices))
+
+    def plus(names: str) -> str:
+        return ", ".join([*parse_name_list(names), *devices])
+
+    return (
+        replace(settings, skip_devices=plus(settings.skip_devices)),
+        replace(kinds, skip_iomem=plus(kinds.skip_iomem), skip_pci=plus(kinds.skip_pci)),
+    )
+
+
 def _executor_binary() -> Path:
     """The static in-guest executor, built (or taken from the cache) for copying into an image."""
     from avocado_iofuzz.executor.build import build_executor
@@ -113,6 +138,8 @@ def run_iofuzz(test: Any, params: Any, env: Any) -> None:
         triage_params = TriageParams.from_params(params)
     except (ParamError, TriageParamError) as err:
         test.error(str(err))
+    if image is not None:
+        settings, kinds = spare_session_devices(session_devices(image), settings, kinds)
     outdir = Path(test.outputdir)
     seed = settings.seed if settings.seed is not None else new_seed()
     LOG.info("fuzz_seed = %d (rerun with --vt-extra-params fuzz_seed=%d)", seed, seed)
@@ -127,7 +154,7 @@ def run_iofuzz(test: Any, params: Any, env: Any) -> None:
         guest = ImageGuest(vm, settings.login_timeout, image, ssh_port, _executor_binary())
     try:
         session = guest.login()
-    except GuestNotMarked as err:
+    except (GuestNotMarked, GuestLoginFailed) as err:
         test.error(str(err))
     executor = image.executor_path if image else DEFAULT_BINARY
     if triage_params.replay:

@@ -30,17 +30,21 @@ def decode_shell_status(status: int | None) -> tuple[int | None, int | None]:
     return status, None
 
 
-def _settle(console: Any, prompt: str, timeout: float = 10.0) -> None:
-    """Read past the prompts still owed for Enters pressed while the guest booted.
+def settle(console: Any, prompt: str, timeout: float = 10.0) -> None:
+    """Read past every prompt still owed for lines sent before; return at the shell's last prompt.
 
     A slow boot (the Debian guest takes ~10 s) sees several Enters; their
     prompts may come after the one that ended the login and would open the
-    next command's output. The guest answers in order, so once the output of
-    a unique echo is read, nothing stale is left.
+    next command's output. Lines typed ahead (an executor upload) do the
+    same, and bash then prints their prompts run together on one line. The
+    guest answers in order, so once the output of a unique echo is read,
+    nothing stale is left.
     """
-    token = f"iofuzz-sync-{time.monotonic_ns()}"
-    echoed = re.compile(rf"(?m)^{token}\r?$")  # the echo's output, not the command line
-    console.sendline(f"echo {token}")
+    number = time.monotonic_ns()
+    # The command line reads iofuzz-sync''-N and prints iofuzz-sync-N: only the output matches, wherever the
+    # shell puts it (right after a prompt when the line was typed ahead, which bash then does not echo).
+    echoed = re.compile(rf"(?m)iofuzz-sync-{number}\r?$")
+    console.sendline(f"echo iofuzz-sync''-{number}")
     seen = ""
     deadline = time.monotonic() + timeout
     while not echoed.search(seen):
@@ -92,7 +96,7 @@ class VtGuest:
                     # a shell without login questions: handle_prompts would
                     # still wait for 0.5 s of silence after the prompt
                     console.read_until_last_line_matches([prompt], timeout=wait, internal_timeout=0.02)
-                _settle(console, prompt)
+                settle(console, prompt)
                 return console
             except (remote.LoginTimeoutError, aexpect.ExpectTimeoutError):
                 if time.monotonic() >= deadline:

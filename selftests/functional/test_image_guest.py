@@ -11,11 +11,12 @@ executor upload, fuzzing), not a particular distribution.
 from __future__ import annotations
 
 import hashlib
-import subprocess
 from pathlib import Path
 
 import pytest
 from avocado_jobs import run_avocado
+from boot_disk import bootable_disk
+from sshd_guest import HOSTNAME, PROMPT, sshd_guest_disk
 
 from avocado_iofuzz.guest import busybox
 from avocado_iofuzz.guest.build import default_guest
@@ -23,17 +24,6 @@ from avocado_iofuzz.guest.cache import resolve_cache_root
 from avocado_iofuzz.guest.kernel import prepare_kernel
 
 pytestmark = pytest.mark.guest
-
-
-def bootable_disk(path: Path, vmlinuz: Path, initrd: Path, cmdline: str) -> Path:
-    """A 64 MiB FAT disk that SeaBIOS boots through syslinux (no partition table needed)."""
-    subprocess.run(["mkfs.fat", "-C", str(path), "65536"], check=True, capture_output=True)
-    subprocess.run(["syslinux", "--install", str(path)], check=True, capture_output=True)
-    config = path.with_suffix(".cfg")
-    config.write_text(f"DEFAULT linux\nPROMPT 0\nLABEL linux\n  KERNEL vmlinuz\n  APPEND initrd=initrd {cmdline}\n")
-    for source, name in ((vmlinuz, "vmlinuz"), (initrd, "initrd"), (config, "syslinux.cfg")):
-        subprocess.run(["mcopy", "-i", str(path), str(source), f"::{name}"], check=True, capture_output=True)
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -83,3 +73,19 @@ def test_image_row_without_an_image_names_the_param(tmp_path):
     job = run_avocado("iofuzz.quick.image", tmp_path, {})
     test = job.tests[0]
     assert test["status"] == "ERROR" and "param iofuzz_image is empty" in test["fail_reason"]
+
+
+def test_bash_on_the_serial_console_matched_by_the_users_prompt_regex(tmp_path):
+    """Debian's bash on a serial console sends bracketed-paste codes around every prompt and output.
+
+    The user's regex is anchored on the prompt's text (``^root@ssh-guest:...``),
+    written for what a screen shows, not for the bytes on the line.
+    """
+    (tmp_path / "guest").mkdir()
+    disk = sshd_guest_disk(tmp_path / "guest")
+    job = run_avocado("iofuzz.quick.image", tmp_path, {**_params(disk), "iofuzz_prompt": PROMPT, "only_devices": "fpu"})
+    test = job.tests[0]
+    assert test["status"] == "PASS", job.output
+    assert all(r["ops_done"] == r["ops_planned"] > 0 for r in job.summary()["ranges"])
+    console = next(job.test_dir().glob("serial-*.log")).read_text()
+    assert f"\x1b[?2004hroot@{HOSTNAME}:" in console  # the codes were there to get past

@@ -1,0 +1,84 @@
+"""guest_os=image with iofuzz_login=ssh: a disk that boots by itself and runs a real sshd (Dropbear).
+
+The guest (``sshd_guest``) is made from Debian's packages like a user's
+image: bootloader on the disk, kernel and init of its own, e1000 driven by
+its kernel, root's password checked by the sshd. The product gets nothing
+but the params a user would give.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+
+import pytest
+from avocado_jobs import run_avocado
+from sshd_guest import HOSTNAME, PASSWORD, PROMPT, sshd_guest_disk
+
+pytestmark = pytest.mark.guest
+
+QUIET_RANGES = ("timer1", "dma page reg", "fpu", "ACPI PM_TMR")
+
+
+@pytest.fixture(scope="module")
+def ssh_disk(tmp_path_factory) -> Path:
+    return sshd_guest_disk(tmp_path_factory.mktemp("ssh-guest"))
+
+
+def _params(disk: Path, password: str) -> dict[str, str]:
+    return {
+        "iofuzz_image": str(disk),
+        "iofuzz_image_format": "raw",
+        "iofuzz_drive_interface": "ide",
+        "iofuzz_login": "ssh",
+        "iofuzz_username": "root",
+        "iofuzz_password": password,
+        "iofuzz_prompt": PROMPT,
+        # Ranges whose writes reach nothing the network needs. In the full quick set, the DMA controllers,
+        # fw_cfg and the IDE controller (both can DMA into guest memory), SMBus and PCI conf1 ended the
+        # session in runs here, once by an interrupt storm on the e1000's line that made the kernel disable
+        # it: over SSH each is a hang and a reset (README, Bring your own image). This test is about login.
+        "only_devices": ", ".join(QUIET_RANGES),
+        "fuzz_seed": "12",
+    }
+
+
+def test_image_fuzzed_over_ssh_through_a_loopback_forward(tmp_path, ssh_disk):
+    job = run_avocado("iofuzz.quick.image", tmp_path, _params(ssh_disk, PASSWORD))
+    test = job.tests[0]
+    assert test["name"] == "iofuzz.quick.image" and test["status"] == "PASS", job.output
+    summary = job.summary()
+    assert summary["guest"] == "image" and len(summary["ranges"]) == len(QUIET_RANGES)
+    assert all(r["ops_done"] == r["ops_planned"] > 0 for r in summary["ranges"])
+    # the NIC that carries the session sits where the product's skip of it expects it
+    ioports = job.data_file("proc-ioports.txt").read_text()
+    assert re.search(r"(?m)^  \w+-\w+ : 0000:00:1e\.0\n    \w+-\w+ : e1000$", ioports), ioports
+    cmdline = summary["qemu_cmdline"]
+    assert re.findall(r"hostfwd=\w+:([^:,]*):", cmdline) == ["127.0.0.1"], cmdline  # one forward, loopback only
+    log = (job.test_dir() / "debug.log").read_text()
+    port = re.search(r"hostfwd=tcp:127\.0\.0\.1:(\d+)-:22", cmdline)[1]
+    assert "login over SSH: ssh " in log and f"-p {port} " in log, log[-3000:]
+    assert "not fuzzed: 0000:00:1e.0, the guest's session runs through it" in log
+    assert "executor: /tmp/iofuzz-exec --seed 12" in log  # the copied executor is the one that ran
+    # the SSH session's own transcript: the guest's login shell ran the copied executor to its end
+    session_log = (job.test_dir() / "ssh-vm1.log").read_text()
+    assert re.search(rf"(?m): root@{HOSTNAME}:~#$", session_log), session_log[:2000]
+    done = sum(r["ops_done"] for r in summary["ranges"])
+    assert re.search(rf"(?m): @DONE {done}$", session_log), session_log[-2000:]
+
+
+def test_wrong_password_fails_fast_naming_the_credentials(tmp_path, ssh_disk):
+    started = time.monotonic()
+    job = run_avocado("iofuzz.quick.image", tmp_path, _params(ssh_disk, "not-the-password"))
+    elapsed = time.monotonic() - started
+    test = job.tests[0]
+    assert test["status"] == "ERROR", job.output
+    assert re.match(
+        r"SSH login as 'root' to 127\.0\.0\.1:\d+ \(forwarded to the guest's port 22\) failed: the guest refused "
+        r"the credentials \(iofuzz_username = 'root', iofuzz_password\)",
+        test["fail_reason"],
+    ), test["fail_reason"]
+    assert not job.data_file("trace.iofuzz").exists()  # nothing was fuzzed
+    # refused at the first answer, not retried until login_timeout (60 s) ran out
+    assert elapsed < 45, f"{elapsed:.1f} s"
