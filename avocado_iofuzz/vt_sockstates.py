@@ -232,15 +232,15 @@ def _run_on_host(test: Any, settings: SockstatesParams, local: Path) -> None:
             version = criu_version(settings.criu)
         except CriuSetupError as err:
             test.error(f"sockstates_where = host: {err} (param sockstates_criu)")
-        if host_criu_too_old(version, os.uname().release):
+        kernel = os.uname().release
+        if host_criu_too_old(version, kernel):
             test.error(
                 f"sockstates_where = host: {settings.criu} is CRIU {'.'.join(map(str, version))}; CRIU older than "
                 f"{'.'.join(map(str, HOST_CRIU_MINIMUM))} cannot dump on kernels >= 6.13 (vDSO layout) and this is "
-                f"{os.uname().release}: run in the guest (sockstates_where = guest) or name a newer criu "
+                f"{kernel}: run in the guest (sockstates_where = guest) or name a newer criu "
                 "(sockstates_criu; `python3 -m avocado_iofuzz.host_criu` builds Debian trixie's and prints its path)"
             )
-        LOG.info("on the host: CRIU %s (%s), kernel %s", ".".join(map(str, version)), settings.criu,
-                 os.uname().release)
+        LOG.info("on the host: CRIU %s (%s), kernel %s", ".".join(map(str, version)), settings.criu, kernel)
     argv = [sys.executable, "-m", "sockstates", *settings.cli_args(str(local / "out"))]
     LOG.info("on the host: %s", shlex.join(argv))
     deadline = time.monotonic() + settings.timeout
