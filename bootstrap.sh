@@ -22,7 +22,7 @@ packages=(qemu-system-x86 qemu-utils busybox-static gcc libc6-dev socat netcat-o
 # syslinux, mtools, dosfstools: they build a disk image that boots by itself;
 # openssl: the root password hash of the SSH test's guest;
 # the rest: what `make criu` needs, for the host C/R test's CRIU 4.1
-# (avocado_iofuzz/host_criu.py builds Debian trixie's: bookworm's 3.17.1
+# (avocado_iofuzz/guest/host_criu.py builds Debian trixie's: bookworm's 3.17.1
 # cannot dump on kernels >= 6.13)
 [ -n "$extras" ] && packages+=(groovy default-jre-headless syslinux syslinux-common mtools dosfstools openssl
                                make pkg-config protobuf-c-compiler libprotobuf-c-dev libprotobuf-dev
@@ -51,5 +51,8 @@ if ! ls /var/lib/apt/lists/*_Packages* >/dev/null 2>&1; then
 fi
 
 [ -x .venv/bin/python ] || python3 -m venv .venv
+# setuptools reuses build/ between installs and would ship modules that were
+# moved or deleted since the last one: install from a clean tree
+rm -rf build ./*.egg-info
 .venv/bin/pip install -q --disable-pip-version-check ".${extras}"
 echo "bootstrap: ready (.venv/bin/avocado, .venv/bin/pytest)"

@@ -25,7 +25,6 @@ setup(
         "avocado_iofuzz.data.cfg": ["*.cfg"],
         "avocado_iofuzz.data.tests": ["*.py"],
         "avocado_iofuzz.executor": ["*.c"],
-        "avocado_iofuzz.guest": ["init/*"],
     },
     install_requires=[
         "avocado-framework>=113.0,<114",
@@ -43,7 +42,7 @@ setup(
     entry_points={
         "console_scripts": [
             "sockstates = sockstates.__main__:main",
-            "iofuzz-merge = avocado_iofuzz.merge:main",
+            "iofuzz-merge = avocado_iofuzz.results.merge:main",
         ],
         "avocado.plugins.init": [
             "iofuzz = avocado_iofuzz.plugins.init:IofuzzInit",

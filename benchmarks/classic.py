@@ -13,7 +13,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from itertools import zip_longest
 from typing import Any
 
-from avocado_iofuzz.program import Op, RangePlan
+from avocado_iofuzz.model.program import Op, RangePlan
 
 COMMAND_TIMEOUT = 10.0
 

@@ -29,13 +29,13 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's code is what we measure
 
-from avocado_iofuzz.campaign import Campaign, CampaignConfig
-from avocado_iofuzz.catalog import TestCatalog
+from avocado_iofuzz.campaign.runner import Campaign, CampaignConfig
+from avocado_iofuzz.campaign.trace import TraceWriter
 from avocado_iofuzz.executor.protocol import Done, executor_command, parse_line
-from avocado_iofuzz.program import RangePlan, plan_ranges
-from avocado_iofuzz.ranges import leaves, parse_ioports
-from avocado_iofuzz.settings import IofuzzParams
-from avocado_iofuzz.trace import TraceWriter
+from avocado_iofuzz.model.program import RangePlan, plan_ranges
+from avocado_iofuzz.model.ranges import leaves, parse_ioports
+from avocado_iofuzz.vt.catalog import TestCatalog
+from avocado_iofuzz.vt.iofuzz_params import IofuzzParams
 from benchmarks._common import BenchmarkError, Samples, print_figures, ratio, say, stopwatch
 from benchmarks.classic import interleaved_ops, run_classic
 

@@ -11,7 +11,7 @@ console, and reads the results back. Prints:
   holds) and by depth, and their reasons grouped (`sockstates.findings`).
 
 With ``--host-criu PATH`` (or ``--host-criu build``: Debian trixie's CRIU,
-built by ``avocado_iofuzz.host_criu``), the same sweep also runs on the host
+built by ``avocado_iofuzz.guest.host_criu``), the same sweep also runs on the host
 with that CRIU (root; CRIU >= 4.1 on kernels >= 6.13), and it prints the
 host's rate against the guest's, and which states fail under one CRIU but
 not the other: what a newer CRIU fixed, and what it broke.
@@ -161,7 +161,7 @@ def main() -> int:
 
     host_criu = args.host_criu
     if host_criu == "build":
-        from avocado_iofuzz.host_criu import host_criu as build_host_criu
+        from avocado_iofuzz.guest.host_criu import host_criu as build_host_criu
 
         host_criu = str(build_host_criu())
     if host_criu and os.geteuid() != 0:

@@ -9,8 +9,8 @@ test with its exit status or signal, stderr tail and op window.
 Params: see cfg/iofuzz.cfg and README.rst.
 """
 
-from avocado_iofuzz.vt_iofuzz import run_iofuzz
-from avocado_iofuzz.vt_startup import wait_for_events_not_time
+from avocado_iofuzz.vt.iofuzz_test import run_iofuzz
+from avocado_iofuzz.vt.startup import wait_for_events_not_time
 
 # avocado-vt imports this module before its preprocess starts the IP sniffer and the VM
 wait_for_events_not_time()

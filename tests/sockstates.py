@@ -16,7 +16,7 @@ import sys
 if getattr(sys.modules.get(__name__), "__file__", None) == __file__:
     del sys.modules[__name__]
 
-from avocado_iofuzz.vt_sockstates import run_sockstates
+from avocado_iofuzz.vt.sockstates_test import run_sockstates
 
 
 def run(test, params, env):

@@ -35,7 +35,7 @@ import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from avocado_iofuzz.program import SPACE_PIO, Op, RangePlan
+from avocado_iofuzz.model.program import SPACE_PIO, Op, RangePlan
 
 PROTOCOL_VERSION = 1
 DEFAULT_BINARY = "/usr/bin/iofuzz-exec"

@@ -15,9 +15,9 @@ from typing import Any
 
 from avocado.core.plugin_interfaces import JobPost, Result
 
-from avocado_iofuzz.merge import MERGED_DIR, merge_files
-from avocado_iofuzz.report import SUMMARY_NAME
-from avocado_iofuzz.vt_env import remove_private_env
+from avocado_iofuzz.results.merge import MERGED_DIR, merge_files
+from avocado_iofuzz.results.report import SUMMARY_NAME
+from avocado_iofuzz.vt.env import remove_private_env
 
 LOG = logging.getLogger("avocado.app")
 

@@ -12,11 +12,11 @@ from avocado.core.nrunner.runnable import Runnable
 from avocado.core.plugin_interfaces import Resolver
 from avocado.core.resolver import ReferenceResolution, ReferenceResolutionResult
 
-from avocado_iofuzz.catalog import CatalogError, TestCatalog
+from avocado_iofuzz.model.shards import ShardError, expand_shards
 from avocado_iofuzz.plugins.settings import apply_settings
-from avocado_iofuzz.rerun import CMDLINE_PARAM, cmdline_record
-from avocado_iofuzz.shards import ShardError, expand_shards
-from avocado_iofuzz.vt_env import assign_private_env
+from avocado_iofuzz.results.rerun import CMDLINE_PARAM, cmdline_record
+from avocado_iofuzz.vt.catalog import CatalogError, TestCatalog
+from avocado_iofuzz.vt.env import assign_private_env
 
 
 class IofuzzResolver(Resolver):

@@ -8,7 +8,7 @@ leaves that param unset, so the order of precedence, weakest first, is:
     registered default < avocado.conf ``[iofuzz]`` < cfg row < ``--vt-extra-params``
 
 The values are checked where every other param is checked
-(:class:`avocado_iofuzz.settings.IofuzzParams`), so a typo in avocado.conf
+(:class:`avocado_iofuzz.vt.iofuzz_params.IofuzzParams`), so a typo in avocado.conf
 ends the test with an error naming the param, like a typo anywhere else.
 """
 

@@ -14,7 +14,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from avocado_iofuzz.campaign import CampaignConfig
+from avocado_iofuzz.campaign.runner import CampaignConfig
+from avocado_iofuzz.campaign.trace import MAGIC
 from avocado_iofuzz.repro.extract import Extracted, ExtractError, extract, qtest_target_for
 from avocado_iofuzz.repro.guest_replay import GuestReplayer, GuestReplayError, replay_trace_in_guest
 from avocado_iofuzz.repro.pipeline import (
@@ -27,7 +28,6 @@ from avocado_iofuzz.repro.pipeline import (
 from avocado_iofuzz.repro.qtest import QtestScriptError, format_script, read_script
 from avocado_iofuzz.repro.qtest_run import QtestStartError, run_qtest, write_halt_firmware
 from avocado_iofuzz.repro.signature import CrashSignature
-from avocado_iofuzz.trace import MAGIC
 
 Say = Callable[[str], None]
 REPLAY_REPORT_EVERY = 4096

@@ -32,12 +32,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from avocado_iofuzz.program import Op, RangePlan
+from avocado_iofuzz.campaign.trace import Event, Trace, TraceError, read_trace
+from avocado_iofuzz.model.program import Op, RangePlan
 from avocado_iofuzz.repro.qemu_args import ReplayArgsError, replay_args
 from avocado_iofuzz.repro.qtest import parse_script
 from avocado_iofuzz.repro.qtest_run import QtestTarget
 from avocado_iofuzz.repro.signature import HANG, CrashSignature, signature_of_exit
-from avocado_iofuzz.trace import Event, Trace, TraceError, read_trace
 
 LOG = logging.getLogger("avocado.test.iofuzz")
 
@@ -228,8 +228,8 @@ def pci_setup_ops(listing: str) -> list[Op]:
     """The config writes giving each PCI function its guest BARs, decoding on, as port ops."""
     if not listing.strip():
         return []
-    from avocado_iofuzz.pci import PciListingError, parse_pci_listing
-    from avocado_iofuzz.qtest_ops import pci_setup_commands
+    from avocado_iofuzz.model.pci import PciListingError, parse_pci_listing
+    from avocado_iofuzz.repro.qtest_ops import pci_setup_commands
 
     try:
         functions = parse_pci_listing(listing)

@@ -28,13 +28,13 @@ from typing import Any
 
 import aexpect
 
-from avocado_iofuzz.campaign import Campaign, CampaignConfig, CampaignError
+from avocado_iofuzz.campaign.runner import Campaign, CampaignConfig, CampaignError
+from avocado_iofuzz.campaign.trace import TraceWriter
 from avocado_iofuzz.executor.protocol import DEFAULT_BINARY, Done, ExecError, Progress, parse_line
-from avocado_iofuzz.program import SPACE_MMIO, Op
+from avocado_iofuzz.model.program import SPACE_MMIO, Op
 from avocado_iofuzz.repro.extract import Extracted
 from avocado_iofuzz.repro.qtest import format_script
 from avocado_iofuzz.repro.signature import HANG, NO_CRASH, CrashSignature, signature_of_exit
-from avocado_iofuzz.trace import TraceWriter
 from avocado_iofuzz.vm.interface import GuestVM
 
 LOG = logging.getLogger("avocado.test.iofuzz")

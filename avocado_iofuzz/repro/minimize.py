@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
-from avocado_iofuzz.program import Op
+from avocado_iofuzz.model.program import Op
 
 LOG = logging.getLogger("avocado.test.iofuzz")
 

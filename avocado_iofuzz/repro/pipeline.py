@@ -37,7 +37,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from avocado_iofuzz.program import SPACE_MMIO, Op
+from avocado_iofuzz.model.program import SPACE_MMIO, Op
 from avocado_iofuzz.repro.extract import DEFAULT_MAX_PREFIX_OPS, Candidate, Extracted, extract
 from avocado_iofuzz.repro.guest_replay import GuestReplayer, GuestReplayError, guest_script_file
 from avocado_iofuzz.repro.minimize import Budget, CachedJudge, ddmin, simplify, trim_prefix

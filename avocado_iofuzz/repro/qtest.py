@@ -1,6 +1,6 @@
 """Reproducer scripts: ops as qtest text, written and read back.
 
-Writing goes through :mod:`avocado_iofuzz.qtest_ops` (one op -> its qtest
+Writing goes through :mod:`avocado_iofuzz.repro.qtest_ops` (one op -> its qtest
 lines, every address space). Reading parses the command lines back into
 ops, so a reproducer a person edited (or wrote) can be replayed, minimized
 and run in a guest:
@@ -24,8 +24,8 @@ import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from avocado_iofuzz.program import MASK64, PIO_MAX_PORT, SPACE_MMIO, SPACE_PIO, Op
-from avocado_iofuzz.qtest_ops import qtest_commands
+from avocado_iofuzz.model.program import MASK64, PIO_MAX_PORT, SPACE_MMIO, SPACE_PIO, Op
+from avocado_iofuzz.repro.qtest_ops import qtest_commands
 
 _SUFFIX_WIDTH = {"b": 1, "w": 2, "l": 4, "q": 8}
 # command -> (space, is_write)

@@ -26,7 +26,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from avocado_iofuzz.program import Op
+from avocado_iofuzz.model.program import Op
 from avocado_iofuzz.repro.qtest import format_script
 from avocado_iofuzz.repro.signature import HANG, NO_CRASH, CrashSignature, crash_signature
 

@@ -25,14 +25,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from avocado_iofuzz.campaign import CampaignConfig
+from avocado_iofuzz.campaign.runner import CampaignConfig
+from avocado_iofuzz.campaign.trace import MAGIC
 from avocado_iofuzz.repro.extract import PCI_LISTING_KEY, ExtractError, extract
 from avocado_iofuzz.repro.guest_replay import GuestReplayer, GuestReplayError, replay_trace_in_guest
 from avocado_iofuzz.repro.pipeline import TriageOptions, TriageResult, signature_matches, triage
 from avocado_iofuzz.repro.qemu_args import ReplayArgsError, replay_args
 from avocado_iofuzz.repro.qtest import QtestScriptError, describe_ops, read_script
-from avocado_iofuzz.settings import yes_no
-from avocado_iofuzz.trace import MAGIC
+from avocado_iofuzz.vt.iofuzz_params import yes_no
 
 LOG = logging.getLogger("avocado.test.iofuzz")
 

@@ -29,8 +29,8 @@ from aexpect import remote
 from virttest import utils_logfile
 
 from avocado_iofuzz.guest.build import GUEST_MARKER_PARAM
-from avocado_iofuzz.settings import ParamError
 from avocado_iofuzz.vm.vt import VtGuest, settle
+from avocado_iofuzz.vt.iofuzz_params import ParamError
 
 LOG = logging.getLogger("avocado.test.iofuzz")
 

@@ -15,12 +15,12 @@ from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 
+from avocado_iofuzz.campaign.trace import TraceWriter
 from avocado_iofuzz.executor.protocol import inflight_window
-from avocado_iofuzz.program import RangePlan
+from avocado_iofuzz.model.program import RangePlan
 from avocado_iofuzz.repro.extract import PCI_LISTING_KEY, pci_setup_ops
 from avocado_iofuzz.repro.qemu_args import replay_args
 from avocado_iofuzz.repro.qtest_run import QtestOutcome, QtestTarget, run_qtest, write_halt_firmware
-from avocado_iofuzz.trace import TraceWriter
 from avocado_iofuzz.vm.interface import QemuExit
 
 QEMU = "/usr/bin/qemu-system-x86_64"

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from avocado_iofuzz.guest.build import default_guest
-from avocado_iofuzz.program import Op
+from avocado_iofuzz.model.program import Op
 from avocado_iofuzz.vm.bare import BareQemu
 from benchmarks import iofuzz_throughput
 from benchmarks.classic import classic_command

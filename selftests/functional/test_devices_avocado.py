@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from avocado_jobs import avocado_command, avocado_env, run_avocado
 
-from avocado_iofuzz.paths import cfg_dir
-from avocado_iofuzz.trace import read_trace
+from avocado_iofuzz.campaign.trace import read_trace
+from avocado_iofuzz.vt.paths import cfg_dir
 
 pytestmark = pytest.mark.guest
 

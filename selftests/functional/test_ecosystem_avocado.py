@@ -18,8 +18,8 @@ from avocado_jobs import avocado_command, avocado_env, read_job
 from junit_schema import fetch_jenkins_junit_xsd
 from PIL import Image
 
-from avocado_iofuzz.ranges import fuzz_targets
-from avocado_iofuzz.settings import IofuzzParams
+from avocado_iofuzz.model.ranges import fuzz_targets
+from avocado_iofuzz.vt.iofuzz_params import IofuzzParams
 
 pytestmark = pytest.mark.guest
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from avocado_iofuzz.executor.protocol import Done, ExecError, Hang, Progress, Ready, executor_command, parse_line
-from avocado_iofuzz.program import Op, RangePlan
+from avocado_iofuzz.model.program import Op, RangePlan
 
 pytestmark = [
     pytest.mark.guest,

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from avocado_jobs import avocado_command, avocado_env, read_job, run_avocado
 
-from avocado_iofuzz.trace import read_trace
+from avocado_iofuzz.campaign.trace import read_trace
 
 pytestmark = pytest.mark.guest
 

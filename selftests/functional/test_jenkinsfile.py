@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from avocado_iofuzz.catalog import TestCatalog
+from avocado_iofuzz.vt.catalog import TestCatalog
 
 REPO = Path(__file__).resolve().parents[2]
 OUTLINE_SCRIPT = Path(__file__).with_name("data") / "jenkinsfile_outline.groovy"

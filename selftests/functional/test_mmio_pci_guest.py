@@ -25,24 +25,23 @@ from pathlib import Path
 
 import pytest
 
-from avocado_iofuzz.campaign import Campaign, CampaignConfig
+from avocado_iofuzz.campaign.guest_access import check_access, read_listings
+from avocado_iofuzz.campaign.runner import Campaign, CampaignConfig
+from avocado_iofuzz.campaign.trace import TraceWriter, read_trace
 from avocado_iofuzz.executor.protocol import DEFAULT_BINARY, executor_command
 from avocado_iofuzz.guest.build import default_guest
-from avocado_iofuzz.kinds import (
+from avocado_iofuzz.model.kinds import (
     AccessRefused,
     KindParams,
-    check_access,
     check_output,
     choose_targets,
     drop_refused,
     plan_kinds,
-    read_listings,
     renumber,
 )
-from avocado_iofuzz.pci import parse_pci_listing, split_config_address
-from avocado_iofuzz.program import Op, RangePlan
-from avocado_iofuzz.qtest_ops import format_script, pci_setup_commands
-from avocado_iofuzz.trace import TraceWriter, read_trace
+from avocado_iofuzz.model.pci import parse_pci_listing, split_config_address
+from avocado_iofuzz.model.program import Op, RangePlan
+from avocado_iofuzz.repro.qtest_ops import format_script, pci_setup_commands
 from avocado_iofuzz.vm.bare import BareQemu
 
 pytestmark = [

@@ -19,10 +19,10 @@ from typing import Any
 import pytest
 from avocado_jobs import AVOCADO, avocado_env, run_avocado
 
-from avocado_iofuzz.campaign import Campaign, CampaignConfig
+from avocado_iofuzz.campaign.runner import Campaign, CampaignConfig
+from avocado_iofuzz.campaign.trace import TraceWriter, read_trace
 from avocado_iofuzz.guest.build import default_guest
-from avocado_iofuzz.program import plan_ranges
-from avocado_iofuzz.trace import TraceWriter, read_trace
+from avocado_iofuzz.model.program import plan_ranges
 from avocado_iofuzz.vm.bare import BareQemu
 
 pytestmark = pytest.mark.guest

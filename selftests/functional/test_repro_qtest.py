@@ -28,7 +28,7 @@ import pytest
 from avocado_jobs import AVOCADO, avocado_env
 from qtest_campaign import record_trace, vm_cmdline
 
-from avocado_iofuzz.program import SPACE_MMIO, Op, RangePlan
+from avocado_iofuzz.model.program import SPACE_MMIO, Op, RangePlan
 from avocado_iofuzz.repro.pipeline import TriageOptions, triage
 from avocado_iofuzz.repro.qtest_run import CLOCK_RUNNING, CLOCK_STOPPED
 from avocado_iofuzz.repro.signature import crash_signature

@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 from avocado_jobs import JobResult, run_avocado
 
-from avocado_iofuzz.trace import Trace, read_trace
+from avocado_iofuzz.campaign.trace import Trace, read_trace
 
 pytestmark = [
     pytest.mark.guest,

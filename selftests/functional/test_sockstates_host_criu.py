@@ -2,7 +2,7 @@
 
 Debian bookworm's criu (3.17.1) cannot dump on this host's kernel (>= 6.13),
 so the CRIU here is Debian trixie's 4.1.1, built from its source by
-``avocado_iofuzz.host_criu`` (cached after the first build, ≈20 s). Root is
+``avocado_iofuzz.guest.host_criu`` (cached after the first build, ≈20 s). Root is
 needed, as for any CRIU dump.
 """
 
@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from avocado_jobs import run_avocado
 
-from avocado_iofuzz.host_criu import host_criu
+from avocado_iofuzz.guest.host_criu import host_criu
 from sockstates.criu import criu_version
 
 pytestmark = [
@@ -85,4 +85,4 @@ def test_an_old_criu_on_a_new_kernel_is_refused_with_the_way_out(tmp_path):
     job = run_avocado("sockstates.quick", tmp_path, {"sockstates_where": "host", "sockstates_criu": str(old)})
     test = job.tests[0]
     assert test["status"] == "ERROR", job.output
-    assert "is CRIU 3.17.1" in test["fail_reason"] and "avocado_iofuzz.host_criu" in test["fail_reason"]
+    assert "is CRIU 3.17.1" in test["fail_reason"] and "avocado_iofuzz.guest.host_criu" in test["fail_reason"]

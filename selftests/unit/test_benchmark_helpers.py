@@ -6,8 +6,8 @@ import math
 
 import pytest
 
-from avocado_iofuzz.program import Op, RangePlan
-from avocado_iofuzz.trace import TraceWriter, read_trace
+from avocado_iofuzz.campaign.trace import TraceWriter, read_trace
+from avocado_iofuzz.model.program import Op, RangePlan
 from benchmarks._common import BenchmarkError, Samples, ratio
 from benchmarks.classic import classic_command, interleaved_ops
 from benchmarks.iofuzz_throughput import TimedTraceWriter, benchmark_plans, check_inert
@@ -74,8 +74,8 @@ def test_timed_trace_writer_passes_calls_through_and_adds_up_their_time(tmp_path
 
 
 def test_the_executor_runs_with_the_settings_of_avocado_run_iofuzz():
-    from avocado_iofuzz.catalog import TestCatalog
-    from avocado_iofuzz.settings import IofuzzParams
+    from avocado_iofuzz.vt.catalog import TestCatalog
+    from avocado_iofuzz.vt.iofuzz_params import IofuzzParams
     from benchmarks.iofuzz_throughput import campaign_config_of
 
     settings = IofuzzParams.from_params(TestCatalog().variants("iofuzz")[0])

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from avocado_iofuzz.campaign import Campaign, CampaignConfig, CampaignError
-from avocado_iofuzz.program import plan_ranges
-from avocado_iofuzz.trace import TraceWriter, read_trace
+from avocado_iofuzz.campaign.runner import Campaign, CampaignConfig, CampaignError
+from avocado_iofuzz.campaign.trace import TraceWriter, read_trace
+from avocado_iofuzz.model.program import plan_ranges
 from avocado_iofuzz.vm.interface import QemuExit
 
 

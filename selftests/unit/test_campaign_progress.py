@@ -5,9 +5,9 @@ from __future__ import annotations
 import logging
 import re
 
-from avocado_iofuzz.campaign import Campaign, CampaignConfig
-from avocado_iofuzz.program import plan_ranges
-from avocado_iofuzz.trace import TraceWriter
+from avocado_iofuzz.campaign.runner import Campaign, CampaignConfig
+from avocado_iofuzz.campaign.trace import TraceWriter
+from avocado_iofuzz.model.program import plan_ranges
 
 PLANS = plan_ranges(3, [(0x70, 0x77, "rtc0"), (0x80, 0x8F, "dma page reg")], 62)  # 512 and 1024 ops
 PROGRESS = re.compile(

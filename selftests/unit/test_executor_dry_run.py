@@ -30,7 +30,7 @@ from avocado_iofuzz.executor.protocol import (
     parse_dry_run_op,
     parse_line,
 )
-from avocado_iofuzz.program import RangePlan, plan_ranges
+from avocado_iofuzz.model.program import RangePlan, plan_ranges
 
 RANGES = [(0x60, 0x64, "keyboard"), (0x70, 0x71, "rtc"), (0x3F8, 0x3FF, "serial")]
 

@@ -20,7 +20,7 @@ from avocado_iofuzz.executor.protocol import (
     parse_line,
     range_argument,
 )
-from avocado_iofuzz.program import Op, RangePlan, plan_ranges
+from avocado_iofuzz.model.program import Op, RangePlan, plan_ranges
 
 PLANS = plan_ranges(77, [(0x60, 0x64, "keyboard"), (0x70, 0x71, "rtc"), (0x1F0, 0x1F7, "ide")], 4)
 

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from avocado_iofuzz.executor.build import build_executor
 from avocado_iofuzz.executor.protocol import Done, ExecError, Progress, parse_dry_run_op, parse_line
-from avocado_iofuzz.program import Op
+from avocado_iofuzz.model.program import Op
 from avocado_iofuzz.repro.guest_replay import guest_script_command
 from avocado_iofuzz.repro.qtest import format_script, parse_script
 

@@ -21,7 +21,7 @@ from avocado_iofuzz.executor.protocol import (
     parse_dry_run_op,
     parse_line,
 )
-from avocado_iofuzz.program import SPACE_MMIO, SPACE_PCI, SPACE_PIO, RangePlan
+from avocado_iofuzz.model.program import SPACE_MMIO, SPACE_PCI, SPACE_PIO, RangePlan
 
 
 @pytest.fixture(scope="session")

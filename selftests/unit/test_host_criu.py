@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from avocado_iofuzz.host_criu import HostCriuError, PrivateApt, parse_showsrc
-from avocado_iofuzz.vt_sockstates import host_criu_too_old, kernel_version
+from avocado_iofuzz.guest.host_criu import HostCriuError, PrivateApt, parse_showsrc
+from avocado_iofuzz.vt.sockstates_test import host_criu_too_old, kernel_version
 
 ORIG_SHA = "f80a66cb3726bb2116266d4759ce3bcbfab7abdb6b6d430bf20dd41911717afe"
 
@@ -107,7 +107,7 @@ def test_bootstrap_installs_every_build_dependency():
     import re
     from pathlib import Path
 
-    from avocado_iofuzz.host_criu import BUILD_DEPENDS, BUILD_LIBRARIES, BUILD_TOOLS
+    from avocado_iofuzz.guest.host_criu import BUILD_DEPENDS, BUILD_LIBRARIES, BUILD_TOOLS
 
     words = set(re.findall(r"[a-z0-9][a-z0-9.+-]+", (Path(__file__).parents[2] / "bootstrap.sh").read_text()))
     assert set(BUILD_DEPENDS) - words == set()

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from avocado_iofuzz.iomem import (
+from avocado_iofuzz.model.iomem import (
     DEFAULT_SKIP_IOMEM,
     iomem_leaves,
     mmio_targets,
@@ -14,7 +14,7 @@ from avocado_iofuzz.iomem import (
     parse_extra_iomem,
     parse_iomem,
 )
-from avocado_iofuzz.pci import (
+from avocado_iofuzz.model.pci import (
     DEFAULT_CONFIG_HOLES,
     PciListingError,
     cf8_address,
@@ -24,8 +24,8 @@ from avocado_iofuzz.pci import (
     parse_pci_listing,
     split_config_address,
 )
-from avocado_iofuzz.ranges import RangeError, name_matches, parse_name_list
-from avocado_iofuzz.target import Target
+from avocado_iofuzz.model.ranges import RangeError, name_matches, parse_name_list
+from avocado_iofuzz.model.target import Target
 
 DATA = Path(__file__).parent / "data"
 IOMEM = {m: (DATA / f"iomem-{m}-devices.txt").read_text() for m in ("pc", "q35")}

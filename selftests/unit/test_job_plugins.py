@@ -6,11 +6,11 @@ import json
 from pathlib import Path
 from types import SimpleNamespace
 
-from avocado_iofuzz.campaign import CampaignResult
+from avocado_iofuzz.campaign.runner import CampaignResult
+from avocado_iofuzz.model.program import plan_ranges
 from avocado_iofuzz.plugins.job import IofuzzEnvCleanup, IofuzzJobSummary
-from avocado_iofuzz.program import plan_ranges
-from avocado_iofuzz.report import build_summary, write_summary
-from avocado_iofuzz.vt_env import PRIVATE_PREFIX, assign_private_env, remove_private_env
+from avocado_iofuzz.results.report import build_summary, write_summary
+from avocado_iofuzz.vt.env import PRIVATE_PREFIX, assign_private_env, remove_private_env
 
 
 def _write_test_summary(job_dir: Path, logdir: str, shard: str, ranges) -> None:

@@ -6,27 +6,26 @@ from pathlib import Path
 
 import pytest
 
+from avocado_iofuzz.campaign.guest_access import check_access, read_listings
 from avocado_iofuzz.executor.protocol import executor_command
-from avocado_iofuzz.kinds import (
+from avocado_iofuzz.model.kinds import (
     AccessRefused,
     KindParams,
     Listings,
-    check_access,
     check_output,
     choose_targets,
     drop_refused,
     kind_fuzz_counts,
     parse_kinds,
     plan_kinds,
-    read_listings,
     renumber,
     units,
 )
-from avocado_iofuzz.pci import PCI_LISTING_COMMAND
-from avocado_iofuzz.program import RangePlan
-from avocado_iofuzz.ranges import RangeError, fuzz_targets
-from avocado_iofuzz.settings import ParamError
-from avocado_iofuzz.target import Target
+from avocado_iofuzz.model.pci import PCI_LISTING_COMMAND
+from avocado_iofuzz.model.program import RangePlan
+from avocado_iofuzz.model.ranges import RangeError, fuzz_targets
+from avocado_iofuzz.model.target import Target
+from avocado_iofuzz.vt.iofuzz_params import ParamError
 
 DATA = Path(__file__).parent / "data"
 LISTINGS = {
@@ -246,7 +245,7 @@ def test_only_pci_focuses_every_kind_on_the_device():
 
 
 def test_cfg_defaults_are_the_code_defaults():
-    from avocado_iofuzz.catalog import TestCatalog
+    from avocado_iofuzz.vt.catalog import TestCatalog
 
     params = TestCatalog().variants("iofuzz")[0]
     assert KindParams.from_params(params) == KindParams()

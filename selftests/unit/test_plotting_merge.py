@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from avocado_iofuzz.campaign import CampaignResult, Finding
-from avocado_iofuzz.merge import main as merge_main
-from avocado_iofuzz.plotting import FINDING_STYLE, render_coverage
-from avocado_iofuzz.program import plan_ranges
-from avocado_iofuzz.report import build_summary, write_summary
+from avocado_iofuzz.campaign.runner import CampaignResult, Finding
+from avocado_iofuzz.model.program import plan_ranges
+from avocado_iofuzz.results.merge import main as merge_main
+from avocado_iofuzz.results.plotting import FINDING_STYLE, render_coverage
+from avocado_iofuzz.results.report import build_summary, write_summary
 
 CRASH_RGB = tuple(int(FINDING_STYLE["crash"][1][i : i + 2], 16) for i in (1, 3, 5))
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from avocado.core.settings import Settings
 
 from avocado_iofuzz.plugins.settings import SETTINGS, apply_settings, register
-from avocado_iofuzz.settings import IofuzzParams
+from avocado_iofuzz.vt.iofuzz_params import IofuzzParams
 
 
 def _registered() -> dict:
@@ -39,7 +39,7 @@ def test_cfg_value_wins_over_the_setting_and_empty_cfg_value_takes_it():
 def test_a_bad_value_from_avocado_conf_is_named_like_any_param():
     import pytest
 
-    from avocado_iofuzz.settings import ParamError
+    from avocado_iofuzz.vt.iofuzz_params import ParamError
 
     params = {}
     apply_settings({"iofuzz.max_hangs": "many"}, params)

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from avocado_iofuzz.program import (
+from avocado_iofuzz.model.program import (
     PHASE_FUZZ,
     PHASE_READ,
     PHASE_ZERO,

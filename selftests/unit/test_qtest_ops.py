@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from avocado_iofuzz.pci import config_address, parse_pci_listing
-from avocado_iofuzz.program import Op, RangePlan
-from avocado_iofuzz.qtest_ops import format_script, pci_setup_commands, qtest_commands
+from avocado_iofuzz.model.pci import config_address, parse_pci_listing
+from avocado_iofuzz.model.program import Op, RangePlan
+from avocado_iofuzz.repro.qtest_ops import format_script, pci_setup_commands, qtest_commands
 
 LISTING = (Path(__file__).parent / "data" / "pci-resources-pc-devices.txt").read_text()
 

@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from avocado_iofuzz.ranges import (
+from avocado_iofuzz.model.ranges import (
     PortRange,
     RangeError,
     cut_ports,

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from avocado_iofuzz.campaign import CampaignResult, Finding
-from avocado_iofuzz.program import plan_ranges
-from avocado_iofuzz.report import (
+from avocado_iofuzz.campaign.runner import CampaignResult, Finding
+from avocado_iofuzz.model.program import plan_ranges
+from avocado_iofuzz.results.report import (
     build_summary,
     finding_signature,
     merge_summaries,

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from avocado_iofuzz.program import RangePlan
+from avocado_iofuzz.campaign.trace import TraceWriter
+from avocado_iofuzz.model.program import RangePlan
 from avocado_iofuzz.repro.extract import (
     PCI_LISTING_KEY,
     ExtractError,
@@ -20,7 +21,6 @@ from avocado_iofuzz.repro.pipeline import signature_matches
 from avocado_iofuzz.repro.qtest import format_script
 from avocado_iofuzz.repro.signature import HANG, NO_CRASH, crash_signature
 from avocado_iofuzz.repro.vt_triage import TriageParamError, TriageParams
-from avocado_iofuzz.trace import TraceWriter
 
 CMDLINE = "/usr/bin/qemu-system-x86_64 -nodefaults -machine pc -kernel /k -device hyperv-testdev"
 ABORT = "qemu-system-x86_64: ../hw/x.c:9: f: Assertion `n' failed.\n"

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from avocado_iofuzz.program import Op
+from avocado_iofuzz.model.program import Op
 from avocado_iofuzz.repro.minimize import Budget, CachedJudge, ddmin, minimize_ops, simplify, trim_prefix
 
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from avocado_iofuzz.program import Op, RangePlan
+from avocado_iofuzz.campaign.trace import TraceWriter
+from avocado_iofuzz.model.program import Op, RangePlan
 from avocado_iofuzz.repro.guest_replay import GuestOutcome
 from avocado_iofuzz.repro.pipeline import TriageOptions, triage
 from avocado_iofuzz.repro.signature import NO_CRASH, crash_signature
 from avocado_iofuzz.repro.vt_triage import fail_reason
-from avocado_iofuzz.trace import TraceWriter
 
 ABORT = "qemu-system-x86_64: ../hw/x.c:9: f: Assertion `n' failed.\n"
 PLAN = RangePlan(0, 0x300, 0x30F, "unclaimed", 9, 40)

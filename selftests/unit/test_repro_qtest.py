@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from avocado_iofuzz.program import SPACE_MMIO, SPACE_PCI, Op
+from avocado_iofuzz.model.program import SPACE_MMIO, SPACE_PCI, Op
 from avocado_iofuzz.repro.qtest import (
     QtestScriptError,
     describe_ops,

@@ -130,7 +130,7 @@ def test_findings_with_the_same_signature_are_grouped():
 
 
 def test_shards_crashing_on_the_same_assertion_are_one_group_in_the_merged_summary():
-    from avocado_iofuzz.report import merge_summaries
+    from avocado_iofuzz.results.report import merge_summaries
 
     def shard(line: int, sig: int = 6) -> dict:
         crash = {"signature": "x", "detail": "", "reproducer": {}}

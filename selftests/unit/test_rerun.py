@@ -16,15 +16,15 @@ from typing import Any
 
 import pytest
 
-from avocado_iofuzz.campaign import CampaignResult, Finding
-from avocado_iofuzz.catalog import TestCatalog
-from avocado_iofuzz.kinds import KindParams, Listings, choose_targets, plan_kinds
+from avocado_iofuzz.campaign.runner import CampaignResult, Finding
+from avocado_iofuzz.model.kinds import KindParams, Listings, choose_targets, plan_kinds
+from avocado_iofuzz.model.program import RangePlan
+from avocado_iofuzz.model.ranges import fuzz_targets, parse_extra_ranges
 from avocado_iofuzz.plugins.resolver import IofuzzResolver
-from avocado_iofuzz.program import RangePlan
-from avocado_iofuzz.ranges import fuzz_targets, parse_extra_ranges
-from avocado_iofuzz.report import build_summary, summary_table
-from avocado_iofuzz.rerun import CMDLINE_PARAM, RerunContext, cmdline_record, rerun_range
-from avocado_iofuzz.settings import IofuzzParams
+from avocado_iofuzz.results.report import build_summary, summary_table
+from avocado_iofuzz.results.rerun import CMDLINE_PARAM, RerunContext, cmdline_record, rerun_range
+from avocado_iofuzz.vt.catalog import TestCatalog
+from avocado_iofuzz.vt.iofuzz_params import IofuzzParams
 
 DATA = Path(__file__).parent / "data"
 CATALOG = TestCatalog()

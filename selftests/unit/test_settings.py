@@ -1,6 +1,6 @@
 import pytest
 
-from avocado_iofuzz.settings import IofuzzParams, ParamError
+from avocado_iofuzz.vt.iofuzz_params import IofuzzParams, ParamError
 
 
 def test_defaults_from_an_empty_dict():

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from avocado_iofuzz.shards import Shard, ShardError, expand_shards, parse_shard, parse_shard_count, shard_ranges
+from avocado_iofuzz.model.shards import Shard, ShardError, expand_shards, parse_shard, parse_shard_count, shard_ranges
 
 
 @given(
@@ -81,7 +81,7 @@ def test_expand_shards_keeps_a_given_seed_and_an_explicit_shard():
 
 
 def test_shards_run_exactly_the_ops_of_the_whole_campaign():
-    from avocado_iofuzz.program import plan_ranges
+    from avocado_iofuzz.model.program import plan_ranges
 
     ranges = [(0x0, 0x1F, "dma1"), (0x20, 0x21, "pic1"), (0x40, 0x43, "timer0"), (0x70, 0x77, "rtc0")]
     whole = {p.name: list(p.ops()) for p in plan_ranges(9, ranges, 3)}

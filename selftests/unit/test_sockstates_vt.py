@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from avocado_iofuzz.catalog import TestCatalog
-from avocado_iofuzz.sockstates_params import SockstatesParamError, SockstatesParams
-from avocado_iofuzz.sockstates_report import build_report, criu_rows, parse_cli_output, read_results, summary_lines
+from avocado_iofuzz.vt.catalog import TestCatalog
+from avocado_iofuzz.vt.sockstates_params import SockstatesParamError, SockstatesParams
+from avocado_iofuzz.vt.sockstates_report import build_report, criu_rows, parse_cli_output, read_results, summary_lines
 
 
 def test_defaults_come_from_the_cfg_and_make_a_cli_line() -> None:
@@ -121,7 +121,7 @@ def test_criu_results_become_a_table_with_groups_and_local_reproducers(tmp_path:
 
 
 def test_shards_of_the_test_split_the_sweep() -> None:
-    from avocado_iofuzz.shards import expand_shards
+    from avocado_iofuzz.model.shards import expand_shards
 
     dicts = expand_shards(TestCatalog().variants("sockstates.quick", extra_params=["iofuzz_shards=3"]))
     assert [d["shortname"] for d in dicts] == [f"sockstates.quick.debian.shard{k}of3" for k in (1, 2, 3)]
@@ -144,7 +144,7 @@ class FakeTest:
 def verdict_of(mode: str, counts: dict[str, int], failure_status: str = "fail", exit_status: int = 0) -> str:
     from avocado.core import exceptions
 
-    from avocado_iofuzz.vt_sockstates import _verdict
+    from avocado_iofuzz.vt.sockstates_test import _verdict
 
     settings = SockstatesParams.from_params({"sockstates_mode": mode, "sockstates_failure_status": failure_status})
     report = {"counts": counts, "states": sum(counts.values()), "exit_status": exit_status}

@@ -11,8 +11,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from avocado_iofuzz.program import RangePlan, plan_ranges
-from avocado_iofuzz.trace import TraceError, TraceWriter, read_trace
+from avocado_iofuzz.campaign.trace import TraceError, TraceWriter, read_trace
+from avocado_iofuzz.model.program import RangePlan, plan_ranges
 
 PLANS = plan_ranges(31337, [(0x60, 0x64, "keyboard"), (0x70, 0x71, "rtc"), (0x3F8, 0x3FF, "serial port")], 6)
 HEADER = {"qemu": "qemu-system-x86_64 -M pc -nodefaults", "machine": {"type": "pc", "mem": 256}}

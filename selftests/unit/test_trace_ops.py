@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from avocado_iofuzz.program import Op, RangePlan
-from avocado_iofuzz.trace_ops import RangeOps, merge_spans
+from avocado_iofuzz.campaign.trace_ops import RangeOps, merge_spans
+from avocado_iofuzz.model.program import Op, RangePlan
 
 PLAN = RangePlan(3, 0x80, 0x8F, "dma page reg", 42, 10)  # 192 ops
 

@@ -11,9 +11,8 @@ import shlex
 import pytest
 from aexpect import remote
 
-from avocado_iofuzz.kinds import KindParams
-from avocado_iofuzz.ranges import fuzz_targets, parse_name_list
-from avocado_iofuzz.settings import IofuzzParams, ParamError
+from avocado_iofuzz.model.kinds import KindParams
+from avocado_iofuzz.model.ranges import fuzz_targets, parse_name_list
 from avocado_iofuzz.vm import image as image_module
 from avocado_iofuzz.vm.image import (
     SSH_NIC,
@@ -28,7 +27,8 @@ from avocado_iofuzz.vm.image import (
     ssh_net_args,
     tolerant_prompt,
 )
-from avocado_iofuzz.vt_iofuzz import spare_session_devices
+from avocado_iofuzz.vt.iofuzz_params import IofuzzParams, ParamError
+from avocado_iofuzz.vt.iofuzz_test import spare_session_devices
 
 
 @pytest.fixture

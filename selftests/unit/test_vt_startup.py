@@ -8,7 +8,7 @@ import types
 
 import pytest
 
-from avocado_iofuzz import vt_startup
+from avocado_iofuzz.vt import startup as vt_startup
 
 QEMU_COMMAND = (
     "/usr/bin/qemu-system-x86_64 -S -name 'vm1' "

@@ -5,12 +5,12 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from avocado_iofuzz.ranges import name_matches
+from avocado_iofuzz.model.ranges import name_matches
 
 
 @dataclass(frozen=True)
 class Target:
-    """Inclusive ``[start, end]`` in ``space`` (see :mod:`avocado_iofuzz.program`).
+    """Inclusive ``[start, end]`` in ``space`` (see :mod:`avocado_iofuzz.model.program`).
 
     ``aliases`` are other names the target answers to in ``skip_*`` and
     ``only_*`` patterns: a PCI function's BARs and config space also match

@@ -15,28 +15,21 @@ from typing import Any
 
 from virttest import env_process
 
-from avocado_iofuzz.campaign import Campaign, CampaignConfig, CampaignError
+from avocado_iofuzz.campaign.guest_access import check_access, read_listings
+from avocado_iofuzz.campaign.runner import Campaign, CampaignConfig, CampaignError
+from avocado_iofuzz.campaign.trace import TraceWriter
 from avocado_iofuzz.executor.protocol import DEFAULT_BINARY
-from avocado_iofuzz.kinds import (
+from avocado_iofuzz.model.kinds import (
     AccessRefused,
     KindParams,
-    check_access,
     choose_targets,
     plan_kinds,
-    read_listings,
     renumber,
 )
-from avocado_iofuzz.pci import PCI_LISTING_COMMAND
-from avocado_iofuzz.program import new_seed
-from avocado_iofuzz.ranges import RangeError, fuzz_targets, parse_extra_ranges, parse_name_list
-from avocado_iofuzz.report import (
-    PICTURE_NAME,
-    SUMMARY_NAME,
-    build_summary,
-    summary_table,
-    whiteboard_line,
-    write_summary,
-)
+from avocado_iofuzz.model.pci import PCI_LISTING_COMMAND
+from avocado_iofuzz.model.program import new_seed
+from avocado_iofuzz.model.ranges import RangeError, fuzz_targets, parse_extra_ranges, parse_name_list
+from avocado_iofuzz.model.shards import parse_shard, shard_ranges
 from avocado_iofuzz.repro.vt_triage import (
     TriageParamError,
     TriageParams,
@@ -45,9 +38,14 @@ from avocado_iofuzz.repro.vt_triage import (
     run_replay,
     triage_finding,
 )
-from avocado_iofuzz.settings import IofuzzParams, ParamError
-from avocado_iofuzz.shards import parse_shard, shard_ranges
-from avocado_iofuzz.trace import TraceWriter
+from avocado_iofuzz.results.report import (
+    PICTURE_NAME,
+    SUMMARY_NAME,
+    build_summary,
+    summary_table,
+    whiteboard_line,
+    write_summary,
+)
 from avocado_iofuzz.vm.image import (
     GuestLoginFailed,
     GuestNotMarked,
@@ -57,7 +55,8 @@ from avocado_iofuzz.vm.image import (
     session_devices,
 )
 from avocado_iofuzz.vm.vt import VtGuest
-from avocado_iofuzz.vt_compat import run_qemu_probes_under_bash
+from avocado_iofuzz.vt.compat import run_qemu_probes_under_bash
+from avocado_iofuzz.vt.iofuzz_params import IofuzzParams, ParamError
 
 LOG = logging.getLogger("avocado.test.iofuzz")
 
@@ -299,7 +298,7 @@ def _finish(test, outdir, seed, settings, accel, reason, plans, result, trace_pa
     test.whiteboard = whiteboard_line(summary)
     if settings.plot:
         try:
-            from avocado_iofuzz.plotting import render_coverage  # matplotlib: imported only when drawing
+            from avocado_iofuzz.results.plotting import render_coverage  # matplotlib: imported only when drawing
 
             LOG.info("coverage picture: %s", render_coverage(summary, outdir / PICTURE_NAME))
         except Exception as err:  # a picture must never cost the run's verdict or its summary

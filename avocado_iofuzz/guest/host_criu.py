@@ -12,9 +12,9 @@ SHA256 against the index; ``make criu`` builds the binary, which alone is
 kept, in ``<cache>/criu/<suite>``. Later calls reuse it without the network
 until ``refresh`` is asked for.
 
-    python3 -m avocado_iofuzz.host_criu            # prints the binary's path
+    python3 -m avocado_iofuzz.guest.host_criu            # prints the binary's path
     avocado run sockstates --vt-extra-params sockstates_where=host \\
-        --vt-extra-params sockstates_criu=$(python3 -m avocado_iofuzz.host_criu)
+        --vt-extra-params sockstates_criu=$(python3 -m avocado_iofuzz.guest.host_criu)
 """
 
 from __future__ import annotations
@@ -265,7 +265,7 @@ def host_criu(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python3 -m avocado_iofuzz.host_criu",
+        prog="python3 -m avocado_iofuzz.guest.host_criu",
         description="Build CRIU from a newer Debian suite's source (once, in the cache) and print the binary's path.",
     )
     parser.add_argument("--suite", default=DEFAULT_SUITE, help=f"Debian suite whose CRIU to build ({DEFAULT_SUITE})")

@@ -26,6 +26,7 @@ from typing import Any
 
 import aexpect
 
+from avocado_iofuzz.campaign.trace import TraceWriter
 from avocado_iofuzz.executor.protocol import (
     Done,
     ExecError,
@@ -36,8 +37,7 @@ from avocado_iofuzz.executor.protocol import (
     inflight_window,
     parse_line,
 )
-from avocado_iofuzz.program import RangePlan
-from avocado_iofuzz.trace import TraceWriter
+from avocado_iofuzz.model.program import RangePlan
 from avocado_iofuzz.vm.interface import GuestVM, QemuExit
 
 LOG = logging.getLogger("avocado.test.iofuzz")

@@ -18,7 +18,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from avocado_iofuzz.report import (
+from avocado_iofuzz.results.report import (
     PICTURE_NAME,
     SUMMARY_NAME,
     merge_summaries,
@@ -57,7 +57,7 @@ def merge_files(summaries: Sequence[Path], outdir: Path, relative_to: Path | Non
     write_summary(target, merged)
     (outdir / TABLE_NAME).write_text(summary_table(merged) + "\n", encoding="utf-8")
     if plot:
-        from avocado_iofuzz.plotting import render_coverage
+        from avocado_iofuzz.results.plotting import render_coverage
 
         render_coverage(merged, outdir / PICTURE_NAME)
     return target

@@ -14,7 +14,7 @@ import bisect
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import overload
 
-from avocado_iofuzz.program import Op, RangePlan
+from avocado_iofuzz.model.program import Op, RangePlan
 
 
 def merge_spans(spans: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:

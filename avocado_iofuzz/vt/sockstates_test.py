@@ -29,8 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from avocado_iofuzz.sockstates_params import SockstatesParamError, SockstatesParams
-from avocado_iofuzz.sockstates_report import (
+from avocado_iofuzz.vt.sockstates_params import SockstatesParamError, SockstatesParams
+from avocado_iofuzz.vt.sockstates_report import (
     REPORT_NAME,
     build_report,
     criu_rows,
@@ -75,7 +75,7 @@ class SweepCutShort(RuntimeError):
 
 @dataclass(frozen=True)
 class _VmSettings:
-    """What :func:`avocado_iofuzz.vt_iofuzz.start_embedded_vm` reads of a test's settings."""
+    """What :func:`avocado_iofuzz.vt.iofuzz_test.start_embedded_vm` reads of a test's settings."""
 
     guest: str
     kernel: str
@@ -161,7 +161,7 @@ def _verdict(test: Any, settings: SockstatesParams, report: dict[str, Any]) -> N
 
 def _run_in_guest(test: Any, params: Any, env: Any, settings: SockstatesParams, local: Path) -> None:
     from avocado_iofuzz.vm.vt import VtGuest
-    from avocado_iofuzz.vt_iofuzz import start_embedded_vm
+    from avocado_iofuzz.vt.iofuzz_test import start_embedded_vm
 
     if settings.guest != "debian":
         test.error(f"param iofuzz_guest = {settings.guest!r}: sockstates runs in the 'debian' guest (python3, criu)")
@@ -238,7 +238,8 @@ def _run_on_host(test: Any, settings: SockstatesParams, local: Path) -> None:
                 f"sockstates_where = host: {settings.criu} is CRIU {'.'.join(map(str, version))}; CRIU older than "
                 f"{'.'.join(map(str, HOST_CRIU_MINIMUM))} cannot dump on kernels >= 6.13 (vDSO layout) and this is "
                 f"{kernel}: run in the guest (sockstates_where = guest) or name a newer criu "
-                "(sockstates_criu; `python3 -m avocado_iofuzz.host_criu` builds Debian trixie's and prints its path)"
+                "(sockstates_criu; `python3 -m avocado_iofuzz.guest.host_criu` builds Debian trixie's "
+                "and prints its path)"
             )
         LOG.info("on the host: CRIU %s (%s), kernel %s", ".".join(map(str, version)), settings.criu, kernel)
     argv = [sys.executable, "-m", "sockstates", *settings.cli_args(str(local / "out"))]

@@ -15,7 +15,7 @@ with width 2 the slots are ``start, start+2, ...``.
 
 A range lives in one address space (``space``): ``pio`` (I/O ports),
 ``mmio`` (guest-physical addresses) or ``pci`` (config registers, addressed
-in the ECAM layout, see :mod:`avocado_iofuzz.pci`). The generator is the
+in the ECAM layout, see :mod:`avocado_iofuzz.model.pci`). The generator is the
 same for all three: only the bounds, the width and the fuzz count matter.
 
 Randomness comes from a counter-based generator (splitmix64's output function
@@ -49,7 +49,7 @@ SPACE_MMIO = "mmio"
 MMIO_MAX_ADDRESS = MASK64
 MMIO_WIDTHS = (1, 2, 4, 8)
 # PCI config space: an address is bus << 20 | device << 15 | function << 12 | register,
-# the ECAM layout (see avocado_iofuzz.pci); a range never leaves one function.
+# the ECAM layout (see avocado_iofuzz.model.pci); a range never leaves one function.
 SPACE_PCI = "pci"
 PCI_MAX_ADDRESS = (1 << 28) - 1
 PCI_WIDTHS = (1, 2, 4)
@@ -74,7 +74,7 @@ class Op:
     ``value`` is 0 for reads: the value a read returns is not part of the
     program (it depends on the device state). ``port`` is the address in
     ``space``: an I/O port, a guest-physical MMIO address, or a PCI config
-    address (ECAM layout, see ``avocado_iofuzz.pci``).
+    address (ECAM layout, see ``avocado_iofuzz.model.pci``).
     """
 
     kind: str

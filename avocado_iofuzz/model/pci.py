@@ -18,9 +18,9 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from avocado_iofuzz.program import SPACE_PCI
-from avocado_iofuzz.ranges import RangeError, cut_spans, name_matches
-from avocado_iofuzz.target import Target
+from avocado_iofuzz.model.program import SPACE_PCI
+from avocado_iofuzz.model.ranges import RangeError, cut_spans, name_matches
+from avocado_iofuzz.model.target import Target
 
 # What the VT test runs in the guest: one header line per function, then its
 # sysfs ``resource`` file (BARs 0-5, the ROM, then bridge windows).

@@ -14,10 +14,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from avocado_iofuzz.campaign import CampaignResult
-from avocado_iofuzz.program import PHASE_FUZZ, PHASE_READ, PHASE_ZERO, RangePlan
+from avocado_iofuzz.campaign.runner import CampaignResult
+from avocado_iofuzz.model.program import PHASE_FUZZ, PHASE_READ, PHASE_ZERO, RangePlan
 from avocado_iofuzz.repro.signature import group_by_signature, signature_of_exit
-from avocado_iofuzz.rerun import Rerun, RerunContext, rerun_range
+from avocado_iofuzz.results.rerun import Rerun, RerunContext, rerun_range
 
 SUMMARY_FORMAT = 3  # 3: every range has its rerun command (rerun may be null, then rerun_note)
 SUMMARY_NAME = "summary.json"

@@ -47,8 +47,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from avocado_iofuzz.program import Op, RangePlan
-from avocado_iofuzz.trace_ops import RangeOps
+from avocado_iofuzz.campaign.trace_ops import RangeOps
+from avocado_iofuzz.model.program import Op, RangePlan
 
 FORMAT_VERSION = 2
 READABLE_FORMATS = (1, 2)
@@ -279,7 +279,7 @@ class Trace:
     """A parsed trace.
 
     ``ops[i]`` lists ``(op_index, Op)`` of range ``i`` by index, each once:
-    a :class:`~avocado_iofuzz.trace_ops.RangeOps`, which computes the ops on
+    a :class:`~avocado_iofuzz.campaign.trace_ops.RangeOps`, which computes the ops on
     access (compare it to a list, iterate it, index it).
     """
 

@@ -20,8 +20,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-from avocado_iofuzz.pci import IORESOURCE_IO, ROM_RESOURCE, PciFunction, cf8_address, config_address
-from avocado_iofuzz.program import PIO_MAX_PORT, SPACE_MMIO, SPACE_PCI, SPACE_PIO, Op
+from avocado_iofuzz.model.pci import IORESOURCE_IO, ROM_RESOURCE, PciFunction, cf8_address, config_address
+from avocado_iofuzz.model.program import PIO_MAX_PORT, SPACE_MMIO, SPACE_PCI, SPACE_PIO, Op
 
 _SUFFIX = {1: "b", 2: "w", 4: "l", 8: "q"}
 CONFIG_ADDRESS_PORT = 0xCF8

@@ -1,10 +1,10 @@
 """From the guest's ``/proc/iomem`` and PCI BARs to the MMIO ranges to fuzz.
 
-Pure functions, no I/O, like :mod:`avocado_iofuzz.ranges` (whose tree parser
+Pure functions, no I/O, like :mod:`avocado_iofuzz.model.ranges` (whose tree parser
 reads ``/proc/iomem`` too: same format, 64-bit addresses).
 
 Where the ranges come from:
-  * PCI memory BARs, from sysfs (:mod:`avocado_iofuzz.pci`): named
+  * PCI memory BARs, from sysfs (:mod:`avocado_iofuzz.model.pci`): named
     ``0000:00:02.0 8086:100e BAR0``. ``/proc/iomem`` lists them too, but only
     by address and without their BAR number, and the executor maps a BAR
     through its ``resource<N>`` file;
@@ -22,9 +22,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-from avocado_iofuzz.pci import PciFunction
-from avocado_iofuzz.program import MMIO_MAX_ADDRESS, SPACE_MMIO
-from avocado_iofuzz.ranges import (
+from avocado_iofuzz.model.pci import PciFunction
+from avocado_iofuzz.model.program import MMIO_MAX_ADDRESS, SPACE_MMIO
+from avocado_iofuzz.model.ranges import (
     PortRange,
     RangeError,
     cut_spans,
@@ -34,7 +34,7 @@ from avocado_iofuzz.ranges import (
     parse_resource_tree,
     parse_spans,
 )
-from avocado_iofuzz.target import Target
+from avocado_iofuzz.model.target import Target
 
 # the register files of QEMU's devices fit (virtio, NVMe, xHCI, HDA BARs are 16 KiB;
 # e1000's rings and controls sit below 0x4000), and one 16 KiB BAR is already

@@ -13,7 +13,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from avocado_iofuzz.report import PHASES
+from avocado_iofuzz.results.report import PHASES
 
 PHASE_COLOURS = {"read": "#4c72b0", "zero": "#8c8c8c", "fuzz": "#55a868"}
 FINDING_STYLE = {  # marker, colour, label

@@ -11,8 +11,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from avocado_iofuzz.ranges import DEFAULT_SKIP_PORTS, parse_extra_ranges, parse_port_spans
-from avocado_iofuzz.shards import SHARD_PARAM, ShardError, parse_shard
+from avocado_iofuzz.model.ranges import DEFAULT_SKIP_PORTS, parse_extra_ranges, parse_port_spans
+from avocado_iofuzz.model.shards import SHARD_PARAM, ShardError, parse_shard
 
 
 class ParamError(ValueError):

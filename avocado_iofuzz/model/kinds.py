@@ -22,24 +22,22 @@ import logging
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-from avocado_iofuzz.executor.protocol import Denied, ExecError, executor_command, parse_line
-from avocado_iofuzz.iomem import DEFAULT_MAX_SIZE, DEFAULT_SKIP_IOMEM, mmio_targets, parse_address_spans
-from avocado_iofuzz.iomem import parse_extra_iomem as _parse_extra_iomem
-from avocado_iofuzz.pci import (
+from avocado_iofuzz.executor.protocol import Denied, ExecError, parse_line
+from avocado_iofuzz.model.iomem import DEFAULT_MAX_SIZE, DEFAULT_SKIP_IOMEM, mmio_targets, parse_address_spans
+from avocado_iofuzz.model.iomem import parse_extra_iomem as _parse_extra_iomem
+from avocado_iofuzz.model.pci import (
     CONFIG_SPACE_SIZE,
     DEFAULT_CONFIG_HOLES,
     IORESOURCE_IO,
-    PCI_LISTING_COMMAND,
-    ROM_RESOURCE,
+        ROM_RESOURCE,
     PciFunction,
     config_targets,
     parse_config_holes,
     parse_pci_listing,
 )
-from avocado_iofuzz.program import (
+from avocado_iofuzz.model.program import (
     MMIO_WIDTHS,
     PCI_WIDTHS,
     SPACE_MMIO,
@@ -48,14 +46,12 @@ from avocado_iofuzz.program import (
     SPACES,
     RangePlan,
 )
-from avocado_iofuzz.ranges import PortRange, RangeError, parse_name_list
-from avocado_iofuzz.settings import ParamError
-from avocado_iofuzz.target import Target
+from avocado_iofuzz.model.ranges import PortRange, RangeError, parse_name_list
+from avocado_iofuzz.model.target import Target
+from avocado_iofuzz.vt.iofuzz_params import ParamError
 
 LOG = logging.getLogger("avocado.test.iofuzz")
 
-IOMEM_FILE = "proc-iomem.txt"
-PCI_FILE = "pci-resources.txt"
 
 
 @dataclass(frozen=True)
@@ -170,18 +166,6 @@ class Listings:
 
     iomem: str = ""
     pci: str = ""
-
-
-def read_listings(session: Any, kinds: KindParams, outdir: Path | None = None) -> Listings:
-    """Read ``/proc/iomem`` and the PCI listing in the guest (only what the chosen kinds need)."""
-    iomem = session.cmd_output("cat /proc/iomem", timeout=60) if SPACE_MMIO in kinds.weights else ""
-    needs_pci = SPACE_MMIO in kinds.weights or SPACE_PCI in kinds.weights or bool(kinds.only_pci.strip())
-    pci = session.cmd_output(PCI_LISTING_COMMAND, timeout=120) if needs_pci else ""
-    if outdir is not None:
-        for name, content in ((IOMEM_FILE, iomem), (PCI_FILE, pci)):
-            if content:
-                (outdir / name).write_text(content, encoding="utf-8")
-    return Listings(iomem, pci)
 
 
 def choose_targets(
@@ -321,7 +305,7 @@ def renumber(plans: Iterable[RangePlan]) -> list[RangePlan]:
     return [RangePlan(i, p.start, p.end, p.name, p.seed, p.fuzz_count, p.width, p.space) for i, p in enumerate(plans)]
 
 
-# --- does the guest let us? --------------------------------------------------------------
+# --- what the guest lets us do (asked by campaign/guest_access.py) ----------------------------
 
 
 class AccessRefused(RuntimeError):
@@ -363,14 +347,3 @@ def drop_refused(
         reasons = "; ".join(f"{kind}: {next(r.reason for r in refusals if r.plan.space == kind)}" for kind in lost)
         raise AccessRefused(f"the guest kernel refuses raw access ({reasons})")
     return renumber(kept), refusals
-
-
-def check_access(session: Any, plans: Sequence[RangePlan], binary: str, timeout: float = 120) -> list[RangePlan]:
-    """Run the executor's ``--check`` in the guest and keep the plans it may access (see drop_refused)."""
-    if not plans:
-        return []
-    output = session.cmd_output(executor_command(plans, check=True, binary=binary), timeout=timeout)
-    kept, refusals = drop_refused(plans, check_output(output))
-    for refusal in refusals:
-        LOG.warning("left out: range %s (%s) -- %s", refusal.plan.name, refusal.plan.space, refusal.reason)
-    return kept

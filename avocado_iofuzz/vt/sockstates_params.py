@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from avocado_iofuzz.shards import SHARD_PARAM, ShardError, parse_shard
+from avocado_iofuzz.model.shards import SHARD_PARAM, ShardError, parse_shard
 
 MODES = ("gen", "run", "criu")
 TYPES = ("stream", "dgram", "seqpacket")

@@ -4,7 +4,7 @@ A shard is ``K/N``: the K-th (1-based) of N parts. Every shard boots the same
 guest, reads the same ``/proc/ioports`` and applies the same skips, so each
 computes the same list of ranges; :func:`shard_ranges` then gives each range
 to exactly one shard. Because a range's ops depend only on the run seed and the
-range's bounds (see :mod:`avocado_iofuzz.program`), N shards sharing a seed
+range's bounds (see :mod:`avocado_iofuzz.model.program`), N shards sharing a seed
 run, between them, exactly the ops of the unsharded campaign.
 
 Shards become avocado tests (see :func:`expand_shards`), so avocado's runner
@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from avocado_iofuzz.program import new_seed
+from avocado_iofuzz.model.program import new_seed
 
 SHARD_PARAM = "iofuzz_shard"  # "K/N": run only shard K of N
 SHARDS_PARAM = "iofuzz_shards"  # "N": the resolver turns one test into N shard tests

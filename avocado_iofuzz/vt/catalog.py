@@ -15,7 +15,7 @@ from typing import Any
 
 from virttest import cartesian_config
 
-from avocado_iofuzz.paths import cfg_dir, data_root
+from avocado_iofuzz.vt.paths import cfg_dir, data_root
 
 # Internal keys of the cartesian parser that are not test params (avocado-vt's
 # own resolver drops the same ones before building runnables).

@@ -1,7 +1,7 @@
 """The ``avocado run`` command that fuzzes one range of a run again, op for op.
 
 A range's ops depend on the run seed, its bounds, its width and its own fuzz
-count only (:mod:`avocado_iofuzz.program`). A rerun that plans that one range,
+count only (:mod:`avocado_iofuzz.model.program`). A rerun that plans that one range,
 with those four, in a guest that lists it at the same place, performs the
 same ops in the same order. So the command names:
 
@@ -36,12 +36,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from avocado_iofuzz.kinds import KindParams
-from avocado_iofuzz.pci import split_config_address
-from avocado_iofuzz.program import MMIO_MAX_ADDRESS, PIO_MAX_PORT, SPACE_MMIO, SPACE_PCI, SPACE_PIO, RangePlan
-from avocado_iofuzz.ranges import name_matches
-from avocado_iofuzz.settings import ParamError
-from avocado_iofuzz.shards import SHARD_PARAM, SHARDS_PARAM, parse_shard
+from avocado_iofuzz.model.kinds import KindParams
+from avocado_iofuzz.model.pci import split_config_address
+from avocado_iofuzz.model.program import MMIO_MAX_ADDRESS, PIO_MAX_PORT, SPACE_MMIO, SPACE_PCI, SPACE_PIO, RangePlan
+from avocado_iofuzz.model.ranges import name_matches
+from avocado_iofuzz.model.shards import SHARD_PARAM, SHARDS_PARAM, parse_shard
+from avocado_iofuzz.vt.iofuzz_params import ParamError
 
 # Set by the resolver: the job's --vt-extra-params, a JSON list of [key, value] in command-line order.
 CMDLINE_PARAM = "iofuzz_cmdline_params"

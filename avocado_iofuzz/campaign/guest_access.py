@@ -1,0 +1,47 @@
+"""What the guest lists and what it lets us access, asked through its shell.
+
+The pure halves (turning the listings into targets, the executor's
+``--check`` output into kept plans) live in model/kinds.py; this module only
+runs the commands in the guest.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from avocado_iofuzz.executor.protocol import executor_command
+from avocado_iofuzz.model.kinds import KindParams, Listings, check_output, drop_refused
+from avocado_iofuzz.model.pci import PCI_LISTING_COMMAND
+from avocado_iofuzz.model.program import SPACE_MMIO, SPACE_PCI, RangePlan
+
+LOG = logging.getLogger("avocado.test.iofuzz")
+
+# where the listings read are kept in the test's output dir
+IOMEM_FILE = "proc-iomem.txt"
+PCI_FILE = "pci-resources.txt"
+
+
+def read_listings(session: Any, kinds: KindParams, outdir: Path | None = None) -> Listings:
+    """Read ``/proc/iomem`` and the PCI listing in the guest (only what the chosen kinds need)."""
+    iomem = session.cmd_output("cat /proc/iomem", timeout=60) if SPACE_MMIO in kinds.weights else ""
+    needs_pci = SPACE_MMIO in kinds.weights or SPACE_PCI in kinds.weights or bool(kinds.only_pci.strip())
+    pci = session.cmd_output(PCI_LISTING_COMMAND, timeout=120) if needs_pci else ""
+    if outdir is not None:
+        for name, content in ((IOMEM_FILE, iomem), (PCI_FILE, pci)):
+            if content:
+                (outdir / name).write_text(content, encoding="utf-8")
+    return Listings(iomem, pci)
+
+
+def check_access(session: Any, plans: Sequence[RangePlan], binary: str, timeout: float = 120) -> list[RangePlan]:
+    """Run the executor's ``--check`` in the guest and keep the plans it may access (see drop_refused)."""
+    if not plans:
+        return []
+    output = session.cmd_output(executor_command(plans, check=True, binary=binary), timeout=timeout)
+    kept, refusals = drop_refused(plans, check_output(output))
+    for refusal in refusals:
+        LOG.warning("left out: range %s (%s) -- %s", refusal.plan.name, refusal.plan.space, refusal.reason)
+    return kept
