@@ -3,8 +3,8 @@
 Each rule looks at a state and yields, for every argument choice that is
 *meaningful*, the syscall line and the state it leads to.  A choice is left out
 (a "cut branch") only when it cannot reach a state that another choice does not
-reach in as few steps; README.rst (sockstates) lists every cut with its reason.  In
-short:
+reach in as few steps; docs/user/sockstates.rst, "The model", lists every cut with its
+reason.  In short:
 
 * a call that fails and changes nothing (EINVAL, EADDRINUSE, ECONNREFUSED on
   connect, EPIPE, EPERM, EISCONN, ENOTCONN, EPROTOTYPE, ENOENT) reaches no new

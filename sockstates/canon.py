@@ -7,7 +7,7 @@ isomorphic snapshot gets, so a state reached with other socket numbers, other
 name strings or in another order prints the same; `parse` reads a string back
 into a snapshot (keys are then the 1-based token positions and the labels).
 
-Grammar of a description (documented with a table in README.rst (sockstates))::
+Grammar of a description (documented with a table in docs/user/sockstates.rst, "What a state string means")::
 
     state   = "empty" | token ("_" token)*
     token   = socket | file

@@ -6,7 +6,7 @@ port, then writes fuzz_count x range-size random values to random ports of
 the range, through the in-guest executor. Seeded (fuzz_seed), traced ahead of
 execution (trace.iofuzz), hangs detected and survived, a QEMU death fails the
 test with its exit status or signal, stderr tail and op window.
-Params: see cfg/iofuzz.cfg and README.rst.
+Params: see cfg/iofuzz.cfg and docs/reference/params.rst.
 """
 
 from avocado_iofuzz.vt.iofuzz_test import run_iofuzz

@@ -5,7 +5,8 @@ in over the serial console and runs the sweep with the params of
 cfg/sockstates.cfg: mode gen (list the states), run (check the model against
 the kernel) or criu (dump, kill, restore and verify every state). One result
 with a per-state table (sockstates.json in the output dir) and a human
-summary in the log. Params: see cfg/sockstates.cfg and README.rst (sockstates under checkpoint/restore).
+summary in the log. Params: see cfg/sockstates.cfg and docs/reference/params.rst, "sockstates params";
+the test: docs/user/criu.rst, "The avocado test".
 """
 
 import sys

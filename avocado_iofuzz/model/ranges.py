@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 PORT_MAX = 0xFFFF
 
-# Why each port is skipped by default; README.rst lists the same table.
+# Why each port is skipped by default; docs/reference/params.rst, "iofuzz params", lists the same table.
 DEFAULT_SKIP_PORTS: dict[str, str] = {
     "0x64": "i8042 command port: command 0xfe pulses CPU reset, 0xd1 rewrites the reset line",
     "0x92": "System control port A: bit 0 is a fast CPU reset",

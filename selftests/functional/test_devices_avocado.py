@@ -1,7 +1,7 @@
 """The device matrix through real avocado: listed whole, one q35 row run with every kind, lockdown cancels.
 
-Only one row boots here (the CI budget); README.rst (Beyond port I/O) records the rows
-run by hand.
+Only one row boots here (the CI budget); docs/results/findings.rst, "Which rows ran, and how",
+records the rows run by hand.
 """
 
 from __future__ import annotations

@@ -38,7 +38,7 @@ def _params(disk: Path, password: str) -> dict[str, str]:
         # Ranges whose writes reach nothing the network needs. In the full quick set, the DMA controllers,
         # fw_cfg and the IDE controller (both can DMA into guest memory), SMBus and PCI conf1 ended the
         # session in runs here, once by an interrupt storm on the e1000's line that made the kernel disable
-        # it: over SSH each is a hang and a reset (README, Bring your own image). This test is about login.
+        # it: over SSH each is a hang and a reset (docs/user/ci.rst, "Bring your own image"). This test is about login.
         "only_devices": ", ".join(QUIET_RANGES),
         "fuzz_seed": "12",
     }
