@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import posixpath
 import stat
-from typing import BinaryIO
+from typing import IO
 
 NEWC_MAGIC = b"070701"
 TRAILER = "TRAILER!!!"
@@ -37,7 +37,7 @@ def normalize_archive_path(path: str) -> str:
 class CpioWriter:
     """Writes newc entries to a binary stream; parents of files are added as needed."""
 
-    def __init__(self, stream: BinaryIO) -> None:
+    def __init__(self, stream: IO[bytes]) -> None:
         self._stream = stream
         self._next_inode = 1
         self._entries: dict[str, int] = {}  # archive path -> mode

@@ -20,7 +20,7 @@ import shutil
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import IO, TYPE_CHECKING
 
 from avocado_iofuzz.guest import busybox
 from avocado_iofuzz.guest.cache import (
@@ -160,7 +160,7 @@ class GuestOverlayError(ValueError):
     """The overlay cannot be assembled from the given inputs."""
 
 
-def write_overlay(stream: io.BufferedIOBase, init: str, files: Mapping[str, tuple[Path, int]]) -> None:
+def write_overlay(stream: IO[bytes], init: str, files: Mapping[str, tuple[Path, int]]) -> None:
     """The overlay as an uncompressed newc archive.
 
     Only directories that exist in the base as real directories may appear

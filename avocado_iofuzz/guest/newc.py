@@ -18,7 +18,7 @@ import posixpath
 import stat
 import tarfile
 from pathlib import Path
-from typing import BinaryIO
+from typing import IO, TypedDict
 
 from avocado_iofuzz.guest.cpio import NEWC_MAGIC, TRAILER
 
@@ -46,7 +46,7 @@ def _archive_path(name: str) -> str:
 class NewcStream:
     """Writes newc entries with explicit inode numbers, owners and device numbers."""
 
-    def __init__(self, out: BinaryIO) -> None:
+    def __init__(self, out: IO[bytes]) -> None:
         self.out = out
         self.bytes_written = 0
 
@@ -83,7 +83,15 @@ class NewcStream:
         self.entry(TRAILER, 0, ino=ino)
 
 
-def tar_to_newc(tar_path: Path, out: BinaryIO) -> int:
+class _Owner(TypedDict):
+    """The owner and time of an archive member, as :meth:`NewcStream.entry` takes them."""
+
+    uid: int
+    gid: int
+    mtime: int
+
+
+def tar_to_newc(tar_path: Path, out: IO[bytes]) -> int:
     """Write every entry of the tar at ``tar_path`` to ``out`` as newc; returns the entry count."""
     with tarfile.open(tar_path, mode="r:*") as archive:
         members = archive.getmembers()
@@ -97,7 +105,7 @@ def tar_to_newc(tar_path: Path, out: BinaryIO) -> int:
             if not path:
                 continue  # the root directory itself: the kernel's rootfs already exists
             perms = member.mode & 0o7777
-            owner = {"uid": member.uid, "gid": member.gid, "mtime": int(member.mtime)}
+            owner = _Owner(uid=member.uid, gid=member.gid, mtime=int(member.mtime))
             if member.islnk():
                 target = _archive_path(member.linkname)
                 if target not in inodes:

@@ -185,6 +185,7 @@ def run_qtest(
     elif status is None:
         signature = NO_CRASH
     else:
+        assert isinstance(status, int)
         signature = crash_signature(status if status >= 0 else None, -status if status < 0 else None, stderr)
         if signature.location.startswith(_HARNESS_SOURCES):
             raise QtestHarnessError(f"QEMU's qtest server rejected the script: {signature.describe()}")
