@@ -28,7 +28,7 @@ from typing import TextIO
 import aexpect
 from aexpect.remote import LoginProcessTerminatedError, LoginTimeoutError
 
-from avocado_iofuzz.guest.build import GuestArtifacts
+from avocado_iofuzz.guest.artifacts import GuestArtifacts
 from avocado_iofuzz.vm.interface import QemuExit
 from avocado_iofuzz.vm.qmp import QmpClient, QmpError
 
