@@ -37,7 +37,7 @@ setup(
         "matplotlib",
     ],
     extras_require={
-        "test": ["pytest", "hypothesis", "ruff", "xmlschema"],
+        "test": ["pytest", "hypothesis", "ruff", "mypy", "xmlschema"],
     },
     entry_points={
         "console_scripts": [
