@@ -1,6 +1,6 @@
 """A Debian root tree (a tarball) turned into a cpio "newc" archive the kernel unpacks as initramfs.
 
-``cpio.CpioWriter`` writes the small busybox guest from files and directories;
+``cpio.CpioWriter`` writes the small busybox guest (both through ``cpio.NewcStream``) from files and directories;
 a Debian tree also has symlinks (merged /usr: ``/bin -> usr/bin``), hard
 links, device nodes and owners other than root, so it is converted entry by
 entry from the tar that mmdebstrap writes, without extracting it (which
@@ -20,17 +20,13 @@ import tarfile
 from pathlib import Path
 from typing import IO, TypedDict
 
-from avocado_iofuzz.guest.cpio import NEWC_MAGIC, TRAILER
+from avocado_iofuzz.guest.cpio import NewcStream
 
 COPY_CHUNK = 1 << 20
 
 
 class NewcError(ValueError):
     """A tar entry that cannot be represented in the initramfs."""
-
-
-def _pad4(length: int) -> bytes:
-    return b"\0" * (-length % 4)
 
 
 def _archive_path(name: str) -> str:
@@ -41,46 +37,6 @@ def _archive_path(name: str) -> str:
     if path.startswith("../") or path == "..":
         raise NewcError(f"tar entry {name!r} leaves the root")
     return path
-
-
-class NewcStream:
-    """Writes newc entries with explicit inode numbers, owners and device numbers."""
-
-    def __init__(self, out: IO[bytes]) -> None:
-        self.out = out
-        self.bytes_written = 0
-
-    def _write(self, data: bytes) -> None:
-        self.out.write(data)
-        self.bytes_written += len(data)
-
-    def entry(
-        self,
-        path: str,
-        mode: int,
-        *,
-        ino: int,
-        size: int = 0,
-        nlink: int = 1,
-        uid: int = 0,
-        gid: int = 0,
-        mtime: int = 0,
-        rdev: tuple[int, int] = (0, 0),
-    ) -> None:
-        """The header of one entry; the caller writes ``size`` bytes of data after it, then :meth:`pad`."""
-        encoded = path.encode() + b"\0"
-        fields = (ino, mode, uid, gid, nlink, mtime, size, 0, 0, rdev[0], rdev[1], len(encoded), 0)
-        header = NEWC_MAGIC + b"".join(b"%08X" % field for field in fields)
-        self._write(header + encoded + _pad4(len(header) + len(encoded)))
-
-    def pad(self, size: int) -> None:
-        self._write(_pad4(size))
-
-    def data(self, chunk: bytes) -> None:
-        self._write(chunk)
-
-    def trailer(self, ino: int) -> None:
-        self.entry(TRAILER, 0, ino=ino)
 
 
 class _Owner(TypedDict):
