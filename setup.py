@@ -37,7 +37,7 @@ setup(
         "matplotlib",
     ],
     extras_require={
-        "test": ["pytest", "hypothesis", "ruff", "xmlschema", "sphinx"],
+        "test": ["pytest", "hypothesis", "ruff", "mypy", "xmlschema", "sphinx"],
     },
     entry_points={
         "console_scripts": [

@@ -28,6 +28,7 @@ import aexpect
 
 from avocado_iofuzz.campaign.trace import TraceWriter
 from avocado_iofuzz.executor.protocol import (
+    DEFAULT_BINARY,
     Done,
     ExecError,
     Hang,
@@ -59,7 +60,7 @@ class CampaignConfig:
     login_timeout: float = 60.0
     relogin_timeout: float = 3.0  # a live shell answers Enter in milliseconds
     progress_log_interval: float = 5.0
-    executor: str = "/usr/bin/iofuzz-exec"
+    executor: str = DEFAULT_BINARY
     hang_at: tuple[int, int] | None = None  # fault injection, selftests only
 
 

@@ -360,8 +360,8 @@ class _TraceReader:
         try:
             text = data.decode("utf-8")
         except UnicodeDecodeError as exc:
-            line = data.count(b"\n", 0, exc.start) + 1
-            raise TraceError(f"{self.path}:{line}: not UTF-8 text (byte {exc.start})") from None
+            bad_line = data.count(b"\n", 0, exc.start) + 1
+            raise TraceError(f"{self.path}:{bad_line}: not UTF-8 text (byte {exc.start})") from None
         if not text:
             raise self.fail("empty file, expected a #IOFUZZ-TRACE header", 1)
         lines = text.split("\n")

@@ -12,64 +12,17 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 
 from avocado_iofuzz.guest import busybox
+from avocado_iofuzz.guest.artifacts import BUILDER_VERSION, EXECUTOR_GUEST_PATH, GUEST_KERNEL_PARAMS, GuestArtifacts
 from avocado_iofuzz.guest.cache import cached_entry, hash_inputs, link_or_copy, resolve_cache_root
 from avocado_iofuzz.guest.kernel import prepare_kernel
 
 LOG = logging.getLogger(__name__)
 
-# Bump whenever a change in this package changes what a build produces.
-BUILDER_VERSION = 1
-
-GUEST_MARKER_PARAM = "iofuzz.guest=1"  # the in-guest executor refuses to run without it
-# Not quiet: avocado-vt's serial login waits for 500 characters of console
-# output before it looks for prompts, and the full boot log costs no
-# measurable time under TCG (≈22 kB, prompt after ≈1.5 s either way).
-# panic=-1 reboots a panicked guest at once instead of leaving it hung, so a
-# guest panic shows up as a reboot on the console rather than as a hang.
-BUSYBOX_KERNEL_PARAMS = f"console=ttyS0 {GUEST_MARKER_PARAM} panic=-1"
-EXECUTOR_GUEST_PATH = "/usr/bin/iofuzz-exec"
-
-
 class GuestBuildError(RuntimeError):
     """A guest cannot be built from the given inputs."""
-
-
-@dataclass(frozen=True)
-class GuestArtifacts:
-    """A built guest: what QEMU boots and how to log into it."""
-
-    name: str
-    key: str  # hash of all build inputs; also the cache directory's name
-    directory: Path  # the cache entry holding the files below
-    kernel: Path  # the file given to QEMU's -kernel
-    kernel_format: str  # "pvh-elf" (ELF vmlinux, fast) or "bzimage"
-    kernel_source: str
-    initrd: Path
-    kernel_params: str
-    shell_prompt: str  # regex for aexpect, matching the prompt's line
-    username: str | None = None
-    password: str | None = None
-
-    @classmethod
-    def from_cache_entry(
-        cls, name: str, key: str, entry: Path, manifest: Mapping[str, object], kernel_params: str, shell_prompt: str
-    ) -> GuestArtifacts:
-        """The artifacts of a published cache entry, by the file names its manifest records."""
-        return cls(
-            name=name,
-            key=key,
-            directory=entry,
-            kernel=entry / str(manifest["kernel"]),
-            kernel_format=str(manifest["kernel_format"]),
-            kernel_source=str(manifest["kernel_source"]),
-            initrd=entry / str(manifest["initrd"]),
-            kernel_params=kernel_params,
-            shell_prompt=shell_prompt,
-        )
 
 
 def _build_busybox(kernel: Path | None, extra_files: Mapping[str, Path], cache_root: Path) -> GuestArtifacts:
@@ -80,7 +33,7 @@ def _build_busybox(kernel: Path | None, extra_files: Mapping[str, Path], cache_r
         "guest": "busybox",
         "builder_version": BUILDER_VERSION,
         "kernel": prepared.identity,
-        "kernel_params": BUSYBOX_KERNEL_PARAMS,
+        "kernel_params": GUEST_KERNEL_PARAMS,
         **busybox.busybox_inputs(busybox_binary, extra),
     }
     key = hash_inputs(inputs)
@@ -100,7 +53,7 @@ def _build_busybox(kernel: Path | None, extra_files: Mapping[str, Path], cache_r
 
     entry, manifest = cached_entry(cache_root / "guests", key, build)
     return GuestArtifacts.from_cache_entry(
-        "busybox", key, entry, manifest, BUSYBOX_KERNEL_PARAMS, busybox.SHELL_PROMPT_REGEX
+        "busybox", key, entry, manifest, GUEST_KERNEL_PARAMS, busybox.SHELL_PROMPT_REGEX
     )
 
 

@@ -2,15 +2,17 @@
 
 Written here rather than shelling out to ``cpio`` so that owners are root and
 timestamps fixed without needing root, and so the archive is byte-for-byte
-reproducible from its inputs. Only directories and regular files are needed:
-the guest's init mounts devtmpfs before it opens any device.
+reproducible from its inputs. ``NewcStream`` writes single entries (any
+type, explicit inodes and owners: what a Debian tree needs, see newc.py);
+``CpioWriter`` builds the busybox guest on it from directories and regular
+files only: the guest's init mounts devtmpfs before it opens any device.
 """
 
 from __future__ import annotations
 
 import posixpath
 import stat
-from typing import BinaryIO
+from typing import IO
 
 NEWC_MAGIC = b"070701"
 TRAILER = "TRAILER!!!"
@@ -34,35 +36,59 @@ def normalize_archive_path(path: str) -> str:
     return normalized
 
 
+class NewcStream:
+    """Writes newc entries with explicit inode numbers, owners and device numbers."""
+
+    def __init__(self, out: IO[bytes]) -> None:
+        self.out = out
+        self.bytes_written = 0
+
+    def _write(self, data: bytes) -> None:
+        self.out.write(data)
+        self.bytes_written += len(data)
+
+    def entry(
+        self,
+        path: str,
+        mode: int,
+        *,
+        ino: int,
+        size: int = 0,
+        nlink: int = 1,
+        uid: int = 0,
+        gid: int = 0,
+        mtime: int = 0,
+        rdev: tuple[int, int] = (0, 0),
+    ) -> None:
+        """The header of one entry; the caller writes ``size`` bytes of data after it, then :meth:`pad`."""
+        encoded = path.encode() + b"\0"
+        fields = (ino, mode, uid, gid, nlink, mtime, size, 0, 0, rdev[0], rdev[1], len(encoded), 0)
+        header = NEWC_MAGIC + b"".join(b"%08X" % field for field in fields)
+        self._write(header + encoded + _pad4(len(header) + len(encoded)))
+
+    def pad(self, size: int) -> None:
+        self._write(_pad4(size))
+
+    def data(self, chunk: bytes) -> None:
+        self._write(chunk)
+
+    def trailer(self, ino: int) -> None:
+        self.entry(TRAILER, 0, ino=ino)
+
+
 class CpioWriter:
     """Writes newc entries to a binary stream; parents of files are added as needed."""
 
-    def __init__(self, stream: BinaryIO) -> None:
-        self._stream = stream
+    def __init__(self, stream: IO[bytes]) -> None:
+        self._newc = NewcStream(stream)
         self._next_inode = 1
         self._entries: dict[str, int] = {}  # archive path -> mode
         self._closed = False
 
     def _header(self, name: str, mode: int, size: int, nlink: int) -> None:
-        encoded = name.encode() + b"\0"
-        fields = (
-            self._next_inode,
-            mode,
-            0,  # uid: root
-            0,  # gid: root
-            nlink,
-            0,  # mtime: fixed for reproducible archives
-            size,
-            0,  # devmajor
-            0,  # devminor
-            0,  # rdevmajor
-            0,  # rdevminor
-            len(encoded),
-            0,  # check (unused by newc)
-        )
+        # root-owned, mtime 0: the archive is a pure function of its inputs
+        self._newc.entry(name, mode, ino=self._next_inode, size=size, nlink=nlink)
         self._next_inode += 1
-        header = NEWC_MAGIC + b"".join(b"%08X" % field for field in fields)
-        self._stream.write(header + encoded + _pad4(len(header) + len(encoded)))
 
     def _ensure_parents(self, path: str) -> None:
         parent = posixpath.dirname(path)
@@ -94,7 +120,8 @@ class CpioWriter:
         mode = stat.S_IFREG | (perms & 0o7777)
         self._claim(path, mode)
         self._header(path, mode, len(data), 1)
-        self._stream.write(data + _pad4(len(data)))
+        self._newc.data(data)
+        self._newc.pad(len(data))
 
     def close(self) -> None:
         """Write the trailer entry that ends the archive."""

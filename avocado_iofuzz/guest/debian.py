@@ -20,9 +20,10 @@ import shutil
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import IO
 
 from avocado_iofuzz.guest import busybox
+from avocado_iofuzz.guest.artifacts import BUILDER_VERSION, EXECUTOR_GUEST_PATH, GUEST_KERNEL_PARAMS, GuestArtifacts
 from avocado_iofuzz.guest.cache import (
     MANIFEST_NAME,
     cached_entry,
@@ -36,9 +37,6 @@ from avocado_iofuzz.guest.debian_rootfs import BASE_DIRNAME, debian_base
 from avocado_iofuzz.guest.kernel import prepare_kernel
 from avocado_iofuzz.guest.kernel_modules import ModuleTree, module_tree
 
-if TYPE_CHECKING:
-    from avocado_iofuzz.guest.build import GuestArtifacts
-
 LOG = logging.getLogger(__name__)
 
 # Bump whenever a change in this module changes what a build produces.
@@ -46,8 +44,8 @@ DEBIAN_BUILDER_VERSION = 1
 
 PROMPT_TEXT = "debian-guest# "
 SHELL_PROMPT_REGEX = r"debian-guest# \s*$"
-# Same marker as the busybox guest: the executor refuses to run without it.
-KERNEL_PARAMS = "console=ttyS0 iofuzz.guest=1 panic=-1"
+# The busybox guest's command line, marker included: the executor refuses to run without it.
+KERNEL_PARAMS = GUEST_KERNEL_PARAMS
 # Every overlay change (our sources, say) makes a new ≈44 MB initrd: older
 # Debian guests beyond the newest few are removed once nobody can be about
 # to boot them (a running QEMU keeps its open file regardless).
@@ -55,7 +53,6 @@ KEEP_GUESTS = 3
 STALE_AFTER_SECONDS = 3600.0
 # The root tree lives in RAM: ≈130 MB unpacked, plus the archive while it unpacks.
 MEMORY_MB = 1024
-EXECUTOR_GUEST_PATH = "/usr/bin/iofuzz-exec"
 SOCKSTATES_GUEST_DIR = "usr/lib/python3/dist-packages/sockstates"
 SOCKSTATES_COMMAND = "usr/local/bin/sockstates"
 # merged /usr: /lib is a symlink in the base; an overlay directory "lib" would replace it
@@ -160,7 +157,7 @@ class GuestOverlayError(ValueError):
     """The overlay cannot be assembled from the given inputs."""
 
 
-def write_overlay(stream: io.BufferedIOBase, init: str, files: Mapping[str, tuple[Path, int]]) -> None:
+def write_overlay(stream: IO[bytes], init: str, files: Mapping[str, tuple[Path, int]]) -> None:
     """The overlay as an uncompressed newc archive.
 
     Only directories that exist in the base as real directories may appear
@@ -225,7 +222,6 @@ def prune_stale_entries(
 def build_debian_guest(kernel: Path | None, extra_files: Mapping[str, Path], cache_root: Path) -> GuestArtifacts:
     """Build (or find in the cache) the Debian guest; returns its ``GuestArtifacts``."""
     from avocado_iofuzz.executor.build import build_executor
-    from avocado_iofuzz.guest.build import BUILDER_VERSION, GuestArtifacts
 
     extra = busybox.check_extra_files(extra_files)
     prepared = prepare_kernel(kernel, cache_root)

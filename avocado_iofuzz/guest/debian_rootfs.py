@@ -171,7 +171,7 @@ def newest_cached_base(cache_root: Path) -> DebianBase | None:
     if not found:
         return None
     _, entry, manifest = max(found, key=lambda item: item[0])
-    return DebianBase(entry / str(manifest["archive"]), entry.name, dict(manifest["packages"]))
+    return DebianBase(entry / str(manifest["archive"]), entry.name, _packages(manifest))
 
 
 def debian_base(cache_root: Path) -> DebianBase:
@@ -187,4 +187,11 @@ def debian_base(cache_root: Path) -> DebianBase:
         LOG.warning("cannot build a fresh Debian base (%s); using the cached base %s", error, cached.key)
         return cached
     os.utime(entry / MANIFEST_NAME)  # in use: the newest-first order of the fallback and of pruning
-    return DebianBase(entry / str(manifest["archive"]), key, dict(manifest["packages"]))
+    return DebianBase(entry / str(manifest["archive"]), key, _packages(manifest))
+
+
+def _packages(manifest: dict[str, object]) -> dict[str, str]:
+    """The package -> version map a base's manifest records."""
+    packages = manifest["packages"]
+    assert isinstance(packages, dict), f"manifest packages: {packages!r}"
+    return {str(name): str(version) for name, version in packages.items()}

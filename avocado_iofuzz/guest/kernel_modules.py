@@ -254,4 +254,6 @@ def module_tree(kernel: PreparedKernel, cache_root: Path, wanted: tuple[str, ...
         return {"inputs": inputs, "release": release, "modules": order}
 
     entry, manifest = cached_entry(cache_root / "kernel-modules", hash_inputs(inputs), build)
-    return ModuleTree(entry, str(manifest["release"]), tuple(manifest["modules"]))
+    modules = manifest["modules"]
+    assert isinstance(modules, list), f"manifest modules: {modules!r}"
+    return ModuleTree(entry, str(manifest["release"]), tuple(str(m) for m in modules))

@@ -1,6 +1,6 @@
 """A Debian root tree (a tarball) turned into a cpio "newc" archive the kernel unpacks as initramfs.
 
-``cpio.CpioWriter`` writes the small busybox guest from files and directories;
+``cpio.CpioWriter`` writes the small busybox guest (both through ``cpio.NewcStream``) from files and directories;
 a Debian tree also has symlinks (merged /usr: ``/bin -> usr/bin``), hard
 links, device nodes and owners other than root, so it is converted entry by
 entry from the tar that mmdebstrap writes, without extracting it (which
@@ -18,19 +18,15 @@ import posixpath
 import stat
 import tarfile
 from pathlib import Path
-from typing import BinaryIO
+from typing import IO, TypedDict
 
-from avocado_iofuzz.guest.cpio import NEWC_MAGIC, TRAILER
+from avocado_iofuzz.guest.cpio import NewcStream
 
 COPY_CHUNK = 1 << 20
 
 
 class NewcError(ValueError):
     """A tar entry that cannot be represented in the initramfs."""
-
-
-def _pad4(length: int) -> bytes:
-    return b"\0" * (-length % 4)
 
 
 def _archive_path(name: str) -> str:
@@ -43,47 +39,15 @@ def _archive_path(name: str) -> str:
     return path
 
 
-class NewcStream:
-    """Writes newc entries with explicit inode numbers, owners and device numbers."""
+class _Owner(TypedDict):
+    """The owner and time of an archive member, as :meth:`NewcStream.entry` takes them."""
 
-    def __init__(self, out: BinaryIO) -> None:
-        self.out = out
-        self.bytes_written = 0
-
-    def _write(self, data: bytes) -> None:
-        self.out.write(data)
-        self.bytes_written += len(data)
-
-    def entry(
-        self,
-        path: str,
-        mode: int,
-        *,
-        ino: int,
-        size: int = 0,
-        nlink: int = 1,
-        uid: int = 0,
-        gid: int = 0,
-        mtime: int = 0,
-        rdev: tuple[int, int] = (0, 0),
-    ) -> None:
-        """The header of one entry; the caller writes ``size`` bytes of data after it, then :meth:`pad`."""
-        encoded = path.encode() + b"\0"
-        fields = (ino, mode, uid, gid, nlink, mtime, size, 0, 0, rdev[0], rdev[1], len(encoded), 0)
-        header = NEWC_MAGIC + b"".join(b"%08X" % field for field in fields)
-        self._write(header + encoded + _pad4(len(header) + len(encoded)))
-
-    def pad(self, size: int) -> None:
-        self._write(_pad4(size))
-
-    def data(self, chunk: bytes) -> None:
-        self._write(chunk)
-
-    def trailer(self, ino: int) -> None:
-        self.entry(TRAILER, 0, ino=ino)
+    uid: int
+    gid: int
+    mtime: int
 
 
-def tar_to_newc(tar_path: Path, out: BinaryIO) -> int:
+def tar_to_newc(tar_path: Path, out: IO[bytes]) -> int:
     """Write every entry of the tar at ``tar_path`` to ``out`` as newc; returns the entry count."""
     with tarfile.open(tar_path, mode="r:*") as archive:
         members = archive.getmembers()
@@ -97,7 +61,7 @@ def tar_to_newc(tar_path: Path, out: BinaryIO) -> int:
             if not path:
                 continue  # the root directory itself: the kernel's rootfs already exists
             perms = member.mode & 0o7777
-            owner = {"uid": member.uid, "gid": member.gid, "mtime": int(member.mtime)}
+            owner = _Owner(uid=member.uid, gid=member.gid, mtime=int(member.mtime))
             if member.islnk():
                 target = _archive_path(member.linkname)
                 if target not in inodes:

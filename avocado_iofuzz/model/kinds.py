@@ -289,7 +289,7 @@ def plan_kinds(seed: int, fuzz_count: int, kinds: KindParams, targets: Sequence[
     all_units = units(targets, kinds)
     counts = kind_fuzz_counts(all_units, kinds.weights, fuzz_count)
     several_widths = {SPACE_PIO: False, SPACE_MMIO: len(kinds.mmio_widths) > 1, SPACE_PCI: len(kinds.pci_widths) > 1}
-    plans = []
+    plans: list[RangePlan] = []
     for kind in kinds.kinds:
         for unit in (u for u in all_units if u.target.space == kind):
             # a target planned at two widths gets two names: summaries and merges key ranges by name

@@ -214,7 +214,7 @@ def cut_spans(start: int, end: int, spans: Sequence[tuple[int, int]]) -> list[tu
 
 def cut_ports(ranges: Iterable[PortRange], spans: Sequence[tuple[int, int]]) -> list[PortRange]:
     """Remove skipped port spans from ranges, splitting a range around each hole."""
-    result = []
+    result: list[PortRange] = []
     for rng in ranges:
         result.extend(PortRange(start, end, rng.name) for start, end in cut_spans(rng.start, rng.end, spans))
     return result

@@ -25,7 +25,8 @@ from avocado_iofuzz.repro.pipeline import (
     stage_replay_qtest,
     triage,
 )
-from avocado_iofuzz.repro.qtest import QtestScriptError, format_script, read_script
+from avocado_iofuzz.repro.qtest import QtestScriptError, read_script
+from avocado_iofuzz.repro.qtest_ops import format_script
 from avocado_iofuzz.repro.qtest_run import QtestStartError, run_qtest, write_halt_firmware
 from avocado_iofuzz.repro.signature import CrashSignature
 

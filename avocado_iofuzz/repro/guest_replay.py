@@ -33,7 +33,7 @@ from avocado_iofuzz.campaign.trace import TraceWriter
 from avocado_iofuzz.executor.protocol import DEFAULT_BINARY, Done, ExecError, Progress, parse_line
 from avocado_iofuzz.model.program import SPACE_MMIO, Op
 from avocado_iofuzz.repro.extract import Extracted
-from avocado_iofuzz.repro.qtest import format_script
+from avocado_iofuzz.repro.qtest_ops import format_script
 from avocado_iofuzz.repro.signature import HANG, NO_CRASH, CrashSignature, signature_of_exit
 from avocado_iofuzz.vm.interface import GuestVM
 

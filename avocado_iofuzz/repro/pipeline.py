@@ -38,10 +38,11 @@ from pathlib import Path
 from typing import Any
 
 from avocado_iofuzz.model.program import SPACE_MMIO, Op
-from avocado_iofuzz.repro.extract import DEFAULT_MAX_PREFIX_OPS, Candidate, Extracted, extract
+from avocado_iofuzz.repro.extract import DEFAULT_MAX_PREFIX_OPS, Extracted, extract
 from avocado_iofuzz.repro.guest_replay import GuestReplayer, GuestReplayError, guest_script_file
 from avocado_iofuzz.repro.minimize import Budget, CachedJudge, ddmin, simplify, trim_prefix
-from avocado_iofuzz.repro.qtest import describe_ops, format_script
+from avocado_iofuzz.repro.qtest import describe_ops
+from avocado_iofuzz.repro.qtest_ops import format_script
 from avocado_iofuzz.repro.qtest_run import (
     CLOCK_RUNNING,
     CLOCK_STOPPED,
@@ -437,9 +438,3 @@ def _verify(
             return "0/1"
         return f"{int(signature_matches(result.signature, outcome.signature))}/1"
     return ""
-
-
-def write_candidate(candidate: Candidate, setup: Sequence[Op], path: Path) -> Path:
-    """A candidate (with the PCI setup in front) as a qtest script: the export of a trace or its window."""
-    path.write_text(format_script([*setup, *candidate.ops]), encoding="utf-8")
-    return path

@@ -25,7 +25,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from avocado_iofuzz.model.program import MASK64, PIO_MAX_PORT, SPACE_MMIO, SPACE_PIO, Op
-from avocado_iofuzz.repro.qtest_ops import qtest_commands
+from avocado_iofuzz.repro.qtest_ops import format_script, qtest_commands
 
 _SUFFIX_WIDTH = {"b": 1, "w": 2, "l": 4, "q": 8}
 # command -> (space, is_write)
@@ -41,16 +41,6 @@ _OTHER_QTEST = ("read", "write", "memset", "b64read", "b64write", "clock_step", 
 
 class QtestScriptError(ValueError):
     """A qtest script is malformed; the message starts with ``<source>:<line>:``."""
-
-
-def op_lines(op: Op) -> list[str]:
-    """The qtest command line(s) of one op: one, or two for a PCI config op."""
-    return qtest_commands(op)
-
-
-def format_script(ops: Iterable[Op]) -> str:
-    """A whole script: one command per line, newline-terminated, nothing else."""
-    return "".join(line + "\n" for op in ops for line in qtest_commands(op))
 
 
 def write_script(path: str | os.PathLike[str], ops: Iterable[Op]) -> Path:

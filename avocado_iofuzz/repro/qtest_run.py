@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from avocado_iofuzz.model.program import Op
-from avocado_iofuzz.repro.qtest import format_script
+from avocado_iofuzz.repro.qtest_ops import format_script
 from avocado_iofuzz.repro.signature import HANG, NO_CRASH, CrashSignature, crash_signature
 
 # A first command with a known, harmless answer: once it is answered, QEMU
@@ -185,6 +185,7 @@ def run_qtest(
     elif status is None:
         signature = NO_CRASH
     else:
+        assert isinstance(status, int)
         signature = crash_signature(status if status >= 0 else None, -status if status < 0 else None, stderr)
         if signature.location.startswith(_HARNESS_SOURCES):
             raise QtestHarnessError(f"QEMU's qtest server rejected the script: {signature.describe()}")

@@ -13,7 +13,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from avocado_iofuzz.guest.build import GuestArtifacts
+from avocado_iofuzz.guest.artifacts import GuestArtifacts
 from avocado_iofuzz.repro.qemu_args import CONSOLE_CHARDEV, ReplayArgsError, guest_args
 from avocado_iofuzz.vm.bare import BareQemu, BareQemuError
 

@@ -206,7 +206,10 @@ def merge_summaries(summaries: Sequence[dict[str, Any]], sources: Sequence[str] 
     if not summaries:
         raise ValueError("merge_summaries: no summary given")
     sources = list(sources) or [f"#{i}" for i in range(len(summaries))]
-    ranges, findings, seen, overlaps = [], [], {}, []
+    ranges: list[dict[str, Any]] = []
+    findings: list[dict[str, Any]] = []
+    seen: dict[Any, str] = {}
+    overlaps: list[str] = []
     for summary, source in zip(summaries, sources, strict=True):
         tag = {"shard": summary.get("shard", "1/1"), "source": source}
         for r in summary["ranges"]:

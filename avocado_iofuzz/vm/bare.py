@@ -28,7 +28,7 @@ from typing import TextIO
 import aexpect
 from aexpect.remote import LoginProcessTerminatedError, LoginTimeoutError
 
-from avocado_iofuzz.guest.build import GuestArtifacts
+from avocado_iofuzz.guest.artifacts import GuestArtifacts
 from avocado_iofuzz.vm.interface import QemuExit
 from avocado_iofuzz.vm.qmp import QmpClient, QmpError
 
@@ -77,7 +77,7 @@ def last_nonempty_line(text: str) -> str:
 def synced_output(buffer: str, token: str, prompt: str) -> bool:
     """True once ``buffer`` holds ``token`` alone on a line followed by a prompt."""
     match = re.search(rf"^{re.escape(token)}\r?$", buffer, re.MULTILINE)
-    return bool(match) and re.search(prompt, last_nonempty_line(buffer[match.end() :])) is not None
+    return match is not None and re.search(prompt, last_nonempty_line(buffer[match.end() :])) is not None
 
 
 class BareQemu:
@@ -393,7 +393,7 @@ class BareQemu:
                 chardevs = self._require_qmp().execute("query-chardev")
             except (QmpError, BareQemuError):
                 return  # QEMU is gone: the login that follows reports it
-            serial = next((c for c in chardevs if c.get("label") == "serial0"), {})
+            serial: dict[str, str] = next((c for c in chardevs if c.get("label") == "serial0"), {})
             if serial.get("filename", "").startswith("disconnected:") != connected:
                 return
             time.sleep(0.01)

@@ -28,7 +28,7 @@ from typing import Any
 from aexpect import remote
 from virttest import utils_logfile
 
-from avocado_iofuzz.guest.build import GUEST_MARKER_PARAM
+from avocado_iofuzz.guest.artifacts import GUEST_MARKER_PARAM
 from avocado_iofuzz.vm.vt import VtGuest, settle
 from avocado_iofuzz.vt.iofuzz_params import ParamError
 

@@ -92,8 +92,8 @@ class QmpClient:
                 self.events.append(reply)
                 continue
             if "error" in reply:
-                error = reply["error"]
-                raise QmpError(f"QMP {command} failed: {error.get('class')}: {error.get('desc')}")
+                failure = reply["error"]
+                raise QmpError(f"QMP {command} failed: {failure.get('class')}: {failure.get('desc')}")
             if "return" in reply:
                 return reply["return"]
             raise QmpError(f"unexpected QMP reply to {command}: {reply}")

@@ -24,7 +24,3 @@ def data_root() -> Path:
 
 def cfg_dir() -> Path:
     return data_root() / "cfg"
-
-
-def test_modules_dir() -> Path:
-    return data_root() / "tests"

@@ -19,6 +19,8 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 
+pytestmark = pytest.mark.install
+
 
 @pytest.fixture(scope="module")
 def fresh_venv(tmp_path_factory):

@@ -19,13 +19,8 @@ from pathlib import Path
 import pytest
 from aexpect.remote import LoginError
 
-from avocado_iofuzz.guest.build import (
-    EXECUTOR_GUEST_PATH,
-    GUEST_MARKER_PARAM,
-    GuestArtifacts,
-    build_guest,
-    default_guest,
-)
+from avocado_iofuzz.guest.artifacts import EXECUTOR_GUEST_PATH, GUEST_MARKER_PARAM, GuestArtifacts
+from avocado_iofuzz.guest.build import build_guest, default_guest
 from avocado_iofuzz.guest.cache import resolve_cache_root
 from avocado_iofuzz.guest.kernel import has_pvh_entry, prepare_debian_kernel
 from avocado_iofuzz.vm.bare import BareQemu

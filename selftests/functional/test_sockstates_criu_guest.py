@@ -16,7 +16,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from avocado_iofuzz.guest.build import GuestArtifacts, build_guest
+from avocado_iofuzz.guest.artifacts import GuestArtifacts
+from avocado_iofuzz.guest.build import build_guest
 from avocado_iofuzz.vm.bare import BareQemu
 from avocado_iofuzz.vt.sockstates_report import parse_cli_output
 from sockstates.criu import VERDICTS

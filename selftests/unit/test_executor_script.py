@@ -17,7 +17,8 @@ from avocado_iofuzz.executor.build import build_executor
 from avocado_iofuzz.executor.protocol import Done, ExecError, Progress, parse_dry_run_op, parse_line
 from avocado_iofuzz.model.program import Op
 from avocado_iofuzz.repro.guest_replay import guest_script_command
-from avocado_iofuzz.repro.qtest import format_script, parse_script
+from avocado_iofuzz.repro.qtest import parse_script
+from avocado_iofuzz.repro.qtest_ops import format_script
 
 
 @pytest.fixture(scope="session")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from avocado_iofuzz.guest.build import GuestArtifacts
+from avocado_iofuzz.guest.artifacts import GuestArtifacts
 from avocado_iofuzz.guest.busybox import SHELL_PROMPT_REGEX
 from avocado_iofuzz.vm.bare import BareQemu, last_nonempty_line, synced_output
 

@@ -13,7 +13,8 @@ from test_guest_cpio import parse_newc
 
 from avocado_iofuzz.guest import build as build_module
 from avocado_iofuzz.guest import busybox
-from avocado_iofuzz.guest.build import GUEST_MARKER_PARAM, GuestBuildError, build_guest
+from avocado_iofuzz.guest.artifacts import GUEST_MARKER_PARAM
+from avocado_iofuzz.guest.build import GuestBuildError, build_guest
 from avocado_iofuzz.guest.busybox import BusyboxGuestError, is_static_x86_64_elf
 
 

@@ -18,7 +18,7 @@ from avocado_iofuzz.repro.extract import (
     pci_setup_ops,
 )
 from avocado_iofuzz.repro.pipeline import signature_matches
-from avocado_iofuzz.repro.qtest import format_script
+from avocado_iofuzz.repro.qtest_ops import format_script
 from avocado_iofuzz.repro.signature import HANG, NO_CRASH, crash_signature
 from avocado_iofuzz.repro.vt_triage import TriageParamError, TriageParams
 

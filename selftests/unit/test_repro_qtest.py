@@ -8,11 +8,11 @@ from avocado_iofuzz.model.program import SPACE_MMIO, SPACE_PCI, Op
 from avocado_iofuzz.repro.qtest import (
     QtestScriptError,
     describe_ops,
-    format_script,
     parse_script,
     read_script,
     write_script,
 )
+from avocado_iofuzz.repro.qtest_ops import format_script
 
 PIO_AND_MMIO = [
     Op("w", 0x70, 1, 0x8F),
