@@ -57,6 +57,11 @@ def chosen_variants(
     return catalog.variants(reference, expand_all, extra_params, only, assignments)
 
 
+def qemu_binary_record(choices: VtChoices) -> list[str]:
+    """--vt-qemu-bin as the param it set, so that a range's rerun command runs the same QEMU."""
+    return [f"qemu_binary={choices.qemu_binary}"] if choices.qemu_binary else []
+
+
 def check_fuzz_params(fuzz: Sequence[dict[str, Any]]) -> None:
     """Raise ParamError for an iofuzz param the test would refuse, before any QEMU starts."""
     for params in fuzz:
@@ -83,7 +88,7 @@ class IofuzzResolver(Resolver):
             for params in fuzz:
                 apply_settings(config, params)
                 # what the user gave on top of the variant: summary.json's rerun commands carry what of it matters
-                params[CMDLINE_PARAM] = cmdline_record(extra_params)
+                params[CMDLINE_PARAM] = cmdline_record([*qemu_binary_record(choices), *extra_params])
             if not expand_all:
                 check_fuzz_params(fuzz)
             dicts = expand_shards(fuzz) + [d for d in dicts if d.get("type") != "iofuzz"]
