@@ -18,10 +18,8 @@ from avocado.core.plugin_interfaces import Resolver
 from avocado.core.resolver import ReferenceResolution, ReferenceResolutionResult
 
 from avocado_iofuzz.catalog import CatalogError, TestCatalog
-from avocado_iofuzz.kinds import KindParams
 from avocado_iofuzz.plugins.settings import apply_settings
 from avocado_iofuzz.rerun import CMDLINE_PARAM, cmdline_record
-from avocado_iofuzz.settings import IofuzzParams, ParamError
 from avocado_iofuzz.shards import ShardError, expand_shards
 from avocado_iofuzz.vt_env import assign_private_env
 from avocado_iofuzz.vt_options import VtChoices, VtOptionError, read_vt_choices
@@ -62,13 +60,6 @@ def qemu_binary_record(choices: VtChoices) -> list[str]:
     return [f"qemu_binary={choices.qemu_binary}"] if choices.qemu_binary else []
 
 
-def check_fuzz_params(fuzz: Sequence[dict[str, Any]]) -> None:
-    """Raise ParamError for an iofuzz param the test would refuse, before any QEMU starts."""
-    for params in fuzz:
-        IofuzzParams.from_params(params)
-        KindParams.from_params(params)
-
-
 class IofuzzResolver(Resolver):
     name = "iofuzz"
     description = "Resolves avocado-iofuzz VT tests (iofuzz, sockstates) from the package's own cfg"
@@ -89,10 +80,8 @@ class IofuzzResolver(Resolver):
                 apply_settings(config, params)
                 # what the user gave on top of the variant: summary.json's rerun commands carry what of it matters
                 params[CMDLINE_PARAM] = cmdline_record([*qemu_binary_record(choices), *extra_params])
-            if not expand_all:
-                check_fuzz_params(fuzz)
             dicts = expand_shards(fuzz) + [d for d in dicts if d.get("type") != "iofuzz"]
-        except (CatalogError, ShardError, VtOptionError, ParamError) as err:
+        except (CatalogError, ShardError, VtOptionError) as err:
             return resolution_error(reference, str(err))
         if not dicts and choices.describe():
             return resolution_error(reference, f"no avocado-iofuzz variant matches it with {choices.describe()}")
