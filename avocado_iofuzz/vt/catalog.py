@@ -9,7 +9,7 @@ filter, as with avocado-vt's own references.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -51,15 +51,36 @@ class TestCatalog:
         head = reference.strip().split(".", 1)[0]
         return head in self.test_names()
 
+    def dimensions(self, test: str) -> set[str]:
+        """Names of the ``variants NAME:`` dimensions in ``test``'s cfg and the cfgs it includes."""
+        names: set[str] = set()
+        pending, seen = [self.directory / f"{test}.cfg"], set()
+        while pending:
+            path = pending.pop()
+            if path in seen or not path.is_file():
+                continue
+            seen.add(path)
+            text = path.read_text(encoding="utf-8")
+            names.update(re.findall(r"(?m)^\s*variants\s+(\w+)\s*:", text))
+            pending += [self.directory / name for name in re.findall(r"(?m)^\s*include\s+(\S+)", text)]
+        return names
+
     def variants(
-        self, reference: str, expand_all: bool = False, extra_params: Sequence[str] = ()
+        self,
+        reference: str,
+        expand_all: bool = False,
+        extra_params: Sequence[str] = (),
+        only: Sequence[str] = (),
+        assignments: Mapping[str, str] | None = None,
     ) -> list[dict[str, Any]]:
         """Cartesian dicts matching ``reference``.
 
         With ``expand_all`` false (``avocado run``) a dimension the reference
         leaves open contributes only its ``@`` default variant; with it true
-        (``avocado list``) every variant is listed. ``extra_params`` are
-        ``key=value`` overrides (``--vt-extra-params``), applied last.
+        (``avocado list``) every variant is listed. ``only`` are further
+        variant names every dict must have (as a reference's words);
+        ``assignments`` are set over the cfg and ``extra_params``, ``key=value``
+        overrides (``--vt-extra-params``), are applied last of all.
         """
         overrides = []
         for item in extra_params:
@@ -72,6 +93,10 @@ class TestCatalog:
         try:
             parser = cartesian_config.Parser(str(path), defaults=not expand_all)
             parser.only_filter(shortname_filter(reference))
+            for name in only:
+                parser.only_filter(name)
+            for key, value in (assignments or {}).items():
+                parser.assign(key, value)
             for key, value in overrides:
                 parser.assign(key, value)
             dicts = list(parser.get_dicts())

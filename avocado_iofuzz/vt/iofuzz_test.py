@@ -54,6 +54,14 @@ from avocado_iofuzz.vm.image import (
     apply_image_params,
     session_devices,
 )
+from avocado_iofuzz.vm.qom import (
+    PERIPHERAL_CONTAINERS,
+    avocado_vt_qmp,
+    machine_type,
+    missing_devices,
+    parse_device_list,
+    peripheral_types,
+)
 from avocado_iofuzz.vm.vt import VtGuest
 from avocado_iofuzz.vt.compat import run_qemu_probes_under_bash
 from avocado_iofuzz.vt.iofuzz_params import IofuzzParams, ParamError
@@ -94,12 +102,39 @@ def start_embedded_vm(test: Any, params: Any, env: Any, settings: IofuzzParams) 
         extra = str(params.get("iofuzz_extra_kernel_params", "") or "").strip()
         params["kernel_params"] = f"{guest.kernel_params} {extra}".strip()
         params["shell_prompt"] = guest.shell_prompt
+    append_extra_qemu_args(params)
     params["start_vm"] = "yes"
     run_qemu_probes_under_bash()
     env_process.preprocess_vm(test, params.object_params(vm_name), env, vm_name)
     vm = env.get_vm(vm_name)
     vm.verify_alive()
     return vm, accel, reason
+
+
+def append_extra_qemu_args(params: Any) -> None:
+    """Put ``iofuzz_extra_qemu_args`` after the row's own ``extra_params``.
+
+    A user's ``--vt-extra-params extra_params=...`` replaces the row's value,
+    device included (cartesian assignments replace); this param only adds.
+    """
+    extra = str(params.get("iofuzz_extra_qemu_args", "") or "").strip()
+    if extra:
+        params["extra_params"] = f"{params.get('extra_params', '') or ''} {extra}".strip()
+
+
+def check_row_devices(test: Any, vm: Any, params: Any) -> None:
+    """ERROR unless QEMU really has the devices the row fuzzes (``iofuzz_devices``), asked through QOM."""
+    qmp = avocado_vt_qmp(vm.monitor)
+    present = peripheral_types(qmp)
+    LOG.info("QEMU machine (QOM /machine type): %s", machine_type(qmp))
+    LOG.info("QEMU devices (QOM %s): %s", " and ".join(PERIPHERAL_CONTAINERS), ", ".join(present) or "none")
+    missing = missing_devices(parse_device_list(str(params.get("iofuzz_devices", "") or "")), present)
+    if missing:
+        test.error(
+            f"QEMU lacks the device(s) this row fuzzes: {', '.join(missing)} (QOM lists: "
+            f"{', '.join(present) or 'no -device at all'}); was the row's extra_params replaced "
+            "(--vt-extra-params extra_params=...)? Add QEMU arguments with iofuzz_extra_qemu_args instead"
+        )
 
 
 def spare_session_devices(
@@ -147,6 +182,7 @@ def run_iofuzz(test: Any, params: Any, env: Any) -> None:
 
     ssh_port = apply_image_params(image, params) if image else 0
     vm, accel, reason = start_embedded_vm(test, params, env, settings)
+    check_row_devices(test, vm, params)
     if image is None:
         guest = VtGuest(vm, login_timeout=settings.login_timeout)
     else:
