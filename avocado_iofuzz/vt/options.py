@@ -99,7 +99,7 @@ def guest_os_choice(value: str) -> str | None:
     if value not in GUEST_OSES:
         raise VtOptionError(
             f"--vt-guest-os {value!r}: avocado-iofuzz boots its own guests, not avocado-vt's; "
-            f"choose one of {', '.join(GUEST_OSES)} (README.rst: Guest OS matrix); "
+            f"choose one of {', '.join(GUEST_OSES)} (docs/user/ci.rst, 'Guest OS matrix'); "
             "set on the command line or in avocado's config ([vt] guest_os), --vt-guest-os overrides it"
         )
     return value
