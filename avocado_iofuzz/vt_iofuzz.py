@@ -28,7 +28,7 @@ from avocado_iofuzz.kinds import (
 )
 from avocado_iofuzz.pci import PCI_LISTING_COMMAND
 from avocado_iofuzz.program import new_seed
-from avocado_iofuzz.ranges import RangeError, fuzz_targets, parse_extra_ranges, parse_name_list
+from avocado_iofuzz.ranges import RangeError, check_skip_devices, fuzz_targets, parse_extra_ranges, parse_name_list
 from avocado_iofuzz.report import (
     PICTURE_NAME,
     SUMMARY_NAME,
@@ -45,7 +45,7 @@ from avocado_iofuzz.repro.vt_triage import (
     run_replay,
     triage_finding,
 )
-from avocado_iofuzz.settings import IofuzzParams, ParamError
+from avocado_iofuzz.settings import IofuzzParams, ParamError, check_hang_at
 from avocado_iofuzz.shards import parse_shard, shard_ranges
 from avocado_iofuzz.trace import TraceWriter
 from avocado_iofuzz.vm.image import (
@@ -138,6 +138,7 @@ def run_iofuzz(test: Any, params: Any, env: Any) -> None:
         triage_params = TriageParams.from_params(params)
     except (ParamError, TriageParamError) as err:
         test.error(str(err))
+    user_skip_devices = settings.skip_devices  # the names to check against the guest's listing
     if image is not None:
         settings, kinds = spare_session_devices(session_devices(image), settings, kinds)
     outdir = Path(test.outputdir)
@@ -164,6 +165,8 @@ def run_iofuzz(test: Any, params: Any, env: Any) -> None:
     ioports = session.cmd_output("cat /proc/ioports")
     (outdir / "proc-ioports.txt").write_text(ioports, encoding="utf-8")
     try:
+        # needs the guest's listing, so after boot; still before any fuzzing op
+        check_skip_devices(ioports, user_skip_devices, settings.extra_ioports)
         targets = fuzz_targets(
             ioports,
             skip_devices=settings.skip_devices,
@@ -189,6 +192,10 @@ def run_iofuzz(test: Any, params: Any, env: Any) -> None:
     except AccessRefused as err:
         test.cancel(str(err))
     except RuntimeError as err:
+        test.error(str(err))
+    try:
+        check_hang_at(settings.debug_hang_at, plans)
+    except ParamError as err:
         test.error(str(err))
     for plan in plans:
         LOG.info(
