@@ -156,10 +156,10 @@ class IofuzzParams:
             parse_extra_ranges(extra)
         except ValueError as err:
             raise ParamError(f"param {err}") from None
-        accel = str(params.get("iofuzz_accel", "auto") or "auto").strip()
+        accel = _blank(params, "iofuzz_accel", "auto") or "auto"
         if accel not in ("auto", "kvm", "tcg"):
             raise ParamError(f"param iofuzz_accel = {accel!r}: expected auto, kvm or tcg")
-        hang_status = str(params.get("hang_status", "warn") or "warn").strip()
+        hang_status = _blank(params, "hang_status", "warn") or "warn"
         if hang_status not in ("pass", "warn", "fail"):
             raise ParamError(f"param hang_status = {hang_status!r}: expected pass, warn or fail")
         return cls(
@@ -175,7 +175,7 @@ class IofuzzParams:
             hang_status=hang_status,
             login_timeout=_float(params, "login_timeout", 60.0, 0.0),
             accel=accel,
-            guest=str(params.get("iofuzz_guest", "busybox") or "busybox").strip(),
+            guest=_blank(params, "iofuzz_guest", "busybox") or "busybox",
             kernel=str(params.get("iofuzz_kernel", "") or "").strip(),
             debug_hang_at=_position(params, "iofuzz_debug_hang_at"),
             progress_interval=_float(params, "iofuzz_progress_interval", 5.0, 0.0),
