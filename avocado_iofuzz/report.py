@@ -247,7 +247,9 @@ def whiteboard_line(summary: dict[str, Any]) -> str:
     """One line for avocado's whiteboard (the HTML report shows it in a hover box, whitespace collapsed)."""
     headline = summary_table(summary).splitlines()[0]
     findings = [
-        f"{f['kind']} in {f['range_name']} ops [{f['window'][0]}, {f['window'][1]})" for f in summary["findings"]
+        f"{f['kind']} in {f['range_name']} ops [{f['window'][0]}, {f['window'][1]})"
+        + (f" at op {f['op']}" if f.get("op") is not None else "")
+        for f in summary["findings"]
     ]
     return "; ".join([headline, *findings])
 

@@ -253,7 +253,9 @@ def run_iofuzz(test: Any, params: Any, env: Any) -> None:
         _record_triage(outdir, summary, triage_finding(trace_path, outdir, "hang", *triage_args))
     if hangs:
         message = f"{len(hangs)} guest hang(s)/reboot(s): " + "; ".join(
-            f"{f.kind} in {f.range_name} ops [{f.window[0]}, {f.window[1]})" for f in hangs
+            f"{f.kind} in {f.range_name} ops [{f.window[0]}, {f.window[1]})"
+            + (f" at op {f.op}" if f.op is not None else "")
+            for f in hangs
         )
         if settings.hang_status == "fail":
             test.fail(message)

@@ -138,6 +138,7 @@ def test_hang_op_the_executor_names_is_where_the_counts_stop(tmp_path):
     }
     job = run_avocado("iofuzz.quick", tmp_path, params)
     assert job.tests[0]["status"] == "WARN", job.output
+    assert "hang in unclaimed ops [0, 128) at op 7" in job.tests[0]["fail_reason"]
     summary = job.summary()
     (hang,) = summary["findings"]
     # the window is the whole range (128 ops < report_every); the executor named op 7

@@ -156,3 +156,9 @@ def test_merging_format_3_summaries_counts_their_ops_done():
             del r[key]
     merged = merge_summaries([old], ["old"])
     assert merged["ops_confirmed_total"] == merged["ops_executed_total"] == old["ops_done_total"]
+
+
+def test_whiteboard_names_the_op_the_executor_stopped_at():
+    hang = Finding("hang", 1, "pic1", "0x0020-0x0021", (0, 8), "x", op=3)
+    _, summary = _summary(findings=[hang])
+    assert whiteboard_line(summary).endswith("; hang in pic1 ops [0, 8) at op 3")
