@@ -26,6 +26,7 @@ from typing import Any
 
 import aexpect
 
+from avocado_iofuzz.campaign.tally import RangeTally
 from avocado_iofuzz.campaign.trace import TraceWriter
 from avocado_iofuzz.executor.protocol import (
     DEFAULT_BINARY,
@@ -62,6 +63,9 @@ class CampaignConfig:
     progress_log_interval: float = 5.0
     executor: str = DEFAULT_BINARY
     hang_at: tuple[int, int] | None = None  # fault injection, selftests only
+    # After QEMU died, the console may still hold marks the executor drained
+    # to the UART before the end: read them (this long at most) to narrow the window.
+    death_drain_timeout: float = 2.0
 
 
 @dataclass
@@ -73,12 +77,20 @@ class Finding:
     window: tuple[int, int]  # ops [first, stop) of that range
     detail: str = ""
     qemu_exit: dict[str, Any] | None = None
+    op: int | None = None  # the op the executor named (@HANG) as where it stopped; None: somewhere in window
 
 
 @dataclass
 class CampaignResult:
+    """What a campaign did. ``tallies`` hold the spans behind the counts (see :mod:`avocado_iofuzz.campaign.tally`).
+
+    A result built by hand without tallies (benchmarks, tests) counts ``ops_done`` as ops ``0..ops_done-1``.
+    """
+
     ops_done: dict[int, int] = field(default_factory=dict)  # range index -> ops confirmed
-    ops_skipped: dict[int, int] = field(default_factory=dict)  # ops in windows left out
+    ops_skipped: dict[int, int] = field(default_factory=dict)  # ops left out after the op the executor named
+    ops_unconfirmed: dict[int, int] = field(default_factory=dict)  # ops that may have run when the run stopped
+    tallies: dict[int, RangeTally] = field(default_factory=dict)
     findings: list[Finding] = field(default_factory=list)
     qemu_exit: QemuExit | None = None
     stopped_early: str = ""
@@ -92,10 +104,19 @@ class CampaignResult:
     def total_done(self) -> int:
         return sum(self.ops_done.values())
 
+    def tally(self, range_index: int) -> RangeTally:
+        """The range's tally; for a result built by hand, ops ``0..ops_done-1`` confirmed."""
+        if range_index in self.tallies:
+            return self.tallies[range_index]
+        tally = RangeTally()
+        tally.confirm(0, self.ops_done.get(range_index, 0))
+        return tally
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "ops_done": {str(k): v for k, v in self.ops_done.items()},
             "ops_skipped": {str(k): v for k, v in self.ops_skipped.items()},
+            "ops_unconfirmed": {str(k): v for k, v in self.ops_unconfirmed.items()},
             "findings": [asdict(f) for f in self.findings],
             "qemu_exit": asdict(self.qemu_exit) if self.qemu_exit else None,
             "stopped_early": self.stopped_early,
@@ -129,7 +150,14 @@ class Campaign:
         self.trace = trace
         self.config = config
         self.clock = clock
-        self.result = CampaignResult(ops_done={p.index: 0 for p in plans}, ops_skipped={p.index: 0 for p in plans})
+        self.result = CampaignResult(
+            ops_done={p.index: 0 for p in plans},
+            ops_skipped={p.index: 0 for p in plans},
+            ops_unconfirmed={p.index: 0 for p in plans},
+            tallies={p.index: RangeTally() for p in plans},
+        )
+        # the op the executor named with @HANG in the current invocation (range index, op index)
+        self._named_stop: tuple[int, int] | None = None
         # position: index into self.plans and op index within that plan
         self._range = 0
         self._op = 0
@@ -161,6 +189,7 @@ class Campaign:
                 if stop.how == "error":
                     raise CampaignError(f"the in-guest executor failed: {stop.detail}")
                 if stop.how == "died":
+                    self._book_window(resumes=False)
                     self._record_crash()
                     break
                 self._record_window(stop)
@@ -184,6 +213,7 @@ class Campaign:
             binary=self.config.executor,
         )
         self.trace.event("start", range=self.plans[self._range].index, op=self._op)
+        self._named_stop = None
         LOG.debug("executor: %s", command)
         self._session.sendline(command)
         last_progress = self.clock()
@@ -194,37 +224,67 @@ class Campaign:
             except aexpect.ExpectError:
                 # the console went away: only a dead QEMU does that
                 if not self.vm.is_alive():
-                    return _Stop("died")
+                    return self._died(pending)
                 time.sleep(0.2)
             *lines, pending = pending.replace("\r", "").split("\n")
             for line in lines:
                 if any(marker in line for marker in REBOOT_MARKERS):
                     return _Stop("reboot", line.strip())
                 message = parse_line(line)
-                if isinstance(message, Progress):
-                    self._advance(message)
-                    last_progress = self.clock()
+                if isinstance(message, Progress | Hang):
+                    self._count(message)
+                    last_progress = self.clock() if isinstance(message, Progress) else last_progress
                 elif isinstance(message, Ready):
                     last_progress = self.clock()
-                elif isinstance(message, Hang):
-                    LOG.warning("executor injects a hang at op %d of range %d", message.op_index, message.range_index)
                 elif isinstance(message, Done):
                     return _Stop("done")
                 elif isinstance(message, ExecError):
                     return _Stop("error", message.message)
             if not self.vm.is_alive():
-                return _Stop("died")
+                return self._died(pending)
             now = self.clock()
             if now - last_progress > self.config.hang_timeout:
                 return _Stop("hang", f"no progress for {now - last_progress:.1f} s")
             if now - self._last_log >= self.config.progress_log_interval:
                 self._log_progress(now)
 
+    def _count(self, message: Progress | Hang) -> None:
+        if isinstance(message, Progress):
+            self._advance(message)
+        else:
+            LOG.warning("executor injects a hang at op %d of range %d", message.op_index, message.range_index)
+            self._named_stop = (message.range_index, message.op_index)
+
+    def _died(self, pending: str) -> _Stop:
+        """QEMU is gone: count the marks still in the console, then say so.
+
+        The executor drains each mark to the UART before its next op, so a
+        mark QEMU emitted is in the console's buffer even when the campaign
+        had not read it yet; without it the window would start too early.
+        """
+        deadline = self.clock() + self.config.death_drain_timeout
+        while self.clock() < deadline:
+            try:
+                chunk = self._session.read_nonblocking(internal_timeout=0.2, timeout=0.5)
+            except aexpect.ExpectError:  # the console's helper ended: all of it was read
+                chunk = ""
+            *lines, pending = (pending + chunk.replace("\r", "")).split("\n")
+            for line in lines:
+                message = parse_line(line)
+                if isinstance(message, Progress | Hang):
+                    self._count(message)
+            if not chunk:  # nothing came for 0.2 s after QEMU's end: the buffer is empty
+                break
+        return _Stop("died")
+
     def _advance(self, progress: Progress) -> None:
         plan = self._plan_by_index(progress.range_index)
         self.trace.progress(plan.index, progress.ops_done)
-        self.result.ops_done[plan.index] = progress.ops_done - self.result.ops_skipped[plan.index]
         position = self.plans.index(plan)
+        if position == self._range and progress.ops_done >= self._op:
+            # the ops since the previous mark of this range ran
+            self.result.tallies[plan.index].confirm(self._op, progress.ops_done)
+            self._sync_counts(plan)
         if progress.ops_done >= plan.op_count:
             self._range, self._op = position + 1, 0
         else:
@@ -235,16 +295,52 @@ class Campaign:
         plan = self.plans[self._range]
         return plan, inflight_window(plan, self._op, self.config.report_every)
 
+    def _named_op(self) -> int | None:
+        """The op in the current window the executor said it stopped at (@HANG), if it said so."""
+        plan, (first, stop) = self._window()
+        if self._named_stop is None or self._named_stop[0] != plan.index:
+            return None
+        op = self._named_stop[1]
+        return op if first <= op < stop else None
+
+    def _book_window(self, resumes: bool) -> None:
+        """Count the ops of the window in flight when the run stopped (before the position moves on).
+
+        With the op the executor named, the ops before it ran, and, if the
+        campaign resumes after the window, the rest is left out. Without it,
+        any op of the window from the last mark on may have run.
+        """
+        if self._finished():  # the last range's end mark came in: no window was in flight
+            return
+        plan, (first, stop) = self._window()
+        tally = self.result.tallies[plan.index]
+        named = self._named_op()
+        if named is None:
+            tally.leave_unconfirmed(first, stop)
+        else:
+            tally.confirm(first, named)
+            if resumes:
+                tally.skip(named, stop)
+        self._sync_counts(plan)
+
+    def _sync_counts(self, plan: RangePlan) -> None:
+        tally = self.result.tallies[plan.index]
+        self.result.ops_done[plan.index] = tally.ops_confirmed
+        self.result.ops_skipped[plan.index] = tally.ops_skipped
+        self.result.ops_unconfirmed[plan.index] = tally.ops_unconfirmed
+
     def _record_window(self, stop: _Stop) -> None:
         plan, window = self._window()
         span = f"{plan.start:#06x}-{plan.end:#06x}"
-        finding = Finding(stop.how, plan.index, plan.name, span, window, stop.detail)
+        op = self._named_op()
+        finding = Finding(stop.how, plan.index, plan.name, span, window, stop.detail, op=op)
         self.result.findings.append(finding)
-        self.trace.event(stop.how, range=plan.index, window=list(window), detail=stop.detail)
+        self.trace.event(stop.how, range=plan.index, window=list(window), detail=stop.detail, op=op)
         LOG.warning("%s in range %s (%s) ops [%d, %d): %s", stop.how, plan.name, span, *window, stop.detail)
 
     def _record_crash(self) -> None:
         plan, window = self._window()
+        op = self._named_op()
         exit_info = self._wait_exit_info()
         self.result.qemu_exit = exit_info
         finding = Finding(
@@ -255,9 +351,10 @@ class Campaign:
             window,
             exit_info.describe(),
             asdict(exit_info),
+            op=op,
         )
         self.result.findings.append(finding)
-        self.trace.event("crash", range=plan.index, window=list(window), qemu_exit=asdict(exit_info))
+        self.trace.event("crash", range=plan.index, window=list(window), qemu_exit=asdict(exit_info), op=op)
         LOG.error("QEMU died in range %s ops [%d, %d): %s", plan.name, *window, exit_info.describe())
 
     def _wait_exit_info(self, timeout: float = 5.0) -> QemuExit:
@@ -272,7 +369,7 @@ class Campaign:
     def _recover(self, stop: _Stop) -> bool:
         """Get a working shell back and move past the window; False if QEMU died."""
         plan, (_, window_stop) = self._window()
-        self.result.ops_skipped[plan.index] += window_stop - self._op
+        self._book_window(resumes=True)
         if window_stop >= plan.op_count:
             self._range, self._op = self._range + 1, 0
         else:

@@ -38,6 +38,7 @@ from avocado_iofuzz.model.pci import (
     parse_pci_listing,
 )
 from avocado_iofuzz.model.program import (
+    MAX_FUZZ_COUNT,
     MMIO_WIDTHS,
     PCI_WIDTHS,
     SPACE_MMIO,
@@ -288,6 +289,13 @@ def plan_kinds(seed: int, fuzz_count: int, kinds: KindParams, targets: Sequence[
     """RangePlans numbered 0..n-1: pio, then mmio, then pci; each kind with its own fuzz count."""
     all_units = units(targets, kinds)
     counts = kind_fuzz_counts(all_units, kinds.weights, fuzz_count)
+    for kind, count in counts.items():
+        if count > MAX_FUZZ_COUNT:
+            # weights give a kind with few slots the writes of all the others
+            raise RangeError(
+                f"fuzz_count = {fuzz_count}: with fuzz_kinds weights, {kind} gets {count} random writes per slot, "
+                f"more than the in-guest executor's limit {MAX_FUZZ_COUNT}: lower fuzz_count or {kind}'s weight"
+            )
     several_widths = {SPACE_PIO: False, SPACE_MMIO: len(kinds.mmio_widths) > 1, SPACE_PCI: len(kinds.pci_widths) > 1}
     plans: list[RangePlan] = []
     for kind in kinds.kinds:

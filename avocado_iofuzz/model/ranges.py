@@ -123,7 +123,9 @@ def parse_spans(text: str, what: str, limit: int, unit: str, example: str) -> li
             raise RangeError(f"{what}: {token!r} is not {unit} span (hex{example})")
         start = int(match[2], 16)
         end = int(match[4], 16) if match[4] else start
-        if start > end or end > limit:
+        if start > end:
+            raise RangeError(f"{what}: {token!r}: start {start:#x} is greater than end {end:#x} (write START-END)")
+        if end > limit:
             raise RangeError(f"{what}: {token!r} is not a span within {0:#x}-{limit:#x}")
         spans.append((start, end))
     return spans
@@ -220,6 +222,40 @@ def cut_ports(ranges: Iterable[PortRange], spans: Sequence[tuple[int, int]]) -> 
     return result
 
 
+def _all_names(forest: Iterable[PortRange], extra_ioports: str) -> set[str]:
+    """Every range name a skip may name: parents (which take their children with them), leaves, extra ranges."""
+    names: set[str] = set()
+
+    def walk(node: PortRange) -> None:
+        names.add(node.name)
+        for child in node.children:
+            walk(child)
+
+    for root in forest:
+        walk(root)
+    return names | {r.name for r in parse_extra_ranges(extra_ioports)}
+
+
+def _listed(names: Iterable[str]) -> str:
+    """Names quoted and comma separated, as a person reads a list."""
+    return ", ".join(f"'{name}'" for name in names)
+
+
+def check_skip_devices(ioports_text: str, skip_devices: str, extra_ioports: str = "") -> None:
+    """RangeError naming every ``skip_devices`` name (or pattern) that matches no range, and the known names.
+
+    A name that matches nothing is a typo that would leave the device it
+    meant fuzzed; the guest's listing is needed, so this runs after boot.
+    """
+    known = _all_names(parse_ioports(ioports_text), extra_ioports)
+    unknown = [p for p in parse_name_list(skip_devices) if not any(name_matches(n, [p]) for n in known)]
+    if unknown:
+        raise RangeError(
+            f"skip_devices: {_listed(unknown)} matches no range of the guest's /proc/ioports nor extra_ioports "
+            f"(known: {_listed(sorted(known))})"
+        )
+
+
 def fuzz_targets(
     ioports_text: str,
     skip_devices: str = "",
@@ -242,7 +278,8 @@ def fuzz_targets(
         known = {r.name for r in targets}
         missing = [name for name in wanted if name not in known]
         if missing:
-            raise RangeError(f"only_devices: no fuzzable range named {missing} (known: {sorted(known)})")
+            known_text = _listed(sorted(known))
+            raise RangeError(f"only_devices: no fuzzable range named {_listed(missing)} (known: {known_text})")
         targets = [r for r in targets if r.name in wanted]
     targets = cut_ports(targets, parse_port_spans(skip_ports, "skip_ports"))
     return sorted(targets, key=lambda r: (r.start, r.end, r.name))

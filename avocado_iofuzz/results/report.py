@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,32 +19,12 @@ from avocado_iofuzz.model.program import PHASE_FUZZ, PHASE_READ, PHASE_ZERO, Ran
 from avocado_iofuzz.repro.signature import group_by_signature, signature_of_exit
 from avocado_iofuzz.results.rerun import Rerun, RerunContext, rerun_range
 
-SUMMARY_FORMAT = 3  # 3: every range has its rerun command (rerun may be null, then rerun_note)
+# 3: every range has its rerun command (rerun may be null, then rerun_note)
+# 4: ops_confirmed / ops_unconfirmed / ops_executed per range and in total; findings name their op
+SUMMARY_FORMAT = 4
 SUMMARY_NAME = "summary.json"
 PICTURE_NAME = "coverage.png"
 PHASES = (PHASE_READ, PHASE_ZERO, PHASE_FUZZ)
-_SKIPPED_FINDINGS = ("hang", "reboot")  # their windows were left out, the run went on
-
-
-def phase_spans(plan: RangePlan) -> dict[str, tuple[int, int]]:
-    """Op index spans [first, stop) of each phase of a range."""
-    n = plan.slots
-    return {PHASE_READ: (0, n), PHASE_ZERO: (n, 2 * n), PHASE_FUZZ: (2 * n, plan.op_count)}
-
-
-def _overlap(a: tuple[int, int], b: tuple[int, int]) -> int:
-    return max(0, min(a[1], b[1]) - max(a[0], b[0]))
-
-
-def ops_by_phase(plan: RangePlan, reached: int, skipped_windows: Iterable[tuple[int, int]]) -> dict[str, int]:
-    """How many ops of each phase ran: ops [0, reached) less the skipped windows."""
-    windows = sorted(skipped_windows)
-    counts = {}
-    for phase, span in phase_spans(plan).items():
-        done = _overlap(span, (0, reached))
-        done -= sum(_overlap(span, (max(w[0], 0), min(w[1], reached))) for w in windows)
-        counts[phase] = done
-    return counts
 
 
 # -- signatures: the same bug gives the same signature across runs and shards --
@@ -127,34 +107,7 @@ def build_summary(
         for f in findings
         if f["kind"] == "crash"
     ]
-    ranges = []
-    for plan in plans:
-        done = result.ops_done.get(plan.index, 0)
-        skipped = result.ops_skipped.get(plan.index, 0)
-        windows = [
-            tuple(f["window"]) for f in findings if f["range_index"] == plan.index and f["kind"] in _SKIPPED_FINDINGS
-        ]
-        phases = ops_by_phase(plan, min(done + skipped, plan.op_count), windows)
-        ranges.append(
-            {
-                "index": plan.index,
-                "name": plan.name,
-                "span": f"{plan.start:#06x}-{plan.end:#06x}",
-                # what fuzz_kinds made of the range: its address space, access width, own fuzz count
-                "space": plan.space,
-                "width": plan.width,
-                "range_fuzz_count": plan.fuzz_count,
-                "ops_planned": plan.op_count,
-                "ops_done": done,
-                "ops_skipped": skipped,
-                "ops_by_phase": phases,
-                "reads": phases[PHASE_READ],
-                "writes": phases[PHASE_ZERO] + phases[PHASE_FUZZ],
-                # this range alone, op for op: rerun (a command, or None and rerun_note), rerun_reference/_params
-                **reruns[plan.index],
-            }
-        )
-    total = sum(r["ops_done"] for r in ranges)
+    ranges = [{**range_counts(plan, result), **reruns[plan.index]} for plan in plans]
     return {
         "format": SUMMARY_FORMAT,
         "seed": seed,
@@ -167,12 +120,54 @@ def build_summary(
         "trace": str(trace_path),
         "qemu_cmdline": qemu_cmdline,
         **run,
-        "ops_done_total": total,
+        **_totals(ranges),
         "hangs": sum(f["kind"] == "hang" for f in findings),
         "reboots": sum(f["kind"] == "reboot" for f in findings),
         "crashes": crashes,
         # crashes with the same exit and fatal message (repro.signature) are one bug
         "crash_groups": group_by_signature(crashes, "crash_signature"),
+    }
+
+
+def range_counts(plan: RangePlan, result: CampaignResult) -> dict[str, Any]:
+    """A range's entry in summary.json, without its rerun fields: what it is and what ran of it.
+
+    ``ops_confirmed`` ran for sure (progress marks, or the op ``@HANG`` named);
+    ``ops_unconfirmed`` may have run (the window in flight when the run stopped
+    without the executor naming the op); ``ops_executed`` is their sum, the
+    most that can have run. ``reads``/``writes``/``ops_by_phase`` count
+    confirmed ops, ``ops_executed_by_phase`` the executed ones.
+    """
+    tally = result.tally(plan.index)
+    phases = tally.by_phase(plan)
+    return {
+        "index": plan.index,
+        "name": plan.name,
+        "span": f"{plan.start:#06x}-{plan.end:#06x}",
+        # what fuzz_kinds made of the range: its address space, access width, own fuzz count
+        "space": plan.space,
+        "width": plan.width,
+        "range_fuzz_count": plan.fuzz_count,
+        "ops_planned": plan.op_count,
+        "ops_confirmed": tally.ops_confirmed,
+        "ops_unconfirmed": tally.ops_unconfirmed,
+        "ops_executed": tally.ops_executed,
+        "ops_skipped": tally.ops_skipped,
+        "ops_done": tally.ops_confirmed,  # format 3's name for ops_confirmed
+        "ops_by_phase": phases,
+        "ops_executed_by_phase": tally.by_phase(plan, executed=True),
+        "reads": phases[PHASE_READ],
+        "writes": phases[PHASE_ZERO] + phases[PHASE_FUZZ],
+    }
+
+
+def _totals(ranges: Sequence[Mapping[str, Any]]) -> dict[str, int]:
+    """Totals over ranges; a format-3 range (no ops_confirmed) counts its ops_done as confirmed and executed."""
+    confirmed = sum(r.get("ops_confirmed", r["ops_done"]) for r in ranges)
+    return {
+        "ops_confirmed_total": confirmed,
+        "ops_executed_total": sum(r.get("ops_executed", r["ops_done"]) for r in ranges),
+        "ops_done_total": confirmed,
     }
 
 
@@ -233,7 +228,7 @@ def merge_summaries(summaries: Sequence[dict[str, Any]], sources: Sequence[str] 
         "ranges": ranges,
         "findings": findings,
         "overlaps": overlaps,
-        "ops_done_total": sum(r["ops_done"] for r in ranges),
+        **_totals(ranges),
         "elapsed_s": round(elapsed, 3),
         "ops_per_s": round(sum(float(s.get("ops_per_s", 0.0)) for s in summaries), 1),
         "hangs": sum(f["kind"] == "hang" for f in findings),
@@ -244,11 +239,20 @@ def merge_summaries(summaries: Sequence[dict[str, Any]], sources: Sequence[str] 
     }
 
 
+def _scalar(value: Any) -> str:
+    """A summary value as a person writes it: a merged summary's list of values joined by commas."""
+    if isinstance(value, list | tuple):
+        return ", ".join(str(v) for v in value) or "-"
+    return str(value)
+
+
 def whiteboard_line(summary: dict[str, Any]) -> str:
     """One line for avocado's whiteboard (the HTML report shows it in a hover box, whitespace collapsed)."""
     headline = summary_table(summary).splitlines()[0]
     findings = [
-        f"{f['kind']} in {f['range_name']} ops [{f['window'][0]}, {f['window'][1]})" for f in summary["findings"]
+        f"{f['kind']} in {f['range_name']} ops [{f['window'][0]}, {f['window'][1]})"
+        + (f" at op {f['op']}" if f.get("op") is not None else "")
+        for f in summary["findings"]
     ]
     return "; ".join([headline, *findings])
 
@@ -261,21 +265,29 @@ def summary_table(summary: dict[str, Any]) -> str:
         span = finding.get("range_span") or ""
         by_range.setdefault((span, finding["range_name"]), []).append(finding["kind"])
     name_width = max([len(r["name"]) for r in summary["ranges"]] + [5])
-    done = summary.get("ops_done_total", sum(r["ops_done"] for r in summary["ranges"]))
-    seed = summary["seed"]
+    span_width = max([len(r["span"]) for r in summary["ranges"]] + [13])
+    totals = _totals(summary["ranges"])
+    unconfirmed = totals["ops_executed_total"] - totals["ops_confirmed_total"]
+    maybe = f" (+{unconfirmed} unconfirmed)" if unconfirmed else ""
+    shard = summary.get("shard", summary.get("shards", "1/1"))
     lines = [
-        f"seed {seed}  accel {summary['accelerator']}  shard {summary.get('shard', summary.get('shards', '1/1'))}  "
-        f"{done} ops in {summary['elapsed_s']} s ({summary['ops_per_s']} ops/s)  "
+        f"seed {_scalar(summary['seed'])}  accel {_scalar(summary['accelerator'])}  shard {_scalar(shard)}  "
+        f"{totals['ops_confirmed_total']} ops{maybe} in {summary['elapsed_s']} s ({summary['ops_per_s']} ops/s)  "
         f"hangs {summary.get('hangs', 0)}  reboots {summary.get('reboots', 0)}  "
         f"crashes {len(summary.get('crashes', []))}",
-        f"{'span':<13} {'range':<{name_width}} {'reads':>8} {'writes':>10} {'planned':>10}  findings",
+        f"{'span':<{span_width}} {'kind':<4} {'range':<{name_width}} {'reads':>8} {'writes':>10} "
+        f"{'unconfirmed':>11} {'planned':>10}  findings",
     ]
     for r in summary["ranges"]:
         kinds = ", ".join(by_range.get((r["span"], r["name"]), [])) or "-"
         reads = r.get("reads", "?")
         writes = r.get("writes", "?")
+        maybe_ran = r.get("ops_unconfirmed", 0)
         planned = r["ops_planned"]
-        lines.append(f"{r['span']:<13} {r['name']:<{name_width}} {reads:>8} {writes:>10} {planned:>10}  {kinds}")
+        lines.append(
+            f"{r['span']:<{span_width}} {r.get('space', 'pio'):<4} {r['name']:<{name_width}} {reads:>8} "
+            f"{writes:>10} {maybe_ran:>11} {planned:>10}  {kinds}"
+        )
     for crash in summary.get("crashes", []):
         lines.append(f"crash {crash['signature']}")
         reproducer = crash["reproducer"]

@@ -2,25 +2,56 @@
 
 Every value is validated here so that a typo in a cfg or in
 ``--vt-extra-params`` ends the test with an error naming the param, before a
-VM is started.
+VM is started. What needs the guest (range names, the ranges a debug hang
+position points into) is checked by :func:`check_hang_at` and the range
+readers after boot, before the first fuzzing op.
+
+An empty value means the param's default (logged, so that a blank
+``fuzz_count =`` is not silent); for list params (``skip_*``, ``only_*``,
+``extra_*``) empty is the empty list.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import logging
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from avocado_iofuzz.model.program import MAX_FUZZ_COUNT, RangePlan
 from avocado_iofuzz.model.ranges import DEFAULT_SKIP_PORTS, parse_extra_ranges, parse_port_spans
 from avocado_iofuzz.model.shards import SHARD_PARAM, ShardError, parse_shard
+
+LOG = logging.getLogger("avocado.test.iofuzz")
+
+# The executor keeps random writes per slot and the progress interval in
+# 32 bits (iofuzz_exec.c: MAX_FUZZ_COUNT, MAX_REPORT_EVERY): with at most
+# 2**32-1 writes per slot, even a 65536-port range's op indices stay far
+# below the 2**62 its 64-bit generator counters allow.
+FUZZ_COUNT_LIMIT = (
+    MAX_FUZZ_COUNT,
+    "the in-guest executor counts random writes per slot in 32 bits, which keeps op indices within its 64-bit counters",
+)
+REPORT_EVERY_LIMIT = (0xFFFFFFFF, "the in-guest executor's progress interval is a 32-bit count")
 
 
 class ParamError(ValueError):
     """A test param with a value we cannot use; the message names it."""
 
 
-def _int(params: Mapping[str, Any], key: str, default: int, minimum: int) -> int:
+def _blank(params: Mapping[str, Any], key: str, default: object) -> str:
+    """The param's text; an empty one is logged as meaning ``default``."""
     raw = str(params.get(key, "") or "").strip()
+    if not raw and key in params:
+        LOG.info("param %s is empty: its default %s applies", key, default)
+    return raw
+
+
+def _int(
+    params: Mapping[str, Any], key: str, default: int, minimum: int, limit: tuple[int, str] | None = None
+) -> int:
+    """An integer param; ``limit`` is (maximum, why) for a value something downstream cannot represent."""
+    raw = _blank(params, key, default)
     if not raw:
         return default
     try:
@@ -29,11 +60,13 @@ def _int(params: Mapping[str, Any], key: str, default: int, minimum: int) -> int
         raise ParamError(f"param {key} = {raw!r}: not an integer") from None
     if value < minimum:
         raise ParamError(f"param {key} = {raw!r}: must be >= {minimum}")
+    if limit is not None and value > limit[0]:
+        raise ParamError(f"param {key} = {raw!r}: must be <= {limit[0]} ({limit[1]})")
     return value
 
 
 def _float(params: Mapping[str, Any], key: str, default: float, minimum: float) -> float:
-    raw = str(params.get(key, "") or "").strip()
+    raw = _blank(params, key, default)
     if not raw:
         return default
     try:
@@ -56,6 +89,20 @@ def _position(params: Mapping[str, Any], key: str) -> tuple[int, int] | None:
     if range_index < 0 or op_index < 0:
         raise ParamError(f"param {key} = {raw!r}: indices must be >= 0")
     return range_index, op_index
+
+
+def check_hang_at(position: tuple[int, int] | None, plans: Sequence[RangePlan]) -> None:
+    """ParamError unless ``iofuzz_debug_hang_at`` points at an op of the run's ranges (known after boot)."""
+    if position is None:
+        return
+    range_index, op_index = position
+    text = f"param iofuzz_debug_hang_at = '{range_index}:{op_index}'"
+    by_index = {plan.index: plan for plan in plans}
+    if range_index not in by_index:
+        raise ParamError(f"{text}: no range {range_index} in this run (its ranges are 0..{len(plans) - 1})")
+    plan = by_index[range_index]
+    if op_index >= plan.op_count:
+        raise ParamError(f"{text}: range {range_index} ({plan.name}) has ops 0..{plan.op_count - 1} only")
 
 
 def yes_no(params: Mapping[str, Any], key: str, default: bool, error: type[ValueError] = ParamError) -> bool:
@@ -109,26 +156,26 @@ class IofuzzParams:
             parse_extra_ranges(extra)
         except ValueError as err:
             raise ParamError(f"param {err}") from None
-        accel = str(params.get("iofuzz_accel", "auto") or "auto").strip()
+        accel = _blank(params, "iofuzz_accel", "auto") or "auto"
         if accel not in ("auto", "kvm", "tcg"):
             raise ParamError(f"param iofuzz_accel = {accel!r}: expected auto, kvm or tcg")
-        hang_status = str(params.get("hang_status", "warn") or "warn").strip()
+        hang_status = _blank(params, "hang_status", "warn") or "warn"
         if hang_status not in ("pass", "warn", "fail"):
             raise ParamError(f"param hang_status = {hang_status!r}: expected pass, warn or fail")
         return cls(
             seed=seed,
-            fuzz_count=_int(params, "fuzz_count", 100000, 0),
+            fuzz_count=_int(params, "fuzz_count", 100000, 0, FUZZ_COUNT_LIMIT),
             skip_devices=str(params.get("skip_devices", "") or ""),
             skip_ports=skip_ports,
             extra_ioports=extra,
             only_devices=str(params.get("only_devices", "") or ""),
-            report_every=_int(params, "report_every", 16384, 1),
+            report_every=_int(params, "report_every", 16384, 1, REPORT_EVERY_LIMIT),
             hang_timeout=_float(params, "hang_timeout", 20.0, 0.0),
             max_hangs=_int(params, "max_hangs", 10, 1),
             hang_status=hang_status,
             login_timeout=_float(params, "login_timeout", 60.0, 0.0),
             accel=accel,
-            guest=str(params.get("iofuzz_guest", "busybox") or "busybox").strip(),
+            guest=_blank(params, "iofuzz_guest", "busybox") or "busybox",
             kernel=str(params.get("iofuzz_kernel", "") or "").strip(),
             debug_hang_at=_position(params, "iofuzz_debug_hang_at"),
             progress_interval=_float(params, "iofuzz_progress_interval", 5.0, 0.0),

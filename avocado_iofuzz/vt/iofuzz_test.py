@@ -28,7 +28,13 @@ from avocado_iofuzz.model.kinds import (
 )
 from avocado_iofuzz.model.pci import PCI_LISTING_COMMAND
 from avocado_iofuzz.model.program import new_seed
-from avocado_iofuzz.model.ranges import RangeError, fuzz_targets, parse_extra_ranges, parse_name_list
+from avocado_iofuzz.model.ranges import (
+    RangeError,
+    check_skip_devices,
+    fuzz_targets,
+    parse_extra_ranges,
+    parse_name_list,
+)
 from avocado_iofuzz.model.shards import parse_shard, shard_ranges
 from avocado_iofuzz.repro.vt_triage import (
     TriageParamError,
@@ -64,7 +70,7 @@ from avocado_iofuzz.vm.qom import (
 )
 from avocado_iofuzz.vm.vt import VtGuest
 from avocado_iofuzz.vt.compat import run_qemu_probes_under_bash
-from avocado_iofuzz.vt.iofuzz_params import IofuzzParams, ParamError
+from avocado_iofuzz.vt.iofuzz_params import IofuzzParams, ParamError, check_hang_at
 
 LOG = logging.getLogger("avocado.test.iofuzz")
 
@@ -172,6 +178,7 @@ def run_iofuzz(test: Any, params: Any, env: Any) -> None:
         triage_params = TriageParams.from_params(params)
     except (ParamError, TriageParamError) as err:
         test.error(str(err))
+    user_skip_devices = settings.skip_devices  # the names to check against the guest's listing
     if image is not None:
         settings, kinds = spare_session_devices(session_devices(image), settings, kinds)
     outdir = Path(test.outputdir)
@@ -199,6 +206,8 @@ def run_iofuzz(test: Any, params: Any, env: Any) -> None:
     ioports = session.cmd_output("cat /proc/ioports")
     (outdir / "proc-ioports.txt").write_text(ioports, encoding="utf-8")
     try:
+        # needs the guest's listing, so after boot; still before any fuzzing op
+        check_skip_devices(ioports, user_skip_devices, settings.extra_ioports)
         targets = fuzz_targets(
             ioports,
             skip_devices=settings.skip_devices,
@@ -224,6 +233,10 @@ def run_iofuzz(test: Any, params: Any, env: Any) -> None:
     except AccessRefused as err:
         test.cancel(str(err))
     except RuntimeError as err:
+        test.error(str(err))
+    try:
+        check_hang_at(settings.debug_hang_at, plans)
+    except ParamError as err:
         test.error(str(err))
     for plan in plans:
         LOG.info(
@@ -281,7 +294,9 @@ def run_iofuzz(test: Any, params: Any, env: Any) -> None:
         _record_triage(outdir, summary, triage_finding(trace_path, outdir, "hang", *triage_args))
     if hangs:
         message = f"{len(hangs)} guest hang(s)/reboot(s): " + "; ".join(
-            f"{f.kind} in {f.range_name} ops [{f.window[0]}, {f.window[1]})" for f in hangs
+            f"{f.kind} in {f.range_name} ops [{f.window[0]}, {f.window[1]})"
+            + (f" at op {f.op}" if f.op is not None else "")
+            for f in hangs
         )
         if settings.hang_status == "fail":
             test.fail(message)

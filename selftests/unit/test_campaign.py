@@ -22,8 +22,19 @@ from avocado_iofuzz.vm.interface import QemuExit
 class ScriptedGuest:
     """A guest whose executor hangs or kills QEMU at chosen (range, op) positions."""
 
-    def __init__(self, hang_at=(), crash_at=None, reboot_at=(), answers_after_hang=False, reset_helps=True):
+    def __init__(
+        self,
+        hang_at=(),
+        crash_at=None,
+        reboot_at=(),
+        answers_after_hang=False,
+        reset_helps=True,
+        announce_hang=False,
+        unread_at_death=0,
+    ):
         self.hang_at = set(hang_at)
+        self.announce_hang = announce_hang  # print @HANG as the executor's injected hang does
+        self.unread_at_death = unread_at_death  # lines still in the console buffer when QEMU is seen dead
         self.crash_at = crash_at
         self.reboot_at = set(reboot_at)
         self.answers_after_hang = answers_after_hang
@@ -66,6 +77,7 @@ class ScriptedSession:
     def __init__(self, guest: ScriptedGuest):
         self.guest = guest
         self.pending = ""
+        self.held: list[str] = []
 
     def sendline(self, command):
         self.guest.commands.append(command)
@@ -88,11 +100,15 @@ class ScriptedSession:
                     if (index, stop_op) in self.guest.hang_at:
                         self.guest.hang_at.discard((index, stop_op))
                         self.guest.hung = True
+                        if self.guest.announce_hang:
+                            out.append(f"@HANG {index} {stop_op}")
                         self.pending = "\n".join(out) + "\n"
                         return
                     if (index, stop_op) == self.guest.crash_at:
                         self.guest.alive = False
-                        self.pending = "\n".join(out) + "\n"
+                        held = self.guest.unread_at_death
+                        self.held = out[len(out) - held :] if held else []
+                        self.pending = "\n".join(out[: len(out) - held]) + "\n"
                         return
                     if (index, stop_op) in self.guest.reboot_at:
                         self.guest.reboot_at.discard((index, stop_op))
@@ -105,6 +121,9 @@ class ScriptedSession:
         self.pending = "\n".join(out) + "\n"
 
     def read_nonblocking(self, internal_timeout=None, timeout=None):
+        if not self.pending and self.held and not self.guest.alive:
+            # what QEMU wrote just before it died reaches the host after the death is seen
+            self.pending, self.held = "\n".join(self.held) + "\n", []
         data, self.pending = self.pending, ""
         return data
 
@@ -142,8 +161,10 @@ def test_hang_with_silent_guest_resets_and_resumes_after_window(tmp_path):
     assert (hang.kind, hang.range_index, hang.window) == ("hang", 1, (192, 256))
     assert guest.resets == 1
     assert "--resume 1:256" in guest.commands[-1]
-    assert result.ops_skipped[1] == 64
+    # the guest did not say which op hung: the window may have run, none of it is confirmed
+    assert result.ops_unconfirmed[1] == 64 and result.ops_skipped[1] == 0
     assert result.ops_done[1] == PLANS[1].op_count - 64
+    assert result.tallies[1].ops_executed == PLANS[1].op_count
     assert result.ops_done[2] == PLANS[2].op_count
     kinds = [e.kind for e in read_trace(tmp_path / "trace").events]
     assert kinds.index("hang") < kinds.index("reset") < kinds.index("resume")
@@ -213,3 +234,45 @@ def test_no_login_is_a_campaign_error(tmp_path):
     campaign, _ = make_campaign(tmp_path, guest)
     with pytest.raises(CampaignError, match="could not log into the guest"):
         campaign.run()
+
+
+def test_hang_the_executor_names_confirms_the_ops_before_it(tmp_path):
+    guest = ScriptedGuest(hang_at=[(1, 200)], announce_hang=True)
+    campaign, writer = make_campaign(tmp_path, guest)
+    result = campaign.run()
+    writer.close()
+    (hang,) = result.findings
+    assert (hang.window, hang.op) == ((192, 256), 200)
+    tally = result.tallies[1]
+    assert tally.confirmed == [(0, 200), (256, PLANS[1].op_count)]
+    assert tally.skipped == [(200, 256)] and tally.unconfirmed == []
+    assert result.ops_done[1] == PLANS[1].op_count - 56 and result.ops_skipped[1] == 56
+    hang_event = next(e for e in read_trace(tmp_path / "trace").events if e.kind == "hang")
+    assert hang_event.data["op"] == 200
+
+
+def test_hang_at_the_second_op_counts_the_first_read(tmp_path):
+    guest = ScriptedGuest(hang_at=[(0, 1)], announce_hang=True)
+    campaign, _ = make_campaign(tmp_path, guest)
+    result = campaign.run()
+    assert result.tallies[0].confirmed[0] == (0, 1)
+    assert result.tallies[0].by_phase(PLANS[0])["read"] == 1  # rtc0 has 2 slots: op 1 was left out
+
+
+def test_crash_leaves_the_window_unconfirmed_not_lost(tmp_path):
+    guest = ScriptedGuest(crash_at=(1, 700))
+    campaign, _ = make_campaign(tmp_path, guest)
+    result = campaign.run()
+    tally = result.tallies[1]
+    assert tally.ops_confirmed == 640 and tally.unconfirmed == [(640, 704)]
+    assert tally.ops_executed == 704 and result.ops_unconfirmed[1] == 64
+    assert result.tallies[2].ops_executed == 0  # never reached
+
+
+def test_marks_still_in_the_console_when_qemu_died_are_counted(tmp_path):
+    guest = ScriptedGuest(crash_at=(1, 700), unread_at_death=2)  # "@P 1 576" and "@P 1 640" come late
+    campaign, _ = make_campaign(tmp_path, guest)
+    result = campaign.run()
+    (crash,) = result.findings
+    assert crash.window == (640, 704)
+    assert result.tallies[1].confirmed == [(0, 640)] and result.tallies[1].unconfirmed == [(640, 704)]

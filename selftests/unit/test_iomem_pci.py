@@ -146,7 +146,7 @@ def test_malformed_iomem_names_the_line(text, message):
     [
         (lambda: parse_extra_iomem("0xfed1c000-0xfed1ffff"), r"extra_iomem: .* lacks ':NAME'"),
         (lambda: parse_extra_iomem("0xg-0x1:x"), r"extra_iomem: '0xg-0x1' is not an address"),
-        (lambda: parse_address_spans("0x10-0x1", "skip_mmio"), r"skip_mmio: '0x10-0x1' is not a span"),
+        (lambda: parse_address_spans("0x10-0x1", "skip_mmio"), r"skip_mmio: '0x10-0x1': start 0x10 is greater"),
         (lambda: mmio_targets("", [], max_size=4), r"mmio_max_size: 4 is below 8 bytes"),
     ],
 )

@@ -249,3 +249,12 @@ def test_cfg_defaults_are_the_code_defaults():
 
     params = TestCatalog().variants("iofuzz")[0]
     assert KindParams.from_params(params) == KindParams()
+
+
+def test_weights_that_push_a_kind_past_the_executors_limit_name_fuzz_count():
+    kinds = KindParams.from_params({"fuzz_kinds": "pio:1 mmio:1"})
+    targets = [Target("pio", 0x60, 0x60, "k"), Target("mmio", 0x1000, 0x4FFF, "bar")]  # 1 port, 4096 mmio slots
+    with pytest.raises(RangeError) as err:
+        plan_kinds(1, 2**31, kinds, targets)
+    assert str(err.value).startswith("fuzz_count = 2147483648: with fuzz_kinds weights, pio gets ")
+    assert "the in-guest executor's limit 4294967295" in str(err.value)

@@ -5,6 +5,7 @@ import pytest
 from avocado_iofuzz.model.ranges import (
     PortRange,
     RangeError,
+    check_skip_devices,
     cut_ports,
     fuzz_targets,
     leaves,
@@ -80,8 +81,10 @@ def test_port_spans_and_errors():
     assert parse_port_spans("0x64, 0x3f8-0x3ff 92", "skip_ports") == [(0x64, 0x64), (0x3F8, 0x3FF), (0x92, 0x92)]
     with pytest.raises(RangeError, match="skip_ports: 'zz'"):
         parse_port_spans("zz", "skip_ports")
-    with pytest.raises(RangeError, match="within 0x0-0xffff"):
+    with pytest.raises(RangeError, match="start 0x10 is greater than end 0x1"):
         parse_port_spans("0x10-0x1", "skip_ports")
+    with pytest.raises(RangeError, match="'0x10-0x10000' is not a span within 0x0-0xffff"):
+        parse_port_spans("0x10-0x10000", "skip_ports")
 
 
 def test_extra_ranges_syntax():
@@ -105,5 +108,16 @@ def test_default_targets_exclude_dangerous_ports():
 def test_only_devices_and_extra():
     targets = fuzz_targets(SAMPLE, only_devices="debug, rtc0", extra_ioports="0xe9-0xe9:debug")
     assert spans(targets) == [(0x70, 0x71, "rtc0"), (0xE9, 0xE9, "debug")]
-    with pytest.raises(RangeError, match="no fuzzable range named \\['nope'\\]"):
-        fuzz_targets(SAMPLE, only_devices="nope")
+    with pytest.raises(RangeError) as err:
+        fuzz_targets(SAMPLE, only_devices="nope, rtc0")
+    assert str(err.value).startswith("only_devices: no fuzzable range named 'nope' (known: ")
+    assert "'rtc0'" in str(err.value) and "[" not in str(err.value).split("(known")[0]
+
+
+def test_skip_devices_that_match_nothing_are_an_error_naming_the_known_ones():
+    check_skip_devices(SAMPLE, "rtc0, dma*, PCI Bus 0000:00, debug", "0xe9-0xe9:debug")  # leaves, parents, extras
+    with pytest.raises(RangeError) as err:
+        check_skip_devices(SAMPLE, "rtc0, typo, tmer*")
+    message = str(err.value)
+    assert message.startswith("skip_devices: 'typo', 'tmer*' matches no range of the guest's /proc/ioports")
+    assert "(known: " in message and "'rtc0'" in message and "'timer0'" in message

@@ -7,12 +7,12 @@ from pathlib import Path
 import pytest
 
 from avocado_iofuzz.campaign.runner import CampaignResult, Finding
+from avocado_iofuzz.campaign.tally import RangeTally
 from avocado_iofuzz.model.program import plan_ranges
 from avocado_iofuzz.results.report import (
     build_summary,
     finding_signature,
     merge_summaries,
-    ops_by_phase,
     summary_table,
     whiteboard_line,
 )
@@ -21,11 +21,11 @@ RANGES = [(0x0, 0x1F, "dma1"), (0x20, 0x21, "pic1"), (0xC000, 0xC0FF, "PCI")]
 ABORT = {"status": None, "signal": 6, "stderr_tail": "qemu: hw/x.c:123: f: Assertion `n < 0x10' failed."}
 
 
-def _summary(seed=7, shard="1/1", ranges=RANGES, findings=(), done=None, skipped=None):
+def _summary(seed=7, shard="1/1", ranges=RANGES, findings=(), done=None, tallies=None):
     plans = plan_ranges(seed, ranges, 4)
     result = CampaignResult(
         ops_done=done or {p.index: p.op_count for p in plans},
-        ops_skipped=skipped or {p.index: 0 for p in plans},
+        tallies=tallies or {},
         findings=list(findings),
         elapsed=2.0,
     )
@@ -55,16 +55,13 @@ def test_a_clean_run_counts_every_op_by_phase():
     assert summary["seed"] == 7 and summary["guest"] == "busybox" and summary["accelerator"] == "tcg"
 
 
-def test_skipped_hang_windows_are_not_counted_as_done():
-    plan = plan_ranges(1, [(0, 0xF, "r")], 4)[0]  # 16 slots: read 0-16, zero 16-32, fuzz 32-96
-    assert ops_by_phase(plan, 96, [(8, 24)]) == {"read": 8, "zero": 8, "fuzz": 64}
-    assert ops_by_phase(plan, 40, []) == {"read": 16, "zero": 16, "fuzz": 8}
-
-
 def test_hang_and_crash_findings_carry_signature_and_reproducer():
     hang = Finding("hang", 0, "dma1", "0x0000-0x001f", (40, 48), "no progress")
     crash = Finding("crash", 2, "PCI", "0xc000-0xc0ff", (600, 700), "killed", ABORT)
-    _, summary = _summary(findings=[hang, crash], done={0: 184, 1: 12, 2: 600}, skipped={0: 8, 1: 0, 2: 0})
+    dma, crashed = RangeTally(), RangeTally()
+    dma.confirm(0, 40), dma.skip(40, 48), dma.confirm(48, 192)
+    crashed.confirm(0, 600), crashed.leave_unconfirmed(600, 700)
+    _, summary = _summary(findings=[hang, crash], tallies={0: dma, 2: crashed}, done={0: 184, 1: 12, 2: 600})
     by_kind = {f["kind"]: f for f in summary["findings"]}
     assert by_kind["hang"]["signature"] == "hang:dma1:zero"
     assert by_kind["crash"]["signature"] == "crash:PCI:fuzz:signal 6:qemu: hw/x.c:N: f: Assertion `n < 0x?' failed."
@@ -122,3 +119,46 @@ def test_whiteboard_is_one_line_with_the_findings():
     _, summary = _summary(findings=[hang])
     line = whiteboard_line(summary)
     assert "\n" not in line and line.startswith("seed 7  accel tcg") and line.endswith("; hang in pic1 ops [0, 2)")
+
+
+def test_summary_tells_confirmed_from_possibly_executed_ops():
+    crashed = RangeTally()
+    crashed.confirm(0, 600), crashed.leave_unconfirmed(600, 700)
+    crash = Finding("crash", 2, "PCI", "0xc000-0xc0ff", (600, 700), "killed", ABORT)
+    _, summary = _summary(findings=[crash], tallies={2: crashed}, done={0: 192, 1: 12, 2: 600})
+    pci = summary["ranges"][2]
+    assert (pci["ops_confirmed"], pci["ops_unconfirmed"], pci["ops_executed"]) == (600, 100, 700)
+    assert pci["ops_done"] == 600 and pci["writes"] == 600 - 256  # confirmed writes: zero phase and fuzz
+    assert sum(pci["ops_executed_by_phase"].values()) == 700
+    assert summary["ops_confirmed_total"] == 192 + 12 + 600 == summary["ops_done_total"]
+    assert summary["ops_executed_total"] == 192 + 12 + 700
+    assert summary["findings"][0]["op"] is None  # a crash the executor did not pin to an op
+    table = summary_table(summary)
+    assert "804 ops (+100 unconfirmed)" in table.splitlines()[0]
+    pci_row = next(line for line in table.splitlines() if line.startswith("0xc000-0xc0ff"))
+    assert pci_row.split()[1:7] == ["pio", "PCI", "256", "344", "100", "1536"]
+
+
+def test_table_has_a_kind_column_and_a_merged_table_prints_scalars():
+    _, first = _summary(shard="1/2", ranges=RANGES[:1])
+    _, second = _summary(shard="2/2", ranges=RANGES[1:])
+    table = summary_table(merge_summaries([first, second], ["a", "b"]))
+    head, columns, *rows = table.splitlines()
+    assert "accel tcg  shard 1/2, 2/2  " in head and "[" not in head
+    assert columns.split()[:3] == ["span", "kind", "range"]
+    assert all(row.split()[1] == "pio" for row in rows)
+
+
+def test_merging_format_3_summaries_counts_their_ops_done():
+    _, old = _summary()
+    for r in old["ranges"]:
+        for key in ("ops_confirmed", "ops_unconfirmed", "ops_executed"):
+            del r[key]
+    merged = merge_summaries([old], ["old"])
+    assert merged["ops_confirmed_total"] == merged["ops_executed_total"] == old["ops_done_total"]
+
+
+def test_whiteboard_names_the_op_the_executor_stopped_at():
+    hang = Finding("hang", 1, "pic1", "0x0020-0x0021", (0, 8), "x", op=3)
+    _, summary = _summary(findings=[hang])
+    assert whiteboard_line(summary).endswith("; hang in pic1 ops [0, 8) at op 3")

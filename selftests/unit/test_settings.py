@@ -1,6 +1,9 @@
+import logging
+
 import pytest
 
-from avocado_iofuzz.vt.iofuzz_params import IofuzzParams, ParamError
+from avocado_iofuzz.model.program import MAX_FUZZ_COUNT, plan_ranges
+from avocado_iofuzz.vt.iofuzz_params import IofuzzParams, ParamError, check_hang_at
 
 
 def test_defaults_from_an_empty_dict():
@@ -31,9 +34,47 @@ def test_values_are_parsed():
         ({"iofuzz_debug_hang_at": "7"}, "expected RANGE_INDEX:OP_INDEX"),
         ({"skip_ports": "0x64 nope"}, "skip_ports: 'nope'"),
         ({"extra_ioports": "0xe9"}, "extra_ioports: '0xe9' lacks ':NAME'"),
+        (
+            {"fuzz_count": "99999999999"},
+            "param fuzz_count = '99999999999': must be <= 4294967295 (the in-guest executor counts random writes "
+            "per slot in 32 bits",
+        ),
+        ({"report_every": str(2**32)}, f"param report_every = '{2**32}': must be <= 4294967295"),
+        ({"skip_ports": "0x70-0x60"}, "param skip_ports: '0x70-0x60': start 0x70 is greater than end 0x60"),
+        ({"skip_ports": "0x70-0x10000"}, "param skip_ports: '0x70-0x10000' is not a span within 0x0-0xffff"),
+        ({"extra_ioports": "0x70-0x60:x"}, "param extra_ioports: '0x70-0x60': start 0x70 is greater than end"),
+        ({"iofuzz_debug_hang_at": "1:x"}, "param iofuzz_debug_hang_at = '1:x': expected RANGE_INDEX:OP_INDEX"),
+        ({"iofuzz_debug_hang_at": "-1:0"}, "param iofuzz_debug_hang_at = '-1:0': indices must be >= 0"),
     ],
 )
 def test_bad_values_name_the_param(params, message):
     with pytest.raises(ParamError) as err:
         IofuzzParams.from_params(params)
     assert message in str(err.value)
+
+
+def test_the_largest_fuzz_count_is_accepted():
+    assert IofuzzParams.from_params({"fuzz_count": str(MAX_FUZZ_COUNT)}).fuzz_count == MAX_FUZZ_COUNT
+
+
+def test_a_blank_value_is_the_default_and_the_log_says_so(caplog):
+    with caplog.at_level(logging.INFO, logger="avocado.test.iofuzz"):
+        p = IofuzzParams.from_params({"fuzz_count": " ", "hang_timeout": ""})
+    assert p.fuzz_count == 100000 and p.hang_timeout == 20.0
+    assert "param fuzz_count is empty: its default 100000 applies" in caplog.text
+    assert "param hang_timeout is empty: its default 20.0 applies" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("position", "message"),
+    [
+        ((2, 0), "param iofuzz_debug_hang_at = '2:0': no range 2 in this run (its ranges are 0..1)"),
+        ((1, 8), "param iofuzz_debug_hang_at = '1:8': range 1 (pic1) has ops 0..7 only"),
+    ],
+)
+def test_a_debug_hang_position_outside_the_run_names_the_param(position, message):
+    plans = plan_ranges(1, [(0x0, 0x1F, "dma1"), (0x20, 0x21, "pic1")], 2)
+    check_hang_at((1, 7), plans)  # the last op of the last range is fine
+    with pytest.raises(ParamError) as err:
+        check_hang_at(position, plans)
+    assert str(err.value) == message
