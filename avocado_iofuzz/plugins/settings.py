@@ -51,7 +51,18 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("kernel_params", "iofuzz_kernel_params", "", "image row: kernel command line when a kernel is given"),
     Setting("login", "iofuzz_login", "serial", "image row: log in over 'serial' or 'ssh'"),
     Setting("username", "iofuzz_username", "root", "image row: login name"),
-    Setting("password", "iofuzz_password", "", "image row: login password"),
+    Setting(
+        "password",
+        "iofuzz_password",
+        "",
+        "image row: login password (written into the job's results: prefer password_file)",
+    ),
+    Setting(
+        "password_file",
+        "iofuzz_password_file",
+        "",
+        "image row: file whose first line is the login password, read by the test (kept out of the results)",
+    ),
     Setting("prompt", "iofuzz_prompt", r"^.*[\#\$]\s*$", "image row: regex matching the shell prompt line"),
     Setting("ssh_port", "iofuzz_ssh_port", "0", "image row: host port forwarded to guest port 22 (0 = a free one)"),
 )

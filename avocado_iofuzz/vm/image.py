@@ -21,7 +21,7 @@ import shutil
 import socket
 import time
 from collections.abc import Mapping, MutableMapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -59,9 +59,12 @@ class ImageGuestParams:
     login: str
     ssh_port: int
     username: str
-    password: str
+    # kept out of repr: a logged or printed ImageGuestParams must not show it
+    password: str = field(repr=False)
     prompt: str
     executor_path: str
+    # how the user gave the password, as error messages name it (the file's path, never the value)
+    password_source: str
 
     @property
     def session_prompt(self) -> str:
@@ -107,6 +110,7 @@ class ImageGuestParams:
             re.compile(prompt)
         except re.error as err:
             raise ParamError(f"param iofuzz_prompt = {prompt!r}: not a regex: {err}") from None
+        password, password_source = login_password(params)
         executor_path = get("iofuzz_executor_path", "/tmp/iofuzz-exec")
         if not executor_path.startswith("/") or any(c.isspace() or c in "'\"" for c in executor_path):
             raise ParamError(f"param iofuzz_executor_path = {executor_path!r}: expected an absolute path, no quotes")
@@ -120,10 +124,41 @@ class ImageGuestParams:
             login=login,
             ssh_port=int(port_text),
             username=get("iofuzz_username", "root"),
-            password=str(params.get("iofuzz_password", "") or ""),
+            password=password,
             prompt=prompt,
             executor_path=executor_path,
+            password_source=password_source,
         )
+
+
+def login_password(params: Mapping[str, Any]) -> tuple[str, str]:
+    """The guest login password and how error messages name its source.
+
+    ``iofuzz_password_file`` is read here, in the test, at run time: the
+    password itself never enters the params, which avocado-vt logs in full and
+    avocado records with the job (its command line, args.json). Only the path
+    is in them. ``iofuzz_password`` is the value itself, recorded wherever the
+    user gave it.
+    """
+    path = str(params.get("iofuzz_password_file", "") or "").strip()
+    inline = str(params.get("iofuzz_password", "") or "")
+    if not path:
+        return inline, "iofuzz_password"
+    source = f"iofuzz_password_file = {path!r}"
+    if inline:
+        raise ParamError(f"param {source}: iofuzz_password is set too; give the password one way only")
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as err:
+        raise ParamError(f"param {source}: cannot read it: {err.strerror or err}") from None
+    except UnicodeDecodeError:
+        raise ParamError(f"param {source}: not UTF-8 text") from None
+    # the first line: files written by editors, echo or Jenkins' file credentials may end in a newline
+    lines = text.splitlines()
+    password = lines[0] if lines else ""
+    if not password:
+        raise ParamError(f"param {source}: its first line is empty; it should hold the password")
+    return password, source
 
 
 def tolerant_prompt(prompt: str) -> str:
@@ -197,8 +232,8 @@ def apply_image_params(p: ImageGuestParams, params: MutableMapping[str, Any]) ->
         if p.initrd:
             params["initrd"] = str(p.initrd)
     params["shell_prompt"] = p.session_prompt
+    # the password stays out of params: avocado-vt saves the VM's params with its env (ImageGuest logs in itself)
     params["username"] = p.username
-    params["password"] = p.password
     return port
 
 
@@ -257,6 +292,9 @@ class ImageGuest(VtGuest):
         self.executor = executor.read_bytes()
         self.executor_sha256 = hashlib.sha256(self.executor).hexdigest()
 
+    def credentials(self) -> tuple[str, str]:
+        return self.image.username, self.image.password
+
     def login(self, timeout: float | None = None) -> Any:
         timeout = timeout or self.login_timeout
         session = self._ssh_login(timeout) if self.image.login == "ssh" else super().login(timeout)
@@ -303,7 +341,7 @@ class ImageGuest(VtGuest):
                 if _credentials_refused(err):
                     raise GuestLoginFailed(
                         f"{where} failed: the guest refused the credentials (iofuzz_username = {user!r}, "
-                        f"iofuzz_password): {_last_words(err)}"
+                        f"{self.image.password_source}): {_last_words(err)}"
                     ) from None
                 if time.monotonic() + SSH_RETRY_WAIT >= deadline:
                     raise GuestLoginFailed(

@@ -68,6 +68,11 @@ class VtGuest:
     def is_alive(self) -> bool:
         return not self.vm.is_dead()
 
+    def credentials(self) -> tuple[str, str]:
+        """(username, password) for a login prompt; an empty username: the console has a shell already."""
+        params = self.vm.params
+        return params.get("username", ""), params.get("password", "")
+
     def login(self, timeout: float | None = None) -> Any:
         """A shell on avocado-vt's serial console session, found by its prompt.
 
@@ -84,14 +89,14 @@ class VtGuest:
         console = self.vm.serial_console
         params = self.vm.params
         prompt = params.get("shell_prompt", r"[\#\$]\s*$")
-        username = params.get("username", "")
+        username, password = self.credentials()
         deadline = time.monotonic() + timeout
         while True:
             console.sendline("")
             wait = max(0.5, min(PROMPT_WAIT, deadline - time.monotonic()))
             try:
                 if username:
-                    remote.handle_prompts(console, username, params.get("password", ""), prompt, timeout=wait)
+                    remote.handle_prompts(console, username, password, prompt, timeout=wait)
                 else:
                     # a shell without login questions: handle_prompts would
                     # still wait for 0.5 s of silence after the prompt

@@ -26,14 +26,17 @@ def ssh_disk(tmp_path_factory) -> Path:
     return sshd_guest_disk(tmp_path_factory.mktemp("ssh-guest"))
 
 
-def _params(disk: Path, password: str) -> dict[str, str]:
+def _params(disk: Path, password: str | None = None, password_file: Path | None = None) -> dict[str, str]:
+    credentials = (
+        {"iofuzz_password": password} if password_file is None else {"iofuzz_password_file": str(password_file)}
+    )
     return {
         "iofuzz_image": str(disk),
         "iofuzz_image_format": "raw",
         "iofuzz_drive_interface": "ide",
         "iofuzz_login": "ssh",
         "iofuzz_username": "root",
-        "iofuzz_password": password,
+        **credentials,
         "iofuzz_prompt": PROMPT,
         # Ranges whose writes reach nothing the network needs. In the full quick set, the DMA controllers,
         # fw_cfg and the IDE controller (both can DMA into guest memory), SMBus and PCI conf1 ended the
@@ -82,3 +85,50 @@ def test_wrong_password_fails_fast_naming_the_credentials(tmp_path, ssh_disk):
     assert not job.data_file("trace.iofuzz").exists()  # nothing was fuzzed
     # refused at the first answer, not retried until login_timeout (60 s) ran out
     assert elapsed < 45, f"{elapsed:.1f} s"
+
+
+def _files_holding(root: Path, secret: bytes) -> list[str]:
+    """Every file under ``root`` (any depth, any content) whose bytes contain ``secret``."""
+    return sorted(
+        str(path.relative_to(root)) for path in root.rglob("*") if path.is_file() and secret in path.read_bytes()
+    )
+
+
+def _password_file(directory: Path, content: str) -> Path:
+    directory.mkdir()
+    path = directory / "guest-password"
+    path.write_text(content)
+    return path
+
+
+def test_password_from_a_file_logs_in_and_is_in_no_file_of_the_results(tmp_path, ssh_disk):
+    # outside the results dir: that dir is what Jenkins archives and what is searched below
+    password_file = _password_file(tmp_path / "credentials", f"{PASSWORD}\n")
+    results = tmp_path / "results"
+    results.mkdir()
+    job = run_avocado("iofuzz.quick.image", results, _params(ssh_disk, password_file=password_file))
+    test = job.tests[0]
+    assert test["status"] == "PASS", job.output
+    # the login took the file's password: the guest's root shell ran the copied executor
+    session_log = (job.test_dir() / "ssh-vm1.log").read_text()
+    assert re.search(rf"(?m): root@{HOSTNAME}:~#$", session_log), session_log[:2000]
+    assert all(r["ops_done"] == r["ops_planned"] > 0 for r in job.summary()["ranges"])
+    # the path reached the test through the params, as the user gave it
+    assert f"iofuzz_password_file = {password_file}" in (job.test_dir() / "debug.log").read_text()
+    assert _files_holding(results, PASSWORD.encode()) == []
+    assert len([p for p in results.rglob("*") if p.is_file()]) > 20  # the search did see the job's files
+
+
+def test_wrong_password_file_ends_in_an_error_naming_the_file_param(tmp_path, ssh_disk):
+    password_file = _password_file(tmp_path / "credentials", "not-the-password\n")
+    results = tmp_path / "results"
+    results.mkdir()
+    job = run_avocado("iofuzz.quick.image", results, _params(ssh_disk, password_file=password_file))
+    test = job.tests[0]
+    assert test["status"] == "ERROR", job.output
+    assert (
+        f"refused the credentials (iofuzz_username = 'root', iofuzz_password_file = '{password_file}')"
+        in (test["fail_reason"])
+    ), test["fail_reason"]
+    assert not job.data_file("trace.iofuzz").exists()  # nothing was fuzzed
+    assert _files_holding(results, b"not-the-password") == []

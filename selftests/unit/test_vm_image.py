@@ -226,3 +226,47 @@ def test_sshd_not_up_is_retried_until_the_timeout(tmp_path, disk, monkeypatch):
     with pytest.raises(GuestLoginFailed, match=r"did not succeed within 0 s: Client said 'connection closed'"):
         _ssh_guest(tmp_path, disk)._ssh_login(0.2)
     assert len(calls) > 1 and all(t >= 1.0 for t in calls)
+
+
+@pytest.mark.parametrize("content", ["s3cret pw\n", "s3cret pw", "s3cret pw\r\nsecond line\n"])
+def test_password_file_gives_its_first_line_and_keeps_it_out_of_params_and_repr(tmp_path, disk, content):
+    secret = tmp_path / "pw"
+    secret.write_text(content)
+    p = ImageGuestParams.from_params({"iofuzz_image": str(disk), "iofuzz_password_file": str(secret)})
+    assert p.password == "s3cret pw"
+    assert p.password_source == f"iofuzz_password_file = {str(secret)!r}"
+    assert "s3cret" not in repr(p)
+    params = {}
+    apply_image_params(p, params)
+    assert "s3cret" not in repr(params) and "password" not in params
+
+
+@pytest.mark.parametrize(
+    ("content", "extra", "message"),
+    [
+        (None, {}, "cannot read it: No such file or directory"),
+        ("\nlater\n", {}, "its first line is empty"),
+        ("pw\n", {"iofuzz_password": "other"}, "iofuzz_password is set too; give the password one way only"),
+    ],
+)
+def test_bad_password_file_names_the_param_not_the_value(tmp_path, disk, content, extra, message):
+    secret = tmp_path / "pw"
+    if content is not None:
+        secret.write_text(content)
+    params = {"iofuzz_image": str(disk), "iofuzz_password_file": str(secret), **extra}
+    with pytest.raises(ParamError, match=re.escape(f"param iofuzz_password_file = {str(secret)!r}: {message}")):
+        ImageGuestParams.from_params(params)
+
+
+def test_refused_password_from_a_file_names_the_file(tmp_path, disk, monkeypatch):
+    def refuse(*args, **kwargs):
+        raise remote.LoginAuthenticationError("Got password prompt twice", "Permission denied, please try again.")
+
+    monkeypatch.setattr(remote, "remote_login", refuse)
+    secret = tmp_path / "pw"
+    secret.write_text("wrong\n")
+    guest = _ssh_guest(tmp_path, disk, iofuzz_password_file=str(secret))
+    with pytest.raises(GuestLoginFailed) as err:
+        guest._ssh_login(60.0)
+    assert f"(iofuzz_username = 'root', iofuzz_password_file = {str(secret)!r})" in str(err.value)
+    assert "wrong" not in str(err.value)

@@ -7,7 +7,8 @@
 // arguments: constants and variables as they are, named arguments as
 // key=value, GStrings as their source text, separated by tabs; newlines in
 // them are printed as \n so that one call stays one line. An assignment
-// (as in an environment block) prints as "=<TAB>name<TAB>value".
+// (as in an environment block) prints as "=<TAB>name<TAB>value". The
+// functions the file defines follow the pipeline, as "def<TAB>name".
 import org.codehaus.groovy.ast.CodeVisitorSupport
 import org.codehaus.groovy.ast.expr.*
 import org.codehaus.groovy.control.CompilationUnit
@@ -58,3 +59,12 @@ unit.addSource(new File(args[0]))
 unit.compile(Phases.CONVERSION)
 def outline = new Outline()
 unit.AST.modules.each { it.statementBlock.visit(outline) }
+// then the functions the script defines, each as "def<TAB>name" with its body nested under it
+unit.AST.modules.each { module ->
+    module.methods.each { method ->
+        println(['def', method.name].join('\t'))
+        outline.depth = 1
+        method.code?.visit(outline)
+        outline.depth = 0
+    }
+}
