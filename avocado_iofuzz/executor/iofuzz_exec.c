@@ -3,7 +3,7 @@
  *
  * It performs the I/O ops of a fuzzing run inside a guest (port I/O, MMIO and
  * PCI config space), computing them
- * itself with the same counter-based generator as avocado_iofuzz/program.py
+ * itself with the same counter-based generator as avocado_iofuzz/model/program.py
  * (a unit test compares both byte for byte through --dry-run; change them
  * together). Progress marks go to stdout, which is the guest's serial console,
  * so the host can bound a crash or hang to a window of at most K ops.
