@@ -1,4 +1,6 @@
-"""Crash triage as a pipeline of named stages: extract -> replay -> minimize -> simplify -> reproducer.
+"""Crash triage as a pipeline of named, timed stages.
+
+extract -> replay -> replay-guest -> minimize -> simplify -> verify -> reproducer
 
 :func:`triage` runs them on a trace's finding (a crash by default, a hang if
 asked) and leaves its results in an output directory:
@@ -8,13 +10,18 @@ asked) and leaves its results in an output directory:
     (:mod:`~avocado_iofuzz.repro.extract`);
 ``replay``
     each candidate, shortest first, as a qtest replay (milliseconds, no
-    guest); if none shows the finding's signature and a guest is at hand,
-    as in-guest replays;
+    guest);
+``replay-guest``
+    if no qtest replay shows the finding's signature and a guest is at
+    hand, the candidates as in-guest replays;
 ``minimize``
     delta debugging over the reproducing list, on the replay that worked
     (qtest: hundreds of rounds; in-guest: as many as the budget allows);
 ``simplify``
     narrower accesses and values with fewer bits, keeping the signature;
+``verify``
+    the final list replayed again, the way it reproduced, and the count of
+    replays that showed the signature recorded;
 ``reproducer``
     ``reproducer.qtest``, ``reproducer.sh`` (the one-line QEMU command
     around it), ``reproducer-guest.sh`` (the in-guest script) and
