@@ -19,7 +19,7 @@ from avocado_iofuzz.guest.artifacts import BUILDER_VERSION, EXECUTOR_GUEST_PATH,
 from avocado_iofuzz.guest.cache import cached_entry, hash_inputs, link_or_copy, resolve_cache_root
 from avocado_iofuzz.guest.kernel import prepare_kernel
 
-LOG = logging.getLogger(__name__)
+LOG = logging.getLogger("avocado.test.iofuzz")
 
 class GuestBuildError(RuntimeError):
     """A guest cannot be built from the given inputs."""

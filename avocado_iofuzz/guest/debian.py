@@ -37,7 +37,7 @@ from avocado_iofuzz.guest.debian_rootfs import BASE_DIRNAME, debian_base
 from avocado_iofuzz.guest.kernel import prepare_kernel
 from avocado_iofuzz.guest.kernel_modules import ModuleTree, module_tree
 
-LOG = logging.getLogger(__name__)
+LOG = logging.getLogger("avocado.test.iofuzz")
 
 # Bump whenever a change in this module changes what a build produces.
 DEBIAN_BUILDER_VERSION = 1

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from avocado_iofuzz.guest.cache import staging_dir
 
-LOG = logging.getLogger(__name__)
+LOG = logging.getLogger("avocado.test.iofuzz")
 
 APT_LISTS_DIR = Path("/var/lib/apt/lists")
 

@@ -29,7 +29,7 @@ from avocado_iofuzz.guest import debian_packages
 from avocado_iofuzz.guest.cache import MANIFEST_NAME, cached_entry, hash_inputs, read_manifest
 from avocado_iofuzz.guest.newc import tar_to_newc
 
-LOG = logging.getLogger(__name__)
+LOG = logging.getLogger("avocado.test.iofuzz")
 
 SUITE = "bookworm"
 # python3 + criu for the sockstates C/R checks; iptables and iproute2 because

@@ -34,7 +34,7 @@ from pathlib import Path
 from avocado_iofuzz.guest.cache import cached_entry, resolve_cache_root
 from sockstates.criu import CriuSetupError, criu_version
 
-LOG = logging.getLogger(__name__)
+LOG = logging.getLogger("avocado.test.iofuzz")
 
 DEFAULT_SUITE = "trixie"
 DEFAULT_MIRROR = "http://deb.debian.org/debian"

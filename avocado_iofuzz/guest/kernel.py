@@ -19,7 +19,7 @@ from pathlib import Path
 from avocado_iofuzz.guest import debian_packages
 from avocado_iofuzz.guest.cache import MANIFEST_NAME, cached_entry, read_manifest, sha256_file
 
-LOG = logging.getLogger(__name__)
+LOG = logging.getLogger("avocado.test.iofuzz")
 
 DEBIAN_KERNEL_METAPACKAGE = "linux-image-amd64"
 XZ_MAGIC = b"\xfd7zXZ\x00"

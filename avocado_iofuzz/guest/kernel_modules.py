@@ -22,7 +22,7 @@ from pathlib import Path
 from avocado_iofuzz.guest.cache import cached_entry, hash_inputs, read_manifest
 from avocado_iofuzz.guest.kernel import PreparedKernel
 
-LOG = logging.getLogger(__name__)
+LOG = logging.getLogger("avocado.test.iofuzz")
 
 CRIU_MODULES = (
     "nfnetlink",

@@ -32,7 +32,7 @@ from avocado_iofuzz.guest.artifacts import GuestArtifacts
 from avocado_iofuzz.vm.interface import QemuExit
 from avocado_iofuzz.vm.qmp import QmpClient, QmpError
 
-LOG = logging.getLogger(__name__)
+LOG = logging.getLogger("avocado.test.iofuzz")
 
 STDERR_TAIL_CHARS = 2000
 STOP_GRACE_SECONDS = 3.0
