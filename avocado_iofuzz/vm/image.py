@@ -19,12 +19,12 @@ import re
 import shlex
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from aexpect import remote
-from virttest import utils_logfile
 
 from avocado_iofuzz.guest.artifacts import GUEST_MARKER_PARAM
 from avocado_iofuzz.vm.vt import VtGuest, settle
@@ -171,15 +171,39 @@ class GuestLoginFailed(RuntimeError):
     """No shell in the guest: its sshd refused the credentials, or never answered in time."""
 
 
+@dataclass(frozen=True)
+class SshLog:
+    """Where SSH sessions log: the file, and the function that writes one line to it (the VT glue's)."""
+
+    path: str
+    write_line: Callable[[str, str], None]
+
+
 class ImageGuest(VtGuest):
     """VtGuest for a user's image: SSH or serial login, executor copied in on login."""
 
-    def __init__(self, vm: Any, login_timeout: float, image: ImageGuestParams, ssh_port: int, executor: Path):
+    ssh_log: SshLog | None = None  # none: SSH sessions are not logged to a file
+
+    def __init__(
+        self,
+        vm: Any,
+        login_timeout: float,
+        image: ImageGuestParams,
+        ssh_port: int,
+        executor: Path,
+        ssh_log: SshLog | None = None,
+    ):
         super().__init__(vm, login_timeout)
         self.image = image
+        self.ssh_log = ssh_log
         self.ssh_port = ssh_port
         self.executor = executor.read_bytes()
         self.executor_sha256 = hashlib.sha256(self.executor).hexdigest()
+
+    def _log_ssh_line(self, log_file: str, line: str) -> None:
+        # aexpect glues its output prefix, the host name, to every line it logs
+        if self.ssh_log:
+            self.ssh_log.write_line(log_file, line.removeprefix(SSH_HOST))
 
     def credentials(self) -> tuple[str, str]:
         return self.image.username, self.image.password
@@ -209,8 +233,7 @@ class ImageGuest(VtGuest):
         """
         user, port = self.image.username, self.ssh_port
         where = f"SSH login as {user!r} to {SSH_HOST}:{port} (forwarded to the guest's port 22)"
-        # one file per VM in the test's log dir, like avocado-vt's serial-*.log; each login appends to it
-        log_file = utils_logfile.get_log_filename(f"ssh-{self.vm.name}.log")
+        log_file = self.ssh_log.path if self.ssh_log else None
         deadline = time.monotonic() + timeout
         while True:
             try:
@@ -222,7 +245,7 @@ class ImageGuest(VtGuest):
                     self.image.password,
                     self.image.session_prompt,
                     log_filename=log_file,
-                    log_function=_log_ssh_line,
+                    log_function=self._log_ssh_line if self.ssh_log else None,
                     timeout=max(1.0, min(30.0, deadline - time.monotonic())),
                 )
                 break
@@ -277,9 +300,6 @@ def guest_cmdline_has_marker(session: Any) -> bool:
     return GUEST_MARKER_PARAM in session.cmd_output("cat /proc/cmdline", timeout=30).split()
 
 
-def _log_ssh_line(log_file: str, line: str) -> None:
-    # aexpect glues its output prefix, the host name, to every line it logs
-    utils_logfile.log_line(log_file, line.removeprefix(SSH_HOST))
 
 
 def _credentials_refused(err: Exception) -> bool:

@@ -18,7 +18,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from virttest import env_process
+from virttest import env_process, utils_logfile
 
 from avocado_iofuzz.campaign.guest_access import check_access, read_listings
 from avocado_iofuzz.campaign.runner import Campaign, CampaignConfig, CampaignError, CampaignResult
@@ -45,7 +45,7 @@ from avocado_iofuzz.results.report import (
     write_summary,
 )
 from avocado_iofuzz.results.rerun import RerunContext
-from avocado_iofuzz.vm.image import GuestLoginFailed, GuestNotMarked, ImageGuest, session_devices
+from avocado_iofuzz.vm.image import GuestLoginFailed, GuestNotMarked, ImageGuest, SshLog, session_devices
 from avocado_iofuzz.vm.qom import PERIPHERAL_CONTAINERS, avocado_vt_qmp, machine_type, missing_devices, peripheral_types
 from avocado_iofuzz.vm.vt import VtGuest
 from avocado_iofuzz.vt.compat import run_qemu_probes_under_bash
@@ -149,6 +149,11 @@ def spare_session_devices(
     )
 
 
+def _ssh_log(vm_name: str) -> SshLog:
+    """One SSH session log per VM in the test's log dir, like avocado-vt's serial-*.log; each login appends."""
+    return SshLog(utils_logfile.get_log_filename(f"ssh-{vm_name}.log"), utils_logfile.log_line)
+
+
 def _executor_binary() -> Path:
     """The static in-guest executor, built (or taken from the cache) for copying into an image."""
     from avocado_iofuzz.executor.build import build_executor
@@ -230,7 +235,7 @@ def boot(test: Any, params: Any, env: Any, run: IofuzzRun) -> Booted:
     if run.image is None:
         guest: Any = VtGuest(vm, login_timeout=run.fuzz.login_timeout)
     else:
-        guest = ImageGuest(vm, run.fuzz.login_timeout, run.image, ssh_port, _executor_binary())
+        guest = ImageGuest(vm, run.fuzz.login_timeout, run.image, ssh_port, _executor_binary(), _ssh_log(vm.name))
     try:
         session = guest.login()
     except (GuestNotMarked, GuestLoginFailed) as err:
