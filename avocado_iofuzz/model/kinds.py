@@ -19,13 +19,11 @@ left without any range of a kind it was asked for ends as CANCEL.
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 from avocado_iofuzz.executor.protocol import Denied, ExecError, parse_line
-from avocado_iofuzz.model.iomem import DEFAULT_MAX_SIZE, DEFAULT_SKIP_IOMEM, mmio_targets, parse_address_spans
+from avocado_iofuzz.model.iomem import DEFAULT_MAX_SIZE, DEFAULT_SKIP_IOMEM, mmio_targets
 from avocado_iofuzz.model.iomem import parse_extra_iomem as _parse_extra_iomem
 from avocado_iofuzz.model.pci import (
     CONFIG_SPACE_SIZE,
@@ -39,8 +37,6 @@ from avocado_iofuzz.model.pci import (
 )
 from avocado_iofuzz.model.program import (
     MAX_FUZZ_COUNT,
-    MMIO_WIDTHS,
-    PCI_WIDTHS,
     SPACE_MMIO,
     SPACE_PCI,
     SPACE_PIO,
@@ -49,7 +45,6 @@ from avocado_iofuzz.model.program import (
 )
 from avocado_iofuzz.model.ranges import PortRange, RangeError, parse_name_list
 from avocado_iofuzz.model.target import Target
-from avocado_iofuzz.vt.iofuzz_params import ParamError
 
 LOG = logging.getLogger("avocado.test.iofuzz")
 
@@ -77,85 +72,6 @@ class KindParams:
     def kinds(self) -> list[str]:
         """The chosen kinds, in the order their ranges are planned."""
         return [k for k in SPACES if k in self.weights]
-
-    @classmethod
-    def from_params(cls, params: Mapping[str, Any]) -> KindParams:
-        def text(key: str, default: str = "") -> str:
-            value = params.get(key)
-            return default if value is None else str(value)
-
-        kind_params = cls(
-            weights=parse_kinds(text("fuzz_kinds", SPACE_PIO)),
-            skip_iomem=text("skip_iomem", ", ".join(DEFAULT_SKIP_IOMEM)),
-            extra_iomem=text("extra_iomem"),
-            only_iomem=text("only_iomem"),
-            skip_mmio=text("skip_mmio"),
-            mmio_widths=_widths(text("mmio_widths", "4"), "mmio_widths", MMIO_WIDTHS),
-            mmio_max_size=_size(text("mmio_max_size"), "mmio_max_size", DEFAULT_MAX_SIZE),
-            skip_pci=text("skip_pci"),
-            only_pci=text("only_pci"),
-            skip_pci_config=text("skip_pci_config", " ".join(DEFAULT_CONFIG_HOLES)),
-            pci_widths=_widths(text("pci_widths", "4"), "pci_widths", PCI_WIDTHS),
-            pci_config_size=_size(text("pci_config_size"), "pci_config_size", CONFIG_SPACE_SIZE),
-        )
-        try:  # syntax only: what they name is looked up in the guest's listings later
-            parse_address_spans(kind_params.skip_mmio, "skip_mmio")
-            _parse_extra_iomem(kind_params.extra_iomem)
-            parse_config_holes(kind_params.skip_pci_config)
-        except RangeError as err:
-            raise ParamError(f"param {err}") from None
-        return kind_params
-
-
-def parse_kinds(text: str) -> dict[str, int]:
-    """``pio mmio:2 pci`` -> ``{"pio": 1, "mmio": 2, "pci": 1}``; ParamError names a bad item.
-
-    Without any weight, every kind gets 0: no weighting (see kind_fuzz_counts).
-    """
-    weights: dict[str, int] = {}
-    for token in re.split(r"[\s,]+", text.strip()):
-        if not token:
-            continue
-        kind, sep, weight_text = token.partition(":")
-        if kind not in SPACES:
-            raise ParamError(f"param fuzz_kinds: unknown kind {kind!r} (expected {', '.join(SPACES)})")
-        if kind in weights:
-            raise ParamError(f"param fuzz_kinds: kind {kind!r} given twice")
-        try:
-            weight = int(weight_text) if sep else 1
-        except ValueError:
-            weight = 0
-        if weight < 1:
-            raise ParamError(f"param fuzz_kinds: {token!r}: the weight after ':' must be an integer >= 1")
-        weights[kind] = weight
-    if not weights:
-        raise ParamError("param fuzz_kinds: empty (expected some of pio, mmio, pci)")
-    if ":" not in text:
-        return dict.fromkeys(weights, 0)
-    return weights
-
-
-def _widths(text: str, key: str, allowed: Sequence[int]) -> tuple[int, ...]:
-    widths = []
-    for token in re.split(r"[\s,]+", text.strip()):
-        if not token:
-            continue
-        if not token.isdigit() or int(token) not in allowed:
-            raise ParamError(f"param {key}: {token!r} is not an access width in bytes ({', '.join(map(str, allowed))})")
-        if int(token) not in widths:
-            widths.append(int(token))
-    if not widths:
-        raise ParamError(f"param {key}: empty (expected some of {', '.join(map(str, allowed))})")
-    return tuple(widths)
-
-
-def _size(text: str, key: str, default: int) -> int:
-    if not text.strip():
-        return default
-    try:
-        return int(text.strip(), 0)
-    except ValueError:
-        raise ParamError(f"param {key} = {text!r}: not an integer (decimal, or hex with 0x)") from None
 
 
 # --- from the guest's listings to targets -------------------------------------------------

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import itertools
 import logging
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,34 +31,12 @@ from avocado_iofuzz.repro.guest_replay import GuestReplayer, GuestReplayError, r
 from avocado_iofuzz.repro.pipeline import TriageOptions, TriageResult, signature_matches, triage
 from avocado_iofuzz.repro.qemu_args import ReplayArgsError, replay_args
 from avocado_iofuzz.repro.qtest import QtestScriptError, describe_ops, read_script
-from avocado_iofuzz.vt.iofuzz_params import yes_no
 
 LOG = logging.getLogger("avocado.test.iofuzz")
 
 TRIAGE_DIR = "triage"
 HEADER_HANG_AT = "debug_hang_at"
 HEADER_REPORT_EVERY = "report_every"
-
-
-class TriageParamError(ValueError):
-    """A triage param with a value we cannot use; the message names it."""
-
-
-def _yes_no(params: Mapping[str, Any], key: str, default: bool) -> bool:
-    return yes_no(params, key, default, TriageParamError)
-
-
-def _seconds(params: Mapping[str, Any], key: str, default: float) -> float:
-    raw = str(params.get(key, "") or "").strip()
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise TriageParamError(f"param {key} = {raw!r}: not a number of seconds") from None
-    if value < 0:
-        raise TriageParamError(f"param {key} = {raw!r}: must be >= 0")
-    return value
 
 
 @dataclass(frozen=True)
@@ -69,22 +46,6 @@ class TriageParams:
     budget: float = 300.0
     guest_budget: float = 600.0
     replay: str = ""
-
-    @classmethod
-    def from_params(cls, params: Mapping[str, Any]) -> TriageParams:
-        replay = str(params.get("iofuzz_replay", "") or "").strip()
-        if replay:
-            path = Path(replay).expanduser()
-            if not path.is_file():
-                raise TriageParamError(f"param iofuzz_replay = {replay!r}: no such file")
-            replay = str(path.resolve())
-        return cls(
-            minimize=_yes_no(params, "minimize", True),
-            minimize_hangs=_yes_no(params, "minimize_hangs", False),
-            budget=_seconds(params, "minimize_budget", 300.0),
-            guest_budget=_seconds(params, "minimize_guest_budget", 600.0),
-            replay=replay,
-        )
 
 
 def header_extras(pci_listing: str, hang_at: tuple[int, int] | None, report_every: int) -> dict[str, Any]:

@@ -77,12 +77,13 @@ def build_summary(
     qemu_cmdline: str,
     guest: str = "",
     shard: str = "1/1",
-    params: Mapping[str, Any] | None = None,
+    rerun_context: RerunContext | None = None,
 ) -> dict[str, Any]:
-    """The summary of a run; ``params`` (the test's) name its variant and command-line params for the reruns."""
+    """The summary of a run; ``rerun_context`` (read from the test's params) names its variant and
+    command-line params for each range's rerun command (without it: the plain ``iofuzz`` reference)."""
     run = result.as_dict()
     by_index = {plan.index: plan for plan in plans}
-    context = RerunContext.from_params(params) if params is not None else RerunContext(shard=shard)
+    context = rerun_context if rerun_context is not None else RerunContext(shard=shard)
     reruns = {plan.index: _rerun_fields(rerun_range(plan, context, plans), trace_path) for plan in plans}
     findings = run["findings"]
     for finding in findings:

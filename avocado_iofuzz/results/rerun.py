@@ -32,16 +32,14 @@ from __future__ import annotations
 
 import json
 import shlex
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from avocado_iofuzz.model.kinds import KindParams
 from avocado_iofuzz.model.pci import split_config_address
 from avocado_iofuzz.model.program import MMIO_MAX_ADDRESS, PIO_MAX_PORT, SPACE_MMIO, SPACE_PCI, SPACE_PIO, RangePlan
 from avocado_iofuzz.model.ranges import name_matches
 from avocado_iofuzz.model.shards import SHARD_PARAM, SHARDS_PARAM, parse_shard
-from avocado_iofuzz.vt.iofuzz_params import ParamError
 
 # Set by the resolver: the job's --vt-extra-params, a JSON list of [key, value] in command-line order.
 CMDLINE_PARAM = "iofuzz_cmdline_params"
@@ -93,38 +91,6 @@ class RerunContext:
     hang_at: tuple[int, int] | None = None  # iofuzz_debug_hang_at: (range index, op index)
     problem: str = ""  # why no rerun can be told at all
 
-    @classmethod
-    def from_params(cls, params: Mapping[str, Any]) -> RerunContext:
-        """From the test's params; never raises: the summary that holds the reruns is written also after errors."""
-        reference = str(params.get("shortname", "") or DEFAULT_REFERENCE)
-        try:
-            # every value here was checked before the run; only a broken resolver record can fail
-            kinds = KindParams.from_params(params)
-            shard = parse_shard(str(params.get(SHARD_PARAM, "") or ""))
-            cmdline = parse_cmdline_record(params.get(CMDLINE_PARAM))
-            hang_at = _hang_at(str(params.get("iofuzz_debug_hang_at", "") or ""))
-        except ValueError as err:
-            return cls(reference=reference, problem=f"the run's params cannot be read back: {err}")
-        # expand_shards named each shard test <variant>.shardKofN: the variant itself is the part before
-        if shard.count > 1 and reference.endswith(f".{shard.label}"):
-            reference = reference[: -len(shard.label) - 1]
-        return cls(
-            reference=reference,
-            shard=str(shard),
-            cmdline=cmdline,
-            mmio_widths=kinds.mmio_widths,
-            pci_config_size=kinds.pci_config_size,
-            hang_at=hang_at,
-        )
-
-
-def _hang_at(text: str) -> tuple[int, int] | None:
-    """``RANGE:OP`` (IofuzzParams checked it before the run)."""
-    if not text.strip():
-        return None
-    range_index, op_index = (int(part, 0) for part in text.split(":"))
-    return range_index, op_index
-
 
 def cmdline_record(extra_params: Sequence[str]) -> str:
     """The resolver's record of ``--vt-extra-params`` items (``key=value``) for :data:`CMDLINE_PARAM`."""
@@ -133,16 +99,6 @@ def cmdline_record(extra_params: Sequence[str]) -> str:
         key, _, value = str(item).partition("=")
         pairs.append([key.strip(), value])
     return json.dumps(pairs)
-
-
-def parse_cmdline_record(text: Any) -> tuple[tuple[str, str], ...]:
-    if not text:
-        return ()
-    try:
-        pairs = json.loads(str(text))
-        return tuple((str(key), str(value)) for key, value in pairs)
-    except (ValueError, TypeError):
-        raise ParamError(f"param {CMDLINE_PARAM} = {text!r}: not the resolver's [[key, value], ...] record") from None
 
 
 @dataclass(frozen=True)

@@ -17,20 +17,17 @@ import hashlib
 import logging
 import re
 import shlex
-import shutil
 import socket
 import time
-from collections.abc import Mapping, MutableMapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from aexpect import remote
-from virttest import utils_logfile
 
 from avocado_iofuzz.guest.artifacts import GUEST_MARKER_PARAM
 from avocado_iofuzz.vm.vt import VtGuest, settle
-from avocado_iofuzz.vt.iofuzz_params import ParamError
 
 LOG = logging.getLogger("avocado.test.iofuzz")
 
@@ -70,95 +67,6 @@ class ImageGuestParams:
     def session_prompt(self) -> str:
         """The regex the sessions wait for: ``prompt``, control sequences around it allowed."""
         return tolerant_prompt(self.prompt)
-
-    @classmethod
-    def from_params(cls, params: Mapping[str, Any]) -> ImageGuestParams:
-        def get(key: str, default: str = "") -> str:
-            return str(params.get(key, "") or default).strip()
-
-        image = get("iofuzz_image")
-        if not image:
-            raise ParamError(
-                "param iofuzz_image is empty: guest_os 'image' needs a disk image path "
-                "(--vt-extra-params iofuzz_image=/path/disk.qcow2, or image = ... in [iofuzz] of avocado.conf)"
-            )
-        kernel, initrd = get("iofuzz_kernel"), get("iofuzz_initrd")
-        for key, path in (("iofuzz_image", image), ("iofuzz_kernel", kernel), ("iofuzz_initrd", initrd)):
-            if path and not Path(path).is_file():
-                raise ParamError(f"param {key} = {path!r}: no such file")
-        if initrd and not kernel:
-            raise ParamError(f"param iofuzz_initrd = {initrd!r}: an initrd needs iofuzz_kernel too")
-        image_format = get("iofuzz_image_format", "qcow2")
-        if not re.fullmatch(r"[a-z0-9_-]+", image_format):
-            raise ParamError(f"param iofuzz_image_format = {image_format!r}: not a QEMU image format name")
-        interface = get("iofuzz_drive_interface", "virtio")
-        if interface not in DRIVE_INTERFACES:
-            raise ParamError(f"param iofuzz_drive_interface = {interface!r}: expected {', '.join(DRIVE_INTERFACES)}")
-        login = get("iofuzz_login", "serial")
-        if login not in LOGINS:
-            raise ParamError(f"param iofuzz_login = {login!r}: expected serial or ssh")
-        if login == "ssh" and shutil.which("ssh") is None:
-            raise ParamError(
-                "param iofuzz_login = ssh needs OpenSSH's client on this host: apt-get install openssh-client "
-                "(bootstrap.sh installs it)"
-            )
-        port_text = get("iofuzz_ssh_port", "0")
-        if not port_text.isdigit() or int(port_text) > 65535:
-            raise ParamError(f"param iofuzz_ssh_port = {port_text!r}: expected a port number (0 = any free one)")
-        prompt = get("iofuzz_prompt", r"^.*[\#\$]\s*$")
-        try:
-            re.compile(prompt)
-        except re.error as err:
-            raise ParamError(f"param iofuzz_prompt = {prompt!r}: not a regex: {err}") from None
-        password, password_source = login_password(params)
-        executor_path = get("iofuzz_executor_path", "/tmp/iofuzz-exec")
-        if not executor_path.startswith("/") or any(c.isspace() or c in "'\"" for c in executor_path):
-            raise ParamError(f"param iofuzz_executor_path = {executor_path!r}: expected an absolute path, no quotes")
-        return cls(
-            image=Path(image),
-            image_format=image_format,
-            drive_interface=interface,
-            kernel=Path(kernel) if kernel else None,
-            initrd=Path(initrd) if initrd else None,
-            kernel_params=get("iofuzz_kernel_params", "console=ttyS0"),
-            login=login,
-            ssh_port=int(port_text),
-            username=get("iofuzz_username", "root"),
-            password=password,
-            prompt=prompt,
-            executor_path=executor_path,
-            password_source=password_source,
-        )
-
-
-def login_password(params: Mapping[str, Any]) -> tuple[str, str]:
-    """The guest login password and how error messages name its source.
-
-    ``iofuzz_password_file`` is read here, in the test, at run time: the
-    password itself never enters the params, which avocado-vt logs in full and
-    avocado records with the job (its command line, args.json). Only the path
-    is in them. ``iofuzz_password`` is the value itself, recorded wherever the
-    user gave it.
-    """
-    path = str(params.get("iofuzz_password_file", "") or "").strip()
-    inline = str(params.get("iofuzz_password", "") or "")
-    if not path:
-        return inline, "iofuzz_password"
-    source = f"iofuzz_password_file = {path!r}"
-    if inline:
-        raise ParamError(f"param {source}: iofuzz_password is set too; give the password one way only")
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as err:
-        raise ParamError(f"param {source}: cannot read it: {err.strerror or err}") from None
-    except UnicodeDecodeError:
-        raise ParamError(f"param {source}: not UTF-8 text") from None
-    # the first line: files written by editors, echo or Jenkins' file credentials may end in a newline
-    lines = text.splitlines()
-    password = lines[0] if lines else ""
-    if not password:
-        raise ParamError(f"param {source}: its first line is empty; it should hold the password")
-    return password, source
 
 
 def tolerant_prompt(prompt: str) -> str:
@@ -218,25 +126,6 @@ def free_local_port() -> int:
         return probe.getsockname()[1]
 
 
-def apply_image_params(p: ImageGuestParams, params: MutableMapping[str, Any]) -> int:
-    """Set the avocado-vt params that boot the image; returns the SSH port (0 for serial)."""
-    extra = [str(params.get("extra_params", "") or ""), disk_args(p)]
-    port = 0
-    if p.login == "ssh":
-        port = p.ssh_port or free_local_port()
-        extra.append(ssh_net_args(port))
-    params["extra_params"] = " ".join(part for part in extra if part)
-    if p.kernel:
-        params["kernel"] = str(p.kernel)
-        params["kernel_params"] = f"{p.kernel_params} {GUEST_MARKER_PARAM}".strip()
-        if p.initrd:
-            params["initrd"] = str(p.initrd)
-    params["shell_prompt"] = p.session_prompt
-    # the password stays out of params: avocado-vt saves the VM's params with its env (ImageGuest logs in itself)
-    params["username"] = p.username
-    return port
-
-
 @dataclass(frozen=True)
 class ExecutorUpload:
     """How the executor gets into the guest through nothing but its shell and tty.
@@ -282,15 +171,39 @@ class GuestLoginFailed(RuntimeError):
     """No shell in the guest: its sshd refused the credentials, or never answered in time."""
 
 
+@dataclass(frozen=True)
+class SshLog:
+    """Where SSH sessions log: the file, and the function that writes one line to it (the VT glue's)."""
+
+    path: str
+    write_line: Callable[[str, str], None]
+
+
 class ImageGuest(VtGuest):
     """VtGuest for a user's image: SSH or serial login, executor copied in on login."""
 
-    def __init__(self, vm: Any, login_timeout: float, image: ImageGuestParams, ssh_port: int, executor: Path):
+    ssh_log: SshLog | None = None  # none: SSH sessions are not logged to a file
+
+    def __init__(
+        self,
+        vm: Any,
+        login_timeout: float,
+        image: ImageGuestParams,
+        ssh_port: int,
+        executor: Path,
+        ssh_log: SshLog | None = None,
+    ):
         super().__init__(vm, login_timeout)
         self.image = image
+        self.ssh_log = ssh_log
         self.ssh_port = ssh_port
         self.executor = executor.read_bytes()
         self.executor_sha256 = hashlib.sha256(self.executor).hexdigest()
+
+    def _log_ssh_line(self, log_file: str, line: str) -> None:
+        # aexpect glues its output prefix, the host name, to every line it logs
+        if self.ssh_log:
+            self.ssh_log.write_line(log_file, line.removeprefix(SSH_HOST))
 
     def credentials(self) -> tuple[str, str]:
         return self.image.username, self.image.password
@@ -320,8 +233,7 @@ class ImageGuest(VtGuest):
         """
         user, port = self.image.username, self.ssh_port
         where = f"SSH login as {user!r} to {SSH_HOST}:{port} (forwarded to the guest's port 22)"
-        # one file per VM in the test's log dir, like avocado-vt's serial-*.log; each login appends to it
-        log_file = utils_logfile.get_log_filename(f"ssh-{self.vm.name}.log")
+        log_file = self.ssh_log.path if self.ssh_log else None
         deadline = time.monotonic() + timeout
         while True:
             try:
@@ -333,7 +245,7 @@ class ImageGuest(VtGuest):
                     self.image.password,
                     self.image.session_prompt,
                     log_filename=log_file,
-                    log_function=_log_ssh_line,
+                    log_function=self._log_ssh_line if self.ssh_log else None,
                     timeout=max(1.0, min(30.0, deadline - time.monotonic())),
                 )
                 break
@@ -388,9 +300,6 @@ def guest_cmdline_has_marker(session: Any) -> bool:
     return GUEST_MARKER_PARAM in session.cmd_output("cat /proc/cmdline", timeout=30).split()
 
 
-def _log_ssh_line(log_file: str, line: str) -> None:
-    # aexpect glues its output prefix, the host name, to every line it logs
-    utils_logfile.log_line(log_file, line.removeprefix(SSH_HOST))
 
 
 def _credentials_refused(err: Exception) -> bool:

@@ -1,9 +1,13 @@
-"""The iofuzz test's params, read from the cartesian dict and checked once.
+"""The iofuzz test's params, read from the cartesian dict once, at the test's entry.
 
-Every value is validated here so that a typo in a cfg or in
-``--vt-extra-params`` ends the test with an error naming the param, before a
-VM is started. What needs the guest (range names, the ranges a debug hang
-position points into) is checked by :func:`check_hang_at` and the range
+:func:`read_iofuzz_run` reads every param the test uses into one typed record,
+:class:`IofuzzRun`; its parts go down to the rooms that need them (the kinds to
+the model, the image guest to the VM room, the triage params to repro/, the
+rerun context to results/), and none of those rooms sees the dict. Each value
+is validated here (see :mod:`avocado_iofuzz.vt.params`) so that a typo in a
+cfg or in ``--vt-extra-params`` ends the test with an error naming the param,
+before a VM is started. What needs the guest (range names, the ranges a debug
+hang position points into) is checked by :func:`check_hang_at` and the range
 readers after boot, before the first fuzzing op.
 
 An empty value means the param's default (logged, so that a blank
@@ -13,14 +17,40 @@ An empty value means the param's default (logged, so that a blank
 
 from __future__ import annotations
 
+import json
 import logging
-from collections.abc import Mapping, Sequence
+import re
+from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-from avocado_iofuzz.model.program import MAX_FUZZ_COUNT, RangePlan
-from avocado_iofuzz.model.ranges import DEFAULT_SKIP_PORTS, parse_extra_ranges, parse_port_spans
-from avocado_iofuzz.model.shards import SHARD_PARAM, ShardError, parse_shard
+from avocado_iofuzz.model.iomem import DEFAULT_MAX_SIZE, DEFAULT_SKIP_IOMEM, parse_address_spans, parse_extra_iomem
+from avocado_iofuzz.model.kinds import KindParams
+from avocado_iofuzz.model.pci import CONFIG_SPACE_SIZE, DEFAULT_CONFIG_HOLES, parse_config_holes
+from avocado_iofuzz.model.program import MAX_FUZZ_COUNT, MMIO_WIDTHS, PCI_WIDTHS, SPACE_PIO, SPACES, RangePlan
+from avocado_iofuzz.model.ranges import DEFAULT_SKIP_PORTS, RangeError, parse_extra_ranges, parse_port_spans
+from avocado_iofuzz.model.shards import Shard
+from avocado_iofuzz.repro.vt_triage import TriageParams
+from avocado_iofuzz.results.rerun import CMDLINE_PARAM, DEFAULT_REFERENCE, RerunContext
+from avocado_iofuzz.vm.image import ImageGuestParams
+from avocado_iofuzz.vm.qom import parse_device_list
+from avocado_iofuzz.vt.image_params import read_image_guest
+from avocado_iofuzz.vt.params import (
+    ACCELERATORS,
+    ParamError,
+    Params,
+    VmChoice,
+    choice,
+    integer,
+    number,
+    read_shard,
+    text,
+    verbatim,
+    yes_no,
+)
+
+__all__ = ["IofuzzParams", "IofuzzRun", "ParamError", "check_hang_at", "read_iofuzz_run", "read_kinds"]
 
 LOG = logging.getLogger("avocado.test.iofuzz")
 
@@ -33,53 +63,12 @@ FUZZ_COUNT_LIMIT = (
     "the in-guest executor counts random writes per slot in 32 bits, which keeps op indices within its 64-bit counters",
 )
 REPORT_EVERY_LIMIT = (0xFFFFFFFF, "the in-guest executor's progress interval is a 32-bit count")
+HANG_STATUSES = ("pass", "warn", "fail")
 
 
-class ParamError(ValueError):
-    """A test param with a value we cannot use; the message names it."""
-
-
-def _blank(params: Mapping[str, Any], key: str, default: object) -> str:
-    """The param's text; an empty one is logged as meaning ``default``."""
-    raw = str(params.get(key, "") or "").strip()
-    if not raw and key in params:
-        LOG.info("param %s is empty: its default %s applies", key, default)
-    return raw
-
-
-def _int(
-    params: Mapping[str, Any], key: str, default: int, minimum: int, limit: tuple[int, str] | None = None
-) -> int:
-    """An integer param; ``limit`` is (maximum, why) for a value something downstream cannot represent."""
-    raw = _blank(params, key, default)
-    if not raw:
-        return default
-    try:
-        value = int(raw, 0)
-    except ValueError:
-        raise ParamError(f"param {key} = {raw!r}: not an integer") from None
-    if value < minimum:
-        raise ParamError(f"param {key} = {raw!r}: must be >= {minimum}")
-    if limit is not None and value > limit[0]:
-        raise ParamError(f"param {key} = {raw!r}: must be <= {limit[0]} ({limit[1]})")
-    return value
-
-
-def _float(params: Mapping[str, Any], key: str, default: float, minimum: float) -> float:
-    raw = _blank(params, key, default)
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ParamError(f"param {key} = {raw!r}: not a number") from None
-    if value <= minimum:
-        raise ParamError(f"param {key} = {raw!r}: must be > {minimum}")
-    return value
-
-
-def _position(params: Mapping[str, Any], key: str) -> tuple[int, int] | None:
-    raw = str(params.get(key, "") or "").strip()
+def _position(params: Params, key: str) -> tuple[int, int] | None:
+    """``RANGE_INDEX:OP_INDEX`` (empty: None)."""
+    raw = text(params, key)
     if not raw:
         return None
     try:
@@ -96,34 +85,42 @@ def check_hang_at(position: tuple[int, int] | None, plans: Sequence[RangePlan]) 
     if position is None:
         return
     range_index, op_index = position
-    text = f"param iofuzz_debug_hang_at = '{range_index}:{op_index}'"
+    where = f"param iofuzz_debug_hang_at = '{range_index}:{op_index}'"
     by_index = {plan.index: plan for plan in plans}
     if range_index not in by_index:
-        raise ParamError(f"{text}: no range {range_index} in this run (its ranges are 0..{len(plans) - 1})")
+        raise ParamError(f"{where}: no range {range_index} in this run (its ranges are 0..{len(plans) - 1})")
     plan = by_index[range_index]
     if op_index >= plan.op_count:
-        raise ParamError(f"{text}: range {range_index} ({plan.name}) has ops 0..{plan.op_count - 1} only")
+        raise ParamError(f"{where}: range {range_index} ({plan.name}) has ops 0..{plan.op_count - 1} only")
 
 
-def yes_no(params: Mapping[str, Any], key: str, default: bool, error: type[ValueError] = ParamError) -> bool:
-    """A yes/no param (empty: ``default``); ``error`` is raised, naming the param, for anything else."""
-    raw = str(params.get(key, "") or "").strip().lower()
+def _seed(params: Params) -> int | None:
+    """``fuzz_seed``: a 64-bit integer, or None (empty) for a fresh one."""
+    raw = text(params, "fuzz_seed")
     if not raw:
-        return default
-    if raw not in ("yes", "no"):
-        raise error(f"param {key} = {raw!r}: expected yes or no")
-    return raw == "yes"
+        return None  # not a default to log: the seed drawn is logged with how to rerun it
+    seed = integer(params, "fuzz_seed", 0, 0)
+    if seed >= 2**64:
+        raise ParamError(f"param fuzz_seed = {raw!r}: must fit in 64 bits")
+    return seed
 
 
-def _shard(params: Mapping[str, Any]) -> str:
+def _port_selection(params: Params) -> tuple[str, str]:
+    """``skip_ports`` and ``extra_ioports``, syntax checked (the names they give are looked up after boot)."""
+    skip_ports = verbatim(params, "skip_ports", " ".join(DEFAULT_SKIP_PORTS))
+    extra = verbatim(params, "extra_ioports")
     try:
-        return str(parse_shard(str(params.get(SHARD_PARAM, "") or "")))
-    except ShardError as err:
-        raise ParamError(str(err)) from None
+        parse_port_spans(skip_ports, "skip_ports")
+        parse_extra_ranges(extra)
+    except ValueError as err:
+        raise ParamError(f"param {err}") from None
+    return skip_ports, extra
 
 
 @dataclass(frozen=True)
 class IofuzzParams:
+    """The fuzz settings: the pio kind's selection, the op budget, how the run is watched and judged."""
+
     seed: int | None
     fuzz_count: int
     skip_devices: str
@@ -144,41 +141,200 @@ class IofuzzParams:
     shard: str = ""
 
     @classmethod
-    def from_params(cls, params: Mapping[str, Any]) -> IofuzzParams:
-        seed_text = str(params.get("fuzz_seed", "") or "").strip()
-        seed = _int(params, "fuzz_seed", 0, 0) if seed_text else None
-        if seed is not None and seed >= 2**64:
-            raise ParamError(f"param fuzz_seed = {seed_text!r}: must fit in 64 bits")
-        skip_ports = str(params.get("skip_ports", " ".join(DEFAULT_SKIP_PORTS)))
-        extra = str(params.get("extra_ioports", "") or "")
-        try:
-            parse_port_spans(skip_ports, "skip_ports")
-            parse_extra_ranges(extra)
-        except ValueError as err:
-            raise ParamError(f"param {err}") from None
-        accel = _blank(params, "iofuzz_accel", "auto") or "auto"
-        if accel not in ("auto", "kvm", "tcg"):
-            raise ParamError(f"param iofuzz_accel = {accel!r}: expected auto, kvm or tcg")
-        hang_status = _blank(params, "hang_status", "warn") or "warn"
-        if hang_status not in ("pass", "warn", "fail"):
-            raise ParamError(f"param hang_status = {hang_status!r}: expected pass, warn or fail")
+    def from_params(cls, params: Params) -> IofuzzParams:
+        skip_ports, extra_ioports = _port_selection(params)
         return cls(
-            seed=seed,
-            fuzz_count=_int(params, "fuzz_count", 100000, 0, FUZZ_COUNT_LIMIT),
-            skip_devices=str(params.get("skip_devices", "") or ""),
+            seed=_seed(params),
+            fuzz_count=integer(params, "fuzz_count", 100000, 0, *FUZZ_COUNT_LIMIT),
+            skip_devices=verbatim(params, "skip_devices"),
             skip_ports=skip_ports,
-            extra_ioports=extra,
-            only_devices=str(params.get("only_devices", "") or ""),
-            report_every=_int(params, "report_every", 16384, 1, REPORT_EVERY_LIMIT),
-            hang_timeout=_float(params, "hang_timeout", 20.0, 0.0),
-            max_hangs=_int(params, "max_hangs", 10, 1),
-            hang_status=hang_status,
-            login_timeout=_float(params, "login_timeout", 60.0, 0.0),
-            accel=accel,
-            guest=_blank(params, "iofuzz_guest", "busybox") or "busybox",
-            kernel=str(params.get("iofuzz_kernel", "") or "").strip(),
+            extra_ioports=extra_ioports,
+            only_devices=verbatim(params, "only_devices"),
+            report_every=integer(params, "report_every", 16384, 1, *REPORT_EVERY_LIMIT),
+            hang_timeout=number(params, "hang_timeout", 20.0),
+            max_hangs=integer(params, "max_hangs", 10, 1),
+            hang_status=choice(params, "hang_status", HANG_STATUSES, "warn"),
+            login_timeout=number(params, "login_timeout", 60.0),
+            accel=choice(params, "iofuzz_accel", ACCELERATORS, "auto"),
+            guest=text(params, "iofuzz_guest", "busybox"),
+            kernel=text(params, "iofuzz_kernel"),
             debug_hang_at=_position(params, "iofuzz_debug_hang_at"),
-            progress_interval=_float(params, "iofuzz_progress_interval", 5.0, 0.0),
+            progress_interval=number(params, "iofuzz_progress_interval", 5.0),
             plot=yes_no(params, "iofuzz_plot", True),
-            shard=_shard(params),
+            shard=str(read_shard(params)),
         )
+
+
+# --- the kinds (fuzz_kinds and the mmio and pci params) -----------------------------------
+
+
+def read_kinds(params: Params) -> KindParams:
+    """The kinds' record; the address syntax is checked here, what names match after boot."""
+    kinds = KindParams(
+        weights=parse_kinds(verbatim(params, "fuzz_kinds", SPACE_PIO)),
+        skip_iomem=verbatim(params, "skip_iomem", ", ".join(DEFAULT_SKIP_IOMEM)),
+        extra_iomem=verbatim(params, "extra_iomem"),
+        only_iomem=verbatim(params, "only_iomem"),
+        skip_mmio=verbatim(params, "skip_mmio"),
+        mmio_widths=_widths(verbatim(params, "mmio_widths", "4"), "mmio_widths", MMIO_WIDTHS),
+        mmio_max_size=_size(verbatim(params, "mmio_max_size"), "mmio_max_size", DEFAULT_MAX_SIZE),
+        skip_pci=verbatim(params, "skip_pci"),
+        only_pci=verbatim(params, "only_pci"),
+        skip_pci_config=verbatim(params, "skip_pci_config", " ".join(DEFAULT_CONFIG_HOLES)),
+        pci_widths=_widths(verbatim(params, "pci_widths", "4"), "pci_widths", PCI_WIDTHS),
+        pci_config_size=_size(verbatim(params, "pci_config_size"), "pci_config_size", CONFIG_SPACE_SIZE),
+    )
+    try:
+        parse_address_spans(kinds.skip_mmio, "skip_mmio")
+        parse_extra_iomem(kinds.extra_iomem)
+        parse_config_holes(kinds.skip_pci_config)
+    except RangeError as err:
+        raise ParamError(f"param {err}") from None
+    return kinds
+
+
+def parse_kinds(text: str) -> dict[str, int]:
+    """``pio mmio:2 pci`` -> ``{"pio": 1, "mmio": 2, "pci": 1}``; ParamError names a bad item.
+
+    Without any weight, every kind gets 0: no weighting (see kind_fuzz_counts).
+    """
+    weights: dict[str, int] = {}
+    for token in re.split(r"[\s,]+", text.strip()):
+        if not token:
+            continue
+        kind, sep, weight_text = token.partition(":")
+        if kind not in SPACES:
+            raise ParamError(f"param fuzz_kinds: unknown kind {kind!r} (expected {', '.join(SPACES)})")
+        if kind in weights:
+            raise ParamError(f"param fuzz_kinds: kind {kind!r} given twice")
+        try:
+            weight = int(weight_text) if sep else 1
+        except ValueError:
+            weight = 0
+        if weight < 1:
+            raise ParamError(f"param fuzz_kinds: {token!r}: the weight after ':' must be an integer >= 1")
+        weights[kind] = weight
+    if not weights:
+        raise ParamError("param fuzz_kinds: empty (expected some of pio, mmio, pci)")
+    if ":" not in text:
+        return dict.fromkeys(weights, 0)
+    return weights
+
+
+def _widths(text: str, key: str, allowed: Sequence[int]) -> tuple[int, ...]:
+    widths = []
+    for token in re.split(r"[\s,]+", text.strip()):
+        if not token:
+            continue
+        if not token.isdigit() or int(token) not in allowed:
+            raise ParamError(f"param {key}: {token!r} is not an access width in bytes ({', '.join(map(str, allowed))})")
+        if int(token) not in widths:
+            widths.append(int(token))
+    if not widths:
+        raise ParamError(f"param {key}: empty (expected some of {', '.join(map(str, allowed))})")
+    return tuple(widths)
+
+
+def _size(text: str, key: str, default: int) -> int:
+    if not text.strip():
+        return default
+    try:
+        return int(text.strip(), 0)
+    except ValueError:
+        raise ParamError(f"param {key} = {text!r}: not an integer (decimal, or hex with 0x)") from None
+
+
+# --- triage and the rerun commands ---------------------------------------------------------
+
+
+def read_triage(params: Params) -> TriageParams:
+    """What triage does after a finding (see :mod:`avocado_iofuzz.repro.vt_triage`), and replay mode."""
+    replay = text(params, "iofuzz_replay")
+    if replay:
+        path = Path(replay).expanduser()
+        if not path.is_file():
+            raise ParamError(f"param iofuzz_replay = {replay!r}: no such file")
+        replay = str(path.resolve())
+    return TriageParams(
+        minimize=yes_no(params, "minimize", True),
+        minimize_hangs=yes_no(params, "minimize_hangs", False),
+        budget=number(params, "minimize_budget", 300.0, strict=False, unit="seconds"),
+        guest_budget=number(params, "minimize_guest_budget", 600.0, strict=False, unit="seconds"),
+        replay=replay,
+    )
+
+
+def read_rerun_context(params: Params) -> RerunContext:
+    """What each range's rerun command needs of the run; never raises: the summary that holds
+    the reruns is written also after errors, so a problem becomes the context's ``problem``."""
+    reference = text(params, "shortname", DEFAULT_REFERENCE)
+    try:
+        # every value here was checked before the run; only a broken resolver record can fail
+        kinds = read_kinds(params)
+        shard = read_shard(params)
+        cmdline = parse_cmdline_record(params.get(CMDLINE_PARAM))
+        hang_at = _position(params, "iofuzz_debug_hang_at")
+    except ValueError as err:
+        return RerunContext(reference=reference, problem=f"the run's params cannot be read back: {err}")
+    # expand_shards named each shard test <variant>.shardKofN: the variant itself is the part before
+    if shard.count > 1 and reference.endswith(f".{shard.label}"):
+        reference = reference[: -len(shard.label) - 1]
+    return RerunContext(
+        reference=reference,
+        shard=str(shard),
+        cmdline=cmdline,
+        mmio_widths=kinds.mmio_widths,
+        pci_config_size=kinds.pci_config_size,
+        hang_at=hang_at,
+    )
+
+
+def parse_cmdline_record(record: Any) -> tuple[tuple[str, str], ...]:
+    """The resolver's :data:`CMDLINE_PARAM` (a JSON ``[[key, value], ...]``) as pairs, in order."""
+    if not record:
+        return ()
+    try:
+        pairs = json.loads(str(record))
+        return tuple((str(key), str(value)) for key, value in pairs)
+    except (ValueError, TypeError):
+        raise ParamError(f"param {CMDLINE_PARAM} = {record!r}: not the resolver's [[key, value], ...] record") from None
+
+
+# --- the whole run -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class IofuzzRun:
+    """Every param of one iofuzz test, read and checked: the parts go to the rooms that use them."""
+
+    fuzz: IofuzzParams
+    kinds: KindParams
+    shard: Shard
+    vm: VmChoice
+    image: ImageGuestParams | None  # guest_os image only
+    triage: TriageParams
+    rerun: RerunContext
+    devices: tuple[str, ...]  # iofuzz_devices: what the row's QEMU must have (QOM type names)
+    machine_type: str | None  # avocado-vt's, recorded in the trace header
+
+
+def read_iofuzz_run(params: Params) -> IofuzzRun:
+    """All the iofuzz test's params; ParamError names the first one that cannot be used."""
+    fuzz = IofuzzParams.from_params(params)
+    machine = params.get("machine_type")
+    return IofuzzRun(
+        fuzz=fuzz,
+        kinds=read_kinds(params),
+        shard=read_shard(params),
+        vm=VmChoice(
+            guest=fuzz.guest,
+            kernel=fuzz.kernel,
+            accel=fuzz.accel,
+            extra_kernel_params=text(params, "iofuzz_extra_kernel_params"),
+        ),
+        image=read_image_guest(params) if fuzz.guest == "image" else None,
+        triage=read_triage(params),
+        rerun=read_rerun_context(params),
+        devices=tuple(parse_device_list(text(params, "iofuzz_devices"))),
+        machine_type=None if machine is None else str(machine),
+    )

@@ -1,33 +1,32 @@
-"""The body of the ``iofuzz`` VT test: params -> guest -> ranges -> campaign -> verdict.
+"""The body of the ``iofuzz`` VT test, in named steps like :mod:`avocado_iofuzz.repro.pipeline`.
 
+params -> boot -> plan -> access check -> campaign -> summary -> triage/verdict.
 ``tests/iofuzz.py`` keeps avocado-vt's classic ``run(test, params, env)`` and
 calls :func:`run_iofuzz`; everything here uses avocado-vt's own machinery
-(``env_process.preprocess_vm``, ``qemu_vm``, serial login over aexpect).
+(``env_process.preprocess_vm``, ``qemu_vm``, serial login over aexpect). The
+params are read once, at the first step, into an :class:`IofuzzRun`; the steps
+below hand its parts to the rooms that need them, and pass on what they
+found in small records (:class:`Booted`, :class:`Outcome`).
 """
 
 from __future__ import annotations
 
 import logging
 import shutil
-from dataclasses import replace
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from virttest import env_process
+from virttest import env_process, utils_logfile
 
 from avocado_iofuzz.campaign.guest_access import check_access, read_listings
-from avocado_iofuzz.campaign.runner import Campaign, CampaignConfig, CampaignError
+from avocado_iofuzz.campaign.runner import Campaign, CampaignConfig, CampaignError, CampaignResult
 from avocado_iofuzz.campaign.trace import TraceWriter
 from avocado_iofuzz.executor.protocol import DEFAULT_BINARY
-from avocado_iofuzz.model.kinds import (
-    AccessRefused,
-    KindParams,
-    choose_targets,
-    plan_kinds,
-    renumber,
-)
+from avocado_iofuzz.model.kinds import AccessRefused, KindParams, Listings, choose_targets, plan_kinds, renumber
 from avocado_iofuzz.model.pci import PCI_LISTING_COMMAND
-from avocado_iofuzz.model.program import new_seed
+from avocado_iofuzz.model.program import RangePlan, new_seed
 from avocado_iofuzz.model.ranges import (
     RangeError,
     check_skip_devices,
@@ -35,15 +34,8 @@ from avocado_iofuzz.model.ranges import (
     parse_extra_ranges,
     parse_name_list,
 )
-from avocado_iofuzz.model.shards import parse_shard, shard_ranges
-from avocado_iofuzz.repro.vt_triage import (
-    TriageParamError,
-    TriageParams,
-    fail_reason,
-    header_extras,
-    run_replay,
-    triage_finding,
-)
+from avocado_iofuzz.model.shards import shard_ranges
+from avocado_iofuzz.repro.vt_triage import fail_reason, header_extras, run_replay, triage_finding
 from avocado_iofuzz.results.report import (
     PICTURE_NAME,
     SUMMARY_NAME,
@@ -52,52 +44,28 @@ from avocado_iofuzz.results.report import (
     whiteboard_line,
     write_summary,
 )
-from avocado_iofuzz.vm.image import (
-    GuestLoginFailed,
-    GuestNotMarked,
-    ImageGuest,
-    ImageGuestParams,
-    apply_image_params,
-    session_devices,
-)
-from avocado_iofuzz.vm.qom import (
-    PERIPHERAL_CONTAINERS,
-    avocado_vt_qmp,
-    machine_type,
-    missing_devices,
-    parse_device_list,
-    peripheral_types,
-)
+from avocado_iofuzz.results.rerun import RerunContext
+from avocado_iofuzz.vm.image import GuestLoginFailed, GuestNotMarked, ImageGuest, SshLog, session_devices
+from avocado_iofuzz.vm.qom import PERIPHERAL_CONTAINERS, avocado_vt_qmp, machine_type, missing_devices, peripheral_types
 from avocado_iofuzz.vm.vt import VtGuest
 from avocado_iofuzz.vt.compat import run_qemu_probes_under_bash
-from avocado_iofuzz.vt.iofuzz_params import IofuzzParams, ParamError, check_hang_at
+from avocado_iofuzz.vt.image_params import apply_image_params
+from avocado_iofuzz.vt.iofuzz_params import IofuzzParams, IofuzzRun, check_hang_at, read_iofuzz_run
+from avocado_iofuzz.vt.params import ParamError, VmChoice
 
 LOG = logging.getLogger("avocado.test.iofuzz")
 
 
-def start_embedded_vm(test: Any, params: Any, env: Any, settings: IofuzzParams) -> tuple[Any, str, str]:
+def start_embedded_vm(test: Any, params: Any, env: Any, choice: VmChoice) -> tuple[Any, str, str]:
     """Build (or reuse) the embedded guest, pick the accelerator, start the VM.
 
-    Returns (vm, accelerator, why that accelerator).
+    ``params`` is avocado-vt's dict: the guest's kernel, initrd and prompt go
+    into it for ``preprocess_vm``. Returns (vm, accelerator, why that accelerator).
     """
-    from avocado_iofuzz.guest.build import build_guest, default_guest  # heavy: apt, cpio
-
     qemu = shutil.which(params.get("qemu_binary", "qemu-system-x86_64")) or params.get("qemu_binary")
     params["qemu_binary"] = qemu
-    kernel = Path(settings.kernel) if settings.kernel else None
-    if settings.guest == "image":
-        guest = None  # the user's image: apply_image_params() set its params already
-    elif settings.guest == "busybox":
-        guest = default_guest(kernel=kernel)  # busybox with our executor baked in
-    else:
-        guest = build_guest(settings.guest, kernel=kernel)
-    if settings.accel == "auto":
-        from avocado_iofuzz.guest.accel import probe_accelerator
-
-        choice = probe_accelerator(qemu)
-        accel, reason = choice.name, choice.reason
-    else:
-        accel, reason = settings.accel, "forced by param iofuzz_accel"
+    guest = _embedded_guest(choice)
+    accel, reason = _accelerator(choice, qemu)
     LOG.info("accelerator: %s (%s)", accel, reason)
     vm_name = params["main_vm"]
     params["vm_accelerator"] = accel
@@ -105,8 +73,7 @@ def start_embedded_vm(test: Any, params: Any, env: Any, settings: IofuzzParams) 
         params["kernel"] = str(guest.kernel)
         params["initrd"] = str(guest.initrd)
         # extra words (lockdown=, iomem=strict...) for the embedded guest's kernel
-        extra = str(params.get("iofuzz_extra_kernel_params", "") or "").strip()
-        params["kernel_params"] = f"{guest.kernel_params} {extra}".strip()
+        params["kernel_params"] = f"{guest.kernel_params} {choice.extra_kernel_params}".strip()
         params["shell_prompt"] = guest.shell_prompt
     append_extra_qemu_args(params)
     params["start_vm"] = "yes"
@@ -115,6 +82,28 @@ def start_embedded_vm(test: Any, params: Any, env: Any, settings: IofuzzParams) 
     vm = env.get_vm(vm_name)
     vm.verify_alive()
     return vm, accel, reason
+
+
+def _embedded_guest(choice: VmChoice) -> Any:
+    """The embedded guest's artifacts (kernel, initrd, prompt), or None for the user's image."""
+    from avocado_iofuzz.guest.build import build_guest, default_guest  # heavy: apt, cpio
+
+    kernel = Path(choice.kernel) if choice.kernel else None
+    if choice.guest == "image":
+        return None  # the user's image: apply_image_params() set its params already
+    if choice.guest == "busybox":
+        return default_guest(kernel=kernel)  # busybox with our executor baked in
+    return build_guest(choice.guest, kernel=kernel)
+
+
+def _accelerator(choice: VmChoice, qemu: str) -> tuple[str, str]:
+    """(accelerator, why): probed for ``auto``, else as the param forced it."""
+    if choice.accel != "auto":
+        return choice.accel, "forced by param iofuzz_accel"
+    from avocado_iofuzz.guest.accel import probe_accelerator
+
+    probed = probe_accelerator(qemu)
+    return probed.name, probed.reason
 
 
 def append_extra_qemu_args(params: Any) -> None:
@@ -128,13 +117,13 @@ def append_extra_qemu_args(params: Any) -> None:
         params["extra_params"] = f"{params.get('extra_params', '') or ''} {extra}".strip()
 
 
-def check_row_devices(test: Any, vm: Any, params: Any) -> None:
+def check_row_devices(test: Any, vm: Any, devices: Sequence[str]) -> None:
     """ERROR unless QEMU really has the devices the row fuzzes (``iofuzz_devices``), asked through QOM."""
     qmp = avocado_vt_qmp(vm.monitor)
     present = peripheral_types(qmp)
     LOG.info("QEMU machine (QOM /machine type): %s", machine_type(qmp))
     LOG.info("QEMU devices (QOM %s): %s", " and ".join(PERIPHERAL_CONTAINERS), ", ".join(present) or "none")
-    missing = missing_devices(parse_device_list(str(params.get("iofuzz_devices", "") or "")), present)
+    missing = missing_devices(list(devices), present)
     if missing:
         test.error(
             f"QEMU lacks the device(s) this row fuzzes: {', '.join(missing)} (QOM lists: "
@@ -160,6 +149,11 @@ def spare_session_devices(
     )
 
 
+def _ssh_log(vm_name: str) -> SshLog:
+    """One SSH session log per VM in the test's log dir, like avocado-vt's serial-*.log; each login appends."""
+    return SshLog(utils_logfile.get_log_filename(f"ssh-{vm_name}.log"), utils_logfile.log_line)
+
+
 def _executor_binary() -> Path:
     """The static in-guest executor, built (or taken from the cache) for copying into an image."""
     from avocado_iofuzz.executor.build import build_executor
@@ -170,44 +164,96 @@ def _executor_binary() -> Path:
     return build_executor(executor_dir)
 
 
+# --- the steps -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Booted:
+    """What the boot step hands on: the logged-in guest and how its VM runs."""
+
+    guest: Any  # VtGuest or ImageGuest
+    session: Any  # the shell the campaign starts in
+    accel: str
+    reason: str  # why that accelerator
+    executor: str  # the executor's path in the guest
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What the summary is written from, after the campaign (or what it did before it failed)."""
+
+    seed: int
+    settings: IofuzzParams
+    rerun: RerunContext
+    accel: str
+    reason: str
+    plans: Sequence[RangePlan]
+    result: CampaignResult
+    trace_path: Path
+    guest: Any
+
+
 def run_iofuzz(test: Any, params: Any, env: Any) -> None:
-    try:
-        settings = IofuzzParams.from_params(params)
-        kinds = KindParams.from_params(params)
-        image = ImageGuestParams.from_params(params) if settings.guest == "image" else None
-        triage_params = TriageParams.from_params(params)
-    except (ParamError, TriageParamError) as err:
-        test.error(str(err))
-    user_skip_devices = settings.skip_devices  # the names to check against the guest's listing
-    if image is not None:
-        settings, kinds = spare_session_devices(session_devices(image), settings, kinds)
+    """The iofuzz test: each step ends the test itself (ERROR, CANCEL, FAIL) when the run cannot go on."""
+    run = read_params(test, params)
     outdir = Path(test.outputdir)
+    seed = record_seed(run.fuzz, outdir)
+    booted = boot(test, params, env, run)
+    if run.triage.replay:
+        # replay mode: re-execute a recorded finding in this VM instead of fuzzing
+        run_replay(test, run.triage.replay, booted.guest, outdir, run.fuzz, booted.executor)
+        return
+    plans, listings = plan_ranges(test, run, booted, seed, outdir)
+    plans = check_ranges(test, run, booted, plans)
+    outcome = fuzz(test, run, booted, seed, plans, listings, outdir)
+    summary = finish(test, outcome)
+    judge(test, run, booted, outcome, summary)
+
+
+def read_params(test: Any, params: Any) -> IofuzzRun:
+    """Every param, read and checked before anything boots (ERROR naming a bad one)."""
+    try:
+        return read_iofuzz_run(params)
+    except ParamError as err:
+        test.error(str(err))
+        raise  # test.error raises; this keeps the type checker and a fake test honest
+
+
+def record_seed(settings: IofuzzParams, outdir: Path) -> int:
+    """The run's seed (the param's, or a fresh one), logged and written to disk before anything can go wrong."""
     seed = settings.seed if settings.seed is not None else new_seed()
     LOG.info("fuzz_seed = %d (rerun with --vt-extra-params fuzz_seed=%d)", seed, seed)
-    # the seed goes to disk before anything can go wrong
     (outdir / "seed").write_text(f"{seed}\n", encoding="utf-8")
+    return seed
 
-    ssh_port = apply_image_params(image, params) if image else 0
-    vm, accel, reason = start_embedded_vm(test, params, env, settings)
-    check_row_devices(test, vm, params)
-    if image is None:
-        guest = VtGuest(vm, login_timeout=settings.login_timeout)
+
+def boot(test: Any, params: Any, env: Any, run: IofuzzRun) -> Booted:
+    """Start the VM (the embedded guest or the user's image), check its devices, log in."""
+    ssh_port = apply_image_params(run.image, params) if run.image else 0
+    vm, accel, reason = start_embedded_vm(test, params, env, run.vm)
+    check_row_devices(test, vm, run.devices)
+    if run.image is None:
+        guest: Any = VtGuest(vm, login_timeout=run.fuzz.login_timeout)
     else:
-        guest = ImageGuest(vm, settings.login_timeout, image, ssh_port, _executor_binary())
+        guest = ImageGuest(vm, run.fuzz.login_timeout, run.image, ssh_port, _executor_binary(), _ssh_log(vm.name))
     try:
         session = guest.login()
     except (GuestNotMarked, GuestLoginFailed) as err:
         test.error(str(err))
-    executor = image.executor_path if image else DEFAULT_BINARY
-    if triage_params.replay:
-        # replay mode: re-execute a recorded finding in this VM instead of fuzzing
-        run_replay(test, triage_params.replay, guest, outdir, settings, executor)
-        return
-    ioports = session.cmd_output("cat /proc/ioports")
+    executor = run.image.executor_path if run.image else DEFAULT_BINARY
+    return Booted(guest, session, accel, reason, executor)
+
+
+def plan_ranges(test: Any, run: IofuzzRun, booted: Booted, seed: int, outdir: Path) -> tuple[list[RangePlan], Listings]:
+    """The ranges of every kind from the guest's listings, then this shard's share (CANCEL if none)."""
+    settings, kinds = run.fuzz, run.kinds
+    if run.image is not None:
+        settings, kinds = spare_session_devices(session_devices(run.image), settings, kinds)
+    ioports = booted.session.cmd_output("cat /proc/ioports")
     (outdir / "proc-ioports.txt").write_text(ioports, encoding="utf-8")
     try:
-        # needs the guest's listing, so after boot; still before any fuzzing op
-        check_skip_devices(ioports, user_skip_devices, settings.extra_ioports)
+        # needs the guest's listing, so after boot; still before any fuzzing op; the user's names only
+        check_skip_devices(ioports, run.fuzz.skip_devices, settings.extra_ioports)
         targets = fuzz_targets(
             ioports,
             skip_devices=settings.skip_devices,
@@ -216,26 +262,32 @@ def run_iofuzz(test: Any, params: Any, env: Any) -> None:
             only_devices=settings.only_devices,
         )
         # the kinds (fuzz_kinds) add MMIO and PCI config ranges from the guest's listings
-        listings = read_listings(session, kinds, outdir)
+        listings = read_listings(booted.session, kinds, outdir)
         extra_names = [r.name for r in parse_extra_ranges(settings.extra_ioports)]
         plans = plan_kinds(seed, settings.fuzz_count, kinds, choose_targets(kinds, listings, targets, extra_names))
     except RangeError as err:
         test.error(f"cannot choose ranges: {err}")
-    shard = parse_shard(settings.shard)
+    shard = run.shard
     if shard.count > 1:
         every = len(plans)
         plans = renumber(shard_ranges(plans, shard, weight=lambda p: p.op_count))
         LOG.info("shard %s: %d of %d ranges", shard, len(plans), every)
         if not plans:
             test.cancel(f"shard {shard} has no range to fuzz: only {every} ranges for {shard.count} shards")
+    return plans, listings
+
+
+def check_ranges(test: Any, run: IofuzzRun, booted: Booted, plans: list[RangePlan]) -> list[RangePlan]:
+    """The ranges the guest's kernel lets the executor reach (CANCEL if a kind is left with none),
+    with the debug hang position checked against them; each is logged."""
     try:
-        plans = check_access(session, plans, image.executor_path if image else DEFAULT_BINARY)
+        plans = check_access(booted.session, plans, booted.executor)
     except AccessRefused as err:
         test.cancel(str(err))
     except RuntimeError as err:
         test.error(str(err))
     try:
-        check_hang_at(settings.debug_hang_at, plans)
+        check_hang_at(run.fuzz.debug_hang_at, plans)
     except ParamError as err:
         test.error(str(err))
     for plan in plans:
@@ -243,7 +295,14 @@ def run_iofuzz(test: Any, params: Any, env: Any) -> None:
             "range %2d %-4s %#06x-%#06x %-24s %d-byte, %d ops",
             plan.index, plan.space, plan.start, plan.end, plan.name, plan.width, plan.op_count,
         )  # fmt: skip
+    return plans
 
+
+def fuzz(
+    test: Any, run: IofuzzRun, booted: Booted, seed: int, plans: list[RangePlan], listings: Listings, outdir: Path
+) -> Outcome:
+    """The campaign, traced ahead of execution; if it cannot go on, the summary is written and the test ERRORs."""
+    settings = run.fuzz
     config = CampaignConfig(
         report_every=settings.report_every,
         hang_timeout=settings.hang_timeout,
@@ -251,35 +310,80 @@ def run_iofuzz(test: Any, params: Any, env: Any) -> None:
         login_timeout=settings.login_timeout,
         hang_at=settings.debug_hang_at,
         progress_log_interval=settings.progress_interval,
-        **({"executor": image.executor_path} if image else {}),
+        executor=booted.executor,
     )
     trace_path = outdir / "trace.iofuzz"
     header = {
         "seed": seed,
         "fuzz_count": settings.fuzz_count,
-        "accelerator": accel,
-        "qemu_cmdline": guest.qemu_cmdline(),
-        "machine_type": params.get("machine_type"),
+        "accelerator": booted.accel,
+        "qemu_cmdline": booted.guest.qemu_cmdline(),
+        "machine_type": run.machine_type,
         "guest": settings.guest,
         "ranges": [[p.start, p.end, p.name] for p in plans],
         # what a replay needs beyond the command line: the firmware's PCI setup, the fault injection
         **header_extras(
-            listings.pci or session.cmd_output(PCI_LISTING_COMMAND, timeout=120),
+            listings.pci or booted.session.cmd_output(PCI_LISTING_COMMAND, timeout=120),
             settings.debug_hang_at,
             settings.report_every,
         ),
     }
-    with TraceWriter(trace_path, header) as trace:
-        campaign = Campaign(guest, plans, trace, config, session=session)
-        try:
-            result = campaign.run()
-        except CampaignError as err:
-            result = campaign.result
-            _finish(test, outdir, seed, settings, accel, reason, plans, result, trace_path, guest)
-            test.error(str(err))
-    summary = _finish(test, outdir, seed, settings, accel, reason, plans, result, trace_path, guest)
 
-    triage_args = (triage_params, guest, executor, settings.hang_timeout, settings.login_timeout)
+    def outcome(result: CampaignResult) -> Outcome:
+        return Outcome(seed, settings, run.rerun, booted.accel, booted.reason, plans, result, trace_path, booted.guest)
+
+    with TraceWriter(trace_path, header) as trace:
+        campaign = Campaign(booted.guest, plans, trace, config, session=booted.session)
+        try:
+            return outcome(campaign.run())
+        except CampaignError as err:
+            finish(test, outcome(campaign.result))
+            test.error(str(err))
+            raise  # test.error raises; this keeps the type checker and a fake test honest
+
+
+def finish(test: Any, outcome: Outcome) -> dict[str, Any]:
+    """summary.json, its table in the log, the whiteboard and (``iofuzz_plot``) the coverage picture."""
+    outdir = Path(test.outputdir)
+    settings = outcome.settings
+    summary = build_summary(
+        seed=outcome.seed,
+        fuzz_count=settings.fuzz_count,
+        accel=outcome.accel,
+        accel_reason=outcome.reason,
+        plans=outcome.plans,
+        result=outcome.result,
+        trace_path=outcome.trace_path,
+        qemu_cmdline=outcome.guest.qemu_cmdline(),
+        guest=settings.guest,
+        shard=settings.shard,
+        rerun_context=outcome.rerun,  # the variant and command-line params: each range's rerun command
+    )
+    write_summary(outdir / SUMMARY_NAME, summary)
+    table = summary_table(summary)
+    for line in table.splitlines():
+        LOG.info("%s", line)
+    # avocado keeps the whiteboard in results.json; its HTML report shows it per test
+    test.whiteboard = whiteboard_line(summary)
+    if settings.plot:
+        _draw_coverage(summary, outdir)
+    return summary
+
+
+def _draw_coverage(summary: dict[str, Any], outdir: Path) -> None:
+    try:
+        from avocado_iofuzz.results.plotting import render_coverage  # matplotlib: imported only when drawing
+
+        LOG.info("coverage picture: %s", render_coverage(summary, outdir / PICTURE_NAME))
+    except Exception as err:  # a picture must never cost the run's verdict or its summary
+        LOG.warning("could not draw %s: %s", PICTURE_NAME, err)
+
+
+def judge(test: Any, run: IofuzzRun, booted: Booted, outcome: Outcome, summary: dict[str, Any]) -> None:
+    """Triage a crash (FAIL) or a hang, then the verdict on hangs and reboots (``hang_status``)."""
+    outdir = Path(test.outputdir)
+    settings, result, trace_path = run.fuzz, outcome.result, outcome.trace_path
+    triage_args = (run.triage, booted.guest, booted.executor, settings.hang_timeout, settings.login_timeout)
     if result.crashed:
         crash = next(f for f in result.findings if f.kind == "crash")
         triaged = triage_finding(trace_path, outdir, "crash", *triage_args)
@@ -287,7 +391,7 @@ def run_iofuzz(test: Any, params: Any, env: Any) -> None:
         test.fail(
             f"{crash.detail} -- while fuzzing range {crash.range_name} ({crash.range_span}), "
             f"ops [{crash.window[0]}, {crash.window[1]}) of range index {crash.range_index}; "
-            f"seed {seed}; trace {trace_path}{fail_reason(triaged)}"
+            f"seed {outcome.seed}; trace {trace_path}{fail_reason(triaged)}"
         )
     hangs = [f for f in result.findings if f.kind in ("hang", "reboot")]
     if any(f.kind == "hang" for f in hangs):
@@ -305,7 +409,7 @@ def run_iofuzz(test: Any, params: Any, env: Any) -> None:
             from avocado.core import exceptions
 
             raise exceptions.TestWarn(message)
-    LOG.info("done: %d ops, seed %d", summary and result.total_done, seed)
+    LOG.info("done: %d ops, seed %d", summary and result.total_done, outcome.seed)
 
 
 def _record_triage(outdir: Path, summary: dict[str, Any], triaged: Any) -> None:
@@ -325,33 +429,3 @@ def _record_triage(outdir: Path, summary: dict[str, Any], triaged: Any) -> None:
         }
     )
     write_summary(outdir / SUMMARY_NAME, summary)
-
-
-def _finish(test, outdir, seed, settings, accel, reason, plans, result, trace_path, guest) -> dict[str, Any]:
-    summary = build_summary(
-        seed=seed,
-        fuzz_count=settings.fuzz_count,
-        accel=accel,
-        accel_reason=reason,
-        plans=plans,
-        result=result,
-        trace_path=trace_path,
-        qemu_cmdline=guest.qemu_cmdline(),
-        guest=settings.guest,
-        shard=settings.shard,
-        params=test.params,  # the variant and command-line params: each range's rerun command
-    )
-    write_summary(outdir / SUMMARY_NAME, summary)
-    table = summary_table(summary)
-    for line in table.splitlines():
-        LOG.info("%s", line)
-    # avocado keeps the whiteboard in results.json; its HTML report shows it per test
-    test.whiteboard = whiteboard_line(summary)
-    if settings.plot:
-        try:
-            from avocado_iofuzz.results.plotting import render_coverage  # matplotlib: imported only when drawing
-
-            LOG.info("coverage picture: %s", render_coverage(summary, outdir / PICTURE_NAME))
-        except Exception as err:  # a picture must never cost the run's verdict or its summary
-            LOG.warning("could not draw %s: %s", PICTURE_NAME, err)
-    return summary

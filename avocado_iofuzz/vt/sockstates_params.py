@@ -8,11 +8,20 @@ the test with an error naming the param.
 from __future__ import annotations
 
 import shlex
-from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 
-from avocado_iofuzz.model.shards import SHARD_PARAM, ShardError, parse_shard
+from avocado_iofuzz.vt.params import (
+    ACCELERATORS,
+    ParamError,
+    Params,
+    VmChoice,
+    choice,
+    integer,
+    number,
+    read_shard,
+    text,
+    words,
+)
 
 MODES = ("gen", "run", "criu")
 TYPES = ("stream", "dgram", "seqpacket")
@@ -22,53 +31,23 @@ FAILURE_STATUSES = ("fail", "warn", "pass")
 MAX_DEPTH = 12  # the state space grows about fourfold per level; 12 is already days of C/R
 
 
-class SockstatesParamError(ValueError):
-    """A sockstates param with a value we cannot use; the message names it."""
+def _state(params: Params) -> str:
+    """``sockstates_state``, in its canonical spelling (empty: the whole sweep)."""
+    state = text(params, "sockstates_state")
+    if not state:
+        return ""
+    from sockstates import canon  # the guest's package: imported only when a state is named
 
-
-def _text(params: Mapping[str, Any], key: str, default: str = "") -> str:
-    return str(params.get(key, "") or "").strip() or default
-
-
-def _choice(params: Mapping[str, Any], key: str, choices: tuple[str, ...], default: str) -> str:
-    value = _text(params, key, default)
-    if value not in choices:
-        raise SockstatesParamError(f"param {key} = {value!r}: expected one of {', '.join(choices)}")
-    return value
-
-
-def _words(params: Mapping[str, Any], key: str, allowed: tuple[str, ...], default: str) -> tuple[str, ...]:
-    raw = _text(params, key, default)
-    words = [w for w in raw.replace(",", " ").split() if w]
-    bad = [w for w in words if w not in allowed]
-    if bad or not words:
-        raise SockstatesParamError(
-            f"param {key} = {raw!r}: expected a comma-separated list of {', '.join(allowed)}"
-            + (f"; {', '.join(bad)} is not one" if bad else "")
-        )
-    return tuple(w for w in allowed if w in words)
-
-
-def _int(params: Mapping[str, Any], key: str, default: int, low: int, high: int) -> int:
-    raw = _text(params, key, str(default))
     try:
-        value = int(raw)
-    except ValueError:
-        raise SockstatesParamError(f"param {key} = {raw!r}: not an integer") from None
-    if not low <= value <= high:
-        raise SockstatesParamError(f"param {key} = {raw!r}: must be between {low} and {high}")
-    return value
+        return canon.canonical(state)
+    except canon.DescriptionError as err:
+        raise ParamError(f"param sockstates_state = {state!r}: {err}") from None
 
 
-def _seconds(params: Mapping[str, Any], key: str, default: float) -> float:
-    raw = _text(params, key, str(default))
-    try:
-        value = float(raw)
-    except ValueError:
-        raise SockstatesParamError(f"param {key} = {raw!r}: not a number of seconds") from None
-    if value <= 0:
-        raise SockstatesParamError(f"param {key} = {raw!r}: must be > 0")
-    return value
+def _shard(params: Params) -> str:
+    """``iofuzz_shard`` as the CLI's ``--shard`` takes it, or "" for the whole sweep."""
+    shard = read_shard(params)
+    return "" if shard.count == 1 else str(shard)
 
 
 @dataclass(frozen=True)
@@ -89,42 +68,34 @@ class SockstatesParams:
     accel: str
     kernel: str
     guest: str = "debian"
+    extra_kernel_params: str = ""
 
     @classmethod
-    def from_params(cls, params: Mapping[str, Any]) -> SockstatesParams:
-        state = _text(params, "sockstates_state")
-        if state:
-            from sockstates import canon
-
-            try:
-                state = canon.canonical(state)
-            except canon.DescriptionError as err:
-                raise SockstatesParamError(f"param sockstates_state = {state!r}: {err}") from None
-        try:
-            shard = parse_shard(_text(params, SHARD_PARAM))
-        except ShardError as err:
-            raise SockstatesParamError(str(err)) from None
-        accel = _text(params, "iofuzz_accel", "auto")
-        if accel not in ("auto", "kvm", "tcg"):
-            raise SockstatesParamError(f"param iofuzz_accel = {accel!r}: expected auto, kvm or tcg")
+    def from_params(cls, params: Params) -> SockstatesParams:
         return cls(
-            mode=_choice(params, "sockstates_mode", MODES, "criu"),
-            depth=_int(params, "sockstates_depth", 3, 0, MAX_DEPTH),
-            types=_words(params, "sockstates_types", TYPES, ",".join(TYPES)),
-            names=_words(params, "sockstates_names", NAMES, "abstract"),
-            max_sockets=_int(params, "sockstates_max_sockets", 3, 1, 8),
-            max_queue=_int(params, "sockstates_max_queue", 1, 0, 8),
-            state=state,
-            shard="" if shard.count == 1 else str(shard),
-            where=_choice(params, "sockstates_where", WHERE, "guest"),
-            criu=_text(params, "sockstates_criu", "criu"),
-            timeout=_seconds(params, "sockstates_timeout", 3600.0),
-            failure_status=_choice(params, "sockstates_failure_status", FAILURE_STATUSES, "fail"),
-            login_timeout=_seconds(params, "login_timeout", 60.0),
-            accel=accel,
-            kernel=_text(params, "iofuzz_kernel"),
-            guest=_text(params, "iofuzz_guest", "debian"),
+            mode=choice(params, "sockstates_mode", MODES, "criu"),
+            depth=integer(params, "sockstates_depth", 3, 0, MAX_DEPTH, base=10),
+            types=words(params, "sockstates_types", TYPES, ",".join(TYPES)),
+            names=words(params, "sockstates_names", NAMES, "abstract"),
+            max_sockets=integer(params, "sockstates_max_sockets", 3, 1, 8, base=10),
+            max_queue=integer(params, "sockstates_max_queue", 1, 0, 8, base=10),
+            state=_state(params),
+            shard=_shard(params),
+            where=choice(params, "sockstates_where", WHERE, "guest"),
+            criu=text(params, "sockstates_criu", "criu"),
+            timeout=number(params, "sockstates_timeout", 3600.0, unit="seconds"),
+            failure_status=choice(params, "sockstates_failure_status", FAILURE_STATUSES, "fail"),
+            login_timeout=number(params, "login_timeout", 60.0, unit="seconds"),
+            accel=choice(params, "iofuzz_accel", ACCELERATORS, "auto"),
+            kernel=text(params, "iofuzz_kernel"),
+            guest=text(params, "iofuzz_guest", "debian"),
+            extra_kernel_params=text(params, "iofuzz_extra_kernel_params"),
         )
+
+    @property
+    def vm(self) -> VmChoice:
+        """The guest, kernel and accelerator the sweep's VM starts with."""
+        return VmChoice(self.guest, self.kernel, self.accel, self.extra_kernel_params)
 
     def cli_args(self, out_dir: str) -> list[str]:
         """The ``sockstates`` command line (without the program) for these params."""

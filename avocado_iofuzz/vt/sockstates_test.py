@@ -25,11 +25,11 @@ import subprocess
 import sys
 import tarfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from avocado_iofuzz.vt.sockstates_params import SockstatesParamError, SockstatesParams
+from avocado_iofuzz.vt.params import ParamError
+from avocado_iofuzz.vt.sockstates_params import SockstatesParams
 from avocado_iofuzz.vt.sockstates_report import (
     REPORT_NAME,
     build_report,
@@ -73,19 +73,10 @@ class SweepCutShort(RuntimeError):
     """The sweep did not finish: timeout, or the guest died."""
 
 
-@dataclass(frozen=True)
-class _VmSettings:
-    """What :func:`avocado_iofuzz.vt.iofuzz_test.start_embedded_vm` reads of a test's settings."""
-
-    guest: str
-    kernel: str
-    accel: str
-
-
 def run_sockstates(test: Any, params: Any, env: Any) -> None:
     try:
         settings = SockstatesParams.from_params(params)
-    except SockstatesParamError as err:
+    except ParamError as err:
         test.error(str(err))
     outdir = Path(test.outputdir)
     local = outdir / LOCAL_DIRNAME
@@ -110,7 +101,8 @@ def run_sockstates(test: Any, params: Any, env: Any) -> None:
 
 
 def _report(settings: SockstatesParams, local: Path) -> dict[str, Any]:
-    params = {k: v for k, v in vars(settings).items() if k not in ("login_timeout",)}
+    # what decides the sweep; how the VM logs in and boots does not
+    params = {k: v for k, v in vars(settings).items() if k not in ("login_timeout", "extra_kernel_params")}
     log_text = (local / CLI_LOG).read_text(errors="replace") if (local / CLI_LOG).exists() else ""
     status = (local / STATUS_FILE).read_text().strip() if (local / STATUS_FILE).exists() else ""
     extra: dict[str, Any] = {"exit_status": int(status) if status.lstrip("-").isdigit() else None}
@@ -165,8 +157,7 @@ def _run_in_guest(test: Any, params: Any, env: Any, settings: SockstatesParams, 
 
     if settings.guest != "debian":
         test.error(f"param iofuzz_guest = {settings.guest!r}: sockstates runs in the 'debian' guest (python3, criu)")
-    vm, accel, reason = start_embedded_vm(test, params, env, _VmSettings(settings.guest, settings.kernel,
-                                                                          settings.accel))
+    vm, accel, reason = start_embedded_vm(test, params, env, settings.vm)
     LOG.info("guest up under %s (%s)", accel, reason)
     guest = VtGuest(vm, login_timeout=settings.login_timeout)
     session = guest.login()

@@ -43,6 +43,7 @@ from avocado_iofuzz.model.pci import parse_pci_listing, split_config_address
 from avocado_iofuzz.model.program import Op, RangePlan
 from avocado_iofuzz.repro.qtest_ops import format_script, pci_setup_commands
 from avocado_iofuzz.vm.bare import BareQemu
+from avocado_iofuzz.vt.iofuzz_params import read_kinds
 
 pytestmark = [
     pytest.mark.guest,
@@ -60,7 +61,7 @@ PCI_EVENT = re.compile(
 
 
 def kind_params(**params: str) -> KindParams:
-    return KindParams.from_params(params)
+    return read_kinds(params)
 
 
 # What each group fuzzes: (kind params, what the widths show)

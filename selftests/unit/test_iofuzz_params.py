@@ -3,7 +3,8 @@ import logging
 import pytest
 
 from avocado_iofuzz.model.program import MAX_FUZZ_COUNT, plan_ranges
-from avocado_iofuzz.vt.iofuzz_params import IofuzzParams, ParamError, check_hang_at
+from avocado_iofuzz.vt.iofuzz_params import IofuzzParams, check_hang_at
+from avocado_iofuzz.vt.params import ParamError
 
 
 def test_defaults_from_an_empty_dict():

@@ -16,7 +16,6 @@ from avocado_iofuzz.model.kinds import (
     choose_targets,
     drop_refused,
     kind_fuzz_counts,
-    parse_kinds,
     plan_kinds,
     renumber,
     units,
@@ -25,7 +24,8 @@ from avocado_iofuzz.model.pci import PCI_LISTING_COMMAND
 from avocado_iofuzz.model.program import RangePlan
 from avocado_iofuzz.model.ranges import RangeError, fuzz_targets
 from avocado_iofuzz.model.target import Target
-from avocado_iofuzz.vt.iofuzz_params import ParamError
+from avocado_iofuzz.vt.iofuzz_params import parse_kinds, read_kinds
+from avocado_iofuzz.vt.params import ParamError
 
 DATA = Path(__file__).parent / "data"
 LISTINGS = {
@@ -37,7 +37,7 @@ ALL = {"fuzz_kinds": "pio mmio pci"}
 
 
 def test_defaults_keep_the_port_only_run():
-    kinds = KindParams.from_params({})
+    kinds = read_kinds({})
     assert kinds.kinds == ["pio"]
     assert (kinds.mmio_widths, kinds.pci_widths, kinds.mmio_max_size, kinds.pci_config_size) == (
         (4,),
@@ -51,7 +51,7 @@ def test_defaults_keep_the_port_only_run():
 def test_kinds_parse_weights_and_keep_planning_order():
     assert parse_kinds("pci mmio:3, pio") == {"pci": 1, "mmio": 3, "pio": 1}
     assert parse_kinds("pci mmio pio") == {"pci": 0, "mmio": 0, "pio": 0}  # no weights at all
-    assert KindParams.from_params({"fuzz_kinds": "pci mmio"}).kinds == ["mmio", "pci"]
+    assert read_kinds({"fuzz_kinds": "pci mmio"}).kinds == ["mmio", "pci"]
 
 
 @pytest.mark.parametrize(
@@ -73,11 +73,11 @@ def test_kinds_parse_weights_and_keep_planning_order():
 )
 def test_bad_params_name_the_param(params, message):
     with pytest.raises(ParamError, match=message):
-        KindParams.from_params(params)
+        read_kinds(params)
 
 
 def test_targets_of_every_kind_from_captured_listings():
-    kinds = KindParams.from_params(ALL)
+    kinds = read_kinds(ALL)
     targets = choose_targets(kinds, LISTINGS["pc"], PIO)
     assert [t.space for t in targets] == sorted((t.space for t in targets), key=["pio", "mmio", "pci"].index)
     by_space = {s: [t.name for t in targets if t.space == s] for s in ("pio", "mmio", "pci")}
@@ -87,16 +87,16 @@ def test_targets_of_every_kind_from_captured_listings():
 
 
 def test_only_patterns_focus_on_one_device_in_both_kinds():
-    kinds = KindParams.from_params(ALL | {"only_iomem": "8086:10d3", "only_pci": "8086:10d3"})
+    kinds = read_kinds(ALL | {"only_iomem": "8086:10d3", "only_pci": "8086:10d3"})
     targets = choose_targets(kinds, LISTINGS["q35"], ())
     assert {t.name.split(" BAR")[0] for t in targets} == {"0000:00:01.0 8086:10d3"}
-    missing = KindParams.from_params(ALL | {"only_pci": "1b36:0010"})
+    missing = read_kinds(ALL | {"only_pci": "1b36:0010"})
     with pytest.raises(RangeError, match=r"only_pci: no PCI function matches \['1b36:0010'\]"):
         choose_targets(missing, LISTINGS["q35"], ())
 
 
 def test_units_trim_to_aligned_slots_per_width():
-    kinds = KindParams.from_params({"fuzz_kinds": "mmio pci", "mmio_widths": "8 2", "pci_widths": "4"})
+    kinds = read_kinds({"fuzz_kinds": "mmio pci", "mmio_widths": "8 2", "pci_widths": "4"})
     targets = [
         Target("mmio", 0x1002, 0x1013, "odd"),  # 8-byte slots: 0x1008-0x100f only
         Target("mmio", 0x2001, 0x2006, "tiny"),  # no 8-byte slot at all
@@ -111,7 +111,7 @@ def test_units_trim_to_aligned_slots_per_width():
 
 
 def test_each_kind_gets_its_weighted_share_of_the_budget():
-    kinds = KindParams.from_params({"fuzz_kinds": "pio mmio:2 pci"})
+    kinds = read_kinds({"fuzz_kinds": "pio mmio:2 pci"})
     targets = [
         Target("pio", 0x60, 0x63, "p"),  # 4 slots
         Target("mmio", 0x1000, 0x13FF, "m"),  # 256 slots of 4 bytes
@@ -128,25 +128,25 @@ def test_each_kind_gets_its_weighted_share_of_the_budget():
 
 
 def test_without_weights_every_slot_of_every_kind_gets_fuzz_count():
-    kinds = KindParams.from_params(ALL)
+    kinds = read_kinds(ALL)
     plans = plan_kinds(2, 7, kinds, choose_targets(kinds, LISTINGS["pc"], PIO))
     assert {p.space for p in plans} == {"pio", "mmio", "pci"}
     assert {p.fuzz_count for p in plans} == {7}
 
 
 def test_one_kind_means_fuzz_count_per_slot_and_zero_means_none():
-    kinds = KindParams.from_params({})
+    kinds = read_kinds({})
     plans = plan_kinds(1, 5, kinds, [Target("pio", 0x60, 0x64, "k"), Target("pio", 0x70, 0x71, "r")])
     assert [p.fuzz_count for p in plans] == [5, 5]
     assert kind_fuzz_counts(units([Target("pio", 0, 1, "x")], kinds), {"pio": 1}, 0) == {"pio": 0}
     # a small kind next to a huge one still gets at least one write per slot
-    tiny = KindParams.from_params({"fuzz_kinds": "pio mmio:1000"})
+    tiny = read_kinds({"fuzz_kinds": "pio mmio:1000"})
     counts = kind_fuzz_counts(units([Target("pio", 0, 1, "p"), Target("mmio", 0, 0xFFFF, "m")], tiny), tiny.weights, 1)
     assert counts["pio"] >= 1
 
 
 def test_plans_are_numbered_in_kind_order_and_named_per_width():
-    kinds = KindParams.from_params({"fuzz_kinds": "pci mmio pio", "mmio_widths": "4 8"})
+    kinds = read_kinds({"fuzz_kinds": "pci mmio pio", "mmio_widths": "4 8"})
     targets = [Target("pci", 0x0, 0xFF, "host"), Target("mmio", 0x1000, 0x100F, "bar"), Target("pio", 0x60, 0x60, "k")]
     plans = plan_kinds(3, 1, kinds, targets)
     assert [(p.index, p.space, p.name, p.width) for p in plans] == [
@@ -159,7 +159,7 @@ def test_plans_are_numbered_in_kind_order_and_named_per_width():
 
 def test_renumber_keeps_every_op():
     plans = plan_kinds(
-        9, 3, KindParams.from_params(ALL), choose_targets(KindParams.from_params(ALL), LISTINGS["pc"], PIO)
+        9, 3, read_kinds(ALL), choose_targets(read_kinds(ALL), LISTINGS["pc"], PIO)
     )
     kept = renumber(plans[5:9])
     assert [p.index for p in kept] == [0, 1, 2, 3]
@@ -224,35 +224,35 @@ def test_check_access_sends_the_check_command_and_listings_are_read_only_when_ne
     assert session.sent == [command]
 
     session = FakeSession({"cat /proc/iomem": LISTINGS["pc"].iomem, PCI_LISTING_COMMAND: LISTINGS["pc"].pci})
-    assert read_listings(session, KindParams.from_params({}), tmp_path) == Listings("", "")
+    assert read_listings(session, read_kinds({}), tmp_path) == Listings("", "")
     assert session.sent == []
-    assert read_listings(session, KindParams.from_params({"fuzz_kinds": "pci"}), tmp_path) == Listings(
+    assert read_listings(session, read_kinds({"fuzz_kinds": "pci"}), tmp_path) == Listings(
         "", LISTINGS["pc"].pci
     )
-    assert read_listings(session, KindParams.from_params(ALL), tmp_path) == LISTINGS["pc"]
+    assert read_listings(session, read_kinds(ALL), tmp_path) == LISTINGS["pc"]
     assert (tmp_path / "proc-iomem.txt").read_text() == LISTINGS["pc"].iomem
 
 
 def test_only_pci_focuses_every_kind_on_the_device():
     pio = fuzz_targets((DATA / "ioports-q35-devices.txt").read_text(), extra_ioports="0x3c0-0x3df:vga-legacy")
-    kinds = KindParams.from_params(ALL | {"only_pci": "8086:10d3"})
+    kinds = read_kinds(ALL | {"only_pci": "8086:10d3"})
     targets = choose_targets(kinds, LISTINGS["q35"], pio, pio_extra=["vga-legacy"])
     assert [(t.start, t.end) for t in targets if t.space == "pio"] == [(0x3C0, 0x3DF), (0xC040, 0xC05F)]
     assert {t.name for t in targets if t.space == "mmio"} == {f"0000:00:01.0 8086:10d3 BAR{i}" for i in (0, 1, 3)}
     assert [t.name for t in targets if t.space == "pci"] == ["0000:00:01.0 8086:10d3"]
     with pytest.raises(RangeError, match=r"only_pci: no PCI function matches \['1b36:0010'\]"):
-        choose_targets(KindParams.from_params({"only_pci": "1b36:0010"}), LISTINGS["q35"], pio)
+        choose_targets(read_kinds({"only_pci": "1b36:0010"}), LISTINGS["q35"], pio)
 
 
 def test_cfg_defaults_are_the_code_defaults():
     from avocado_iofuzz.vt.catalog import TestCatalog
 
     params = TestCatalog().variants("iofuzz")[0]
-    assert KindParams.from_params(params) == KindParams()
+    assert read_kinds(params) == KindParams()
 
 
 def test_weights_that_push_a_kind_past_the_executors_limit_name_fuzz_count():
-    kinds = KindParams.from_params({"fuzz_kinds": "pio:1 mmio:1"})
+    kinds = read_kinds({"fuzz_kinds": "pio:1 mmio:1"})
     targets = [Target("pio", 0x60, 0x60, "k"), Target("mmio", 0x1000, 0x4FFF, "bar")]  # 1 port, 4096 mmio slots
     with pytest.raises(RangeError) as err:
         plan_kinds(1, 2**31, kinds, targets)

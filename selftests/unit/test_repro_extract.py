@@ -20,7 +20,9 @@ from avocado_iofuzz.repro.extract import (
 from avocado_iofuzz.repro.pipeline import signature_matches
 from avocado_iofuzz.repro.qtest_ops import format_script
 from avocado_iofuzz.repro.signature import HANG, NO_CRASH, crash_signature
-from avocado_iofuzz.repro.vt_triage import TriageParamError, TriageParams
+from avocado_iofuzz.repro.vt_triage import TriageParams
+from avocado_iofuzz.vt.iofuzz_params import read_triage
+from avocado_iofuzz.vt.params import ParamError
 
 CMDLINE = "/usr/bin/qemu-system-x86_64 -nodefaults -machine pc -kernel /k -device hyperv-testdev"
 ABORT = "qemu-system-x86_64: ../hw/x.c:9: f: Assertion `n' failed.\n"
@@ -157,10 +159,10 @@ def test_signature_matching_is_as_strict_as_the_finding_allows():
 
 
 def test_triage_params_are_checked(tmp_path):
-    assert TriageParams.from_params({}) == TriageParams()
-    with pytest.raises(TriageParamError, match="minimize"):
-        TriageParams.from_params({"minimize": "maybe"})
-    with pytest.raises(TriageParamError, match="minimize_budget"):
-        TriageParams.from_params({"minimize_budget": "-1"})
-    with pytest.raises(TriageParamError, match="iofuzz_replay"):
-        TriageParams.from_params({"iofuzz_replay": str(tmp_path / "missing")})
+    assert read_triage({}) == TriageParams()
+    with pytest.raises(ParamError, match="minimize"):
+        read_triage({"minimize": "maybe"})
+    with pytest.raises(ParamError, match="minimize_budget"):
+        read_triage({"minimize_budget": "-1"})
+    with pytest.raises(ParamError, match="iofuzz_replay"):
+        read_triage({"iofuzz_replay": str(tmp_path / "missing")})

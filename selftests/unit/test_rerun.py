@@ -17,14 +17,14 @@ from typing import Any
 import pytest
 
 from avocado_iofuzz.campaign.runner import CampaignResult, Finding
-from avocado_iofuzz.model.kinds import KindParams, Listings, choose_targets, plan_kinds
+from avocado_iofuzz.model.kinds import Listings, choose_targets, plan_kinds
 from avocado_iofuzz.model.program import RangePlan
 from avocado_iofuzz.model.ranges import fuzz_targets, parse_extra_ranges
 from avocado_iofuzz.plugins.resolver import IofuzzResolver
 from avocado_iofuzz.results.report import build_summary, summary_table
 from avocado_iofuzz.results.rerun import CMDLINE_PARAM, RerunContext, cmdline_record, rerun_range
 from avocado_iofuzz.vt.catalog import TestCatalog
-from avocado_iofuzz.vt.iofuzz_params import IofuzzParams
+from avocado_iofuzz.vt.iofuzz_params import IofuzzParams, read_kinds, read_rerun_context
 
 DATA = Path(__file__).parent / "data"
 CATALOG = TestCatalog()
@@ -33,7 +33,7 @@ CATALOG = TestCatalog()
 def plan_run(params: Mapping[str, Any], machine: str) -> list[RangePlan]:
     """The plans the VT test makes from ``params`` in the captured guest (vt_iofuzz.run_iofuzz, without I/O)."""
     settings = IofuzzParams.from_params(params)
-    kinds = KindParams.from_params(params)
+    kinds = read_kinds(params)
     pio = fuzz_targets(
         (DATA / f"ioports-{machine}-devices.txt").read_text(),
         skip_devices=settings.skip_devices,
@@ -98,7 +98,7 @@ def test_every_rerun_plans_exactly_its_range_again(variant, machine, cmdline):
     params = run_params(variant, cmdline)
     plans = plan_run(params, machine)
     assert len(plans) >= 3
-    context = RerunContext.from_params(params)
+    context = read_rerun_context(params)
     assert context.reference == variant
     for plan in plans:
         rerun = rerun_range(plan, context, plans)
@@ -163,7 +163,7 @@ def test_only_params_that_shape_the_ranges_are_carried():
         ("iofuzz_password", "hunter2"),  # a secret: never written into summary.json
     ]
     params = run_params("iofuzz.quick", cmdline)
-    context = RerunContext.from_params(params)
+    context = read_rerun_context(params)
     mmio = RangePlan(0, 0xFEA00000, 0xFEA0007F, "0000:00:04.0 1234:11e8 BAR0", 1, 4, 4, "mmio")
     carried = [k for k, _ in rerun_range(mmio, context).params][:4]
     assert carried == ["machine_type", "extra_params", "mmio_max_size", "only_pci"]
@@ -178,14 +178,14 @@ def test_only_params_that_shape_the_ranges_are_carried():
 def test_a_shard_reruns_in_its_variant_with_the_whole_campaign():
     params = run_params("iofuzz.quick", [("fuzz_seed", "3"), ("iofuzz_shard", "2/4")])
     params["shortname"] += ".shard2of4"  # as expand_shards names the shard's test
-    context = RerunContext.from_params(params)
+    context = read_rerun_context(params)
     assert context.reference == "iofuzz.quick"
     rerun = dict(rerun_range(RangePlan(0, 0x70, 0x77, "rtc0", 3, 2), context).params)
     assert rerun["iofuzz_shard"] == "1/1"
 
 
 def test_an_injected_hang_follows_its_range_to_index_0():
-    context = RerunContext.from_params(run_params("iofuzz.quick", [("iofuzz_debug_hang_at", "1:40")]))
+    context = read_rerun_context(run_params("iofuzz.quick", [("iofuzz_debug_hang_at", "1:40")]))
     plans = [RangePlan(0, 0x60, 0x60, "keyboard", 3, 2), RangePlan(1, 0x70, 0x77, "rtc0", 3, 2)]
     assert dict(rerun_range(plans[1], context, plans).params)["iofuzz_debug_hang_at"] == "0:40"
     assert "iofuzz_debug_hang_at" not in dict(rerun_range(plans[0], context, plans).params)
@@ -230,7 +230,7 @@ def test_the_summary_gives_every_range_and_finding_its_rerun():
         result=result,
         trace_path=Path("/r/trace.iofuzz"),
         qemu_cmdline="qemu",
-        params=params,
+        rerun_context=read_rerun_context(params),
     )
     ranges = summary["ranges"]
     assert ranges[2]["rerun"].startswith("avocado run iofuzz.quick.platform ")
@@ -248,7 +248,7 @@ def test_the_summary_gives_every_range_and_finding_its_rerun():
 
 
 def test_unreadable_params_leave_a_note_and_the_summary_intact():
-    context = RerunContext.from_params({"shortname": "iofuzz.quick", CMDLINE_PARAM: "not json"})
+    context = read_rerun_context({"shortname": "iofuzz.quick", CMDLINE_PARAM: "not json"})
     rerun = rerun_range(RangePlan(0, 0x60, 0x60, "keyboard", 1, 2), context)
     assert rerun.command is None and "iofuzz_cmdline_params" in rerun.note and rerun.reference == "iofuzz.quick"
 
@@ -256,7 +256,7 @@ def test_unreadable_params_leave_a_note_and_the_summary_intact():
 def test_the_resolver_records_the_command_line_params():
     resolver = IofuzzResolver(config={"subcommand": "run", "vt.extra_params": ["fuzz_seed=3", "only_pci=8086:*"]})
     (runnable,) = resolver.resolve("iofuzz.quick").resolutions
-    recorded = RerunContext.from_params(runnable.kwargs)
+    recorded = read_rerun_context(runnable.kwargs)
     assert recorded.cmdline == (("fuzz_seed", "3"), ("only_pci", "8086:*")) and recorded.reference == "iofuzz.quick"
 
 

@@ -11,15 +11,12 @@ import shlex
 import pytest
 from aexpect import remote
 
-from avocado_iofuzz.model.kinds import KindParams
 from avocado_iofuzz.model.ranges import fuzz_targets, parse_name_list
 from avocado_iofuzz.vm import image as image_module
 from avocado_iofuzz.vm.image import (
     SSH_NIC,
     GuestLoginFailed,
     ImageGuest,
-    ImageGuestParams,
-    apply_image_params,
     disk_args,
     executor_upload,
     guest_cmdline_has_marker,
@@ -27,8 +24,10 @@ from avocado_iofuzz.vm.image import (
     ssh_net_args,
     tolerant_prompt,
 )
-from avocado_iofuzz.vt.iofuzz_params import IofuzzParams, ParamError
+from avocado_iofuzz.vt.image_params import apply_image_params, read_image_guest
+from avocado_iofuzz.vt.iofuzz_params import IofuzzParams, read_kinds
 from avocado_iofuzz.vt.iofuzz_test import spare_session_devices
+from avocado_iofuzz.vt.params import ParamError
 
 
 @pytest.fixture
@@ -39,7 +38,7 @@ def disk(tmp_path):
 
 
 def test_defaults_for_a_serial_image(disk):
-    p = ImageGuestParams.from_params({"iofuzz_image": str(disk)})
+    p = read_image_guest({"iofuzz_image": str(disk)})
     assert (p.image_format, p.drive_interface, p.login, p.username, p.executor_path) == (
         "qcow2", "virtio", "serial", "root", "/tmp/iofuzz-exec",
     )  # fmt: skip
@@ -62,36 +61,36 @@ def test_defaults_for_a_serial_image(disk):
 def test_bad_values_name_the_param(disk, params, message):
     params = {"iofuzz_image": str(disk), **{k: str(disk) if v == "DISK" else v for k, v in params.items()}}
     with pytest.raises(ParamError, match=message):
-        ImageGuestParams.from_params(params)
+        read_image_guest(params)
 
 
 def test_no_image_says_how_to_give_one():
     with pytest.raises(ParamError, match="param iofuzz_image is empty: guest_os 'image' needs a disk image path"):
-        ImageGuestParams.from_params({})
+        read_image_guest({})
 
 
 def test_disk_is_a_snapshot_and_commas_in_paths_are_escaped(disk):
-    p = ImageGuestParams.from_params({"iofuzz_image": str(disk), "iofuzz_drive_interface": "ide"})
+    p = read_image_guest({"iofuzz_image": str(disk), "iofuzz_drive_interface": "ide"})
     (drive_option, drive) = shlex.split(disk_args(p))
     assert drive_option == "-drive" and "snapshot=on" in drive and drive.endswith(",if=ide")
     assert "my,,disk.qcow2" in drive
-    scsi = ImageGuestParams.from_params({"iofuzz_image": str(disk), "iofuzz_drive_interface": "scsi"})
+    scsi = read_image_guest({"iofuzz_image": str(disk), "iofuzz_drive_interface": "scsi"})
     assert "scsi-hd,drive=iofuzzdisk" in disk_args(scsi)
 
 
 def test_ssh_forward_listens_on_loopback_only(disk):
-    p = ImageGuestParams.from_params({"iofuzz_image": str(disk), "iofuzz_login": "ssh", "iofuzz_ssh_port": "2222"})
+    p = read_image_guest({"iofuzz_image": str(disk), "iofuzz_login": "ssh", "iofuzz_ssh_port": "2222"})
     params = {"extra_params": "-trace foo"}
     assert apply_image_params(p, params) == 2222
     assert params["extra_params"].startswith("-trace foo -drive ")
     assert "hostfwd=tcp:127.0.0.1:2222-:22" in params["extra_params"]
     assert "hostfwd=tcp::" not in params["extra_params"]
-    auto = ImageGuestParams.from_params({"iofuzz_image": str(disk), "iofuzz_login": "ssh"})
+    auto = read_image_guest({"iofuzz_image": str(disk), "iofuzz_login": "ssh"})
     assert 0 < apply_image_params(auto, {}) < 65536
 
 
 def test_kernel_gets_the_guest_marker_appended(disk):
-    p = ImageGuestParams.from_params(
+    p = read_image_guest(
         {"iofuzz_image": str(disk), "iofuzz_kernel": str(disk), "iofuzz_kernel_params": "console=ttyS0 quiet"}
     )
     params = {}
@@ -152,10 +151,10 @@ def test_marker_must_be_a_whole_word_of_the_cmdline():
 
 
 def test_ssh_nic_sits_where_its_skip_names_it(disk):
-    p = ImageGuestParams.from_params({"iofuzz_image": str(disk), "iofuzz_login": "ssh"})
+    p = read_image_guest({"iofuzz_image": str(disk), "iofuzz_login": "ssh"})
     assert ssh_net_args(2222).endswith("-device e1000,netdev=iofuzznet,addr=0x1e") and SSH_NIC == "0000:00:1e.0"
     assert session_devices(p) == (SSH_NIC,)
-    assert session_devices(ImageGuestParams.from_params({"iofuzz_image": str(disk)})) == ()  # serial: COM1 is skipped
+    assert session_devices(read_image_guest({"iofuzz_image": str(disk)})) == ()  # serial: COM1 is skipped
 
 
 def test_session_nic_is_skipped_by_every_kind():
@@ -163,7 +162,7 @@ def test_session_nic_is_skipped_by_every_kind():
         "  c000-c03f : 0000:00:1e.0\n    c000-c03f : e1000\n  c040-c04f : 0000:00:01.1\n"
     )
     settings = IofuzzParams.from_params({"skip_devices": "rtc0"})
-    kinds = KindParams.from_params({"fuzz_kinds": "pio mmio pci"})
+    kinds = read_kinds({"fuzz_kinds": "pio mmio pci"})
     settings, kinds = spare_session_devices((SSH_NIC,), settings, kinds)
     # rtc0 as asked, the NIC with its driver's claim; the IDE bus master stays
     assert [r.name for r in fuzz_targets(ioports, skip_devices=settings.skip_devices)] == ["0000:00:01.1"]
@@ -182,7 +181,7 @@ class FakeVm:
 def _ssh_guest(tmp_path, disk, **params):
     executor = tmp_path / "exec"
     executor.write_bytes(b"\x7fELF")
-    image = ImageGuestParams.from_params({"iofuzz_image": str(disk), "iofuzz_login": "ssh", **params})
+    image = read_image_guest({"iofuzz_image": str(disk), "iofuzz_login": "ssh", **params})
     guest = ImageGuest.__new__(ImageGuest)  # no VM to ask for its PID: only the SSH login is under test
     guest.vm, guest.image, guest.ssh_port, guest.login_timeout = FakeVm(), image, 2222, 60.0
     return guest
@@ -232,7 +231,7 @@ def test_sshd_not_up_is_retried_until_the_timeout(tmp_path, disk, monkeypatch):
 def test_password_file_gives_its_first_line_and_keeps_it_out_of_params_and_repr(tmp_path, disk, content):
     secret = tmp_path / "pw"
     secret.write_text(content)
-    p = ImageGuestParams.from_params({"iofuzz_image": str(disk), "iofuzz_password_file": str(secret)})
+    p = read_image_guest({"iofuzz_image": str(disk), "iofuzz_password_file": str(secret)})
     assert p.password == "s3cret pw"
     assert p.password_source == f"iofuzz_password_file = {str(secret)!r}"
     assert "s3cret" not in repr(p)
@@ -255,7 +254,7 @@ def test_bad_password_file_names_the_param_not_the_value(tmp_path, disk, content
         secret.write_text(content)
     params = {"iofuzz_image": str(disk), "iofuzz_password_file": str(secret), **extra}
     with pytest.raises(ParamError, match=re.escape(f"param iofuzz_password_file = {str(secret)!r}: {message}")):
-        ImageGuestParams.from_params(params)
+        read_image_guest(params)
 
 
 def test_refused_password_from_a_file_names_the_file(tmp_path, disk, monkeypatch):

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from avocado_iofuzz.vt.catalog import TestCatalog
-from avocado_iofuzz.vt.sockstates_params import SockstatesParamError, SockstatesParams
+from avocado_iofuzz.vt.params import ParamError
+from avocado_iofuzz.vt.sockstates_params import SockstatesParams
 from avocado_iofuzz.vt.sockstates_report import build_report, criu_rows, parse_cli_output, read_results, summary_lines
 
 
@@ -46,7 +47,7 @@ def test_bad_params_are_named(key: str, value: str, says: str | None) -> None:
     if says is None:
         assert SockstatesParams.from_params({key: value}).names == ("abstract",)
         return
-    with pytest.raises(SockstatesParamError, match=says.replace("(", r"\(")):
+    with pytest.raises(ParamError, match=says.replace("(", r"\(")):
         SockstatesParams.from_params({key: value})
 
 
