@@ -91,7 +91,7 @@ def pick(summary: dict[str, Any], space: str) -> dict[str, Any]:
 
 def test_every_range_has_a_rerun_in_its_variant(first_run: JobResult):
     summary = first_run.summary()
-    assert summary["format"] == 3 and summary["findings"] == []
+    assert summary["format"] == 4 and summary["findings"] == []
     spaces = [r["space"] for r in summary["ranges"]]
     assert spaces == ["pio", "mmio", "mmio", "pci", "pci"], summary["ranges"]
     counts = {r["space"]: r["range_fuzz_count"] for r in summary["ranges"]}
