@@ -1,0 +1,186 @@
+"""Jobs cut short leave nothing behind, and a QEMU that stops answering does not wedge a run.
+
+Real avocado jobs on the busybox guest. A job's processes are found by what
+is unique to it: the avocado runner (and the test process, its fork) carry
+the job's results dir on their command line; everything the test starts --
+aexpect helpers, QEMU, nc, tcpdump -- carries the test process's token in
+``AVOCADO_IOFUZZ_OWNER``; the reaper names the test process it watches.
+Other engineers' jobs on the same machine match none of these.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from avocado_jobs import avocado_command, avocado_env, read_job
+
+from avocado_iofuzz.vm.process_guard import OWNER_VAR, process_alive
+
+pytestmark = pytest.mark.guest
+
+# The guest hangs at op 100 of the first range and the campaign would wait
+# 600 s for progress: the job is sure to be inside a run when it is cut.
+STUCK_PARAMS = {"iofuzz_debug_hang_at": "0:100", "hang_timeout": "600"}
+QEMU_UP_TIMEOUT = 240.0  # boot under TCG on a machine shared with other engineers
+LEFTOVER_WAIT = 30.0  # the reaper: SIGTERM, 3 s, SIGKILL, plus its polling
+
+
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError:
+        return b""
+
+
+def job_processes(results_dir: Path) -> set[int]:
+    """PIDs of the runner and test processes of the job writing into ``results_dir``."""
+    needle = str(results_dir).encode()
+    return {
+        int(p.name)
+        for p in Path("/proc").iterdir()
+        if p.name.isdigit() and needle in _read(p / "cmdline") and b"avocado-runner" in _read(p / "cmdline")
+    }
+
+
+def owned_by(test_pids: set[int]) -> set[int]:
+    """Processes started by those test processes (their owner token starts with the test's PID)."""
+    prefixes = tuple(f"{OWNER_VAR}={pid}-".encode() for pid in test_pids)
+    found = set()
+    for p in Path("/proc").iterdir():
+        if p.name.isdigit() and any(e.startswith(prefixes) for e in _read(p / "environ").split(b"\0")):
+            found.add(int(p.name))
+    return found
+
+
+def reapers_of(test_pids: set[int]) -> set[int]:
+    wanted = {f"--watch\0{pid}\0".encode() for pid in test_pids}
+    found = set()
+    for p in Path("/proc").iterdir():
+        cmdline = _read(p / "cmdline") if p.name.isdigit() else b""
+        if b"process_guard" in cmdline and any(w in cmdline for w in wanted):
+            found.add(int(p.name))
+    return found
+
+
+def comm(pid: int) -> str:
+    return _read(Path(f"/proc/{pid}/comm")).decode().strip()
+
+
+def wait_for_qemu(results_dir: Path, job: subprocess.Popen) -> set[int]:
+    """Wait until the job's QEMU runs; the job's runner and test PIDs."""
+    deadline = time.monotonic() + QEMU_UP_TIMEOUT
+    while time.monotonic() < deadline and job.poll() is None:
+        pids = job_processes(results_dir)
+        if any(comm(p).startswith("qemu-system") for p in owned_by(pids)):
+            return pids
+        time.sleep(1)
+    pytest.fail(f"no QEMU of the job within {QEMU_UP_TIMEOUT:.0f} s (job exit status {job.poll()})")
+
+
+def leftovers(job_pids: set[int]) -> dict[int, str]:
+    """What of the job still runs after ``LEFTOVER_WAIT`` s; PID -> command name."""
+    deadline = time.monotonic() + LEFTOVER_WAIT
+    while True:
+        alive = {p for p in job_pids | owned_by(job_pids) | reapers_of(job_pids) if process_alive(p)}
+        if not alive or time.monotonic() > deadline:
+            return {p: comm(p) for p in alive}
+        time.sleep(0.5)
+
+
+def stop_all(pids: set[int]) -> None:
+    """Test hygiene: whatever a failed check left running is ours to kill."""
+    for pid in pids:
+        if process_alive(pid):
+            os.kill(pid, signal.SIGKILL)
+
+
+def start_job(results_dir: Path, reference: str, params: dict[str, str], *extra: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        avocado_command(reference, results_dir, params) + list(extra),
+        env=avocado_env(),
+        cwd=results_dir,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def finish(job: subprocess.Popen, timeout: float) -> str:
+    try:
+        output, _ = job.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        job.kill()
+        output, _ = job.communicate(timeout=30)
+        pytest.fail(f"avocado did not end within {timeout:.0f} s:\n{output[-3000:]}")
+    return output
+
+
+@pytest.mark.parametrize("how", ["job-timeout", "SIGINT", "SIGTERM"])
+def test_a_cut_job_leaves_no_process_behind(tmp_path, how):
+    extra = ("--job-timeout", "150") if how == "job-timeout" else ()
+    job = start_job(tmp_path, "iofuzz.quick", STUCK_PARAMS, *extra)
+    job_pids: set[int] = set()
+    try:
+        job_pids = wait_for_qemu(tmp_path, job)
+        seen = owned_by(job_pids)
+        assert {comm(p) for p in seen} >= {"aexpect_helper", "tcpdump", "nc"}, {p: comm(p) for p in seen}
+        if how != "job-timeout":
+            job.send_signal(getattr(signal, how))
+        output = finish(job, 120 if how != "job-timeout" else QEMU_UP_TIMEOUT + 150)
+        left = leftovers(job_pids)
+        assert not left, f"still running {LEFTOVER_WAIT:.0f} s after the job ended: {left}\n{output[-2000:]}"
+    finally:
+        if job.poll() is None:
+            job.kill()
+            job.communicate(timeout=30)
+        stop_all(job_pids | owned_by(job_pids) | reapers_of(job_pids))
+    if how == "job-timeout":
+        result = read_job(job.returncode, output, tmp_path)
+        assert result.tests[0]["status"] == "INTERRUPTED", output[-2000:]
+        guard_log = result.test_dir() / "process-guard.log"
+        assert "qemu-system" in guard_log.read_text(), "the reaper did not record stopping QEMU"
+
+
+def test_qemu_that_stops_answering_during_hang_recovery_is_replaced_in_bounded_time(tmp_path):
+    """SIGSTOP QEMU (as an outside party would wedge it) right after the hang is detected.
+
+    The recovery must then go: no shell -> system_reset over QMP times out ->
+    QEMU killed by PID (SIGTERM is not acted on by a stopped process) and
+    started again -> login -> the run goes on and ends WARN with the hang.
+    """
+    params = {"iofuzz_debug_hang_at": "0:100", "hang_timeout": "5"}
+    started = time.monotonic()
+    job = start_job(tmp_path, "iofuzz.quick", params)
+    job_pids: set[int] = set()
+    try:
+        job_pids = wait_for_qemu(tmp_path, job)
+        debug_logs = list(tmp_path.glob("job-*/test-results/*/debug.log"))
+        deadline = time.monotonic() + 180
+        while not any("hang in range" in log.read_text(errors="replace") for log in debug_logs):
+            assert time.monotonic() < deadline, "the injected hang was not detected within 180 s"
+            assert job.poll() is None, "the job ended before the injected hang"
+            time.sleep(0.2)
+            debug_logs = debug_logs or list(tmp_path.glob("job-*/test-results/*/debug.log"))
+        qemu = [p for p in owned_by(job_pids) if comm(p).startswith("qemu-system")]
+        assert len(qemu) == 1, qemu
+        os.kill(qemu[0], signal.SIGSTOP)
+        output = finish(job, 400)
+    finally:
+        if job.poll() is None:
+            job.kill()
+            job.communicate(timeout=30)
+        stop_all(job_pids | owned_by(job_pids) | reapers_of(job_pids))
+    elapsed = time.monotonic() - started
+    result = read_job(job.returncode, output, tmp_path)
+    log = (result.test_dir() / "debug.log").read_text(errors="replace")
+    assert result.tests[0]["status"] == "WARN", f"{result.tests[0]['fail_reason']}\n{output[-2000:]}"
+    assert "system_reset failed" in log
+    assert f"PID {qemu[0]} (qemu-system-x86) ignored SIGTERM" in log or f"QEMU (PID {qemu[0]})" in log
+    assert "restarting QEMU" in log and "hang recovery: shell back after" in log
+    assert result.summary()["findings"][0]["kind"] == "hang"
+    assert elapsed < 600, f"the job took {elapsed:.0f} s"
