@@ -2,10 +2,11 @@
 
 Real avocado jobs on the busybox guest. A job's processes are found by what
 is unique to it: the avocado runner (and the test process, its fork) carry
-the job's results dir on their command line; everything the test starts --
-aexpect helpers, QEMU, nc, tcpdump -- carries the test process's token in
-``AVOCADO_IOFUZZ_OWNER``; the reaper names the test process it watches.
-Other engineers' jobs on the same machine match none of these.
+the job's results dir on their command line, and while the job runs,
+everything the test started -- aexpect helpers, QEMU, nc, tcpdump -- is in
+the process tree under them (PID and start time noted then); the reaper
+names the test process it watches. Other engineers' jobs on the same
+machine match none of these.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from pathlib import Path
 import pytest
 from avocado_jobs import avocado_command, avocado_env, read_job
 
-from avocado_iofuzz.vm.process_guard import OWNER_VAR, process_alive
+from avocado_iofuzz.vm.process_guard import process_alive
 
 pytestmark = pytest.mark.guest
 
@@ -47,14 +48,29 @@ def job_processes(results_dir: Path) -> set[int]:
     }
 
 
-def owned_by(test_pids: set[int]) -> set[int]:
-    """Processes started by those test processes (their owner token starts with the test's PID)."""
-    prefixes = tuple(f"{OWNER_VAR}={pid}-".encode() for pid in test_pids)
-    found = set()
+def start_time(pid: int) -> str:
+    """The kernel's start time of ``pid``: with the PID, names one process even if PIDs are reused."""
+    fields = _read(Path(f"/proc/{pid}/stat")).decode(errors="replace").rpartition(")")[2].split()
+    return fields[19] if len(fields) > 19 else ""
+
+
+def parent(pid: int) -> int:
+    fields = _read(Path(f"/proc/{pid}/stat")).decode(errors="replace").rpartition(")")[2].split()
+    return int(fields[1]) if len(fields) > 1 else 0
+
+
+def process_tree(roots: set[int]) -> dict[int, str]:
+    """``roots`` and all their descendants, PID -> start time (read from /proc, not from our guard)."""
+    children: dict[int, list[int]] = {}
     for p in Path("/proc").iterdir():
-        if p.name.isdigit() and any(e.startswith(prefixes) for e in _read(p / "environ").split(b"\0")):
-            found.add(int(p.name))
-    return found
+        if p.name.isdigit():
+            children.setdefault(parent(int(p.name)), []).append(int(p.name))
+    tree, todo = {}, list(roots)
+    while todo:
+        pid = todo.pop()
+        tree[pid] = start_time(pid)
+        todo += children.get(pid, [])
+    return tree
 
 
 def reapers_of(test_pids: set[int]) -> set[int]:
@@ -71,23 +87,32 @@ def comm(pid: int) -> str:
     return _read(Path(f"/proc/{pid}/comm")).decode().strip()
 
 
-def wait_for_qemu(results_dir: Path, job: subprocess.Popen) -> set[int]:
-    """Wait until the job's QEMU, its serial console's nc and the IP sniffer run; the job's runner and test PIDs."""
+def wait_for_qemu(results_dir: Path, job: subprocess.Popen) -> dict[int, str]:
+    """Wait until the job's QEMU, its serial console's nc and the IP sniffer run.
+
+    Returns the job's processes then: the runner and everything under it, PID -> start time.
+    """
     deadline = time.monotonic() + QEMU_UP_TIMEOUT
     while time.monotonic() < deadline and job.poll() is None:
-        pids = job_processes(results_dir)
-        names = {comm(p) for p in owned_by(pids)}
-        if "qemu-system-x86" in names and {"aexpect_helper", "nc", "tcpdump"} <= names:
-            return pids
+        tree = process_tree(job_processes(results_dir))
+        names = {comm(p) for p in tree}
+        if {"qemu-system-x86", "aexpect_helper", "nc", "tcpdump"} <= names:
+            return tree
         time.sleep(1)
     pytest.fail(f"no QEMU, nc and tcpdump of the job within {QEMU_UP_TIMEOUT:.0f} s (job exit status {job.poll()})")
 
 
-def leftovers(job_pids: set[int]) -> dict[int, str]:
+def still_running(tree: dict[int, str]) -> set[int]:
+    """Of the processes in ``tree``, those still there (same PID and start time), and their reapers."""
+    alive = {p for p, started in tree.items() if process_alive(p) and start_time(p) == started}
+    return alive | {p for p in reapers_of(set(tree)) if process_alive(p)}
+
+
+def leftovers(tree: dict[int, str]) -> dict[int, str]:
     """What of the job still runs after ``LEFTOVER_WAIT`` s; PID -> command name."""
     deadline = time.monotonic() + LEFTOVER_WAIT
     while True:
-        alive = {p for p in job_pids | owned_by(job_pids) | reapers_of(job_pids) if process_alive(p)}
+        alive = still_running(tree)
         if not alive or time.monotonic() > deadline:
             return {p: comm(p) for p in alive}
         time.sleep(0.5)
@@ -125,19 +150,19 @@ def finish(job: subprocess.Popen, timeout: float) -> str:
 def test_a_cut_job_leaves_no_process_behind(tmp_path, how):
     extra = ("--job-timeout", "150") if how == "job-timeout" else ()
     job = start_job(tmp_path, "iofuzz.quick", STUCK_PARAMS, *extra)
-    job_pids: set[int] = set()
+    tree: dict[int, str] = {}
     try:
-        job_pids = wait_for_qemu(tmp_path, job)
+        tree = wait_for_qemu(tmp_path, job)
         if how != "job-timeout":
             job.send_signal(getattr(signal, how))
         output = finish(job, 120 if how != "job-timeout" else QEMU_UP_TIMEOUT + 150)
-        left = leftovers(job_pids)
+        left = leftovers(tree)
         assert not left, f"still running {LEFTOVER_WAIT:.0f} s after the job ended: {left}\n{output[-2000:]}"
     finally:
         if job.poll() is None:
             job.kill()
             job.communicate(timeout=30)
-        stop_all(job_pids | owned_by(job_pids) | reapers_of(job_pids))
+        stop_all(still_running(tree))
     if how == "job-timeout":
         result = read_job(job.returncode, output, tmp_path)
         assert result.tests[0]["status"] == "INTERRUPTED", output[-2000:]
@@ -155,9 +180,9 @@ def test_qemu_that_stops_answering_during_hang_recovery_is_replaced_in_bounded_t
     params = {"iofuzz_debug_hang_at": "0:100", "hang_timeout": "5"}
     started = time.monotonic()
     job = start_job(tmp_path, "iofuzz.quick", params)
-    job_pids: set[int] = set()
+    tree: dict[int, str] = {}
     try:
-        job_pids = wait_for_qemu(tmp_path, job)
+        tree = wait_for_qemu(tmp_path, job)
         debug_logs = list(tmp_path.glob("job-*/test-results/*/debug.log"))
         deadline = time.monotonic() + 180
         while not any("hang in range" in log.read_text(errors="replace") for log in debug_logs):
@@ -165,7 +190,7 @@ def test_qemu_that_stops_answering_during_hang_recovery_is_replaced_in_bounded_t
             assert job.poll() is None, "the job ended before the injected hang"
             time.sleep(0.2)
             debug_logs = debug_logs or list(tmp_path.glob("job-*/test-results/*/debug.log"))
-        qemu = [p for p in owned_by(job_pids) if comm(p).startswith("qemu-system")]
+        qemu = [p for p in tree if comm(p) == "qemu-system-x86"]
         assert len(qemu) == 1, qemu
         os.kill(qemu[0], signal.SIGSTOP)
         output = finish(job, 400)
@@ -173,7 +198,7 @@ def test_qemu_that_stops_answering_during_hang_recovery_is_replaced_in_bounded_t
         if job.poll() is None:
             job.kill()
             job.communicate(timeout=30)
-        stop_all(job_pids | owned_by(job_pids) | reapers_of(job_pids))
+        stop_all(still_running(tree))
     elapsed = time.monotonic() - started
     result = read_job(job.returncode, output, tmp_path)
     log = (result.test_dir() / "debug.log").read_text(errors="replace")
