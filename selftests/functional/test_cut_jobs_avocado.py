@@ -146,16 +146,17 @@ def finish(job: subprocess.Popen, timeout: float) -> str:
     return output
 
 
-@pytest.mark.parametrize("how", ["job-timeout", "SIGINT", "SIGTERM"])
+@pytest.mark.parametrize("how", ["job-timeout", "iofuzz_test_timeout", "SIGINT", "SIGTERM"])
 def test_a_cut_job_leaves_no_process_behind(tmp_path, how):
     extra = ("--job-timeout", "150") if how == "job-timeout" else ()
-    job = start_job(tmp_path, "iofuzz.quick", STUCK_PARAMS, *extra)
+    params = {**STUCK_PARAMS, "iofuzz_test_timeout": "120"} if how == "iofuzz_test_timeout" else STUCK_PARAMS
+    job = start_job(tmp_path, "iofuzz.quick", params, *extra)
     tree: dict[int, str] = {}
     try:
         tree = wait_for_qemu(tmp_path, job)
-        if how != "job-timeout":
+        if how.startswith("SIG"):
             job.send_signal(getattr(signal, how))
-        output = finish(job, 120 if how != "job-timeout" else QEMU_UP_TIMEOUT + 150)
+        output = finish(job, 120 if how.startswith("SIG") else QEMU_UP_TIMEOUT + 150)
         left = leftovers(tree)
         assert not left, f"still running {LEFTOVER_WAIT:.0f} s after the job ended: {left}\n{output[-2000:]}"
     finally:
@@ -168,6 +169,11 @@ def test_a_cut_job_leaves_no_process_behind(tmp_path, how):
         assert result.tests[0]["status"] == "INTERRUPTED", output[-2000:]
         guard_log = result.test_dir() / "process-guard.log"
         assert "qemu-system" in guard_log.read_text(), "the reaper did not record stopping QEMU"
+    if how == "iofuzz_test_timeout":
+        # the test stopped itself: a clear reason, and avocado-vt's postprocess stopped QEMU
+        result = read_job(job.returncode, output, tmp_path)
+        assert result.tests[0]["status"] == "INTERRUPTED", output[-2000:]
+        assert "test timeout of 120 s reached (param iofuzz_test_timeout)" in result.tests[0]["fail_reason"]
 
 
 def test_qemu_that_stops_answering_during_hang_recovery_is_replaced_in_bounded_time(tmp_path):
