@@ -48,7 +48,7 @@ def guarded_run(test: Any, params: Any, env: Any) -> Iterator[None]:
     except TimeUp as up:
         from avocado.core import exceptions
 
-        raise exceptions.TestInterruptedError(str(up)) from None
+        raise exceptions.TestInterrupt(str(up)) from None
     finally:
         for vm in env.get_all_vms():
             stop_if_unresponsive(vm)
