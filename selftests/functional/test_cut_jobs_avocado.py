@@ -119,8 +119,18 @@ def leftovers(tree: dict[int, str]) -> dict[int, str]:
 
 
 def stop_all(pids: set[int]) -> None:
-    """Test hygiene: whatever a failed check left running is ours to kill."""
-    for pid in pids:
+    """Test hygiene: whatever a failed check left running is ours to kill.
+
+    Reapers last: given the time, a reaper removes its state dir once the test process is gone.
+    """
+    reapers = {p for p in pids if b"process_guard" in _read(Path(f"/proc/{p}/cmdline"))}
+    for pid in pids - reapers:
+        if process_alive(pid):
+            os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + LEFTOVER_WAIT
+    while any(process_alive(p) for p in reapers) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    for pid in reapers:
         if process_alive(pid):
             os.kill(pid, signal.SIGKILL)
 
