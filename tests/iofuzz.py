@@ -9,13 +9,16 @@ test with its exit status or signal, stderr tail and op window.
 Params: see cfg/iofuzz.cfg and docs/reference/params.rst.
 """
 
+from avocado_iofuzz.vt.guard import guarded_run, install_guard
 from avocado_iofuzz.vt.iofuzz_test import run_iofuzz
 from avocado_iofuzz.vt.startup import wait_for_events_not_time
 
 # avocado-vt imports this module before its preprocess starts the IP sniffer and the VM
 wait_for_events_not_time()
+install_guard()
 
 
 def run(test, params, env):
     """Classic avocado-vt entry point."""
-    run_iofuzz(test, params, env)
+    with guarded_run(test, params, env):
+        run_iofuzz(test, params, env)

@@ -17,9 +17,14 @@ import sys
 if getattr(sys.modules.get(__name__), "__file__", None) == __file__:
     del sys.modules[__name__]
 
+from avocado_iofuzz.vt.guard import guarded_run, install_guard
 from avocado_iofuzz.vt.sockstates_test import run_sockstates
+
+# avocado-vt imports this module before its preprocess starts the IP sniffer and the VM
+install_guard()
 
 
 def run(test, params, env):
     """Classic avocado-vt entry point."""
-    run_sockstates(test, params, env)
+    with guarded_run(test, params, env):
+        run_sockstates(test, params, env)

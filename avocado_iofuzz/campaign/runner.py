@@ -375,13 +375,17 @@ class Campaign:
         else:
             self._op = window_stop
         self._close_session()
+        recovery_started = self.clock()
         session = None
         if stop.how == "hang" and self.vm.is_alive():
+            LOG.info("hang recovery: does the shell still answer? (up to %.0f s)", self.config.relogin_timeout)
             session = self._try_login(self.config.relogin_timeout)
         elif stop.how == "reboot":
             session = self._try_login(self.config.login_timeout)
         if session is None and self.vm.is_alive():
-            LOG.warning("guest does not answer: system_reset")
+            LOG.warning(
+                "guest does not answer: system_reset over QMP (then a login, up to %.0f s)", self.config.login_timeout
+            )
             self.trace.event("reset")
             if self._try(self.vm.reset, "system_reset"):
                 session = self._try_login(self.config.login_timeout)
@@ -389,7 +393,10 @@ class Campaign:
             # Device state that survives a reset (CMOS bytes the firmware
             # reads at boot, a device model stuck in QEMU's main loop) can
             # keep the guest from coming back: a new QEMU has none of it.
-            LOG.warning("guest did not come back after system_reset: restarting QEMU")
+            LOG.warning(
+                "guest did not come back after system_reset: restarting QEMU (then a login, up to %.0f s)",
+                self.config.login_timeout,
+            )
             self.trace.event("restart")
             if self._try(self.vm.restart, "QEMU restart"):
                 session = self._try_login(self.config.login_timeout)
@@ -398,6 +405,7 @@ class Campaign:
                 self._record_crash()
                 return False
             raise CampaignError("guest did not come back after system_reset nor after a QEMU restart")
+        LOG.info("hang recovery: shell back after %.1f s", self.clock() - recovery_started)
         self._session = session
         if not self._finished():
             self.trace.event("resume", range=self.plans[self._range].index, op=self._op)

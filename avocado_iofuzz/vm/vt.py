@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 import signal
 import time
@@ -11,9 +12,16 @@ import aexpect
 from aexpect import remote
 
 from avocado_iofuzz.vm.interface import QemuExit
+from avocado_iofuzz.vm.process_guard import stop_processes, wait_gone
+
+LOG = logging.getLogger("avocado.test.iofuzz")
 
 STDERR_TAIL_LINES = 20
 PROMPT_WAIT = 2.0  # seconds to wait for a prompt after each Enter
+# avocado-vt's QMP commands wait 900 s by default; a QEMU that answers at all
+# answers these in milliseconds, even under TCG
+QMP_TIMEOUT = 10.0
+LOGIN_LOG_INTERVAL = 15.0  # seconds between "still waiting for a login" lines
 
 
 def decode_shell_status(status: int | None) -> tuple[int | None, int | None]:
@@ -90,8 +98,13 @@ class VtGuest:
         params = self.vm.params
         prompt = params.get("shell_prompt", r"[\#\$]\s*$")
         username, password = self.credentials()
-        deadline = time.monotonic() + timeout
+        started = next_log = time.monotonic()
+        deadline = started + timeout
         while True:
+            if time.monotonic() - next_log >= LOGIN_LOG_INTERVAL:
+                next_log = time.monotonic()
+                waited = next_log - started
+                LOG.info("waiting for a shell prompt on the serial console: %.0f of %.0f s", waited, timeout)
             console.sendline("")
             wait = max(0.5, min(PROMPT_WAIT, deadline - time.monotonic()))
             try:
@@ -108,12 +121,18 @@ class VtGuest:
                     raise
 
     def reset(self) -> None:
-        self.vm.monitor.cmd("system_reset")
-        if self.vm.is_paused():
-            self.vm.resume()
+        qmp = self.vm.monitor
+        qmp.cmd("system_reset", timeout=QMP_TIMEOUT)
+        if qmp.cmd("query-status", timeout=QMP_TIMEOUT).get("status") == "paused":
+            qmp.cmd("cont", timeout=QMP_TIMEOUT)
 
     def restart(self) -> None:
+        # avocado-vt's destroy() would first send QMP quit and wait up to
+        # 900 s for a QEMU that may be the reason for the restart: stop it by
+        # PID, so destroy() finds it dead and only tidies up
+        stop_qemu(self.vm, self._pid)
         self.vm.destroy(gracefully=False)
+        LOG.info("starting QEMU again")
         self.vm.create()
         self.vm.verify_alive()
         self._pid = self.vm.get_pid()
@@ -128,3 +147,35 @@ class VtGuest:
         output = self.vm.process.get_output() or ""
         tail = "\n".join(output.strip().splitlines()[-STDERR_TAIL_LINES:])
         return QemuExit(status=status, signal=sig, stderr_tail=tail)
+
+
+def stop_qemu(vm: Any, pid: int | None = None) -> None:
+    """Stop a VM's QEMU by PID within bounded time: SIGTERM, then SIGKILL."""
+    pid = pid or vm.get_pid()
+    if pid is None or vm.is_dead():
+        return
+    LOG.warning("stopping QEMU (PID %d): SIGTERM, SIGKILL if it does not go", pid)
+    left = stop_processes([pid])
+    if left:
+        LOG.error("QEMU (PID %d) is still there after SIGKILL", pid)
+    # QEMU's shell and aexpect helper follow it; avocado-vt's is_dead() looks at them
+    shell = vm.process.get_pid() if vm.process else None
+    if shell:
+        wait_gone([shell], 5.0)
+
+
+def stop_if_unresponsive(vm: Any) -> bool:
+    """Stop QEMU by PID if it does not answer QMP within bounds; whether it had to.
+
+    Run before avocado-vt's postprocess, whose destroy() sends QMP quit and
+    waits up to 900 s for an answer from a QEMU that may never give one.
+    """
+    if vm.is_dead():
+        return False
+    try:
+        vm.monitor.cmd("query-status", timeout=QMP_TIMEOUT, debug=False)
+        return False
+    except Exception as err:  # avocado-vt's monitor errors have many classes: all mean "no answer"
+        LOG.warning("QEMU does not answer QMP within %.0f s (%s)", QMP_TIMEOUT, err)
+    stop_qemu(vm)
+    return True
