@@ -9,6 +9,9 @@ test with its exit status or signal, stderr tail and op window.
 Params: see cfg/iofuzz.cfg and README.rst.
 """
 
+# Named after the cfg's `type` (iofuzz_vt), not the short name: avocado-vt
+# imports it as a top-level module with tests/ on sys.path, where a test
+# module must not take a package's name.
 from avocado_iofuzz.vt_iofuzz import run_iofuzz
 from avocado_iofuzz.vt_startup import wait_for_events_not_time
 

@@ -1,6 +1,6 @@
 """The body of the ``iofuzz`` VT test: params -> guest -> ranges -> campaign -> verdict.
 
-``tests/iofuzz.py`` keeps avocado-vt's classic ``run(test, params, env)`` and
+``tests/iofuzz_vt.py`` keeps avocado-vt's classic ``run(test, params, env)`` and
 calls :func:`run_iofuzz`; everything here uses avocado-vt's own machinery
 (``env_process.preprocess_vm``, ``qemu_vm``, serial login over aexpect).
 """

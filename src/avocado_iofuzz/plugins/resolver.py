@@ -18,6 +18,10 @@ from avocado_iofuzz.rerun import CMDLINE_PARAM, cmdline_record
 from avocado_iofuzz.shards import ShardError, expand_shards
 from avocado_iofuzz.vt_env import assign_private_env
 
+# The cfg's `type` of the iofuzz test: the file name of its VT module,
+# tests/iofuzz_vt.py (not `iofuzz`: see that module).
+IOFUZZ_TYPE = "iofuzz_vt"
+
 
 class IofuzzResolver(Resolver):
     name = "iofuzz"
@@ -33,12 +37,12 @@ class IofuzzResolver(Resolver):
         try:
             dicts = catalog.variants(reference, expand_all, extra_params)
             # the [iofuzz] settings and sharding are the iofuzz test's, not sockstates'
-            fuzz = [d for d in dicts if d.get("type") == "iofuzz"]
+            fuzz = [d for d in dicts if d.get("type") == IOFUZZ_TYPE]
             for params in fuzz:
                 apply_settings(config, params)
                 # what the user gave on top of the variant: summary.json's rerun commands carry what of it matters
                 params[CMDLINE_PARAM] = cmdline_record(extra_params)
-            dicts = expand_shards(fuzz) + [d for d in dicts if d.get("type") != "iofuzz"]
+            dicts = expand_shards(fuzz) + [d for d in dicts if d.get("type") != IOFUZZ_TYPE]
         except (CatalogError, ShardError) as err:
             return ReferenceResolution(reference, ReferenceResolutionResult.ERROR, info=str(err))
         if not dicts:
