@@ -87,7 +87,7 @@ def install_differences(env: dict[str, str]) -> list[str]:
     installed_dirs = _installed_package_dirs(env)
     if set(installed_dirs) != set(PACKAGES):
         return [f"{', '.join(PACKAGES)} not importable by {sys.executable} without PYTHONPATH"]
-    if any(REPO in d.parents for d in installed_dirs.values()):
+    if any(REPO / "src" in d.parents for d in installed_dirs.values()):
         return [f"the venv imports the checkout itself ({installed_dirs}), not an installed copy"]
     source = _source_files()
     installed = {}
@@ -116,26 +116,33 @@ def _reinstall(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
 
 
 @functools.cache
-def installed_package_is_this_checkout() -> None:
-    """Make sure avocado jobs run this checkout's code, installed as users install it.
+def _install_problem() -> str | None:
+    """Once per session: None when the installed package is this checkout's, else what is wrong.
 
     A stale install is reinstalled (``pip install --no-deps .``, some ten
     seconds) rather than reported: forgetting that step after an edit is the
     usual case, and a guest test that ran the old code would cost minutes and
-    prove nothing. What still differs after the reinstall fails the session
-    with the list of files.
+    prove nothing. What still differs after the reinstall is the problem.
     """
     env = user_env()
     if not install_differences(env):
-        return
+        return None
     proc = _reinstall(env)
     remaining = install_differences(env)
-    if remaining:
-        raise RuntimeError(
-            f"the package installed in {sys.prefix} is not this checkout ({REPO}) even after"
-            f" `pip install --no-deps .` (exit {proc.returncode}: {proc.stderr[-1500:]}):\n  "
-            + "\n  ".join(remaining[:40])
-        )
+    if not remaining:
+        return None
+    return (
+        f"the package installed in {sys.prefix} is not this checkout ({REPO}) even after"
+        f" `pip install --no-deps .` (exit {proc.returncode}: {proc.stderr[-1500:]}):\n  "
+        + "\n  ".join(remaining[:40])
+    )
+
+
+def installed_package_is_this_checkout() -> None:
+    """Make sure avocado jobs run this checkout's code, installed as users install it."""
+    problem = _install_problem()
+    if problem:
+        raise RuntimeError(problem)
 
 
 def avocado_env() -> dict[str, str]:
