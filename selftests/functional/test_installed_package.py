@@ -76,3 +76,14 @@ def test_guest_row_passes_from_the_installed_package(tmp_path, where, reference,
     job = run_avocado(reference, results, params, timeout=1200, cwd=_cwd(where, tmp_path))
     assert [t["status"] for t in job.tests] == ["PASS"], job.output
     assert job.tests[0]["name"].startswith(reference)
+
+
+def test_pip_show_names_license_author_and_documentation():
+    avocado_env()  # the installed metadata is this checkout's setup.py
+    shown = subprocess.run(
+        [str(AVOCADO.with_name("pip")), "show", "-v", "avocado-iofuzz"], env=user_env(), cwd="/",
+        capture_output=True, text=True, check=True, timeout=120,
+    ).stdout  # fmt: skip
+    assert re.search(r"^License: GPL-2.0-or-later$", shown, re.M), shown
+    assert re.search(r"^Author: \S", shown, re.M), shown
+    assert re.search(r"^\s*Documentation, README.rst", shown, re.M), shown

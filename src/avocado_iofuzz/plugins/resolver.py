@@ -12,15 +12,12 @@ from avocado.core.nrunner.runnable import Runnable
 from avocado.core.plugin_interfaces import Resolver
 from avocado.core.resolver import ReferenceResolution, ReferenceResolutionResult
 
-from avocado_iofuzz.catalog import CatalogError, TestCatalog
+from avocado_iofuzz.catalog import IOFUZZ_TYPE, CatalogError, TestCatalog
 from avocado_iofuzz.plugins.settings import apply_settings
 from avocado_iofuzz.rerun import CMDLINE_PARAM, cmdline_record
+from avocado_iofuzz.seeds import SEEDS_CONFIG_KEY, pin_seeds
 from avocado_iofuzz.shards import ShardError, expand_shards
 from avocado_iofuzz.vt_env import assign_private_env
-
-# The cfg's `type` of the iofuzz test: the file name of its VT module,
-# tests/iofuzz_vt.py (not `iofuzz`: see that module).
-IOFUZZ_TYPE = "iofuzz_vt"
 
 
 class IofuzzResolver(Resolver):
@@ -37,7 +34,9 @@ class IofuzzResolver(Resolver):
         try:
             dicts = catalog.variants(reference, expand_all, extra_params)
             # the [iofuzz] settings and sharding are the iofuzz test's, not sockstates'
-            fuzz = [d for d in dicts if d.get("type") == IOFUZZ_TYPE]
+            # seeds drawn here are recorded in the job (replay reuses them) and shared by a test's shards
+            recorded_seeds = config.get(SEEDS_CONFIG_KEY) or {}
+            fuzz = pin_seeds([d for d in dicts if d.get("type") == IOFUZZ_TYPE], recorded_seeds)
             for params in fuzz:
                 apply_settings(config, params)
                 # what the user gave on top of the variant: summary.json's rerun commands carry what of it matters
