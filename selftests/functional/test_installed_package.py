@@ -11,6 +11,7 @@ of reaching our resolver.
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 from pathlib import Path
@@ -66,7 +67,9 @@ def test_the_install_check_sees_a_module_left_over_from_an_older_install():
     [
         ("iofuzz.quick", {"fuzz_seed": "5"}),  # the busybox row
         ("iofuzz.quick.debian", {"fuzz_seed": "5"}),
-        ("sockstates.quick", {}),
+        # the guest's CRIU 3.17 does not restore DA-CX (a real finding, listed in the table): PASS
+        # here means the sweep ran every state, which an import error or a missing test never does
+        ("sockstates.quick", {"sockstates_failure_status": "pass"}),
     ],
     ids=["busybox", "debian", "sockstates"],
 )
@@ -76,6 +79,9 @@ def test_guest_row_passes_from_the_installed_package(tmp_path, where, reference,
     job = run_avocado(reference, results, params, timeout=1200, cwd=_cwd(where, tmp_path))
     assert [t["status"] for t in job.tests] == ["PASS"], job.output
     assert job.tests[0]["name"].startswith(reference)
+    if reference.startswith("sockstates"):
+        table = json.loads(job.data_file("sockstates.json").read_text())
+        assert table["states"] == 11 and table["counts"].get("error", 0) == 0, table["counts"]
 
 
 def test_pip_show_names_license_author_and_documentation():
