@@ -15,9 +15,6 @@ setup(
     # license of the avocado-vt this plugs into.
     license="GPL-2.0-or-later",
     author="avocado-iofuzz developers",
-    # No public home is stated anywhere in the repository, so no Home-page;
-    # the manual is what exists, shipped as this package's long description.
-    project_urls={"Documentation": "README.rst of the source tree (also this package's long description)"},
     classifiers=[
         "License :: OSI Approved :: GNU General Public License v2 or later (GPLv2+)",
         "Programming Language :: Python :: 3.11",
@@ -26,19 +23,14 @@ setup(
     ],
     python_requires=">=3.11",
     packages=[
-        *find_packages(where="src", include=["avocado_iofuzz", "avocado_iofuzz.*", "sockstates", "sockstates.*"]),
+        *find_packages(include=["avocado_iofuzz", "avocado_iofuzz.*", "sockstates", "sockstates.*"]),
         "avocado_iofuzz.data.cfg",
         "avocado_iofuzz.data.tests",
     ],
-    # The packages live under src/: a folder named like a test at the top of
-    # the checkout (sockstates/) would make `avocado run sockstates` there
-    # expand the folder's files instead of reaching our resolver, and nothing
-    # importable at the top keeps avocado started in the checkout on the
-    # installed package.
     # cfg/ and tests/ live at the top of the source tree (the layout users of
     # avocado-vt know) but are installed inside the package, so that a plain
     # `pip install .` finds them next to the code that resolves them.
-    package_dir={"": "src", "avocado_iofuzz.data.cfg": "cfg", "avocado_iofuzz.data.tests": "tests"},
+    package_dir={"avocado_iofuzz.data.cfg": "cfg", "avocado_iofuzz.data.tests": "tests"},
     package_data={
         "avocado_iofuzz.data.cfg": ["*.cfg"],
         "avocado_iofuzz.data.tests": ["*.py"],

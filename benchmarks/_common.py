@@ -81,5 +81,5 @@ def print_figures(figures: dict[str, Any]) -> None:
 
 def use_checkout() -> None:
     """Import avocado_iofuzz from this checkout (what we measure), not from an installed copy."""
-    if str(REPO / "src") not in sys.path:
-        sys.path.insert(0, str(REPO / "src"))
+    if str(REPO) not in sys.path:
+        sys.path.insert(0, str(REPO))

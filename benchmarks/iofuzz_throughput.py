@@ -27,8 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the benchmarks package
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # this checkout's code is what we measure
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's code is what we measure
 
 from avocado_iofuzz.campaign import Campaign, CampaignConfig
 from avocado_iofuzz.catalog import TestCatalog

@@ -39,8 +39,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the benchmarks package
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # this checkout's code is what we measure
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's code is what we measure
 
 from benchmarks._common import REPO, BenchmarkError, print_figures, say, stopwatch
 
@@ -86,7 +85,7 @@ def sweep_on_host(args: argparse.Namespace, criu: str, out: Path) -> tuple[list[
             "--names", args.names, "--criu-bin", criu, "--out", str(out)]
     with stopwatch() as took:
         proc = subprocess.run(argv, capture_output=True, text=True, timeout=args.timeout, check=False,
-                              env={**os.environ, "PYTHONPATH": str(REPO / "src")})
+                              env={**os.environ, "PYTHONPATH": str(REPO)})
     if not (out / "summary.json").is_file():
         raise BenchmarkError(f"the host sweep wrote no summary (status {proc.returncode}): {proc.stderr[-800:]}")
     records = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines() if line.strip()]

@@ -38,8 +38,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the benchmarks package
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # this checkout's code is what we measure
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's code is what we measure
 
 from avocado_iofuzz.guest.busybox import PROMPT_TEXT
 from benchmarks._common import BenchmarkError, print_figures, say, stopwatch

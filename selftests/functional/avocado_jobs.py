@@ -23,7 +23,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[2]
 AVOCADO = Path(sys.executable).with_name("avocado")
 PACKAGES = ("avocado_iofuzz", "sockstates")
-# where setup.py installs what lives outside src/: checkout folder -> folder in the installed avocado_iofuzz
+# where setup.py installs what lives outside the packages: checkout folder -> folder in the installed avocado_iofuzz
 DATA_FOLDERS = {"cfg": "data/cfg", "tests": "data/tests"}
 PACKAGE_SUFFIXES = (".py", ".cfg", ".c")
 @dataclass
@@ -68,9 +68,9 @@ def _source_files() -> dict[str, Path]:
     """The package's files in this checkout, keyed by their path inside the installed packages."""
     files = {}
     for name in PACKAGES:
-        for path in (REPO / "src" / name).rglob("*"):
+        for path in (REPO / name).rglob("*"):
             if path.suffix in PACKAGE_SUFFIXES and "__pycache__" not in path.parts:
-                files[str(path.relative_to(REPO / "src"))] = path
+                files[str(path.relative_to(REPO))] = path
     for folder, installed in DATA_FOLDERS.items():
         for path in (REPO / folder).iterdir():
             if path.suffix in PACKAGE_SUFFIXES:
@@ -87,7 +87,7 @@ def install_differences(env: dict[str, str]) -> list[str]:
     installed_dirs = _installed_package_dirs(env)
     if set(installed_dirs) != set(PACKAGES):
         return [f"{', '.join(PACKAGES)} not importable by {sys.executable} without PYTHONPATH"]
-    if any(REPO / "src" in d.parents for d in installed_dirs.values()):
+    if any(REPO in d.parents for d in installed_dirs.values()):
         return [f"the venv imports the checkout itself ({installed_dirs}), not an installed copy"]
     source = _source_files()
     installed = {}

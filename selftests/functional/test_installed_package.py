@@ -2,11 +2,11 @@
 
 Every job here runs the venv's ``avocado`` with PYTHONPATH unset, on the
 installed package (avocado_jobs checks it is this checkout's). Before the
-packages moved to src/ and the VT test modules stopped being named like
-them, ``sockstates.quick`` and every debian row errored at import
-(tests/sockstates.py shadowed the sockstates package), and ``avocado run
-sockstates`` in the checkout root expanded the sockstates/ folder instead
-of reaching our resolver.
+VT test modules stopped being named like the packages, ``sockstates.quick``
+and every debian row errored at import (tests/sockstates.py shadowed the
+sockstates package), and before the resolver recognised avocado's expansion
+of the sockstates/ source folder, ``avocado run sockstates`` in the checkout
+root found no test.
 """
 
 from __future__ import annotations

@@ -11,10 +11,9 @@ def data_root() -> Path:
     """The folder holding ``cfg/`` and ``tests/``.
 
     ``pip install .`` copies them into ``avocado_iofuzz/data/``; in a source
-    checkout (unit tests import src/) they are at the top of the tree, above
-    ``src/``.
+    checkout (unit tests import the checkout) they are at the top of the tree.
     """
-    checkout = _PACKAGE.parent.parent
+    checkout = _PACKAGE.parent
     for root in (_PACKAGE / "data", checkout):
         if (root / "cfg" / "iofuzz.cfg").is_file() and (root / "tests" / "iofuzz_vt.py").is_file():
             return root

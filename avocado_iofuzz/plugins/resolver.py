@@ -8,6 +8,8 @@ the way avocado-vt's own resolver parses its cfg and hands avocado the same
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from avocado.core.nrunner.runnable import Runnable
 from avocado.core.plugin_interfaces import Resolver
 from avocado.core.resolver import ReferenceResolution, ReferenceResolutionResult
@@ -20,12 +22,38 @@ from avocado_iofuzz.shards import ShardError, expand_shards
 from avocado_iofuzz.vt_env import assign_private_env
 
 
+def test_behind_folder(reference: str, catalog: TestCatalog) -> str | None:
+    """The test a source folder's expansion stands for, in this project's checkout.
+
+    avocado replaces a reference naming an existing folder by the files in it
+    before any resolver is asked. In the root of a checkout of this project,
+    ``sockstates`` is also the folder of the sockstates package, so ``avocado
+    run sockstates`` there reaches resolvers as ``sockstates/__init__.py``,
+    ``sockstates/actions.py``... The folder's ``__init__.py`` stands for the
+    test; its other files are left to the other resolvers (none claims them).
+    Only a folder beside this project's ``cfg/`` and ``setup.py`` counts: a
+    folder of the user's own that happens to share the name is theirs.
+    """
+    path = Path(reference)
+    folder = path.parent
+    if path.name != "__init__.py" or folder.name not in catalog.test_names():
+        return None
+    checkout = folder.resolve().parent
+    if (checkout / "cfg" / f"{folder.name}.cfg").is_file() and (checkout / "setup.py").is_file():
+        return folder.name
+    return None
+
+
 class IofuzzResolver(Resolver):
     name = "iofuzz"
     description = "Resolves avocado-iofuzz VT tests (iofuzz, sockstates) from the package's own cfg"
 
     def resolve(self, reference: str) -> ReferenceResolution:
         catalog = TestCatalog()
+        folder_test = test_behind_folder(reference, catalog)
+        if folder_test is not None:
+            resolution = self.resolve(folder_test)
+            return ReferenceResolution(reference, resolution.result, resolution.resolutions, resolution.info)
         if not catalog.claims(reference):
             return ReferenceResolution(reference, ReferenceResolutionResult.NOTFOUND)
         config = self.config or {}
