@@ -51,8 +51,8 @@ if ! ls /var/lib/apt/lists/*_Packages* >/dev/null 2>&1; then
 fi
 
 [ -x .venv/bin/python ] || python3 -m venv .venv
-# setuptools reuses build/ between installs and would ship modules that were
-# moved or deleted since the last one: install from a clean tree
+# setuptools installs from build/lib, which keeps files since deleted or
+# renamed in the checkout (a stale VT test module would shadow a package)
 rm -rf build ./*.egg-info
 .venv/bin/pip install -q --disable-pip-version-check ".${extras}"
 echo "bootstrap: ready (.venv/bin/avocado, .venv/bin/pytest)"

@@ -11,6 +11,16 @@ setup(
     description="Avocado-VT plugin: in-guest I/O port fuzzing of QEMU and unix socket state sweeps",
     long_description=Path(__file__).with_name("README.rst").read_text(encoding="utf-8"),
     long_description_content_type="text/x-rst",
+    # The repository stated no license; issue 17 chose GPL-2.0-or-later, the
+    # license of the avocado-vt this plugs into.
+    license="GPL-2.0-or-later",
+    author="avocado-iofuzz developers",
+    classifiers=[
+        "License :: OSI Approved :: GNU General Public License v2 or later (GPLv2+)",
+        "Programming Language :: Python :: 3.11",
+        "Topic :: Software Development :: Testing",
+        "Topic :: System :: Emulators",
+    ],
     python_requires=">=3.11",
     packages=[
         *find_packages(include=["avocado_iofuzz", "avocado_iofuzz.*", "sockstates", "sockstates.*"]),
@@ -55,6 +65,7 @@ setup(
         ],
         "avocado.plugins.job.prepost": [
             "iofuzz-env-cleanup = avocado_iofuzz.plugins.job:IofuzzEnvCleanup",
+            "iofuzz-seeds = avocado_iofuzz.plugins.job:IofuzzSeedRecord",
         ],
         "avocado.plugins.cli.cmd": [
             "iofuzz = avocado_iofuzz.plugins.cli_replay:IofuzzCLI",

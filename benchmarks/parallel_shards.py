@@ -24,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks._common import REPO, BenchmarkError, print_figures, ratio, say, stopwatch
+from benchmarks._common import BenchmarkError, print_figures, ratio, say, stopwatch
 
 AVOCADO = Path(sys.executable).with_name("avocado")
 
@@ -35,7 +35,8 @@ def run_job(results: Path, shards: int, parallel: int, fuzz_count: int) -> tuple
     command += ["--max-parallel-tasks", str(parallel)]
     for key, value in params.items():
         command += ["--vt-extra-params", f"{key}={value}"]
-    env = dict(os.environ, PYTHONPATH=str(REPO))
+    # avocado runs the installed package, as for users (`pip install --no-deps .` after a change)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     with stopwatch() as elapsed:
         proc = subprocess.run(command, env=env, capture_output=True, text=True, timeout=1800)
     (job,) = results.glob("job-*")

@@ -41,7 +41,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's code is what we measure
 
 from avocado_iofuzz.guest.busybox import PROMPT_TEXT
-from benchmarks._common import REPO, BenchmarkError, print_figures, say, stopwatch
+from benchmarks._common import BenchmarkError, print_figures, say, stopwatch
 from benchmarks.console_timeline import ConsoleTimeline, read_serial_trace
 
 AVOCADO = Path(sys.executable).with_name("avocado")
@@ -88,9 +88,8 @@ def phase_seconds(launched: float, test_started: float, released: float, console
 
 
 def avocado_env() -> dict[str, str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
-    return env
+    """avocado runs the installed package, as for users (`pip install --no-deps .` after a change)."""
+    return {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
 
 
 def run_in_own_group(command: list[str], workdir: Path) -> str:

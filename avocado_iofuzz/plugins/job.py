@@ -5,6 +5,8 @@ rendered: if any test of the job left an iofuzz ``summary.json``, it merges
 them into ``<job dir>/iofuzz/summary.json`` with one coverage picture, so the
 shards of a campaign read as one. ``IofuzzEnvCleanup`` (a job post plugin)
 removes the private avocado-vt env files our resolver gave each test.
+``IofuzzSeedRecord`` (a job pre plugin) puts the seeds the resolver drew into
+the job config avocado records, for ``avocado replay`` (see ``seeds.py``).
 """
 
 from __future__ import annotations
@@ -13,13 +15,24 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from avocado.core.plugin_interfaces import JobPost, Result
+from avocado.core.plugin_interfaces import JobPost, JobPre, Result
 
 from avocado_iofuzz.results.merge import MERGED_DIR, merge_files
 from avocado_iofuzz.results.report import SUMMARY_NAME
+from avocado_iofuzz.vt.catalog import IOFUZZ_TYPE
 from avocado_iofuzz.vt.env import remove_private_env
+from avocado_iofuzz.vt.seeds import SEEDS_CONFIG_KEY, resolved_seeds
 
 LOG = logging.getLogger("avocado.app")
+
+
+def _runnable_params(job: Any) -> list[dict[str, Any]]:
+    # every kind: --dry-run turns our avocado-vt runnables into "dry-run" ones, params intact
+    return [
+        getattr(runnable, "kwargs", None) or {}
+        for suite in getattr(job, "test_suites", None) or []
+        for runnable in getattr(suite, "tests", None) or []
+    ]
 
 
 def _test_summaries(result: Any, job_logdir: Path) -> list[Path]:
@@ -64,3 +77,14 @@ class IofuzzEnvCleanup(JobPost):
             for runnable in getattr(suite, "tests", None) or []:
                 if getattr(runnable, "kind", "") == "avocado-vt":
                     remove_private_env(runnable.kwargs, tmp_dir)
+
+
+class IofuzzSeedRecord(JobPre):
+    name = "iofuzz-seeds"
+    description = "Records the fuzz seeds drawn at resolution in the job config, so avocado replay reuses them"
+
+    def pre(self, job: Any) -> None:
+        # Job.run() calls the pre plugins before it writes the job config to the results dir
+        seeds = resolved_seeds(_runnable_params(job), IOFUZZ_TYPE)
+        if seeds and job.config is not None:
+            job.config[SEEDS_CONFIG_KEY] = seeds

@@ -21,6 +21,9 @@ from avocado_iofuzz.vt.paths import cfg_dir, data_root
 # own resolver drops the same ones before building runnables).
 _INTERNAL_KEYS = ("_name_map_file", "_short_name_map_file", "dep")
 _SHARED_CFGS = {"vm", "devices"}  # included by the test cfgs, not tests themselves
+# The cfg's `type` of the iofuzz test: the file name of its VT module,
+# tests/iofuzz_vt.py (not `iofuzz`: see that module).
+IOFUZZ_TYPE = "iofuzz_vt"
 
 
 def shortname_filter(reference: str) -> str:

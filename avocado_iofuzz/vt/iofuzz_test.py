@@ -1,7 +1,7 @@
 """The body of the ``iofuzz`` VT test, in named steps like :mod:`avocado_iofuzz.repro.pipeline`.
 
 params -> boot -> plan -> access check -> campaign -> summary -> triage/verdict.
-``tests/iofuzz.py`` keeps avocado-vt's classic ``run(test, params, env)`` and
+``tests/iofuzz_vt.py`` keeps avocado-vt's classic ``run(test, params, env)`` and
 calls :func:`run_iofuzz`; everything here uses avocado-vt's own machinery
 (``env_process.preprocess_vm``, ``qemu_vm``, serial login over aexpect). The
 params are read once, at the first step, into an :class:`IofuzzRun`; the steps

@@ -11,14 +11,14 @@ def data_root() -> Path:
     """The folder holding ``cfg/`` and ``tests/``.
 
     ``pip install .`` copies them into ``avocado_iofuzz/data/``; in a source
-    checkout (tests run with the checkout first on sys.path) they are at the
-    top of the tree.
+    checkout (unit tests import the checkout) they are at the top of the tree.
     """
-    for root in (_PACKAGE / "data", _PACKAGE.parent):
-        if (root / "cfg" / "iofuzz.cfg").is_file() and (root / "tests" / "iofuzz.py").is_file():
+    checkout = _PACKAGE.parent
+    for root in (_PACKAGE / "data", checkout):
+        if (root / "cfg" / "iofuzz.cfg").is_file() and (root / "tests" / "iofuzz_vt.py").is_file():
             return root
     raise FileNotFoundError(
-        f"avocado-iofuzz: no cfg/iofuzz.cfg + tests/iofuzz.py under {_PACKAGE}/data or {_PACKAGE.parent}"
+        f"avocado-iofuzz: no cfg/iofuzz.cfg + tests/iofuzz_vt.py under {_PACKAGE}/data or {checkout}"
     )
 
 

@@ -1,6 +1,6 @@
 """The body of the ``sockstates`` VT test: params -> Debian guest (or host) -> sweep -> table -> verdict.
 
-``tests/sockstates.py`` keeps avocado-vt's classic ``run(test, params, env)``
+``tests/sockstates_vt.py`` keeps avocado-vt's classic ``run(test, params, env)``
 and calls :func:`run_sockstates`. In the guest (the default), the embedded
 Debian guest boots through avocado-vt like the iofuzz test's, the
 ``sockstates`` CLI (baked into the guest) runs detached from the console —

@@ -14,7 +14,7 @@ import hashlib
 from pathlib import Path
 
 import pytest
-from avocado_jobs import run_avocado
+from avocado_jobs import REPO, run_avocado
 from boot_disk import bootable_disk
 from sshd_guest import HOSTNAME, PROMPT, sshd_guest_disk
 
@@ -45,10 +45,11 @@ def _params(disk: Path) -> dict[str, str]:
     }
 
 
-def test_image_that_boots_itself_is_fuzzed_with_the_executor_copied_in(tmp_path, guest_files):
+@pytest.mark.parametrize("where", ["scratch", "checkout"])  # the installed package works from both
+def test_image_that_boots_itself_is_fuzzed_with_the_executor_copied_in(tmp_path, guest_files, where):
     disk = bootable_disk(tmp_path / "disk.img", *guest_files, "console=ttyS0 panic=-1 iofuzz.guest=1")
     before = hashlib.sha256(disk.read_bytes()).hexdigest()
-    job = run_avocado("iofuzz.quick.image", tmp_path, _params(disk))
+    job = run_avocado("iofuzz.quick.image", tmp_path, _params(disk), cwd=REPO if where == "checkout" else tmp_path)
     test = job.tests[0]
     assert test["name"] == "iofuzz.quick.image" and test["status"] == "PASS", job.output
     summary = job.summary()

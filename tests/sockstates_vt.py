@@ -9,14 +9,9 @@ summary in the log. Params: see cfg/sockstates.cfg and docs/reference/params.rst
 the test: docs/user/criu.rst, "The avocado test".
 """
 
-import sys
-
-# avocado-vt imports this file under its test type, "sockstates", which is
-# also the name of the package the test drives: give the name back to the
-# package before anything imports it.
-if getattr(sys.modules.get(__name__), "__file__", None) == __file__:
-    del sys.modules[__name__]
-
+# The file name is the cfg's `type` (sockstates_vt), not the test's short
+# name: avocado-vt imports it as a top-level module with tests/ on sys.path,
+# and a module named `sockstates` would shadow the sockstates package.
 from avocado_iofuzz.vt.guard import guarded_run, install_guard
 from avocado_iofuzz.vt.sockstates_test import run_sockstates
 

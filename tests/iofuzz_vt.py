@@ -9,6 +9,9 @@ test with its exit status or signal, stderr tail and op window.
 Params: see cfg/iofuzz.cfg and docs/reference/params.rst.
 """
 
+# Named after the cfg's `type` (iofuzz_vt), not the short name: avocado-vt
+# imports it as a top-level module with tests/ on sys.path, where a test
+# module must not take a package's name.
 from avocado_iofuzz.vt.guard import guarded_run, install_guard
 from avocado_iofuzz.vt.iofuzz_test import run_iofuzz
 from avocado_iofuzz.vt.startup import wait_for_events_not_time
