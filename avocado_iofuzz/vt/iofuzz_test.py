@@ -70,6 +70,7 @@ from avocado_iofuzz.vm.qom import (
 )
 from avocado_iofuzz.vm.vt import VtGuest
 from avocado_iofuzz.vt.compat import run_qemu_probes_under_bash
+from avocado_iofuzz.vt.coverage import prepare_coverage
 from avocado_iofuzz.vt.iofuzz_params import IofuzzParams, ParamError, check_hang_at
 
 LOG = logging.getLogger("avocado.test.iofuzz")
@@ -188,6 +189,7 @@ def run_iofuzz(test: Any, params: Any, env: Any) -> None:
     (outdir / "seed").write_text(f"{seed}\n", encoding="utf-8")
 
     ssh_port = apply_image_params(image, params) if image else 0
+    coverage = prepare_coverage(params, env, outdir)  # device coverage: trace events (docs/user/coverage.rst)
     vm, accel, reason = start_embedded_vm(test, params, env, settings)
     check_row_devices(test, vm, params)
     if image is None:
@@ -270,14 +272,14 @@ def run_iofuzz(test: Any, params: Any, env: Any) -> None:
         ),
     }
     with TraceWriter(trace_path, header) as trace:
-        campaign = Campaign(guest, plans, trace, config, session=session)
+        campaign = Campaign(guest, plans, trace, config, session=session, observer=coverage)
         try:
             result = campaign.run()
         except CampaignError as err:
             result = campaign.result
-            _finish(test, outdir, seed, settings, accel, reason, plans, result, trace_path, guest)
+            _finish(test, outdir, seed, settings, accel, reason, plans, result, trace_path, guest, coverage)
             test.error(str(err))
-    summary = _finish(test, outdir, seed, settings, accel, reason, plans, result, trace_path, guest)
+    summary = _finish(test, outdir, seed, settings, accel, reason, plans, result, trace_path, guest, coverage)
 
     triage_args = (triage_params, guest, executor, settings.hang_timeout, settings.login_timeout)
     if result.crashed:
@@ -327,7 +329,7 @@ def _record_triage(outdir: Path, summary: dict[str, Any], triaged: Any) -> None:
     write_summary(outdir / SUMMARY_NAME, summary)
 
 
-def _finish(test, outdir, seed, settings, accel, reason, plans, result, trace_path, guest) -> dict[str, Any]:
+def _finish(test, outdir, seed, settings, accel, reason, plans, result, trace_path, guest, coverage) -> dict[str, Any]:
     summary = build_summary(
         seed=seed,
         fuzz_count=settings.fuzz_count,
@@ -341,6 +343,7 @@ def _finish(test, outdir, seed, settings, accel, reason, plans, result, trace_pa
         shard=settings.shard,
         params=test.params,  # the variant and command-line params: each range's rerun command
     )
+    summary["coverage"] = coverage.summary()
     write_summary(outdir / SUMMARY_NAME, summary)
     table = summary_table(summary)
     for line in table.splitlines():
