@@ -2,19 +2,25 @@
 
 The collector is the campaign's progress observer. At the start it enables
 the selected events over QMP, lets the idle guest run for a moment and takes
-what fires then as *background* (timer IRQs, the console): events the guest
-fires without any fuzzing op, so they are switched off and never counted as
-reached. Then, at every progress mark ``@P range ops_done``, it reads what
-QEMU appended to the trace file since the previous mark. The executor prints
-a mark only after the ops before it ran, and QEMU writes (and flushes) an
-event's line while the op runs, so the lines read at mark (r, n) came from
-range r up to op n: each new name is attributed to that range and op, and
-switched off at once -- seen once, an event says nothing more, and a hot
-event (one per MMIO access) would otherwise cost a log line per op.
+what fires then as *background* (timer IRQs), as are the events that fire
+before the run's first op (the executor's command line on the console, the
+kernel enabling a BAR for it): events no fuzzing op caused, so they are
+switched off and never counted as reached.
+
+Attribution is exact because the trace file carries its own clock: the
+collector also enables ``serial_write``, so every byte the guest writes to
+the console UART is a line of the same file, in order with the device's
+events. The executor drains each progress mark ``@P range ops_done`` to the
+UART before its next op, so an event line between the marks (r, a) and
+(r, b) in the file came from ops a..b-1 of range r. The campaign's own marks
+(read from the console in chunks, possibly after several more ops ran) only
+say *when* to read the file. Each new event is switched off at once: seen
+once, an event says nothing more, and a hot event (one per MMIO access)
+would otherwise cost a log line per op.
 
 A QEMU restarted by hang recovery starts with every event off and truncates
-the trace file: the collector notices the shorter file and enables again the
-events not seen yet.
+the trace file: the collector notices the shorter file and enables again
+``serial_write`` and the events not seen yet.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from avocado_iofuzz.coverage.catalog import Selection
+from avocado_iofuzz.executor.protocol import Progress, parse_line
 from avocado_iofuzz.model.program import RangePlan
 
 LOG = logging.getLogger("avocado.test.iofuzz")
@@ -39,6 +46,9 @@ QmpCall = Callable[[str, dict[str, Any]], Any]
 BACKGROUND_SECONDS = 0.5
 # the log backend prefixes lines with "pid@seconds.micros:" when QEMU runs with -msg timestamp=on
 _TIMESTAMP = re.compile(rb"^\d+@\d+\.\d+:")
+# the console's clock: every byte written to a 16550's registers ("serial_write write addr 0x00 val 0x40")
+CONSOLE_EVENT = "serial_write"
+_CONSOLE_BYTE = re.compile(rb"addr 0x0*([0-9a-f]+) val 0x([0-9a-f]+)")
 
 
 @dataclass(frozen=True)
@@ -46,6 +56,8 @@ class FirstSeen:
     """Where an event was first seen: range and op (at or before), ops of the run so far, seconds since start."""
 
     range_index: int | None  # None: after the last range's last mark (the executor's exit, deferred work)
+    # the range's ops done at the first mark after the event (it came from an op before); for an event
+    # after the last mark of the run (deferred work, a window that hung or crashed): the ops done by then
     op: int
     ops_total: int
     time_s: float
@@ -67,7 +79,7 @@ class CoverageCollector:
         self.clock = clock
         self.sleep = sleep
         self.background_seconds = background_seconds
-        self.watched = frozenset(selection.events)
+        self.watched = frozenset(selection.events) - {CONSOLE_EVENT}
         self.first_seen: dict[str, FirstSeen] = {}
         self.background: set[str] = set()
         self.plans: list[RangePlan] = []
@@ -75,8 +87,10 @@ class CoverageCollector:
         self._file: BinaryIO | None = None
         self._position = 0
         self._partial = b""
-        self._range = 0  # the range in flight after the last mark (index into plans)
+        self._range = 0  # the range in flight after the last mark in the file (index into plans)
         self._op = 0
+        self._console = bytearray()  # the console line being written, from serial_write lines
+        self._pending: dict[str, float] = {}  # new events since the last mark in the file -> when read
         self._started = 0.0
         self._qmp_failed = False
 
@@ -89,57 +103,79 @@ class CoverageCollector:
         for plan in self.plans:
             self._offsets.append(total)
             total += plan.op_count
-        self._enable(self.selection.patterns())
+        self._enable([CONSOLE_EVENT, *self.selection.patterns()])
         self.sleep(self.background_seconds)
-        self.background = set(self._read_new())
-        self._switch_off(sorted(self.background))
+        self._read()
+        self.background = set(self._pending)
+        self._pending = {}
         self._started = self.clock()
 
     def progress(self, range_index: int, ops_done: int) -> None:
-        """A progress mark: what is new in the trace file ran in this range, up to this op."""
-        if not self.plans:
-            return
-        self._record(self._read_new(), range_index, ops_done)
-        if ops_done >= self.plans[range_index].op_count:
-            self._range, self._op = range_index + 1, 0
-        else:
-            self._range, self._op = range_index, ops_done
+        """A mark the campaign read: the file holds at least this far; attribute what it holds."""
+        if self.plans:
+            self._read()
 
     def finish(self) -> None:
-        """The run ended: lines after the last mark belong to the range in flight (or to none if all ran)."""
+        """The run ended: events after the last mark in the file belong to the range in flight (none if all ran)."""
         if not self.plans:
             return
-        new = self._read_new()
+        self._read()
         if self._range < len(self.plans):
-            self._record(new, self._range, self._op)
+            self._resolve(self._range, self._op)
         else:
-            self._record(new, None, 0)
+            self._resolve(None, 0)
         if self._file is not None:
             self._file.close()
             self._file = None
 
     # -- reading the trace file -------------------------------------------------
-    def _read_new(self) -> list[str]:
-        """Watched event names in the lines QEMU appended since the last read, in order, each once."""
+    def _read(self) -> None:
+        """Go through the lines QEMU appended since the last read: console bytes move the position, events wait."""
         if self._file is None:
             try:
                 self._file = open(self.trace_file, "rb")  # noqa: SIM115 -- kept open across marks
             except FileNotFoundError:
-                return []
+                return
         if os.fstat(self._file.fileno()).st_size < self._position:
             self._rearm()
         data = self._file.read()
         if not data:
-            return []
+            return
         self._position += len(data)
         lines = (self._partial + data).split(b"\n")
         self._partial = lines.pop()
-        names: dict[str, None] = {}
+        now = self.clock()
+        new: list[str] = []
         for line in lines:
-            name = _TIMESTAMP.sub(b"", line).split(b" ", 1)[0].decode("ascii", "replace")
-            if name in self.watched:
-                names[name] = None
-        return list(names)
+            name, _, args = _TIMESTAMP.sub(b"", line).partition(b" ")
+            event = name.decode("ascii", "replace")
+            if event == CONSOLE_EVENT:
+                self._console_byte(args)
+            elif event in self.watched and not self._known(event):
+                self._pending[event] = now
+                new.append(event)
+        # off at once, before the mark that attributes them is in the file: a hot event stops costing now
+        self._switch_off(new)
+
+    def _known(self, event: str) -> bool:
+        return event in self.first_seen or event in self._pending or event in self.background
+
+    def _console_byte(self, args: bytes) -> None:
+        match = _CONSOLE_BYTE.search(args)
+        if match is None or int(match[1], 16) != 0:  # only the data register (THR) carries text
+            return
+        byte = int(match[2], 16)
+        if byte != 0x0A:
+            self._console.append(byte)
+            return
+        message = parse_line(self._console.decode("ascii", "replace"))
+        self._console.clear()
+        if isinstance(message, Progress) and 0 <= message.range_index < len(self.plans):
+            self._resolve(message.range_index, message.ops_done)
+            if message.ops_done >= self.plans[message.range_index].op_count:
+                self._range, self._op = message.range_index + 1, 0
+            else:
+                self._range, self._op = message.range_index, message.ops_done
 
     def _rearm(self) -> None:
         """QEMU was restarted (a shorter file): read from the top, enable the events it has not shown yet."""
@@ -148,17 +184,21 @@ class CoverageCollector:
         self._file.seek(0)
         self._position = 0
         self._partial = b""
-        self._enable(sorted(self.watched - set(self.first_seen) - self.background))
+        self._console.clear()
+        self._enable([CONSOLE_EVENT, *sorted(self.watched - set(self.first_seen) - self.background)])
 
-    def _record(self, names: Sequence[str], range_index: int | None, op: int) -> None:
-        new = [n for n in names if n not in self.first_seen and n not in self.background]
-        if not new:
-            return
+    def _resolve(self, range_index: int | None, op: int) -> None:
+        """The events seen since the last mark came from this range, before this op."""
         offset = self._offsets[range_index] if range_index is not None else sum(p.op_count for p in self.plans)
-        seen = FirstSeen(range_index, op, offset + op, round(self.clock() - self._started, 3))
-        for name in new:
-            self.first_seen[name] = seen
-        self._switch_off(new)
+        if offset + op == 0:
+            # before the run's first op: the executor starting (its command line on the console, the
+            # kernel enabling BARs for it) -- no fuzzing op caused these
+            self.background |= set(self._pending)
+            self._pending = {}
+            return
+        for name, when in self._pending.items():
+            self.first_seen[name] = FirstSeen(range_index, op, offset + op, round(max(0.0, when - self._started), 3))
+        self._pending = {}
 
     # -- QMP ----------------------------------------------------------------------
     def _enable(self, names: Sequence[str]) -> None:

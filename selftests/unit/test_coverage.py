@@ -20,6 +20,7 @@ needs_qemu = pytest.mark.skipif(QEMU is None, reason="qemu-system-x86_64 not ins
 AVAILABLE = [
     "e1000e_core_write", "e1000e_core_read", "e1000e_irq_set", "e1000x_rx_disabled",
     "pci_cfg_write", "memory_region_ops_write", "x86_gsi_interrupt", "lsi_reg_read", "pic_ioport_read",
+    "serial_write",
 ]  # fmt: skip
 TABLE = """
 [bus]
@@ -56,6 +57,13 @@ class FakeQemu:
             for name in names:
                 if name in self.enabled:
                     f.write(f"{name} some args 0x10\n")
+
+    def mark(self, range_index, ops_done, addr=0):
+        """The executor's progress mark reaching the UART: a serial_write line per byte (when enabled)."""
+        if "serial_write" in self.enabled:
+            with open(self.path, "a", encoding="utf-8") as f:
+                for byte in f"@P {range_index} {ops_done}\n".encode():
+                    f.write(f"serial_write write addr 0x{addr:02x} val 0x{byte:02x}\n")
 
     def restart(self):
         self.enabled = set()
@@ -141,24 +149,49 @@ def test_collector_attributes_new_events_to_the_range_of_the_mark_and_switches_t
     qemu = FakeQemu(tmp_path / "trace.log")
     col = collector(tmp_path, qemu)
     col.start(PLANS)
+    assert "serial_write" in qemu.enabled  # the console is the trace file's clock
     assert col.background == {"x86_gsi_interrupt"}  # fired while the guest idled: not reached
     assert "x86_gsi_interrupt" not in qemu.enabled
+    qemu.fire("pci_cfg_write")  # the executor's setup, before its first op
+    qemu.mark(0, 0)
     qemu.fire("e1000e_core_write", "e1000e_core_write", "lsi_reg_read", "x86_gsi_interrupt")
+    qemu.mark(0, 8)
     col.progress(0, 8)
     assert set(col.first_seen) == {"e1000e_core_write"}  # lsi is not watched, the background stays off
     assert "e1000e_core_write" not in qemu.enabled  # seen once: switched off
-    col.progress(0, PLANS[0].op_count)
-    qemu.fire("e1000e_core_write", "pci_cfg_write")
-    col.progress(1, 8)
-    seen = col.first_seen["pci_cfg_write"]
-    # the range whose mark read it (range 1's ops before op 8), and ops counted across ranges
+    seen = col.first_seen["e1000e_core_write"]
+    assert (seen.range_index, seen.op) == (0, 8)
+    assert col.background == {"x86_gsi_interrupt", "pci_cfg_write"}
+    qemu.mark(0, PLANS[0].op_count)
+    qemu.fire("e1000e_core_write", "memory_region_ops_write")
+    qemu.mark(1, 8)
+    col.progress(0, PLANS[0].op_count)  # the campaign reads its console late: the file already holds (1, 8)
+    seen = col.first_seen["memory_region_ops_write"]
+    # the range of the marks around it in the file, and ops counted across ranges
     assert (seen.range_index, seen.op, seen.ops_total) == (1, 8, PLANS[0].op_count + 8)
     assert col.first_seen["e1000e_core_write"].range_index == 0
     qemu.fire("e1000e_irq_set")
+    qemu.mark(1, PLANS[1].op_count)
+    qemu.fire("e1000x_rx_disabled")  # after the last mark: deferred work of the run
     col.progress(1, PLANS[1].op_count)
-    qemu.fire("memory_region_ops_write")  # after the last mark: deferred work of the run
+    assert "e1000x_rx_disabled" not in col.first_seen  # no mark after it yet
+    assert "e1000x_rx_disabled" not in qemu.enabled  # but already off
     col.finish()
-    assert col.first_seen["memory_region_ops_write"].range_index is None
+    assert col.first_seen["e1000e_irq_set"].range_index == 1
+    assert col.first_seen["e1000x_rx_disabled"].range_index is None
+
+
+def test_only_the_data_register_of_the_uart_carries_marks(tmp_path):
+    qemu = FakeQemu(tmp_path / "trace.log")
+    col = collector(tmp_path, qemu)
+    col.start(PLANS)
+    qemu.fire("e1000e_core_read")
+    qemu.mark(1, 8, addr=1)  # the same bytes to IER: not console text
+    col.progress(0, 8)
+    assert col.first_seen == {}
+    qemu.mark(0, 4)
+    col.progress(0, 4)
+    assert col.first_seen["e1000e_core_read"].op == 4
 
 
 def test_collector_enables_unseen_events_again_after_a_qemu_restart(tmp_path):
@@ -166,12 +199,14 @@ def test_collector_enables_unseen_events_again_after_a_qemu_restart(tmp_path):
     col = collector(tmp_path, qemu)
     col.start(PLANS)
     qemu.fire("e1000e_core_write")
+    qemu.mark(0, 8)
     col.progress(0, 8)
     qemu.restart()  # hang recovery: a new QEMU, every event off, the file truncated
     col.progress(0, 16)  # notices the shorter file
-    assert "e1000e_core_read" in qemu.enabled
+    assert {"e1000e_core_read", "serial_write"} <= qemu.enabled
     assert "e1000e_core_write" not in qemu.enabled and "x86_gsi_interrupt" not in qemu.enabled
     qemu.fire("e1000e_core_read")
+    qemu.mark(0, 24)
     col.progress(0, 24)
     assert col.first_seen["e1000e_core_read"].op == 24
 
@@ -186,6 +221,7 @@ def test_collector_survives_a_failing_monitor(tmp_path):
 
     col.qmp = dead
     qemu.fire("e1000e_core_write")
+    qemu.mark(0, 8)
     col.progress(0, 8)
     col.finish()
     assert "e1000e_core_write" in col.first_seen
@@ -196,6 +232,7 @@ def test_summary_object_counts_and_line(tmp_path):
     col = collector(tmp_path, qemu)
     col.start(PLANS)
     qemu.fire("e1000e_core_write", "pci_cfg_write")
+    qemu.mark(0, 8)
     col.progress(0, 8)
     cov = coverage_summary(col)
     assert (cov["events_available"], cov["events_reached"]) == (7, 2)
@@ -217,6 +254,7 @@ def test_merge_is_the_union_with_the_earliest_sighting(tmp_path):
         if parts:  # the second part sees its events later
             col.clock = lambda: 50.0
         qemu.fire(*fired)
+        qemu.mark(0, 8)
         col.progress(0, 8)
         parts.append(coverage_summary(col))
     merged = merge_coverage(parts, ["a", "b"])
