@@ -124,6 +124,8 @@ class CoverageCollector:
             self._resolve(self._range, self._op)
         else:
             self._resolve(None, 0)
+        # leave QEMU as it was: triage replays and later runs in this VM must not pay for events never seen
+        self._switch_off([CONSOLE_EVENT, *self.selection.patterns()])
         if self._file is not None:
             self._file.close()
             self._file = None

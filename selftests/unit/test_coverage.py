@@ -177,6 +177,7 @@ def test_collector_attributes_new_events_to_the_range_of_the_mark_and_switches_t
     assert "e1000x_rx_disabled" not in col.first_seen  # no mark after it yet
     assert "e1000x_rx_disabled" not in qemu.enabled  # but already off
     col.finish()
+    assert qemu.enabled == set()  # nothing left on for whatever runs in this VM next
     assert col.first_seen["e1000e_irq_set"].range_index == 1
     assert col.first_seen["e1000x_rx_disabled"].range_index is None
 
