@@ -35,6 +35,7 @@ setup(
         "avocado_iofuzz.data.cfg": ["*.cfg"],
         "avocado_iofuzz.data.tests": ["*.py"],
         "avocado_iofuzz.executor": ["*.c"],
+        "avocado_iofuzz.coverage": ["*.toml"],
     },
     install_requires=[
         "avocado-framework>=113.0,<114",

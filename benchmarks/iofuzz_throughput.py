@@ -3,7 +3,8 @@
 
 a. classic   one shell command (``dd`` on /dev/port) per op through the console session;
 b. executor  the in-guest executor as the VT test runs it: a Campaign with its
-             TraceWriter, progress marks and watchdog, on a bare QEMU;
+             TraceWriter, progress marks and watchdog, on a bare QEMU
+             (coverage off; and once more with the coverage collector on);
 c. limit     the same accesses in a tight loop with nothing else: the executor's
              ``--bare-loop`` (no generator, no marks, no host).
 
@@ -13,7 +14,7 @@ guest, so every run completes and only speed differs.
 
 Usage: python benchmarks/iofuzz_throughput.py [--ops N] [--rounds R] ...
 The last line is JSON: ops_per_s_classic, ops_per_s_executor, ops_per_s_limit,
-vs_classic (b/a), vs_limit (b/c), and the trace's cost.
+vs_classic (b/a), vs_limit (b/c), coverage_on_vs_off, and the trace's cost.
 """
 
 from __future__ import annotations
@@ -31,12 +32,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's 
 
 from avocado_iofuzz.campaign.runner import Campaign, CampaignConfig
 from avocado_iofuzz.campaign.trace import TraceWriter
+from avocado_iofuzz.coverage.run import TRACE_LOG, trace_args
 from avocado_iofuzz.executor.protocol import Done, executor_command, parse_line
 from avocado_iofuzz.model.program import RangePlan, plan_ranges
 from avocado_iofuzz.model.ranges import leaves, parse_ioports
 from avocado_iofuzz.vt.catalog import TestCatalog
 from avocado_iofuzz.vt.iofuzz_params import IofuzzParams
 from benchmarks._common import BenchmarkError, Samples, print_figures, ratio, say, stopwatch
+from benchmarks._rows import coverage_for
 from benchmarks.classic import interleaved_ops, run_classic
 
 # (start, end, name): name is what the guest's /proc/ioports must say, "" for unclaimed
@@ -114,16 +117,16 @@ class TraceCost:
 
 
 def run_executor(
-    vm: Any, plans: Sequence[RangePlan], config: CampaignConfig, trace_path: Path
+    vm: Any, plans: Sequence[RangePlan], config: CampaignConfig, trace_path: Path, observer: Any = None
 ) -> tuple[float, TraceCost]:
     """One campaign over ``plans`` as the VT test runs it; (seconds, trace cost). Logging in is not timed."""
     session = vm.login(60)  # the VT test logs in (and reads /proc/ioports) before the campaign starts
     header = {"benchmark": "iofuzz_throughput", "accelerator": vm.accel, "qemu_cmdline": vm.qemu_cmdline()}
     writer = TimedTraceWriter(TraceWriter(trace_path, header, plans))
     try:
-        campaign = Campaign(vm, plans, writer, config, session=session)  # type: ignore[arg-type]
-        with stopwatch() as elapsed:
-            result = campaign.run()
+        campaign = Campaign(vm, plans, writer, config, session=session, observer=observer)  # type: ignore[arg-type]
+        result = campaign.run()
+        elapsed = [result.elapsed]  # the campaign's own clock: without the coverage collector's idle baseline
     finally:
         writer.close()
     planned = sum(p.op_count for p in plans)
@@ -210,16 +213,20 @@ def measure(vm: Any, args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     say(f"campaign settings of `avocado run iofuzz`: report_every {config.report_every}, "
         f"hang_timeout {config.hang_timeout:g} s")  # fmt: skip
     executor, limit, generated = Samples("b. executor"), Samples("c. limit (--bare-loop)"), Samples("   --limit-loop")
+    covered = Samples("b. executor, coverage on")
     costs: list[TraceCost] = []
     for round_ in range(args.rounds):
         seconds, cost = run_executor(vm, plans, config, workdir / f"trace-{round_}.iofuzz")
         executor.add(total, seconds)
         costs.append(cost)
+        observer = coverage_for(vm, [], workdir / TRACE_LOG)
+        seconds, _ = run_executor(vm, plans, config, workdir / f"trace-cov-{round_}.iofuzz", observer)
+        covered.add(total, seconds)
         session = vm.login(60)
         limit.add(total, run_loop(session, plans, bare_loop=True))
         generated.add(total, run_loop(session, plans, limit_loop=True))
         session.close()
-    for samples in (executor, limit, generated):
+    for samples in (executor, covered, limit, generated):
         say(samples.describe())
     say("   (--limit-loop: the executor's own op generator in the loop, still no marks)")
 
@@ -242,6 +249,7 @@ def measure(vm: Any, args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         "ops_per_s_limit_generated": round(generated.best),
         "vs_classic": round(ratio(executor.best, classic.best)),
         "vs_limit": round(ratio(executor.best, limit.best), 3),
+        "coverage_on_vs_off": round(ratio(covered.best, executor.best), 3),
         "trace_bytes_per_mops": round(per_mops, 1),
         "trace_write_s": round(cost.seconds, 4),
         "trace_listed_bytes_per_mops": round(listed_bytes * 1e6),
@@ -261,7 +269,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     with tempfile.TemporaryDirectory(prefix="iofuzz-bench-") as tmp:
         workdir = Path(tmp)
-        with BareQemu(default_guest(), workdir / "vm") as vm:
+        # -trace file= costs nothing until the coverage runs enable events
+        with BareQemu(default_guest(), workdir / "vm", extra_args=trace_args(workdir / TRACE_LOG)) as vm:
             figures = measure(vm, args, workdir)
     print_figures(figures)
     return 0

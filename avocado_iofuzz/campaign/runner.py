@@ -22,7 +22,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import aexpect
 
@@ -66,6 +66,14 @@ class CampaignConfig:
     # After QEMU died, the console may still hold marks the executor drained
     # to the UART before the end: read them (this long at most) to narrow the window.
     death_drain_timeout: float = 2.0
+
+
+class ProgressObserver(Protocol):
+    """Told of the run's start, each progress mark and its end (the coverage collector is one)."""
+
+    def start(self, plans: Sequence[RangePlan]) -> None: ...
+    def progress(self, range_index: int, ops_done: int) -> None: ...
+    def finish(self) -> None: ...
 
 
 @dataclass
@@ -142,6 +150,7 @@ class Campaign:
         config: CampaignConfig,
         clock: Callable[[], float] = time.monotonic,
         session: Any = None,
+        observer: ProgressObserver | None = None,
     ) -> None:
         if not plans:
             raise CampaignError("nothing to fuzz: no port range left after skips")
@@ -150,6 +159,7 @@ class Campaign:
         self.trace = trace
         self.config = config
         self.clock = clock
+        self.observer = observer
         self.result = CampaignResult(
             ops_done={p.index: 0 for p in plans},
             ops_skipped={p.index: 0 for p in plans},
@@ -170,6 +180,9 @@ class Campaign:
 
     # -- public -----------------------------------------------------------
     def run(self) -> CampaignResult:
+        if self.observer is not None:
+            # before the clock starts: its idle baseline is no fuzzing time
+            self.observer.start(self.plans)
         start = self.clock()
         self._started = self._last_log = start
         try:
@@ -197,6 +210,8 @@ class Campaign:
                     break
         finally:
             self.result.elapsed = self.clock() - start
+            if self.observer is not None:
+                self.observer.finish()
             self._close_session()
         return self.result
 
@@ -280,6 +295,8 @@ class Campaign:
     def _advance(self, progress: Progress) -> None:
         plan = self._plan_by_index(progress.range_index)
         self.trace.progress(plan.index, progress.ops_done)
+        if self.observer is not None:
+            self.observer.progress(plan.index, progress.ops_done)
         position = self.plans.index(plan)
         if position == self._range and progress.ops_done >= self._op:
             # the ops since the previous mark of this range ran

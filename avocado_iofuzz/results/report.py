@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from avocado_iofuzz.campaign.runner import CampaignResult
+from avocado_iofuzz.coverage.summary import coverage_line, merge_coverage
 from avocado_iofuzz.model.program import PHASE_FUZZ, PHASE_READ, PHASE_ZERO, RangePlan
 from avocado_iofuzz.repro.signature import group_by_signature, signature_of_exit
 from avocado_iofuzz.results.rerun import Rerun, RerunContext, rerun_range
@@ -237,7 +238,14 @@ def merge_summaries(summaries: Sequence[dict[str, Any]], sources: Sequence[str] 
         "crashes": [c for s in summaries for c in s.get("crashes", [])],
         "crash_groups": group_by_signature([c for s in summaries for c in s.get("crashes", [])], "crash_signature"),
         "stopped_early": "; ".join(s["stopped_early"] for s in summaries if s.get("stopped_early")),
+        # the union of the parts' reached events (each at its earliest sighting)
+        **_present("coverage", merge_coverage([s.get("coverage") for s in summaries], sources)),
     }
+
+
+def _present(key: str, value: Any) -> dict[str, Any]:
+    """``{key: value}``, or nothing when value is None (a summary from before that key existed)."""
+    return {} if value is None else {key: value}
 
 
 def _scalar(value: Any) -> str:
@@ -250,12 +258,13 @@ def _scalar(value: Any) -> str:
 def whiteboard_line(summary: dict[str, Any]) -> str:
     """One line for avocado's whiteboard (the HTML report shows it in a hover box, whitespace collapsed)."""
     headline = summary_table(summary).splitlines()[0]
+    coverage = coverage_line(summary.get("coverage"))
     findings = [
         f"{f['kind']} in {f['range_name']} ops [{f['window'][0]}, {f['window'][1]})"
         + (f" at op {f['op']}" if f.get("op") is not None else "")
         for f in summary["findings"]
     ]
-    return "; ".join([headline, *findings])
+    return "; ".join([headline, *([coverage] if coverage else []), *findings])
 
 
 def summary_table(summary: dict[str, Any]) -> str:
@@ -276,6 +285,7 @@ def summary_table(summary: dict[str, Any]) -> str:
         f"{totals['ops_confirmed_total']} ops{maybe} in {summary['elapsed_s']} s ({summary['ops_per_s']} ops/s)  "
         f"hangs {summary.get('hangs', 0)}  reboots {summary.get('reboots', 0)}  "
         f"crashes {len(summary.get('crashes', []))}",
+        *filter(None, [coverage_line(summary.get("coverage"))]),
         f"{'span':<{span_width}} {'kind':<4} {'range':<{name_width}} {'reads':>8} {'writes':>10} "
         f"{'unconfirmed':>11} {'planned':>10}  findings",
     ]

@@ -49,6 +49,7 @@ from avocado_iofuzz.vm.image import GuestLoginFailed, GuestNotMarked, ImageGuest
 from avocado_iofuzz.vm.qom import PERIPHERAL_CONTAINERS, avocado_vt_qmp, machine_type, missing_devices, peripheral_types
 from avocado_iofuzz.vm.vt import VtGuest
 from avocado_iofuzz.vt.compat import run_qemu_probes_under_bash
+from avocado_iofuzz.vt.coverage import prepare_coverage
 from avocado_iofuzz.vt.image_params import apply_image_params
 from avocado_iofuzz.vt.iofuzz_params import IofuzzParams, IofuzzRun, check_hang_at, read_iofuzz_run
 from avocado_iofuzz.vt.params import ParamError, VmChoice
@@ -176,6 +177,7 @@ class Booted:
     accel: str
     reason: str  # why that accelerator
     executor: str  # the executor's path in the guest
+    coverage: Any  # the run's trace-event coverage (coverage.run.RunCoverage)
 
 
 @dataclass(frozen=True)
@@ -191,6 +193,7 @@ class Outcome:
     result: CampaignResult
     trace_path: Path
     guest: Any
+    coverage: Any
 
 
 def run_iofuzz(test: Any, params: Any, env: Any) -> None:
@@ -230,6 +233,8 @@ def record_seed(settings: IofuzzParams, outdir: Path) -> int:
 def boot(test: Any, params: Any, env: Any, run: IofuzzRun) -> Booted:
     """Start the VM (the embedded guest or the user's image), check its devices, log in."""
     ssh_port = apply_image_params(run.image, params) if run.image else 0
+    # device coverage from QEMU's trace events (docs/user/coverage.rst): its -trace args go in before the start
+    coverage = prepare_coverage(params, env, Path(test.outputdir))
     vm, accel, reason = start_embedded_vm(test, params, env, run.vm)
     check_row_devices(test, vm, run.devices)
     if run.image is None:
@@ -241,7 +246,7 @@ def boot(test: Any, params: Any, env: Any, run: IofuzzRun) -> Booted:
     except (GuestNotMarked, GuestLoginFailed) as err:
         test.error(str(err))
     executor = run.image.executor_path if run.image else DEFAULT_BINARY
-    return Booted(guest, session, accel, reason, executor)
+    return Booted(guest, session, accel, reason, executor, coverage)
 
 
 def plan_ranges(test: Any, run: IofuzzRun, booted: Booted, seed: int, outdir: Path) -> tuple[list[RangePlan], Listings]:
@@ -330,10 +335,13 @@ def fuzz(
     }
 
     def outcome(result: CampaignResult) -> Outcome:
-        return Outcome(seed, settings, run.rerun, booted.accel, booted.reason, plans, result, trace_path, booted.guest)
+        return Outcome(
+            seed, settings, run.rerun, booted.accel, booted.reason, plans, result, trace_path, booted.guest,
+            booted.coverage,
+        )  # fmt: skip
 
     with TraceWriter(trace_path, header) as trace:
-        campaign = Campaign(booted.guest, plans, trace, config, session=booted.session)
+        campaign = Campaign(booted.guest, plans, trace, config, session=booted.session, observer=booted.coverage)
         try:
             return outcome(campaign.run())
         except CampaignError as err:
@@ -359,6 +367,7 @@ def finish(test: Any, outcome: Outcome) -> dict[str, Any]:
         shard=settings.shard,
         rerun_context=outcome.rerun,  # the variant and command-line params: each range's rerun command
     )
+    summary["coverage"] = outcome.coverage.summary()
     write_summary(outdir / SUMMARY_NAME, summary)
     table = summary_table(summary)
     for line in table.splitlines():

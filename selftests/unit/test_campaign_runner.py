@@ -276,3 +276,35 @@ def test_marks_still_in_the_console_when_qemu_died_are_counted(tmp_path):
     (crash,) = result.findings
     assert crash.window == (640, 704)
     assert result.tallies[1].confirmed == [(0, 640)] and result.tallies[1].unconfirmed == [(640, 704)]
+
+
+class RecordingObserver:
+    """What a progress observer (the coverage collector) is told, in order."""
+
+    def __init__(self):
+        self.calls = []
+
+    def start(self, plans):
+        self.calls.append(("start", [p.index for p in plans]))
+
+    def progress(self, range_index, ops_done):
+        self.calls.append(("progress", range_index, ops_done))
+
+    def finish(self):
+        self.calls.append(("finish",))
+
+
+def test_observer_sees_start_every_mark_and_finish_also_after_a_crash(tmp_path):
+    runs = ((ScriptedGuest(), (2, PLANS[2].op_count)), (ScriptedGuest(crash_at=(1, 100)), (1, 64)))
+    for n, (guest, last_mark) in enumerate(runs):
+        observer = RecordingObserver()
+        (tmp_path / str(n)).mkdir()
+        campaign, writer = make_campaign(tmp_path / str(n), guest)
+        campaign.observer = observer
+        campaign.run()
+        writer.close()
+        assert observer.calls[0] == ("start", [0, 1, 2])
+        assert observer.calls[-1] == ("finish",)
+        marks = [c[1:] for c in observer.calls if c[0] == "progress"]
+        assert marks[-1] == last_mark
+        assert marks == sorted(marks)  # in the order the executor printed them

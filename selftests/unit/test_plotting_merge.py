@@ -85,3 +85,29 @@ def test_merge_cli_names_what_is_wrong(tmp_path, capsys):
     assert "nowhere: no such file or directory" in capsys.readouterr().err
     assert merge_main([str(tmp_path)]) == 2
     assert "not a readable iofuzz summary" in capsys.readouterr().err
+
+
+def test_picture_draws_events_panels_only_when_the_summary_has_coverage(tmp_path):
+    from avocado_iofuzz.results.plotting import REACHED_COLOUR
+
+    reached_rgb = tuple(int(REACHED_COLOUR[i : i + 2], 16) for i in (1, 3, 5))
+    summary = _summary("1/1", [(0, 0x1F, "dma1"), (0x70, 0x77, "rtc0")])
+    plain = render_coverage(summary, tmp_path / "plain.png")
+    summary["coverage"] = {
+        "enabled": True,
+        "events_available": 5,
+        "events_reached": 2,
+        "devices": [{"device": "i8257", "prefixes": ["i8257_"], "events_available": 1, "events_reached": 1}],
+        "bus": {"events_available": 4, "events_reached": 1},
+        "by_range": [
+            {"index": 0, "name": "dma1", "span": "0x0000-0x001f", "events": ["i8257_unregistered_dma", "cpu_out"]},
+            {"index": 1, "name": "rtc0", "span": "0x0070-0x0077", "events": []},
+        ],
+        "events": {
+            "i8257_unregistered_dma": {"range_index": 0, "op": 64, "ops_total": 64, "time_s": 0.1},
+            "cpu_out": {"range_index": 0, "op": 64, "ops_total": 64, "time_s": 0.1},
+        },
+    }
+    with_events = render_coverage(summary, tmp_path / "events.png")
+    assert _has_colour(with_events, reached_rgb)
+    assert not _has_colour(plain, reached_rgb)

@@ -1,0 +1,220 @@
+"""Collect which trace events a campaign reaches, range by range, switching each off once seen.
+
+The collector is the campaign's progress observer. At the start it enables
+the selected events over QMP, lets the idle guest run for a moment and takes
+what fires then as *background* (timer IRQs), as are the events that fire
+before the run's first op (the executor's command line on the console, the
+kernel enabling a BAR for it): events no fuzzing op caused, so they are
+switched off and never counted as reached.
+
+Attribution is exact because the trace file carries its own clock: the
+collector also enables ``serial_write``, so every byte the guest writes to
+the console UART is a line of the same file, in order with the device's
+events. The executor drains each progress mark ``@P range ops_done`` to the
+UART before its next op, so an event line between the marks (r, a) and
+(r, b) in the file came from ops a..b-1 of range r. The campaign's own marks
+(read from the console in chunks, possibly after several more ops ran) only
+say *when* to read the file. Each new event is switched off at once: seen
+once, an event says nothing more, and a hot event (one per MMIO access)
+would otherwise cost a log line per op.
+
+A QEMU restarted by hang recovery starts with every event off and truncates
+the trace file: the collector notices the shorter file and enables again
+``serial_write`` and the events not seen yet.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from avocado_iofuzz.coverage.catalog import Selection
+from avocado_iofuzz.executor.protocol import Progress, parse_line
+from avocado_iofuzz.model.program import RangePlan
+
+LOG = logging.getLogger("avocado.test.iofuzz")
+
+# (command, arguments) -> the "return" value of a QMP command, as in vm/qom.py
+QmpCall = Callable[[str, dict[str, Any]], Any]
+
+BACKGROUND_SECONDS = 0.5
+# the log backend prefixes lines with "pid@seconds.micros:" when QEMU runs with -msg timestamp=on
+_TIMESTAMP = re.compile(rb"^\d+@\d+\.\d+:")
+# the console's clock: every byte written to a 16550's registers ("serial_write write addr 0x00 val 0x40")
+CONSOLE_EVENT = "serial_write"
+_CONSOLE_BYTE = re.compile(rb"addr 0x0*([0-9a-f]+) val 0x([0-9a-f]+)")
+
+
+@dataclass(frozen=True)
+class FirstSeen:
+    """Where an event was first seen: range and op (at or before), ops of the run so far, seconds since start."""
+
+    range_index: int | None  # None: after the last range's last mark (the executor's exit, deferred work)
+    # the range's ops done at the first mark after the event (it came from an op before); for an event
+    # after the last mark of the run (deferred work, a window that hung or crashed): the ops done by then
+    op: int
+    ops_total: int
+    time_s: float
+
+
+class CoverageCollector:
+    def __init__(
+        self,
+        selection: Selection,
+        trace_file: Path,
+        qmp: QmpCall,
+        clock: Callable[[], float] = time.monotonic,
+        background_seconds: float = BACKGROUND_SECONDS,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.selection = selection
+        self.trace_file = Path(trace_file)
+        self.qmp = qmp
+        self.clock = clock
+        self.sleep = sleep
+        self.background_seconds = background_seconds
+        self.watched = frozenset(selection.events) - {CONSOLE_EVENT}
+        self.first_seen: dict[str, FirstSeen] = {}
+        self.background: set[str] = set()
+        self.plans: list[RangePlan] = []
+        self._offsets: list[int] = []  # ops of the ranges before each range
+        self._file: BinaryIO | None = None
+        self._position = 0
+        self._partial = b""
+        self._range = 0  # the range in flight after the last mark in the file (index into plans)
+        self._op = 0
+        self._console = bytearray()  # the console line being written, from serial_write lines
+        self._pending: dict[str, float] = {}  # new events since the last mark in the file -> when read
+        self._started = 0.0
+        self._qmp_failed = False
+
+    # -- the campaign's observer protocol -------------------------------------
+    def start(self, plans: Sequence[RangePlan]) -> None:
+        """Enable the events; what fires while the guest idles is background."""
+        self.plans = list(plans)
+        total = 0
+        self._offsets = []
+        for plan in self.plans:
+            self._offsets.append(total)
+            total += plan.op_count
+        self._enable([CONSOLE_EVENT, *self.selection.patterns()])
+        self.sleep(self.background_seconds)
+        self._read()
+        self.background = set(self._pending)
+        self._pending = {}
+        self._started = self.clock()
+
+    def progress(self, range_index: int, ops_done: int) -> None:
+        """A mark the campaign read: the file holds at least this far; attribute what it holds."""
+        if self.plans:
+            self._read()
+
+    def finish(self) -> None:
+        """The run ended: events after the last mark in the file belong to the range in flight (none if all ran)."""
+        if not self.plans:
+            return
+        self._read()
+        if self._range < len(self.plans):
+            self._resolve(self._range, self._op)
+        else:
+            self._resolve(None, 0)
+        # leave QEMU as it was: triage replays and later runs in this VM must not pay for events never seen
+        self._switch_off([CONSOLE_EVENT, *self.selection.patterns()])
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    # -- reading the trace file -------------------------------------------------
+    def _read(self) -> None:
+        """Go through the lines QEMU appended since the last read: console bytes move the position, events wait."""
+        if self._file is None:
+            try:
+                self._file = open(self.trace_file, "rb")  # noqa: SIM115 -- kept open across marks
+            except FileNotFoundError:
+                return
+        if os.fstat(self._file.fileno()).st_size < self._position:
+            self._rearm()
+        data = self._file.read()
+        if not data:
+            return
+        self._position += len(data)
+        lines = (self._partial + data).split(b"\n")
+        self._partial = lines.pop()
+        now = self.clock()
+        new: list[str] = []
+        for line in lines:
+            name, _, args = _TIMESTAMP.sub(b"", line).partition(b" ")
+            event = name.decode("ascii", "replace")
+            if event == CONSOLE_EVENT:
+                self._console_byte(args)
+            elif event in self.watched and not self._known(event):
+                self._pending[event] = now
+                new.append(event)
+        # off at once, before the mark that attributes them is in the file: a hot event stops costing now
+        self._switch_off(new)
+
+    def _known(self, event: str) -> bool:
+        return event in self.first_seen or event in self._pending or event in self.background
+
+    def _console_byte(self, args: bytes) -> None:
+        match = _CONSOLE_BYTE.search(args)
+        if match is None or int(match[1], 16) != 0:  # only the data register (THR) carries text
+            return
+        byte = int(match[2], 16)
+        if byte != 0x0A:
+            self._console.append(byte)
+            return
+        message = parse_line(self._console.decode("ascii", "replace"))
+        self._console.clear()
+        if isinstance(message, Progress) and 0 <= message.range_index < len(self.plans):
+            self._resolve(message.range_index, message.ops_done)
+            if message.ops_done >= self.plans[message.range_index].op_count:
+                self._range, self._op = message.range_index + 1, 0
+            else:
+                self._range, self._op = message.range_index, message.ops_done
+
+    def _rearm(self) -> None:
+        """QEMU was restarted (a shorter file): read from the top, enable the events it has not shown yet."""
+        LOG.info("coverage: QEMU restarted (trace file truncated); enabling the events not seen yet again")
+        assert self._file is not None
+        self._file.seek(0)
+        self._position = 0
+        self._partial = b""
+        self._console.clear()
+        self._enable([CONSOLE_EVENT, *sorted(self.watched - set(self.first_seen) - self.background)])
+
+    def _resolve(self, range_index: int | None, op: int) -> None:
+        """The events seen since the last mark came from this range, before this op."""
+        offset = self._offsets[range_index] if range_index is not None else sum(p.op_count for p in self.plans)
+        if offset + op == 0:
+            # before the run's first op: the executor starting (its command line on the console, the
+            # kernel enabling BARs for it) -- no fuzzing op caused these
+            self.background |= set(self._pending)
+            self._pending = {}
+            return
+        for name, when in self._pending.items():
+            self.first_seen[name] = FirstSeen(range_index, op, offset + op, round(max(0.0, when - self._started), 3))
+        self._pending = {}
+
+    # -- QMP ----------------------------------------------------------------------
+    def _enable(self, names: Sequence[str]) -> None:
+        for name in names:
+            self._set_state(name, True)
+
+    def _switch_off(self, names: Sequence[str]) -> None:
+        for name in names:
+            self._set_state(name, False)
+
+    def _set_state(self, name: str, enable: bool) -> None:
+        try:
+            self.qmp("trace-event-set-state", {"name": name, "enable": enable})
+        except Exception as err:  # a dead or busy monitor must not cost the run: coverage only gets coarser
+            if not self._qmp_failed:
+                LOG.warning("coverage: trace-event-set-state %s failed (%s); later failures not logged", name, err)
+            self._qmp_failed = True

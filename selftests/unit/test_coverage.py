@@ -1,0 +1,271 @@
+"""Device coverage from trace events: the table, the backend probe, the collector, the summary object."""
+
+from __future__ import annotations
+
+import fnmatch
+import shutil
+from pathlib import Path
+
+import pytest
+
+from avocado_iofuzz.coverage.backend import list_events, probe_backend
+from avocado_iofuzz.coverage.catalog import FALLBACK_BUS, FALLBACK_NAME, Catalog
+from avocado_iofuzz.coverage.collector import CoverageCollector
+from avocado_iofuzz.coverage.summary import coverage_line, coverage_summary, merge_coverage
+from avocado_iofuzz.model.program import plan_ranges
+
+QEMU = shutil.which("qemu-system-x86_64")
+needs_qemu = pytest.mark.skipif(QEMU is None, reason="qemu-system-x86_64 not installed")
+
+AVAILABLE = [
+    "e1000e_core_write", "e1000e_core_read", "e1000e_irq_set", "e1000x_rx_disabled",
+    "pci_cfg_write", "memory_region_ops_write", "x86_gsi_interrupt", "lsi_reg_read", "pic_ioport_read",
+    "serial_write",
+]  # fmt: skip
+TABLE = """
+[bus]
+events = ["pci_cfg_write", "memory_region_ops_write", "x86_gsi_interrupt", "not_in_this_qemu"]
+[groups]
+x = ["e1000x_"]
+[devices.e1000e]
+prefixes = ["e1000e_"]
+groups = ["x"]
+[devices.i8259]
+prefixes = ["pic_ioport_"]
+ranges = ["^pic[12]$"]
+"""
+
+
+class FakeQemu:
+    """Writes a log-backend line for each fired event that QMP enabled; truncates its file on restart."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.path.write_text("", encoding="utf-8")
+        self.enabled: set[str] = set()
+        self.calls: list[tuple[str, bool]] = []
+
+    def qmp(self, command, arguments):
+        assert command == "trace-event-set-state"
+        pattern, on = arguments["name"], arguments["enable"]
+        self.calls.append((pattern, on))
+        names = fnmatch.filter(AVAILABLE, pattern)
+        self.enabled = self.enabled | set(names) if on else self.enabled - set(names)
+
+    def fire(self, *names):
+        with open(self.path, "a", encoding="utf-8") as f:
+            for name in names:
+                if name in self.enabled:
+                    f.write(f"{name} some args 0x10\n")
+
+    def mark(self, range_index, ops_done, addr=0):
+        """The executor's progress mark reaching the UART: a serial_write line per byte (when enabled)."""
+        if "serial_write" in self.enabled:
+            with open(self.path, "a", encoding="utf-8") as f:
+                for byte in f"@P {range_index} {ops_done}\n".encode():
+                    f.write(f"serial_write write addr 0x{addr:02x} val 0x{byte:02x}\n")
+
+    def restart(self):
+        self.enabled = set()
+        self.path.write_text("", encoding="utf-8")
+
+
+def catalog() -> Catalog:
+    return Catalog.load(TABLE)
+
+
+PLANS = plan_ranges(1, [(0x0, 0x3, "BAR0"), (0x10, 0x13, "BAR1")], 4)
+
+
+def collector(tmp_path: Path, qemu: FakeQemu, idle=("x86_gsi_interrupt",)) -> CoverageCollector:
+    selection = catalog().select(["e1000e"], [p.name for p in PLANS], AVAILABLE)
+    times = iter(range(100))
+    return CoverageCollector(
+        selection, qemu.path, qemu.qmp, clock=lambda: float(next(times)), sleep=lambda s: qemu.fire(*idle)
+    )
+
+
+def test_catalog_selects_device_group_and_bus_events_this_qemu_has():
+    selection = catalog().select(["e1000e"], ["BAR0", "BAR1"], AVAILABLE)
+    (device,) = selection.devices
+    assert device.events == ("e1000e_core_read", "e1000e_core_write", "e1000e_irq_set", "e1000x_rx_disabled")
+    assert device.fallback is None
+    assert selection.bus == ("pci_cfg_write", "memory_region_ops_write", "x86_gsi_interrupt")  # not_in_this_qemu: no
+    assert selection.range_devices == {0: "e1000e", 1: "e1000e"}
+    assert selection.patterns() == sorted(
+        ["e1000e_*", "e1000x_*", "pci_cfg_write", "memory_region_ops_write", "x86_gsi_interrupt"]
+    )
+
+
+def test_catalog_maps_a_rowless_runs_ranges_by_name_and_falls_back():
+    selection = catalog().select([], ["pic1", "rtc0", "pic2"], AVAILABLE)
+    assert selection.range_devices == {0: "i8259", 2: "i8259"}
+    assert [d.device for d in selection.devices] == ["i8259"]
+    lsi = catalog().device_events("lsi", AVAILABLE)  # not in the table: its QOM name finds lsi_*
+    assert (lsi.fallback, lsi.events) == (FALLBACK_NAME, ("lsi_reg_read",))
+    edu = catalog().device_events("edu", AVAILABLE)
+    assert (edu.fallback, edu.events) == (FALLBACK_BUS, ())
+
+
+def test_catalog_rejects_an_unknown_group():
+    with pytest.raises(ValueError, match="unknown group"):
+        Catalog.load('[devices.a]\nprefixes = ["a_"]\ngroups = ["nope"]\n')
+
+
+@needs_qemu
+def test_every_prefix_and_bus_event_of_the_table_is_in_this_qemu():
+    events = list_events(QEMU)
+    table = Catalog.load()
+    prefixes = [(d, p) for d, own in table.prefixes.items() for p in own]
+    dead = [(d, p) for d, p in prefixes if not any(e.startswith(p) for e in events)]
+    assert dead == []
+    assert [e for e in table.bus if e not in events] == []
+    e1000e = table.device_events("e1000e", events)
+    assert len([e for e in e1000e.events if e.startswith("e1000e_")]) == 139  # the issue's count for QEMU 7.2
+
+
+@needs_qemu
+def test_probe_finds_the_log_backend_of_the_installed_qemu():
+    backend = probe_backend(QEMU)
+    assert backend.usable, backend.reason
+    assert "e1000e_core_write" in backend.events
+
+
+def test_probe_says_why_a_qemu_without_log_backend_is_not_usable(tmp_path):
+    # a QEMU built with the nop backend: lists its events, accepts -trace file=, writes nothing
+    fake = tmp_path / "qemu-nop"
+    fake.write_text('#!/bin/sh\nif [ "$2" = help ]; then echo handle_qmp_command; echo e1000e_core_write; fi\n')
+    fake.chmod(0o755)
+    backend = probe_backend(str(fake))
+    assert not backend.usable
+    assert "not 'log'" in backend.reason
+    empty = tmp_path / "qemu-none"
+    empty.write_text("#!/bin/sh\n")
+    empty.chmod(0o755)
+    assert "does not list" in probe_backend(str(empty)).reason
+
+
+def test_collector_attributes_new_events_to_the_range_of_the_mark_and_switches_them_off(tmp_path):
+    qemu = FakeQemu(tmp_path / "trace.log")
+    col = collector(tmp_path, qemu)
+    col.start(PLANS)
+    assert "serial_write" in qemu.enabled  # the console is the trace file's clock
+    assert col.background == {"x86_gsi_interrupt"}  # fired while the guest idled: not reached
+    assert "x86_gsi_interrupt" not in qemu.enabled
+    qemu.fire("pci_cfg_write")  # the executor's setup, before its first op
+    qemu.mark(0, 0)
+    qemu.fire("e1000e_core_write", "e1000e_core_write", "lsi_reg_read", "x86_gsi_interrupt")
+    qemu.mark(0, 8)
+    col.progress(0, 8)
+    assert set(col.first_seen) == {"e1000e_core_write"}  # lsi is not watched, the background stays off
+    assert "e1000e_core_write" not in qemu.enabled  # seen once: switched off
+    seen = col.first_seen["e1000e_core_write"]
+    assert (seen.range_index, seen.op) == (0, 8)
+    assert col.background == {"x86_gsi_interrupt", "pci_cfg_write"}
+    qemu.mark(0, PLANS[0].op_count)
+    qemu.fire("e1000e_core_write", "memory_region_ops_write")
+    qemu.mark(1, 8)
+    col.progress(0, PLANS[0].op_count)  # the campaign reads its console late: the file already holds (1, 8)
+    seen = col.first_seen["memory_region_ops_write"]
+    # the range of the marks around it in the file, and ops counted across ranges
+    assert (seen.range_index, seen.op, seen.ops_total) == (1, 8, PLANS[0].op_count + 8)
+    assert col.first_seen["e1000e_core_write"].range_index == 0
+    qemu.fire("e1000e_irq_set")
+    qemu.mark(1, PLANS[1].op_count)
+    qemu.fire("e1000x_rx_disabled")  # after the last mark: deferred work of the run
+    col.progress(1, PLANS[1].op_count)
+    assert "e1000x_rx_disabled" not in col.first_seen  # no mark after it yet
+    assert "e1000x_rx_disabled" not in qemu.enabled  # but already off
+    col.finish()
+    assert qemu.enabled == set()  # nothing left on for whatever runs in this VM next
+    assert col.first_seen["e1000e_irq_set"].range_index == 1
+    assert col.first_seen["e1000x_rx_disabled"].range_index is None
+
+
+def test_only_the_data_register_of_the_uart_carries_marks(tmp_path):
+    qemu = FakeQemu(tmp_path / "trace.log")
+    col = collector(tmp_path, qemu)
+    col.start(PLANS)
+    qemu.fire("e1000e_core_read")
+    qemu.mark(1, 8, addr=1)  # the same bytes to IER: not console text
+    col.progress(0, 8)
+    assert col.first_seen == {}
+    qemu.mark(0, 4)
+    col.progress(0, 4)
+    assert col.first_seen["e1000e_core_read"].op == 4
+
+
+def test_collector_enables_unseen_events_again_after_a_qemu_restart(tmp_path):
+    qemu = FakeQemu(tmp_path / "trace.log")
+    col = collector(tmp_path, qemu)
+    col.start(PLANS)
+    qemu.fire("e1000e_core_write")
+    qemu.mark(0, 8)
+    col.progress(0, 8)
+    qemu.restart()  # hang recovery: a new QEMU, every event off, the file truncated
+    col.progress(0, 16)  # notices the shorter file
+    assert {"e1000e_core_read", "serial_write"} <= qemu.enabled
+    assert "e1000e_core_write" not in qemu.enabled and "x86_gsi_interrupt" not in qemu.enabled
+    qemu.fire("e1000e_core_read")
+    qemu.mark(0, 24)
+    col.progress(0, 24)
+    assert col.first_seen["e1000e_core_read"].op == 24
+
+
+def test_collector_survives_a_failing_monitor(tmp_path):
+    qemu = FakeQemu(tmp_path / "trace.log")
+    col = collector(tmp_path, qemu)
+    col.start(PLANS)
+
+    def dead(command, arguments):
+        raise ConnectionError("monitor gone")
+
+    col.qmp = dead
+    qemu.fire("e1000e_core_write")
+    qemu.mark(0, 8)
+    col.progress(0, 8)
+    col.finish()
+    assert "e1000e_core_write" in col.first_seen
+
+
+def test_summary_object_counts_and_line(tmp_path):
+    qemu = FakeQemu(tmp_path / "trace.log")
+    col = collector(tmp_path, qemu)
+    col.start(PLANS)
+    qemu.fire("e1000e_core_write", "pci_cfg_write")
+    qemu.mark(0, 8)
+    col.progress(0, 8)
+    cov = coverage_summary(col)
+    assert (cov["events_available"], cov["events_reached"]) == (7, 2)
+    assert 0 < cov["events_reached"] <= cov["events_available"]
+    assert cov["devices"][0]["events_available"] == 4 and cov["devices"][0]["events_reached"] == 1
+    assert cov["by_range"][0]["events"] == ["e1000e_core_write", "pci_cfg_write"]
+    assert cov["by_range"][1]["events"] == []
+    assert cov["events"]["pci_cfg_write"]["op"] == 8
+    assert cov["background"] == ["x86_gsi_interrupt"]
+    assert coverage_line(cov) == "e1000e: 1/4 events, bus: 1/3 events"
+
+
+def test_merge_is_the_union_with_the_earliest_sighting(tmp_path):
+    parts = []
+    for fired in (("e1000e_core_write",), ("e1000e_core_write", "e1000e_irq_set")):
+        qemu = FakeQemu(tmp_path / f"trace{len(parts)}.log")
+        col = collector(tmp_path, qemu)
+        col.start(PLANS)
+        if parts:  # the second part sees its events later
+            col.clock = lambda: 50.0
+        qemu.fire(*fired)
+        qemu.mark(0, 8)
+        col.progress(0, 8)
+        parts.append(coverage_summary(col))
+    merged = merge_coverage(parts, ["a", "b"])
+    assert merged is not None
+    assert merged["events_reached"] == 2 and merged["events_available"] == 7
+    assert merged["events"]["e1000e_core_write"]["source"] == "a"
+    assert merged["events"]["e1000e_irq_set"]["source"] == "b"
+    assert merged["devices"][0]["events_reached"] == 2
+    assert {r["source"] for r in merged["by_range"]} == {"a", "b"}
+    assert merge_coverage([None, None], ["a", "b"]) is None
+    off = merge_coverage([{"enabled": False, "reason": "nop backend"}], ["a"])
+    assert off == {"enabled": False, "reason": "nop backend"}
+    assert coverage_line(off) == "coverage: off (nop backend)"
