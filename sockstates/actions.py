@@ -224,7 +224,9 @@ def _passengers(st: State, b: Bounds) -> list[tuple[int | None, int | None]]:
     out: list[tuple[int | None, int | None]] = [(None, None)]
     inflight = sum(m.carried is not None for s in st.socks.values() for m in s.queue)
     if inflight < b.max_inflight:
-        out += sorted(((k, s.fd) for k, s in st.socks.items() if s.fd is not None), key=lambda x: x[1])
+        carriers: list[tuple[int, int]] = [(k, s.fd) for k, s in st.socks.items() if s.fd is not None]
+        carriers.sort(key=lambda x: x[1])  # by handle
+        out += carriers
     return out
 
 

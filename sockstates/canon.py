@@ -28,7 +28,7 @@ import itertools
 import re
 from collections.abc import Hashable, Mapping
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 TYPES = ("S", "D", "P")
 DEAD = "X"
@@ -44,19 +44,25 @@ class DescriptionError(ValueError):
     """A state string that does not parse, or a snapshot that cannot be described."""
 
 
+# A socket's key in a snapshot: a model id, an inode, a parsed handle, a name's string or file. Keys
+# are only hashed and compared, never looked into, and each producer uses its
+# own key type, which Mapping's invariant key type would otherwise refuse.
+SockKey = Any
+
+
 # Named tuples rather than dataclasses: the explorer builds millions of them.
 class NameRef(NamedTuple):
     """The name a socket carries: abstract ("@") or path ("/"), the string, and for
     paths the socket file (inode) it was bound to."""
 
     kind: str
-    string: Hashable
-    file: Hashable = None
+    string: SockKey
+    file: SockKey = None
 
 
 class Msg(NamedTuple):
-    sender: Hashable  # a socket key, or DEAD
-    carried: Hashable = None  # key of the socket whose fd is in the message
+    sender: SockKey  # a socket key, or DEAD
+    carried: SockKey = None  # key of the socket whose fd is in the message
 
 
 class SockFacts(NamedTuple):
@@ -69,16 +75,16 @@ class SockFacts(NamedTuple):
     shut_rd: bool = False
     shut_wr: bool = False
     error: bool = False  # a pending socket error (ECONNRESET)
-    peer: Hashable = None  # a socket key, DEAD, or None
-    icons: tuple = ()  # keys of pending (not yet accepted) connections, queue order
+    peer: SockKey = None  # a socket key, DEAD, or None
+    icons: tuple[SockKey, ...] = ()  # keys of pending (not yet accepted) connections, queue order
     queue: tuple[Msg, ...] = ()
 
 
 @dataclass(frozen=True)
 class Snapshot:
-    socks: Mapping[Hashable, SockFacts]
+    socks: Mapping[SockKey, SockFacts]
     # path string -> file currently linked there; only path strings with a file
-    files: Mapping[Hashable, Hashable] = field(default_factory=dict)
+    files: Mapping[SockKey, SockKey] = field(default_factory=dict)
 
 
 def _local(f: SockFacts) -> str:
@@ -126,7 +132,7 @@ def _refine(snap: Snapshot, local: Mapping[Hashable, str]) -> dict[Hashable, int
         for k in keys:
             f = socks[k]
             n = f.name
-            names = ()
+            names: tuple[object, ...] = ()
             if n is not None:
                 sk = (n.kind, n.string)
                 names = (
@@ -200,6 +206,7 @@ def describe(snap: Snapshot, check: bool = True) -> str:
         text = _render(snap, order, heads)
         if best is None or text < best:
             best = text
+    assert best is not None  # groups is never empty: there is always one ordering
     return best
 
 
@@ -350,10 +357,10 @@ def parse(text: str) -> Snapshot:
             m = _FILE.fullmatch(tok)
             if not m:
                 raise DescriptionError(f"token {pos} {tok!r}: a file token is F/<n>[letter]")
-            name = _parse_label(m["label"])
-            if name.string in files:
-                raise DescriptionError(f"token {pos} {tok!r}: path {name.string} has two files")
-            files[name.string] = name.file
+            file_name = _parse_label(m["label"])
+            if file_name.string in files:
+                raise DescriptionError(f"token {pos} {tok!r}: path {file_name.string} has two files")
+            files[file_name.string] = file_name.file
             continue
         if seen_file:
             raise DescriptionError(f"token {pos} {tok!r}: socket tokens come before file tokens")
@@ -363,7 +370,7 @@ def parse(text: str) -> Snapshot:
                 f"token {pos} {tok!r} is not a socket: expected TYPE[~](A|B<label>|b<label>)"
                 "[L][E][R][W][!][-C<ref>][-I<refs>][-M<msgs>], e.g. SB@1L-I2")
         flags = m["flags"]
-        queue = ()
+        queue: tuple[Msg, ...] = ()
         if m["queue"]:
             items = []
             for item in m["queue"].split(","):

@@ -59,12 +59,12 @@ def reach(workdir: Path) -> tuple[run.SyscallExecutor, dict]:
     sends: dict[int, dict] = {}
     mismatches: list[str] = []
     for step, call in enumerate(syscalls, 1):
-        sender_ino = os.fstat(ex.sock(call.fd).fileno()).st_ino if call.op in ("send", "sendto") else None
+        sender_ino = os.fstat(ex.sock(call.handle).fileno()).st_ino if call.op in ("send", "sendto") else None
         try:
             ex.perform(call)
             got = None
         except OSError as e:
-            got = errno.errorcode.get(e.errno, str(e.errno))
+            got = errno.errorcode.get(e.errno or 0, str(e.errno))
         if got != call.error:
             mismatches.append(f"step {step} {call}: kernel said {got or 'success'}, expected {call.error or 'success'}")
             break
@@ -97,7 +97,7 @@ class _RecordingReader(probe.SocketReader):
             except BlockingIOError:
                 break
             except OSError as e:
-                self.notes.append(f"reading queue of inode {ino}: {errno.errorcode.get(e.errno, e.errno)}")
+                self.notes.append(f"reading queue of inode {ino}: {errno.errorcode.get(e.errno or 0, e.errno)}")
                 break
             if not data:
                 break
@@ -172,12 +172,12 @@ def check_reachability(reader: _RecordingReader, diag: dict[int, netlink.DiagSoc
             sock.send(PING, socket.MSG_DONTWAIT | socket.MSG_NOSIGNAL)
         except OSError as e:
             problems.append(f"socket inode {ino} ({d.type}) cannot send to its peer {d.peer}: "
-                            f"{errno.errorcode.get(e.errno, e.errno)}")
+                            f"{errno.errorcode.get(e.errno or 0, e.errno)}")
             continue
         try:
             got = reader.socks[d.peer].recv(len(PING) + 16, socket.MSG_DONTWAIT)
         except OSError as e:
-            got = errno.errorcode.get(e.errno, str(e.errno)).encode()
+            got = errno.errorcode.get(e.errno or 0, str(e.errno)).encode()
         if got != PING:
             problems.append(f"socket inode {ino} ({d.type}) sent to its peer {d.peer}, which read {got!r}")
     return problems

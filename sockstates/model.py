@@ -126,7 +126,7 @@ class Kernel:
             p = self.socks[s.peer]
             self.set(s.peer, shut=RD | WR, error=p.error or bool(s.queue) or embryo)
         for k, o in list(self.socks.items()):
-            changes = {}
+            changes: dict[str, object] = {}
             if o.peer == sid:
                 changes["peer"] = DEAD
             if any(m.sender == sid for m in o.queue):
@@ -162,14 +162,15 @@ class Kernel:
         """The socket a connect()/sendto() to this name reaches, or None."""
         if kind == "@":
             for k, s in self.socks.items():
-                if s.holder and s.type == sock_type and s.name.kind == "@" and s.name.string == string:
+                name = s.name
+                if s.holder and name is not None and s.type == sock_type and name.kind == "@" and name.string == string:
                     return k
             return None
         f = self.files.get(string)
         if f is None:
             return None
         for k, s in self.socks.items():
-            if s.holder and s.name.file == f:
+            if s.holder and s.name is not None and s.name.file == f:
                 return k if s.type == sock_type else None
         return None
 
@@ -190,7 +191,7 @@ def snapshot(st: State) -> canon.Snapshot:
         if f is None:
             if len(_FACTS) > 1 << 20:
                 _FACTS.clear()
-            reached = s.holder and (name.kind == "@" or (linked and (
+            reached = s.holder and name is not None and (name.kind == "@" or (linked and (
                 s.type == "D" or s.listening or s.peer is None)))
             f = _FACTS[key] = canon.SockFacts(
                 s.type, s.fd is None, name, reached, s.listening,

@@ -34,6 +34,7 @@ import os
 import socket
 import stat
 import struct
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 
 from sockstates import canon, netlink
@@ -110,7 +111,7 @@ class SocketReader:
             except OSError as e:
                 if e.errno in (errno.EINVAL, errno.ENOTCONN):
                     break  # a stream or seqpacket socket never connected: no queue
-                self.notes.append(f"reading queue of inode {ino}: {errno.errorcode.get(e.errno, e.errno)}")
+                self.notes.append(f"reading queue of inode {ino}: {errno.errorcode.get(e.errno or 0, e.errno)}")
                 break
             if not data:
                 break
@@ -149,7 +150,7 @@ def socket_files(workdir: str) -> dict[bytes, int]:
     return out
 
 
-def probe(descriptors: list[socket.socket], workdir: str, ignore: set[int] = frozenset()) -> KernelView:
+def probe(descriptors: list[socket.socket], workdir: str, ignore: AbstractSet[int] = frozenset()) -> KernelView:
     """Describe what the kernel holds for this process.  `descriptors` are the
     process's open sockets; `workdir` is where path names were bound; `ignore`
     are inodes of sockets in the namespace that are not this run's."""
@@ -174,7 +175,7 @@ def abstract_holders(diag: dict[int, netlink.DiagSocket], reader: SocketReader) 
     for ino, d in diag.items():
         if ino in reader.socks and d.name and d.name[:1] == b"\0":
             carriers.setdefault((d.name, d.type), []).append(ino)
-    per_name: list[list[int | None]] = []
+    per_name: list[list[int]] = []
     for (name, sock_type), inos in sorted(carriers.items()):
         if not _held_abstract(name, sock_type):
             continue

@@ -118,37 +118,37 @@ class SyscallExecutor:
     def perform(self, call: Syscall) -> None:
         op = call.op
         if op == "socket":
-            self.handles[call.result[0]] = socket.socket(socket.AF_UNIX, SOCK_KINDS[call.type])
+            self.handles[call.result[0]] = socket.socket(socket.AF_UNIX, SOCK_KINDS[call.kind])
         elif op == "socketpair":
-            a, b = socket.socketpair(socket.AF_UNIX, SOCK_KINDS[call.type])
+            a, b = socket.socketpair(socket.AF_UNIX, SOCK_KINDS[call.kind])
             self.handles[call.result[0]], self.handles[call.result[1]] = a, b
         elif op == "bind":
-            self.sock(call.fd).bind(address(call.name))
+            self.sock(call.handle).bind(address(call.label))
         elif op == "listen":
-            self.sock(call.fd).listen(64)
+            self.sock(call.handle).listen(64)
         elif op == "connect":
-            s = self.sock(call.fd)
+            s = self.sock(call.handle)
             s.setblocking(False)
-            s.connect(address(call.name))
+            s.connect(address(call.label))
         elif op == "accept":
-            s = self.sock(call.fd)
+            s = self.sock(call.handle)
             s.setblocking(False)
             child, _ = s.accept()
             self.handles[call.result[0]] = child
         elif op in ("send", "sendto"):
             self.send(call)
         elif op == "shutdown":
-            self.sock(call.fd).shutdown(SHUT_HOWS[call.how])
+            self.sock(call.handle).shutdown(SHUT_HOWS[call.shut])
         elif op == "close":
-            self.sock(call.fd)
-            self.handles.pop(call.fd).close()
+            self.sock(call.handle)
+            self.handles.pop(call.handle).close()
         elif op == "unlink":
-            os.unlink(address(call.name))
+            os.unlink(address(call.label))
         else:
             raise RunError(f"unknown syscall {op!r}")
 
     def send(self, call: Syscall) -> None:
-        s = self.sock(call.fd)
+        s = self.sock(call.handle)
         self.serial += 1
         payload = probe.PAYLOAD.pack(os.fstat(s.fileno()).st_ino, self.serial)
         anc = []
@@ -157,7 +157,7 @@ class SyscallExecutor:
             anc = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, fds)]
         flags = socket.MSG_DONTWAIT | socket.MSG_NOSIGNAL
         if call.op == "sendto":
-            s.sendmsg([payload], anc, flags, address(call.name))
+            s.sendmsg([payload], anc, flags, address(call.label))
         else:
             s.sendmsg([payload], anc, flags)
 
@@ -177,7 +177,7 @@ def _child(syscalls: Sequence[Syscall], workdir: str, strict: bool, hold: tuple[
             ex.perform(call)
             got = None
         except OSError as e:
-            got = errno.errorcode.get(e.errno, str(e.errno))
+            got = errno.errorcode.get(e.errno or 0, str(e.errno))
         except UnknownHandle:
             if strict:
                 raise
@@ -300,6 +300,7 @@ def run_many(sequences: Iterable[Sequence[Syscall]], jobs: int = 0, timeout: flo
             yield from _run_batch(workers, batch, timeout, strict)
     finally:
         for w in workers:
+            assert w.stdin is not None  # started with pipes
             w.stdin.close()
         for w in workers:
             try:
@@ -307,6 +308,7 @@ def run_many(sequences: Iterable[Sequence[Syscall]], jobs: int = 0, timeout: flo
             except subprocess.TimeoutExpired:
                 w.kill()
                 w.wait()
+            assert w.stdout is not None  # started with pipes
             w.stdout.close()
 
 

@@ -12,11 +12,15 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import TypeVar
 
 OPS = ("socket", "socketpair", "bind", "listen", "connect", "accept", "send", "sendto",
        "shutdown", "close", "unlink")
 HOWS = ("RD", "WR", "RDWR")
 TYPE_NAMES = {"S": "SOCK_STREAM", "D": "SOCK_DGRAM", "P": "SOCK_SEQPACKET"}
+
+
+_T = TypeVar("_T")
 
 
 class SyscallError(ValueError):
@@ -33,6 +37,24 @@ class Syscall:
     passes: int | None = None  # handle whose descriptor rides along (SCM_RIGHTS)
     result: tuple[int, ...] = ()  # handles the call creates
     error: str | None = None  # errno name the call is expected to fail with
+
+    # The fields a call of its op always carries (parse_line and the rules see to
+    # it); these read them as the types they then have.
+    @property
+    def handle(self) -> int:
+        return _required(self.fd, self, "handle")
+
+    @property
+    def label(self) -> str:
+        return _required(self.name, self, "name label")
+
+    @property
+    def kind(self) -> str:
+        return _required(self.type, self, "socket type")
+
+    @property
+    def shut(self) -> str:
+        return _required(self.how, self, "shutdown direction")
 
     def __str__(self) -> str:
         args: list[str] = []
@@ -52,6 +74,12 @@ class Syscall:
         elif self.error:
             text += " = " + self.error
         return text
+
+
+def _required(value: _T | None, call: Syscall, what: str) -> _T:
+    if value is None:
+        raise SyscallError(f"{call.op}: a {what} is required")
+    return value
 
 
 _LINE = re.compile(r"(?P<op>[a-z]+)\((?P<args>[^)]*)\)(?:\s*=\s*(?P<ret>[A-Z0-9, ]+))?")
