@@ -2,10 +2,12 @@
 
 A state's result names what went wrong in words that carry specifics (inode
 numbers, pids, the states' descriptions, CRIU's source lines). The group of a
-failure keeps the kind and drops the specifics: for a dump or restore, CRIU's
-first error message; for a restored state that differs, which features of the
-description were lost or gained (e.g. ``peer gone (-CX) lost``); for a broken
-message or connection, the check that failed.
+failure keeps the kind and drops the specifics: for a dump or restore, the
+cause `criu_log.fatal` found (a BUG and a crash, or the first error a
+successful run does not log too; older records: CRIU's first error line);
+for a restored state that differs, which features of the description were
+lost or gained (e.g. ``peer gone (-CX) lost``); for a broken message or
+connection, the check that failed.
 """
 
 from __future__ import annotations
@@ -82,6 +84,9 @@ def group(result: Mapping[str, Any]) -> str:
     reasons = result.get("reasons") or [""]
     if result.get("verdict") == "error":
         return f"error at {stage}: {NUMBERS.sub('N', reasons[0]).split(':')[0]}"
+    if stage in ("dump", "restore") and result.get("criu_failure"):
+        # the cause criu_log.fatal read from the whole log (records from before it was kept fall through)
+        return f"{stage} {'crashed' if result.get('crashed') else 'refused'}: {result['criu_failure']}"
     if stage in ("dump", "restore"):
         return f"{stage} refused: {criu_error(result.get('log_lines', ()), stage)}"
     if stage == "verify":
