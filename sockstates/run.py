@@ -163,6 +163,10 @@ class SyscallExecutor:
 
 
 def _child(syscalls: Sequence[Syscall], workdir: str, strict: bool, hold: tuple[int, int] | None) -> dict:
+    from sockstates.inet import run as inet_run  # imports this module: not at the top
+
+    if inet_run.is_inet(syscalls):  # TCP/UDP: a namespace of its own per sequence, lo up, settling
+        return inet_run.child(syscalls, strict, hold)
     if _SHARED_NETNS:
         # sockets earlier runs left to the lazy garbage collector are not ours
         ignore = {d.ino for d in netlink.dump_unix()}
