@@ -45,6 +45,8 @@ from typing import TextIO
 
 from sockstates import criu_log, criu_repro, findings, run
 from sockstates.explore import Found
+from sockstates.inet import run as inet_run
+from sockstates.syscall import parse_line
 
 PR_SET_CHILD_SUBREAPER = 36
 RESULTS_NAME = "results.jsonl"
@@ -69,13 +71,15 @@ class CriuConfig:
     target_timeout: float = 60.0  # the target reaching its state, or checking itself after restore
     keep_images: bool = False
 
-    def dump_argv(self, pid: int, images: Path) -> list[str]:
+    def dump_argv(self, pid: int, images: Path, tcp: bool = False) -> list[str]:
+        # --tcp-established: without it CRIU refuses any connected TCP socket (it dumps them in repair mode)
         return [self.criu, "dump", "-t", str(pid), "-D", str(images), "-o", "dump.log", "-v4",
-                "--network-lock", self.network_lock]
+                "--network-lock", self.network_lock, *(["--tcp-established"] if tcp else [])]
 
-    def restore_argv(self, images: Path, pidfile: Path) -> list[str]:
+    def restore_argv(self, images: Path, pidfile: Path, tcp: bool = False) -> list[str]:
         # the lock method is recorded in the images: restore takes it from there
-        return [self.criu, "restore", "-d", "-D", str(images), "-o", "restore.log", "-v4", "--pidfile", str(pidfile)]
+        return [self.criu, "restore", "-d", "-D", str(images), "-o", "restore.log", "-v4", "--pidfile", str(pidfile),
+                *(["--tcp-established"] if tcp else [])]
 
 
 @dataclass
@@ -248,7 +252,7 @@ def _check(found: Found, result: StateResult, config: CriuConfig, outdir: Path, 
         (workdir / "sequence.json").write_text(json.dumps({"syscalls": result.syscalls}))
         with open(workdir / "target.log", "wb") as log:
             target = subprocess.Popen(
-                [sys.executable, "-S", "-m", "sockstates.criu_target", str(workdir)],
+                [sys.executable, "-S", "-m", _target_module(found), str(workdir)],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True, env=_target_env())
         pid = target.pid
         result.stage = "reach"
@@ -290,7 +294,8 @@ def _criu_failed(result: StateResult, stage: str, status: str, why: str, log: Pa
 def _dump_restore_verify(result: StateResult, config: CriuConfig, workdir: Path, pid: int,
                          target: subprocess.Popen, benign: frozenset[str]) -> None:
     images = workdir / "images"
-    dump = config.dump_argv(pid, images)
+    tcp = inet_run.is_inet([parse_line(line) for line in result.syscalls])
+    dump = config.dump_argv(pid, images, tcp)
     result.commands.append(" ".join(dump))
     result.stage = "dump"
     status, why = _run_criu(dump, config.command_timeout)
@@ -303,7 +308,7 @@ def _dump_restore_verify(result: StateResult, config: CriuConfig, workdir: Path,
     if target.returncode is None:
         result.fail("dump", f"criu dump succeeded but left the target (pid {pid}) running", verdict="failed")
         return
-    restore = config.restore_argv(images, workdir / "restored.pid")
+    restore = config.restore_argv(images, workdir / "restored.pid", tcp)
     result.commands.append(" ".join(restore))
     result.stage = "restore"
     status, why = _run_criu(restore, config.command_timeout)
@@ -330,6 +335,11 @@ def _dump_restore_verify(result: StateResult, config: CriuConfig, workdir: Path,
         result.fail("verify", problem)
     if result.verdict == "intact":
         result.stage = None
+
+
+def _target_module(found: Found) -> str:
+    """The unix target, or the TCP/UDP one (its own namespace with lo up, settling, inet_diag)."""
+    return "sockstates.inet.criu_target" if inet_run.is_inet(found.syscalls) else "sockstates.criu_target"
 
 
 def _tail(path: Path, lines: int = 5) -> str:

@@ -28,7 +28,7 @@ ERROR = re.compile(r"Error \(([^)]*)\):\s*(.*)")
 BUG = re.compile(r"BUG at (\S+)")
 # "14061 killed by signal 11: Segmentation fault" (cr-restore.c), also without the text
 DEATH = re.compile(r"\b\d+ killed by signal (\d+)(?::\s*(.*))?")
-NUMBERS = re.compile(r"0x[0-9a-fA-F]+|\b\d+\b")
+NUMBERS = re.compile(r"0x[0-9a-fA-F]+|\b(?=[0-9a-f]*[0-9])[0-9a-f]+\b")  # CRIU prints inodes in bare hex
 # the lines CRIU closes any failed run with: consequences, never causes
 SUMMARIES = re.compile(r"(Restoring|Dumping|Pre-dumping) FAILED|^Dump failed|^Restore failed")
 

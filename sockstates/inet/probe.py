@@ -103,7 +103,8 @@ def _from_descriptor(sock: socket.socket, found: diag.InetSocket | None, notes: 
     return _Sock(proto, False, sport, 0, state, shut, error, queue, sock=sock)
 
 
-def probe(handles: dict[int, socket.socket]) -> KernelView:
+def probe(handles: dict[int, socket.socket], datagrams: dict[int, list[bytes]] | None = None) -> KernelView:
+    """The kernel's description of the namespace; ``datagrams`` (by handle) receives what UDP queues held."""
     notes: list[str] = []
     table = diag.dump_all()
     by_inode = {d.inode: d for d in table if d.inode}
@@ -118,9 +119,10 @@ def probe(handles: dict[int, socket.socket]) -> KernelView:
     if by_inode:
         notes.append(f"inet_diag lists sockets no descriptor holds: {sorted(by_inode)}")
     udp_by_port = {s.sport: sid for sid, s in socks.items() if s.proto == "U" and s.sport}
-    for s in socks.values():
-        if s.proto == "U" and s.sock is not None:
-            s.senders = _read_datagrams(s.sock, udp_by_port, notes)
+    for sid, s in socks.items():
+        if s.proto == "U" and s.sock is not None:  # sid is ("fd", handle)
+            kept = (datagrams if datagrams is not None else {}).setdefault(sid[1], [])
+            s.senders = _read_datagrams(s.sock, udp_by_port, notes, kept)
     icons = {sid: _accept_order(sid, s, socks, notes) for sid, s in socks.items() if s.state == "LI"}
     snap = {sid: Facts(
         proto=s.proto, fdless=s.fdless, port=_port(s.sport), state=s.state, shut=s.shut, error=s.error,
@@ -147,7 +149,8 @@ def _peer(sid: object, s: _Sock, socks: dict[object, _Sock]) -> object:
     return next((oid for oid, o in socks.items() if o.proto == "U" and o.sport == s.dport), DEAD)
 
 
-def _read_datagrams(sock: socket.socket, udp_by_port: dict[int, object], notes: list[str]) -> list:
+def _read_datagrams(sock: socket.socket, udp_by_port: dict[int, object], notes: list[str],
+                    kept: list[bytes]) -> list:
     senders = []
     while True:
         try:
@@ -157,6 +160,7 @@ def _read_datagrams(sock: socket.socket, udp_by_port: dict[int, object], notes: 
         except OSError as e:
             notes.append(f"reading a UDP queue: {e.strerror}")
             return senders
+        kept.append(data)
         if len(data) != PAYLOAD.size:
             notes.append(f"a datagram of {len(data)} bytes is not one of ours")
         senders.append(udp_by_port.get(port, DEAD))
