@@ -89,3 +89,14 @@ def test_time_wait_and_the_fin_wait2_orphan_are_states_a_sequence_reaches() -> N
     assert orphan and time_wait
     # a close after the peer's FIN leaves TIME_WAIT to the side that closed first
     assert any(call.op == "close" for call in reach[min(time_wait, key=len)].syscalls)
+
+
+def test_inet_failures_are_grouped_by_what_was_lost() -> None:
+    from sockstates import findings
+
+    record = {"verdict": "failed", "stage": "verify", "description": "T:1.LI_T~:e.TW",
+              "reasons": ["restored as T:1.LI, was T:1.LI_T~:e.TW"], "before": ["T:1.LI_T~:e.TW"], "after": ["T:1.LI"]}
+    assert findings.group(record) == ("restored differently: TCP socket time-wait (.TW), ephemeral port (:e), "
+                                      "socket without descriptor (~) lost")
+    assert findings.difference("U:1-M1", "U:1") == "queued datagram (-M) lost"
+    assert findings.difference("T:e.CLRW!f", "T:e.CLRW") == "pending ECONNREFUSED (!f) lost"
