@@ -15,7 +15,8 @@ from typing import Any
 from avocado_iofuzz.shards import SHARD_PARAM, ShardError, parse_shard
 
 MODES = ("gen", "run", "criu")
-TYPES = ("stream", "dgram", "seqpacket")
+TYPES = ("stream", "dgram", "seqpacket", "tcp", "udp")
+UNIX_TYPES = TYPES[:3]  # the default: tcp,udp only when asked for (the inet variants)
 NAMES = ("abstract", "path")
 WHERE = ("guest", "host")
 FAILURE_STATUSES = ("fail", "warn", "pass")
@@ -95,10 +96,11 @@ class SockstatesParams:
         state = _text(params, "sockstates_state")
         if state:
             from sockstates import canon
+            from sockstates.inet import canon as inet_canon
 
             try:
-                state = canon.canonical(state)
-            except canon.DescriptionError as err:
+                state = (inet_canon.canonical if inet_canon.is_inet(state) else canon.canonical)(state)
+            except (canon.DescriptionError, inet_canon.DescriptionError) as err:
                 raise SockstatesParamError(f"param sockstates_state = {state!r}: {err}") from None
         try:
             shard = parse_shard(_text(params, SHARD_PARAM))
@@ -110,7 +112,7 @@ class SockstatesParams:
         return cls(
             mode=_choice(params, "sockstates_mode", MODES, "criu"),
             depth=_int(params, "sockstates_depth", 3, 0, MAX_DEPTH),
-            types=_words(params, "sockstates_types", TYPES, ",".join(TYPES)),
+            types=_words(params, "sockstates_types", TYPES, ",".join(UNIX_TYPES)),
             names=_words(params, "sockstates_names", NAMES, "abstract"),
             max_sockets=_int(params, "sockstates_max_sockets", 3, 1, 8),
             max_queue=_int(params, "sockstates_max_queue", 1, 0, 8),
