@@ -70,6 +70,8 @@ def criu42() -> Path:
     ("T:e.CLRW!f", "failed", "verify", "restored as T:e.CLRW, was T:e.CLRW!f"),  # ECONNREFUSED lost
     ("U:1-M1", "failed", "verify", "restored as U:1, was U:1-M1"),  # a queued datagram lost
     ("T:1.LI_T~:e.TW", "failed", "verify", "restored as T:1.LI, was T:1.LI_T~:e.TW"),  # TIME_WAIT lost
+    # half-closed: the FIN_WAIT2 end no longer gets what the CLOSE_WAIT end sends
+    ("T:1.CWR-C3_T:1.LI_T:e.F2W-C1", "failed", "verify", "sent to handle 2, which read"),
 ])
 def test_criu_4_2_per_state(criu42, tmp_path, state, verdict, stage, words) -> None:
     record = sweep(criu42, state, tmp_path)

@@ -144,6 +144,16 @@ def report(handles):
             lines.append("h%d send: ok" % handle)
         except OSError as e:
             lines.append("h%d send: %s" % (handle, errno.errorcode.get(e.errno, str(e.errno))))
+    time.sleep(0.05)
+    for handle, sock in sorted(handles.items()):  # and does what was sent arrive?
+        if sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN):
+            continue
+        try:
+            data = sock.recv(4096, socket.MSG_DONTWAIT)
+            got = "%d bytes" % len(data) if data else "end of stream"
+        except OSError as e:
+            got = errno.errorcode.get(e.errno, str(e.errno))
+        lines.append("h%d then reads: %s" % (handle, got))
     return lines
 
 
