@@ -100,6 +100,9 @@ class StateResult:
     # a refused or crashed dump/restore: its cause from CRIU's log (criu_log.fatal), numbers blanked
     criu_failure: str | None = None
     crashed: bool = False
+    # who reaches each bound name (sockstates.strangers), without C/R and after
+    strangers_before: list[str] = field(default_factory=list)
+    strangers_after: list[str] = field(default_factory=list)
 
     def fail(self, stage: str, reason: str, verdict: str = "failed") -> StateResult:
         self.verdict, self.stage = verdict, stage
@@ -244,6 +247,7 @@ def _check(found: Found, result: StateResult, config: CriuConfig, outdir: Path, 
                     verdict="skipped")
         return
     result.before = sorted(twin.descriptions)
+    result.strangers_before = twin.strangers
     workdir = Path(tempfile.mkdtemp(prefix="sockstates-criu-"))
     pid = None
     try:
@@ -333,6 +337,11 @@ def _dump_restore_verify(result: StateResult, config: CriuConfig, workdir: Path,
         result.fail("verify", f"restored as {' or '.join(result.after)}, was {' or '.join(result.before)}")
     for problem in after["messages"] + after["reachability"]:
         result.fail("verify", problem)
+    result.strangers_after = after.get("strangers", [])
+    for was, now in zip(result.strangers_before, result.strangers_after, strict=False):
+        if was != now:  # e.g. "@1 dgram sendto: EPERM" before, "... ok" after: reachable by a stranger
+            result.fail("verify", f"a stranger's {now.rsplit(':', 1)[0]} was {was.rsplit(': ', 1)[1]} without C/R, "
+                        f"{now.rsplit(': ', 1)[1]} after")
     if result.verdict == "intact":
         result.stage = None
 

@@ -99,3 +99,16 @@ def record_repro(sweep) -> str:
     _, record = sweep
     assert record["reproducer"], record
     return record["reproducer"]
+
+
+def test_a_dead_peer_shows_its_full_effect_a_stranger_gets_through(tmp_path) -> None:
+    """DB@1-CX refuses a stranger's datagram (EPERM: still connected); restored, it takes it."""
+    out = tmp_path / "sweep"
+    proc = subprocess.run([sys.executable, "-m", "sockstates", "--criu", "--criu-bin", str(host_criu()),
+                           "--state", "DB@1-CX", "--depth", "5", "--out", str(out)],
+                          capture_output=True, text=True, timeout=300, check=False)
+    (record,) = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert record["verdict"] == "failed", proc.stdout + proc.stderr
+    assert "@1 dgram sendto: EPERM" in record["strangers_before"]
+    assert "@1 dgram sendto: ok" in record["strangers_after"]
+    assert "a stranger's @1 dgram sendto was EPERM without C/R, ok after" in record["reasons"]
