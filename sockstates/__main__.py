@@ -1,22 +1,29 @@
-"""sockstates: every state of AF_UNIX sockets that a few syscalls can reach.
+"""sockstates: every state of AF_UNIX (and TCP/UDP loopback) sockets that a few syscalls can reach.
 
     python -m sockstates --gen --depth 6            # states and their shortest sequences
     python -m sockstates --run --depth 4 --types stream
     python -m sockstates --stats --closure --max-sockets 2
     python -m sockstates --state 'SB@1L-I2_S~b@1-C3_SA-C2' --run
+    python -m sockstates --run --types tcp,udp --depth 4
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import sys
 import time
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 from sockstates import actions, canon, criu_cli, explore
 from sockstates import run as runner
+from sockstates.inet import canon as inet_canon
+from sockstates.inet import rules as inet_rules
 
-TYPE_WORDS = {"stream": "S", "dgram": "D", "datagram": "D", "seqpacket": "P", "S": "S", "D": "D", "P": "P"}
+TYPE_WORDS = {"stream": "S", "dgram": "D", "datagram": "D", "seqpacket": "P", "S": "S", "D": "D", "P": "P",
+              "tcp": "T", "udp": "U", "T": "T", "U": "U"}
+ALL_TYPES = actions.ALL_TYPES + inet_rules.ALL_TYPES
 NAME_WORDS = ("abstract", "path")
 
 
@@ -24,12 +31,12 @@ def _types(text: str) -> tuple[str, ...]:
     out = []
     for word in filter(None, (w.strip() for w in text.split(","))):
         if word not in TYPE_WORDS:
-            raise argparse.ArgumentTypeError(f"unknown socket type {word!r}: use stream, dgram, seqpacket")
+            raise argparse.ArgumentTypeError(f"unknown socket type {word!r}: use stream, dgram, seqpacket, tcp, udp")
         if TYPE_WORDS[word] not in out:
             out.append(TYPE_WORDS[word])
     if not out:
         raise argparse.ArgumentTypeError("no socket type given")
-    return tuple(t for t in actions.ALL_TYPES if t in out)
+    return tuple(t for t in ALL_TYPES if t in out)
 
 
 def _names(text: str) -> tuple[str, ...]:
@@ -55,7 +62,7 @@ def _natural(text: str) -> int:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="sockstates",
-        description="Enumerate the states of AF_UNIX sockets a bounded number of syscalls can "
+        description="Enumerate the states of AF_UNIX sockets (or TCP/UDP on loopback) a bounded number of syscalls can "
                     "reach, each once with a shortest syscall sequence; optionally perform each "
                     "sequence and compare with the kernel's own view.")
     mode = p.add_argument_group("modes (default --gen)")
@@ -69,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--max-sockets", type=_natural, default=3,
                    help="live sockets, counting pending and in-flight ones (default 3)")
     b.add_argument("--types", type=_types, default=actions.ALL_TYPES,
-                   help="socket types: stream,dgram,seqpacket (default all)")
+                   help="socket types: stream,dgram,seqpacket (unix; default all three), tcp,udp (loopback)")
     b.add_argument("--names", type=_names, default=("abstract",),
                    help="name kinds bind() uses: abstract,path (default abstract)")
     b.add_argument("--max-queue", type=_natural, default=1, help="messages per receive queue (default 1)")
@@ -88,23 +95,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        bounds = actions.Bounds(
-            max_sockets=args.max_sockets, types=args.types, names=args.names,
-            max_queue=args.max_queue, max_inflight=args.max_inflight,
-            shutdown_any=args.shutdown_any)
-    except actions.BoundsError as e:
+        spaces = _spaces(args)
+    except (actions.BoundsError, inet_rules.BoundsError) as e:
         parser.error(str(e))
     wanted = None
     if args.state is not None:
         try:
-            wanted = canon.canonical(args.state)
-        except canon.DescriptionError as e:
+            wanted = (inet_canon.canonical if inet_canon.is_inet(args.state) else canon.canonical)(args.state)
+        except (canon.DescriptionError, inet_canon.DescriptionError) as e:
             parser.error(f"--state: {e}")
     if not (args.gen or args.run or args.stats or args.criu):
         args.gen = True
     depth = None if args.closure else args.depth
-    stats = explore.Stats()
-    found = explore.explore(bounds, depth, stats)
+    stats = [explore.Stats() for _ in spaces]
+    found = _explore_all(spaces, depth, stats)
     hits: list[explore.Found] = []
     if wanted is not None:
         found = _only(found, wanted, hits)
@@ -125,8 +129,36 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"sockstates: state {wanted} is not within these bounds", file=sys.stderr)
         status = status or 1
     if args.stats:
-        _print_stats(stats, depth, out)
+        for one in stats:
+            _print_stats(one, depth, out)
     return status
+
+
+def _spaces(args: argparse.Namespace) -> list[Any]:
+    """The unix space and the TCP/UDP space the types ask for (either or both, unix first)."""
+    spaces: list[Any] = []
+    unix = tuple(t for t in args.types if t in actions.ALL_TYPES)
+    inet = tuple(t for t in args.types if t in inet_rules.ALL_TYPES)
+    if unix:
+        spaces.append(actions.Bounds(
+            max_sockets=args.max_sockets, types=unix, names=args.names,
+            max_queue=args.max_queue, max_inflight=args.max_inflight,
+            shutdown_any=args.shutdown_any))
+    if inet:
+        spaces.append(inet_rules.Bounds(max_sockets=args.max_sockets, types=inet, max_queue=args.max_queue))
+    return spaces
+
+
+def _explore_all(spaces: list[Any], depth: int | None, stats: list[explore.Stats]) -> Iterator[explore.Found]:
+    """Each space in turn; the empty state, which every space starts from, once."""
+    seen_empty = False
+    searches = (explore.explore(b, depth, s) for b, s in zip(spaces, stats, strict=True))
+    for found in itertools.chain.from_iterable(searches):
+        if found.depth == 0:
+            if seen_empty:
+                continue
+            seen_empty = True
+        yield found
 
 
 def _only(found: Iterator[explore.Found], wanted: str, hits: list) -> Iterator[explore.Found]:

@@ -43,8 +43,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TextIO
 
-from sockstates import criu_repro, findings, run
+from sockstates import criu_log, criu_repro, findings, run
 from sockstates.explore import Found
+from sockstates.inet import run as inet_run
+from sockstates.syscall import parse_line
 
 PR_SET_CHILD_SUBREAPER = 36
 RESULTS_NAME = "results.jsonl"
@@ -69,13 +71,15 @@ class CriuConfig:
     target_timeout: float = 60.0  # the target reaching its state, or checking itself after restore
     keep_images: bool = False
 
-    def dump_argv(self, pid: int, images: Path) -> list[str]:
+    def dump_argv(self, pid: int, images: Path, tcp: bool = False) -> list[str]:
+        # --tcp-established: without it CRIU refuses any connected TCP socket (it dumps them in repair mode)
         return [self.criu, "dump", "-t", str(pid), "-D", str(images), "-o", "dump.log", "-v4",
-                "--network-lock", self.network_lock]
+                "--network-lock", self.network_lock, *(["--tcp-established"] if tcp else [])]
 
-    def restore_argv(self, images: Path, pidfile: Path) -> list[str]:
+    def restore_argv(self, images: Path, pidfile: Path, tcp: bool = False) -> list[str]:
         # the lock method is recorded in the images: restore takes it from there
-        return [self.criu, "restore", "-d", "-D", str(images), "-o", "restore.log", "-v4", "--pidfile", str(pidfile)]
+        return [self.criu, "restore", "-d", "-D", str(images), "-o", "restore.log", "-v4", "--pidfile", str(pidfile),
+                *(["--tcp-established"] if tcp else [])]
 
 
 @dataclass
@@ -93,6 +97,12 @@ class StateResult:
     log_lines: list[str] = field(default_factory=list)
     reproducer: str | None = None
     seconds: float = 0.0
+    # a refused or crashed dump/restore: its cause from CRIU's log (criu_log.fatal), numbers blanked
+    criu_failure: str | None = None
+    crashed: bool = False
+    # who reaches each bound name (sockstates.strangers), without C/R and after
+    strangers_before: list[str] = field(default_factory=list)
+    strangers_after: list[str] = field(default_factory=list)
 
     def fail(self, stage: str, reason: str, verdict: str = "failed") -> StateResult:
         self.verdict, self.stage = verdict, stage
@@ -118,14 +128,24 @@ def become_subreaper() -> None:
         raise CriuSetupError(f"prctl(PR_SET_CHILD_SUBREAPER): {os.strerror(ctypes.get_errno())}")
 
 
-def log_excerpt(path: Path) -> list[str]:
-    """The lines of a CRIU log worth reading: errors and warnings, and what led to the first error."""
+def _read_log(path: Path) -> list[str] | None:
     try:
-        lines = path.read_text(errors="replace").splitlines()
+        return path.read_text(errors="replace").splitlines()
     except OSError:
+        return None
+
+
+def log_excerpt(path: Path, benign: frozenset[str] = frozenset()) -> list[str]:
+    """The lines of a CRIU log worth reading: errors and warnings, and what led to the first one that matters.
+
+    Errors in ``benign`` (logged by a successful run here too) get no context lines.
+    """
+    lines = _read_log(path)
+    if lines is None:
         return [f"(no log at {path})"]
     picked: list[int] = []
-    first_error = next((i for i, line in enumerate(lines) if "Error" in line), None)
+    first_error = next((i for i, line in enumerate(lines) if "Error" in line
+                        and criu_log.benign_messages([line]).isdisjoint(benign)), None)
     if first_error is not None:
         picked.extend(range(max(0, first_error - LOG_CONTEXT_LINES), first_error))
     picked.extend(i for i, line in enumerate(lines) if "Error" in line or "Warn" in line)
@@ -204,11 +224,13 @@ def _target_env() -> dict[str, str]:
     return env
 
 
-def check_state(found: Found, index: int, config: CriuConfig, outdir: Path) -> StateResult:
+def check_state(found: Found, index: int, config: CriuConfig, outdir: Path,
+                benign: frozenset[str] = frozenset()) -> StateResult:
+    """One state through C/R; ``benign``: CRIU errors that a successful run here logs too (`calibrate`)."""
     started = time.monotonic()
     result = StateResult(index, found.description, found.depth, [str(c) for c in found.syscalls])
     try:
-        _check(found, result, config, outdir)
+        _check(found, result, config, outdir, benign)
     except Exception as e:  # a bug of ours or of the machine: this state only
         result.fail(result.stage or "driver", f"{type(e).__name__}: {e}", verdict="error")
     result.seconds = round(time.monotonic() - started, 3)
@@ -217,7 +239,7 @@ def check_state(found: Found, index: int, config: CriuConfig, outdir: Path) -> S
     return result
 
 
-def _check(found: Found, result: StateResult, config: CriuConfig, outdir: Path) -> None:
+def _check(found: Found, result: StateResult, config: CriuConfig, outdir: Path, benign: frozenset[str]) -> None:
     twin = run.run_sequence(found.syscalls)
     if twin.error or twin.call_mismatches:
         why = twin.error or "; ".join(twin.call_mismatches)
@@ -225,6 +247,7 @@ def _check(found: Found, result: StateResult, config: CriuConfig, outdir: Path) 
                     verdict="skipped")
         return
     result.before = sorted(twin.descriptions)
+    result.strangers_before = twin.strangers
     workdir = Path(tempfile.mkdtemp(prefix="sockstates-criu-"))
     pid = None
     try:
@@ -233,7 +256,7 @@ def _check(found: Found, result: StateResult, config: CriuConfig, outdir: Path) 
         (workdir / "sequence.json").write_text(json.dumps({"syscalls": result.syscalls}))
         with open(workdir / "target.log", "wb") as log:
             target = subprocess.Popen(
-                [sys.executable, "-S", "-m", "sockstates.criu_target", str(workdir)],
+                [sys.executable, "-S", "-m", _target_module(found), str(workdir)],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True, env=_target_env())
         pid = target.pid
         result.stage = "reach"
@@ -246,7 +269,7 @@ def _check(found: Found, result: StateResult, config: CriuConfig, outdir: Path) 
             result.fail("reach", "the target's calls went otherwise than the twin's: " + "; ".join(ready["mismatches"]),
                         verdict="error")
             return
-        _dump_restore_verify(result, config, workdir, pid, target)
+        _dump_restore_verify(result, config, workdir, pid, target, benign)
     finally:
         if pid is not None and _pid_alive(pid):
             _kill_and_reap(pid)
@@ -260,29 +283,42 @@ def _check(found: Found, result: StateResult, config: CriuConfig, outdir: Path) 
         shutil.rmtree(workdir, ignore_errors=True)
 
 
+def _criu_failed(result: StateResult, stage: str, status: str, why: str, log: Path, benign: frozenset[str]) -> None:
+    """A dump or restore that did not succeed: its verdict and its cause as the log tells it."""
+    cause = criu_log.fatal(_read_log(log) or [], benign)
+    if status == "killed" or cause is None:
+        # criu itself died or timed out, or its log names nothing: what the command said is all we know
+        result.fail(stage, why, verdict="error" if status == "killed" else "failed")
+        return
+    # a BUG or a task's death is a crash; either way CRIU does it on every run of this state: a finding
+    result.criu_failure, result.crashed = cause.group(), cause.crashed
+    result.fail(stage, f"criu {stage} {'crashed' if cause.crashed else 'refused'}: {cause.reason}")
+
+
 def _dump_restore_verify(result: StateResult, config: CriuConfig, workdir: Path, pid: int,
-                         target: subprocess.Popen) -> None:
+                         target: subprocess.Popen, benign: frozenset[str]) -> None:
     images = workdir / "images"
-    dump = config.dump_argv(pid, images)
+    tcp = inet_run.is_inet([parse_line(line) for line in result.syscalls])
+    dump = config.dump_argv(pid, images, tcp)
     result.commands.append(" ".join(dump))
     result.stage = "dump"
     status, why = _run_criu(dump, config.command_timeout)
-    result.log_lines += log_excerpt(images / "dump.log")
+    result.log_lines += log_excerpt(images / "dump.log", benign)
     if status != "ok":
-        result.fail("dump", why, verdict="error" if status == "killed" else "failed")
+        _criu_failed(result, "dump", status, why, images / "dump.log", benign)
         return
     with contextlib.suppress(subprocess.TimeoutExpired):
         target.wait(10)  # criu dump kills the target; reap it so its pid is free for the restore
     if target.returncode is None:
         result.fail("dump", f"criu dump succeeded but left the target (pid {pid}) running", verdict="failed")
         return
-    restore = config.restore_argv(images, workdir / "restored.pid")
+    restore = config.restore_argv(images, workdir / "restored.pid", tcp)
     result.commands.append(" ".join(restore))
     result.stage = "restore"
     status, why = _run_criu(restore, config.command_timeout)
-    result.log_lines += log_excerpt(images / "restore.log")
+    result.log_lines += log_excerpt(images / "restore.log", benign)
     if status != "ok":
-        result.fail("restore", why, verdict="error" if status == "killed" else "failed")
+        _criu_failed(result, "restore", status, why, images / "restore.log", benign)
         return
     result.stage = "verify"
     (workdir / "go").touch()
@@ -301,8 +337,18 @@ def _dump_restore_verify(result: StateResult, config: CriuConfig, workdir: Path,
         result.fail("verify", f"restored as {' or '.join(result.after)}, was {' or '.join(result.before)}")
     for problem in after["messages"] + after["reachability"]:
         result.fail("verify", problem)
+    result.strangers_after = after.get("strangers", [])
+    for was, now in zip(result.strangers_before, result.strangers_after, strict=False):
+        if was != now:  # e.g. "@1 dgram sendto: EPERM" before, "... ok" after: reachable by a stranger
+            result.fail("verify", f"a stranger's {now.rsplit(':', 1)[0]} was {was.rsplit(': ', 1)[1]} without C/R, "
+                        f"{now.rsplit(': ', 1)[1]} after")
     if result.verdict == "intact":
         result.stage = None
+
+
+def _target_module(found: Found) -> str:
+    """The unix target, or the TCP/UDP one (its own namespace with lo up, settling, inet_diag)."""
+    return "sockstates.inet.criu_target" if inet_run.is_inet(found.syscalls) else "sockstates.criu_target"
 
 
 def _tail(path: Path, lines: int = 5) -> str:
@@ -343,12 +389,13 @@ def sweep(found: Iterable[Found], config: CriuConfig, outdir: Path, out: TextIO,
     become_subreaper()
     outdir.mkdir(parents=True, exist_ok=True)
     summary = Summary(criu_version=".".join(map(str, version)))
-    started = time.monotonic()
+    benign = calibrate(config, outdir, out)
+    started = time.monotonic()  # states/min counts the states only
     indices: Iterator[int] = iter(indexed) if indexed is not None else iter(range(1 << 62))
     problems: list[dict] = []  # failed and erroneous states, for the groups of reasons
     with open(outdir / RESULTS_NAME, "a", encoding="utf-8") as results:
         for state in found:
-            result = check_state(state, next(indices), config, outdir)
+            result = check_state(state, next(indices), config, outdir, benign)
             record = asdict(result)
             if result.verdict in ("failed", "error"):
                 problems.append(record)
@@ -369,6 +416,24 @@ def sweep(found: Iterable[Found], config: CriuConfig, outdir: Path, out: TextIO,
         print(f"# {item['states']:4d} x {item['group']}  (e.g. {', '.join(item['examples'])})", file=out)
     print(summary.line(), file=out, flush=True)
     return summary
+
+
+def calibrate(config: CriuConfig, outdir: Path, out: TextIO) -> frozenset[str]:
+    """The CRIU errors this machine logs even when C/R succeeds: C/R of a process with no socket.
+
+    Without it a failure's reason would be the first error in the log, which
+    on many hosts is the same harmless complaint in every run. When the
+    calibration itself fails, nothing counts as benign.
+    """
+    empty = Found("empty", 0, (), None)  # the model state is not needed for C/R
+    result = check_state(empty, -1, config, outdir / "calibration")
+    if result.verdict != "intact":
+        print(f"# calibration (no socket) did not come back intact: {'; '.join(result.reasons)}", file=out)
+        return frozenset()
+    benign = criu_log.benign_messages(line.split(": ", 1)[-1] for line in result.log_lines)
+    if benign:
+        print(f"# {len(benign)} CRIU error lines logged even without sockets here: not taken as reasons", file=out)
+    return benign
 
 
 def _print_result(result: StateResult, out: TextIO) -> None:

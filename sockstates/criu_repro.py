@@ -9,12 +9,15 @@ connections it can accept, every queued message and the descriptors they
 carry, in a fixed traversal order and with payloads naming the sender by
 handle; names, peers, and whether each socket may still send), and the
 script prints both reports and their difference. Exit status 0 when they
-are the same, 1 when they differ, 2 when CRIU fails.
+are the same, 1 when they differ, 2 when CRIU fails, 3 when it cannot
+run (no criu found: it says where it looked and how to name one; not root).
+Whatever happens, the target it started is killed before it exits.
 """
 
 from __future__ import annotations
 
 import re
+import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -28,13 +31,145 @@ state:  @DESCRIPTION@
 verdict when found: @VERDICT@ at @STAGE@: @REASON@
 syscalls:
 @SYSCALL_LINES@
-Run as root where criu is installed: python3 THIS_FILE [path to criu]
+Run as root: python3 THIS_FILE [path to criu]  (else $CRIU, the sweep's criu, criu on PATH)
+Exit status 0: same; 1: different; 2: CRIU failed; 3: cannot run here (no criu, not root).
 """
-import array, ctypes, difflib, errno, json, os, socket, struct, subprocess, sys, tempfile, time
+import array, ctypes, difflib, errno, json, os, shutil, socket, struct, subprocess, sys, tempfile, time
 
 SYSCALLS = @SYSCALLS@
 NETWORK_LOCK = @NETWORK_LOCK@
-KINDS = {"S": socket.SOCK_STREAM, "D": socket.SOCK_DGRAM, "P": socket.SOCK_SEQPACKET}
+CRIU_USED = @CRIU_USED@  # the criu the sweep ran, tried after $CRIU
+CRIU_OPTIONS = @CRIU_OPTIONS@  # --tcp-established for TCP states
+@STATE_PART@def target(workdir):
+    handles = reach(workdir)
+    open(os.path.join(workdir, "ready"), "w").close()
+    while not os.path.exists(os.path.join(workdir, "go")):
+        time.sleep(0.01)
+    with open(os.path.join(workdir, "report.tmp"), "w") as f:
+        json.dump(report(handles), f)
+    os.rename(os.path.join(workdir, "report.tmp"), os.path.join(workdir, "report.json"))  # seen whole or not
+
+
+def find_criu():
+    """The criu to run and the places tried: the argument, $CRIU, the one the sweep ran, criu on PATH."""
+    if len(sys.argv) > 1:  # named explicitly: that one or none
+        candidates = [("the argument", sys.argv[1])]
+    else:
+        candidates = [("$CRIU", os.environ.get("CRIU")), ("the sweep's criu", CRIU_USED),
+                      ("PATH", shutil.which("criu"))]
+    tried = []
+    for where, path in candidates:
+        if not path:
+            continue
+        if os.path.isfile(path) and os.access(path, os.X_OK):
+            return path, tried
+        tried.append("%s (%s)" % (path, where))
+    return None, tried
+
+
+def kill_if_ours(pid):
+    """SIGKILL a process this script started (checked by its command line: pids are reused) and reap it."""
+    try:
+        with open("/proc/%d/cmdline" % pid, "rb") as f:
+            if os.path.abspath(__file__).encode() not in f.read():
+                return
+        os.kill(pid, 9)
+    except OSError:
+        return
+    try:
+        os.waitpid(pid, 0)
+    except ChildProcessError:  # restored by criu: not our child; init reaps it
+        pass
+
+
+def main():
+    if len(sys.argv) == 3 and sys.argv[1] in ("--reference", "--target"):
+        if sys.argv[1] == "--target":
+            return target(sys.argv[2])
+        print(json.dumps(report(reach(sys.argv[2]))))
+        return 0
+    criu, tried = find_criu()
+    if criu is None:
+        print("cannot find criu%s.\nGive its path: python3 %s /path/to/criu (or set CRIU=/path/to/criu);"
+              " on kernels >= 6.13 it must be CRIU >= 4.1." % (": tried " + ", ".join(tried) if tried else
+                                                               " (no argument, no $CRIU, none on PATH)",
+                                                               sys.argv[0]), file=sys.stderr)
+        return 3
+    if os.geteuid() != 0:
+        print("criu dump and restore need root: run this as root", file=sys.stderr)
+        return 3
+    work = tempfile.mkdtemp(prefix="sockstates-repro-")
+    names, images = os.path.join(work, "names"), os.path.join(work, "images")
+    os.mkdir(names), os.mkdir(images)
+    reference = json.loads(subprocess.run([sys.executable, __file__, "--reference", names],
+                                          check=True, capture_output=True, text=True).stdout)
+    names = os.path.join(work, "names2")
+    os.mkdir(names)
+    pidfile = os.path.join(work, "restored.pid")
+    with open(os.path.join(work, "target.log"), "wb") as log:
+        proc = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--target", names],
+                                stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
+    try:
+        return check(criu, proc, names, images, pidfile, reference, work)
+    finally:  # whatever happened, no target (before or after C/R) is left waiting
+        kill_if_ours(proc.pid)
+        if os.path.exists(pidfile):
+            kill_if_ours(int(open(pidfile).read().strip() or 0))
+
+
+def print_cause(log):
+    """The lines that say why: a BUG, a task's death, and the last errors before CRIU gave up.
+
+    (The first Error line is often a harmless one that successful runs log too.)
+    """
+    try:
+        lines = open(log, errors="replace").read().splitlines()
+    except OSError:
+        return
+    errors = [line for line in lines if "Error (" in line]
+    cause = [line for line in errors if "BUG at" in line or "killed by signal" in line] or errors[-3:]
+    for line in cause:
+        print("    " + line.strip())
+
+
+def check(criu, proc, names, images, pidfile, reference, work):
+    while not os.path.exists(os.path.join(names, "ready")):
+        if proc.poll() is not None:
+            print("the target died before reaching the state: see " + os.path.join(work, "target.log"))
+            return 2
+        time.sleep(0.01)
+    dump = [criu, "dump", "-t", str(proc.pid), "-D", images, "-o", "dump.log", "-v4", "--network-lock", NETWORK_LOCK,
+            *CRIU_OPTIONS]
+    restore = [criu, "restore", "-d", "-D", images, "-o", "restore.log", "-v4", "--pidfile", pidfile, *CRIU_OPTIONS]
+    for argv in (dump, restore):
+        print("+", " ".join(argv))
+        if subprocess.run(argv).returncode != 0:
+            log = os.path.join(images, argv[1] + ".log")
+            print("criu %s failed: see %s" % (argv[1], log))
+            print_cause(log)
+            return 2
+        if argv is dump:
+            proc.wait()
+    open(os.path.join(names, "go"), "w").close()
+    deadline = time.monotonic() + 60
+    path = os.path.join(names, "report.json")
+    while not os.path.exists(path) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    restored = json.load(open(path)) if os.path.exists(path) else ["(the restored process did not report)"]
+    print("without C/R:", *reference, sep="\n    ")
+    print("after C/R:", *restored, sep="\n    ")
+    diff = list(difflib.unified_diff(reference, restored, "without C/R", "after C/R", lineterm=""))
+    print("\n".join(diff) if diff else "same: CRIU restored this state intact")
+    return 1 if diff else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+'''
+
+
+# the unix half of a reproducer: perform the calls, and report what the sockets hold
+UNIX_PART = r'''KINDS = {"S": socket.SOCK_STREAM, "D": socket.SOCK_DGRAM, "P": socket.SOCK_SEQPACKET}
 HOWS = {"RD": socket.SHUT_RD, "WR": socket.SHUT_WR, "RDWR": socket.SHUT_RDWR}
 PAYLOAD = struct.Struct("<QQ")  # sender handle, serial
 
@@ -156,61 +291,6 @@ def report(handles):
     return lines
 
 
-def target(workdir):
-    handles = reach(workdir)
-    open(os.path.join(workdir, "ready"), "w").close()
-    while not os.path.exists(os.path.join(workdir, "go")):
-        time.sleep(0.01)
-    with open(os.path.join(workdir, "report.json"), "w") as f:
-        json.dump(report(handles), f)
-
-
-def main():
-    if len(sys.argv) == 3 and sys.argv[1] in ("--reference", "--target"):
-        if sys.argv[1] == "--target":
-            return target(sys.argv[2])
-        print(json.dumps(report(reach(sys.argv[2]))))
-        return 0
-    criu = sys.argv[1] if len(sys.argv) > 1 else "criu"
-    work = tempfile.mkdtemp(prefix="sockstates-repro-")
-    names, images = os.path.join(work, "names"), os.path.join(work, "images")
-    os.mkdir(names), os.mkdir(images)
-    reference = json.loads(subprocess.run([sys.executable, __file__, "--reference", names],
-                                          check=True, capture_output=True, text=True).stdout)
-    names = os.path.join(work, "names2")
-    os.mkdir(names)
-    with open(os.path.join(work, "target.log"), "wb") as log:
-        proc = subprocess.Popen([sys.executable, __file__, "--target", names], stdin=subprocess.DEVNULL,
-                                stdout=log, stderr=log, start_new_session=True)
-    while not os.path.exists(os.path.join(names, "ready")):
-        if proc.poll() is not None:
-            sys.exit("the target died before reaching the state: see " + os.path.join(work, "target.log"))
-        time.sleep(0.01)
-    dump = [criu, "dump", "-t", str(proc.pid), "-D", images, "-o", "dump.log", "-v4", "--network-lock", NETWORK_LOCK]
-    restore = [criu, "restore", "-d", "-D", images, "-o", "restore.log", "-v4"]
-    for argv in (dump, restore):
-        print("+", " ".join(argv))
-        if subprocess.run(argv).returncode != 0:
-            print("criu %s failed: see %s/%s.log" % (argv[1], images, argv[1]))
-            proc.kill()
-            return 2
-        if argv is dump:
-            proc.wait()
-    open(os.path.join(names, "go"), "w").close()
-    deadline = time.monotonic() + 60
-    path = os.path.join(names, "report.json")
-    while not os.path.exists(path) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    restored = json.load(open(path)) if os.path.exists(path) else ["(the restored process did not report)"]
-    print("without C/R:", *reference, sep="\n    ")
-    print("after C/R:", *restored, sep="\n    ")
-    diff = list(difflib.unified_diff(reference, restored, "without C/R", "after C/R", lineterm=""))
-    print("\n".join(diff) if diff else "same: CRIU restored this state intact")
-    return 1 if diff else 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
 '''
 
 
@@ -220,8 +300,11 @@ def script_name(result: StateResult) -> str:
 
 
 def render(result: StateResult, config: CriuConfig) -> str:
+    from sockstates.inet.criu_repro import INET_PART
+    from sockstates.inet.run import is_inet
     from sockstates.syscall import parse_line
 
+    inet = is_inet([parse_line(line) for line in result.syscalls])
     calls = []
     for line in result.syscalls:
         call = parse_line(line)
@@ -237,6 +320,9 @@ def render(result: StateResult, config: CriuConfig) -> str:
         "@SYSCALL_LINES@": "\n".join(f"    {line}" for line in result.syscalls) or "    (none)",
         "@SYSCALLS@": repr(calls),
         "@NETWORK_LOCK@": repr(config.network_lock),
+        "@CRIU_USED@": repr(shutil.which(config.criu) or config.criu),
+        "@CRIU_OPTIONS@": repr(["--tcp-established"] if inet else []),
+        "@STATE_PART@": INET_PART if inet else UNIX_PART,
     }
     text = TEMPLATE
     for key, value in replacements.items():

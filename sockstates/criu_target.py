@@ -35,7 +35,7 @@ import time
 import traceback
 from pathlib import Path
 
-from sockstates import canon, netlink, probe, run
+from sockstates import canon, netlink, probe, run, strangers
 from sockstates.syscall import parse_line
 
 GO_POLL_SECONDS = 0.01
@@ -183,7 +183,7 @@ def check_reachability(reader: _RecordingReader, diag: dict[int, netlink.DiagSoc
     return problems
 
 
-def verify(ex: run.SyscallExecutor, before: dict, names_dir: Path) -> dict:
+def verify(ex: run.SyscallExecutor, before: dict, names_dir: Path, syscalls: list) -> dict:
     now_by_handle = {h: os.fstat(s.fileno()).st_ino for h, s in ex.handles.items()}
     reader = _RecordingReader()
     with_fd = {reader.visit(s) for s in ex.handles.values()}
@@ -199,6 +199,7 @@ def verify(ex: run.SyscallExecutor, before: dict, names_dir: Path) -> dict:
         "messages": check_messages(reader, before["sends"]),
         "reachability": check_reachability(reader, diag),
         "notes": reader.notes,
+        "strangers": strangers.reach(syscalls, run.address),  # last: it may queue a datagram
     }
 
 
@@ -216,7 +217,8 @@ def main(argv: list[str]) -> int:
     while not go.exists():
         time.sleep(GO_POLL_SECONDS)
     try:
-        result = verify(ex, before, workdir / "names")
+        spec = json.loads((workdir / "sequence.json").read_text())
+        result = verify(ex, before, workdir / "names", [parse_line(line) for line in spec["syscalls"]])
     except OSError as e:  # a restored socket that does not behave: CRIU's doing
         result = {"error": f"{type(e).__name__}: {e}", "trace": traceback.format_exc(), "os_error": True}
     except Exception as e:  # our own bug: not a finding about CRIU

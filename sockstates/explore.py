@@ -3,14 +3,18 @@
 A state is known by its description string; the first time a description is
 met is by a shortest syscall sequence (breadth first), and later meetings are
 dropped, so the search does work per distinct state, not per sequence.
+
+The space is the unix one (`actions.Bounds`) or the TCP/UDP one
+(`sockstates.inet.rules.Bounds`): the same search over another model.
 """
 
 from __future__ import annotations
 
 import gc
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 from sockstates import actions, model
 from sockstates.syscall import Syscall
@@ -21,7 +25,7 @@ class Found:
     description: str
     depth: int
     syscalls: tuple[Syscall, ...]
-    state: model.State
+    state: Any  # model.State, or sockstates.inet.model.State
 
 
 @dataclass
@@ -36,7 +40,7 @@ class Stats:
         return sum(self.per_depth)
 
 
-def explore(bounds: actions.Bounds, depth: int | None, stats: Stats | None = None) -> Iterator[Found]:
+def explore(bounds: Any, depth: int | None, stats: Stats | None = None) -> Iterator[Found]:
     """Yield every state within `depth` syscalls (None: no bound, until closure),
     once, with one of its shortest sequences, depth by depth, deterministically."""
     if depth is not None and depth < 0:
@@ -57,10 +61,22 @@ def explore(bounds: actions.Bounds, depth: int | None, stats: Stats | None = Non
             gc.enable()
 
 
-def _search(bounds: actions.Bounds, depth: int | None, stats: Stats) -> Iterator[Found]:
+def _space(bounds: Any) -> tuple[Any, Callable[[Any], str], Callable[[Any, Any], Iterator]]:
+    """The root, the describer and the successors of the space ``bounds`` belong to."""
+    if isinstance(bounds, actions.Bounds):
+        return model.EMPTY, model.describe, actions.successors
+    from sockstates.inet import model as inet_model
+    from sockstates.inet import rules as inet_rules
+
+    if isinstance(bounds, inet_rules.Bounds):
+        return inet_model.EMPTY, inet_model.describe, inet_rules.successors
+    raise TypeError(f"no state space for {bounds!r}")
+
+
+def _search(bounds: Any, depth: int | None, stats: Stats) -> Iterator[Found]:
     start = time.perf_counter()
-    root = model.EMPTY
-    root_desc = model.describe(root)
+    root, describe, successors = _space(bounds)
+    root_desc = describe(root)
     seen: set[str] = {root_desc}
     frontier = [Found(root_desc, 0, (), root)]
     stats.per_depth.append(1)
@@ -70,9 +86,9 @@ def _search(bounds: actions.Bounds, depth: int | None, stats: Stats) -> Iterator
         level += 1
         nxt: list[Found] = []
         for parent in frontier:
-            for call, state in actions.successors(parent.state, bounds):
+            for call, state in successors(parent.state, bounds):
                 stats.transitions += 1
-                desc = model.describe(state)
+                desc = describe(state)
                 if desc in seen:
                     continue
                 seen.add(desc)

@@ -2,10 +2,12 @@
 
 A state's result names what went wrong in words that carry specifics (inode
 numbers, pids, the states' descriptions, CRIU's source lines). The group of a
-failure keeps the kind and drops the specifics: for a dump or restore, CRIU's
-first error message; for a restored state that differs, which features of the
-description were lost or gained (e.g. ``peer gone (-CX) lost``); for a broken
-message or connection, the check that failed.
+failure keeps the kind and drops the specifics: for a dump or restore, the
+cause `criu_log.fatal` found (a BUG and a crash, or the first error a
+successful run does not log too; older records: CRIU's first error line);
+for a restored state that differs, which features of the description were
+lost or gained (e.g. ``peer gone (-CX) lost``); for a broken message or
+connection, the check that failed.
 """
 
 from __future__ import annotations
@@ -16,14 +18,42 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from sockstates import canon
+from sockstates.inet import canon as inet_canon
 
 TYPE_WORDS = {"S": "stream", "D": "datagram", "P": "seqpacket"}
 CRIU_ERROR = re.compile(r"Error \(([^)]*)\):\s*(.*)")
 NUMBERS = re.compile(r"\b\d+\b|0x[0-9a-f]+")
 
 
+INET_STATES = {"CL": "closed", "LI": "listening", "ES": "established", "CW": "close-wait", "F2": "fin-wait-2",
+               "TW": "time-wait"}
+
+
+def inet_features(description: str) -> Counter[str]:
+    """The features of a TCP/UDP state: sockets by protocol and TCP state, orphans, errors, peers, queues."""
+    counts: Counter[str] = Counter()
+    for f in inet_canon.parse(description).values():
+        proto = "TCP" if f.proto == "T" else "UDP"
+        counts[f"{proto} socket" + (f" {INET_STATES[f.state]} (.{f.state})" if f.state else "")] += 1
+        counts["socket without descriptor (~)"] += f.fdless
+        counts["ephemeral port (:e)"] += f.port == inet_canon.EPHEMERAL
+        counts["shut for reading (R)"] += bool(f.shut & 1)
+        counts["shut for writing (W)"] += bool(f.shut & 2)
+        if f.error:
+            counts[f"pending {inet_canon.ERRORS[f.error]} (!{f.error})"] += 1
+        if f.peer == inet_canon.DEAD:
+            counts["peer nobody holds (-CX)"] += 1
+        elif f.peer is not None:
+            counts["peer (-C)"] += 1
+        counts["pending connection (-I)"] += len(f.icons)
+        counts["unread TCP data (-Q)" if f.proto == "T" else "queued datagram (-M)"] += len(f.queue)
+    return +counts
+
+
 def features(description: str) -> Counter[str]:
     """How many times each feature appears in a state: sockets by type, names, flags, links, messages."""
+    if inet_canon.is_inet(description):
+        return inet_features(description)
     snap = canon.parse(description)
     counts: Counter[str] = Counter()
     for f in snap.socks.values():
@@ -82,6 +112,9 @@ def group(result: Mapping[str, Any]) -> str:
     reasons = result.get("reasons") or [""]
     if result.get("verdict") == "error":
         return f"error at {stage}: {NUMBERS.sub('N', reasons[0]).split(':')[0]}"
+    if stage in ("dump", "restore") and result.get("criu_failure"):
+        # the cause criu_log.fatal read from the whole log (records from before it was kept fall through)
+        return f"{stage} {'crashed' if result.get('crashed') else 'refused'}: {result['criu_failure']}"
     if stage in ("dump", "restore"):
         return f"{stage} refused: {criu_error(result.get('log_lines', ()), stage)}"
     if stage == "verify":

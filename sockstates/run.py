@@ -27,7 +27,7 @@ import traceback
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
-from sockstates import netlink, probe
+from sockstates import netlink, probe, strangers
 from sockstates.syscall import Syscall
 
 CLONE_NEWNET = 0x40000000
@@ -64,6 +64,7 @@ class Outcome:
     garbage: int = 0  # sockets alive but unreachable: a sequence outside the model's scope
     notes: list[str] = field(default_factory=list)
     error: str | None = None  # the child failed in a way that is not a finding
+    strangers: list[str] = field(default_factory=list)  # who reaches each bound name (`strangers`), after the probe
 
     def matches(self, description: str) -> bool:
         return not self.error and not self.call_mismatches and description in self.descriptions
@@ -163,6 +164,10 @@ class SyscallExecutor:
 
 
 def _child(syscalls: Sequence[Syscall], workdir: str, strict: bool, hold: tuple[int, int] | None) -> dict:
+    from sockstates.inet import run as inet_run  # imports this module: not at the top
+
+    if inet_run.is_inet(syscalls):  # TCP/UDP: a namespace of its own per sequence, lo up, settling
+        return inet_run.child(syscalls, strict, hold)
     if _SHARED_NETNS:
         # sockets earlier runs left to the lazy garbage collector are not ours
         ignore = {d.ino for d in netlink.dump_unix()}
@@ -198,6 +203,7 @@ def _child(syscalls: Sequence[Syscall], workdir: str, strict: bool, hold: tuple[
         "mismatches": mismatches,
         "garbage": len(view.garbage),
         "notes": view.notes,
+        "strangers": strangers.reach(syscalls, address),  # last: an accepted stranger changes the state
     }
 
 
@@ -247,7 +253,8 @@ def _finish(pid: int, rd: int, workdir: str, timeout: float, already: bytes = b"
     result = json.loads(b"".join(chunks))
     if "error" in result:
         return Outcome(error=result["error"], notes=[result.get("trace", "")])
-    return Outcome(frozenset(result["descriptions"]), result["mismatches"], result["garbage"], result["notes"])
+    return Outcome(frozenset(result["descriptions"]), result["mismatches"], result["garbage"], result["notes"],
+                   strangers=result.get("strangers", []))
 
 
 def run_sequence(syscalls: Sequence[Syscall], timeout: float = 10.0, strict: bool = True,

@@ -4,8 +4,9 @@ Sequences are the interface between the model (which writes them) and the
 runner (which performs them): the runner only reads these records, so it never
 needs the model.  Sockets are named by handles (1, 2, ...: the order in which
 the sequence creates them), names by labels (@3 is an abstract name, /3 a path
-in the run's temporary directory); a line may end with the error the call is
-expected to fail with, e.g. ``send(2) = ECONNREFUSED``.
+in the run's temporary directory, :3 a TCP/UDP port on loopback); a line may
+end with the error the call is expected to fail with, e.g.
+``send(2) = ECONNREFUSED``.
 """
 
 from __future__ import annotations
@@ -15,9 +16,11 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 OPS = ("socket", "socketpair", "bind", "listen", "connect", "accept", "send", "sendto",
-       "shutdown", "close", "unlink")
+       "shutdown", "close", "unlink",
+       "abort", "disconnect")  # inet: SO_LINGER 0 then close(); connect(AF_UNSPEC)
 HOWS = ("RD", "WR", "RDWR")
-TYPE_NAMES = {"S": "SOCK_STREAM", "D": "SOCK_DGRAM", "P": "SOCK_SEQPACKET"}
+TYPE_NAMES = {"S": "SOCK_STREAM", "D": "SOCK_DGRAM", "P": "SOCK_SEQPACKET",
+              "T": "TCP (AF_INET, SOCK_STREAM)", "U": "UDP (AF_INET, SOCK_DGRAM)"}
 
 
 _T = TypeVar("_T")
@@ -32,7 +35,7 @@ class Syscall:
     op: str
     fd: int | None = None  # the handle the call works on
     type: str | None = None  # S, D or P for socket/socketpair
-    name: str | None = None  # label: "@N" or "/N"
+    name: str | None = None  # label: "@N" or "/N"; inet: ":N", a port on 127.0.0.1
     how: str | None = None  # shutdown: RD, WR or RDWR
     passes: int | None = None  # handle whose descriptor rides along (SCM_RIGHTS)
     result: tuple[int, ...] = ()  # handles the call creates
@@ -101,7 +104,7 @@ def parse_line(line: str) -> Syscall:
             fields["how"] = arg
         elif arg.isdigit():
             fields["fd"] = int(arg)
-        elif re.fullmatch(r"[@/]\d+", arg):
+        elif re.fullmatch(r"[@/:]\d+", arg):
             fields["name"] = arg
         elif re.fullmatch(r"\[\d+\]", arg):
             fields["passes"] = int(arg[1:-1])

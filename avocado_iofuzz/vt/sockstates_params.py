@@ -24,7 +24,8 @@ from avocado_iofuzz.vt.params import (
 )
 
 MODES = ("gen", "run", "criu")
-TYPES = ("stream", "dgram", "seqpacket")
+TYPES = ("stream", "dgram", "seqpacket", "tcp", "udp")
+UNIX_TYPES = TYPES[:3]  # the default: tcp,udp only when asked for (the inet variants)
 NAMES = ("abstract", "path")
 WHERE = ("guest", "host")
 FAILURE_STATUSES = ("fail", "warn", "pass")
@@ -37,10 +38,11 @@ def _state(params: Params) -> str:
     if not state:
         return ""
     from sockstates import canon  # the guest's package: imported only when a state is named
+    from sockstates.inet import canon as inet_canon
 
     try:
-        return canon.canonical(state)
-    except canon.DescriptionError as err:
+        return (inet_canon.canonical if inet_canon.is_inet(state) else canon.canonical)(state)
+    except (canon.DescriptionError, inet_canon.DescriptionError) as err:
         raise ParamError(f"param sockstates_state = {state!r}: {err}") from None
 
 
@@ -75,7 +77,7 @@ class SockstatesParams:
         return cls(
             mode=choice(params, "sockstates_mode", MODES, "criu"),
             depth=integer(params, "sockstates_depth", 3, 0, MAX_DEPTH, base=10),
-            types=words(params, "sockstates_types", TYPES, ",".join(TYPES)),
+            types=words(params, "sockstates_types", TYPES, ",".join(UNIX_TYPES)),
             names=words(params, "sockstates_names", NAMES, "abstract"),
             max_sockets=integer(params, "sockstates_max_sockets", 3, 1, 8, base=10),
             max_queue=integer(params, "sockstates_max_queue", 1, 0, 8, base=10),

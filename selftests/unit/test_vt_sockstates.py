@@ -28,6 +28,22 @@ def test_a_state_is_given_in_its_canonical_spelling() -> None:
     assert settings.cli_args("/o")[-2:] == ["--state", "DA-C2_DA-C1-M1"]
 
 
+def test_the_inet_variants_sweep_tcp_and_udp_and_shard_like_the_unix_ones() -> None:
+    (params,) = TestCatalog().variants("sockstates.inet.quick", extra_params=["iofuzz_shard=1/2"])
+    settings = SockstatesParams.from_params(params)
+    assert (settings.mode, settings.depth, settings.types) == ("criu", 2, ("tcp", "udp"))
+    assert "--types tcp,udp" in settings.command("sockstates", "/o") and "--shard 1/2" in settings.command("s", "/o")
+    from avocado_iofuzz.model.shards import expand_shards
+
+    dicts = expand_shards(TestCatalog().variants("sockstates.inet.quick", extra_params=["iofuzz_shards=2"]))
+    assert [d["shortname"] for d in dicts] == [f"sockstates.inet.quick.debian.shard{k}of2" for k in (1, 2)]
+    # the unix variants are what they were
+    (unix,) = TestCatalog().variants("sockstates.quick")
+    assert SockstatesParams.from_params(unix).types == ("dgram",)
+    state = SockstatesParams.from_params({"sockstates_state": "T~:e.TW_T:1.LI", "sockstates_mode": "run"})
+    assert state.cli_args("/o")[-2:] == ["--state", "T:1.LI_T~:e.TW"]
+
+
 @pytest.mark.parametrize(
     ("key", "value", "says"),
     [

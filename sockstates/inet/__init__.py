@@ -1,0 +1,1 @@
+"""TCP and UDP sockets over IPv4 loopback: the inet half of sockstates (``--types tcp,udp``)."""
