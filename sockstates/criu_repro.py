@@ -99,14 +99,18 @@ def read_part(name: str) -> Part:
 
 
 def constants(parts: list[Part], values: dict[str, object]) -> str:
-    """The parts' blocks with each default replaced by the state's value (its repr), comments kept."""
+    """The parts' blocks as ``NAME = value`` lines (the state's value, its repr), comments kept.
+
+    The annotations are left out: mypy checks them in the parts, and the lines
+    stay what scripts always held (``CRIU_USED = ...``, which users edit).
+    """
     out = []
     for part in parts:
-        for line, (name, start, end) in zip(part.block, part.defaults, strict=True):
+        for line, (name, _, end) in zip(part.block, part.defaults, strict=True):
             if name not in values:
                 raise PartError(f"{part.name}.py: render() has no value for {name}")
-            raw = line.encode()  # ast's column offsets count UTF-8 bytes
-            out.append((raw[:start] + repr(values[name]).encode() + raw[end:]).decode())
+            comment = line.encode()[end:].decode()  # after the default; ast's column offsets count UTF-8 bytes
+            out.append(f"{name} = {values[name]!r}{comment}")
     names = [name for part in parts for name, _, _ in part.defaults]
     if len(names) != len(set(names)) or set(names) != set(values):
         raise PartError(f"the parts' blocks define {sorted(names)}, render() gives {sorted(values)}")

@@ -22,7 +22,8 @@ import time
 from typing import Any
 
 # --- state values: render() replaces this block with the state's ---
-SYSCALLS: list[dict[str, Any]] = []  # the parsed calls (op, fd, type, name...): JSON-like, so Any
+# the calls as JSON-like records (op, fd, type, name...): Any, as their fields vary by op
+SYSCALLS: list[dict[str, Any]] = []
 # --- end of state values ---
 
 KINDS = {"T": socket.SOCK_STREAM, "U": socket.SOCK_DGRAM}
