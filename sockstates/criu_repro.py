@@ -12,286 +12,109 @@ script prints both reports and their difference. Exit status 0 when they
 are the same, 1 when they differ, 2 when CRIU fails, 3 when it cannot
 run (no criu found: it says where it looked and how to name one; not root).
 Whatever happens, the target it started is killed before it exits.
+
+The script's code lives in `sockstates.reproducer` as ordinary modules;
+`render` concatenates their source: a docstring naming the state, the
+imports, one block of the state's values, the state's part (``unix`` or
+``inet``) and the ``driver``.
 """
 
 from __future__ import annotations
 
+import ast
 import re
 import shutil
+from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from sockstates.criu import CriuConfig, StateResult
+from sockstates.criu_types import CriuConfig, StateResult
+from sockstates.inet.run import is_inet
+from sockstates.syscall import parse_line
 
-TEMPLATE = r'''#!/usr/bin/env python3
+PARTS_PACKAGE = "sockstates.reproducer"
+# the lines around each part's block of typed defaults (see sockstates/reproducer/__init__.py)
+BLOCK_START = "# --- state values"
+BLOCK_END = "# --- end of state values ---"
+
+# filled with str.format: the only text of the script that is not taken from the parts' source
+HEADER = '''#!/usr/bin/env python3
 """sockstates --criu reproducer: does CRIU bring back this state intact?
 
-state:  @DESCRIPTION@
-verdict when found: @VERDICT@ at @STAGE@: @REASON@
+state:  {description}
+verdict when found: {verdict} at {stage}: {reason}
 syscalls:
-@SYSCALL_LINES@
+{syscall_lines}
 Run as root: python3 THIS_FILE [path to criu]  (else $CRIU, the sweep's criu, criu on PATH)
 Exit status 0: same; 1: different; 2: CRIU failed; 3: cannot run here (no criu, not root).
 """
-import array, ctypes, difflib, errno, json, os, shutil, socket, struct, subprocess, sys, tempfile, time
+from __future__ import annotations
 
-SYSCALLS = @SYSCALLS@
-NETWORK_LOCK = @NETWORK_LOCK@
-CRIU_USED = @CRIU_USED@  # the criu the sweep ran, tried after $CRIU
-CRIU_OPTIONS = @CRIU_OPTIONS@  # --tcp-established for TCP states
-@STATE_PART@def target(workdir):
-    handles = reach(workdir)
-    open(os.path.join(workdir, "ready"), "w").close()
-    while not os.path.exists(os.path.join(workdir, "go")):
-        time.sleep(0.01)
-    with open(os.path.join(workdir, "report.tmp"), "w") as f:
-        json.dump(report(handles), f)
-    os.rename(os.path.join(workdir, "report.tmp"), os.path.join(workdir, "report.json"))  # seen whole or not
+'''
 
 
-def find_criu():
-    """The criu to run and the places tried: the argument, $CRIU, the one the sweep ran, criu on PATH."""
-    if len(sys.argv) > 1:  # named explicitly: that one or none
-        candidates = [("the argument", sys.argv[1])]
-    else:
-        candidates = [("$CRIU", os.environ.get("CRIU")), ("the sweep's criu", CRIU_USED),
-                      ("PATH", shutil.which("criu"))]
-    tried = []
-    for where, path in candidates:
-        if not path:
-            continue
-        if os.path.isfile(path) and os.access(path, os.X_OK):
-            return path, tried
-        tried.append("%s (%s)" % (path, where))
-    return None, tried
+class PartError(ValueError):
+    """A part of the reproducer breaks the rules `render` relies on (a bug of this package, not of a state)."""
 
 
-def kill_if_ours(pid):
-    """SIGKILL a process this script started (checked by its command line: pids are reused) and reap it."""
-    try:
-        with open("/proc/%d/cmdline" % pid, "rb") as f:
-            if os.path.abspath(__file__).encode() not in f.read():
-                return
-        os.kill(pid, 9)
-    except OSError:
-        return
-    try:
-        os.waitpid(pid, 0)
-    except ChildProcessError:  # restored by criu: not our child; init reaps it
-        pass
+@dataclass(frozen=True)
+class Part:
+    name: str
+    imports: list[str]  # the source of each import it needs in the script (not __future__, not ours)
+    block: list[str]  # its block of defaults, one line each
+    defaults: list[tuple[str, int, int]]  # per block line: the name, where its default starts and ends (bytes)
+    body: str  # everything after the block
 
 
-def main():
-    if len(sys.argv) == 3 and sys.argv[1] in ("--reference", "--target"):
-        if sys.argv[1] == "--target":
-            return target(sys.argv[2])
-        print(json.dumps(report(reach(sys.argv[2]))))
-        return 0
-    criu, tried = find_criu()
-    if criu is None:
-        print("cannot find criu%s.\nGive its path: python3 %s /path/to/criu (or set CRIU=/path/to/criu);"
-              " on kernels >= 6.13 it must be CRIU >= 4.1." % (": tried " + ", ".join(tried) if tried else
-                                                               " (no argument, no $CRIU, none on PATH)",
-                                                               sys.argv[0]), file=sys.stderr)
-        return 3
-    if os.geteuid() != 0:
-        print("criu dump and restore need root: run this as root", file=sys.stderr)
-        return 3
-    work = tempfile.mkdtemp(prefix="sockstates-repro-")
-    names, images = os.path.join(work, "names"), os.path.join(work, "images")
-    os.mkdir(names), os.mkdir(images)
-    reference = json.loads(subprocess.run([sys.executable, __file__, "--reference", names],
-                                          check=True, capture_output=True, text=True).stdout)
-    names = os.path.join(work, "names2")
-    os.mkdir(names)
-    pidfile = os.path.join(work, "restored.pid")
-    with open(os.path.join(work, "target.log"), "wb") as log:
-        proc = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--target", names],
-                                stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
-    try:
-        return check(criu, proc, names, images, pidfile, reference, work)
-    finally:  # whatever happened, no target (before or after C/R) is left waiting
-        kill_if_ours(proc.pid)
-        if os.path.exists(pidfile):
-            kill_if_ours(int(open(pidfile).read().strip() or 0))
+def read_part(name: str) -> Part:
+    """A module of `sockstates.reproducer`, split at its block of defaults."""
+    source = resources.files(PARTS_PACKAGE).joinpath(f"{name}.py").read_text(encoding="utf-8")
+    lines = source.splitlines()
+    starts = [i for i, line in enumerate(lines) if line.startswith(BLOCK_START)]
+    ends = [i for i, line in enumerate(lines) if line.rstrip() == BLOCK_END]
+    if len(starts) != 1 or len(ends) != 1 or starts[0] > ends[0]:
+        raise PartError(f"{name}.py: expected one block from {BLOCK_START!r} to {BLOCK_END!r}")
+    start, end = starts[0] + 1, ends[0] + 1  # ast's line numbers count from 1
+    imports, block, defaults = [], [], []
+    for node in ast.parse(source).body:
+        if node.end_lineno is not None and node.end_lineno < start:  # the preamble: docstring and imports
+            if isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant):
+                continue
+            if isinstance(node, ast.ImportFrom) and node.module is not None:
+                modules = [node.module]
+            elif isinstance(node, ast.Import):
+                modules = [alias.name for alias in node.names]
+            else:
+                raise PartError(f"{name}.py:{node.lineno}: only a docstring and imports may precede the block")
+            if modules[0] == "__future__" or any(m.split(".")[0] == "sockstates" for m in modules):
+                continue  # the header has the __future__ import; ours are there for checking only
+            imports.append(ast.get_source_segment(source, node) or "")
+        elif node.lineno < end:
+            if not (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and node.value
+                    and node.lineno == node.end_lineno):
+                raise PartError(f"{name}.py:{node.lineno}: the block holds one-line `NAME: type = default` only")
+            block.append(lines[node.lineno - 1])
+            defaults.append((node.target.id, node.value.col_offset, node.value.end_col_offset or 0))
+    return Part(name, imports, block, defaults, "\n".join(lines[end:]).strip("\n"))
 
 
-def print_cause(log):
-    """The lines that say why: a BUG, a task's death, and the last errors before CRIU gave up.
+def constants(parts: list[Part], values: dict[str, object]) -> str:
+    """The parts' blocks as ``NAME = value`` lines (the state's value, its repr), comments kept.
 
-    (The first Error line is often a harmless one that successful runs log too.)
+    The annotations are left out: mypy checks them in the parts, and the lines
+    stay what scripts always held (``CRIU_USED = ...``, which users edit).
     """
-    try:
-        lines = open(log, errors="replace").read().splitlines()
-    except OSError:
-        return
-    errors = [line for line in lines if "Error (" in line]
-    cause = [line for line in errors if "BUG at" in line or "killed by signal" in line] or errors[-3:]
-    for line in cause:
-        print("    " + line.strip())
-
-
-def check(criu, proc, names, images, pidfile, reference, work):
-    while not os.path.exists(os.path.join(names, "ready")):
-        if proc.poll() is not None:
-            print("the target died before reaching the state: see " + os.path.join(work, "target.log"))
-            return 2
-        time.sleep(0.01)
-    dump = [criu, "dump", "-t", str(proc.pid), "-D", images, "-o", "dump.log", "-v4", "--network-lock", NETWORK_LOCK,
-            *CRIU_OPTIONS]
-    restore = [criu, "restore", "-d", "-D", images, "-o", "restore.log", "-v4", "--pidfile", pidfile, *CRIU_OPTIONS]
-    for argv in (dump, restore):
-        print("+", " ".join(argv))
-        if subprocess.run(argv).returncode != 0:
-            log = os.path.join(images, argv[1] + ".log")
-            print("criu %s failed: see %s" % (argv[1], log))
-            print_cause(log)
-            return 2
-        if argv is dump:
-            proc.wait()
-    open(os.path.join(names, "go"), "w").close()
-    deadline = time.monotonic() + 60
-    path = os.path.join(names, "report.json")
-    while not os.path.exists(path) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    restored = json.load(open(path)) if os.path.exists(path) else ["(the restored process did not report)"]
-    print("without C/R:", *reference, sep="\n    ")
-    print("after C/R:", *restored, sep="\n    ")
-    diff = list(difflib.unified_diff(reference, restored, "without C/R", "after C/R", lineterm=""))
-    print("\n".join(diff) if diff else "same: CRIU restored this state intact")
-    return 1 if diff else 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
-'''
-
-
-# the unix half of a reproducer: perform the calls, and report what the sockets hold
-UNIX_PART = r'''KINDS = {"S": socket.SOCK_STREAM, "D": socket.SOCK_DGRAM, "P": socket.SOCK_SEQPACKET}
-HOWS = {"RD": socket.SHUT_RD, "WR": socket.SHUT_WR, "RDWR": socket.SHUT_RDWR}
-PAYLOAD = struct.Struct("<QQ")  # sender handle, serial
-
-
-def address(label):
-    return b"\0repro-" + label[1:].encode() if label[0] == "@" else "s" + label[1:]
-
-
-def perform(handles, call, serial):
-    op, fd = call["op"], call.get("fd")
-    if op == "socket":
-        handles[call["result"][0]] = socket.socket(socket.AF_UNIX, KINDS[call["type"]])
-    elif op == "socketpair":
-        a, b = socket.socketpair(socket.AF_UNIX, KINDS[call["type"]])
-        handles[call["result"][0]], handles[call["result"][1]] = a, b
-    elif op == "bind":
-        handles[fd].bind(address(call["name"]))
-    elif op == "listen":
-        handles[fd].listen(64)
-    elif op == "connect":
-        handles[fd].setblocking(False)
-        handles[fd].connect(address(call["name"]))
-    elif op == "accept":
-        handles[fd].setblocking(False)
-        handles[call["result"][0]] = handles[fd].accept()[0]
-    elif op in ("send", "sendto"):
-        anc = []
-        if call.get("passes") is not None:
-            anc = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [handles[call["passes"]].fileno()]))]
-        args = [address(call["name"])] if op == "sendto" else []
-        handles[fd].sendmsg([PAYLOAD.pack(fd, serial)], anc, socket.MSG_DONTWAIT | socket.MSG_NOSIGNAL, *args)
-    elif op == "shutdown":
-        handles[fd].shutdown(HOWS[call["how"]])
-    elif op == "close":
-        handles.pop(fd).close()
-    elif op == "unlink":
-        os.unlink(address(call["name"]))
-
-
-def reach(workdir):
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.unshare(0x40000000) != 0:
-        sys.exit("cannot enter a new network namespace: run as root")
-    os.chdir(workdir)
-    handles = {}
-    for serial, call in enumerate(SYSCALLS, 1):
-        try:
-            perform(handles, call, serial)
-        except OSError as e:
-            if call.get("error") is None:
-                raise
-    return handles
-
-
-def report(handles):
-    """What can be read, labelled by handle (h1) or by order of discovery (x1, x2, ...)."""
-    lines, labels, extra = [], {}, []
-
-    def label(sock):
-        ino = os.fstat(sock.fileno()).st_ino
-        if ino not in labels:
-            labels[ino] = "x%d" % (len(labels) + 1)
-            extra.append(sock)
-        return labels[ino]
-
-    for handle, sock in sorted(handles.items()):
-        labels.setdefault(os.fstat(sock.fileno()).st_ino, "h%d" % handle)
-    todo = [sock for _, sock in sorted(handles.items())]
-    visited = []
-    while todo:
-        sock = todo.pop(0)
-        me = labels[os.fstat(sock.fileno()).st_ino]
-        visited.append((me, sock))
-        sock.setblocking(False)
-        try:
-            peer = repr(sock.getpeername())
-        except OSError as e:
-            peer = errno.errorcode.get(e.errno, str(e.errno))
-        error = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-        lines.append("%s type=%d error=%d name=%r peer=%s" % (me, sock.type, error, sock.getsockname(), peer))
-        if sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN):
-            while True:
-                try:
-                    child = sock.accept()[0]
-                except BlockingIOError:
-                    break
-                lines.append("%s accepts %s" % (me, label(child)))
-                todo.append(child)
-            continue
-        while True:
-            try:
-                data, anc, _, _ = sock.recvmsg(PAYLOAD.size, socket.CMSG_SPACE(16))
-            except BlockingIOError:
-                break
-            except OSError as e:
-                lines.append("%s read error %s" % (me, e.strerror))
-                break
-            if not data:
-                lines.append("%s end of stream" % me)
-                break
-            carried = []
-            for level, kind, payload in anc:
-                if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-                    for fd in array.array("i", payload[: len(payload) - len(payload) % 4]):
-                        new = socket.socket(fileno=fd)
-                        fresh = os.fstat(new.fileno()).st_ino not in labels
-                        carried.append(label(new))
-                        if fresh:
-                            todo.append(new)
-            sender, serial = PAYLOAD.unpack(data) if len(data) == PAYLOAD.size else (-1, -1)
-            lines.append("%s message %d from h%d bytes %s carrying %s" % (me, serial, sender, data.hex(), carried))
-    # last, as it changes queues: may each socket still send (to its peer)?
-    for me, sock in visited:
-        try:
-            sock.send(b"ping", socket.MSG_DONTWAIT | socket.MSG_NOSIGNAL)
-            lines.append("%s send: ok" % me)
-        except OSError as e:
-            lines.append("%s send: %s" % (me, errno.errorcode.get(e.errno, str(e.errno))))
-    return lines
-
-
-'''
+    out = []
+    for part in parts:
+        for line, (name, _, end) in zip(part.block, part.defaults, strict=True):
+            if name not in values:
+                raise PartError(f"{part.name}.py: render() has no value for {name}")
+            comment = line.encode()[end:].decode()  # after the default; ast's column offsets count UTF-8 bytes
+            out.append(f"{name} = {values[name]!r}{comment}")
+    names = [name for part in parts for name, _, _ in part.defaults]
+    if len(names) != len(set(names)) or set(names) != set(values):
+        raise PartError(f"the parts' blocks define {sorted(names)}, render() gives {sorted(values)}")
+    return "\n".join([BLOCK_START + " ---", *out, BLOCK_END])
 
 
 def script_name(result: StateResult) -> str:
@@ -300,34 +123,32 @@ def script_name(result: StateResult) -> str:
 
 
 def render(result: StateResult, config: CriuConfig) -> str:
-    from sockstates.inet.criu_repro import INET_PART
-    from sockstates.inet.run import is_inet
-    from sockstates.syscall import parse_line
-
-    inet = is_inet([parse_line(line) for line in result.syscalls])
+    parsed = [parse_line(line) for line in result.syscalls]
+    inet = is_inet(parsed)
     calls = []
-    for line in result.syscalls:
-        call = parse_line(line)
+    for call in parsed:
         calls.append({k: v for k, v in {
             "op": call.op, "fd": call.fd, "type": call.type, "name": call.name, "how": call.how,
             "passes": call.passes, "result": list(call.result) or None, "error": call.error,
         }.items() if v is not None})
-    replacements = {
-        "@DESCRIPTION@": result.description,
-        "@VERDICT@": result.verdict,
-        "@STAGE@": str(result.stage),
-        "@REASON@": (result.reasons[0] if result.reasons else "").replace('"""', "'''")[:300],
-        "@SYSCALL_LINES@": "\n".join(f"    {line}" for line in result.syscalls) or "    (none)",
-        "@SYSCALLS@": repr(calls),
-        "@NETWORK_LOCK@": repr(config.network_lock),
-        "@CRIU_USED@": repr(shutil.which(config.criu) or config.criu),
-        "@CRIU_OPTIONS@": repr(["--tcp-established"] if inet else []),
-        "@STATE_PART@": INET_PART if inet else UNIX_PART,
+    parts = [read_part("inet" if inet else "unix"), read_part("driver")]
+    values: dict[str, object] = {
+        "SYSCALLS": calls,
+        "NETWORK_LOCK": config.network_lock,
+        "CRIU_USED": shutil.which(config.criu) or config.criu,
+        "CRIU_OPTIONS": ["--tcp-established"] if inet else [],
     }
-    text = TEMPLATE
-    for key, value in replacements.items():
-        text = text.replace(key, value)
-    return text
+    header = HEADER.format(
+        description=result.description,
+        verdict=result.verdict,
+        stage=result.stage,
+        reason=(result.reasons[0] if result.reasons else "").replace('"""', "'''")[:300],
+        syscall_lines="\n".join(f"    {line}" for line in result.syscalls) or "    (none)",
+    )
+    imports = sorted(dict.fromkeys(i for part in parts for i in part.imports),
+                     key=lambda line: (line.startswith("from "), line))
+    return "\n\n\n".join([header + "\n".join(imports) + "\n\n" + constants(parts, values),
+                          *(part.body for part in parts)]) + "\n"
 
 
 def write_reproducer(directory: Path, result: StateResult, config: CriuConfig) -> Path:

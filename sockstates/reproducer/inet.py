@@ -1,15 +1,32 @@
-"""The TCP/UDP half of a standalone reproducer (`sockstates.criu_repro` writes the rest).
+"""The TCP/UDP half of a reproducer: perform the state's calls on 127.0.0.1, and report what the kernel holds.
 
-Performs the calls on 127.0.0.1 in a network namespace of its own with only
-``lo`` up, waiting 50 ms after each (loopback settles within milliseconds),
-and reports what the kernel holds in words that do not depend on the run:
-ports by label (``:N`` is 10000+N) or by the handle whose port it is, since
-ephemeral ports differ between the run without C/R and the one with it.
-Sockets without a descriptor (connections waiting in a listener, orphans,
-TIME_WAIT) are read from ``/proc/net/tcp`` of the namespace.
+Performs the calls in a network namespace of its own with only ``lo`` up,
+waiting 50 ms after each (loopback settles within milliseconds), and reports
+what the kernel holds in words that do not depend on the run: ports by label
+(``:N`` is 10000+N) or by the handle whose port it is, since ephemeral ports
+differ between the run without C/R and the one with it. Sockets without a
+descriptor (connections waiting in a listener, orphans, TIME_WAIT) are read
+from ``/proc/net/tcp`` of the namespace.
 """
 
-INET_PART = r'''KINDS = {"T": socket.SOCK_STREAM, "U": socket.SOCK_DGRAM}
+from __future__ import annotations
+
+import ctypes
+import errno
+import fcntl
+import os
+import socket
+import struct
+import sys
+import time
+from typing import Any
+
+# --- state values: render() replaces this block with the state's ---
+# the calls as JSON-like records (op, fd, type, name...): Any, as their fields vary by op
+SYSCALLS: list[dict[str, Any]] = []
+# --- end of state values ---
+
+KINDS = {"T": socket.SOCK_STREAM, "U": socket.SOCK_DGRAM}
 HOWS = {"RD": socket.SHUT_RD, "WR": socket.SHUT_WR, "RDWR": socket.SHUT_RDWR}
 PAYLOAD = struct.Struct("<QQ")  # sender handle, serial
 TCP_STATES = {1: "ESTABLISHED", 2: "SYN_SENT", 3: "SYN_RECV", 4: "FIN_WAIT1", 5: "FIN_WAIT2", 6: "TIME_WAIT",
@@ -17,12 +34,12 @@ TCP_STATES = {1: "ESTABLISHED", 2: "SYN_SENT", 3: "SYN_RECV", 4: "FIN_WAIT1", 5:
 FLAGS = socket.MSG_DONTWAIT | socket.MSG_NOSIGNAL
 
 
-def address(label):
+def address(label: str) -> tuple[str, int]:
     return ("127.0.0.1", 10000 + int(label[1:]))
 
 
-def perform(handles, call, serial):
-    op, fd = call["op"], call.get("fd")
+def perform(handles: dict[int, socket.socket], call: dict[str, Any], serial: int) -> None:
+    op, fd = call["op"], call.get("fd", -1)  # -1: no descriptor (socket)
     if op == "socket":
         handles[call["result"][0]] = socket.socket(socket.AF_INET, KINDS[call["type"]])
         handles[call["result"][0]].setblocking(False)
@@ -54,16 +71,15 @@ def perform(handles, call, serial):
             raise OSError(ctypes.get_errno(), "connect(AF_UNSPEC)")
 
 
-def reach(workdir):
+def reach(workdir: str) -> dict[int, socket.socket]:
     libc = ctypes.CDLL(None, use_errno=True)
     if libc.unshare(0x40000000) != 0:
         sys.exit("cannot enter a new network namespace: run as root")
     with socket.socket() as s:  # bring lo up: SIOCGIFFLAGS, SIOCSIFFLAGS | IFF_UP
-        import fcntl
         flags = struct.unpack("16sH14x", fcntl.ioctl(s, 0x8913, struct.pack("16sH14x", b"lo", 0)))[1]
         fcntl.ioctl(s, 0x8914, struct.pack("16sH14x", b"lo", flags | 1))
     os.chdir(workdir)
-    handles = {}
+    handles: dict[int, socket.socket] = {}
     for serial, call in enumerate(SYSCALLS, 1):
         try:
             perform(handles, call, serial)
@@ -74,27 +90,27 @@ def reach(workdir):
     return handles
 
 
-def report(handles):
+def report(handles: dict[int, socket.socket]) -> list[str]:
     """What each socket holds, ports named by label or by the handle that owns them."""
-    owner = {}
+    owner: dict[tuple[int, int], str] = {}
     for handle, sock in handles.items():
         owner[(sock.type, sock.getsockname()[1])] = "h%d" % handle
 
-    def port(kind, number):
+    def port(kind: int, number: int) -> str:
         if number == 0:
             return "none"
         if 10000 < number < 32768:
             return ":%d" % (number - 10000)
         return owner.get((kind, number), "an ephemeral port")
 
-    lines = []
+    lines: list[str] = []
     for handle, sock in sorted(handles.items()):
         me, kind = "h%d" % handle, sock.type
         error = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
         try:
             peer = port(kind, sock.getpeername()[1])
         except OSError as e:
-            peer = errno.errorcode.get(e.errno, str(e.errno))
+            peer = errno.errorcode.get(e.errno or 0, str(e.errno))
         state = ""
         if kind == socket.SOCK_STREAM:
             state = " " + TCP_STATES.get(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 1)[0], "?")
@@ -128,7 +144,7 @@ def report(handles):
             except (BlockingIOError, InterruptedError):
                 break
             except OSError as e:
-                lines.append("%s read error %s" % (me, errno.errorcode.get(e.errno, e.errno)))
+                lines.append("%s read error %s" % (me, errno.errorcode.get(e.errno or 0, e.errno)))
                 break
             if not data:
                 lines.append("%s end of stream" % me)
@@ -143,7 +159,7 @@ def report(handles):
             sock.send(PAYLOAD.pack(0, 0), FLAGS)
             lines.append("h%d send: ok" % handle)
         except OSError as e:
-            lines.append("h%d send: %s" % (handle, errno.errorcode.get(e.errno, str(e.errno))))
+            lines.append("h%d send: %s" % (handle, errno.errorcode.get(e.errno or 0, str(e.errno))))
     time.sleep(0.05)
     for handle, sock in sorted(handles.items()):  # and does what was sent arrive?
         if sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN):
@@ -152,9 +168,6 @@ def report(handles):
             data = sock.recv(4096, socket.MSG_DONTWAIT)
             got = "%d bytes" % len(data) if data else "end of stream"
         except OSError as e:
-            got = errno.errorcode.get(e.errno, str(e.errno))
+            got = errno.errorcode.get(e.errno or 0, str(e.errno))
         lines.append("h%d then reads: %s" % (handle, got))
     return lines
-
-
-'''
