@@ -12,12 +12,32 @@ syscalls:
 Run as root: python3 THIS_FILE [path to criu]  (else $CRIU, the sweep's criu, criu on PATH)
 Exit status 0: same; 1: different; 2: CRIU failed; 3: cannot run here (no criu, not root).
 """
-import array, ctypes, difflib, errno, json, os, shutil, socket, struct, subprocess, sys, tempfile, time
+from __future__ import annotations
 
+import contextlib
+import ctypes
+import difflib
+import errno
+import fcntl
+import json
+import os
+import shutil
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Any
+
+# --- state values ---
 SYSCALLS = [{'op': 'socket', 'type': 'T', 'result': [1]}, {'op': 'socket', 'type': 'T', 'result': [2]}, {'op': 'bind', 'fd': 1, 'name': ':1'}, {'op': 'listen', 'fd': 1}, {'op': 'connect', 'fd': 2, 'name': ':1'}]
 NETWORK_LOCK = 'nftables'
 CRIU_USED = None  # give criu as the argument or $CRIU
 CRIU_OPTIONS = ['--tcp-established']  # --tcp-established for TCP states
+# --- end of state values ---
+
+
 KINDS = {"T": socket.SOCK_STREAM, "U": socket.SOCK_DGRAM}
 HOWS = {"RD": socket.SHUT_RD, "WR": socket.SHUT_WR, "RDWR": socket.SHUT_RDWR}
 PAYLOAD = struct.Struct("<QQ")  # sender handle, serial
@@ -26,12 +46,12 @@ TCP_STATES = {1: "ESTABLISHED", 2: "SYN_SENT", 3: "SYN_RECV", 4: "FIN_WAIT1", 5:
 FLAGS = socket.MSG_DONTWAIT | socket.MSG_NOSIGNAL
 
 
-def address(label):
+def address(label: str) -> tuple[str, int]:
     return ("127.0.0.1", 10000 + int(label[1:]))
 
 
-def perform(handles, call, serial):
-    op, fd = call["op"], call.get("fd")
+def perform(handles: dict[int, socket.socket], call: dict[str, Any], serial: int) -> None:
+    op, fd = call["op"], call.get("fd", -1)  # -1: no descriptor (socket)
     if op == "socket":
         handles[call["result"][0]] = socket.socket(socket.AF_INET, KINDS[call["type"]])
         handles[call["result"][0]].setblocking(False)
@@ -63,16 +83,15 @@ def perform(handles, call, serial):
             raise OSError(ctypes.get_errno(), "connect(AF_UNSPEC)")
 
 
-def reach(workdir):
+def reach(workdir: str) -> dict[int, socket.socket]:
     libc = ctypes.CDLL(None, use_errno=True)
     if libc.unshare(0x40000000) != 0:
         sys.exit("cannot enter a new network namespace: run as root")
     with socket.socket() as s:  # bring lo up: SIOCGIFFLAGS, SIOCSIFFLAGS | IFF_UP
-        import fcntl
         flags = struct.unpack("16sH14x", fcntl.ioctl(s, 0x8913, struct.pack("16sH14x", b"lo", 0)))[1]
         fcntl.ioctl(s, 0x8914, struct.pack("16sH14x", b"lo", flags | 1))
     os.chdir(workdir)
-    handles = {}
+    handles: dict[int, socket.socket] = {}
     for serial, call in enumerate(SYSCALLS, 1):
         try:
             perform(handles, call, serial)
@@ -83,27 +102,27 @@ def reach(workdir):
     return handles
 
 
-def report(handles):
+def report(handles: dict[int, socket.socket]) -> list[str]:
     """What each socket holds, ports named by label or by the handle that owns them."""
-    owner = {}
+    owner: dict[tuple[int, int], str] = {}
     for handle, sock in handles.items():
         owner[(sock.type, sock.getsockname()[1])] = "h%d" % handle
 
-    def port(kind, number):
+    def port(kind: int, number: int) -> str:
         if number == 0:
             return "none"
         if 10000 < number < 32768:
             return ":%d" % (number - 10000)
         return owner.get((kind, number), "an ephemeral port")
 
-    lines = []
+    lines: list[str] = []
     for handle, sock in sorted(handles.items()):
         me, kind = "h%d" % handle, sock.type
         error = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
         try:
             peer = port(kind, sock.getpeername()[1])
         except OSError as e:
-            peer = errno.errorcode.get(e.errno, str(e.errno))
+            peer = errno.errorcode.get(e.errno or 0, str(e.errno))
         state = ""
         if kind == socket.SOCK_STREAM:
             state = " " + TCP_STATES.get(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 1)[0], "?")
@@ -137,7 +156,7 @@ def report(handles):
             except (BlockingIOError, InterruptedError):
                 break
             except OSError as e:
-                lines.append("%s read error %s" % (me, errno.errorcode.get(e.errno, e.errno)))
+                lines.append("%s read error %s" % (me, errno.errorcode.get(e.errno or 0, e.errno)))
                 break
             if not data:
                 lines.append("%s end of stream" % me)
@@ -152,7 +171,7 @@ def report(handles):
             sock.send(PAYLOAD.pack(0, 0), FLAGS)
             lines.append("h%d send: ok" % handle)
         except OSError as e:
-            lines.append("h%d send: %s" % (handle, errno.errorcode.get(e.errno, str(e.errno))))
+            lines.append("h%d send: %s" % (handle, errno.errorcode.get(e.errno or 0, str(e.errno))))
     time.sleep(0.05)
     for handle, sock in sorted(handles.items()):  # and does what was sent arrive?
         if sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN):
@@ -161,12 +180,12 @@ def report(handles):
             data = sock.recv(4096, socket.MSG_DONTWAIT)
             got = "%d bytes" % len(data) if data else "end of stream"
         except OSError as e:
-            got = errno.errorcode.get(e.errno, str(e.errno))
+            got = errno.errorcode.get(e.errno or 0, str(e.errno))
         lines.append("h%d then reads: %s" % (handle, got))
     return lines
 
 
-def target(workdir):
+def target(workdir: str) -> None:
     handles = reach(workdir)
     open(os.path.join(workdir, "ready"), "w").close()
     while not os.path.exists(os.path.join(workdir, "go")):
@@ -176,14 +195,14 @@ def target(workdir):
     os.rename(os.path.join(workdir, "report.tmp"), os.path.join(workdir, "report.json"))  # seen whole or not
 
 
-def find_criu():
+def find_criu() -> tuple[str | None, list[str]]:
     """The criu to run and the places tried: the argument, $CRIU, the one the sweep ran, criu on PATH."""
     if len(sys.argv) > 1:  # named explicitly: that one or none
-        candidates = [("the argument", sys.argv[1])]
+        candidates: list[tuple[str, str | None]] = [("the argument", sys.argv[1])]
     else:
         candidates = [("$CRIU", os.environ.get("CRIU")), ("the sweep's criu", CRIU_USED),
                       ("PATH", shutil.which("criu"))]
-    tried = []
+    tried: list[str] = []
     for where, path in candidates:
         if not path:
             continue
@@ -193,7 +212,7 @@ def find_criu():
     return None, tried
 
 
-def kill_if_ours(pid):
+def kill_if_ours(pid: int) -> None:
     """SIGKILL a process this script started (checked by its command line: pids are reused) and reap it."""
     try:
         with open("/proc/%d/cmdline" % pid, "rb") as f:
@@ -202,16 +221,15 @@ def kill_if_ours(pid):
         os.kill(pid, 9)
     except OSError:
         return
-    try:
+    with contextlib.suppress(ChildProcessError):  # restored by criu: not our child; init reaps it
         os.waitpid(pid, 0)
-    except ChildProcessError:  # restored by criu: not our child; init reaps it
-        pass
 
 
-def main():
+def main() -> int | None:
     if len(sys.argv) == 3 and sys.argv[1] in ("--reference", "--target"):
         if sys.argv[1] == "--target":
-            return target(sys.argv[2])
+            target(sys.argv[2])
+            return None  # exit status 0, as sys.exit(None)
         print(json.dumps(report(reach(sys.argv[2]))))
         return 0
     criu, tried = find_criu()
@@ -226,7 +244,8 @@ def main():
         return 3
     work = tempfile.mkdtemp(prefix="sockstates-repro-")
     names, images = os.path.join(work, "names"), os.path.join(work, "images")
-    os.mkdir(names), os.mkdir(images)
+    os.mkdir(names)
+    os.mkdir(images)
     reference = json.loads(subprocess.run([sys.executable, __file__, "--reference", names],
                                           check=True, capture_output=True, text=True).stdout)
     names = os.path.join(work, "names2")
@@ -240,16 +259,18 @@ def main():
     finally:  # whatever happened, no target (before or after C/R) is left waiting
         kill_if_ours(proc.pid)
         if os.path.exists(pidfile):
-            kill_if_ours(int(open(pidfile).read().strip() or 0))
+            with open(pidfile) as f:
+                kill_if_ours(int(f.read().strip() or 0))
 
 
-def print_cause(log):
+def print_cause(log: str) -> None:
     """The lines that say why: a BUG, a task's death, and the last errors before CRIU gave up.
 
     (The first Error line is often a harmless one that successful runs log too.)
     """
     try:
-        lines = open(log, errors="replace").read().splitlines()
+        with open(log, errors="replace") as f:
+            lines = f.read().splitlines()
     except OSError:
         return
     errors = [line for line in lines if "Error (" in line]
@@ -258,7 +279,8 @@ def print_cause(log):
         print("    " + line.strip())
 
 
-def check(criu, proc, names, images, pidfile, reference, work):
+def check(criu: str, proc: subprocess.Popen[bytes], names: str, images: str, pidfile: str, reference: list[str],
+          work: str) -> int:
     while not os.path.exists(os.path.join(names, "ready")):
         if proc.poll() is not None:
             print("the target died before reaching the state: see " + os.path.join(work, "target.log"))
@@ -281,7 +303,10 @@ def check(criu, proc, names, images, pidfile, reference, work):
     path = os.path.join(names, "report.json")
     while not os.path.exists(path) and time.monotonic() < deadline:
         time.sleep(0.05)
-    restored = json.load(open(path)) if os.path.exists(path) else ["(the restored process did not report)"]
+    restored = ["(the restored process did not report)"]
+    if os.path.exists(path):
+        with open(path) as f:
+            restored = json.load(f)
     print("without C/R:", *reference, sep="\n    ")
     print("after C/R:", *restored, sep="\n    ")
     diff = list(difflib.unified_diff(reference, restored, "without C/R", "after C/R", lineterm=""))

@@ -9,23 +9,43 @@ syscalls:
 Run as root: python3 THIS_FILE [path to criu]  (else $CRIU, the sweep's criu, criu on PATH)
 Exit status 0: same; 1: different; 2: CRIU failed; 3: cannot run here (no criu, not root).
 """
-import array, ctypes, difflib, errno, json, os, shutil, socket, struct, subprocess, sys, tempfile, time
+from __future__ import annotations
 
+import array
+import contextlib
+import ctypes
+import difflib
+import errno
+import json
+import os
+import shutil
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Any
+
+# --- state values ---
 SYSCALLS = [{'op': 'socketpair', 'type': 'S', 'result': [1, 2]}, {'op': 'bind', 'fd': 1, 'name': '@1'}]
 NETWORK_LOCK = 'nftables'
 CRIU_USED = None  # give criu as the argument or $CRIU
 CRIU_OPTIONS = []  # --tcp-established for TCP states
+# --- end of state values ---
+
+
 KINDS = {"S": socket.SOCK_STREAM, "D": socket.SOCK_DGRAM, "P": socket.SOCK_SEQPACKET}
 HOWS = {"RD": socket.SHUT_RD, "WR": socket.SHUT_WR, "RDWR": socket.SHUT_RDWR}
 PAYLOAD = struct.Struct("<QQ")  # sender handle, serial
 
 
-def address(label):
+def address(label: str) -> bytes | str:
     return b"\0repro-" + label[1:].encode() if label[0] == "@" else "s" + label[1:]
 
 
-def perform(handles, call, serial):
-    op, fd = call["op"], call.get("fd")
+def perform(handles: dict[int, socket.socket], call: dict[str, Any], serial: int) -> None:
+    op, fd = call["op"], call.get("fd", -1)  # -1: no descriptor (socket, socketpair, unlink)
     if op == "socket":
         handles[call["result"][0]] = socket.socket(socket.AF_UNIX, KINDS[call["type"]])
     elif op == "socketpair":
@@ -55,26 +75,28 @@ def perform(handles, call, serial):
         os.unlink(address(call["name"]))
 
 
-def reach(workdir):
+def reach(workdir: str) -> dict[int, socket.socket]:
     libc = ctypes.CDLL(None, use_errno=True)
     if libc.unshare(0x40000000) != 0:
         sys.exit("cannot enter a new network namespace: run as root")
     os.chdir(workdir)
-    handles = {}
+    handles: dict[int, socket.socket] = {}
     for serial, call in enumerate(SYSCALLS, 1):
         try:
             perform(handles, call, serial)
-        except OSError as e:
+        except OSError:
             if call.get("error") is None:
                 raise
     return handles
 
 
-def report(handles):
+def report(handles: dict[int, socket.socket]) -> list[str]:
     """What can be read, labelled by handle (h1) or by order of discovery (x1, x2, ...)."""
-    lines, labels, extra = [], {}, []
+    lines: list[str] = []
+    labels: dict[int, str] = {}
+    extra: list[socket.socket] = []
 
-    def label(sock):
+    def label(sock: socket.socket) -> str:
         ino = os.fstat(sock.fileno()).st_ino
         if ino not in labels:
             labels[ino] = "x%d" % (len(labels) + 1)
@@ -84,7 +106,7 @@ def report(handles):
     for handle, sock in sorted(handles.items()):
         labels.setdefault(os.fstat(sock.fileno()).st_ino, "h%d" % handle)
     todo = [sock for _, sock in sorted(handles.items())]
-    visited = []
+    visited: list[tuple[str, socket.socket]] = []
     while todo:
         sock = todo.pop(0)
         me = labels[os.fstat(sock.fileno()).st_ino]
@@ -93,7 +115,7 @@ def report(handles):
         try:
             peer = repr(sock.getpeername())
         except OSError as e:
-            peer = errno.errorcode.get(e.errno, str(e.errno))
+            peer = errno.errorcode.get(e.errno or 0, str(e.errno))
         error = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
         lines.append("%s type=%d error=%d name=%r peer=%s" % (me, sock.type, error, sock.getsockname(), peer))
         if sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN):
@@ -133,11 +155,11 @@ def report(handles):
             sock.send(b"ping", socket.MSG_DONTWAIT | socket.MSG_NOSIGNAL)
             lines.append("%s send: ok" % me)
         except OSError as e:
-            lines.append("%s send: %s" % (me, errno.errorcode.get(e.errno, str(e.errno))))
+            lines.append("%s send: %s" % (me, errno.errorcode.get(e.errno or 0, str(e.errno))))
     return lines
 
 
-def target(workdir):
+def target(workdir: str) -> None:
     handles = reach(workdir)
     open(os.path.join(workdir, "ready"), "w").close()
     while not os.path.exists(os.path.join(workdir, "go")):
@@ -147,14 +169,14 @@ def target(workdir):
     os.rename(os.path.join(workdir, "report.tmp"), os.path.join(workdir, "report.json"))  # seen whole or not
 
 
-def find_criu():
+def find_criu() -> tuple[str | None, list[str]]:
     """The criu to run and the places tried: the argument, $CRIU, the one the sweep ran, criu on PATH."""
     if len(sys.argv) > 1:  # named explicitly: that one or none
-        candidates = [("the argument", sys.argv[1])]
+        candidates: list[tuple[str, str | None]] = [("the argument", sys.argv[1])]
     else:
         candidates = [("$CRIU", os.environ.get("CRIU")), ("the sweep's criu", CRIU_USED),
                       ("PATH", shutil.which("criu"))]
-    tried = []
+    tried: list[str] = []
     for where, path in candidates:
         if not path:
             continue
@@ -164,7 +186,7 @@ def find_criu():
     return None, tried
 
 
-def kill_if_ours(pid):
+def kill_if_ours(pid: int) -> None:
     """SIGKILL a process this script started (checked by its command line: pids are reused) and reap it."""
     try:
         with open("/proc/%d/cmdline" % pid, "rb") as f:
@@ -173,16 +195,15 @@ def kill_if_ours(pid):
         os.kill(pid, 9)
     except OSError:
         return
-    try:
+    with contextlib.suppress(ChildProcessError):  # restored by criu: not our child; init reaps it
         os.waitpid(pid, 0)
-    except ChildProcessError:  # restored by criu: not our child; init reaps it
-        pass
 
 
-def main():
+def main() -> int | None:
     if len(sys.argv) == 3 and sys.argv[1] in ("--reference", "--target"):
         if sys.argv[1] == "--target":
-            return target(sys.argv[2])
+            target(sys.argv[2])
+            return None  # exit status 0, as sys.exit(None)
         print(json.dumps(report(reach(sys.argv[2]))))
         return 0
     criu, tried = find_criu()
@@ -197,7 +218,8 @@ def main():
         return 3
     work = tempfile.mkdtemp(prefix="sockstates-repro-")
     names, images = os.path.join(work, "names"), os.path.join(work, "images")
-    os.mkdir(names), os.mkdir(images)
+    os.mkdir(names)
+    os.mkdir(images)
     reference = json.loads(subprocess.run([sys.executable, __file__, "--reference", names],
                                           check=True, capture_output=True, text=True).stdout)
     names = os.path.join(work, "names2")
@@ -211,16 +233,18 @@ def main():
     finally:  # whatever happened, no target (before or after C/R) is left waiting
         kill_if_ours(proc.pid)
         if os.path.exists(pidfile):
-            kill_if_ours(int(open(pidfile).read().strip() or 0))
+            with open(pidfile) as f:
+                kill_if_ours(int(f.read().strip() or 0))
 
 
-def print_cause(log):
+def print_cause(log: str) -> None:
     """The lines that say why: a BUG, a task's death, and the last errors before CRIU gave up.
 
     (The first Error line is often a harmless one that successful runs log too.)
     """
     try:
-        lines = open(log, errors="replace").read().splitlines()
+        with open(log, errors="replace") as f:
+            lines = f.read().splitlines()
     except OSError:
         return
     errors = [line for line in lines if "Error (" in line]
@@ -229,7 +253,8 @@ def print_cause(log):
         print("    " + line.strip())
 
 
-def check(criu, proc, names, images, pidfile, reference, work):
+def check(criu: str, proc: subprocess.Popen[bytes], names: str, images: str, pidfile: str, reference: list[str],
+          work: str) -> int:
     while not os.path.exists(os.path.join(names, "ready")):
         if proc.poll() is not None:
             print("the target died before reaching the state: see " + os.path.join(work, "target.log"))
@@ -252,7 +277,10 @@ def check(criu, proc, names, images, pidfile, reference, work):
     path = os.path.join(names, "report.json")
     while not os.path.exists(path) and time.monotonic() < deadline:
         time.sleep(0.05)
-    restored = json.load(open(path)) if os.path.exists(path) else ["(the restored process did not report)"]
+    restored = ["(the restored process did not report)"]
+    if os.path.exists(path):
+        with open(path) as f:
+            restored = json.load(f)
     print("without C/R:", *reference, sep="\n    ")
     print("after C/R:", *restored, sep="\n    ")
     diff = list(difflib.unified_diff(reference, restored, "without C/R", "after C/R", lineterm=""))
