@@ -27,6 +27,13 @@ EVERYWHERE = "3.17.1 on 6.1 (guest), 4.1.1 and 4.2.1 on 6.18 (host)"
 GUEST_AND_HOST = "3.17.1 on 6.1 (guest), 4.2.1 on 6.18 (host)"
 HOST_ONLY = "4.2.1 on 6.18 (host); the guest not checked at this depth yet"
 
+# Upstream status of a class: what a search of checkpoint-restore/criu's issues and pull requests found (2026-12)
+UNREPORTED = "unreported: no issue or pull request of checkpoint-restore/criu describes it (searched 2026-12)"
+UNHELD = "unreported as such (searched 2026-12): {} is held by no process, so CRIU never sees it"
+UDP_QUEUE_STATUS = ("known limitation: checkpoint-restore/criu issue 1130 (the kernel has no API to refill a UDP "
+                    "receive queue); pull request 1571 (UDP queues through a proposed UDP_REPAIR) is not merged")
+
+
 @dataclass(frozen=True)
 class FindingClass:
     slug: str
@@ -61,11 +68,11 @@ CLASSES: tuple[FindingClass, ...] = (
         "unix-dead-datagram-peer", "A datagram socket whose peer is gone comes back unconnected", "DB@1-CX", 5,
         "still connected to its dead peer: send() fails with ECONNREFUSED, a stranger's sendto(@1) with EPERM",
         "unconnected (DB@1): send() fails with ENOTCONN, a stranger's datagram is accepted and queued",
-        "4.1.1", 1, EVERYWHERE, "unreported"),
+        "4.1.1", 1, EVERYWHERE, UNREPORTED),
     FindingClass(
         "unix-pending-econnreset", "A pending ECONNRESET is lost", "SARW!-CX", 3,
         "SO_ERROR gives ECONNRESET (the peer closed with data unread)", "SO_ERROR gives 0 (SARW-CX)",
-        "4.1.1", 1, EVERYWHERE, "unreported: CRIU saves no pending socket error"),
+        "4.1.1", 1, EVERYWHERE, UNREPORTED + "; CRIU saves no pending socket error"),
     FindingClass(
         "unix-cant-find-sender", "criu restore refuses: Can't find sender", "DB@1-M1+1", 3,
         "a queued message carrying a descriptor whose sender is the receiver itself comes back",
@@ -75,7 +82,7 @@ CLASSES: tuple[FindingClass, ...] = (
         "unix-empty-list-crash", "criu restore crashes: Empty list on file desc id", "SA-C2-M2+2_S~A-C1", 3,
         "a socket whose only reference is a message in its own peer's queue comes back",
         "restore logs \"Empty list on file desc id\", hits BUG at criu/files.c:244, the restored task dies of SIGSEGV",
-        "4.1.1", 2, EVERYWHERE, "not yet checked upstream"),
+        "4.1.1", 2, EVERYWHERE, UNREPORTED),
     FindingClass(
         "inet-so-passcred", "CRIU 4.1 dumps no TCP or UDP socket on kernels >= 6.16", "U", 1,
         "a process holding a UDP (or TCP) socket is dumped",
@@ -87,7 +94,7 @@ CLASSES: tuple[FindingClass, ...] = (
         "inet-pending-error", "A pending TCP/UDP socket error is lost", "T:e.CLRW!f", 2,
         "a refused connect() leaves ECONNREFUSED pending (SO_ERROR); likewise ECONNRESET, EPIPE, and a "
         "connected UDP socket's ICMP error", "SO_ERROR gives 0 (T:e.CLRW)",
-        "4.2.1", 1, GUEST_AND_HOST, "not yet checked upstream"),
+        "4.2.1", 1, GUEST_AND_HOST, UNREPORTED + "; like the unix class, CRIU saves no pending socket error"),
     FindingClass(
         "inet-in-flight-connection", "criu dump refuses a listener with a connection not yet accepted",
         "T:1.LI-I3_T:e.ES-C3_T~:1.ES-C2", 5,
@@ -98,20 +105,20 @@ CLASSES: tuple[FindingClass, ...] = (
         "inet-half-closed-delivery", "A half-closed TCP connection no longer delivers",
         "T:1.CWR-C3_T:1.LI_T:e.F2W-C1", 7,
         "after shutdown(WR) on one end, the other end's send() arrives there",
-        "after restore the bytes never arrive", "4.2.1", 1, HOST_ONLY, "not yet checked upstream"),
+        "after restore the bytes never arrive", "4.2.1", 1, HOST_ONLY, UNREPORTED),
     FindingClass(
         "inet-fin-wait2-orphan", "The FIN_WAIT2 orphan of a closed end is lost", "T:1.CWR-C3_T:1.LI_T~:e.F2-C1", 7,
         "the closed end lingers in FIN_WAIT2 and its close-wait peer stays connected to it",
         "the orphan is gone and the peer is connected to nobody (T:1.CWR-CX_T:1.LI)", "4.2.1", 1, HOST_ONLY,
-        "not yet checked upstream"),
+        UNHELD.format("an orphan") + " (closing states of held sockets: checkpoint-restore/criu issues 62, 262)"),
     FindingClass(
         "inet-time-wait", "A TIME_WAIT socket is lost", "T:1.LI_T~:e.TW", 8,
         "the connection's TIME_WAIT socket stays (60 s)", "it is gone: its port pair is free at once",
-        "4.2.1", 1, HOST_ONLY, "not yet checked upstream"),
+        "4.2.1", 1, HOST_ONLY, UNHELD.format("a TIME_WAIT socket")),
     FindingClass(
         "inet-udp-queue", "Queued UDP datagrams are lost", "U:1-M1", 3,
         "the datagram waiting in the socket's receive queue is read after restore",
-        "the queue is empty (U:1)", "4.2.1", 1, GUEST_AND_HOST, "not yet checked upstream"),
+        "the queue is empty (U:1)", "4.2.1", 1, GUEST_AND_HOST, UDP_QUEUE_STATUS),
 )
 
 
