@@ -87,7 +87,7 @@ def install_differences(env: dict[str, str]) -> list[str]:
     installed_dirs = _installed_package_dirs(env)
     if set(installed_dirs) != set(PACKAGES):
         return [f"{', '.join(PACKAGES)} not importable by {sys.executable} without PYTHONPATH"]
-    if any(REPO in d.parents for d in installed_dirs.values()):
+    if any(d == REPO / name for name, d in installed_dirs.items()):  # the venv may live in the checkout
         return [f"the venv imports the checkout itself ({installed_dirs}), not an installed copy"]
     source = _source_files()
     installed = {}
