@@ -27,6 +27,9 @@ BINDIR = Path(sys.executable).parent
 RUN_ELSEWHERE = {
     ("./bootstrap.sh",): ".ci/run (CI starts with it) and test_fresh_install.py (the pip install it does)",
     ("python3", "/tmp/sweep/repro/"): "test_sockstates_criu_guest.py (a reproducer a sweep wrote)",
+    # the reproducer published beside each CRIU finding page, run with the CRIU the page names
+    ("python3", "unix-"): "test_sockstates_finding_classes.py (every page's reproducer, as root)",
+    ("python3", "inet-"): "test_sockstates_finding_classes.py (every page's reproducer, as root)",
 }
 COMMANDS, UNKNOWN = all_doc_commands(REPO)
 
