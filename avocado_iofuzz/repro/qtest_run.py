@@ -13,7 +13,9 @@ the run is judged (a QEMU stuck in a device loop ignores SIGTERM).
 
 from __future__ import annotations
 
+import bisect
 import contextlib
+import itertools
 import os
 import select
 import shlex
@@ -27,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from avocado_iofuzz.model.program import Op
-from avocado_iofuzz.repro.qtest_ops import format_script
+from avocado_iofuzz.repro.qtest_ops import qtest_commands
 from avocado_iofuzz.repro.signature import HANG, NO_CRASH, CrashSignature, crash_signature
 
 # A first command with a known, harmless answer: once it is answered, QEMU
@@ -150,7 +152,10 @@ def run_qtest(
     stall_timeout: float = DEFAULT_STALL_TIMEOUT,
 ) -> QtestOutcome:
     """Replay ``ops`` on a fresh QEMU and judge: crash (with signature), hang, or nothing."""
-    payload = _SYNC_COMMAND + format_script(ops).encode("ascii")
+    lines = [qtest_commands(op) for op in ops]
+    # qtest answers per line, and a PCI config op is two lines: replies are mapped back to ops
+    op_ends = list(itertools.accumulate(len(op_lines) for op_lines in lines))
+    payload = _SYNC_COMMAND + "".join(line + "\n" for op_lines in lines for line in op_lines).encode("ascii")
     started = time.monotonic()
     with tempfile.TemporaryFile() as stderr_file:
         try:
@@ -166,7 +171,7 @@ def run_qtest(
         try:
             writer = threading.Thread(target=_feed, args=(proc, payload), daemon=True)
             writer.start()
-            replies, status = _watch(proc, len(ops) + 1, linger, stall_timeout)
+            replies, status = _watch(proc, (op_ends[-1] if op_ends else 0) + 1, linger, stall_timeout)
         finally:
             _kill(proc)
         stderr_file.seek(0)
@@ -179,7 +184,7 @@ def run_qtest(
             f"QEMU refused the replay's command line (exit {status}): {stderr.strip()[-600:]}\n"
             f"command: {shlex.join(target.argv())}"
         )
-    answered = replies - 1
+    answered = ops_answered(op_ends, replies - 1)
     if status == "stalled":
         signature = HANG
     elif status is None:
@@ -190,6 +195,11 @@ def run_qtest(
         if signature.location.startswith(_HARNESS_SOURCES):
             raise QtestHarnessError(f"QEMU's qtest server rejected the script: {signature.describe()}")
     return QtestOutcome(signature, len(ops), answered, elapsed, stderr)
+
+
+def ops_answered(op_ends: Sequence[int], lines_answered: int) -> int:
+    """How many ops were answered in full, given each op's last line number (1-based, cumulative)."""
+    return bisect.bisect_right(op_ends, lines_answered)
 
 
 def _feed(proc: subprocess.Popen[bytes], payload: bytes) -> None:

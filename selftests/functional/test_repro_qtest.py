@@ -163,3 +163,19 @@ def test_a_replay_ending_another_way_is_not_taken_for_the_finding(hyperv_trace, 
     notes = " ".join(result.notes)
     assert "ended differently" in notes and "SIGABRT" in notes
     assert f"clock {CLOCK_STOPPED}" in notes and f"clock {CLOCK_RUNNING}" in notes  # both replays were tried
+
+
+def test_replies_are_matched_to_ops_so_a_crash_after_pci_ops_names_its_op():
+    """A PCI config op is two qtest lines: the crashing op is still named exactly, with no linger."""
+    from avocado_iofuzz.model.program import SPACE_PCI
+    from avocado_iofuzz.repro.qtest_run import QtestTarget, run_qtest
+
+    config_reads = [Op("r", 0x10000 | register, 4, 0, SPACE_PCI) for register in range(0, 64, 4)]
+    crasher = Op("w", 0x3000, 4, 0x70000)
+    target = QtestTarget(shutil.which("qemu-system-x86_64") or "", ("-M", "pc", "-device", "hyperv-testdev"))
+    outcome = run_qtest(target, [*config_reads, crasher], linger=0.0)
+    assert outcome.signature.signal == signal.SIGABRT
+    assert outcome.failing_op == len(config_reads)
+    # with no linger at all the crash is still seen: the reader waits for the crasher's own reply
+    harmless = run_qtest(target, config_reads, linger=0.0)
+    assert not harmless.signature.is_failure and harmless.answered == len(config_reads)

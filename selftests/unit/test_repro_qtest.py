@@ -90,3 +90,10 @@ def test_ops_qemu_cannot_take_are_refused_when_writing():
 
 def test_describe_ops_is_short():
     assert describe_ops(PIO_AND_MMIO, 2) == "outb 0x70 0x8f; inb 0x71; ... (6 ops)"
+
+
+def test_replies_map_to_ops_of_one_and_two_lines():
+    from avocado_iofuzz.repro.qtest_run import ops_answered
+
+    ends = [1, 3, 5, 6]  # a port op, two PCI config ops (two lines each), a port op
+    assert [ops_answered(ends, lines) for lines in range(7)] == [0, 1, 1, 2, 2, 3, 4]
