@@ -117,6 +117,10 @@ class ScriptedSession:
                         return
                 op = nxt
                 out.append(f"@P {index} {op}")
+        if self.guest.crash_at == "after-last-op":  # a device timer fires once the executor is done
+            self.guest.alive = False
+            self.pending = "\n".join(out) + "\n"
+            return
         out.append("@DONE 0")
         self.pending = "\n".join(out) + "\n"
 
@@ -276,3 +280,17 @@ def test_marks_still_in_the_console_when_qemu_died_are_counted(tmp_path):
     (crash,) = result.findings
     assert crash.window == (640, 704)
     assert result.tallies[1].confirmed == [(0, 640)] and result.tallies[1].unconfirmed == [(640, 704)]
+
+
+def test_a_crash_after_the_last_op_is_a_crash_in_the_last_ops(tmp_path):
+    guest = ScriptedGuest(crash_at="after-last-op")
+    campaign, writer = make_campaign(tmp_path, guest)
+    result = campaign.run()
+    writer.close()
+    (crash,) = result.findings
+    last = PLANS[-1]
+    assert result.crashed and "assertion failed" in crash.detail
+    assert (crash.range_index, crash.window) == (last.index, (last.op_count - 64, last.op_count))
+    assert result.ops_done == {p.index: p.op_count for p in PLANS}  # every op was confirmed
+    event = read_trace(tmp_path / "trace").events[-1]
+    assert event.kind == "crash" and event.data["window"] == [last.op_count - 64, last.op_count]
