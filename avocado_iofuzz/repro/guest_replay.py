@@ -30,7 +30,7 @@ import aexpect
 
 from avocado_iofuzz.campaign.runner import Campaign, CampaignConfig, CampaignError
 from avocado_iofuzz.campaign.trace import TraceWriter
-from avocado_iofuzz.executor.protocol import DEFAULT_BINARY, Done, ExecError, Progress, parse_line
+from avocado_iofuzz.executor.protocol import DEFAULT_BINARY, Done, ExecError, Progress, Ready, parse_line
 from avocado_iofuzz.model.program import SPACE_MMIO, Op
 from avocado_iofuzz.repro.extract import Extracted
 from avocado_iofuzz.repro.qtest_ops import format_script
@@ -73,6 +73,15 @@ def guest_script_file(ops: Sequence[Op], executor: str = DEFAULT_BINARY) -> str:
         "# machine and devices as the run that found it (see reproducer.sh for the QEMU args).\n"
         f"exec {guest_script_command(ops, executor, report_every=1)}\n"
     )
+
+
+# the slowest console measured carries ~5 kB/s of a here-document (115200 baud, echoed)
+UPLOAD_BYTES_PER_SECOND = 5000
+
+
+def upload_timeout(command: str, hang_timeout: float) -> float:
+    """Seconds a script may take to reach the executor: its size at the slowest console, plus the hang timeout."""
+    return hang_timeout + len(command) / UPLOAD_BYTES_PER_SECOND
 
 
 class GuestReplayer:
@@ -124,6 +133,9 @@ class GuestReplayer:
         session.sendline(command)
         done = 0
         last_progress = self.clock()
+        # the script crosses the serial console before the executor's READY: that upload is
+        # no op's doing, so until READY the limit is the upload's, not the hang timeout
+        limit = upload_timeout(command, self.hang_timeout)
         pending = ""
         while True:
             try:
@@ -135,7 +147,9 @@ class GuestReplayer:
             *lines, pending = pending.replace("\r", "").split("\n")
             for line in lines:
                 message = parse_line(line)
-                if isinstance(message, Progress):
+                if isinstance(message, Ready):
+                    last_progress, limit = self.clock(), self.hang_timeout
+                elif isinstance(message, Progress):
                     done = message.ops_done
                     last_progress = self.clock()
                 elif isinstance(message, Done):
@@ -144,8 +158,8 @@ class GuestReplayer:
                     raise GuestReplayError(f"the in-guest executor refused the script: {message.message}")
             if not self.vm.is_alive():
                 return self._death(total, done, started)
-            if self.clock() - last_progress > self.hang_timeout:
-                detail = f"no progress for {self.hang_timeout:.0f} s after op {done}"
+            if self.clock() - last_progress > limit:
+                detail = f"no progress for {limit:.0f} s after op {done}"
                 return GuestOutcome(HANG, total, done, self.clock() - started, detail)
 
     def _after_done(self, total: int, started: float) -> GuestOutcome:
