@@ -81,6 +81,8 @@ class TriageOptions:
     verify_runs: int = 3
     qemu_binary: str | None = None
     kind: str | None = None  # which finding: crash, hang, reboot (default: the last one)
+    # a QEMU killed by another process (SIGKILL/SIGTERM..., no fatal line) shows no bug of its own
+    outside_kills: bool = False
 
 
 @dataclass
@@ -95,6 +97,7 @@ class TriageResult:
     trace: str
     finding: str
     expected: CrashSignature
+    triaged: bool = True  # False: the finding was left alone (an outside kill)
     reproduced: bool = False
     method: str = ""  # "qtest" or "guest"
     candidate: str = ""
@@ -113,6 +116,8 @@ class TriageResult:
 
     def summary(self) -> str:
         """One line for a FAIL reason or a CLI report."""
+        if not self.triaged:
+            return "not triaged (" + "; ".join(self.notes) + ")"
         if not self.reproduced:
             why = "; ".join(self.notes) or "no replay showed the same signature"
             return f"not reproduced ({why})"
@@ -321,6 +326,10 @@ def stage_reproducer(result: TriageResult, target: QtestTarget | None, outdir: P
         result.files["guest_script"] = str(guest_path)
     else:
         result.notes.append("no in-guest script: the reproducer has MMIO ops (the executor's --script is port I/O)")
+    _write_json(result, outdir)
+
+
+def _write_json(result: TriageResult, outdir: Path) -> None:
     json_path = outdir / TRIAGE_JSON
     result.files["json"] = str(json_path)
     json_path.write_text(json.dumps(result.as_dict(), indent=2, sort_keys=True) + "\n", encoding="utf-8")
@@ -359,6 +368,14 @@ def triage(
         extracted = stage_extract(trace_path, options)
     finding = extracted.finding
     result = TriageResult(str(extracted.trace_path), finding.describe(), finding.expected)
+    if finding.expected.from_outside and not options.outside_kills:
+        result.notes.append(
+            f"{finding.expected.describe()} with no fatal message: killed from outside (a user, a timeout, "
+            "the OOM killer), not by a device; no replay can show that"
+        )
+        result.triaged = False
+        _write_json(result, outdir)
+        return result
     stages = _Stages(result)
     stages.result.stages.append(
         StageRecord("extract", 0.0, ", ".join(f"{c.name}: {len(c.ops)} ops" for c in extracted.candidates))
@@ -376,8 +393,8 @@ def triage(
             _describe_reproduction,
         )
     if reproduction is None:
-        result.ops = extracted.candidates[0].ops if extracted.candidates else []
-        stage_reproducer(result, extracted.qtest_target, outdir)
+        # no reproducer file for what no replay showed: triage.json says what was tried
+        _write_json(result, outdir)
         return result
     result.reproduced = True
     result.method = reproduction.method

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -31,11 +32,11 @@ class StandInGuest:
         return GuestOutcome(signature, len(ops), len(ops), 1.0)
 
 
-def write_trace(path: Path, header: dict) -> Path:
+def write_trace(path: Path, header: dict, signal: int = 6, stderr: str = ABORT) -> Path:
     with TraceWriter(path, header, [PLAN], mark_interval=0) as trace:
         trace.write_ops(PLAN, 0, PLAN.op_count)
         trace.event("start", range=0, op=0)
-        exit_info = {"status": None, "signal": 6, "stderr_tail": ABORT}
+        exit_info = {"status": None, "signal": signal, "stderr_tail": stderr}
         trace.event("crash", range=0, window=[0, 64], qemu_exit=exit_info)
     return path
 
@@ -58,3 +59,19 @@ def test_a_guest_budget_of_zero_leaves_the_finding_unreproduced(tmp_path):
     assert not result.reproduced
     assert "not reproduced" in fail_reason(result)
     assert (tmp_path / "out" / "triage.json").is_file()
+    # no reproducer file for a finding no replay showed
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["triage.json"]
+    assert json.loads((tmp_path / "out" / "triage.json").read_text())["reproduced"] is False
+
+
+def test_an_outside_kill_is_not_triaged_by_default(tmp_path):
+    killed = "qemu-system-x86_64: warning: nic e1000e.0 has no peer\n/tmp/aexpect_x/a.sh: line 1: 99 Killed  qemu\n"
+    trace = write_trace(tmp_path / "trace.iofuzz", {}, signal=9, stderr=killed)
+    guest = StandInGuest()
+    result = triage(trace, tmp_path / "out", TriageOptions(), guest=guest)  # type: ignore[arg-type]
+    assert not result.triaged and not result.reproduced and guest.runs == 0
+    assert "not triaged" in fail_reason(result) and "killed from outside" in fail_reason(result)
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["triage.json"]
+    # asked for, it is tried like any other finding
+    tried = triage(trace, tmp_path / "again", TriageOptions(outside_kills=True), guest=guest)  # type: ignore[arg-type]
+    assert tried.triaged and guest.runs > 0
