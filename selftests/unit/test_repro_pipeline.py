@@ -75,3 +75,31 @@ def test_an_outside_kill_is_not_triaged_by_default(tmp_path):
     # asked for, it is tried like any other finding
     tried = triage(trace, tmp_path / "again", TriageOptions(outside_kills=True), guest=guest)  # type: ignore[arg-type]
     assert tried.triaged and guest.runs > 0
+
+
+def test_in_guest_replays_of_the_vt_test_run_on_a_twin_without_the_users_files(tmp_path, monkeypatch):
+    """Restarting the test's VM would re-open (and truncate) its -chardev file outputs: the twin has none."""
+    import shutil
+    from types import SimpleNamespace
+
+    import pytest
+
+    from avocado_iofuzz.repro import recorded_vm
+    from avocado_iofuzz.repro.vt_triage import replay_machine
+
+    if shutil.which("qemu-system-x86_64") is None:
+        pytest.skip("qemu-system-x86_64 not installed")
+    evidence = tmp_path / "console.log"
+    cmdline = (
+        f"/usr/bin/qemu-system-x86_64 -machine pc -chardev file,id=c0,path={evidence} "
+        "-device isa-serial,chardev=c0 -device e1000e"
+    )
+    trace = write_trace(tmp_path / "trace.iofuzz", {"qemu_cmdline": cmdline, "accelerator": "tcg", "guest": "busybox"})
+    artifacts = SimpleNamespace(kernel=tmp_path / "vmlinux", initrd=tmp_path / "initrd", kernel_params="console=ttyS0")
+    monkeypatch.setattr(recorded_vm, "guest_for", lambda header: artifacts)
+    with replay_machine(trace, tmp_path / "guest", wanted=True) as machine:
+        argv = machine.build_argv(tmp_path / "serial.sock", tmp_path / "qmp.sock")
+    assert not [word for word in argv if str(evidence) in word]
+    assert "e1000e" in argv and machine.accel == "tcg"
+    with replay_machine(trace, tmp_path / "guest", wanted=False) as nothing:
+        assert nothing is None
