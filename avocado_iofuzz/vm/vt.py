@@ -10,7 +10,7 @@ from typing import Any
 import aexpect
 from aexpect import remote
 
-from avocado_iofuzz.vm.interface import QemuExit
+from avocado_iofuzz.vm.interface import QemuExit, stderr_tail
 
 STDERR_TAIL_LINES = 20
 PROMPT_WAIT = 2.0  # seconds to wait for a prompt after each Enter
@@ -126,5 +126,5 @@ class VtGuest:
             return None
         status, sig = decode_shell_status(self.vm.process.get_status())
         output = self.vm.process.get_output() or ""
-        tail = "\n".join(output.strip().splitlines()[-STDERR_TAIL_LINES:])
+        tail = stderr_tail(output, "\n".join(output.strip().splitlines()[-STDERR_TAIL_LINES:]))
         return QemuExit(status=status, signal=sig, stderr_tail=tail)

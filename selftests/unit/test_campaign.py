@@ -122,6 +122,8 @@ class ScriptedSession:
             self.pending = "\n".join(out) + "\n"
             return
         out.append("@DONE 0")
+        if self.guest.crash_at == "after-done":  # the console holds @DONE, QEMU is gone
+            self.guest.alive = False
         self.pending = "\n".join(out) + "\n"
 
     def read_nonblocking(self, internal_timeout=None, timeout=None):
@@ -141,7 +143,10 @@ PLANS = plan_ranges(7, [(0x70, 0x71, "rtc0"), (0x80, 0x8F, "dma page reg"), (0x5
 def make_campaign(tmp_path: Path, guest: ScriptedGuest, **config):
     ScriptedSession.op_counts = {p.index: p.op_count for p in PLANS}
     writer = TraceWriter(tmp_path / "trace", {"seed": 7})
-    settings = {"report_every": 64, "hang_timeout": 0.3, "relogin_timeout": 0.1, "login_timeout": 0.1, **config}
+    settings = {
+        "report_every": 64, "hang_timeout": 0.3, "relogin_timeout": 0.1, "login_timeout": 0.1, "done_linger": 0.05,
+        **config,
+    }  # fmt: skip
     cfg = CampaignConfig(**settings)
     return Campaign(guest, PLANS, writer, cfg), writer
 
@@ -282,8 +287,9 @@ def test_marks_still_in_the_console_when_qemu_died_are_counted(tmp_path):
     assert result.tallies[1].confirmed == [(0, 640)] and result.tallies[1].unconfirmed == [(640, 704)]
 
 
-def test_a_crash_after_the_last_op_is_a_crash_in_the_last_ops(tmp_path):
-    guest = ScriptedGuest(crash_at="after-last-op")
+@pytest.mark.parametrize("when", ["after-last-op", "after-done"])
+def test_a_crash_after_the_last_op_is_a_crash_in_the_last_ops(tmp_path, when):
+    guest = ScriptedGuest(crash_at=when)
     campaign, writer = make_campaign(tmp_path, guest)
     result = campaign.run()
     writer.close()

@@ -192,3 +192,12 @@ def test_a_spice_message_with_run_time_values_keeps_one_key():
     )  # fmt: skip
     first, second = surfaces
     assert first.location == "server/display-channel.cpp:2356" and first.key == second.key
+
+
+def test_a_hardware_error_cut_off_by_its_register_dump_stays_in_the_tail():
+    from avocado_iofuzz.vm.interface import stderr_tail
+
+    output = "qemu: hardware error: EDU: DMA range 0x0-0x0 out of bounds\n" + "RAX=0000 RBX=0000\n" * 60
+    tail = stderr_tail(output, output[-200:])
+    assert crash_signature(None, signal.SIGABRT, tail).message.startswith("hardware error: EDU: DMA range")
+    assert stderr_tail("x\nshort tail\n", "short tail\n") == "short tail\n"
