@@ -31,13 +31,14 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shlex
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from avocado_iofuzz.model.program import SPACE_MMIO, Op
+from avocado_iofuzz.model.program import Op
 from avocado_iofuzz.repro.extract import DEFAULT_MAX_PREFIX_OPS, Extracted, extract
 from avocado_iofuzz.repro.guest_replay import GuestReplayer, GuestReplayError, guest_script_file
 from avocado_iofuzz.repro.minimize import Budget, CachedJudge, ddmin, simplify, trim_prefix
@@ -53,6 +54,7 @@ from avocado_iofuzz.repro.qtest_run import (
     run_qtest,
     write_halt_firmware,
 )
+from avocado_iofuzz.repro.reproducer import minimize_args, verify_shell, write_shell
 from avocado_iofuzz.repro.signature import KIND_CRASH, CrashSignature
 
 LOG = logging.getLogger("avocado.test.iofuzz")
@@ -122,7 +124,7 @@ class TriageResult:
             why = "; ".join(self.notes) or "no replay showed the same signature"
             return f"not reproduced ({why})"
         shrunk = f"{self.original_ops} -> {len(self.ops)} ops" if self.original_ops else f"{len(self.ops)} ops"
-        where = self.files.get("qtest") or self.files.get("guest_script") or ""
+        where = self.files.get("shell") or self.files.get("guest_script") or ""
         return (
             f"reproduced by {self.method} replay ({self.candidate}), {shrunk}"
             f"{'' if self.complete else ' (budget ran out)'}"
@@ -281,52 +283,34 @@ def _guest_judge(replayer: GuestReplayer, expected: CrashSignature) -> Callable:
 # -- stage: reproducer ----------------------------------------------------------------------------
 
 
-def stage_reproducer(result: TriageResult, target: QtestTarget | None, outdir: Path) -> None:
-    """Write the reproducer files and fill ``result.files`` and ``result.command``."""
+def stage_reproducer(result: TriageResult, target: QtestTarget, outdir: Path) -> None:
+    """Write reproducer.qtest and the self-contained reproducer.sh; fill ``result.files`` and ``result.command``."""
     outdir.mkdir(parents=True, exist_ok=True)
     qtest_path = outdir / REPRODUCER_QTEST
     qtest_path.write_text(format_script(result.ops), encoding="utf-8")
     result.files["qtest"] = str(qtest_path)
-    header = [
-        "#!/bin/sh",
-        f"# iofuzz reproducer: {result.expected.describe()}",
-        f"# finding: {result.finding}",
-        f"# trace: {result.trace}",
-        f"# {len(result.ops)} ops"
-        + (f" (minimized from {result.original_ops})" if result.original_ops else "")
-        + (f", reproduced by {result.method} replay" if result.reproduced else ", NOT reproduced"),
+    result.qemu_args = list(target.args)
+    result.clock = target.clock
+    comments = [
+        f"iofuzz reproducer: {(result.signature or result.expected).describe()}",
+        f"finding: {result.finding}",
+        f"{len(result.ops)} ops" + (f" (minimized from {result.original_ops})" if result.original_ops else ""),
     ]
-    if target is not None:
-        result.qemu_args = list(target.args)
-        result.clock = target.clock
-        if target.clock == CLOCK_RUNNING:
-            header += [
-                f"# The machine runs on {FIRMWARE}, a firmware that halts at once: virtual time",
-                "# passes and device timers fire, but no guest code touches a device.",
-            ]
-            if Path(target.firmware).resolve() != (outdir / FIRMWARE).resolve():
-                write_halt_firmware(outdir / FIRMWARE)
-            result.files["firmware"] = str(outdir / FIRMWARE)
-        else:
-            header.append("# The vCPU never starts (-S): qtest drives the device models alone.")
-        result.command = target.shell_command(REPRODUCER_QTEST, firmware=FIRMWARE)
-        # the files next to reproducer.sh, wherever the directory is copied to
-        runner = target.shell_command(
-            f'"$(dirname "$0")/{REPRODUCER_QTEST}"', quote=False, firmware=f'"$(dirname "$0")/{FIRMWARE}"'
-        )
-        header.append("# At the end of the script QEMU keeps running (Ctrl-C) unless the script crashed it.")
-        shell_path = outdir / REPRODUCER_SHELL
-        shell_path.write_text("\n".join([*header, f"exec {runner}", ""]), encoding="utf-8")
-        shell_path.chmod(0o755)
-        result.files["shell"] = str(shell_path)
-    if not any(op.space == SPACE_MMIO for op in result.ops):
-        guest_path = outdir / REPRODUCER_GUEST
-        guest_path.write_text(guest_script_file(result.ops), encoding="utf-8")
-        guest_path.chmod(0o755)
-        result.files["guest_script"] = str(guest_path)
-    else:
-        result.notes.append("no in-guest script: the reproducer has MMIO ops (the executor's --script is port I/O)")
-    _write_json(result, outdir)
+    result.files["shell"] = str(write_shell(outdir / REPRODUCER_SHELL, target, result.ops, comments))
+    result.command = f"sh {REPRODUCER_SHELL}"
+    if target.clock == CLOCK_RUNNING:
+        # for `avocado iofuzz replay reproducer.qtest` and by-hand runs; reproducer.sh makes its own
+        write_halt_firmware(outdir / FIRMWARE)
+        result.files["firmware"] = str(outdir / FIRMWARE)
+
+
+def stage_guest_reproducer(result: TriageResult, outdir: Path) -> None:
+    """The in-guest script (port I/O, PCI config as 0xcf8/0xcfc cycles) for a finding only a guest shows."""
+    outdir.mkdir(parents=True, exist_ok=True)
+    guest_path = outdir / REPRODUCER_GUEST
+    guest_path.write_text(guest_script_file(result.ops), encoding="utf-8")
+    guest_path.chmod(0o755)
+    result.files["guest_script"] = str(guest_path)
 
 
 def _write_json(result: TriageResult, outdir: Path) -> None:
@@ -419,39 +403,128 @@ def triage(
         result.replays = judge.budget.tests
         result.complete = not judge.ran_out
     result.ops = list(ops)
-    target = reproduction.target or extracted.qtest_target
-    result.verified = stages.run("verify", lambda: _verify(result, reproduction.target, guest, options), str)
-    stages.run("reproducer", lambda: stage_reproducer(result, target, outdir), lambda _: str(outdir))
+    _hand_over(result, reproduction, extracted, guest, options, outdir, stages)
     return result
+
+
+def _hand_over(
+    result: TriageResult,
+    reproduction: Reproduction,
+    extracted: Extracted,
+    guest: GuestReplayer | None,
+    options: TriageOptions,
+    outdir: Path,
+    stages: _Stages,
+) -> None:
+    """Write the reproducer that was verified: the qtest one if qtest shows the finding, else the guest one."""
+    target = reproduction.target
+    if target is None and extracted.qtest_target is not None and options.qtest:
+        # a guest-only reproduction: a qtest command is handed over only if qtest shows it too
+        target = stages.run(
+            "qtest-check",
+            lambda: _qtest_showing(result, extracted, options),
+            lambda t: f"qtest shows it (clock {t.clock})" if t else "qtest does not show it",
+        )
+    if target is not None:
+        chosen = target
+        if options.minimize and result.signature is not None and result.signature.kind == KIND_CRASH:
+            chosen = stages.run("arguments", lambda: _minimal_args(result, target, options), _describe_args)
+        stages.run("reproducer", lambda: stage_reproducer(result, chosen, outdir), lambda _: str(outdir))
+        result.verified = stages.run("verify", lambda: _verify_shell(result, chosen, options, outdir), str)
+    elif guest is not None:
+        stages.run("reproducer", lambda: stage_guest_reproducer(result, outdir), lambda _: str(outdir))
+        result.verified = stages.run("verify", lambda: _verify_guest(result, guest, options, outdir), str)
+    _write_json(result, outdir)
+
+
+def _qtest_showing(result: TriageResult, extracted: Extracted, options: TriageOptions) -> QtestTarget | None:
+    """The qtest machine on which the guest's final ops (PCI setup in front, then without) show the signature."""
+    assert extracted.qtest_target is not None and result.signature is not None
+    stopped = extracted.qtest_target
+    running = stopped.running(write_halt_firmware(Path(result.trace).parent / FIRMWARE))
+    for target in (stopped, running):
+        for ops in ([*extracted.setup, *result.ops], result.ops) if extracted.setup else (result.ops,):
+            try:
+                outcome = run_qtest(target, ops, linger=options.linger, stall_timeout=options.stall_timeout)
+            except (QtestStartError, QtestHarnessError) as err:
+                result.notes.append(f"qtest check of the guest's reproducer: {err}")
+                return None
+            if signature_matches(result.signature, outcome.signature):
+                result.ops = list(ops)
+                return target
+    result.notes.append("qtest replays of the guest's reproducer do not show the finding")
+    return None
+
+
+def _minimal_args(result: TriageResult, target: QtestTarget, options: TriageOptions) -> QtestTarget:
+    """The target with only the QEMU options (and sub-options) the crash needs."""
+    assert result.signature is not None
+    signature = result.signature
+
+    def still_fails(args: Sequence[str]) -> bool:
+        try:
+            outcome = run_qtest(target.with_args(args), result.ops, linger=options.linger)
+        except (QtestStartError, QtestHarnessError):
+            return False  # QEMU needs it to start at all
+        return signature_matches(signature, outcome.signature)
+
+    return target.with_args(minimize_args(target.args, still_fails))
+
+
+def _describe_args(target: QtestTarget) -> str:
+    return shlex.join(target.args)
+
+
+def _verify_shell(result: TriageResult, target: QtestTarget, options: TriageOptions, outdir: Path) -> str:
+    """Run reproducer.sh as written, ``verify_runs`` times; a hang is judged by qtest replays instead."""
+    assert result.signature is not None
+    signature = result.signature
+    runs = max(1, options.verify_runs)
+    if signature.kind != KIND_CRASH:
+        # reproducer.sh stops a QEMU that never ends: a hang shows as no answer under qtest
+        stall = options.hang_stall_timeout
+        outcomes = (run_qtest(target, result.ops, linger=options.linger, stall_timeout=stall) for _ in range(runs))
+        hits = sum(signature_matches(signature, outcome.signature) for outcome in outcomes)
+        return f"{hits}/{runs}"
+    hits = verify_shell(outdir / REPRODUCER_SHELL, lambda seen: signature_matches(signature, seen), runs)
+    if not hits:
+        _withdraw(result, ("shell", "qtest", "firmware"))
+        result.notes.append(f"{REPRODUCER_SHELL} run as written did not crash QEMU ({runs} runs): withdrawn")
+    else:
+        result.notes.append(f"{REPRODUCER_SHELL} run as written {hits}/{runs} times: {signature.describe()}")
+    return f"{hits}/{runs}"
+
+
+def _verify_guest(result: TriageResult, guest: GuestReplayer, options: TriageOptions, outdir: Path) -> str:
+    assert result.signature is not None
+    runs = max(1, min(options.verify_runs, 3))  # every in-guest run boots a machine
+    hits = 0
+    for _ in range(runs):
+        try:
+            hits += signature_matches(result.signature, guest.run_ops(result.ops).signature)
+        except GuestReplayError as err:
+            result.notes.append(f"verification replay failed: {err}")
+    if hits:
+        result.notes.append(
+            f"the verified reproducer is {REPRODUCER_GUEST} (in a guest of the recorded machine, {hits}/{runs}): "
+            "qtest does not show this finding"
+        )
+    else:
+        _withdraw(result, ("guest_script",))
+    return f"{hits}/{runs}"
+
+
+def _withdraw(result: TriageResult, names: Sequence[str]) -> None:
+    """Remove reproducer files a verification did not confirm: only verified reproducers are handed over."""
+    for name in names:
+        path = result.files.pop(name, None)
+        if path:
+            Path(path).unlink(missing_ok=True)
+    if "shell" in names:
+        result.command = ""
 
 
 def _describe_reproduction(reproduction: Reproduction | None) -> str:
     if reproduction is None:
         return "not reproduced"
     return f"{reproduction.candidate}: {len(reproduction.ops)} ops, {reproduction.signature.describe()}"
-
-
-def _verify(
-    result: TriageResult, target: QtestTarget | None, guest: GuestReplayer | None, options: TriageOptions
-) -> str:
-    """Replay the final list again: how often it shows the signature (``"3/3"``)."""
-    assert result.signature is not None
-    if target is not None:
-        runs = max(1, options.verify_runs)
-        stall = options.hang_stall_timeout if result.signature.kind != KIND_CRASH else options.stall_timeout
-        hits = sum(
-            signature_matches(
-                result.signature,
-                run_qtest(target, result.ops, linger=options.linger, stall_timeout=stall).signature,
-            )
-            for _ in range(runs)
-        )
-        return f"{hits}/{runs}"
-    if guest is not None:
-        try:
-            outcome = guest.run_ops(result.ops)
-        except GuestReplayError as err:
-            result.notes.append(f"verification replay failed: {err}")
-            return "0/1"
-        return f"{int(signature_matches(result.signature, outcome.signature))}/1"
-    return ""

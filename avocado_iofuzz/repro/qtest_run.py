@@ -111,6 +111,16 @@ class QtestTarget:
             return [self.binary, "-S", "-display", "none", *self.args]
         return [self.binary, "-bios", self.firmware, "-display", "none", *_without_bios(self.args)]
 
+    def argv_without_binary(self, firmware: str | None = None) -> list[str]:
+        """The options after the binary; ``firmware`` stands in for a running-clock target's firmware path."""
+        words = self._words()[1:]
+        if firmware is not None and self.clock == CLOCK_RUNNING:
+            words = [firmware if word == self.firmware else word for word in words]
+        return words
+
+    def with_args(self, args: Sequence[str]) -> QtestTarget:
+        return QtestTarget(self.binary, tuple(args), self.clock, self.firmware)
+
     def argv(self) -> list[str]:
         return [*self._words(), "-qtest", "stdio", "-qtest-log", "/dev/null"]
 

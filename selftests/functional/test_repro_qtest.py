@@ -85,11 +85,34 @@ def test_a_crash_after_thousands_of_ops_minimizes_to_the_op_that_matters(hyperv_
     assert result.original_ops > len(result.ops)
     # the reproducer runs without a guest and ends the same way
     status, stderr = run_reproducer(tmp_path)
-    assert status == -signal.SIGABRT
+    assert status == 128 + signal.SIGABRT  # the script exits with QEMU's status
     assert crash_signature(None, signal.SIGABRT, stderr).same_bug(result.signature)
     triage_json = json.loads((tmp_path / "triage.json").read_text())
     assert triage_json["reproduced"] and triage_json["ops"] == [f"outl 0x3000 {op.value:#x}"]
-    assert (tmp_path / "reproducer-guest.sh").read_text().count("outl 0x3000") == 1
+    # one self-contained file: the script as a here-document, only the args the crash needs
+    shell = (tmp_path / "reproducer.sh").read_text()
+    assert f"outl 0x3000 {op.value:#x}\nIOFUZZ_QTEST_END" in shell and "QEMU=${QEMU:-" in shell
+    assert triage_json["qemu_args"] == ["-machine", "pc", "-device", "hyperv-testdev"]
+    assert not (tmp_path / "reproducer-guest.sh").exists()  # never run: not handed over
+
+
+def test_reproducer_sh_honours_qemu_and_says_when_it_did_not_crash(hyperv_trace, tmp_path):
+    result = triage(hyperv_trace, tmp_path, TriageOptions())
+    wrapper = tmp_path / "bin" / "qemu-wrapper"
+    wrapper.parent.mkdir()
+    called = tmp_path / "called"
+    wrapper.write_text(f'#!/bin/sh\necho "$@" > {called}\nexec {shutil.which("qemu-system-x86_64")} "$@"\n')
+    wrapper.chmod(0o755)
+    done = subprocess.run(
+        ["sh", result.files["shell"]], env={**os.environ, "QEMU": str(wrapper)}, capture_output=True, text=True,
+        timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 128 + signal.SIGABRT and called.read_text().startswith("-S -display none -machine pc")
+    # a QEMU without the bug (this one, with the crashing write dropped): the script says so and ends
+    harmless = Path(result.files["shell"]).read_text().replace(f"outl 0x3000 {result.ops[0].value:#x}\n", "inb 0x80\n")
+    (tmp_path / "harmless.sh").write_text(harmless.replace("sleep 0.1", "sleep 0.01"))
+    quiet = subprocess.run(["sh", str(tmp_path / "harmless.sh")], capture_output=True, text=True, timeout=60)
+    assert quiet.returncode == 0 and "the crash did NOT happen" in quiet.stderr
 
 
 def test_a_timer_crash_needs_the_pci_setup_and_a_running_clock(tmp_path):
@@ -111,7 +134,8 @@ def test_a_timer_crash_needs_the_pci_setup_and_a_running_clock(tmp_path):
         Op("w", 0xFEA00098, 4, 0x1, SPACE_MMIO),
     ]
     status, stderr = run_reproducer(tmp_path / "triage")
-    assert status == -signal.SIGABRT and "EDU: DMA range" in stderr
+    assert status == 128 + signal.SIGABRT and "EDU: DMA range" in stderr
+    assert "-bios" in (tmp_path / "triage" / "reproducer.sh").read_text()  # its firmware made by the script
 
 
 def avocado_iofuzz(*args: str | os.PathLike[str]) -> subprocess.CompletedProcess[str]:

@@ -47,10 +47,12 @@ def test_without_a_qtest_machine_the_guest_replays_and_minimizes(tmp_path):
     result = triage(trace, tmp_path / "out", TriageOptions(), guest=guest)  # type: ignore[arg-type]
     assert result.reproduced and result.method == "guest" and result.candidate == "window"
     assert result.ops == guest.needed
-    assert result.verified == "1/1"
+    assert result.verified == "3/3"
     assert any("qemu_cmdline" in note for note in result.notes)
-    assert "qtest" in result.files and "guest_script" in result.files and "shell" not in result.files
-    assert result.replays == guest.runs - 1  # the guest budget counted every run but the verification
+    # the one handed over is the one verified: the guest script, no qtest files nobody ran
+    assert sorted(result.files) == ["guest_script", "json"]
+    assert any("the verified reproducer is reproducer-guest.sh" in note for note in result.notes)
+    assert result.replays == guest.runs - 3  # the guest budget counted every run but the verification
 
 
 def test_a_guest_budget_of_zero_leaves_the_finding_unreproduced(tmp_path):
