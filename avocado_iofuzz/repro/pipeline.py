@@ -41,7 +41,7 @@ from typing import Any
 from avocado_iofuzz.model.program import Op
 from avocado_iofuzz.repro.extract import DEFAULT_MAX_PREFIX_OPS, Extracted, extract
 from avocado_iofuzz.repro.guest_replay import GuestReplayer, GuestReplayError, guest_script_file
-from avocado_iofuzz.repro.minimize import Budget, CachedJudge, ddmin, simplify, trim_prefix
+from avocado_iofuzz.repro.minimize import Budget, CachedJudge, ddmin, reduce_heuristically, simplify, trim_prefix
 from avocado_iofuzz.repro.qtest import describe_ops
 from avocado_iofuzz.repro.qtest_ops import format_script
 from avocado_iofuzz.repro.qtest_run import (
@@ -261,8 +261,8 @@ def stage_replay_guest(
 
 
 def stage_minimize(ops: Sequence[Op], judge: CachedJudge) -> list[Op]:
-    """Drop the prefix that does not matter, then delta-debug what is left."""
-    return ddmin(trim_prefix(ops, judge), judge)
+    """Big heuristic cuts, then drop the prefix that does not matter, then delta-debug what is left."""
+    return ddmin(trim_prefix(reduce_heuristically(ops, judge), judge), judge)
 
 
 def stage_simplify(ops: Sequence[Op], judge: CachedJudge) -> list[Op]:
