@@ -380,6 +380,20 @@ def triage(
         # no reproducer file for what no replay showed: triage.json says what was tried
         _write_json(result, outdir)
         return result
+    _minimize_and_hand_over(result, reproduction, extracted, guest, guest_budget, options, outdir, stages)
+    return result
+
+
+def _minimize_and_hand_over(
+    result: TriageResult,
+    reproduction: Reproduction,
+    extracted: Extracted | None,
+    guest: GuestReplayer | None,
+    guest_budget: Budget,
+    options: TriageOptions,
+    outdir: Path,
+    stages: _Stages,
+) -> None:
     result.reproduced = True
     result.method = reproduction.method
     result.candidate = reproduction.candidate
@@ -404,13 +418,64 @@ def triage(
         result.complete = not judge.ran_out
     result.ops = list(ops)
     _hand_over(result, reproduction, extracted, guest, options, outdir, stages)
+
+
+def triage_script(
+    ops: Sequence[Op],
+    target: QtestTarget,
+    outdir: str | os.PathLike[str],
+    options: TriageOptions = TriageOptions(),
+    expected: CrashSignature | None = None,
+    source: str = "<script>",
+) -> TriageResult:
+    """Minimize any qtest script on ``target``: the same signature (``expected``, or what it shows), smallest script.
+
+    The script is replayed with the clock stopped, then running (a timer's
+    crash needs virtual time); the first replay that fails the way it should
+    is minimized like a trace's finding, and the reproducer files go to ``outdir``.
+    """
+    outdir = Path(outdir)
+    outdir.mkdir(parents=True, exist_ok=True)
+    wanted = expected or CrashSignature(KIND_CRASH)
+    result = TriageResult(source, f"qtest script {source} ({len(ops)} ops)", wanted)
+    stages = _Stages(result)
+    reproduction = stages.run(
+        "replay", lambda: _replay_script(ops, target, expected, options, outdir, result.notes), _describe_reproduction
+    )
+    if reproduction is None:
+        _write_json(result, outdir)
+        return result
+    if expected is None:
+        result.expected = reproduction.signature
+    _minimize_and_hand_over(result, reproduction, None, None, Budget(0), options, outdir, stages)
     return result
+
+
+def _replay_script(
+    ops: Sequence[Op],
+    stopped: QtestTarget,
+    expected: CrashSignature | None,
+    options: TriageOptions,
+    outdir: Path,
+    notes: list[str],
+) -> Reproduction | None:
+    for target in (stopped, stopped.running(write_halt_firmware(outdir / FIRMWARE))):
+        outcome = run_qtest(target, ops, linger=options.linger, stall_timeout=options.stall_timeout)
+        LOG.info("qtest replay (clock %s) of the script: %s", target.clock, outcome.signature.describe())
+        shows = signature_matches(expected, outcome.signature) if expected else outcome.signature.is_failure
+        if shows:
+            failing = outcome.failing_op
+            kept = list(ops[: failing + 1]) if failing is not None else list(ops)
+            return Reproduction("qtest", "script", kept, outcome.signature, failing is not None, target)
+        notes.append(f"clock {target.clock}: {outcome.signature.describe()}")
+    notes.append("no qtest replay of the script " + ("showed the expected signature" if expected else "failed"))
+    return None
 
 
 def _hand_over(
     result: TriageResult,
     reproduction: Reproduction,
-    extracted: Extracted,
+    extracted: Extracted | None,
     guest: GuestReplayer | None,
     options: TriageOptions,
     outdir: Path,
@@ -418,7 +483,7 @@ def _hand_over(
 ) -> None:
     """Write the reproducer that was verified: the qtest one if qtest shows the finding, else the guest one."""
     target = reproduction.target
-    if target is None and extracted.qtest_target is not None and options.qtest:
+    if target is None and extracted is not None and extracted.qtest_target is not None and options.qtest:
         # a guest-only reproduction: a qtest command is handed over only if qtest shows it too
         target = stages.run(
             "qtest-check",

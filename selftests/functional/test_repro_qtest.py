@@ -203,3 +203,32 @@ def test_replies_are_matched_to_ops_so_a_crash_after_pci_ops_names_its_op():
     # with no linger at all the crash is still seen: the reader waits for the crasher's own reply
     harmless = run_qtest(target, config_reads, linger=0.0)
     assert not harmless.signature.is_failure and harmless.answered == len(config_reads)
+
+
+def test_cli_minimizes_a_qtest_script_given_only_the_qemu_args(tmp_path):
+    """A script from elsewhere (QEMU's fuzzer style: write, clock_step), ~400 harmless ops before the crash."""
+    harmless = [f"outb 0x{0x70 + n % 2:x} 0x{n % 256:x}" for n in range(400)]
+    script = tmp_path / "found.qtest"
+    script.write_text(
+        "\n".join([*harmless[:200], "write 0x40000 0x4 0xdeadbeef", "clock_step 1000", *harmless[200:],
+                   "outl 0x3000 0x70000", "inb 0x80", ""]),
+        encoding="utf-8",
+    )  # fmt: skip
+    out = tmp_path / "out"
+    done = avocado_iofuzz(
+        "replay", script, "--qemu-args", "-machine pc -nodefaults -m 256 -device hyperv-testdev", "--minimize",
+        "--output", out,
+    )  # fmt: skip
+    text = done.stdout + done.stderr
+    assert done.returncode == 0, text
+    assert "writeb per byte" in text and "clock_step lines dropped" in text
+    assert (out / "reproducer.qtest").read_text() == "outl 0x3000 0x70000\n"
+    data = json.loads((out / "triage.json").read_text())
+    assert data["reproduced"] and data["verified"] == "3/3"
+    assert data["qemu_args"] == ["-machine", "pc", "-device", "hyperv-testdev"]
+    assert "evt_conn_destroy" in data["signature"]["message"]
+    status, stderr = run_reproducer(out)
+    assert status == 128 + signal.SIGABRT and "evt_conn_destroy" in stderr
+    # without a machine the CLI says how to give one
+    alone = avocado_iofuzz("replay", script, "--minimize")
+    assert alone.returncode == 4 and "--qemu-args" in alone.stdout + alone.stderr
