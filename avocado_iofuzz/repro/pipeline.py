@@ -67,6 +67,7 @@ FIRMWARE = "halt-firmware.bin"  # for running-clock reproducers
 # once a replay crashed before answering every op, a late abort is not what
 # it looks for: a short linger keeps minimization rounds fast
 SYNCHRONOUS_LINGER = 0.05
+TIMER_LINGER_FACTOR = 3.0
 
 
 @dataclass(frozen=True)
@@ -179,6 +180,21 @@ class Reproduction:
     signature: CrashSignature
     synchronous: bool  # QEMU died (or stalled) before answering every op
     target: QtestTarget | None = None  # the qtest machine that reproduced it
+    late: float | None = None  # seconds from the last answer to QEMU's death (a timer), if it came after
+
+
+def round_linger(reproduction: Reproduction, default: float) -> float:
+    """How long a minimization round watches QEMU after its last answer.
+
+    A death before the last answer needs none; a timer's death came ``late``
+    seconds after it in the reproducing replay: a few times that covers its
+    jitter without waiting the full default in every round that does not crash.
+    """
+    if reproduction.synchronous:
+        return SYNCHRONOUS_LINGER
+    if reproduction.late is None:
+        return default
+    return min(default, max(SYNCHRONOUS_LINGER, TIMER_LINGER_FACTOR * reproduction.late))
 
 
 def qtest_judge(target: QtestTarget, expected: CrashSignature, linger: float, stall_timeout: float) -> Callable:
@@ -223,7 +239,9 @@ def stage_replay_qtest(
             if signature_matches(expected, outcome.signature):
                 failing = outcome.failing_op
                 kept = ops[: failing + 1] if failing is not None else ops
-                return Reproduction("qtest", candidate.name, kept, outcome.signature, failing is not None, target)
+                return Reproduction(
+                    "qtest", candidate.name, kept, outcome.signature, failing is not None, target, outcome.late
+                )
             if outcome.signature.is_failure:
                 mismatches.append(f"{candidate.name} (clock {clock}): {outcome.signature.describe()}")
     if mismatches:
@@ -403,7 +421,7 @@ def _minimize_and_hand_over(
     if options.minimize:
         if reproduction.target is not None:
             stall = options.hang_stall_timeout if reproduction.signature.kind != KIND_CRASH else options.stall_timeout
-            linger = SYNCHRONOUS_LINGER if reproduction.synchronous else options.linger
+            linger = round_linger(reproduction, options.linger)
             judge = CachedJudge(
                 qtest_judge(reproduction.target, reproduction.signature, linger, stall), Budget(options.budget)
             )
@@ -466,7 +484,7 @@ def _replay_script(
         if shows:
             failing = outcome.failing_op
             kept = list(ops[: failing + 1]) if failing is not None else list(ops)
-            return Reproduction("qtest", "script", kept, outcome.signature, failing is not None, target)
+            return Reproduction("qtest", "script", kept, outcome.signature, failing is not None, target, outcome.late)
         notes.append(f"clock {target.clock}: {outcome.signature.describe()}")
     notes.append("no qtest replay of the script " + ("showed the expected signature" if expected else "failed"))
     return None
@@ -493,7 +511,8 @@ def _hand_over(
     if target is not None:
         chosen = target
         if options.minimize and result.signature is not None and result.signature.kind == KIND_CRASH:
-            chosen = stages.run("arguments", lambda: _minimal_args(result, target, options), _describe_args)
+            linger = round_linger(reproduction, options.linger)
+            chosen = stages.run("arguments", lambda: _minimal_args(result, target, linger), _describe_args)
         stages.run("reproducer", lambda: stage_reproducer(result, chosen, outdir), lambda _: str(outdir))
         result.verified = stages.run("verify", lambda: _verify_shell(result, chosen, options, outdir), str)
     elif guest is not None:
@@ -521,14 +540,14 @@ def _qtest_showing(result: TriageResult, extracted: Extracted, options: TriageOp
     return None
 
 
-def _minimal_args(result: TriageResult, target: QtestTarget, options: TriageOptions) -> QtestTarget:
+def _minimal_args(result: TriageResult, target: QtestTarget, linger: float) -> QtestTarget:
     """The target with only the QEMU options (and sub-options) the crash needs."""
     assert result.signature is not None
     signature = result.signature
 
     def still_fails(args: Sequence[str]) -> bool:
         try:
-            outcome = run_qtest(target.with_args(args), result.ops, linger=options.linger)
+            outcome = run_qtest(target.with_args(args), result.ops, linger=linger)
         except (QtestStartError, QtestHarnessError):
             return False  # QEMU needs it to start at all
         return signature_matches(signature, outcome.signature)

@@ -147,6 +147,7 @@ class QtestOutcome:
     answered: int  # ops QEMU answered before it died, stalled or the replay ended
     elapsed: float
     stderr: str = field(default="", repr=False)
+    late: float | None = None  # QEMU died this long after answering every op (a timer), else None
 
     @property
     def failing_op(self) -> int | None:
@@ -181,7 +182,8 @@ def run_qtest(
         try:
             writer = threading.Thread(target=_feed, args=(proc, payload), daemon=True)
             writer.start()
-            replies, status = _watch(proc, (op_ends[-1] if op_ends else 0) + 1, linger, stall_timeout)
+            replies, status, answered_at = _watch(proc, (op_ends[-1] if op_ends else 0) + 1, linger, stall_timeout)
+            ended_at = time.monotonic()
         finally:
             _kill(proc)
         stderr_file.seek(0)
@@ -204,7 +206,9 @@ def run_qtest(
         signature = crash_signature(status if status >= 0 else None, -status if status < 0 else None, stderr)
         if signature.location.startswith(_HARNESS_SOURCES):
             raise QtestHarnessError(f"QEMU's qtest server rejected the script: {signature.describe()}")
-    return QtestOutcome(signature, len(ops), answered, elapsed, stderr)
+    # a death after every answer: how long after (a timer's delay, for the next rounds' linger)
+    late = ended_at - answered_at if answered_at is not None and isinstance(status, int) else None
+    return QtestOutcome(signature, len(ops), answered, elapsed, stderr, late)
 
 
 def ops_answered(op_ends: Sequence[int], lines_answered: int) -> int:
@@ -222,40 +226,41 @@ def _feed(proc: subprocess.Popen[bytes], payload: bytes) -> None:
 
 def _watch(
     proc: subprocess.Popen[bytes], expected: int, linger: float, stall_timeout: float
-) -> tuple[int, int | str | None]:
+) -> tuple[int, int | str | None, float | None]:
     """Count replies until all came (then linger), QEMU exited, or it stalled.
 
-    Returns (replies, status): status is QEMU's return code (negative: signal)
-    if it exited, ``"stalled"`` if it stopped answering, None if it was still
-    alive and well at the end.
+    Returns (replies, status, all_answered_at): status is QEMU's return code
+    (negative: signal) if it exited, ``"stalled"`` if it stopped answering,
+    None if it was still alive and well at the end; ``all_answered_at`` the
+    monotonic time the last reply came (None if it never did).
     """
     assert proc.stdout is not None
     fd = proc.stdout.fileno()
     replies = 0
     last_progress = time.monotonic()
     first_deadline = last_progress + STARTUP_TIMEOUT
-    linger_until: float | None = None
+    answered_at: float | None = None
     while True:
         now = time.monotonic()
-        if replies >= expected and linger_until is None:
-            linger_until = now + linger
-        if linger_until is not None:
-            timeout = linger_until - now
+        if replies >= expected and answered_at is None:
+            answered_at = now
+        if answered_at is not None:
+            timeout = answered_at + linger - now
             if timeout <= 0:
-                return replies, proc.poll()
+                return replies, proc.poll(), answered_at
         elif replies == 0:
             timeout = first_deadline - now
         else:
             timeout = last_progress + stall_timeout - now
         if timeout <= 0:
             code = proc.poll()
-            return replies, code if code is not None else ("stalled" if replies else None)
+            return replies, code if code is not None else ("stalled" if replies else None), answered_at
         ready, _, _ = select.select([fd], [], [], min(timeout, 0.5))
         if not ready:
             continue
         chunk = os.read(fd, 1 << 16)
         if not chunk:  # EOF: QEMU is gone (or closed stdout, which it only does when exiting)
-            return replies, proc.wait()
+            return replies, proc.wait(), answered_at
         replies += chunk.count(b"\n")
         last_progress = time.monotonic()
 

@@ -6,6 +6,8 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
+import pytest
+
 from avocado_iofuzz.campaign.trace import TraceWriter
 from avocado_iofuzz.model.program import Op, RangePlan
 from avocado_iofuzz.repro.guest_replay import GuestOutcome
@@ -105,3 +107,18 @@ def test_in_guest_replays_of_the_vt_test_run_on_a_twin_without_the_users_files(t
     assert "e1000e" in argv and machine.accel == "tcg"
     with replay_machine(trace, tmp_path / "guest", wanted=False) as nothing:
         assert nothing is None
+
+
+def test_minimization_rounds_linger_as_long_as_the_reproducing_crash_took():
+    from avocado_iofuzz.repro.pipeline import SYNCHRONOUS_LINGER, Reproduction, round_linger
+    from avocado_iofuzz.repro.signature import crash_signature as signature_of
+
+    abort = signature_of(None, 6, ABORT)
+    died_mid_script = Reproduction("qtest", "window", [], abort, True)
+    timer = Reproduction("qtest", "window", [], abort, False, late=0.1)
+    unknown = Reproduction("qtest", "window", [], abort, False)
+    quick_timer = Reproduction("qtest", "window", [], abort, False, late=0.001)
+    assert round_linger(died_mid_script, 0.5) == SYNCHRONOUS_LINGER
+    assert round_linger(timer, 0.5) == pytest.approx(0.3)  # three times the timer's delay
+    assert round_linger(unknown, 0.5) == 0.5 and round_linger(quick_timer, 0.5) == SYNCHRONOUS_LINGER
+    assert round_linger(Reproduction("qtest", "w", [], abort, False, late=2.0), 0.5) == 0.5  # never above it
