@@ -8,8 +8,8 @@ in the test, a bare QEMU from the CLI) and start from a fresh machine
 here-document the executor reads whole before its first access, and run
 with a progress mark every ``report_every`` ops: QEMU dying is a crash (its
 exit status and stderr give the signature), no mark for ``hang_timeout``
-seconds a hang. Only port I/O can be replayed this way (PCI config ops are
-port I/O once written as 0xcf8/0xcfc cycles); MMIO ops need qtest.
+seconds a hang. Every kind replays this way: port I/O, MMIO at the
+guest-physical addresses the run used, PCI config as 0xcf8/0xcfc cycles.
 
 *A trace* is run again as it ran: the same plans (seed, ranges, fuzz
 counts) under the campaign's own watchdog, up to the finding's range, into
@@ -31,7 +31,7 @@ import aexpect
 from avocado_iofuzz.campaign.runner import Campaign, CampaignConfig, CampaignError
 from avocado_iofuzz.campaign.trace import TraceWriter
 from avocado_iofuzz.executor.protocol import DEFAULT_BINARY, Done, ExecError, Progress, Ready, parse_line
-from avocado_iofuzz.model.program import SPACE_MMIO, Op
+from avocado_iofuzz.model.program import Op
 from avocado_iofuzz.repro.extract import Extracted
 from avocado_iofuzz.repro.qtest_ops import format_script
 from avocado_iofuzz.repro.signature import HANG, NO_CRASH, CrashSignature, signature_of_exit
@@ -57,9 +57,11 @@ class GuestOutcome:
 
 
 def guest_script_command(ops: Sequence[Op], executor: str = DEFAULT_BINARY, report_every: int = 64) -> str:
-    """The shell command that replays ``ops`` in a guest: the executor reading a here-document."""
-    if any(op.space == SPACE_MMIO for op in ops):
-        raise GuestReplayError("the ops include MMIO accesses: the in-guest executor replays port I/O scripts only")
+    """The shell command that replays ``ops`` in a guest: the executor reading a here-document.
+
+    Every kind replays: port I/O, MMIO (the executor maps each page through
+    its BAR's sysfs file or /dev/mem) and PCI config (0xcf8/0xcfc cycles).
+    """
     body = format_script(ops)
     return f"{executor} --report-every {report_every} --script - <<'{SCRIPT_END}'\n{body}{SCRIPT_END}"
 

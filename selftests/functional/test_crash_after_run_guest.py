@@ -73,3 +73,20 @@ def test_a_timer_crash_after_the_last_op_fails_with_its_message_and_is_triaged(t
         ["sh", triaged.files["shell"]], stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60
     )
     assert run.returncode != 0 and "EDU: DMA range" in run.stderr
+
+
+def test_an_mmio_reproducer_replays_in_a_guest(tmp_path):
+    """The in-guest fallback takes MMIO too: edu's DMA started by one writel at its BAR, QEMU's hw_error after."""
+    from avocado_iofuzz.model.program import Op
+    from avocado_iofuzz.repro.guest_replay import GuestReplayer
+
+    vm = BareQemu(default_guest(), tmp_path / "vm", accel="tcg", extra_args=["-device", "edu"])
+    with vm:
+        listing = read_listings(vm.login(90), KindParams.from_params({"fuzz_kinds": "mmio"})).pci
+        (edu,) = [f for f in parse_pci_listing(listing) if (f.vendor, f.product) == (0x1234, 0x11E8)]
+        bar = edu.resources[0].start
+        replayer = GuestReplayer(vm, hang_timeout=30, login_timeout=90)
+        harmless = replayer.run_ops([Op("r", bar, 4, 0, SPACE_MMIO), Op("w", bar + 4, 4, 0x5, SPACE_MMIO)])
+        crash = replayer.run_ops([Op("r", bar, 4, 0, SPACE_MMIO), Op("w", bar + DMA_COMMAND, 4, 0x1, SPACE_MMIO)])
+    assert not harmless.signature.is_failure and harmless.done == 2, harmless
+    assert crash.signature.signal == signal.SIGABRT and "EDU: DMA range" in crash.signature.message, crash
