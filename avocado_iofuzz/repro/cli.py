@@ -36,8 +36,8 @@ from avocado_iofuzz.repro.qtest_run import (
     QtestHarnessError,
     QtestStartError,
     QtestTarget,
+    replay_firmware,
     run_qtest,
-    write_halt_firmware,
 )
 from avocado_iofuzz.repro.signature import CrashSignature
 
@@ -151,9 +151,7 @@ def _replay_trace(path: Path, config: dict[str, Any], say: Say) -> bool:
         return result.reproduced
     if config.get("iofuzz_qtest"):
         notes: list[str] = []
-        outdir = Path(config.get("iofuzz_output") or path.with_name("replay"))
-        outdir.mkdir(parents=True, exist_ok=True)
-        reproduction = stage_replay_qtest(extracted, _options(config), notes, outdir)
+        reproduction = stage_replay_qtest(extracted, _options(config), notes)
         for note in notes:
             say(f"  {note}")
         if reproduction is None:
@@ -221,13 +219,11 @@ def _replay_script(path: Path, config: dict[str, Any], say: Say) -> bool:
     target = _script_target(header, qemu_args, config)
     if config.get("iofuzz_minimize"):
         return _minimize_script(path, ops, target, expected, config, say)
-    outdir = Path(config.get("iofuzz_output") or path.parent)
-    outdir.mkdir(parents=True, exist_ok=True)
     try:
         outcome_q = run_qtest(target, ops)
         if not outcome_q.signature.is_failure:
             # timer-driven crashes need the clock running
-            running = target.running(write_halt_firmware(outdir / "halt-firmware.bin"))
+            running = target.running(replay_firmware())
             outcome_q = run_qtest(running, ops)
     except QtestStartError as err:
         raise CliError(str(err)) from None

@@ -51,6 +51,7 @@ from avocado_iofuzz.repro.qtest_run import (
     QtestHarnessError,
     QtestStartError,
     QtestTarget,
+    replay_firmware,
     run_qtest,
     write_halt_firmware,
 )
@@ -206,7 +207,7 @@ def qtest_judge(target: QtestTarget, expected: CrashSignature, linger: float, st
 
 
 def stage_replay_qtest(
-    extracted: Extracted, options: TriageOptions, notes: list[str], firmware_dir: Path
+    extracted: Extracted, options: TriageOptions, notes: list[str]
 ) -> Reproduction | None:
     """Each candidate (PCI setup in front) as a qtest replay, until one shows the finding's signature.
 
@@ -221,7 +222,7 @@ def stage_replay_qtest(
     expected = extracted.finding.expected
     mismatches: list[str] = []
     for clock in (CLOCK_STOPPED, CLOCK_RUNNING):
-        target = stopped if clock == CLOCK_STOPPED else stopped.running(write_halt_firmware(firmware_dir / FIRMWARE))
+        target = stopped if clock == CLOCK_STOPPED else stopped.running(replay_firmware())
         for candidate in extracted.candidates:
             ops = extracted.setup + candidate.ops
             try:
@@ -385,7 +386,7 @@ def triage(
     reproduction: Reproduction | None = None
     if options.qtest:
         reproduction = stages.run(
-            "replay", lambda: stage_replay_qtest(extracted, options, result.notes, outdir), _describe_reproduction
+            "replay", lambda: stage_replay_qtest(extracted, options, result.notes), _describe_reproduction
         )
     guest_budget = Budget(seconds=options.guest_budget)
     if reproduction is None and guest is not None and options.guest_fallback:
@@ -477,7 +478,7 @@ def _replay_script(
     outdir: Path,
     notes: list[str],
 ) -> Reproduction | None:
-    for target in (stopped, stopped.running(write_halt_firmware(outdir / FIRMWARE))):
+    for target in (stopped, stopped.running(replay_firmware())):
         outcome = run_qtest(target, ops, linger=options.linger, stall_timeout=options.stall_timeout)
         LOG.info("qtest replay (clock %s) of the script: %s", target.clock, outcome.signature.describe())
         shows = signature_matches(expected, outcome.signature) if expected else outcome.signature.is_failure
@@ -525,7 +526,7 @@ def _qtest_showing(result: TriageResult, extracted: Extracted, options: TriageOp
     """The qtest machine on which the guest's final ops (PCI setup in front, then without) show the signature."""
     assert extracted.qtest_target is not None and result.signature is not None
     stopped = extracted.qtest_target
-    running = stopped.running(write_halt_firmware(Path(result.trace).parent / FIRMWARE))
+    running = stopped.running(replay_firmware())
     for target in (stopped, running):
         for ops in ([*extracted.setup, *result.ops], result.ops) if extracted.setup else (result.ops,):
             try:

@@ -13,12 +13,14 @@ the run is judged (a QEMU stuck in a device loop ignores SIGTERM).
 
 from __future__ import annotations
 
+import atexit
 import bisect
 import contextlib
 import itertools
 import os
 import select
 import shlex
+import shutil
 import signal
 import subprocess
 import tempfile
@@ -69,6 +71,21 @@ def write_halt_firmware(path: str | os.PathLike[str]) -> Path:
     if not path.is_file() or path.read_bytes() != image:
         path.write_bytes(image)
     return path
+
+
+_scratch: list[Path] = []  # this process's private folder for the replays' firmware
+
+
+def replay_firmware() -> Path:
+    """The halting firmware for running-clock replays, in a private temp folder removed at exit.
+
+    Replays never leave it in an output folder: only a reproducer that needs
+    it (written by the reproducer stage) puts a copy there.
+    """
+    if not _scratch:
+        _scratch.append(Path(tempfile.mkdtemp(prefix="iofuzz-replay-")))
+        atexit.register(shutil.rmtree, _scratch[0], True)
+    return write_halt_firmware(_scratch[0] / "halt-firmware.bin")
 
 
 def _without_bios(args: Sequence[str]) -> list[str]:

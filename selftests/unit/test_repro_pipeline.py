@@ -122,3 +122,19 @@ def test_minimization_rounds_linger_as_long_as_the_reproducing_crash_took():
     assert round_linger(timer, 0.5) == pytest.approx(0.3)  # three times the timer's delay
     assert round_linger(unknown, 0.5) == 0.5 and round_linger(quick_timer, 0.5) == SYNCHRONOUS_LINGER
     assert round_linger(Reproduction("qtest", "w", [], abort, False, late=2.0), 0.5) == 0.5  # never above it
+
+
+def test_after_a_guest_only_reproduction_no_qtest_reproducer_is_handed_over_unless_qtest_shows_it(tmp_path):
+    """qtest replays of the trace show nothing; the guest does: reproducer.sh is not written, the guest script is."""
+    import shutil
+
+    if shutil.which("qemu-system-x86_64") is None:
+        pytest.skip("qemu-system-x86_64 not installed")
+    header = {"qemu_cmdline": f"{shutil.which('qemu-system-x86_64')} -machine pc -nodefaults"}
+    trace = write_trace(tmp_path / "trace.iofuzz", header)
+    guest = StandInGuest()
+    result = triage(trace, tmp_path / "out", TriageOptions(linger=0.05), guest=guest)  # type: ignore[arg-type]
+    assert result.reproduced and result.method == "guest" and result.verified == "3/3"
+    assert [stage.name for stage in result.stages if stage.name == "qtest-check"] == ["qtest-check"]
+    assert any("do not show the finding" in note for note in result.notes)
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["reproducer-guest.sh", "triage.json"]
