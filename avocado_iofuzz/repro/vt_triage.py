@@ -171,6 +171,8 @@ def replay_machine(trace_path: Path, run_dir: Path, wanted: bool) -> Iterator[An
         yield machine
     finally:
         machine.stop()
+        with contextlib.suppress(OSError):  # never booted: leave no empty folder behind
+            run_dir.rmdir()
 
 
 def fail_reason(result: TriageResult | None) -> str:
