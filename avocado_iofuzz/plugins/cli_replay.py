@@ -86,6 +86,10 @@ class IofuzzCLI(CLICmd):
             help="with --minimize: never boot a guest, qtest replays only",
         )  # fmt: skip
         replay.add_argument(
+            "--outside-kills", dest="iofuzz_outside_kills", action="store_true",
+            help="with --minimize: triage a QEMU killed by another process's signal too (no fatal message)",
+        )  # fmt: skip
+        replay.add_argument(
             "--no-qtest", dest="iofuzz_no_qtest", action="store_true",
             help="with --minimize: in-guest replays only (for findings qtest cannot show, or shows wrongly)",
         )  # fmt: skip

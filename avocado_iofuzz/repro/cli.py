@@ -75,6 +75,7 @@ def _options(config: dict[str, Any], guest_fallback: bool = True) -> TriageOptio
         guest_fallback=guest_fallback and not config.get("iofuzz_no_guest"),
         qemu_binary=config.get("iofuzz_qemu"),
         kind=config.get("iofuzz_finding"),
+        outside_kills=bool(config.get("iofuzz_outside_kills")),
     )
 
 
