@@ -66,6 +66,9 @@ class CampaignConfig:
     # After QEMU died, the console may still hold marks the executor drained
     # to the UART before the end: read them (this long at most) to narrow the window.
     death_drain_timeout: float = 2.0
+    # After @DONE, watch QEMU this long: a timer the last ops armed may still fire
+    # (edu's DMA 100 ms later, e1000e's interrupt throttling) and kill it.
+    done_linger: float = 1.0
 
 
 class ProgressObserver(Protocol):
@@ -198,6 +201,8 @@ class Campaign:
                     break
                 stop = self._execute()
                 if stop.how == "done":
+                    if self._dies_after_done():
+                        self._record_crash()  # the last ops are the window (see _window)
                     break
                 if stop.how == "error":
                     raise CampaignError(f"the in-guest executor failed: {stop.detail}")
@@ -263,6 +268,15 @@ class Campaign:
             if now - self._last_log >= self.config.progress_log_interval:
                 self._log_progress(now)
 
+    def _dies_after_done(self) -> bool:
+        # counted in sleeps, not on self.clock: nothing else advances a test's fake clock now
+        for _ in range(max(1, round(self.config.done_linger / 0.05))):
+            if not self.vm.is_alive():
+                LOG.error("QEMU died after the executor's last op")
+                return True
+            time.sleep(0.05)
+        return False
+
     def _count(self, message: Progress | Hang) -> None:
         if isinstance(message, Progress):
             self._advance(message)
@@ -309,6 +323,11 @@ class Campaign:
 
     # -- findings -----------------------------------------------------------
     def _window(self) -> tuple[RangePlan, tuple[int, int]]:
+        if self._finished():
+            # every op was confirmed, yet QEMU died (before or after @DONE): a device
+            # timer the last ops armed fired late; those last ops are the window
+            plan = self.plans[-1]
+            return plan, (max(0, plan.op_count - self.config.report_every), plan.op_count)
         plan = self.plans[self._range]
         return plan, inflight_window(plan, self._op, self.config.report_every)
 

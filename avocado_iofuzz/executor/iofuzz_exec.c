@@ -576,7 +576,7 @@ static void usage(void)
 	      "  --resume I:J    start at op J of the range with index I\n"
 	      "  --hang-at I:J   FAULT INJECTION for tests: hang the guest before op J of range I\n"
 	      "   or: iofuzz-exec [--dry-run] [--report-every K] --script FILE|-\n"
-	      "  --script FILE   replay the port I/O of a qtest script (outb/inb...; - is stdin)\n",
+	      "  --script FILE   replay a qtest script's port I/O and MMIO (outb/inb, writel/readl...; - is stdin)\n",
 	      stderr);
 }
 
@@ -800,21 +800,46 @@ static void __attribute__((noreturn)) hang_forever(int dry_run, uint64_t range_i
 		__asm__ __volatile__("" ::: "memory");
 }
 
-/* ---- --script: replay a qtest script's port I/O (crash triage) -------------
+/* ---- --script: replay a qtest script's port I/O and MMIO (crash triage) ----
  *
  * The reproducers of avocado_iofuzz/repro are qtest scripts: one command per
- * line, outb|outw|outl PORT VALUE or inb|inw|inl PORT (numbers in hex with 0x
- * or decimal; '#' comments and blank lines skipped). The whole file is parsed
- * before the first access, so a bad line never leaves half a replay behind.
- * The ops are one range (index 0) for the protocol: READY, @P 0 <done> every
- * K ops and at the end, @DONE. --dry-run prints them in the dry-run format.
+ * line, outb|outw|outl PORT VALUE, inb|inw|inl PORT, writeb|w|l|q ADDR VALUE
+ * or readb|w|l|q ADDR (numbers in hex with 0x or decimal; '#' comments and
+ * blank lines skipped; PCI config ops are port I/O at 0xcf8/0xcfc). The whole
+ * file is parsed, and every MMIO page mapped, before the first access: a bad
+ * line or a refused mapping never leaves half a replay behind. The ops are
+ * one range (index 0) for the protocol: READY, @P 0 <done> every K ops and at
+ * the end, @DONE. --dry-run prints them in the dry-run format.
  */
 struct script_op {
-	uint16_t port;
+	uint64_t address;
+	uint64_t value;
+	volatile uint8_t *mmio; /* where an MMIO op's address is mapped; NULL for port I/O */
 	uint8_t width;
 	uint8_t is_read;
-	uint32_t value;
 };
+
+static int script_width(char suffix)
+{
+	return suffix == 'b' ? 1 : suffix == 'w' ? 2 : suffix == 'l' ? 4 : suffix == 'q' ? 8 : 0;
+}
+
+/* "outb" -> port write, "readq" -> MMIO read...; 0 for anything else. */
+static int script_command(const char *command, int *is_mmio, int *is_read)
+{
+	size_t length = strlen(command);
+	int width = length ? script_width(command[length - 1]) : 0;
+
+	if (!width)
+		return 0;
+	*is_mmio = !strncmp(command, "read", 4) || !strncmp(command, "write", 5);
+	*is_read = !strncmp(command, "in", 2) || !strncmp(command, "read", 4);
+	if (*is_mmio ? length != (*is_read ? 5u : 6u) : (length != (*is_read ? 3u : 4u) || width == 8))
+		return 0;
+	if (!*is_mmio && strncmp(command, *is_read ? "in" : "out", *is_read ? 2 : 3))
+		return 0;
+	return width;
+}
 
 static struct script_op *read_script(const char *path, uint64_t *count)
 {
@@ -826,46 +851,84 @@ static struct script_op *read_script(const char *path, uint64_t *count)
 	if (!in)
 		fail(EXIT_USAGE, "--script %s: %s", path, strerror(errno));
 	while (fgets(line, sizeof(line), in)) {
-		char command[8], port_text[32], value_text[32], extra[2];
-		uint64_t port, value = 0;
-		int words, width;
+		char command[8], address_text[32], value_text[32], extra[2];
+		uint64_t address, value = 0;
+		int words, width, is_mmio = 0, is_read = 0;
 
 		lineno++;
 		if (!strchr(line, '\n') && !feof(in))
 			fail(EXIT_USAGE, "script line %" PRIu64 ": longer than %zu characters", lineno, sizeof(line) - 2);
-		words = sscanf(line, "%7s %31s %31s %1s", command, port_text, value_text, extra);
+		words = sscanf(line, "%7s %31s %31s %1s", command, address_text, value_text, extra);
 		if (words <= 0 || command[0] == '#')
 			continue;
-		if (strcmp(command, "inb") && strcmp(command, "inw") && strcmp(command, "inl") &&
-		    strcmp(command, "outb") && strcmp(command, "outw") && strcmp(command, "outl"))
-			fail(EXIT_USAGE, "script line %" PRIu64 ": unknown command '%s' (only in/out b/w/l)", lineno,
+		width = script_command(command, &is_mmio, &is_read);
+		if (!width)
+			fail(EXIT_USAGE,
+			     "script line %" PRIu64 ": unknown command '%s' (in/out b/w/l, read/write b/w/l/q)", lineno,
 			     command);
-		width = command[strlen(command) - 1] == 'b' ? 1 : command[strlen(command) - 1] == 'w' ? 2 : 4;
-		command[strlen(command) - 1] = '\0';
-		if (words != (command[0] == 'o' ? 3 : 2))
-			fail(EXIT_USAGE, "script line %" PRIu64 ": %s%c takes %d argument(s)", lineno, command,
-			     "bwl"[width / 2], command[0] == 'o' ? 2 : 1);
-		if (parse_u64(port_text, &port) < 0 || port > MAX_PORT)
-			fail(EXIT_USAGE, "script line %" PRIu64 ": bad port '%s'", lineno, port_text);
-		if (command[0] == 'o' && (parse_u64(value_text, &value) < 0 || value >> (8 * width)))
+		if (words != (is_read ? 2 : 3))
+			fail(EXIT_USAGE, "script line %" PRIu64 ": %s takes %d argument(s)", lineno, command,
+			     is_read ? 1 : 2);
+		if (parse_u64(address_text, &address) < 0 || (!is_mmio && address > MAX_PORT))
+			fail(EXIT_USAGE, "script line %" PRIu64 ": bad address '%s'", lineno, address_text);
+		if (!is_read && (parse_u64(value_text, &value) < 0 || (width < 8 && value >> (8 * width))))
 			fail(EXIT_USAGE, "script line %" PRIu64 ": bad value '%s' for %d byte(s)", lineno, value_text,
 			     width);
+		if (is_mmio && address % (uint64_t)width)
+			fail(EXIT_USAGE, "script line %" PRIu64 ": %s at 0x%" PRIx64 " is not aligned", lineno, command,
+			     address);
 		if (n == capacity) {
 			capacity = capacity ? 2 * capacity : 1024;
 			ops = realloc(ops, capacity * sizeof(*ops));
 			if (!ops)
 				fail(EXIT_RUNTIME, "--script: out of memory at line %" PRIu64, lineno);
 		}
-		ops[n++] = (struct script_op){ (uint16_t)port, (uint8_t)width, command[0] == 'i', (uint32_t)value };
+		/* a non-NULL placeholder marks MMIO until map_script_pages() sets the real pointer */
+		ops[n++] = (struct script_op){ address, value, is_mmio ? (volatile uint8_t *)1 : NULL, (uint8_t)width,
+					       (uint8_t)is_read };
 	}
 	if (ferror(in))
 		fail(EXIT_RUNTIME, "--script %s: read error", path);
 	if (in != stdin)
 		fclose(in);
 	if (n == 0)
-		fail(EXIT_USAGE, "--script %s: no port I/O command", path);
+		fail(EXIT_USAGE, "--script %s: no I/O command", path);
 	*count = n;
 	return ops;
+}
+
+/* Map each page an MMIO op touches (through its BAR's sysfs file, or /dev/mem), once per page. */
+static void map_script_pages(struct script_op *ops, uint64_t n)
+{
+	struct page_map {
+		uint64_t page;
+		volatile uint8_t *base;
+	} *pages = NULL;
+	uint64_t n_pages = 0;
+
+	for (uint64_t i = 0; i < n; i++) {
+		uint64_t page = ops[i].address & ~(PAGE_SIZE_BYTES - 1), k;
+
+		if (!ops[i].mmio)
+			continue;
+		for (k = 0; k < n_pages && pages[k].page != page; k++)
+			;
+		if (k == n_pages) {
+			struct range r = { .index = 0, .start = ops[i].address, .end = ops[i].address + ops[i].width - 1,
+					   .space = SPACE_MMIO };
+			char why[700];
+
+			if (setup_mmio(&r, why, sizeof(why)) < 0)
+				fail(EXIT_DENIED, "--script: MMIO at 0x%" PRIx64 ": %s", ops[i].address, why);
+			pages = realloc(pages, (n_pages + 1) * sizeof(*pages));
+			if (!pages)
+				fail(EXIT_RUNTIME, "--script: out of memory mapping pages");
+			/* the mapping starts at the page (BAR files start on a page), whatever r.start was */
+			pages[n_pages++] = (struct page_map){ page, r.mmio - (ops[i].address - page) };
+		}
+		ops[i].mmio = pages[k].base + (ops[i].address - page);
+	}
+	free(pages);
 }
 
 static int run_script(const char *path, int dry_run, uint64_t report_every)
@@ -879,6 +942,7 @@ static int run_script(const char *path, int dry_run, uint64_t report_every)
 			     GUEST_MARKER);
 		if (syscall(SYS_iopl, 3) < 0)
 			fail(is_refusal(errno) ? EXIT_DENIED : EXIT_RUNTIME, "iopl(3) failed: %s", strerror(errno));
+		map_script_pages(ops, n);
 	}
 	emit("@IOFUZZ READY %d 1", PROTOCOL_VERSION);
 	emit("@P 0 0");
@@ -891,12 +955,16 @@ static int run_script(const char *path, int dry_run, uint64_t report_every)
 			const struct script_op *op = &ops[done];
 
 			if (dry_run)
-				printf("0 %" PRIu64 " %c 0x%x %u 0x%x\n", done, op->is_read ? 'r' : 'w', op->port,
-				       op->width, op->is_read ? 0 : op->value);
+				printf("0 %" PRIu64 " %c 0x%" PRIx64 " %u 0x%" PRIx64 "\n", done, op->is_read ? 'r' : 'w',
+				       op->address, op->width, op->is_read ? 0 : op->value);
+			else if (op->mmio && op->is_read)
+				mmio_read(op->mmio, op->width);
+			else if (op->mmio)
+				mmio_write(op->mmio, op->width, op->value);
 			else if (op->is_read)
-				port_read(op->port, op->width);
+				port_read((uint16_t)op->address, op->width);
 			else
-				port_write(op->port, op->width, op->value);
+				port_write((uint16_t)op->address, op->width, (uint32_t)op->value);
 		}
 		emit("@P 0 %" PRIu64, done);
 	}

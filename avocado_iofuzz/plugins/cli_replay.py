@@ -7,9 +7,11 @@
     ``--qtest``: replay the finding's ops under ``-qtest`` instead, no guest.
     ``--minimize``: the whole triage pipeline (qtest replay, in-guest
     fallback, ddmin, simplification) and the reproducer files.
-``avocado iofuzz replay SCRIPT.qtest --machine-from TRACE``
-    runs a reproducer (qtest script) on the trace's machine: under qtest, or
-    in a guest with ``--in-guest``.
+``avocado iofuzz replay SCRIPT.qtest --machine-from TRACE`` (or ``--qemu-args "ARGS"``)
+    runs a reproducer (qtest script) on the trace's machine (or on the
+    machine ARGS give): under qtest, or in a guest with ``--in-guest``
+    (traces only). ``--minimize`` minimizes the script: same signature,
+    smallest script, reproducer files in ``--output``.
 ``avocado iofuzz export TRACE``
     writes the finding's window (or its range, or everything since the
     devices' last reset) as a qtest script, PCI setup in front.
@@ -64,6 +66,11 @@ class IofuzzCLI(CLICmd):
             "--machine-from", dest="iofuzz_machine_from", default=None, metavar="TRACE",
             help="(qtest scripts) the trace whose machine and devices to replay on",
         )  # fmt: skip
+        replay.add_argument(
+            "--qemu-args", dest="iofuzz_qemu_args", default=None, metavar="ARGS",
+            help='(qtest scripts) the machine and device args, as a reproducer line carries them '
+            '(e.g. "-machine q35 -device qxl-vga"); instead of --machine-from',
+        )  # fmt: skip
         replay.add_argument("--output", dest="iofuzz_output", default=None, help="directory for the results")
         _add_finding_options(replay)
         replay.add_argument("--budget", dest="iofuzz_budget", type=float, default=300.0, help="qtest minimization, s")
@@ -77,6 +84,10 @@ class IofuzzCLI(CLICmd):
         replay.add_argument(
             "--no-guest-fallback", dest="iofuzz_no_guest", action="store_true",
             help="with --minimize: never boot a guest, qtest replays only",
+        )  # fmt: skip
+        replay.add_argument(
+            "--outside-kills", dest="iofuzz_outside_kills", action="store_true",
+            help="with --minimize: triage a QEMU killed by another process's signal too (no fatal message)",
         )  # fmt: skip
         replay.add_argument(
             "--no-qtest", dest="iofuzz_no_qtest", action="store_true",

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import shlex
+import shutil
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -16,6 +18,7 @@ from typing import Any
 
 from avocado_iofuzz.campaign.runner import CampaignConfig
 from avocado_iofuzz.campaign.trace import MAGIC
+from avocado_iofuzz.model.program import Op
 from avocado_iofuzz.repro.extract import Extracted, ExtractError, extract, qtest_target_for
 from avocado_iofuzz.repro.guest_replay import GuestReplayer, GuestReplayError, replay_trace_in_guest
 from avocado_iofuzz.repro.pipeline import (
@@ -24,10 +27,18 @@ from avocado_iofuzz.repro.pipeline import (
     signature_matches,
     stage_replay_qtest,
     triage,
+    triage_script,
 )
+from avocado_iofuzz.repro.qemu_args import ReplayArgsError, replay_args
 from avocado_iofuzz.repro.qtest import QtestScriptError, read_script
 from avocado_iofuzz.repro.qtest_ops import format_script
-from avocado_iofuzz.repro.qtest_run import QtestStartError, run_qtest, write_halt_firmware
+from avocado_iofuzz.repro.qtest_run import (
+    QtestHarnessError,
+    QtestStartError,
+    QtestTarget,
+    replay_firmware,
+    run_qtest,
+)
 from avocado_iofuzz.repro.signature import CrashSignature
 
 Say = Callable[[str], None]
@@ -64,6 +75,7 @@ def _options(config: dict[str, Any], guest_fallback: bool = True) -> TriageOptio
         guest_fallback=guest_fallback and not config.get("iofuzz_no_guest"),
         qemu_binary=config.get("iofuzz_qemu"),
         kind=config.get("iofuzz_finding"),
+        outside_kills=bool(config.get("iofuzz_outside_kills")),
     )
 
 
@@ -140,9 +152,7 @@ def _replay_trace(path: Path, config: dict[str, Any], say: Say) -> bool:
         return result.reproduced
     if config.get("iofuzz_qtest"):
         notes: list[str] = []
-        outdir = Path(config.get("iofuzz_output") or path.with_name("replay"))
-        outdir.mkdir(parents=True, exist_ok=True)
-        reproduction = stage_replay_qtest(extracted, _options(config), notes, outdir)
+        reproduction = stage_replay_qtest(extracted, _options(config), notes)
         for note in notes:
             say(f"  {note}")
         if reproduction is None:
@@ -188,49 +198,109 @@ def _expected_from_triage(script: Path) -> CrashSignature | None:
 
 
 def _replay_script(path: Path, config: dict[str, Any], say: Say) -> bool:
+    notes: list[str] = []
     try:
-        ops = read_script(path)
+        ops = read_script(path, notes)
     except QtestScriptError as err:
         raise CliError(f"neither an iofuzz trace nor a valid qtest script: {err}") from None
-    machine = config.get("iofuzz_machine_from")
-    if not machine:
-        raise CliError(f"{path} is a qtest script: it names no machine; give --machine-from TRACE")
-    machine_path = Path(machine)
-    if not machine_path.is_file() or not is_trace(machine_path):
-        raise CliError(f"--machine-from {machine}: not an iofuzz trace")
-    extracted_header = _extract_header(machine_path)
+    for note in notes:
+        say(f"  {note}")
+    machine, qemu_args = config.get("iofuzz_machine_from"), config.get("iofuzz_qemu_args")
+    if machine and qemu_args:
+        raise CliError("give the machine once: --machine-from TRACE or --qemu-args ARGS, not both")
+    if not machine and not qemu_args:
+        how = 'give --qemu-args "ARGS" or --machine-from TRACE'
+        raise CliError(f"{path} is a qtest script: it names no machine; {how}")
+    header = _extract_header(_trace_path(machine)) if machine else {}
     expected = _expected_from_triage(path)
     if config.get("iofuzz_in_guest"):
-        outdir = Path(config.get("iofuzz_output") or path.with_name("replay"))
-        with recorded_guest(extracted_header, outdir / "guest") as vm:
-            replayer = GuestReplayer(vm, hang_timeout=float(config.get("iofuzz_hang_timeout") or 20.0))
-            try:
-                outcome = replayer.run_ops(ops)
-            except GuestReplayError as err:
-                raise CliError(str(err)) from None
-        signature = outcome.signature
-        say(f"in-guest replay of {len(ops)} ops: {signature.describe()} ({outcome.detail})")
-    else:
-        try:
-            target = qtest_target_for(extracted_header, config.get("iofuzz_qemu"))
-        except ExtractError as err:
-            raise CliError(str(err)) from None
-        outdir = Path(config.get("iofuzz_output") or path.parent)
-        try:
-            outcome_q = run_qtest(target, ops)
-            if not outcome_q.signature.is_failure:
-                # timer-driven crashes need the clock running
-                running = target.running(write_halt_firmware(outdir / "halt-firmware.bin"))
-                outcome_q = run_qtest(running, ops)
-        except QtestStartError as err:
-            raise CliError(str(err)) from None
-        signature = outcome_q.signature
-        say(f"qtest replay of {len(ops)} ops: {signature.describe()}")
+        if not machine:
+            raise CliError("--in-guest needs --machine-from TRACE: the guest is built from the trace's machine")
+        return _script_in_guest(path, ops, header, expected, config, say)
+    target = _script_target(header, qemu_args, config)
+    if config.get("iofuzz_minimize"):
+        return _minimize_script(path, ops, target, expected, config, say)
+    try:
+        outcome_q = run_qtest(target, ops)
+        if not outcome_q.signature.is_failure:
+            # timer-driven crashes need the clock running
+            running = target.running(replay_firmware())
+            outcome_q = run_qtest(running, ops)
+    except QtestStartError as err:
+        raise CliError(str(err)) from None
+    signature = outcome_q.signature
+    say(f"qtest replay of {len(ops)} ops: {signature.describe()}")
     if expected is not None:
         reproduced = signature_matches(expected, signature)
         say(f"expected (triage.json): {expected.describe()} -> {'REPRODUCED' if reproduced else 'not reproduced'}")
         return reproduced
     return signature.is_failure
+
+
+def _trace_path(machine: str) -> Path:
+    machine_path = Path(machine)
+    if not machine_path.is_file() or not is_trace(machine_path):
+        raise CliError(f"--machine-from {machine}: not an iofuzz trace")
+    return machine_path
+
+
+def _script_target(header: dict[str, Any], qemu_args: str | None, config: dict[str, Any]) -> QtestTarget:
+    """The qtest machine: the trace's, or the ARGS given (any binary named first is the default one)."""
+    if not qemu_args:
+        try:
+            return qtest_target_for(header, config.get("iofuzz_qemu"))
+        except ExtractError as err:
+            raise CliError(str(err)) from None
+    try:
+        words = shlex.split(qemu_args)
+    except ValueError as err:
+        raise CliError(f"--qemu-args: {err}") from None
+    if not words:
+        raise CliError("--qemu-args is empty")
+    named = "" if words[0].startswith("-") else words[0]
+    binary = config.get("iofuzz_qemu") or named or shutil.which("qemu-system-x86_64") or "qemu-system-x86_64"
+    try:
+        # the replay rules: no host plumbing, chardev files nulled, drives snapshotted
+        _, args = replay_args([binary, *(words[1:] if named else words)])
+    except ReplayArgsError as err:
+        raise CliError(f"--qemu-args: {err}") from None
+    return QtestTarget(binary, tuple(args))
+
+
+def _minimize_script(
+    path: Path, ops: list[Op], target: QtestTarget, expected: CrashSignature | None, config: dict[str, Any], say: Say
+) -> bool:
+    outdir = Path(config.get("iofuzz_output") or path.with_name(path.stem + "-minimized"))
+    options = TriageOptions(budget=float(config.get("iofuzz_budget") or 300.0))
+    try:
+        result = triage_script(ops, target, outdir, options, expected, source=str(path))
+    except (QtestStartError, QtestHarnessError) as err:
+        raise CliError(str(err)) from None
+    say(result.summary())
+    for note in result.notes:
+        say(f"  note: {note}")
+    for name, file in sorted(result.files.items()):
+        say(f"  {name}: {file}")
+    return result.reproduced
+
+
+def _script_in_guest(
+    path: Path, ops: list[Op], header: dict[str, Any], expected: CrashSignature | None, config: dict[str, Any],
+    say: Say,
+) -> bool:  # fmt: skip
+    outdir = Path(config.get("iofuzz_output") or path.with_name("replay"))
+    with recorded_guest(header, outdir / "guest") as vm:
+        replayer = GuestReplayer(vm, hang_timeout=float(config.get("iofuzz_hang_timeout") or 20.0))
+        try:
+            outcome = replayer.run_ops(ops)
+        except GuestReplayError as err:
+            raise CliError(str(err)) from None
+    say(f"in-guest replay of {len(ops)} ops: {outcome.signature.describe()} ({outcome.detail})")
+    if expected is not None:
+        reproduced = signature_matches(expected, outcome.signature)
+        say(f"expected (triage.json): {expected.describe()} -> {'REPRODUCED' if reproduced else 'not reproduced'}")
+        return reproduced
+    return outcome.signature.is_failure
 
 
 def _extract_header(path: Path) -> dict[str, Any]:

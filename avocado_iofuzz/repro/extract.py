@@ -43,7 +43,7 @@ LOG = logging.getLogger("avocado.test.iofuzz")
 
 FINDING_KINDS = ("crash", "hang", "reboot")
 _FRESH_STATE_EVENTS = ("reset", "restart")
-DEFAULT_MAX_PREFIX_OPS = 200_000
+DEFAULT_MAX_PREFIX_OPS = 2_000_000  # a timer bug may need ops from the first range (e1000e: 644 k ops back)
 PCI_LISTING_KEY = "pci_listing"  # trace header key holding the guest's PCI listing
 PCI_LISTING_FILE = "pci-resources.txt"  # ...or this file next to the trace
 

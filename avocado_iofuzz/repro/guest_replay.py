@@ -8,8 +8,8 @@ in the test, a bare QEMU from the CLI) and start from a fresh machine
 here-document the executor reads whole before its first access, and run
 with a progress mark every ``report_every`` ops: QEMU dying is a crash (its
 exit status and stderr give the signature), no mark for ``hang_timeout``
-seconds a hang. Only port I/O can be replayed this way (PCI config ops are
-port I/O once written as 0xcf8/0xcfc cycles); MMIO ops need qtest.
+seconds a hang. Every kind replays this way: port I/O, MMIO at the
+guest-physical addresses the run used, PCI config as 0xcf8/0xcfc cycles.
 
 *A trace* is run again as it ran: the same plans (seed, ranges, fuzz
 counts) under the campaign's own watchdog, up to the finding's range, into
@@ -30,8 +30,8 @@ import aexpect
 
 from avocado_iofuzz.campaign.runner import Campaign, CampaignConfig, CampaignError
 from avocado_iofuzz.campaign.trace import TraceWriter
-from avocado_iofuzz.executor.protocol import DEFAULT_BINARY, Done, ExecError, Progress, parse_line
-from avocado_iofuzz.model.program import SPACE_MMIO, Op
+from avocado_iofuzz.executor.protocol import DEFAULT_BINARY, Done, ExecError, Progress, Ready, parse_line
+from avocado_iofuzz.model.program import Op
 from avocado_iofuzz.repro.extract import Extracted
 from avocado_iofuzz.repro.qtest_ops import format_script
 from avocado_iofuzz.repro.signature import HANG, NO_CRASH, CrashSignature, signature_of_exit
@@ -57,9 +57,11 @@ class GuestOutcome:
 
 
 def guest_script_command(ops: Sequence[Op], executor: str = DEFAULT_BINARY, report_every: int = 64) -> str:
-    """The shell command that replays ``ops`` in a guest: the executor reading a here-document."""
-    if any(op.space == SPACE_MMIO for op in ops):
-        raise GuestReplayError("the ops include MMIO accesses: the in-guest executor replays port I/O scripts only")
+    """The shell command that replays ``ops`` in a guest: the executor reading a here-document.
+
+    Every kind replays: port I/O, MMIO (the executor maps each page through
+    its BAR's sysfs file or /dev/mem) and PCI config (0xcf8/0xcfc cycles).
+    """
     body = format_script(ops)
     return f"{executor} --report-every {report_every} --script - <<'{SCRIPT_END}'\n{body}{SCRIPT_END}"
 
@@ -73,6 +75,15 @@ def guest_script_file(ops: Sequence[Op], executor: str = DEFAULT_BINARY) -> str:
         "# machine and devices as the run that found it (see reproducer.sh for the QEMU args).\n"
         f"exec {guest_script_command(ops, executor, report_every=1)}\n"
     )
+
+
+# the slowest console measured carries ~5 kB/s of a here-document (115200 baud, echoed)
+UPLOAD_BYTES_PER_SECOND = 5000
+
+
+def upload_timeout(command: str, hang_timeout: float) -> float:
+    """Seconds a script may take to reach the executor: its size at the slowest console, plus the hang timeout."""
+    return hang_timeout + len(command) / UPLOAD_BYTES_PER_SECOND
 
 
 class GuestReplayer:
@@ -124,6 +135,9 @@ class GuestReplayer:
         session.sendline(command)
         done = 0
         last_progress = self.clock()
+        # the script crosses the serial console before the executor's READY: that upload is
+        # no op's doing, so until READY the limit is the upload's, not the hang timeout
+        limit = upload_timeout(command, self.hang_timeout)
         pending = ""
         while True:
             try:
@@ -135,7 +149,9 @@ class GuestReplayer:
             *lines, pending = pending.replace("\r", "").split("\n")
             for line in lines:
                 message = parse_line(line)
-                if isinstance(message, Progress):
+                if isinstance(message, Ready):
+                    last_progress, limit = self.clock(), self.hang_timeout
+                elif isinstance(message, Progress):
                     done = message.ops_done
                     last_progress = self.clock()
                 elif isinstance(message, Done):
@@ -144,8 +160,8 @@ class GuestReplayer:
                     raise GuestReplayError(f"the in-guest executor refused the script: {message.message}")
             if not self.vm.is_alive():
                 return self._death(total, done, started)
-            if self.clock() - last_progress > self.hang_timeout:
-                detail = f"no progress for {self.hang_timeout:.0f} s after op {done}"
+            if self.clock() - last_progress > limit:
+                detail = f"no progress for {limit:.0f} s after op {done}"
                 return GuestOutcome(HANG, total, done, self.clock() - started, detail)
 
     def _after_done(self, total: int, started: float) -> GuestOutcome:

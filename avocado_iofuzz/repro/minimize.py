@@ -17,10 +17,11 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
-from avocado_iofuzz.model.program import Op
+from avocado_iofuzz.model.program import SPACE_PCI, SPACE_PIO, Op
 
 LOG = logging.getLogger("avocado.test.iofuzz")
 
@@ -106,6 +107,78 @@ def trim_prefix(ops: Sequence[Op], judge: CachedJudge) -> list[Op]:
     except BudgetExhausted:
         pass
     return list(ops[low:])
+
+
+# the PCI configuration mechanism: an address write and its data access are a pair, never collapsed
+_CONFIG_PORTS = range(0xCF8, 0xD00)
+
+
+def _collapsible(op: Op) -> bool:
+    return not (op.space == SPACE_PIO and op.port in _CONFIG_PORTS)
+
+
+def without_reads(ops: Sequence[Op]) -> list[Op]:
+    return [op for op in ops if op.kind != "r" or not _collapsible(op)]
+
+
+def last_writes(ops: Sequence[Op]) -> list[Op]:
+    """Only the last write to each register (address, width, space), in their order; reads dropped.
+
+    A device's state is mostly its registers' last values: for a fuzzing
+    trace of hundreds of thousands of ops this is one replay instead of
+    dozens of ddmin rounds at full size. Config-mechanism ports are kept whole.
+    """
+    last: dict[tuple[str, int, int], int] = {}
+    for index, op in enumerate(ops):
+        if op.kind == "w" and _collapsible(op):
+            last[(op.space, op.port, op.width)] = index
+    keep = set(last.values())
+    return [op for index, op in enumerate(ops) if index in keep or not _collapsible(op)]
+
+
+def region(op: Op) -> tuple[str, int]:
+    """Where an op goes, coarsely: a 64 KiB MMIO window, a PCI function, 256 ports (config ports apart)."""
+    if op.space == SPACE_PIO:
+        return (op.space, -1 if op.port in _CONFIG_PORTS else op.port >> 8)
+    return (op.space, op.port >> (12 if op.space == SPACE_PCI else 16))
+
+
+MAX_REGIONS = 16
+
+
+def without_regions(ops: Sequence[Op], judge: CachedJudge) -> list[Op]:
+    """Drop whole regions (a BAR, a function's config space), largest first, where the finding stays."""
+    current = list(ops)
+    sizes = Counter(region(op) for op in current if _collapsible(op))
+    if not 1 < len(sizes) <= MAX_REGIONS:
+        return current
+    for place, _ in sizes.most_common():
+        candidate = [op for op in current if not _collapsible(op) or region(op) != place]
+        if judge(candidate):
+            LOG.info("minimize: ops to %s %s not needed, %d -> %d ops", *place, len(current), len(candidate))
+            current = candidate
+    return current
+
+
+def reduce_heuristically(ops: Sequence[Op], judge: CachedJudge, min_ops: int = 64) -> list[Op]:
+    """Big cuts first, each kept only if the finding stays: the last write per register, no reads, whole regions.
+
+    Cheap (a handful of replays) and, on long fuzzing traces, the bulk of the
+    reduction; ddmin then works on what is left. Short lists go straight to ddmin.
+    """
+    current = list(ops)
+    if len(current) < min_ops:
+        return current
+    try:
+        for cut in (last_writes, without_reads):
+            candidate = cut(current)
+            if len(candidate) < len(current) and judge(candidate):
+                LOG.info("minimize: %s kept the finding, %d -> %d ops", cut.__name__, len(current), len(candidate))
+                current = candidate
+        current = without_regions(current, judge)
+    except BudgetExhausted:
+        pass
+    return current
 
 
 def ddmin(ops: Sequence[Op], judge: CachedJudge) -> list[Op]:
@@ -204,7 +277,7 @@ def minimize_ops(ops: Sequence[Op], judge: Judge, budget: Budget, simplify_value
     """trim_prefix -> ddmin -> simplify within ``budget``; ``ops`` must already reproduce."""
     cached = CachedJudge(judge, budget)
     cached.cache[tuple(ops)] = True  # the caller checked it
-    current = trim_prefix(ops, cached)
+    current = trim_prefix(reduce_heuristically(ops, cached), cached)
     LOG.info("minimize: prefix trimmed, %d -> %d ops (%d replays)", len(ops), len(current), budget.tests)
     current = ddmin(current, cached)
     LOG.info("minimize: ddmin left %d ops (%d replays, %.1f s)", len(current), budget.tests, budget.elapsed)

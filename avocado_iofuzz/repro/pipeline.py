@@ -38,16 +38,17 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shlex
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from avocado_iofuzz.model.program import SPACE_MMIO, Op
+from avocado_iofuzz.model.program import Op
 from avocado_iofuzz.repro.extract import DEFAULT_MAX_PREFIX_OPS, Extracted, extract
 from avocado_iofuzz.repro.guest_replay import GuestReplayer, GuestReplayError, guest_script_file
-from avocado_iofuzz.repro.minimize import Budget, CachedJudge, ddmin, simplify, trim_prefix
+from avocado_iofuzz.repro.minimize import Budget, CachedJudge, ddmin, reduce_heuristically, simplify, trim_prefix
 from avocado_iofuzz.repro.qtest import describe_ops
 from avocado_iofuzz.repro.qtest_ops import format_script
 from avocado_iofuzz.repro.qtest_run import (
@@ -57,9 +58,11 @@ from avocado_iofuzz.repro.qtest_run import (
     QtestHarnessError,
     QtestStartError,
     QtestTarget,
+    replay_firmware,
     run_qtest,
     write_halt_firmware,
 )
+from avocado_iofuzz.repro.reproducer import minimize_args, verify_shell, write_shell
 from avocado_iofuzz.repro.signature import KIND_CRASH, CrashSignature
 
 LOG = logging.getLogger("avocado.test.iofuzz")
@@ -72,6 +75,7 @@ FIRMWARE = "halt-firmware.bin"  # for running-clock reproducers
 # once a replay crashed before answering every op, a late abort is not what
 # it looks for: a short linger keeps minimization rounds fast
 SYNCHRONOUS_LINGER = 0.05
+TIMER_LINGER_FACTOR = 3.0
 
 
 @dataclass(frozen=True)
@@ -88,6 +92,8 @@ class TriageOptions:
     verify_runs: int = 3
     qemu_binary: str | None = None
     kind: str | None = None  # which finding: crash, hang, reboot (default: the last one)
+    # a QEMU killed by another process (SIGKILL/SIGTERM..., no fatal line) shows no bug of its own
+    outside_kills: bool = False
 
 
 @dataclass
@@ -102,6 +108,7 @@ class TriageResult:
     trace: str
     finding: str
     expected: CrashSignature
+    triaged: bool = True  # False: the finding was left alone (an outside kill)
     reproduced: bool = False
     method: str = ""  # "qtest" or "guest"
     candidate: str = ""
@@ -120,11 +127,13 @@ class TriageResult:
 
     def summary(self) -> str:
         """One line for a FAIL reason or a CLI report."""
+        if not self.triaged:
+            return "not triaged (" + "; ".join(self.notes) + ")"
         if not self.reproduced:
             why = "; ".join(self.notes) or "no replay showed the same signature"
             return f"not reproduced ({why})"
         shrunk = f"{self.original_ops} -> {len(self.ops)} ops" if self.original_ops else f"{len(self.ops)} ops"
-        where = self.files.get("qtest") or self.files.get("guest_script") or ""
+        where = self.files.get("shell") or self.files.get("guest_script") or ""
         return (
             f"reproduced by {self.method} replay ({self.candidate}), {shrunk}"
             f"{'' if self.complete else ' (budget ran out)'}"
@@ -179,6 +188,21 @@ class Reproduction:
     signature: CrashSignature
     synchronous: bool  # QEMU died (or stalled) before answering every op
     target: QtestTarget | None = None  # the qtest machine that reproduced it
+    late: float | None = None  # seconds from the last answer to QEMU's death (a timer), if it came after
+
+
+def round_linger(reproduction: Reproduction, default: float) -> float:
+    """How long a minimization round watches QEMU after its last answer.
+
+    A death before the last answer needs none; a timer's death came ``late``
+    seconds after it in the reproducing replay: a few times that covers its
+    jitter without waiting the full default in every round that does not crash.
+    """
+    if reproduction.synchronous:
+        return SYNCHRONOUS_LINGER
+    if reproduction.late is None:
+        return default
+    return min(default, max(SYNCHRONOUS_LINGER, TIMER_LINGER_FACTOR * reproduction.late))
 
 
 def qtest_judge(target: QtestTarget, expected: CrashSignature, linger: float, stall_timeout: float) -> Callable:
@@ -190,7 +214,7 @@ def qtest_judge(target: QtestTarget, expected: CrashSignature, linger: float, st
 
 
 def stage_replay_qtest(
-    extracted: Extracted, options: TriageOptions, notes: list[str], firmware_dir: Path
+    extracted: Extracted, options: TriageOptions, notes: list[str]
 ) -> Reproduction | None:
     """Each candidate (PCI setup in front) as a qtest replay, until one shows the finding's signature.
 
@@ -205,7 +229,7 @@ def stage_replay_qtest(
     expected = extracted.finding.expected
     mismatches: list[str] = []
     for clock in (CLOCK_STOPPED, CLOCK_RUNNING):
-        target = stopped if clock == CLOCK_STOPPED else stopped.running(write_halt_firmware(firmware_dir / FIRMWARE))
+        target = stopped if clock == CLOCK_STOPPED else stopped.running(replay_firmware())
         for candidate in extracted.candidates:
             ops = extracted.setup + candidate.ops
             try:
@@ -223,7 +247,9 @@ def stage_replay_qtest(
             if signature_matches(expected, outcome.signature):
                 failing = outcome.failing_op
                 kept = ops[: failing + 1] if failing is not None else ops
-                return Reproduction("qtest", candidate.name, kept, outcome.signature, failing is not None, target)
+                return Reproduction(
+                    "qtest", candidate.name, kept, outcome.signature, failing is not None, target, outcome.late
+                )
             if outcome.signature.is_failure:
                 mismatches.append(f"{candidate.name} (clock {clock}): {outcome.signature.describe()}")
     if mismatches:
@@ -261,8 +287,8 @@ def stage_replay_guest(
 
 
 def stage_minimize(ops: Sequence[Op], judge: CachedJudge) -> list[Op]:
-    """Drop the prefix that does not matter, then delta-debug what is left."""
-    return ddmin(trim_prefix(ops, judge), judge)
+    """Big heuristic cuts, then drop the prefix that does not matter, then delta-debug what is left."""
+    return ddmin(trim_prefix(reduce_heuristically(ops, judge), judge), judge)
 
 
 def stage_simplify(ops: Sequence[Op], judge: CachedJudge) -> list[Op]:
@@ -283,51 +309,37 @@ def _guest_judge(replayer: GuestReplayer, expected: CrashSignature) -> Callable:
 # -- stage: reproducer ----------------------------------------------------------------------------
 
 
-def stage_reproducer(result: TriageResult, target: QtestTarget | None, outdir: Path) -> None:
-    """Write the reproducer files and fill ``result.files`` and ``result.command``."""
+def stage_reproducer(result: TriageResult, target: QtestTarget, outdir: Path) -> None:
+    """Write reproducer.qtest and the self-contained reproducer.sh; fill ``result.files`` and ``result.command``."""
     outdir.mkdir(parents=True, exist_ok=True)
     qtest_path = outdir / REPRODUCER_QTEST
     qtest_path.write_text(format_script(result.ops), encoding="utf-8")
     result.files["qtest"] = str(qtest_path)
-    header = [
-        "#!/bin/sh",
-        f"# iofuzz reproducer: {result.expected.describe()}",
-        f"# finding: {result.finding}",
-        f"# trace: {result.trace}",
-        f"# {len(result.ops)} ops"
-        + (f" (minimized from {result.original_ops})" if result.original_ops else "")
-        + (f", reproduced by {result.method} replay" if result.reproduced else ", NOT reproduced"),
+    result.qemu_args = list(target.args)
+    result.clock = target.clock
+    comments = [
+        f"iofuzz reproducer: {(result.signature or result.expected).describe()}",
+        f"finding: {result.finding}",
+        f"{len(result.ops)} ops" + (f" (minimized from {result.original_ops})" if result.original_ops else ""),
     ]
-    if target is not None:
-        result.qemu_args = list(target.args)
-        result.clock = target.clock
-        if target.clock == CLOCK_RUNNING:
-            header += [
-                f"# The machine runs on {FIRMWARE}, a firmware that halts at once: virtual time",
-                "# passes and device timers fire, but no guest code touches a device.",
-            ]
-            if Path(target.firmware).resolve() != (outdir / FIRMWARE).resolve():
-                write_halt_firmware(outdir / FIRMWARE)
-            result.files["firmware"] = str(outdir / FIRMWARE)
-        else:
-            header.append("# The vCPU never starts (-S): qtest drives the device models alone.")
-        result.command = target.shell_command(REPRODUCER_QTEST, firmware=FIRMWARE)
-        # the files next to reproducer.sh, wherever the directory is copied to
-        runner = target.shell_command(
-            f'"$(dirname "$0")/{REPRODUCER_QTEST}"', quote=False, firmware=f'"$(dirname "$0")/{FIRMWARE}"'
-        )
-        header.append("# At the end of the script QEMU keeps running (Ctrl-C) unless the script crashed it.")
-        shell_path = outdir / REPRODUCER_SHELL
-        shell_path.write_text("\n".join([*header, f"exec {runner}", ""]), encoding="utf-8")
-        shell_path.chmod(0o755)
-        result.files["shell"] = str(shell_path)
-    if not any(op.space == SPACE_MMIO for op in result.ops):
-        guest_path = outdir / REPRODUCER_GUEST
-        guest_path.write_text(guest_script_file(result.ops), encoding="utf-8")
-        guest_path.chmod(0o755)
-        result.files["guest_script"] = str(guest_path)
-    else:
-        result.notes.append("no in-guest script: the reproducer has MMIO ops (the executor's --script is port I/O)")
+    result.files["shell"] = str(write_shell(outdir / REPRODUCER_SHELL, target, result.ops, comments))
+    result.command = f"sh {REPRODUCER_SHELL}"
+    if target.clock == CLOCK_RUNNING:
+        # for `avocado iofuzz replay reproducer.qtest` and by-hand runs; reproducer.sh makes its own
+        write_halt_firmware(outdir / FIRMWARE)
+        result.files["firmware"] = str(outdir / FIRMWARE)
+
+
+def stage_guest_reproducer(result: TriageResult, outdir: Path) -> None:
+    """The in-guest script (port I/O, PCI config as 0xcf8/0xcfc cycles) for a finding only a guest shows."""
+    outdir.mkdir(parents=True, exist_ok=True)
+    guest_path = outdir / REPRODUCER_GUEST
+    guest_path.write_text(guest_script_file(result.ops), encoding="utf-8")
+    guest_path.chmod(0o755)
+    result.files["guest_script"] = str(guest_path)
+
+
+def _write_json(result: TriageResult, outdir: Path) -> None:
     json_path = outdir / TRIAGE_JSON
     result.files["json"] = str(json_path)
     json_path.write_text(json.dumps(result.as_dict(), indent=2, sort_keys=True) + "\n", encoding="utf-8")
@@ -366,6 +378,14 @@ def triage(
         extracted = stage_extract(trace_path, options)
     finding = extracted.finding
     result = TriageResult(str(extracted.trace_path), finding.describe(), finding.expected)
+    if finding.expected.from_outside and not options.outside_kills:
+        result.notes.append(
+            f"{finding.expected.describe()} with no fatal message: killed from outside (a user, a timeout, "
+            "the OOM killer), not by a device; no replay can show that"
+        )
+        result.triaged = False
+        _write_json(result, outdir)
+        return result
     stages = _Stages(result)
     stages.result.stages.append(
         StageRecord("extract", 0.0, ", ".join(f"{c.name}: {len(c.ops)} ops" for c in extracted.candidates))
@@ -373,7 +393,7 @@ def triage(
     reproduction: Reproduction | None = None
     if options.qtest:
         reproduction = stages.run(
-            "replay", lambda: stage_replay_qtest(extracted, options, result.notes, outdir), _describe_reproduction
+            "replay", lambda: stage_replay_qtest(extracted, options, result.notes), _describe_reproduction
         )
     guest_budget = Budget(seconds=options.guest_budget)
     if reproduction is None and guest is not None and options.guest_fallback:
@@ -383,9 +403,23 @@ def triage(
             _describe_reproduction,
         )
     if reproduction is None:
-        result.ops = extracted.candidates[0].ops if extracted.candidates else []
-        stage_reproducer(result, extracted.qtest_target, outdir)
+        # no reproducer file for what no replay showed: triage.json says what was tried
+        _write_json(result, outdir)
         return result
+    _minimize_and_hand_over(result, reproduction, extracted, guest, guest_budget, options, outdir, stages)
+    return result
+
+
+def _minimize_and_hand_over(
+    result: TriageResult,
+    reproduction: Reproduction,
+    extracted: Extracted | None,
+    guest: GuestReplayer | None,
+    guest_budget: Budget,
+    options: TriageOptions,
+    outdir: Path,
+    stages: _Stages,
+) -> None:
     result.reproduced = True
     result.method = reproduction.method
     result.candidate = reproduction.candidate
@@ -395,7 +429,7 @@ def triage(
     if options.minimize:
         if reproduction.target is not None:
             stall = options.hang_stall_timeout if reproduction.signature.kind != KIND_CRASH else options.stall_timeout
-            linger = SYNCHRONOUS_LINGER if reproduction.synchronous else options.linger
+            linger = round_linger(reproduction, options.linger)
             judge = CachedJudge(
                 qtest_judge(reproduction.target, reproduction.signature, linger, stall), Budget(options.budget)
             )
@@ -409,39 +443,180 @@ def triage(
         result.replays = judge.budget.tests
         result.complete = not judge.ran_out
     result.ops = list(ops)
-    target = reproduction.target or extracted.qtest_target
-    result.verified = stages.run("verify", lambda: _verify(result, reproduction.target, guest, options), str)
-    stages.run("reproducer", lambda: stage_reproducer(result, target, outdir), lambda _: str(outdir))
+    _hand_over(result, reproduction, extracted, guest, options, outdir, stages)
+
+
+def triage_script(
+    ops: Sequence[Op],
+    target: QtestTarget,
+    outdir: str | os.PathLike[str],
+    options: TriageOptions = TriageOptions(),
+    expected: CrashSignature | None = None,
+    source: str = "<script>",
+) -> TriageResult:
+    """Minimize any qtest script on ``target``: the same signature (``expected``, or what it shows), smallest script.
+
+    The script is replayed with the clock stopped, then running (a timer's
+    crash needs virtual time); the first replay that fails the way it should
+    is minimized like a trace's finding, and the reproducer files go to ``outdir``.
+    """
+    outdir = Path(outdir)
+    outdir.mkdir(parents=True, exist_ok=True)
+    wanted = expected or CrashSignature(KIND_CRASH)
+    result = TriageResult(source, f"qtest script {source} ({len(ops)} ops)", wanted)
+    stages = _Stages(result)
+    reproduction = stages.run(
+        "replay", lambda: _replay_script(ops, target, expected, options, outdir, result.notes), _describe_reproduction
+    )
+    if reproduction is None:
+        _write_json(result, outdir)
+        return result
+    if expected is None:
+        result.expected = reproduction.signature
+    _minimize_and_hand_over(result, reproduction, None, None, Budget(0), options, outdir, stages)
     return result
+
+
+def _replay_script(
+    ops: Sequence[Op],
+    stopped: QtestTarget,
+    expected: CrashSignature | None,
+    options: TriageOptions,
+    outdir: Path,
+    notes: list[str],
+) -> Reproduction | None:
+    for target in (stopped, stopped.running(replay_firmware())):
+        outcome = run_qtest(target, ops, linger=options.linger, stall_timeout=options.stall_timeout)
+        LOG.info("qtest replay (clock %s) of the script: %s", target.clock, outcome.signature.describe())
+        shows = signature_matches(expected, outcome.signature) if expected else outcome.signature.is_failure
+        if shows:
+            failing = outcome.failing_op
+            kept = list(ops[: failing + 1]) if failing is not None else list(ops)
+            return Reproduction("qtest", "script", kept, outcome.signature, failing is not None, target, outcome.late)
+        notes.append(f"clock {target.clock}: {outcome.signature.describe()}")
+    notes.append("no qtest replay of the script " + ("showed the expected signature" if expected else "failed"))
+    return None
+
+
+def _hand_over(
+    result: TriageResult,
+    reproduction: Reproduction,
+    extracted: Extracted | None,
+    guest: GuestReplayer | None,
+    options: TriageOptions,
+    outdir: Path,
+    stages: _Stages,
+) -> None:
+    """Write the reproducer that was verified: the qtest one if qtest shows the finding, else the guest one."""
+    target = reproduction.target
+    if target is None and extracted is not None and extracted.qtest_target is not None and options.qtest:
+        # a guest-only reproduction: a qtest command is handed over only if qtest shows it too
+        target = stages.run(
+            "qtest-check",
+            lambda: _qtest_showing(result, extracted, options),
+            lambda t: f"qtest shows it (clock {t.clock})" if t else "qtest does not show it",
+        )
+    if target is not None:
+        chosen = target
+        if options.minimize and result.signature is not None and result.signature.kind == KIND_CRASH:
+            linger = round_linger(reproduction, options.linger)
+            chosen = stages.run("arguments", lambda: _minimal_args(result, target, linger), _describe_args)
+        stages.run("reproducer", lambda: stage_reproducer(result, chosen, outdir), lambda _: str(outdir))
+        result.verified = stages.run("verify", lambda: _verify_shell(result, chosen, options, outdir), str)
+    elif guest is not None:
+        stages.run("reproducer", lambda: stage_guest_reproducer(result, outdir), lambda _: str(outdir))
+        result.verified = stages.run("verify", lambda: _verify_guest(result, guest, options, outdir), str)
+    _write_json(result, outdir)
+
+
+def _qtest_showing(result: TriageResult, extracted: Extracted, options: TriageOptions) -> QtestTarget | None:
+    """The qtest machine on which the guest's final ops (PCI setup in front, then without) show the signature."""
+    assert extracted.qtest_target is not None and result.signature is not None
+    stopped = extracted.qtest_target
+    running = stopped.running(replay_firmware())
+    for target in (stopped, running):
+        for ops in ([*extracted.setup, *result.ops], result.ops) if extracted.setup else (result.ops,):
+            try:
+                outcome = run_qtest(target, ops, linger=options.linger, stall_timeout=options.stall_timeout)
+            except (QtestStartError, QtestHarnessError) as err:
+                result.notes.append(f"qtest check of the guest's reproducer: {err}")
+                return None
+            if signature_matches(result.signature, outcome.signature):
+                result.ops = list(ops)
+                return target
+    result.notes.append("qtest replays of the guest's reproducer do not show the finding")
+    return None
+
+
+def _minimal_args(result: TriageResult, target: QtestTarget, linger: float) -> QtestTarget:
+    """The target with only the QEMU options (and sub-options) the crash needs."""
+    assert result.signature is not None
+    signature = result.signature
+
+    def still_fails(args: Sequence[str]) -> bool:
+        try:
+            outcome = run_qtest(target.with_args(args), result.ops, linger=linger)
+        except (QtestStartError, QtestHarnessError):
+            return False  # QEMU needs it to start at all
+        return signature_matches(signature, outcome.signature)
+
+    return target.with_args(minimize_args(target.args, still_fails))
+
+
+def _describe_args(target: QtestTarget) -> str:
+    return shlex.join(target.args)
+
+
+def _verify_shell(result: TriageResult, target: QtestTarget, options: TriageOptions, outdir: Path) -> str:
+    """Run reproducer.sh as written, ``verify_runs`` times; a hang is judged by qtest replays instead."""
+    assert result.signature is not None
+    signature = result.signature
+    runs = max(1, options.verify_runs)
+    if signature.kind != KIND_CRASH:
+        # reproducer.sh stops a QEMU that never ends: a hang shows as no answer under qtest
+        stall = options.hang_stall_timeout
+        outcomes = (run_qtest(target, result.ops, linger=options.linger, stall_timeout=stall) for _ in range(runs))
+        hits = sum(signature_matches(signature, outcome.signature) for outcome in outcomes)
+        return f"{hits}/{runs}"
+    hits = verify_shell(outdir / REPRODUCER_SHELL, lambda seen: signature_matches(signature, seen), runs)
+    if not hits:
+        _withdraw(result, ("shell", "qtest", "firmware"))
+        result.notes.append(f"{REPRODUCER_SHELL} run as written did not crash QEMU ({runs} runs): withdrawn")
+    else:
+        result.notes.append(f"{REPRODUCER_SHELL} run as written {hits}/{runs} times: {signature.describe()}")
+    return f"{hits}/{runs}"
+
+
+def _verify_guest(result: TriageResult, guest: GuestReplayer, options: TriageOptions, outdir: Path) -> str:
+    assert result.signature is not None
+    runs = max(1, min(options.verify_runs, 3))  # every in-guest run boots a machine
+    hits = 0
+    for _ in range(runs):
+        try:
+            hits += signature_matches(result.signature, guest.run_ops(result.ops).signature)
+        except GuestReplayError as err:
+            result.notes.append(f"verification replay failed: {err}")
+    if hits:
+        result.notes.append(
+            f"the verified reproducer is {REPRODUCER_GUEST} (in a guest of the recorded machine, {hits}/{runs}): "
+            "qtest does not show this finding"
+        )
+    else:
+        _withdraw(result, ("guest_script",))
+    return f"{hits}/{runs}"
+
+
+def _withdraw(result: TriageResult, names: Sequence[str]) -> None:
+    """Remove reproducer files a verification did not confirm: only verified reproducers are handed over."""
+    for name in names:
+        path = result.files.pop(name, None)
+        if path:
+            Path(path).unlink(missing_ok=True)
+    if "shell" in names:
+        result.command = ""
 
 
 def _describe_reproduction(reproduction: Reproduction | None) -> str:
     if reproduction is None:
         return "not reproduced"
     return f"{reproduction.candidate}: {len(reproduction.ops)} ops, {reproduction.signature.describe()}"
-
-
-def _verify(
-    result: TriageResult, target: QtestTarget | None, guest: GuestReplayer | None, options: TriageOptions
-) -> str:
-    """Replay the final list again: how often it shows the signature (``"3/3"``)."""
-    assert result.signature is not None
-    if target is not None:
-        runs = max(1, options.verify_runs)
-        stall = options.hang_stall_timeout if result.signature.kind != KIND_CRASH else options.stall_timeout
-        hits = sum(
-            signature_matches(
-                result.signature,
-                run_qtest(target, result.ops, linger=options.linger, stall_timeout=stall).signature,
-            )
-            for _ in range(runs)
-        )
-        return f"{hits}/{runs}"
-    if guest is not None:
-        try:
-            outcome = guest.run_ops(result.ops)
-        except GuestReplayError as err:
-            result.notes.append(f"verification replay failed: {err}")
-            return "0/1"
-        return f"{int(signature_matches(result.signature, outcome.signature))}/1"
-    return ""

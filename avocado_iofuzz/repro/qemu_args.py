@@ -7,7 +7,9 @@ no display, no accelerator (``-qtest`` with ``-S`` runs on TCG), no host
 port forwards (they would collide with a running VM). Chardevs keep their
 ids but become ``null`` backends, so devices wired to them (``isa-serial``,
 ``virtserialport``) are still created; drives get ``snapshot=on`` so a
-replay never writes to a disk image.
+replay never writes to a disk image. No file the user's arguments name is
+opened for writing (chardev and serial files, logs, traces, packet dumps,
+audio captures): a replay must never truncate the evidence of the run.
 
 Options not listed here are kept as they are: an unknown option is more
 likely machine configuration than host plumbing.
@@ -38,6 +40,8 @@ _DROP_WITH_VALUE = frozenset(
         "-serial-log", "-debugcon", "-seed",
     }
 )  # fmt: skip
+# objects whose only job is writing a host file: a replay must never truncate the user's evidence
+_FILE_OBJECTS = frozenset({"filter-dump"})
 _NETDEV_KEEP = ("id", "restrict", "net", "host", "ipv4", "ipv6")
 
 
@@ -106,6 +110,11 @@ def _snapshot_drive(value: str) -> str:
     return value + ",snapshot=on"
 
 
+def _null_audiodev(value: str) -> str:
+    """``wav,id=a,path=out.wav`` -> ``none,id=a``: the device stays, no host file is (re)written."""
+    return ",".join(["none", *(opt for opt in _options(value)[1:] if opt.startswith("id="))])
+
+
 def _cpu(value: str) -> str | None:
     """``-cpu host`` needs KVM, which a replay does not use: fall back to QEMU's default model."""
     model = _options(value)[0]
@@ -162,6 +171,10 @@ def _transform(qemu_cmdline: str | Sequence[str], console: str | None) -> tuple[
             value = _tame_netdev(value)
         elif name == "-drive":
             value = _snapshot_drive(value)
+        elif name == "-object" and _options(value)[0] in _FILE_OBJECTS:
+            continue  # it writes a host file (a packet dump...) the user's run owns
+        elif name == "-audiodev":
+            value = _null_audiodev(value)
         elif name == "-cpu":
             cpu = _cpu(value)
             if cpu is None:

@@ -6,7 +6,10 @@ ops, so a reproducer a person edited (or wrote) can be replayed, minimized
 and run in a guest:
 
 * ``outb|outw|outl PORT VALUE`` and ``inb|inw|inl PORT``: port I/O;
-* ``writeb|writew|writel|writeq ADDR VALUE`` and ``readb|...|readq ADDR``: MMIO.
+* ``writeb|writew|writel|writeq ADDR VALUE`` and ``readb|...|readq ADDR``: MMIO;
+* ``write ADDR LEN 0xDATA`` (QEMU's fuzzer writes DMA buffers so): one byte write each;
+* ``clock_step [NS]``: dropped (this QEMU has no qtest accelerator; replays run
+  with the clock stopped and running instead), with a note saying so.
 
 A PCI config op was written as two port commands (``outl 0xcf8`` and the
 access at ``0xcfc``) and reads back as those two port ops: the same accesses.
@@ -36,7 +39,7 @@ _COMMANDS = {
     **{f"read{s}": (SPACE_MMIO, False) for s in "bwlq"},
 }
 # qtest commands that exist but that no op stands for
-_OTHER_QTEST = ("read", "write", "memset", "b64read", "b64write", "clock_step", "clock_set", "irq_intercept_in")
+_OTHER_QTEST = ("read", "memset", "b64read", "b64write", "clock_set", "irq_intercept_in")
 
 
 class QtestScriptError(ValueError):
@@ -57,6 +60,52 @@ def _number(text: str, what: str, where: str) -> int:
     if value < 0:
         raise QtestScriptError(f"{where}: {what} {text!r} is negative")
     return value
+
+
+CLOCK_STEP_NOTE = (
+    "clock_step lines dropped: this QEMU has no qtest accelerator (it answers 'FAIL Unknown command'); "
+    "the script is replayed with the clock stopped and with it running (timers fire in real time)"
+)
+WRITE_NOTE = "write ADDR LEN DATA lines replayed as one writeb per byte (guest memory: the same bytes)"
+
+
+def parse_line_ops(line: str, where: str, notes: list[str] | None = None) -> list[Op]:
+    """The ops of one line: one for an access, one per byte for ``write``, none for ``clock_step`` or a comment.
+
+    What a line turned into is said once in ``notes``.
+    """
+    words = line.split()
+    if words and words[0] == "clock_step":
+        _note(notes, CLOCK_STEP_NOTE)
+        return []
+    if words and words[0] == "write":
+        _note(notes, WRITE_NOTE)
+        return _byte_writes(words, where)
+    op = parse_line(line, where)
+    return [] if op is None else [op]
+
+
+def _note(notes: list[str] | None, note: str) -> None:
+    if notes is not None and note not in notes:
+        notes.append(note)
+
+
+def _byte_writes(words: Sequence[str], where: str) -> list[Op]:
+    if len(words) != 4:
+        usage = "write ADDRESS LENGTH 0xDATA"
+        raise QtestScriptError(f"{where}: 'write' takes 3 arguments ({usage}), got {len(words) - 1}")
+    address = _number(words[1], "address", where)
+    length = _number(words[2], "length", where)
+    data = words[3][2:] if words[3].lower().startswith("0x") else ""
+    try:
+        payload = bytes.fromhex(data)
+    except ValueError:
+        payload = b""
+    if not payload or len(payload) != length:
+        raise QtestScriptError(f"{where}: write data {words[3]!r} is not {length} byte(s) of 0x-prefixed hex")
+    if address + length - 1 > MASK64:
+        raise QtestScriptError(f"{where}: write at {words[1]} runs past the end of the address space")
+    return [Op("w", address + n, 1, byte, SPACE_MMIO) for n, byte in enumerate(payload)]
 
 
 def parse_line(line: str, where: str) -> Op | None:
@@ -89,17 +138,15 @@ def parse_line(line: str, where: str) -> Op | None:
     return Op("w", address, width, value, space)
 
 
-def parse_script(text: str, source: str = "<script>") -> list[Op]:
-    """All ops of a script's text; QtestScriptError names the first bad line."""
+def parse_script(text: str, source: str = "<script>", notes: list[str] | None = None) -> list[Op]:
+    """All ops of a script's text; QtestScriptError names the first bad line; conversions go to ``notes``."""
     ops = []
     for lineno, line in enumerate(text.splitlines(), start=1):
-        op = parse_line(line, f"{source}:{lineno}")
-        if op is not None:
-            ops.append(op)
+        ops += parse_line_ops(line, f"{source}:{lineno}", notes)
     return ops
 
 
-def read_script(path: str | os.PathLike[str]) -> list[Op]:
+def read_script(path: str | os.PathLike[str], notes: list[str] | None = None) -> list[Op]:
     path = Path(path)
     try:
         data = path.read_bytes()
@@ -110,7 +157,7 @@ def read_script(path: str | os.PathLike[str]) -> list[Op]:
     except UnicodeDecodeError as err:
         line = data.count(b"\n", 0, err.start) + 1
         raise QtestScriptError(f"{path}:{line}: not a text qtest script (byte {err.start} is not ASCII)") from None
-    ops = parse_script(text, str(path))
+    ops = parse_script(text, str(path), notes)
     if not ops:
         raise QtestScriptError(f"{path}:0: no I/O command in this qtest script")
     return ops

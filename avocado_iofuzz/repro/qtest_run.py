@@ -13,10 +13,14 @@ the run is judged (a QEMU stuck in a device loop ignores SIGTERM).
 
 from __future__ import annotations
 
+import atexit
+import bisect
 import contextlib
+import itertools
 import os
 import select
 import shlex
+import shutil
 import signal
 import subprocess
 import tempfile
@@ -27,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from avocado_iofuzz.model.program import Op
-from avocado_iofuzz.repro.qtest_ops import format_script
+from avocado_iofuzz.repro.qtest_ops import qtest_commands
 from avocado_iofuzz.repro.signature import HANG, NO_CRASH, CrashSignature, crash_signature
 
 # A first command with a known, harmless answer: once it is answered, QEMU
@@ -67,6 +71,21 @@ def write_halt_firmware(path: str | os.PathLike[str]) -> Path:
     if not path.is_file() or path.read_bytes() != image:
         path.write_bytes(image)
     return path
+
+
+_scratch: list[Path] = []  # this process's private folder for the replays' firmware
+
+
+def replay_firmware() -> Path:
+    """The halting firmware for running-clock replays, in a private temp folder removed at exit.
+
+    Replays never leave it in an output folder: only a reproducer that needs
+    it (written by the reproducer stage) puts a copy there.
+    """
+    if not _scratch:
+        _scratch.append(Path(tempfile.mkdtemp(prefix="iofuzz-replay-")))
+        atexit.register(shutil.rmtree, _scratch[0], True)
+    return write_halt_firmware(_scratch[0] / "halt-firmware.bin")
 
 
 def _without_bios(args: Sequence[str]) -> list[str]:
@@ -109,6 +128,16 @@ class QtestTarget:
             return [self.binary, "-S", "-display", "none", *self.args]
         return [self.binary, "-bios", self.firmware, "-display", "none", *_without_bios(self.args)]
 
+    def argv_without_binary(self, firmware: str | None = None) -> list[str]:
+        """The options after the binary; ``firmware`` stands in for a running-clock target's firmware path."""
+        words = self._words()[1:]
+        if firmware is not None and self.clock == CLOCK_RUNNING:
+            words = [firmware if word == self.firmware else word for word in words]
+        return words
+
+    def with_args(self, args: Sequence[str]) -> QtestTarget:
+        return QtestTarget(self.binary, tuple(args), self.clock, self.firmware)
+
     def argv(self) -> list[str]:
         return [*self._words(), "-qtest", "stdio", "-qtest-log", "/dev/null"]
 
@@ -135,6 +164,7 @@ class QtestOutcome:
     answered: int  # ops QEMU answered before it died, stalled or the replay ended
     elapsed: float
     stderr: str = field(default="", repr=False)
+    late: float | None = None  # QEMU died this long after answering every op (a timer), else None
 
     @property
     def failing_op(self) -> int | None:
@@ -150,7 +180,10 @@ def run_qtest(
     stall_timeout: float = DEFAULT_STALL_TIMEOUT,
 ) -> QtestOutcome:
     """Replay ``ops`` on a fresh QEMU and judge: crash (with signature), hang, or nothing."""
-    payload = _SYNC_COMMAND + format_script(ops).encode("ascii")
+    lines = [qtest_commands(op) for op in ops]
+    # qtest answers per line, and a PCI config op is two lines: replies are mapped back to ops
+    op_ends = list(itertools.accumulate(len(op_lines) for op_lines in lines))
+    payload = _SYNC_COMMAND + "".join(line + "\n" for op_lines in lines for line in op_lines).encode("ascii")
     started = time.monotonic()
     with tempfile.TemporaryFile() as stderr_file:
         try:
@@ -166,7 +199,8 @@ def run_qtest(
         try:
             writer = threading.Thread(target=_feed, args=(proc, payload), daemon=True)
             writer.start()
-            replies, status = _watch(proc, len(ops) + 1, linger, stall_timeout)
+            replies, status, answered_at = _watch(proc, (op_ends[-1] if op_ends else 0) + 1, linger, stall_timeout)
+            ended_at = time.monotonic()
         finally:
             _kill(proc)
         stderr_file.seek(0)
@@ -179,7 +213,7 @@ def run_qtest(
             f"QEMU refused the replay's command line (exit {status}): {stderr.strip()[-600:]}\n"
             f"command: {shlex.join(target.argv())}"
         )
-    answered = replies - 1
+    answered = ops_answered(op_ends, replies - 1)
     if status == "stalled":
         signature = HANG
     elif status is None:
@@ -189,7 +223,14 @@ def run_qtest(
         signature = crash_signature(status if status >= 0 else None, -status if status < 0 else None, stderr)
         if signature.location.startswith(_HARNESS_SOURCES):
             raise QtestHarnessError(f"QEMU's qtest server rejected the script: {signature.describe()}")
-    return QtestOutcome(signature, len(ops), answered, elapsed, stderr)
+    # a death after every answer: how long after (a timer's delay, for the next rounds' linger)
+    late = ended_at - answered_at if answered_at is not None and isinstance(status, int) else None
+    return QtestOutcome(signature, len(ops), answered, elapsed, stderr, late)
+
+
+def ops_answered(op_ends: Sequence[int], lines_answered: int) -> int:
+    """How many ops were answered in full, given each op's last line number (1-based, cumulative)."""
+    return bisect.bisect_right(op_ends, lines_answered)
 
 
 def _feed(proc: subprocess.Popen[bytes], payload: bytes) -> None:
@@ -202,40 +243,41 @@ def _feed(proc: subprocess.Popen[bytes], payload: bytes) -> None:
 
 def _watch(
     proc: subprocess.Popen[bytes], expected: int, linger: float, stall_timeout: float
-) -> tuple[int, int | str | None]:
+) -> tuple[int, int | str | None, float | None]:
     """Count replies until all came (then linger), QEMU exited, or it stalled.
 
-    Returns (replies, status): status is QEMU's return code (negative: signal)
-    if it exited, ``"stalled"`` if it stopped answering, None if it was still
-    alive and well at the end.
+    Returns (replies, status, all_answered_at): status is QEMU's return code
+    (negative: signal) if it exited, ``"stalled"`` if it stopped answering,
+    None if it was still alive and well at the end; ``all_answered_at`` the
+    monotonic time the last reply came (None if it never did).
     """
     assert proc.stdout is not None
     fd = proc.stdout.fileno()
     replies = 0
     last_progress = time.monotonic()
     first_deadline = last_progress + STARTUP_TIMEOUT
-    linger_until: float | None = None
+    answered_at: float | None = None
     while True:
         now = time.monotonic()
-        if replies >= expected and linger_until is None:
-            linger_until = now + linger
-        if linger_until is not None:
-            timeout = linger_until - now
+        if replies >= expected and answered_at is None:
+            answered_at = now
+        if answered_at is not None:
+            timeout = answered_at + linger - now
             if timeout <= 0:
-                return replies, proc.poll()
+                return replies, proc.poll(), answered_at
         elif replies == 0:
             timeout = first_deadline - now
         else:
             timeout = last_progress + stall_timeout - now
         if timeout <= 0:
             code = proc.poll()
-            return replies, code if code is not None else ("stalled" if replies else None)
+            return replies, code if code is not None else ("stalled" if replies else None), answered_at
         ready, _, _ = select.select([fd], [], [], min(timeout, 0.5))
         if not ready:
             continue
         chunk = os.read(fd, 1 << 16)
         if not chunk:  # EOF: QEMU is gone (or closed stdout, which it only does when exiting)
-            return replies, proc.wait()
+            return replies, proc.wait(), answered_at
         replies += chunk.count(b"\n")
         last_progress = time.monotonic()
 

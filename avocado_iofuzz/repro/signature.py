@@ -26,6 +26,12 @@ KIND_NONE = "none"  # nothing happened: the replay ran to its end
 _GLIBC_ASSERT = re.compile(r"(?P<file>[^\s:]+):(?P<line>\d+): (?P<func>[^:\n]+): Assertion `(?P<expr>.*)' failed\.")
 # GLib: "ERROR:../hw/scsi/esp.c:123:esp_do_dma: assertion failed: (len > 0)" (also after "Bail out! ")
 _GLIB_ERROR = re.compile(r"ERROR:(?P<file>[^\s:]+):(?P<line>\d+):(?P<func>[^:\n]+): (?P<text>.+)")
+# SPICE and GLib conditions: "Spice-CRITICAL **: 12:00:01.234: ../server/red-worker.cpp:367:func: condition `x' failed"
+# (also "Spice: ../server/...", after "(qemu-system-x86_64:123): "): the location names the code
+_CONDITION = re.compile(
+    r"(?:Spice|GLib)(?:-(?:CRITICAL|ERROR) \*\*)?:.*?"
+    r"(?P<file>[^\s:]+\.(?:c|cc|cpp|h)):(?P<line>\d+):(?P<func>[^:\s]+): (?P<text>.+)"
+)
 _HW_ERROR = re.compile(r"hardware error: (?P<text>.+)")
 _ASAN = re.compile(r"ERROR: (?P<tool>AddressSanitizer|MemorySanitizer|ThreadSanitizer): (?P<what>\S+)")
 _ASAN_FRAME = re.compile(r"#0 0x[0-9a-fA-F]+ in (?P<func>\S+) (?P<file>[^\s:]+)(?::(?P<line>\d+))?")
@@ -33,6 +39,12 @@ _UBSAN = re.compile(r"(?P<file>[^\s:]+):(?P<line>\d+):\d+: runtime error: (?P<te
 # QEMU's error_report(): "qemu-system-x86_64: <message>"; warnings and GLib criticals are not fatal
 _QEMU_ERROR = re.compile(r"^qemu(?:-system-[\w-]+)?: (?P<text>.+)$")
 _HEX_NUMBER = re.compile(r"0x[0-9a-fA-F]+")
+# host paths (aexpect's temp scripts, sockets, images) differ between runs and hosts
+_HOST_PATH = re.compile(r"(?<![\w.])/[^\s:'\"`,()]+")
+# texts that quote code (an expression), not run-time values
+_CODE_TEXT = ("Assertion `", "condition `", "assertion failed")
+# signals another process sends (a user, a test harness, the OOM killer): no bug of QEMU's
+OUTSIDE_SIGNALS = frozenset({signals.SIGKILL, signals.SIGTERM, signals.SIGINT, signals.SIGHUP, signals.SIGQUIT})
 _DECIMAL = re.compile(r"\b\d+\b")
 _NOT_FATAL = re.compile(r"warning:|\binfo:|GLib(?:-\w+)?: |GLib-CRITICAL|\(process:\d+\)", re.I)
 
@@ -67,9 +79,14 @@ class CrashSignature:
     def stable_message(self) -> str:
         """The message without run-time values: assertions name code, but ``hw_error`` and
         ``error_report`` texts carry addresses and counts that change from one run to the next."""
-        if self.location:
+        if self.location and any(marker in self.message for marker in _CODE_TEXT):
             return self.message
-        return _DECIMAL.sub("N", _HEX_NUMBER.sub("0x?", self.message))
+        return _DECIMAL.sub("N", _HEX_NUMBER.sub("0x?", _HOST_PATH.sub("PATH", self.message)))
+
+    @property
+    def from_outside(self) -> bool:
+        """QEMU was killed by a signal another process sends, and printed no fatal message of its own."""
+        return self.kind == KIND_CRASH and self.signal in OUTSIDE_SIGNALS and not self.message
 
     def same_bug(self, other: CrashSignature) -> bool:
         return self.key == other.key
@@ -145,6 +162,10 @@ def fatal_message(stderr: str) -> tuple[str, str, str]:
         if match:
             path = _source_path(match["file"])
             return f"{path}: runtime error: {match['text'].strip()}", f"{path}:{match['line']}", ""
+        match = _CONDITION.search(line)
+        if match:
+            path = _source_path(match["file"])
+            return f"{path}: {match['func'].strip()}: {match['text'].strip()}", f"{path}:{match['line']}", ""
         match = _HW_ERROR.search(line)
         if match:
             return f"hardware error: {match['text'].strip()}", "", ""
@@ -157,6 +178,9 @@ def crash_signature(status: int | None, signal: int | None, stderr: str) -> Cras
     if (status is None) == (signal is None):
         raise ValueError(f"crash_signature: exactly one of status ({status}) and signal ({signal}) must be set")
     message, location, frame = fatal_message(stderr)
+    if signal in OUTSIDE_SIGNALS and not (location or frame):
+        # QEMU's last error line is not why another process killed it
+        message = message if message.startswith("hardware error") else ""
     return CrashSignature(KIND_CRASH, status=status, signal=signal, message=message, location=location, frame=frame)
 
 

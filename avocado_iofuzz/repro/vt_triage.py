@@ -18,8 +18,10 @@ Params (see cfg/iofuzz.cfg):
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -72,7 +74,9 @@ def triage_finding(
     """Triage the run's ``kind`` finding into ``outdir/triage``; None when the params say not to.
 
     Never raises for a triage that fails: the run's own verdict must stand,
-    so problems become notes in the result (and the log).
+    so problems become notes in the result (and the log). ``guest`` (the
+    test's VM) is left alone: in-guest replays run on a twin of the recorded
+    machine (:func:`replay_machine`).
     """
     wanted = triage_params.minimize if kind == "crash" else triage_params.minimize_hangs
     if not wanted:
@@ -83,9 +87,14 @@ def triage_finding(
         guest_fallback=triage_params.guest_budget > 0,
         kind=kind,
     )
-    replayer = GuestReplayer(guest, executor=executor, hang_timeout=hang_timeout, login_timeout=login_timeout)
     try:
-        result = triage(trace_path, outdir / TRIAGE_DIR, options, guest=replayer)
+        with replay_machine(trace_path, outdir / TRIAGE_DIR / "guest", options.guest_fallback) as machine:
+            replayer = None
+            if machine is not None:
+                replayer = GuestReplayer(
+                    machine, executor=executor, hang_timeout=hang_timeout, login_timeout=login_timeout
+                )
+            result = triage(trace_path, outdir / TRIAGE_DIR, options, guest=replayer)
     except Exception as err:  # the run's verdict must not be lost to a triage problem
         LOG.exception("crash triage failed: %s", err)
         return None
@@ -93,6 +102,39 @@ def triage_finding(
     for note in result.notes:
         LOG.info("triage note: %s", note)
     return result
+
+
+@contextlib.contextmanager
+def replay_machine(trace_path: Path, run_dir: Path, wanted: bool) -> Iterator[Any]:
+    """A bare QEMU of the recorded machine for in-guest replays (not started yet), or None.
+
+    Not the test's own VM: restarting it would run the user's command line
+    again, which re-opens and truncates the files it names (``-chardev file``
+    outputs, logs): the evidence of the crash. The recorded machine comes
+    without them (:mod:`~avocado_iofuzz.repro.qemu_args`). A user's disk
+    image guest has no such twin: no in-guest replay then.
+    """
+    if not wanted:
+        yield None
+        return
+    from avocado_iofuzz.repro.extract import load_trace
+    from avocado_iofuzz.repro.recorded_vm import RecordedQemu, guest_for
+    from avocado_iofuzz.vm.bare import BareQemuError
+
+    header = load_trace(trace_path).header
+    try:
+        accel = header.get("accelerator") if header.get("accelerator") in ("kvm", "tcg") else None
+        machine = RecordedQemu(str(header.get("qemu_cmdline") or ""), guest_for(header), run_dir, accel=accel)
+    except BareQemuError as err:
+        LOG.warning("triage: no in-guest replay: %s", err)
+        yield None
+        return
+    try:
+        yield machine
+    finally:
+        machine.stop()
+        with contextlib.suppress(OSError):  # never booted: leave no empty folder behind
+            run_dir.rmdir()
 
 
 def fail_reason(result: TriageResult | None) -> str:

@@ -29,7 +29,7 @@ import aexpect
 from aexpect.remote import LoginProcessTerminatedError, LoginTimeoutError
 
 from avocado_iofuzz.guest.artifacts import GuestArtifacts
-from avocado_iofuzz.vm.interface import QemuExit
+from avocado_iofuzz.vm.interface import QemuExit, stderr_tail
 from avocado_iofuzz.vm.qmp import QmpClient, QmpError
 
 LOG = logging.getLogger("avocado.test.iofuzz")
@@ -314,7 +314,8 @@ class BareQemu:
             assert self._proc is not None
             code = self._proc.wait()
             try:
-                tail = self.stderr_path.read_text(errors="replace")[-STDERR_TAIL_CHARS:]
+                output = self.stderr_path.read_text(errors="replace")
+                tail = stderr_tail(output, output[-STDERR_TAIL_CHARS:])
             except OSError:
                 tail = ""
             if code < 0:

@@ -11,7 +11,7 @@ from typing import Any
 import aexpect
 from aexpect import remote
 
-from avocado_iofuzz.vm.interface import QemuExit
+from avocado_iofuzz.vm.interface import QemuExit, stderr_tail
 from avocado_iofuzz.vm.process_guard import stop_processes, wait_gone
 
 LOG = logging.getLogger("avocado.test.iofuzz")
@@ -145,7 +145,7 @@ class VtGuest:
             return None
         status, sig = decode_shell_status(self.vm.process.get_status())
         output = self.vm.process.get_output() or ""
-        tail = "\n".join(output.strip().splitlines()[-STDERR_TAIL_LINES:])
+        tail = stderr_tail(output, "\n".join(output.strip().splitlines()[-STDERR_TAIL_LINES:]))
         return QemuExit(status=status, signal=sig, stderr_tail=tail)
 
 

@@ -85,11 +85,34 @@ def test_a_crash_after_thousands_of_ops_minimizes_to_the_op_that_matters(hyperv_
     assert result.original_ops > len(result.ops)
     # the reproducer runs without a guest and ends the same way
     status, stderr = run_reproducer(tmp_path)
-    assert status == -signal.SIGABRT
+    assert status == 128 + signal.SIGABRT  # the script exits with QEMU's status
     assert crash_signature(None, signal.SIGABRT, stderr).same_bug(result.signature)
     triage_json = json.loads((tmp_path / "triage.json").read_text())
     assert triage_json["reproduced"] and triage_json["ops"] == [f"outl 0x3000 {op.value:#x}"]
-    assert (tmp_path / "reproducer-guest.sh").read_text().count("outl 0x3000") == 1
+    # one self-contained file: the script as a here-document, only the args the crash needs
+    shell = (tmp_path / "reproducer.sh").read_text()
+    assert f"outl 0x3000 {op.value:#x}\nIOFUZZ_QTEST_END" in shell and "QEMU=${QEMU:-" in shell
+    assert triage_json["qemu_args"] == ["-machine", "pc", "-device", "hyperv-testdev"]
+    assert not (tmp_path / "reproducer-guest.sh").exists()  # never run: not handed over
+
+
+def test_reproducer_sh_honours_qemu_and_says_when_it_did_not_crash(hyperv_trace, tmp_path):
+    result = triage(hyperv_trace, tmp_path, TriageOptions())
+    wrapper = tmp_path / "bin" / "qemu-wrapper"
+    wrapper.parent.mkdir()
+    called = tmp_path / "called"
+    wrapper.write_text(f'#!/bin/sh\necho "$@" > {called}\nexec {shutil.which("qemu-system-x86_64")} "$@"\n')
+    wrapper.chmod(0o755)
+    done = subprocess.run(
+        ["sh", result.files["shell"]], env={**os.environ, "QEMU": str(wrapper)}, capture_output=True, text=True,
+        timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 128 + signal.SIGABRT and called.read_text().startswith("-S -display none -machine pc")
+    # a QEMU without the bug (this one, with the crashing write dropped): the script says so and ends
+    harmless = Path(result.files["shell"]).read_text().replace(f"outl 0x3000 {result.ops[0].value:#x}\n", "inb 0x80\n")
+    (tmp_path / "harmless.sh").write_text(harmless.replace("sleep 0.1", "sleep 0.01"))
+    quiet = subprocess.run(["sh", str(tmp_path / "harmless.sh")], capture_output=True, text=True, timeout=60)
+    assert quiet.returncode == 0 and "the crash did NOT happen" in quiet.stderr
 
 
 def test_a_timer_crash_needs_the_pci_setup_and_a_running_clock(tmp_path):
@@ -111,7 +134,8 @@ def test_a_timer_crash_needs_the_pci_setup_and_a_running_clock(tmp_path):
         Op("w", 0xFEA00098, 4, 0x1, SPACE_MMIO),
     ]
     status, stderr = run_reproducer(tmp_path / "triage")
-    assert status == -signal.SIGABRT and "EDU: DMA range" in stderr
+    assert status == 128 + signal.SIGABRT and "EDU: DMA range" in stderr
+    assert "-bios" in (tmp_path / "triage" / "reproducer.sh").read_text()  # its firmware made by the script
 
 
 def avocado_iofuzz(*args: str | os.PathLike[str]) -> subprocess.CompletedProcess[str]:
@@ -163,3 +187,48 @@ def test_a_replay_ending_another_way_is_not_taken_for_the_finding(hyperv_trace, 
     notes = " ".join(result.notes)
     assert "ended differently" in notes and "SIGABRT" in notes
     assert f"clock {CLOCK_STOPPED}" in notes and f"clock {CLOCK_RUNNING}" in notes  # both replays were tried
+
+
+def test_replies_are_matched_to_ops_so_a_crash_after_pci_ops_names_its_op():
+    """A PCI config op is two qtest lines: the crashing op is still named exactly, with no linger."""
+    from avocado_iofuzz.model.program import SPACE_PCI
+    from avocado_iofuzz.repro.qtest_run import QtestTarget, run_qtest
+
+    config_reads = [Op("r", 0x10000 | register, 4, 0, SPACE_PCI) for register in range(0, 64, 4)]
+    crasher = Op("w", 0x3000, 4, 0x70000)
+    target = QtestTarget(shutil.which("qemu-system-x86_64") or "", ("-M", "pc", "-device", "hyperv-testdev"))
+    outcome = run_qtest(target, [*config_reads, crasher], linger=0.0)
+    assert outcome.signature.signal == signal.SIGABRT
+    assert outcome.failing_op == len(config_reads)
+    # with no linger at all the crash is still seen: the reader waits for the crasher's own reply
+    harmless = run_qtest(target, config_reads, linger=0.0)
+    assert not harmless.signature.is_failure and harmless.answered == len(config_reads)
+
+
+def test_cli_minimizes_a_qtest_script_given_only_the_qemu_args(tmp_path):
+    """A script from elsewhere (QEMU's fuzzer style: write, clock_step), ~400 harmless ops before the crash."""
+    harmless = [f"outb 0x{0x70 + n % 2:x} 0x{n % 256:x}" for n in range(400)]
+    script = tmp_path / "found.qtest"
+    script.write_text(
+        "\n".join([*harmless[:200], "write 0x40000 0x4 0xdeadbeef", "clock_step 1000", *harmless[200:],
+                   "outl 0x3000 0x70000", "inb 0x80", ""]),
+        encoding="utf-8",
+    )  # fmt: skip
+    out = tmp_path / "out"
+    done = avocado_iofuzz(
+        "replay", script, "--qemu-args", "-machine pc -nodefaults -m 256 -device hyperv-testdev", "--minimize",
+        "--output", out,
+    )  # fmt: skip
+    text = done.stdout + done.stderr
+    assert done.returncode == 0, text
+    assert "writeb per byte" in text and "clock_step lines dropped" in text
+    assert (out / "reproducer.qtest").read_text() == "outl 0x3000 0x70000\n"
+    data = json.loads((out / "triage.json").read_text())
+    assert data["reproduced"] and data["verified"] == "3/3"
+    assert data["qemu_args"] == ["-machine", "pc", "-device", "hyperv-testdev"]
+    assert "evt_conn_destroy" in data["signature"]["message"]
+    status, stderr = run_reproducer(out)
+    assert status == 128 + signal.SIGABRT and "evt_conn_destroy" in stderr
+    # without a machine the CLI says how to give one
+    alone = avocado_iofuzz("replay", script, "--minimize")
+    assert alone.returncode == 4 and "--qemu-args" in alone.stdout + alone.stderr

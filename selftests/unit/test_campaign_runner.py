@@ -117,7 +117,13 @@ class ScriptedSession:
                         return
                 op = nxt
                 out.append(f"@P {index} {op}")
+        if self.guest.crash_at == "after-last-op":  # a device timer fires once the executor is done
+            self.guest.alive = False
+            self.pending = "\n".join(out) + "\n"
+            return
         out.append("@DONE 0")
+        if self.guest.crash_at == "after-done":  # the console holds @DONE, QEMU is gone
+            self.guest.alive = False
         self.pending = "\n".join(out) + "\n"
 
     def read_nonblocking(self, internal_timeout=None, timeout=None):
@@ -137,7 +143,10 @@ PLANS = plan_ranges(7, [(0x70, 0x71, "rtc0"), (0x80, 0x8F, "dma page reg"), (0x5
 def make_campaign(tmp_path: Path, guest: ScriptedGuest, **config):
     ScriptedSession.op_counts = {p.index: p.op_count for p in PLANS}
     writer = TraceWriter(tmp_path / "trace", {"seed": 7})
-    settings = {"report_every": 64, "hang_timeout": 0.3, "relogin_timeout": 0.1, "login_timeout": 0.1, **config}
+    settings = {
+        "report_every": 64, "hang_timeout": 0.3, "relogin_timeout": 0.1, "login_timeout": 0.1, "done_linger": 0.05,
+        **config,
+    }  # fmt: skip
     cfg = CampaignConfig(**settings)
     return Campaign(guest, PLANS, writer, cfg), writer
 
@@ -308,3 +317,18 @@ def test_observer_sees_start_every_mark_and_finish_also_after_a_crash(tmp_path):
         marks = [c[1:] for c in observer.calls if c[0] == "progress"]
         assert marks[-1] == last_mark
         assert marks == sorted(marks)  # in the order the executor printed them
+
+
+@pytest.mark.parametrize("when", ["after-last-op", "after-done"])
+def test_a_crash_after_the_last_op_is_a_crash_in_the_last_ops(tmp_path, when):
+    guest = ScriptedGuest(crash_at=when)
+    campaign, writer = make_campaign(tmp_path, guest)
+    result = campaign.run()
+    writer.close()
+    (crash,) = result.findings
+    last = PLANS[-1]
+    assert result.crashed and "assertion failed" in crash.detail
+    assert (crash.range_index, crash.window) == (last.index, (last.op_count - 64, last.op_count))
+    assert result.ops_done == {p.index: p.op_count for p in PLANS}  # every op was confirmed
+    event = read_trace(tmp_path / "trace").events[-1]
+    assert event.kind == "crash" and event.data["window"] == [last.op_count - 64, last.op_count]

@@ -66,9 +66,11 @@ def test_progress_marks_come_every_k_ops_as_one_range(executor):
     [
         ("outb 0x70\n", "script line 1: outb takes 2 argument(s)"),
         ("outb 0x70 0x1\noutb 0x70 0x100\n", "script line 2: bad value '0x100'"),
-        ("writel 0xfe000000 0x1\n", "unknown command 'writel'"),
-        ("outl 0x10000 0x1\n", "bad port '0x10000'"),
-        ("# only a comment\n", "no port I/O command"),
+        ("writel 0xfe000001 0x1\n", "writel at 0xfe000001 is not aligned"),
+        ("outq 0x80 0x1\n", "unknown command 'outq'"),
+        ("readx 0xfe000000\n", "unknown command 'readx'"),
+        ("outl 0x10000 0x1\n", "bad address '0x10000'"),
+        ("# only a comment\n", "no I/O command"),
     ],
 )
 def test_bad_scripts_are_refused_before_any_access(executor, script, message):
@@ -92,3 +94,18 @@ def test_the_guest_command_is_a_here_document_the_shell_feeds_to_the_executor(ex
     result = subprocess.run(["sh", "-c", command], capture_output=True, text=True, timeout=60)
     printed = [parse_dry_run_op(line)[2] for line in result.stdout.splitlines() if not line.startswith("@")]
     assert printed == ops
+
+
+def test_mmio_and_config_ops_replay_in_order_with_port_io(executor):
+    """Every kind a reproducer holds: PCI config cycles (port I/O), MMIO of every width, port I/O."""
+    script = "outl 0xcf8 0x80001010\noutl 0xcfc 0xfea00000\nwritel 0xfea00098 0x1\nreadq 0xfea00080\ninb 0x80\n"
+    result = dry_run(executor, script)
+    assert result.returncode == 0, result.stdout
+    printed = [line.split()[2:] for line in result.stdout.splitlines() if not line.startswith("@")]
+    assert printed == [
+        ["w", "0xcf8", "4", "0x80001010"],
+        ["w", "0xcfc", "4", "0xfea00000"],
+        ["w", "0xfea00098", "4", "0x1"],
+        ["r", "0xfea00080", "8", "0x0"],
+        ["r", "0x80", "1", "0x0"],
+    ]

@@ -61,8 +61,9 @@ def test_trim_prefix_drops_what_comes_before_the_first_op_that_matters():
 def test_a_budget_cut_returns_a_list_that_still_reproduces():
     judge = NeedsInOrder(NEEDED)
     ops = bury(NEEDED, 2000)
-    result = minimize_ops(ops, judge, Budget(max_tests=10), simplify_values=False)
-    assert judge.calls == 10
+    # (the region cut finishes this list in 9 replays: 4 is a cut for sure)
+    result = minimize_ops(ops, judge, Budget(max_tests=4), simplify_values=False)
+    assert judge.calls == 4
     assert NeedsInOrder(NEEDED)(result.ops)
     assert len(result.ops) <= len(ops) and not result.complete
 
@@ -110,3 +111,31 @@ def test_ddmin_result_is_one_minimal_and_still_fails(needed_count, noise_count, 
         assert not judge(result[:index] + result[index + 1 :]), "an op could still be dropped"
     iterator = iter(ops)
     assert all(op in iterator for op in result), "not a sub-sequence of the input"
+
+
+def test_last_writes_keep_each_registers_last_value_and_config_pairs_whole():
+    from avocado_iofuzz.model.program import SPACE_MMIO
+    from avocado_iofuzz.repro.minimize import last_writes, without_reads
+
+    ops = [
+        Op("w", 0xCF8, 4, 0x80001010), Op("w", 0xCFC, 4, 0xFEBA0000),
+        Op("w", 0xFEBA00C4, 4, 1, SPACE_MMIO), Op("r", 0xFEBA00C0, 4, 0, SPACE_MMIO),
+        Op("w", 0xFEBA00C4, 4, 2, SPACE_MMIO), Op("w", 0xFEBA00C4, 2, 3, SPACE_MMIO),
+        Op("w", 0xCF8, 4, 0x80001004), Op("r", 0xCFC, 2, 0),
+    ]  # fmt: skip
+    assert last_writes(ops) == [ops[0], ops[1], ops[4], ops[5], ops[6], ops[7]]
+    assert without_reads(ops) == [*ops[:3], *ops[4:]]
+
+
+def test_heuristic_cuts_are_kept_only_when_the_finding_stays():
+    from avocado_iofuzz.repro.minimize import reduce_heuristically
+
+    ops = noise(2000)
+    needed = [op for op in ops if op.kind == "w"][-3:]  # last writes: the cut keeps them
+    judge = CachedJudge(NeedsInOrder(needed), Budget())
+    reduced = reduce_heuristically(ops, judge)
+    assert len(reduced) < len(ops) and NeedsInOrder(needed)(reduced) and judge.budget.tests <= 2
+    with_read = [*ops[:500], Op("r", 0x150, 1, 0), *ops[500:]]
+    assert any(op.port == ops[0].port for op in ops[1:])  # the first write is overwritten later
+    strict = CachedJudge(NeedsInOrder([ops[0], with_read[500]]), Budget())  # an early write and a read: both refused
+    assert strict(with_read) and reduce_heuristically(with_read, strict) == with_read

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from pathlib import Path
+
+import pytest
 
 from avocado_iofuzz.campaign.trace import TraceWriter
 from avocado_iofuzz.model.program import Op, RangePlan
@@ -31,11 +34,11 @@ class StandInGuest:
         return GuestOutcome(signature, len(ops), len(ops), 1.0)
 
 
-def write_trace(path: Path, header: dict) -> Path:
+def write_trace(path: Path, header: dict, signal: int = 6, stderr: str = ABORT) -> Path:
     with TraceWriter(path, header, [PLAN], mark_interval=0) as trace:
         trace.write_ops(PLAN, 0, PLAN.op_count)
         trace.event("start", range=0, op=0)
-        exit_info = {"status": None, "signal": 6, "stderr_tail": ABORT}
+        exit_info = {"status": None, "signal": signal, "stderr_tail": stderr}
         trace.event("crash", range=0, window=[0, 64], qemu_exit=exit_info)
     return path
 
@@ -46,10 +49,12 @@ def test_without_a_qtest_machine_the_guest_replays_and_minimizes(tmp_path):
     result = triage(trace, tmp_path / "out", TriageOptions(), guest=guest)  # type: ignore[arg-type]
     assert result.reproduced and result.method == "guest" and result.candidate == "window"
     assert result.ops == guest.needed
-    assert result.verified == "1/1"
+    assert result.verified == "3/3"
     assert any("qemu_cmdline" in note for note in result.notes)
-    assert "qtest" in result.files and "guest_script" in result.files and "shell" not in result.files
-    assert result.replays == guest.runs - 1  # the guest budget counted every run but the verification
+    # the one handed over is the one verified: the guest script, no qtest files nobody ran
+    assert sorted(result.files) == ["guest_script", "json"]
+    assert any("the verified reproducer is reproducer-guest.sh" in note for note in result.notes)
+    assert result.replays == guest.runs - 3  # the guest budget counted every run but the verification
 
 
 def test_a_guest_budget_of_zero_leaves_the_finding_unreproduced(tmp_path):
@@ -58,3 +63,78 @@ def test_a_guest_budget_of_zero_leaves_the_finding_unreproduced(tmp_path):
     assert not result.reproduced
     assert "not reproduced" in fail_reason(result)
     assert (tmp_path / "out" / "triage.json").is_file()
+    # no reproducer file for a finding no replay showed
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["triage.json"]
+    assert json.loads((tmp_path / "out" / "triage.json").read_text())["reproduced"] is False
+
+
+def test_an_outside_kill_is_not_triaged_by_default(tmp_path):
+    killed = "qemu-system-x86_64: warning: nic e1000e.0 has no peer\n/tmp/aexpect_x/a.sh: line 1: 99 Killed  qemu\n"
+    trace = write_trace(tmp_path / "trace.iofuzz", {}, signal=9, stderr=killed)
+    guest = StandInGuest()
+    result = triage(trace, tmp_path / "out", TriageOptions(), guest=guest)  # type: ignore[arg-type]
+    assert not result.triaged and not result.reproduced and guest.runs == 0
+    assert "not triaged" in fail_reason(result) and "killed from outside" in fail_reason(result)
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["triage.json"]
+    # asked for, it is tried like any other finding
+    tried = triage(trace, tmp_path / "again", TriageOptions(outside_kills=True), guest=guest)  # type: ignore[arg-type]
+    assert tried.triaged and guest.runs > 0
+
+
+def test_in_guest_replays_of_the_vt_test_run_on_a_twin_without_the_users_files(tmp_path, monkeypatch):
+    """Restarting the test's VM would re-open (and truncate) its -chardev file outputs: the twin has none."""
+    import shutil
+    from types import SimpleNamespace
+
+    import pytest
+
+    from avocado_iofuzz.repro import recorded_vm
+    from avocado_iofuzz.repro.vt_triage import replay_machine
+
+    if shutil.which("qemu-system-x86_64") is None:
+        pytest.skip("qemu-system-x86_64 not installed")
+    evidence = tmp_path / "console.log"
+    cmdline = (
+        f"/usr/bin/qemu-system-x86_64 -machine pc -chardev file,id=c0,path={evidence} "
+        "-device isa-serial,chardev=c0 -device e1000e"
+    )
+    trace = write_trace(tmp_path / "trace.iofuzz", {"qemu_cmdline": cmdline, "accelerator": "tcg", "guest": "busybox"})
+    artifacts = SimpleNamespace(kernel=tmp_path / "vmlinux", initrd=tmp_path / "initrd", kernel_params="console=ttyS0")
+    monkeypatch.setattr(recorded_vm, "guest_for", lambda header: artifacts)
+    with replay_machine(trace, tmp_path / "guest", wanted=True) as machine:
+        argv = machine.build_argv(tmp_path / "serial.sock", tmp_path / "qmp.sock")
+    assert not [word for word in argv if str(evidence) in word]
+    assert "e1000e" in argv and machine.accel == "tcg"
+    with replay_machine(trace, tmp_path / "guest", wanted=False) as nothing:
+        assert nothing is None
+
+
+def test_minimization_rounds_linger_as_long_as_the_reproducing_crash_took():
+    from avocado_iofuzz.repro.pipeline import SYNCHRONOUS_LINGER, Reproduction, round_linger
+    from avocado_iofuzz.repro.signature import crash_signature as signature_of
+
+    abort = signature_of(None, 6, ABORT)
+    died_mid_script = Reproduction("qtest", "window", [], abort, True)
+    timer = Reproduction("qtest", "window", [], abort, False, late=0.1)
+    unknown = Reproduction("qtest", "window", [], abort, False)
+    quick_timer = Reproduction("qtest", "window", [], abort, False, late=0.001)
+    assert round_linger(died_mid_script, 0.5) == SYNCHRONOUS_LINGER
+    assert round_linger(timer, 0.5) == pytest.approx(0.3)  # three times the timer's delay
+    assert round_linger(unknown, 0.5) == 0.5 and round_linger(quick_timer, 0.5) == SYNCHRONOUS_LINGER
+    assert round_linger(Reproduction("qtest", "w", [], abort, False, late=2.0), 0.5) == 0.5  # never above it
+
+
+def test_after_a_guest_only_reproduction_no_qtest_reproducer_is_handed_over_unless_qtest_shows_it(tmp_path):
+    """qtest replays of the trace show nothing; the guest does: reproducer.sh is not written, the guest script is."""
+    import shutil
+
+    if shutil.which("qemu-system-x86_64") is None:
+        pytest.skip("qemu-system-x86_64 not installed")
+    header = {"qemu_cmdline": f"{shutil.which('qemu-system-x86_64')} -machine pc -nodefaults"}
+    trace = write_trace(tmp_path / "trace.iofuzz", header)
+    guest = StandInGuest()
+    result = triage(trace, tmp_path / "out", TriageOptions(linger=0.05), guest=guest)  # type: ignore[arg-type]
+    assert result.reproduced and result.method == "guest" and result.verified == "3/3"
+    assert [stage.name for stage in result.stages if stage.name == "qtest-check"] == ["qtest-check"]
+    assert any("do not show the finding" in note for note in result.notes)
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["reproducer-guest.sh", "triage.json"]

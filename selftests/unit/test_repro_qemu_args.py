@@ -93,3 +93,21 @@ def test_qemus_escaped_commas_are_kept():
 def test_unusable_command_lines_are_named(cmdline, message):
     with pytest.raises(ReplayArgsError, match=message):
         replay_args(cmdline)
+
+
+def test_no_file_the_users_arguments_name_reaches_a_replay():
+    """Chardev files, serial/debugcon files, logs, traces, packet dumps, audio captures: all left out."""
+    written = [
+        "-chardev", "file,id=log0,path=/evidence/serial.log", "-device", "isa-serial,chardev=log0",
+        "-serial", "file:/evidence/ttyS1.log", "-debugcon", "file:/evidence/debugcon.log",
+        "-D", "/evidence/qemu.log", "-trace", "enable=e1000e_*,file=/evidence/trace.log",
+        "-pidfile", "/evidence/qemu.pid", "-netdev", "user,id=n0", "-device", "e1000e,netdev=n0",
+        "-object", "filter-dump,id=f0,netdev=n0,file=/evidence/dump.pcap",
+        "-audiodev", "wav,id=a0,path=/evidence/out.wav", "-device", "AC97,audiodev=a0",
+    ]  # fmt: skip
+    cmdline = ["/usr/bin/qemu-system-x86_64", "-machine", "pc", *written]
+    _, args = replay_args(cmdline)
+    _, guest, _ = guest_args(cmdline)
+    for replay in (args, guest):
+        assert not [word for word in replay if "/evidence" in word]
+        assert "e1000e,netdev=n0" in replay and "AC97,audiodev=a0" in replay and "none,id=a0" in replay

@@ -58,7 +58,9 @@ def test_comments_blank_lines_and_decimal_numbers_are_accepted():
         ("outl 0x10000 0x0", "above 0xffff"),
         ("outb zz 0x1", "not a number"),
         ("outb 010 0x1", "not a number"),
-        ("clock_step 100", "not an I/O access"),
+        ("memset 0x1000 0x10 0x0", "not an I/O access"),
+        ("write 0x1000 0x2 0x01", "not 2 byte"),
+        ("write 0x1000 0x1", "takes 3 arguments"),
         ("launch missiles", "unknown command 'launch'"),
     ],
 )
@@ -90,3 +92,26 @@ def test_ops_qemu_cannot_take_are_refused_when_writing():
 
 def test_describe_ops_is_short():
     assert describe_ops(PIO_AND_MMIO, 2) == "outb 0x70 0x8f; inb 0x71; ... (6 ops)"
+
+
+def test_replies_map_to_ops_of_one_and_two_lines():
+    from avocado_iofuzz.repro.qtest_run import ops_answered
+
+    ends = [1, 3, 5, 6]  # a port op, two PCI config ops (two lines each), a port op
+    assert [ops_answered(ends, lines) for lines in range(7)] == [0, 1, 1, 2, 2, 3, 4]
+
+
+def test_fuzzer_scripts_with_write_and_clock_step_are_read_and_say_what_became_of_them():
+    from avocado_iofuzz.model.program import SPACE_MMIO
+
+    notes: list[str] = []
+    text = "outl 0xcf8 0x80001010\nwrite 0x40000 0x3 0x0a0b0c\nclock_step\nclock_step 1000\nwritel 0xfea00098 0x1\n"
+    ops = parse_script(text, "fuzz.qtest", notes)
+    assert ops == [
+        Op("w", 0xCF8, 4, 0x80001010),
+        Op("w", 0x40000, 1, 0x0A, SPACE_MMIO),
+        Op("w", 0x40001, 1, 0x0B, SPACE_MMIO),
+        Op("w", 0x40002, 1, 0x0C, SPACE_MMIO),
+        Op("w", 0xFEA00098, 4, 0x1, SPACE_MMIO),
+    ]
+    assert len(notes) == 2 and "writeb per byte" in notes[0] and "no qtest accelerator" in notes[1]

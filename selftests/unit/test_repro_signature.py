@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import signal
+
 import pytest
 
 from avocado_iofuzz.repro.signature import (
@@ -139,3 +141,63 @@ def test_shards_crashing_on_the_same_assertion_are_one_group_in_the_merged_summa
 
     merged = merge_summaries([shard(939), shard(951), shard(939, sig=11)])
     assert [(g["count"], g["members"]) for g in merged["crash_groups"]] == [(2, [0, 1]), (1, [2])]
+
+
+# the tail of one outside kill in two runs: aexpect's temp script and the PID differ
+KILLED_TAILS = [
+    "qemu-system-x86_64: warning: nic e1000e.0 has no peer\n"
+    f"/tmp/aexpect_{token}/aexpect-{script}.sh: line 1: {pid} Killed  /usr/bin/qemu-system-x86_64 -S -name 'vm1'\n"
+    for token, script, pid in (("R9jmX2Bi", "roql2nvg", 30990), ("Ab12Cd34", "xyzw1234", 4711))
+]
+
+
+@pytest.mark.parametrize("signal_number", [signal.SIGKILL, signal.SIGTERM])
+def test_an_outside_kill_has_one_key_across_runs_and_says_where_it_came_from(signal_number):
+    first, second = (crash_signature(None, signal_number, tail) for tail in KILLED_TAILS)
+    assert first.key == second.key == f"crash | signal {int(signal_number)}"
+    assert first.from_outside and second.from_outside
+
+
+def test_an_abort_is_not_from_outside_and_its_message_key_has_no_host_path():
+    assert not crash_signature(None, signal.SIGABRT, KILLED_TAILS[0]).from_outside
+    first, second = (
+        crash_signature(1, None, f"qemu-system-x86_64: cannot open {p}: busy\n") for p in ("/tmp/a1/x", "/run/b2/y")
+    )
+    assert first.key == second.key and "PATH" in first.key
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "(qemu-system-x86_64:1234): Spice-CRITICAL **: 12:00:01.234: ../server/red-worker.cpp:367:handle_dev_x: "
+        "condition `ok' failed",
+        "Spice: ../server/red-worker.cpp:367:handle_dev_x: condition `ok' failed",
+    ],
+)
+def test_spice_condition_failures_carry_their_location(line):
+    signature = crash_signature(None, signal.SIGABRT, line + "\n")
+    assert signature.location == "server/red-worker.cpp:367"
+    assert signature.message == "server/red-worker.cpp: handle_dev_x: condition `ok' failed"
+    assert signature.key == "crash | signal 6 | server/red-worker.cpp: handle_dev_x: condition `ok' failed"
+
+
+def test_a_spice_message_with_run_time_values_keeps_one_key():
+    surfaces = (
+        crash_signature(
+            None, signal.SIGABRT,
+            f"Spice-CRITICAL **: 1:2:3.4: ../server/display-channel.cpp:2356:display_channel_validate_surface: "
+            f"surface {n} is NULL\n",
+        )
+        for n in (48, 7)
+    )  # fmt: skip
+    first, second = surfaces
+    assert first.location == "server/display-channel.cpp:2356" and first.key == second.key
+
+
+def test_a_hardware_error_cut_off_by_its_register_dump_stays_in_the_tail():
+    from avocado_iofuzz.vm.interface import stderr_tail
+
+    output = "qemu: hardware error: EDU: DMA range 0x0-0x0 out of bounds\n" + "RAX=0000 RBX=0000\n" * 60
+    tail = stderr_tail(output, output[-200:])
+    assert crash_signature(None, signal.SIGABRT, tail).message.startswith("hardware error: EDU: DMA range")
+    assert stderr_tail("x\nshort tail\n", "short tail\n") == "short tail\n"
