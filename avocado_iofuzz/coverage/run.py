@@ -56,12 +56,16 @@ class RunCoverage:
     ) -> RunCoverage:
         """Probe ``qemu``'s trace backend (once per binary) and say once if coverage is off."""
         if not enabled:
-            off = "switched off (iofuzz_coverage)"
-            return cls(TraceBackend(False, off), devices, trace_file, qmp, off_reason=off)
+            return cls.switched_off("switched off (iofuzz_coverage)", devices, trace_file, qmp)
         run = cls(probe_backend(qemu), devices, trace_file, qmp, **kw)
         if run.off_reason:
             LOG.warning("coverage: off for this run: %s", run.off_reason)
         return run
+
+    @classmethod
+    def switched_off(cls, reason: str, devices: Sequence[str], trace_file: Path, qmp: QmpCall) -> RunCoverage:
+        """A run without coverage, for ``reason`` (the summary records it)."""
+        return cls(TraceBackend(False, reason), devices, trace_file, qmp, off_reason=reason)
 
     @property
     def enabled(self) -> bool:

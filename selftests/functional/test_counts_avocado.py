@@ -55,7 +55,7 @@ def _qemu_pid(marker: str) -> int | None:
     return None
 
 
-def _wait_for_ops(qemu_log: Path, at_least: int, timeout: float) -> None:
+def _wait_for_ops(qemu_log: Path, at_least: int, timeout: float, job: subprocess.Popen) -> None:
     """Wait until QEMU logged ``at_least`` accesses to the fuzzed ports, reading only what is new each time."""
     counts = {"read": 0, "write": 0}
     offset, partial = 0, ""
@@ -70,6 +70,8 @@ def _wait_for_ops(qemu_log: Path, at_least: int, timeout: float) -> None:
             _count_accesses(lines, counts, 0x300, 0x31F)
             if sum(counts.values()) >= at_least:
                 return
+        if job.poll() is not None:
+            raise AssertionError(f"the job ended before QEMU logged {at_least} accesses: {job.communicate()[0]}")
         time.sleep(0.5)
     raise AssertionError(f"QEMU did not log {at_least} accesses to the fuzzed ports within {timeout} s")
 
@@ -95,7 +97,7 @@ def test_after_qemu_is_killed_the_observed_ops_lie_between_confirmed_and_execute
     )
     try:
         # past the read and zero phases and a few marks: QEMU dies in the middle of fuzzing
-        _wait_for_ops(qemu_log, 3 * REPORT_EVERY, 600)
+        _wait_for_ops(qemu_log, 3 * REPORT_EVERY, 600, proc)
         pid = _qemu_pid(marker)
         assert pid, "QEMU not found"
         os.kill(pid, signal.SIGKILL)

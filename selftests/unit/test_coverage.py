@@ -269,3 +269,14 @@ def test_merge_is_the_union_with_the_earliest_sighting(tmp_path):
     off = merge_coverage([{"enabled": False, "reason": "nop backend"}], ["a"])
     assert off == {"enabled": False, "reason": "nop backend"}
     assert coverage_line(off) == "coverage: off (nop backend)"
+
+
+def test_a_users_own_trace_or_log_option_keeps_coverage_off():
+    from avocado_iofuzz.vt.coverage import _users_trace_option
+
+    assert _users_trace_option({"extra_params": "-device e1000e"}) == ""
+    assert _users_trace_option({"extra_params": "-uuid x -trace memory_region_ops_read -D /tmp/q.log"}) == (
+        "extra_params: -trace"
+    )
+    assert _users_trace_option({"iofuzz_extra_qemu_args": "-D /tmp/q.log"}) == "iofuzz_extra_qemu_args: -D"
+    assert _users_trace_option({"extra_params": "-trace=enable=e1000e_*"}) == "extra_params: -trace=enable=e1000e_*"
