@@ -19,12 +19,12 @@ from avocado_iofuzz.campaign.trace import TraceWriter
 from avocado_iofuzz.coverage.backend import probe_backend
 from avocado_iofuzz.coverage.run import RunCoverage, trace_args
 from avocado_iofuzz.executor.protocol import DEFAULT_BINARY
-from avocado_iofuzz.model.kinds import KindParams, choose_targets, plan_kinds
+from avocado_iofuzz.model.kinds import choose_targets, plan_kinds
 from avocado_iofuzz.model.program import RangePlan
 from avocado_iofuzz.model.ranges import fuzz_targets
 from avocado_iofuzz.vm.qom import parse_device_list
 from avocado_iofuzz.vt.catalog import TestCatalog
-from avocado_iofuzz.vt.iofuzz_params import IofuzzParams
+from avocado_iofuzz.vt.iofuzz_params import IofuzzParams, read_kinds
 
 
 def row_params(reference: str) -> dict[str, Any]:
@@ -43,7 +43,7 @@ def row_qemu_args(params: dict[str, Any]) -> list[str]:
 def row_plans(session: Any, params: dict[str, Any], seed: int, fuzz_count: int) -> list[RangePlan]:
     """The ranges the VT test would fuzz for this row, with ``fuzz_count`` writes per slot."""
     settings = IofuzzParams.from_params(params)
-    kinds = KindParams.from_params(params)
+    kinds = read_kinds(params)
     targets = fuzz_targets(
         session.cmd_output("cat /proc/ioports"),
         skip_devices=settings.skip_devices,

@@ -22,12 +22,12 @@ from avocado_iofuzz.campaign.runner import Campaign, CampaignConfig
 from avocado_iofuzz.campaign.trace import TraceWriter
 from avocado_iofuzz.executor.protocol import DEFAULT_BINARY
 from avocado_iofuzz.guest.build import default_guest
-from avocado_iofuzz.model.kinds import KindParams
 from avocado_iofuzz.model.pci import parse_pci_listing
 from avocado_iofuzz.model.program import SPACE_MMIO, RangePlan
 from avocado_iofuzz.repro.pipeline import TriageOptions, triage
 from avocado_iofuzz.repro.vt_triage import header_extras
 from avocado_iofuzz.vm.bare import BareQemu
+from avocado_iofuzz.vt.iofuzz_params import read_kinds
 
 pytestmark = [
     pytest.mark.guest,
@@ -51,7 +51,7 @@ def test_a_timer_crash_after_the_last_op_fails_with_its_message_and_is_triaged(t
     vm = BareQemu(default_guest(), tmp_path / "vm", accel="tcg", extra_args=["-device", "edu"])
     with vm:
         session = vm.login(90)
-        listing = read_listings(session, KindParams.from_params({"fuzz_kinds": "mmio"})).pci
+        listing = read_listings(session, read_kinds({"fuzz_kinds": "mmio"})).pci
         (edu,) = [f for f in parse_pci_listing(listing) if (f.vendor, f.product) == (0x1234, 0x11E8)]
         plan = dma_plan(edu.resources[0].start)
         assert check_access(session, [plan], DEFAULT_BINARY) == [plan]
@@ -82,7 +82,7 @@ def test_an_mmio_reproducer_replays_in_a_guest(tmp_path):
 
     vm = BareQemu(default_guest(), tmp_path / "vm", accel="tcg", extra_args=["-device", "edu"])
     with vm:
-        listing = read_listings(vm.login(90), KindParams.from_params({"fuzz_kinds": "mmio"})).pci
+        listing = read_listings(vm.login(90), read_kinds({"fuzz_kinds": "mmio"})).pci
         (edu,) = [f for f in parse_pci_listing(listing) if (f.vendor, f.product) == (0x1234, 0x11E8)]
         bar = edu.resources[0].start
         replayer = GuestReplayer(vm, hang_timeout=30, login_timeout=90)

@@ -1,6 +1,6 @@
 """Each device row's iofuzz_devices are the QOM types its extra_params give QEMU.
 
-The row check (vt_iofuzz.check_row_devices) compares iofuzz_devices with
+The row check (vt/iofuzz_test.check_row_devices) compares iofuzz_devices with
 what QEMU lists under /machine/peripheral-anon: if a row named a type QEMU
 files under another name, every run of that row would ERROR. QEMU itself is
 asked here, stopped before the first instruction (-S), one start per row.

@@ -31,7 +31,7 @@ CATALOG = TestCatalog()
 
 
 def plan_run(params: Mapping[str, Any], machine: str) -> list[RangePlan]:
-    """The plans the VT test makes from ``params`` in the captured guest (vt_iofuzz.run_iofuzz, without I/O)."""
+    """The plans the VT test makes from ``params`` in the captured guest (vt/iofuzz_test.run_iofuzz, without I/O)."""
     settings = IofuzzParams.from_params(params)
     kinds = read_kinds(params)
     pio = fuzz_targets(
