@@ -34,11 +34,13 @@ LOGIN_TIMEOUT = 120
 SWEEP = "--depth 2 --types dgram"  # 11 states, about half a minute under TCG
 # Stands in for criu: the second dump is killed with SIGKILL once it has seized
 # its target and locked its network, i.e. in the middle of the dump.
+# Kills the dump of the sweep's second state (index 1): the sweep's calibration
+# run (no socket) dumps first, then state 0, so that is the third dump.
 CRIU_KILLER = r"""#!/bin/sh
 real=/usr/sbin/criu
 if [ "$1" = dump ]; then
     n=$(( $(cat /tmp/killer.count 2>/dev/null || echo 0) + 1 )); echo $n > /tmp/killer.count
-    if [ $n = 2 ]; then
+    if [ $n = 3 ]; then
         dir=$(echo "$@" | sed -n 's/.* -D \([^ ]*\) .*/\1/p')
         "$real" "$@" & pid=$!
         i=0
