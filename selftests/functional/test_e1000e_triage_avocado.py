@@ -28,7 +28,7 @@ ASSERTION = "e1000e_intrmgr_on_throttling_timer: Assertion `!msix_enabled(timer-
 # one of the final CI runs of session 3 ("no qtest replay showed the finding's signature",
 # and the in-guest fallback refused a script line: "writel takes 2 argument(s)"). Until
 # both are fixed (issue 14 stays open) the run is reported, not gating: XPASS when it holds.
-@pytest.mark.xfail(strict=False, reason="e1000e timer race in the qtest replay; in-guest fallback script bug (issue 14)")
+@pytest.mark.xfail(strict=False, reason="e1000e timer race in the qtest replay; in-guest fallback bug (issue 14)")
 def test_the_e1000e_finding_ends_with_a_verified_reproducer(tmp_path):
     job = run_avocado("iofuzz.nic.e1000e", tmp_path, {"fuzz_seed": "1", "fuzz_count": "50"}, timeout=1200)
     (test,) = job.tests
