@@ -182,3 +182,19 @@ def run_avocado(
         timeout=timeout,
     )
     return read_job(proc.returncode, proc.stdout + proc.stderr, results_dir)
+
+
+def qemu_pid(marker: str) -> int | None:
+    """The QEMU process whose command line holds ``marker``, if one runs now (not avocado's runner,
+    whose arguments hold the marker too)."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            exe = os.readlink(entry / "exe")
+            cmdline = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if os.path.basename(exe).startswith("qemu-system") and marker.encode() in cmdline:
+            return int(entry.name)
+    return None

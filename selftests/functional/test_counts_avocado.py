@@ -16,7 +16,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from avocado_jobs import avocado_command, avocado_env, read_job, run_avocado
+from avocado_jobs import avocado_command, avocado_env, qemu_pid, read_job, run_avocado
 
 pytestmark = pytest.mark.guest
 
@@ -39,20 +39,6 @@ def observed_ops(qemu_log: Path, first: int = 0x300, last: int = 0x31F) -> dict[
         _count_accesses(log, counts, first, last)
     return counts
 
-
-def _qemu_pid(marker: str) -> int | None:
-    """The QEMU process whose command line holds ``marker`` (not avocado's runner)."""
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            exe = os.readlink(entry / "exe")
-            cmdline = (entry / "cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if os.path.basename(exe).startswith("qemu-system") and marker.encode() in cmdline:
-            return int(entry.name)
-    return None
 
 
 def _wait_for_ops(qemu_log: Path, at_least: int, timeout: float, job: subprocess.Popen) -> None:
@@ -98,7 +84,7 @@ def test_after_qemu_is_killed_the_observed_ops_lie_between_confirmed_and_execute
     try:
         # past the read and zero phases and a few marks: QEMU dies in the middle of fuzzing
         _wait_for_ops(qemu_log, 3 * REPORT_EVERY, 600, proc)
-        pid = _qemu_pid(marker)
+        pid = qemu_pid(marker)
         assert pid, "QEMU not found"
         os.kill(pid, signal.SIGKILL)
         output, _ = proc.communicate(timeout=600)
@@ -106,7 +92,7 @@ def test_after_qemu_is_killed_the_observed_ops_lie_between_confirmed_and_execute
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-        leftover = _qemu_pid(marker)
+        leftover = qemu_pid(marker)
         if leftover:
             os.kill(leftover, signal.SIGKILL)
     job = read_job(proc.returncode, output, tmp_path)

@@ -11,10 +11,9 @@ import signal
 import subprocess
 import time
 import uuid
-from pathlib import Path
 
 import pytest
-from avocado_jobs import avocado_command, avocado_env, read_job, run_avocado
+from avocado_jobs import avocado_command, avocado_env, qemu_pid, read_job, run_avocado
 
 from avocado_iofuzz.campaign.trace import read_trace
 
@@ -90,20 +89,6 @@ def _wait_for(predicate, timeout: float, what: str) -> None:
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def _qemu_pid(marker: str) -> int | None:
-    """The QEMU process itself (not avocado's runner, whose arguments hold the marker too)."""
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            exe = os.readlink(entry / "exe")
-            cmdline = (entry / "cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if os.path.basename(exe).startswith("qemu-system") and marker.encode() in cmdline:
-            return int(entry.name)
-    return None
-
 
 def test_killing_qemu_mid_run_fails_with_reason_and_keeps_the_trace(tmp_path):
     marker = str(uuid.uuid4())
@@ -129,7 +114,7 @@ def test_killing_qemu_mid_run_fails_with_reason_and_keeps_the_trace(tmp_path):
         # the executor's first read of port 0x300 shows the fuzzing has begun
         _wait_for(lambda: qemu_log.exists() and "addr 0x300 " in qemu_log.read_text(), 180, "the first fuzz op")
         time.sleep(2)
-        pid = _qemu_pid(marker)
+        pid = qemu_pid(marker)
         assert pid, "QEMU not found"
         os.kill(pid, signal.SIGKILL)
         output, _ = proc.communicate(timeout=180)
@@ -137,7 +122,7 @@ def test_killing_qemu_mid_run_fails_with_reason_and_keeps_the_trace(tmp_path):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-        leftover = _qemu_pid(marker)
+        leftover = qemu_pid(marker)
         if leftover:
             os.kill(leftover, signal.SIGKILL)
     job = read_job(proc.returncode, output, tmp_path)

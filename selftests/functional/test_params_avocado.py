@@ -6,27 +6,12 @@ import os
 import subprocess
 import time
 import uuid
-from pathlib import Path
 
 import pytest
-from avocado_jobs import avocado_command, avocado_env, read_job
+from avocado_jobs import avocado_command, avocado_env, qemu_pid, read_job
 
 pytestmark = pytest.mark.guest
 
-
-def _qemu_with(marker: str) -> int | None:
-    """A QEMU process whose command line holds ``marker``, if one runs now."""
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            exe = os.readlink(entry / "exe")
-            cmdline = (entry / "cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if os.path.basename(exe).startswith("qemu-system") and marker.encode() in cmdline:
-            return int(entry.name)
-    return None
 
 
 def test_fuzz_count_beyond_the_executors_limit_errors_before_qemu_starts(tmp_path):
@@ -45,14 +30,14 @@ def test_fuzz_count_beyond_the_executors_limit_errors_before_qemu_starts(tmp_pat
         # watch from outside for the whole job: a QEMU started even briefly would show here
         deadline = time.monotonic() + 300
         while proc.poll() is None and time.monotonic() < deadline:
-            qemu_seen = qemu_seen or _qemu_with(marker)
+            qemu_seen = qemu_seen or qemu_pid(marker)
             time.sleep(0.05)
         output, _ = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-        leftover = _qemu_with(marker)
+        leftover = qemu_pid(marker)
         if leftover:
             os.kill(leftover, 9)
     assert qemu_seen is None, f"QEMU {qemu_seen} was started"
