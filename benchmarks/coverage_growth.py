@@ -84,7 +84,7 @@ def grow(vm: Any, reference: str, params: dict[str, Any], seconds: float, workdi
             vm.restart()
         # the next campaign as long as CAMPAIGN_SECONDS (or what is left), from this one's rate
         left = seconds - (time.monotonic() - started)
-        rate = result.total_done / result.elapsed if result.elapsed else 0
+        rate = result.total_done / result.ops_elapsed if result.ops_elapsed else 0
         slots = sum(p.slots for p in plans) or 1
         wanted = min(CAMPAIGN_SECONDS, max(1.0, left)) * rate
         fuzz_count = max(2, int(wanted / slots) - 2)

@@ -11,8 +11,9 @@ costs nothing while no event is enabled):
 
 Each round runs the same plans (same seed) once without and once with the
 collector, interleaved; a coverage run enables every watched event afresh,
-as a new test would. Ops/s are the campaign's own (its ``elapsed``, which
-leaves out the collector's idle baseline, reported separately).
+as a new test would. Ops/s are the campaign's own (its ``ops_elapsed``, which
+leaves out the collector's idle baseline, reported separately, and the fixed
+watch for late crashes after @DONE).
 
 Usage: python benchmarks/coverage_overhead.py [--quick] [--rounds R]
 The last line is JSON: per workload, best ops/s off and on and their ratio.
@@ -56,13 +57,13 @@ def measure(vm: Any, reference: str, rounds: int, fuzz_count: int, workdir: Path
     for round_ in range(rounds):
         result = run_campaign(vm, plans, config, workdir / f"off-{round_}.iofuzz")
         _check(result, total)
-        off.add(result.total_done, result.elapsed)
+        off.add(result.total_done, result.ops_elapsed)
         coverage = coverage_for(vm, row_devices(params), workdir / "qemu-trace.log")
         wall = time.monotonic()
         result = run_campaign(vm, plans, config, workdir / f"on-{round_}.iofuzz", observer=coverage)
         wall = time.monotonic() - wall
         _check(result, total)
-        on.add(result.total_done, result.elapsed)
+        on.add(result.total_done, result.ops_elapsed)
         start_costs.append(wall - result.elapsed)
         reached.append(coverage.summary()["events_reached"])
     say(f"{reference}: {total:,} ops per run over {len(plans)} ranges")

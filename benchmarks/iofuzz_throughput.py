@@ -51,6 +51,7 @@ CALIBRATION_OPS = 1_000_000
 MIN_OPS, MAX_OPS = 200_000, 100_000_000
 LIMIT_TIMEOUT = 600.0
 LISTED_SAMPLE_OPS = 200_000  # ops written in the listed encoding, for comparison
+WATCHES: list[float] = []  # each executor run's watch for late crashes after @DONE, in seconds
 
 
 def check_inert(ioports: str) -> None:
@@ -126,7 +127,10 @@ def run_executor(
     try:
         campaign = Campaign(vm, plans, writer, config, session=session, observer=observer)  # type: ignore[arg-type]
         result = campaign.run()
-        elapsed = [result.elapsed]  # the campaign's own clock: without the coverage collector's idle baseline
+        # the campaign's own clock (without the coverage collector's idle baseline), up to @DONE:
+        # the fixed watch after it (done_linger) is reported on its own line, not spread over the ops
+        elapsed = [result.ops_elapsed]
+        WATCHES.append(result.watched_after_done)
     finally:
         writer.close()
     planned = sum(p.op_count for p in plans)
@@ -235,6 +239,10 @@ def measure(vm: Any, args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     listed_bytes, listed_seconds = listed_encoding_cost(plans, workdir)
     per_mops = cost.bytes / cost.ops * 1e6
     say(
+        f"after @DONE each run watches QEMU {max(WATCHES):.2f} s for a late crash (done_linger "
+        f"{config.done_linger:g} s): a fixed cost per run, outside the op rates above"
+    )
+    say(
         f"trace: {cost.bytes} bytes for {cost.ops:,} ops ({per_mops:,.1f} bytes per million ops), "
         f"{cost.seconds * 1e3:.1f} ms writing it ({cost.seconds / executor.seconds[best_run] * 100:.2f} % of the run)"
     )
@@ -252,13 +260,14 @@ def measure(vm: Any, args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         "coverage_on_vs_off": round(ratio(covered.best, executor.best), 3),
         "trace_bytes_per_mops": round(per_mops, 1),
         "trace_write_s": round(cost.seconds, 4),
+        "watch_after_done_s": round(max(WATCHES), 3),
         "trace_listed_bytes_per_mops": round(listed_bytes * 1e6),
         "accelerator": vm.accel,
         "ops": total,
         "report_every": config.report_every,
         "rounds": args.rounds,
     }
-    say(f"b/a = {figures['vs_classic']:,} (target >= 10,000)   b/c = {figures['vs_limit']} (target >= 0.5)")
+    say(f"b/a = {figures['vs_classic']:,} (target >= 10,000)   b/c = {figures['vs_limit']} (target >= 0.7)")
     return figures
 
 

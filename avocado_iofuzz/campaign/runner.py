@@ -105,7 +105,14 @@ class CampaignResult:
     findings: list[Finding] = field(default_factory=list)
     qemu_exit: QemuExit | None = None
     stopped_early: str = ""
-    elapsed: float = 0.0
+    elapsed: float = 0.0  # wall time of the whole run, the watch after @DONE included
+    # seconds spent watching QEMU after @DONE (done_linger): a fixed cost per run, not op time
+    watched_after_done: float = 0.0
+
+    @property
+    def ops_elapsed(self) -> float:
+        """Seconds the ops took: the run without the watch after @DONE (what an op rate divides by)."""
+        return max(0.0, self.elapsed - self.watched_after_done)
 
     @property
     def crashed(self) -> bool:
@@ -132,6 +139,7 @@ class CampaignResult:
             "qemu_exit": asdict(self.qemu_exit) if self.qemu_exit else None,
             "stopped_early": self.stopped_early,
             "elapsed_s": round(self.elapsed, 3),
+            "watched_after_done_s": round(self.watched_after_done, 3),
             "ops_per_s": round(self.total_done / self.elapsed, 1) if self.elapsed else 0.0,
         }
 
@@ -201,7 +209,10 @@ class Campaign:
                     break
                 stop = self._execute()
                 if stop.how == "done":
-                    if self._dies_after_done():
+                    watch_started = self.clock()
+                    died = self._dies_after_done()
+                    self.result.watched_after_done = self.clock() - watch_started
+                    if died:
                         self._record_crash()  # the last ops are the window (see _window)
                     break
                 if stop.how == "error":

@@ -332,3 +332,13 @@ def test_a_crash_after_the_last_op_is_a_crash_in_the_last_ops(tmp_path, when):
     assert result.ops_done == {p.index: p.op_count for p in PLANS}  # every op was confirmed
     event = read_trace(tmp_path / "trace").events[-1]
     assert event.kind == "crash" and event.data["window"] == [last.op_count - 64, last.op_count]
+
+
+def test_the_watch_after_done_is_timed_apart_from_the_ops(tmp_path):
+    """An op rate divides by the ops' time: the fixed watch for late crashes is counted on its own."""
+    campaign, _ = make_campaign(tmp_path, ScriptedGuest(), done_linger=0.2)
+    result = campaign.run()
+    assert result.findings == []
+    assert 0.2 <= result.watched_after_done < result.elapsed
+    assert result.ops_elapsed == pytest.approx(result.elapsed - result.watched_after_done)
+    assert result.as_dict()["watched_after_done_s"] == round(result.watched_after_done, 3)
