@@ -220,7 +220,7 @@ static inline __attribute__((always_inline)) uint64_t dictionary_value(uint64_t 
 
 /* The scratch memory's contents at the start of `epoch` of range r: a ring of
  * descriptors (address in the scratch memory, power-of-two length, flags),
- * then random words. */
+ * then random words, a quarter of them pairs of 32-bit pointers into it. */
 static void fill_scratch(const struct range *r, uint64_t epoch, volatile uint64_t *words)
 {
 	uint64_t seed = mix64((r->rseed ^ FILL_STREAM) + (epoch + 1) * GAMMA);
@@ -233,8 +233,14 @@ static void fill_scratch(const struct range *r, uint64_t epoch, volatile uint64_
 		words[2 * d] = scratch_base + (word & (scratch_size - 1) & ~0xFULL);
 		words[2 * d + 1] = (1ULL << ((word >> 32) % 13)) | flags << 32;
 	}
-	for (uint64_t k = 0; k < scratch_size / 8 - ring_words; k++)
-		words[ring_words + k] = random_word(seed, ring_words + k);
+	for (uint64_t k = 0; k < scratch_size / 8 - ring_words; k++) {
+		uint64_t word = random_word(seed, ring_words + k);
+
+		if (!(word >> 62)) /* one in four: two 32-bit link pointers into the scratch memory */
+			word = (scratch_base + ((word >> 16) & (scratch_size - 1) & ~0xFULL)) << 32 |
+			       (scratch_base + (word & (scratch_size - 1) & ~0xFULL));
+		words[ring_words + k] = word;
+	}
 }
 
 static inline __attribute__((always_inline)) struct op gen_op_values(const struct range *r, uint64_t i, int dma)
@@ -986,8 +992,8 @@ static void parse_scratch(const char *text)
 	*dash = '\0';
 	scratch_base = parse_hex_bound("--scratch", buf, SPACE_MMIO);
 	end = parse_hex_bound("--scratch", dash + 1, SPACE_MMIO);
-	if (end <= scratch_base || end == UINT64_MAX)
-		fail(EXIT_USAGE, "--scratch %s: the end must be above the base", text);
+	if (end <= scratch_base || end > 0xffffffffULL)
+		fail(EXIT_USAGE, "--scratch %s: the end must be above the base and below 4 GiB (32-bit DMA)", text);
 	scratch_size = end - scratch_base + 1;
 	if (scratch_size & (scratch_size - 1) || scratch_size < MIN_SCRATCH_SIZE || scratch_base % scratch_size)
 		fail(EXIT_USAGE,

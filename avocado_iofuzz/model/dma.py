@@ -25,7 +25,8 @@ Layout of one fill (little endian): :data:`RING_DESCRIPTORS` descriptors of
 16 bytes (an address inside the scratch memory, 16-byte aligned, a length that
 is a power of two up to 4 KiB, 32 random flag bits), the layout most DMA rings
 share (e1000 and AHCI PRDs, virtio, UHCI frame lists read the addresses), then
-random bytes.
+buffers of random words, one in four of which is a pair of 32-bit pointers into
+the scratch memory (:func:`buffer_word`).
 
 Values read back from the device are *not* in the dictionary: they depend on
 the device's state, so op ``i`` could no longer be computed from the seed alone
@@ -93,8 +94,22 @@ def scratch_fill(rseed: int, epoch: int) -> bytes:
         length = 1 << ((word >> 32) % 13)
         out += address.to_bytes(8, "little") + length.to_bytes(4, "little") + flags.to_bytes(4, "little")
     for k in range((SCRATCH_SIZE - RING_BYTES) // 8):
-        out += random_word(seed, 2 * RING_DESCRIPTORS + k).to_bytes(8, "little")
+        out += buffer_word(random_word(seed, 2 * RING_DESCRIPTORS + k)).to_bytes(8, "little")
     return bytes(out)
+
+
+def buffer_word(word: int) -> int:
+    """A word of the buffers after the ring: random, or (1 in 4) two 32-bit pointers into the scratch memory.
+
+    Link pointers (USB frame lists, queue heads, chained descriptors) are 32-bit
+    words anywhere in a buffer: a device that follows one lands in the scratch
+    memory again.
+    """
+    if word >> 62:
+        return word
+    low = SCRATCH_BASE + (word & (SCRATCH_SIZE - 1) & ~0xF)
+    high = SCRATCH_BASE + ((word >> 16) & (SCRATCH_SIZE - 1) & ~0xF)
+    return high << 32 | low
 
 
 def dictionary_value(word: int, width: int) -> int:
