@@ -1167,6 +1167,31 @@ static struct script_op *read_script(const char *path, uint64_t *count)
 	return ops;
 }
 
+/*
+ * Whether the page at `page` is RAM the kernel uses (/proc/iomem's "System
+ * RAM"): a reproducer's memory writes (the scratch memory's fills) must land
+ * in memory reserved with memmap=, never in the kernel's own RAM, even on a
+ * kernel without STRICT_DEVMEM.
+ */
+static int page_is_system_ram(uint64_t page)
+{
+	FILE *f = fopen("/proc/iomem", "r");
+	char line[256];
+	int found = 0;
+
+	if (!f)
+		fail(EXIT_RUNTIME, "--script: cannot read /proc/iomem (%s): refusing MMIO writes", strerror(errno));
+	while (!found && fgets(line, sizeof(line), f)) {
+		unsigned long long start, end;
+
+		if (sscanf(line, " %llx-%llx", &start, &end) == 2 && strstr(line, ": System RAM") && start <= page &&
+		    page <= end)
+			found = 1;
+	}
+	fclose(f);
+	return found;
+}
+
 /* Map each page an MMIO op touches (through its BAR's sysfs file, or /dev/mem), once per page. */
 static void map_script_pages(struct script_op *ops, uint64_t n)
 {
@@ -1188,6 +1213,9 @@ static void map_script_pages(struct script_op *ops, uint64_t n)
 					   .space = SPACE_MMIO };
 			char why[700];
 
+			if (page_is_system_ram(page))
+				fail(EXIT_DENIED, "--script: MMIO at 0x%" PRIx64 " is the kernel's RAM (System RAM in /proc/iomem)",
+				     ops[i].address);
 			if (setup_mmio(&r, why, sizeof(why)) < 0)
 				fail(EXIT_DENIED, "--script: MMIO at 0x%" PRIx64 ": %s", ops[i].address, why);
 			pages = realloc(pages, (n_pages + 1) * sizeof(*pages));

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from avocado_iofuzz.executor.protocol import Denied, ExecError, parse_line
 from avocado_iofuzz.model.iomem import DEFAULT_MAX_SIZE, DEFAULT_SKIP_IOMEM, mmio_targets
@@ -29,7 +29,7 @@ from avocado_iofuzz.model.pci import (
     CONFIG_SPACE_SIZE,
     DEFAULT_CONFIG_HOLES,
     IORESOURCE_IO,
-        ROM_RESOURCE,
+    ROM_RESOURCE,
     PciFunction,
     config_targets,
     parse_config_holes,
@@ -47,7 +47,6 @@ from avocado_iofuzz.model.ranges import PortRange, RangeError, parse_name_list
 from avocado_iofuzz.model.target import Target
 
 LOG = logging.getLogger("avocado.test.iofuzz")
-
 
 
 @dataclass(frozen=True)
@@ -226,7 +225,7 @@ def plan_kinds(seed: int, fuzz_count: int, kinds: KindParams, targets: Sequence[
 
 def renumber(plans: Iterable[RangePlan]) -> list[RangePlan]:
     """The same ranges numbered 0..n-1 (a range's ops depend on its bounds, not its number)."""
-    return [RangePlan(i, p.start, p.end, p.name, p.seed, p.fuzz_count, p.width, p.space) for i, p in enumerate(plans)]
+    return [replace(p, index=i) for i, p in enumerate(plans)]
 
 
 # --- what the guest lets us do (asked by campaign/guest_access.py) ----------------------------

@@ -36,6 +36,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from avocado_iofuzz.model.dma import VALUES_UNIFORM
 from avocado_iofuzz.model.pci import split_config_address
 from avocado_iofuzz.model.program import MMIO_MAX_ADDRESS, PIO_MAX_PORT, SPACE_MMIO, SPACE_PCI, SPACE_PIO, RangePlan
 from avocado_iofuzz.model.ranges import name_matches
@@ -76,7 +77,7 @@ KIND_PARAMS = {
     SPACE_PCI: frozenset({"skip_pci", "skip_pci_config", "pci_widths", "pci_config_size"}),
 }
 # What every rerun sets itself, whatever the run had.
-_ALWAYS_SET = frozenset({"fuzz_seed", "fuzz_count", "fuzz_kinds", SHARD_PARAM, "iofuzz_debug_hang_at"})
+_ALWAYS_SET = frozenset({"fuzz_seed", "fuzz_count", "fuzz_kinds", "fuzz_values", SHARD_PARAM, "iofuzz_debug_hang_at"})
 
 
 @dataclass(frozen=True)
@@ -209,6 +210,8 @@ def rerun_range(plan: RangePlan, context: RerunContext, plans: Sequence[RangePla
             note=f"cannot be selected alone by params: range(s) {others} share its name and addresses",
         )
     own = [("fuzz_seed", str(plan.seed)), ("fuzz_count", str(plan.fuzz_count)), ("fuzz_kinds", plan.space)]
+    if plan.values != VALUES_UNIFORM:  # as the range ran; a uniform one (the guest had no scratch) gets the default
+        own.append(("fuzz_values", plan.values))
     if parse_shard(context.shard).count > 1:
         own.append((SHARD_PARAM, "1/1"))  # the whole campaign's ranges, of which the selection keeps one
     if context.hang_at and context.hang_at[0] == plan.index:

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from avocado_iofuzz.model.dma import VALUE_MODES, VALUES_UNIFORM
 from avocado_iofuzz.model.iomem import DEFAULT_MAX_SIZE, DEFAULT_SKIP_IOMEM, parse_address_spans, parse_extra_iomem
 from avocado_iofuzz.model.kinds import KindParams
 from avocado_iofuzz.model.pci import CONFIG_SPACE_SIZE, DEFAULT_CONFIG_HOLES, parse_config_holes
@@ -139,6 +140,7 @@ class IofuzzParams:
     progress_interval: float = 5.0
     plot: bool = True
     shard: str = ""
+    values: str = VALUES_UNIFORM  # fuzz_values: where write values come from (model/dma.py)
 
     @classmethod
     def from_params(cls, params: Params) -> IofuzzParams:
@@ -162,6 +164,7 @@ class IofuzzParams:
             progress_interval=number(params, "iofuzz_progress_interval", 5.0),
             plot=yes_no(params, "iofuzz_plot", True),
             shard=str(read_shard(params)),
+            values=choice(params, "fuzz_values", VALUE_MODES, VALUES_UNIFORM),
         )
 
 

@@ -35,7 +35,7 @@ from avocado_iofuzz.executor.protocol import DEFAULT_BINARY, Done, NoScratch, ex
 from avocado_iofuzz.guest.build import default_guest
 from avocado_iofuzz.model.dma import SCRATCH_BASE, SCRATCH_EPOCH_OPS, SCRATCH_SIZE, VALUES_DMA, scratch_fill
 from avocado_iofuzz.model.pci import config_address
-from avocado_iofuzz.model.program import SPACE_PCI, Op, RangePlan
+from avocado_iofuzz.model.program import SPACE_MMIO, SPACE_PCI, Op, RangePlan
 from avocado_iofuzz.repro.qtest_ops import qtest_commands
 from avocado_iofuzz.vm.bare import BareQemu
 
@@ -120,6 +120,15 @@ def runs(tmp_path_factory) -> Iterator[dict[str, object]]:
         result["after_run"] = pmemsave(vm, run_dir / "after-run.bin")
         run_executor(session, executor_command([post], resume=(0, 7)))
         result["after_resume"] = pmemsave(vm, run_dir / "after-resume.bin")
+        # an in-guest replay writes a fill through the executor's --script, as qtest would
+        fill = scratch_fill(post.range_seed, 0)
+        words = [Op("w", SCRATCH_BASE + o, 8, int.from_bytes(fill[o : o + 8], "little"), SPACE_MMIO) for o in (0, 8)]
+        words += [Op("w", SCRATCH_BASE + o, 8, int.from_bytes(fill[o : o + 8], "little"), SPACE_MMIO) for o in (16, 24)]
+        lines = "\\n".join(line for op in words for line in qtest_commands(op))
+        run_executor(session, f"printf '{lines}\\n' | {DEFAULT_BINARY} --script -")
+        result["after_script"] = pmemsave(vm, run_dir / "after-script.bin")
+        # ...but never into the kernel's own RAM
+        result["kernel_ram"] = session.cmd_output(f"printf 'writeq 0x2000000 0x0\\n' | {DEFAULT_BINARY} --script -")
         # memory no memmap= entry reserved: the access check refuses it, naming what is missing
         command = executor_command([post], check=True)
         result["check"] = session.cmd_output(re.sub(r"--scratch \S+", "--scratch 0x8000000-0x8003fff", command))
@@ -152,6 +161,15 @@ def test_scratch_memory_holds_the_seeds_fill_byte_for_byte(runs):
     assert runs["after_run"] == scratch_fill(post.range_seed, last_epoch)
     # a resumed run fills again where it resumes, then at the epoch boundary: the same bytes
     assert runs["after_resume"] == runs["after_run"]
+
+
+def test_in_guest_replay_writes_the_scratch_memory_but_not_kernel_ram(runs):
+    post: RangePlan = runs["post"]  # type: ignore[assignment]
+    after = runs["after_script"]
+    assert after[:32] == scratch_fill(post.range_seed, 0)[:32]  # the script's 4 words, where qtest writes them
+    assert after[:32] != runs["after_resume"][:32]
+    assert after[32:] == runs["after_resume"][32:]  # and nothing else
+    assert "is the kernel's RAM (System RAM in /proc/iomem)" in str(runs["kernel_ram"])
 
 
 def test_check_refuses_memory_the_kernel_was_not_told_to_leave_alone(runs):

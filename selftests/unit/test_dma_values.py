@@ -248,3 +248,37 @@ def test_uniform_trace_has_no_scratch(tmp_path):
     with TraceWriter(tmp_path / "t", {}, [RangePlan(0, 0x60, 0x64, "k", 1, 1)]):
         pass
     assert "scratch" not in read_trace(tmp_path / "t").header
+
+
+def test_fuzz_values_param():
+    from avocado_iofuzz.vt.iofuzz_params import IofuzzParams
+    from avocado_iofuzz.vt.params import ParamError
+
+    assert IofuzzParams.from_params({}).values == VALUES_UNIFORM
+    assert IofuzzParams.from_params({"fuzz_values": "dma"}).values == VALUES_DMA
+    with pytest.raises(ParamError, match="fuzz_values"):
+        IofuzzParams.from_params({"fuzz_values": "dictionary"})
+
+
+def test_a_guest_without_scratch_memory_gets_uniform_values(caplog):
+    from avocado_iofuzz.campaign.guest_access import uniform_without_scratch
+
+    plans = dma_plans(1, 2)
+    assert uniform_without_scratch(plans, "@DONE 0\n") == plans
+    output = "@NOSCRATCH the kernel command line reserves no memory at 0x7000000-0x7003fff\n@DONE 0\n"
+    fallen_back = uniform_without_scratch(plans, output)
+    assert {p.values for p in fallen_back} == {VALUES_UNIFORM}
+    assert [p.op(0) for p in fallen_back] == [p.op(0) for p in plans]  # the same ranges, reads alike
+    assert "no scratch memory in this guest (the kernel command line reserves no memory" in caplog.text
+    assert "5 range(s) get uniform values instead" in caplog.text
+
+
+def test_renumbering_and_rerun_keep_the_value_mode():
+    from avocado_iofuzz.model.kinds import renumber
+    from avocado_iofuzz.results.rerun import RerunContext, rerun_range
+
+    plans = renumber(dma_plans(1, 2)[3:])
+    assert [(p.index, p.values) for p in plans] == [(0, "dma"), (1, "dma"), (2, "dma")]
+    assert dict(rerun_range(plans[0], RerunContext(reference="iofuzz")).params)["fuzz_values"] == "dma"
+    uniform = RangePlan(0, 0x60, 0x60, "keyboard", 5, 7)
+    assert "fuzz_values" not in dict(rerun_range(uniform, RerunContext(reference="iofuzz")).params)
