@@ -26,7 +26,8 @@
  * range and at every multiple of SCRATCH_EPOCH_OPS. --dry-run prints each
  * fill as M <range_index> <op_index> <hex bytes> before that op.
  * --check prints @NOSCRATCH <reason> when a +dma range exists and the scratch
- * memory cannot be mapped; a real run then fails with @ERR (status 3).
+ * memory cannot be mapped; a real run then fails with @ERR (status 3). A real
+ * run turns on bus mastering of the PCI function whose BAR holds a +dma range.
  *
  * Address spaces:
  *   pio   I/O ports 0x0-0xffff, reached with in/out after iopl(3).
@@ -90,7 +91,9 @@
 #define MAX_PCI_ADDRESS 0xfffffffULL
 #define MAX_OP_COUNT (1ULL << 62)
 #define PAGE_SIZE_BYTES 4096ULL
+#define IORESOURCE_IO 0x100ULL
 #define IORESOURCE_MEM 0x200ULL
+#define PCI_COMMAND_MASTER 0x4
 #define PCI_DEVICES_DIR "/sys/bus/pci/devices"
 #define MAX_FUZZ_COUNT 0xffffffffULL
 #define MAX_REPORT_EVERY 0xffffffffULL
@@ -768,8 +771,8 @@ static int is_refusal(int err)
 	return err == EPERM || err == EACCES || err == ENOENT || err == EINVAL;
 }
 
-/* Which sysfs BAR file holds [start, end], and the physical address of its first page. */
-static int find_bar_file(uint64_t start, uint64_t end, char *path, size_t path_size, uint64_t *file_base)
+/* Which sysfs BAR file holds [start, end] (a BAR with `kind` in its flags), and the address of its first page. */
+static int find_bar(uint64_t start, uint64_t end, uint64_t kind, char *path, size_t path_size, uint64_t *file_base)
 {
 	DIR *dir = opendir(PCI_DEVICES_DIR);
 	struct dirent *entry;
@@ -790,7 +793,7 @@ static int find_bar_file(uint64_t start, uint64_t end, char *path, size_t path_s
 			continue;
 		/* lines 0-5 are the BARs, each with a resourceN file; the ROM and bridge windows follow */
 		for (int bar = 0; bar < 6 && fscanf(f, "%llx %llx %llx", &bar_start, &bar_end, &flags) == 3; bar++) {
-			if ((flags & IORESOURCE_MEM) && bar_start <= start && end <= bar_end && bar_end > 0) {
+			if ((flags & kind) && bar_start <= start && end <= bar_end && bar_end > 0) {
 				snprintf(path, path_size, "%s/%s/resource%d", PCI_DEVICES_DIR, entry->d_name, bar);
 				*file_base = bar_start & ~(PAGE_SIZE_BYTES - 1);
 				found = 1;
@@ -801,6 +804,42 @@ static int find_bar_file(uint64_t start, uint64_t end, char *path, size_t path_s
 	}
 	closedir(dir);
 	return found;
+}
+
+static int find_bar_file(uint64_t start, uint64_t end, char *path, size_t path_size, uint64_t *file_base)
+{
+	return find_bar(start, end, IORESOURCE_MEM, path, path_size, file_base);
+}
+
+/*
+ * A +dma range's device must master the bus, or its DMA goes nowhere. No
+ * driver in the embedded guests turns that on, so the executor sets the
+ * command register's bus master bit of the PCI function whose BAR holds the
+ * range (a qtest replay's PCI setup sets it too). Ranges outside any BAR
+ * (legacy ports, /proc/iomem devices) are left as they are.
+ */
+static void enable_bus_master(const struct range *r)
+{
+	char path[600];
+	uint64_t base;
+	uint16_t command;
+	int fd;
+
+	if (r->space == SPACE_PCI ||
+	    !find_bar(r->start, r->end, r->space == SPACE_PIO ? IORESOURCE_IO : IORESOURCE_MEM, path, sizeof(path), &base))
+		return;
+	strcpy(strrchr(path, '/') + 1, "config");
+	fd = open(path, O_RDWR);
+	if (fd < 0 || pread(fd, &command, 2, 4) != 2)
+		fail(EXIT_RUNTIME, "range %" PRIu64 ": cannot read the command register in %s: %s", r->index, path,
+		     strerror(errno));
+	if (!(command & PCI_COMMAND_MASTER)) {
+		command |= PCI_COMMAND_MASTER;
+		if (pwrite(fd, &command, 2, 4) != 2)
+			fail(EXIT_RUNTIME, "range %" PRIu64 ": cannot turn on bus mastering in %s: %s", r->index, path,
+			     strerror(errno));
+	}
+	close(fd);
 }
 
 /* Map an mmio range uncached; 0, or -1 with `why` set when the kernel refuses. */
@@ -1392,6 +1431,9 @@ int main(int argc, char **argv)
 					fail(EXIT_DENIED, "scratch memory of the +dma ranges: %s", why);
 				emit("@NOSCRATCH %s", why);
 			}
+			for (int i = 0; i < n_ranges && !check && !refused; i++)
+				if (ranges[i].dma)
+					enable_bus_master(&ranges[i]);
 		}
 		if (check) {
 			emit("@DONE 0");

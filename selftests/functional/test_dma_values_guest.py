@@ -34,8 +34,7 @@ import pytest
 from avocado_iofuzz.executor.protocol import DEFAULT_BINARY, Done, NoScratch, executor_command, parse_line
 from avocado_iofuzz.guest.build import default_guest
 from avocado_iofuzz.model.dma import SCRATCH_BASE, SCRATCH_EPOCH_OPS, SCRATCH_SIZE, VALUES_DMA, scratch_fill
-from avocado_iofuzz.model.pci import config_address
-from avocado_iofuzz.model.program import SPACE_MMIO, SPACE_PCI, Op, RangePlan
+from avocado_iofuzz.model.program import SPACE_MMIO, Op, RangePlan
 from avocado_iofuzz.repro.qtest_ops import qtest_commands
 from avocado_iofuzz.vm.bare import BareQemu
 
@@ -45,7 +44,8 @@ pytestmark = [
 ]
 
 SEED = 0x5EED00DA
-UHCI_ID = "0x7020"  # piix3-usb-uhci's PCI device ID (vendor 0x8086)
+UHCI_ID = "0x7020"
+PCI_COMMAND_MASTER = 0x4  # piix3-usb-uhci's PCI device ID (vendor 0x8086)
 # Batches of ~8 k port writes, each followed by an idle pause. While the executor
 # hammers the ports, QEMU's main loop hardly gets to run the UHCI's frame timer
 # (a few dozen frames in a 2.4 M op run); in the pauses the controller runs
@@ -76,13 +76,9 @@ def uhci_function(session) -> tuple[str, int]:
     return name, int(bars[4].split()[0], 16)
 
 
-def enable_bus_mastering(session, name: str) -> None:
-    """Command register = I/O, memory, bus master: no driver in the guest did it, and DMA needs it."""
-    _, bus, device_function = name.split(":")
-    device, function = device_function.split(".")
-    op = Op("w", config_address(int(bus, 16), int(device, 16), int(function, 16), 4), 2, 7, SPACE_PCI)
-    script = "\\n".join(qtest_commands(op))
-    run_executor(session, f"printf '{script}\\n' | {DEFAULT_BINARY} --script -")
+def command_register(session, name: str) -> int:
+    """The function's PCI command register, as the guest reads it."""
+    return int(session.cmd_output(f"od -An -tx2 -j4 -N2 /sys/bus/pci/devices/{name}/config").strip(), 16)
 
 
 def pmemsave(vm: BareQemu, path: Path) -> bytes:
@@ -98,15 +94,20 @@ def runs(tmp_path_factory) -> Iterator[dict[str, object]]:
         run_dir / "vm",
         accel="tcg",
         extra_args=["-device", "piix3-usb-uhci"],
-        trace_events=["usb_uhci_td_load", "usb_uhci_qh_load"],
+        trace_events=["usb_uhci_td_load", "usb_uhci_qh_load", "pci_cfg_write"],
     )
     result: dict[str, object] = {}
     with vm:
         session = vm.login(120)
         result["untouched"] = pmemsave(vm, run_dir / "untouched.bin")
         name, io_base = uhci_function(session)
-        enable_bus_mastering(session, name)
+        # no driver in the guest turned bus mastering on; the executor does for a dma range
+        result["command_at_boot"] = command_register(session, name)
         trace_log = run_dir / "vm" / "qemu-trace.log"
+        setup = RangePlan(0, io_base, io_base + 0x1F, "uhci", SEED, 0, 4, values=VALUES_DMA)
+        run_executor(session, executor_command([setup]))
+        result["command_after_dma"] = command_register(session, name)
+        result["uhci"] = name
         offsets = {}
         for mode in ("uniform", VALUES_DMA):
             offsets[mode] = trace_log.stat().st_size if trace_log.exists() else 0
@@ -133,6 +134,7 @@ def runs(tmp_path_factory) -> Iterator[dict[str, object]]:
         command = executor_command([post], check=True)
         result["check"] = session.cmd_output(re.sub(r"--scratch \S+", "--scratch 0x8000000-0x8003fff", command))
     text = trace_log.read_text(errors="replace")
+    result["setup_log"] = text[: offsets["uniform"]]
     result["uniform"] = text[offsets["uniform"] : offsets[VALUES_DMA]]
     result["dma"] = text[offsets[VALUES_DMA] :]
     yield result
@@ -151,6 +153,16 @@ def test_uhci_reads_descriptors_from_the_scratch_memory_only_with_dma_values(run
     )
     assert not [a for a in uniform if in_scratch(a)]
     assert from_scratch, f"no TD/QH load from the scratch memory among {len(dma_loads)} loads"
+
+
+def test_the_executor_turns_bus_mastering_on_for_a_dma_range(runs):
+    assert not runs["command_at_boot"] & PCI_COMMAND_MASTER
+    assert runs["command_after_dma"] == runs["command_at_boot"] | PCI_COMMAND_MASTER
+    # QEMU saw the write: "pci_cfg_write piix3-usb-uhci 00:02.0 @0x4 <- 0x107"
+    where = str(runs["uhci"]).split(":", 1)[1].replace(".", r"\.")
+    pattern = rf"pci_cfg_write \S+ {where} @0x4 <- 0x([0-9a-f]+)"
+    values = [int(value, 16) for value in re.findall(pattern, str(runs["setup_log"]))]
+    assert values and values[-1] & PCI_COMMAND_MASTER, values
 
 
 def test_scratch_memory_holds_the_seeds_fill_byte_for_byte(runs):
