@@ -282,3 +282,25 @@ def test_renumbering_and_rerun_keep_the_value_mode():
     assert dict(rerun_range(plans[0], RerunContext(reference="iofuzz")).params)["fuzz_values"] == "dma"
     uniform = RangePlan(0, 0x60, 0x60, "keyboard", 5, 7)
     assert "fuzz_values" not in dict(rerun_range(uniform, RerunContext(reference="iofuzz")).params)
+
+
+def test_triage_candidates_of_a_dma_run_carry_the_scratch_memory(tmp_path):
+    from avocado_iofuzz.campaign.trace import TraceWriter
+    from avocado_iofuzz.repro.extract import extract
+    from avocado_iofuzz.repro.qtest_ops import format_script
+
+    plan = RangePlan(0, 0xC000, 0xC01F, "uhci", 5, 1100, 4, values=VALUES_DMA)  # 8816 ops: epochs 0..2
+    crash = {"range": 0, "window": [8000, 8816], "qemu_exit": {"status": None, "signal": 6, "stderr_tail": "x"}}
+    with TraceWriter(tmp_path / "t", {"qemu_cmdline": "/usr/bin/qemu-system-x86_64 -machine pc"}, [plan]) as trace:
+        trace.write_ops(plan, 0, plan.op_count)
+        trace.event("start", range=0, op=0)
+        trace.event("crash", **crash)
+    by_name = {c.name: c.ops for c in extract(tmp_path / "t").candidates}
+    words = SCRATCH_SIZE // 8
+    # the window: the fill of epoch 1 (the executor was there since op 0), its ops up to 8192, epoch 2's fill, the rest
+    window = by_name["window"]
+    assert window == list(plan.ops_with_memory(8000, 8816))
+    assert len(window) == 816 + 2 * words
+    # the whole range: fills at 0, 4096 and 8192 before the ops they preceded
+    assert by_name["range"] == list(plan.ops_with_memory(0, 8816))
+    assert format_script(by_name["range"]).count("\nwrite ") + 1 == 3 * SCRATCH_SIZE // 4096
