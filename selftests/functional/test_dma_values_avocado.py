@@ -1,4 +1,4 @@
-"""`avocado run iofuzz... fuzz_values=dma`: the embedded guest reserves the scratch memory and the run uses it.
+"""`avocado run iofuzz... fuzz_values=dma`: the embedded guests reserve the scratch memory and the run uses it.
 
 The whole VT path: avocado-vt starts QEMU with the embedded guest's kernel
 command line (``memmap=16K$0x7000000``, quoted through avocado-vt's shell
@@ -21,8 +21,10 @@ from avocado_iofuzz.model.dma import SCRATCH_KERNEL_PARAM, VALUES_DMA
 pytestmark = pytest.mark.guest
 
 
-def test_a_dma_run_on_the_embedded_guest(tmp_path):
-    job = run_avocado("iofuzz.quick.usb.piix3_uhci", tmp_path, {"fuzz_values": VALUES_DMA}, timeout=900)
+@pytest.mark.parametrize("guest", ["busybox", "debian"])
+def test_a_dma_run_on_the_embedded_guest(tmp_path, guest):
+    reference = f"iofuzz.quick.usb.piix3_uhci.{guest}"
+    job = run_avocado(reference, tmp_path, {"fuzz_values": VALUES_DMA}, timeout=1800)
     test = job.tests[0]
     assert test["status"] in ("PASS", "WARN"), job.output[-3000:]
     summary = job.summary()
