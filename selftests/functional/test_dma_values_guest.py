@@ -24,6 +24,8 @@ epoch, byte for byte -- and again after a resumed run.
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 import re
 import shutil
 from collections.abc import Iterator
@@ -31,9 +33,18 @@ from pathlib import Path
 
 import pytest
 
+from avocado_iofuzz.campaign.guest_access import check_access
 from avocado_iofuzz.executor.protocol import DEFAULT_BINARY, Done, NoScratch, executor_command, parse_line
 from avocado_iofuzz.guest.build import default_guest
-from avocado_iofuzz.model.dma import SCRATCH_BASE, SCRATCH_EPOCH_OPS, SCRATCH_SIZE, VALUES_DMA, scratch_fill
+from avocado_iofuzz.model.dma import (
+    SCRATCH_BASE,
+    SCRATCH_EPOCH_OPS,
+    SCRATCH_KERNEL_PARAM,
+    SCRATCH_SIZE,
+    VALUES_DMA,
+    VALUES_UNIFORM,
+    scratch_fill,
+)
 from avocado_iofuzz.model.program import SPACE_MMIO, Op, RangePlan
 from avocado_iofuzz.repro.qtest_ops import qtest_commands
 from avocado_iofuzz.vm.bare import BareQemu
@@ -189,3 +200,20 @@ def test_check_refuses_memory_the_kernel_was_not_told_to_leave_alone(runs):
     refusals = [m for m in messages if isinstance(m, NoScratch)]
     assert refusals and "reserves no memory at 0x8000000-0x8003fff" in refusals[0].reason, runs["check"]
     assert "memmap=16K$0x8000000" in refusals[0].reason
+
+
+def test_a_guest_without_the_reservation_falls_back_to_uniform_values(tmp_path, caplog):
+    """A kernel booted without memmap=: the access check says why, the ranges run uniform, a forced +dma run stops."""
+    guest = default_guest()
+    plain = dataclasses.replace(guest, kernel_params=guest.kernel_params.replace(SCRATCH_KERNEL_PARAM, "").strip())
+    assert SCRATCH_KERNEL_PARAM in guest.kernel_params and SCRATCH_KERNEL_PARAM not in plain.kernel_params
+    post = RangePlan(0, 0x80, 0x80, "post", SEED, 10, 1, values=VALUES_DMA)
+    with BareQemu(plain, tmp_path / "vm", accel="tcg") as vm:
+        session = vm.login(120)
+        with caplog.at_level(logging.WARNING):
+            kept = check_access(session, [post], DEFAULT_BINARY)
+        forced = session.cmd_output(executor_command([post]) + "; echo status=$?", timeout=RUN_TIMEOUT)
+    assert [(p.start, p.values) for p in kept] == [(0x80, VALUES_UNIFORM)]
+    assert "no scratch memory in this guest (the kernel command line reserves no memory at 0x7000000" in caplog.text
+    assert "@ERR scratch memory of the +dma ranges: the kernel command line reserves no memory" in forced
+    assert "status=3" in forced
