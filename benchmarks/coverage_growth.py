@@ -55,7 +55,13 @@ def grow(vm: Any, reference: str, params: dict[str, Any], seconds: float, workdi
     fuzz_count = 2
     started = time.monotonic()
     while time.monotonic() - started < seconds:
-        session = vm.login(60)
+        try:
+            session = vm.login(60)
+        except Exception as err:  # a guest the last campaign left dead (a device DMAed into its kernel): a fresh QEMU
+            say(f"  {reference}: no login after campaign {campaigns} ({type(err).__name__}); restarting QEMU")
+            crashes += 1
+            vm.restart()
+            continue
         plans = row_plans(session, params, seed + campaigns, fuzz_count)
         session.close()
         trace_file = workdir / "qemu-trace.log"
