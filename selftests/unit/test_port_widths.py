@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from avocado_iofuzz.campaign import trace
 from avocado_iofuzz.model.kinds import KindParams, Listings, choose_targets, plan_kinds, target_name, units
 from avocado_iofuzz.model.port_widths import aligned_interior, port_spans
 from avocado_iofuzz.model.ranges import fuzz_targets
@@ -84,6 +85,12 @@ def test_op_count_is_fuzz_count_plus_two_times_the_slots_of_every_width():
     # the width reaches the qtest export: inb/inw/inl, outb/outw/outl
     script = format_script(op for p in plans for op in p.ops(0, p.slots + 1))
     assert {line.split()[0] for line in script.splitlines()} == {"inb", "inw", "inl", "outb", "outw", "outl"}
+
+
+def test_the_generator_fingerprint_covers_ports_at_every_width():
+    # a generator that changed its 2- or 4-byte port ops would otherwise expand old traces into other ops
+    covered = {(plan.space, plan.width) for plan in trace._FINGERPRINT_PLANS}
+    assert {("pio", 1), ("pio", 2), ("pio", 4)} <= covered
 
 
 def test_ranges_without_a_slot_of_any_asked_width_are_logged_not_planned(caplog):
