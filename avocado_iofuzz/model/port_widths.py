@@ -93,10 +93,13 @@ def port_spans(
     for width in widths:
         pieces = [(start, end)]
         for register in registers:
-            if width == register.width and start <= register.port <= end:
-                # the register is one slot of its width: reached whole, whatever of it the range lost
-                pieces = [(first, max(last, register.last)) for first, last in pieces]
-            elif width != register.width:
+            if width == register.width:
+                # the register is one slot of its width: reached whole from its first port, whatever else was cut
+                pieces = [
+                    (first, max(last, register.last) if first <= register.port <= last else last)
+                    for first, last in pieces
+                ]
+            else:
                 pieces = _without(pieces, register)
         for first, last in pieces:
             interior = aligned_interior(first, last, width)

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from avocado_iofuzz.campaign import trace
+from avocado_iofuzz.coverage.catalog import Catalog
 from avocado_iofuzz.model.kinds import KindParams, Listings, choose_targets, plan_kinds, target_name, units
 from avocado_iofuzz.model.port_widths import aligned_interior, port_spans
 from avocado_iofuzz.model.ranges import fuzz_targets
@@ -91,6 +92,14 @@ def test_the_generator_fingerprint_covers_ports_at_every_width():
     # a generator that changed its 2- or 4-byte port ops would otherwise expand old traces into other ops
     covered = {(plan.space, plan.width) for plan in trace._FINGERPRINT_PLANS}
     assert {("pio", 1), ("pio", 2), ("pio", 4)} <= covered
+
+
+def test_width_suffixed_names_still_find_their_device_for_coverage():
+    catalog = Catalog.load()
+    # the catalog's patterns are anchored on the kernel's names (``^dma[12]$``): the suffix must go first
+    assert catalog.device_for_range("dma1 (2-byte)") is None
+    assert catalog.device_for_range(target_name("dma1 (2-byte)")) == catalog.device_for_range("dma1") is not None
+    assert target_name("PCI conf1 (4-byte)") == "PCI conf1" and target_name("dma page reg") == "dma page reg"
 
 
 def test_ranges_without_a_slot_of_any_asked_width_are_logged_not_planned(caplog):
