@@ -49,6 +49,8 @@ class RunCoverage:
         self.catalog = catalog
         self.collector_args = collector_args
         self.collector: CoverageCollector | None = None
+        # guided rounds: one collector for campaign after campaign, events armed until close()
+        self.across_campaigns = False
 
     @classmethod
     def for_qemu(
@@ -75,8 +77,15 @@ class RunCoverage:
         return trace_args(self.trace_file) if self.enabled else []
 
     # -- ProgressObserver --------------------------------------------------------
+    def keep_armed(self) -> None:
+        """Serve several campaigns on this QEMU in a row (guided rounds); :meth:`close` after the last."""
+        self.across_campaigns = True
+
     def start(self, plans: Sequence[RangePlan]) -> None:
         if not self.enabled:
+            return
+        if self.across_campaigns and self.collector is not None:
+            self.collector.next_round(plans)
             return
         catalog = self.catalog or Catalog.load()
         selection = catalog.select(self.devices, [p.name for p in plans], self.backend.events)
@@ -92,6 +101,14 @@ class RunCoverage:
             self.collector.progress(range_index, ops_done)
 
     def finish(self) -> None:
+        if self.across_campaigns:
+            if self.collector is not None:
+                self.collector.settle()
+            return
+        self.close()
+
+    def close(self) -> None:
+        """The last campaign ended: switch the events off and log what was reached."""
         if self.collector is not None:
             self.collector.finish()
             LOG.info("coverage: %s", coverage_line(self.summary()))
