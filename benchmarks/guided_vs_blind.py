@@ -142,8 +142,8 @@ def compare(row: str, seconds: float, seed: int, tmp: Path) -> dict[str, Any]:
             vm.stop()
     blind, guided = (c.figures(available) for c in contenders)
     ratio = guided["events_reached"] / blind["events_reached"] if blind["events_reached"] else None
-    only_guided = sorted(set(guided.pop("events")) - set(blind["events"]))
-    only_blind = sorted(set(blind.pop("events")) - set(only_guided) - set(contenders[1].run.events))
+    only_guided = sorted(set(guided["events"]) - set(blind["events"]))
+    only_blind = sorted(set(blind["events"]) - set(guided["events"]))
     return {
         "events_available": available,
         "blind": blind,

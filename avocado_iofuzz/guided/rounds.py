@@ -182,6 +182,7 @@ class GuidedRun:
             "qemu_version": self.corpus.qemu_version,
             "corpus_loaded": self.corpus.loaded,
             "corpus_entries": len(self.corpus.entries),
+            "ranges": [vars(base) for base in getattr(self.schedule, "bases", [])],
             "rounds": [r.as_dict() for r in self.rounds],
         }
 

@@ -230,3 +230,29 @@ def test_new_events_go_to_the_batch_that_ran_and_after_the_last_mark_to_the_last
     run.coverage = SimpleNamespace(collector=collector)  # type: ignore[assignment]
     plans = [replace(Batch(IO, IO.start, IO.end, 1, 1)).plan(i) for i in range(3)]
     assert run._attribute(plans, {"old"}) == {0: ["a"], 2: ["b", "late"]}
+
+
+def test_a_runs_record_rebuilds_its_rounds_from_the_corpus_it_started_with():
+    from avocado_iofuzz.guided.rebuild import bases_from, rebuild_rounds, recorded_batches
+
+    start = corpus_with(Batch(BAR, BAR.start + 0x100, BAR.start + 0x10F, 42, 30))
+    live = corpus_with(Batch(BAR, BAR.start + 0x100, BAR.start + 0x10F, 42, 30))
+    schedule = GuidedSchedule(BASES, 9)
+    records = []
+    for number in range(6):  # a run: each round reaches an event with one of its batches
+        played = schedule.next_round(number, live, 20_000)
+        new = {number % len(played.batches): [f"event_{number}"]}
+        live.absorb(played, new)
+        records.append(
+            {
+                "ops_asked": 20_000,
+                "batches": [{**b.as_dict(), "new_events": new.get(i, [])} for i, b in enumerate(played.batches)],
+            }
+        )
+    bases = bases_from([vars(b) for b in BASES])
+    rebuilt = rebuild_rounds(9, bases, start, records)
+    assert [r.batches for r in rebuilt] == [recorded_batches(r) for r in records]
+    assert start.entries == live.entries
+    tampered = [dict(records[0], ops_asked=30_000), *records[1:]]
+    other = rebuild_rounds(9, bases, corpus_with(Batch(BAR, BAR.start + 0x100, BAR.start + 0x10F, 42, 30)), tampered)
+    assert [r.batches for r in other] != [recorded_batches(r) for r in records]
