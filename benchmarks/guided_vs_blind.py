@@ -43,11 +43,17 @@ from benchmarks.iofuzz_throughput import campaign_config_of
 SECONDS, QUICK_SECONDS = 120.0, 20.0
 ROUND_SECONDS = 2.0
 FIRST_ROUND_OPS = 200_000  # before a rate is measured
+HANG_TIMEOUT = 8.0  # not the cfg's 20 s: a hang (lsi SCRIPTS loops) would eat a minute of the row's time
 
 
 @dataclass
 class Contender:
-    """One strategy on its own QEMU: its round driver and the wall time it has used."""
+    """One strategy on its own QEMU: its round driver, the wall time it has used, when it reached each event.
+
+    ``reached`` is in the strategy's own time: the seconds of its rounds before
+    the round that reached the event, plus how far into that round it came
+    (the collector's clock), so the other strategy's turns never count.
+    """
 
     name: str
     vm: Any
@@ -55,7 +61,7 @@ class Contender:
     used: float = 0.0
     ops_per_s: float = 0.0
     crashes: int = 0
-    curve: list[list[float]] = field(default_factory=list)
+    reached: dict[str, float] = field(default_factory=dict)
 
     def step(self, seconds_left: float) -> None:
         round_ops = FIRST_ROUND_OPS if not self.ops_per_s else int(self.ops_per_s * min(ROUND_SECONDS, seconds_left))
@@ -68,23 +74,39 @@ class Contender:
         except Exception as err:  # a round that cannot go on (guest gone for good): a fresh QEMU
             say(f"    {self.name}: round failed ({err!r})")
             crashed = True
+        collector = self.run.coverage.collector
+        if collector is not None:
+            for name, seen in collector.first_seen.items():
+                if name not in self.reached:
+                    into_round = collector.started_at + seen.time_s - started
+                    self.reached[name] = round(self.used + min(max(0.0, into_round), time.monotonic() - started), 2)
         if crashed:
             self.crashes += 1
             self.vm.restart()
         self.used += time.monotonic() - started
-        self.curve.append([round(self.used, 1), len(self.run.events)])
 
-    def figures(self, available: int) -> dict[str, Any]:
+    def count_within(self, seconds: float) -> int:
+        return sum(t <= seconds for t in self.reached.values())
+
+    def curve(self, step: float) -> list[list[float]]:
+        points, t = [], step
+        while t < self.used + step:
+            points.append([round(min(t, self.used), 1), self.count_within(t)])
+            t += step
+        return points
+
+    def figures(self, available: int, seconds: float) -> dict[str, Any]:
         return {
-            "events_reached": len(self.run.events),
+            "events_reached": self.count_within(seconds),
+            "events_reached_overtime": len(self.reached) - self.count_within(seconds),
             "events_available": available,
-            "curve": self.curve,
+            "curve": self.curve(max(1.0, seconds / 12)),
             "ops": self.run.ops_done,
             "rounds": len(self.run.rounds),
             "crashes": self.crashes,
             "seconds": round(self.used, 1),
             "corpus_entries": len(self.run.corpus.entries),
-            "events": sorted(self.run.events),
+            "events": sorted(n for n, t in self.reached.items() if t <= seconds),
         }
 
 
@@ -101,12 +123,15 @@ def contender(name: str, vm: Any, params: dict[str, Any], reference: str, workdi
     schedule = GuidedSchedule(bases, seed) if name == "guided" else BlindSchedule(bases, seed)
     coverage = coverage_for(vm, row_devices(params), workdir / "qemu-trace.log")
     trace = TraceWriter(workdir / "trace.iofuzz", {"benchmark": "guided_vs_blind", "strategy": name})
-    run = GuidedRun(vm, schedule, Corpus("benchmark", name), coverage, campaign_config_of(reference), trace)
+    config = campaign_config_of(reference, hang_timeout=HANG_TIMEOUT)
+    run = GuidedRun(vm, schedule, Corpus("benchmark", name), coverage, config, trace)
     return Contender(name, vm, run)
 
 
-def time_to_reach(curve: Sequence[Sequence[float]], count: int) -> float | None:
-    return next((t for t, reached in curve if reached >= count), None)
+def time_to_reach(contender: Contender, count: int) -> float | None:
+    """The strategy's own seconds until it had reached ``count`` events (None: it never did)."""
+    times = sorted(contender.reached.values())
+    return times[count - 1] if 0 < count <= len(times) else (0.0 if count == 0 else None)
 
 
 def compare(row: str, seconds: float, seed: int, tmp: Path) -> dict[str, Any]:
@@ -140,7 +165,7 @@ def compare(row: str, seconds: float, seed: int, tmp: Path) -> dict[str, Any]:
     finally:
         for vm in vms:
             vm.stop()
-    blind, guided = (c.figures(available) for c in contenders)
+    blind, guided = (c.figures(available, seconds) for c in contenders)
     ratio = guided["events_reached"] / blind["events_reached"] if blind["events_reached"] else None
     only_guided = sorted(set(guided["events"]) - set(blind["events"]))
     only_blind = sorted(set(blind["events"]) - set(guided["events"]))
@@ -149,7 +174,7 @@ def compare(row: str, seconds: float, seed: int, tmp: Path) -> dict[str, Any]:
         "blind": blind,
         "guided": guided,
         "ratio": round(ratio, 3) if ratio is not None else None,
-        "guided_s_to_blind_final": time_to_reach(guided["curve"], blind["events_reached"]),
+        "guided_s_to_blind_final": time_to_reach(contenders[1], blind["events_reached"]),
         "only_guided": only_guided,
         "only_blind": only_blind,
         "accelerator": vms[0].accel if vms else "",

@@ -94,6 +94,11 @@ class CoverageCollector:
         self._started = 0.0
         self._qmp_failed = False
 
+    @property
+    def started_at(self) -> float:
+        """The clock's reading when the run's first op could start: ``FirstSeen.time_s`` counts from here."""
+        return self._started
+
     # -- the campaign's observer protocol -------------------------------------
     def start(self, plans: Sequence[RangePlan]) -> None:
         """Enable the events; what fires while the guest idles is background."""

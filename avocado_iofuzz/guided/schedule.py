@@ -93,7 +93,7 @@ class GuidedSchedule:
             picked.append(("sweep", sweep(stream.choice(self.bases), seed, per_batch)))
         while len(picked) < self.batches_per_round:
             picked.append(("fresh", fresh(stream.choice(self.bases), seed, per_batch, stream)))
-        batches = tuple(_bounded(with_seed(batch, seed), ops) for _, batch in picked)
+        batches = _fit([with_seed(batch, seed) for _, batch in picked], ops)
         return Round(number, seed, batches, tuple(name for name, _ in picked), parent)
 
 
@@ -116,9 +116,19 @@ def _same_device(a: Batch, b: Batch) -> bool:
     return a.base == b.base or a.base.name.split()[:1] == b.base.name.split()[:1]
 
 
-def _bounded(batch: Batch, round_ops: int) -> Batch:
-    """No mutated batch takes more than half a round: the round stays about as long as asked."""
-    limit = max(batch.slots * 3, round_ops // 2)
-    if batch.op_count <= limit:
-        return batch
-    return replace(batch, fuzz_count=max(1, limit // batch.slots - 2))
+def _fit(batches: list[Batch], round_ops: int) -> tuple[Batch, ...]:
+    """The round about as long as asked: the largest batch's fuzz count halved until the round fits (or cannot shrink).
+
+    Mutations multiply counts and a parent may come from a run with bigger
+    rounds; a round much longer than asked means fewer rounds, hence less feedback.
+    """
+    limit = round_ops + round_ops // 4
+    for _ in range(64 * len(batches)):
+        if sum(b.op_count for b in batches) <= limit:
+            break
+        largest = max(range(len(batches)), key=lambda i: (batches[i].op_count, -i))
+        batch = batches[largest]
+        if batch.fuzz_count <= 1:
+            break
+        batches[largest] = replace(batch, fuzz_count=batch.fuzz_count // 2)
+    return tuple(batches)
