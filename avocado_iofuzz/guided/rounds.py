@@ -126,7 +126,12 @@ class GuidedRun:
             new_events = self._attribute(plans, known)
             record = RoundRecord(planned, offset, ops, campaign.result, new_events)
             self.rounds.append(record)
-            self.trace.event("guided_events", round=number, new={str(offset + i): e for i, e in new_events.items()})
+            done = campaign.result
+            ran_to = None
+            if not done.crashed and not done.stopped_early and done.total_done and plans:
+                ran_to = [offset + len(plans) - 1, plans[-1].op_count]  # triage's history: the round ran whole
+            new = {str(offset + i): e for i, e in new_events.items()}
+            self.trace.event("guided_events", round=number, new=new, ran_to=ran_to)
             self.corpus.absorb(planned, new_events)
         LOG.info(
             "guided round %d: %d batches, %d ops in %.1f s, %d new event(s), %d reached, corpus %d",

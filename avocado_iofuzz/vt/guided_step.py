@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from avocado_iofuzz.campaign.runner import CampaignConfig, CampaignResult
+from avocado_iofuzz.campaign.runner import CampaignConfig, CampaignError, CampaignResult
 from avocado_iofuzz.campaign.trace import TraceWriter
 from avocado_iofuzz.guided.corpus import Corpus, corpus_key, corpus_path, load_corpus, qemu_version, save_corpus
 from avocado_iofuzz.guided.rounds import GuidedRun, bases_of
@@ -37,6 +37,7 @@ class GuidedOutcome:
     result: CampaignResult
     summary: dict[str, Any]
     coverage_by_range: list[dict[str, Any]]
+    error: str = ""  # a round could not go on (CampaignError): the test ERRORs after writing the summary
 
 
 def guided_wanted(run: IofuzzRun, coverage: Any) -> bool:
@@ -78,6 +79,7 @@ def fuzz_guided(
         "guided: %d ops in rounds of about %d, from seed %d, over %d ranges; corpus %s",
         budget, run.guided.round_ops, seed, len(plans), path,
     )  # fmt: skip
+    error = ""
     try:
         while guided.ops_done < budget:
             left = budget - guided.ops_done
@@ -90,12 +92,14 @@ def fuzz_guided(
             if hangs >= config.max_hangs:
                 LOG.warning("guided: stopping after %d hangs/reboots (max_hangs)", hangs)
                 break
+    except CampaignError as err:
+        error = str(err)
     finally:
         guided.close()
         save_corpus(corpus, path)
         LOG.info("guided: corpus of %d batch(es) saved to %s", len(corpus.entries), path)
     summary = {**guided.summary(), "corpus": str(path), "ops_budget": budget, "round_ops": run.guided.round_ops}
-    return GuidedOutcome(guided.plans(), guided.result(), summary, _coverage_by_range(guided))
+    return GuidedOutcome(guided.plans(), guided.result(), summary, _coverage_by_range(guided), error)
 
 
 def _coverage_by_range(guided: GuidedRun) -> list[dict[str, Any]]:

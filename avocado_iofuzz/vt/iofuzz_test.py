@@ -362,15 +362,15 @@ def _fuzz_guided(
     """fuzz() for ``fuzz_strategy = guided``: the Outcome's ranges are the batches of every round."""
     settings = run.fuzz
     with TraceWriter(trace_path, {**header, "fuzz_strategy": "guided"}) as trace:
-        try:
-            guided = fuzz_guided(run, booted.guest, booted.session, booted.coverage, seed, plans, trace, config)
-        except CampaignError as err:
-            test.error(f"guided run: {err}")
-            raise
-    return Outcome(
+        guided = fuzz_guided(run, booted.guest, booted.session, booted.coverage, seed, plans, trace, config)
+    outcome = Outcome(
         seed, settings, run.rerun, booted.accel, booted.reason, guided.plans, guided.result, trace_path, booted.guest,
         booted.coverage, guided.summary, guided.coverage_by_range,
     )  # fmt: skip
+    if guided.error:
+        finish(test, outcome)
+        test.error(guided.error)
+    return outcome
 
 
 def finish(test: Any, outcome: Outcome) -> dict[str, Any]:

@@ -277,3 +277,28 @@ def test_rounds_write_one_trace_with_their_ranges_renumbered(tmp_path):
     assert list(trace.ops[2]) == list(enumerate(second[0].ops()))
     assert [e.data.get("range") for e in trace.events if e.kind == "start"] == [0, 2]
     assert [(m.range_index, m.ops_done) for m in trace.progress] == [(1, first[1].op_count), (2, second[0].op_count)]
+
+
+def test_triage_sees_the_rounds_before_a_crash_as_the_devices_history(tmp_path):
+    from avocado_iofuzz.campaign.trace import TraceWriter
+    from avocado_iofuzz.guided.round_trace import RoundTrace
+    from avocado_iofuzz.repro.extract import executed_spans, find_finding, load_trace
+
+    first = [Batch(IO, IO.start, IO.start + 3, 5, 2).plan(i) for i in range(2)]
+    second = [Batch(IO, IO.start + 4, IO.start + 7, 6, 3).plan(0), Batch(IO, IO.start, IO.start + 1, 6, 3).plan(1)]
+    with TraceWriter(tmp_path / "t.iofuzz", {"seed": 5}) as writer:
+        view = RoundTrace(writer, 0)
+        view.write_batches((p, 0, p.op_count) for p in first)
+        view.event("start", range=0, op=0)
+        writer.event("guided_events", round=0, new={}, ran_to=[1, first[1].op_count])
+        view = RoundTrace(writer, 2)
+        view.write_batches((p, 0, p.op_count) for p in second)
+        view.event("start", range=0, op=0)
+        view.event("crash", range=1, window=[0, 4], qemu_exit={"status": None, "signal": 6, "stderr_tail": ""})
+    trace = load_trace(tmp_path / "t.iofuzz")
+    finding, event = find_finding(trace, "crash")
+    assert (finding.range_index, finding.window) == (3, (0, 4))
+    assert trace.plans[3] == replace(second[1], index=3)
+    assert executed_spans(trace, event) == [
+        (0, 0, first[0].op_count), (1, 0, first[1].op_count), (2, 0, second[0].op_count), (3, 0, 4),
+    ]  # fmt: skip
