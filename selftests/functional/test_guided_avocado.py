@@ -96,3 +96,16 @@ def test_a_second_guided_run_starts_from_the_corpus_the_first_saved(tmp_path):
     (tmp_path / "start.json").write_bytes(start_of_second)
     start, _ = load_corpus(tmp_path / "start.json", saved["qemu_version"], saved["key"])
     check_rounds_rebuild(two, start)
+
+
+def test_guided_without_coverage_says_so_and_fuzzes_blind(tmp_path):
+    params = {"fuzz_strategy": "guided", "iofuzz_coverage": "no", "fuzz_seed": "21",
+              "guided_corpus_dir": str(tmp_path / "corpora")}  # fmt: skip
+    job = run_avocado(ROW, tmp_path, params, timeout=600)
+    assert job.tests[0]["status"] == "PASS", job.output
+    summary = job.summary()
+    assert summary["fuzz_strategy"] == "blind" and "guided" not in summary
+    assert summary["coverage"]["enabled"] is False
+    log = (job.test_dir() / "debug.log").read_text()
+    assert "fuzz_strategy = guided needs device coverage, which is off (switched off (iofuzz_coverage))" in log
+    assert not (tmp_path / "corpora").exists()  # a blind run keeps no corpus
