@@ -363,8 +363,10 @@ def _fuzz_guided(
     settings = run.fuzz
     with TraceWriter(trace_path, {**header, "fuzz_strategy": "guided"}) as trace:
         guided = fuzz_guided(run, booted.guest, booted.session, booted.coverage, seed, plans, trace, config)
+    # a batch reruns as a blind run of that one stretch: same seed, bounds, width and count, hence the same ops
+    rerun = replace(run.rerun, cmdline=(*run.rerun.cmdline, ("fuzz_strategy", "blind")))
     outcome = Outcome(
-        seed, settings, run.rerun, booted.accel, booted.reason, guided.plans, guided.result, trace_path, booted.guest,
+        seed, settings, rerun, booted.accel, booted.reason, guided.plans, guided.result, trace_path, booted.guest,
         booted.coverage, guided.summary, guided.coverage_by_range,
     )  # fmt: skip
     if guided.error:
