@@ -302,3 +302,14 @@ def test_triage_sees_the_rounds_before_a_crash_as_the_devices_history(tmp_path):
     assert executed_spans(trace, event) == [
         (0, 0, first[0].op_count), (1, 0, first[1].op_count), (2, 0, second[0].op_count), (3, 0, 4),
     ]  # fmt: skip
+
+
+def test_a_guided_batch_reruns_blind_with_the_same_ops():
+    from avocado_iofuzz.results.rerun import RerunContext, rerun_range
+
+    batch = Batch(CONFIG, CONFIG.start + 8, CONFIG.start + 15, 77, 40)
+    cmdline = (("fuzz_strategy", "guided"), ("guided_round_ops", "5000"), ("fuzz_strategy", "blind"))
+    rerun = rerun_range(batch.plan(17), RerunContext("iofuzz.quick.nic.e1000e", cmdline=cmdline))
+    params = dict(rerun.params)
+    assert params["fuzz_strategy"] == "blind" and [k for k, _ in rerun.params].count("fuzz_strategy") == 1
+    assert (params["fuzz_seed"], params["fuzz_count"], params["pci_widths"]) == ("77", "40", "4")
