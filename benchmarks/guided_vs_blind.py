@@ -10,8 +10,9 @@ alike. Both run the same round driver (avocado_iofuzz.guided.rounds: one
 campaign per round, coverage armed across rounds) and differ only in what a
 round fuzzes: blind sweeps every range whole with seeds seed, seed+1, ...;
 guided follows its corpus (started empty: the figure is one run's, not the
-corpus's accumulated reach). A round aims at ``--round-seconds`` from the
-strategy's own measured op rate. QEMU dying ends nothing: it restarts and
+corpus's accumulated reach). A round aims at ROUND_SECONDS, sized from the
+op rate of the strategy's previous round. Events are counted in each
+strategy's own time. QEMU dying ends nothing: it restarts and
 the strategy goes on (its events stay counted).
 
 Usage: python benchmarks/guided_vs_blind.py [--quick] [--seconds S] [--rows nic.e1000e,...]
