@@ -20,14 +20,13 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
 import aexpect
 
 from avocado_iofuzz.campaign.tally import RangeTally
-from avocado_iofuzz.campaign.trace import TraceWriter
 from avocado_iofuzz.executor.protocol import (
     DEFAULT_BINARY,
     Done,
@@ -69,6 +68,14 @@ class CampaignConfig:
     # After @DONE, watch QEMU this long: a timer the last ops armed may still fire
     # (edu's DMA 100 ms later, e1000e's interrupt throttling) and kill it.
     done_linger: float = 1.0
+
+
+class TraceSink(Protocol):
+    """What a campaign writes its trace through: a TraceWriter, or a view of one (guided rounds renumber ranges)."""
+
+    def write_batches(self, batches: Iterable[tuple[RangePlan, int, int]], *, listed: bool = False) -> None: ...
+    def progress(self, range_index: int, ops_done: int) -> None: ...
+    def event(self, kind: str, /, **data: Any) -> None: ...
 
 
 class ProgressObserver(Protocol):
@@ -157,7 +164,7 @@ class Campaign:
         self,
         vm: GuestVM,
         plans: Sequence[RangePlan],
-        trace: TraceWriter,
+        trace: TraceSink,
         config: CampaignConfig,
         clock: Callable[[], float] = time.monotonic,
         session: Any = None,

@@ -94,6 +94,11 @@ class CoverageCollector:
         self._started = 0.0
         self._qmp_failed = False
 
+    @property
+    def started_at(self) -> float:
+        """The clock's reading when the run's first op could start: ``FirstSeen.time_s`` counts from here."""
+        return self._started
+
     # -- the campaign's observer protocol -------------------------------------
     def start(self, plans: Sequence[RangePlan]) -> None:
         """Enable the events; what fires while the guest idles is background."""
@@ -116,7 +121,18 @@ class CoverageCollector:
             self._read()
 
     def finish(self) -> None:
-        """The run ended: events after the last mark in the file belong to the range in flight (none if all ran)."""
+        """The run ended: attribute what is left (:meth:`settle`), then switch every event off."""
+        if not self.plans:
+            return
+        self.settle()
+        # leave QEMU as it was: triage replays and later runs in this VM must not pay for events never seen
+        self._switch_off([CONSOLE_EVENT, *self.selection.patterns()])
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    def settle(self) -> None:
+        """Events after the last mark in the file belong to the range in flight (none if all ran)."""
         if not self.plans:
             return
         self._read()
@@ -124,11 +140,20 @@ class CoverageCollector:
             self._resolve(self._range, self._op)
         else:
             self._resolve(None, 0)
-        # leave QEMU as it was: triage replays and later runs in this VM must not pay for events never seen
-        self._switch_off([CONSOLE_EVENT, *self.selection.patterns()])
-        if self._file is not None:
-            self._file.close()
-            self._file = None
+
+    def next_round(self, plans: Sequence[RangePlan]) -> None:
+        """Another campaign on the same QEMU (guided rounds): new plans, the events left armed, no new baseline.
+
+        Call :meth:`settle` after the previous one; its marks are behind the
+        file position, so the new plans' marks are the next ones read.
+        """
+        self.plans = list(plans)
+        self._offsets = []
+        total = 0
+        for plan in self.plans:
+            self._offsets.append(total)
+            total += plan.op_count
+        self._range, self._op = 0, 0
 
     # -- reading the trace file -------------------------------------------------
     def _read(self) -> None:

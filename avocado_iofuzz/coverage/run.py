@@ -50,6 +50,8 @@ class RunCoverage:
         self.catalog = catalog
         self.collector_args = collector_args
         self.collector: CoverageCollector | None = None
+        # guided rounds: one collector for campaign after campaign, events armed until close()
+        self.across_campaigns = False
 
     @classmethod
     def for_qemu(
@@ -76,8 +78,15 @@ class RunCoverage:
         return trace_args(self.trace_file) if self.enabled else []
 
     # -- ProgressObserver --------------------------------------------------------
+    def keep_armed(self) -> None:
+        """Serve several campaigns on this QEMU in a row (guided rounds); :meth:`close` after the last."""
+        self.across_campaigns = True
+
     def start(self, plans: Sequence[RangePlan]) -> None:
         if not self.enabled:
+            return
+        if self.across_campaigns and self.collector is not None:
+            self.collector.next_round(plans)
             return
         catalog = self.catalog or Catalog.load()
         # the catalog's patterns match the guest's range names, which a run at several widths suffixes
@@ -94,6 +103,14 @@ class RunCoverage:
             self.collector.progress(range_index, ops_done)
 
     def finish(self) -> None:
+        if self.across_campaigns:
+            if self.collector is not None:
+                self.collector.settle()
+            return
+        self.close()
+
+    def close(self) -> None:
+        """The last campaign ended: switch the events off and log what was reached."""
         if self.collector is not None:
             self.collector.finish()
             LOG.info("coverage: %s", coverage_line(self.summary()))

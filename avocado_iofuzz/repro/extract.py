@@ -48,6 +48,10 @@ PCI_LISTING_KEY = "pci_listing"  # trace header key holding the guest's PCI list
 PCI_LISTING_FILE = "pci-resources.txt"  # ...or this file next to the trace
 
 
+# written after each round of a guided run (avocado_iofuzz.guided.rounds); "ran_to": [range, op] when it ran to its end
+ROUND_RAN = "guided_events"
+
+
 class ExtractError(ValueError):
     """The trace holds nothing to reproduce, or not enough to replay it; the message says what."""
 
@@ -154,6 +158,11 @@ def executed_spans(trace: Trace, until: Event) -> list[tuple[int, int, int]]:
             position = (int(event.data["range"]), int(event.data["op"]))
         elif event.kind in FINDING_KINDS and position is not None:
             end = (int(event.data["range"]), int(event.data["window"][1]))
+            spans += _spans_between(trace, order, position, end)
+            position = None
+        elif event.kind == ROUND_RAN and position is not None and event.data.get("ran_to"):
+            # a guided round that ran to its end (@DONE): the next round's start comes next
+            end = (int(event.data["ran_to"][0]), int(event.data["ran_to"][1]))
             spans += _spans_between(trace, order, position, end)
             position = None
         if event.kind in _FRESH_STATE_EVENTS or (event.kind == "reboot" and event is not until):

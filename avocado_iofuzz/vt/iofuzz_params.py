@@ -60,7 +60,16 @@ from avocado_iofuzz.vt.params import (
     yes_no,
 )
 
-__all__ = ["IofuzzParams", "IofuzzRun", "ParamError", "check_hang_at", "read_iofuzz_run", "read_kinds"]
+__all__ = [
+    "GuidedParams",
+    "IofuzzParams",
+    "IofuzzRun",
+    "ParamError",
+    "check_hang_at",
+    "read_guided",
+    "read_iofuzz_run",
+    "read_kinds",
+]
 
 LOG = logging.getLogger("avocado.test.iofuzz")
 
@@ -74,6 +83,8 @@ FUZZ_COUNT_LIMIT = (
 )
 REPORT_EVERY_LIMIT = (0xFFFFFFFF, "the in-guest executor's progress interval is a 32-bit count")
 HANG_STATUSES = ("pass", "warn", "fail")
+STRATEGIES = ("blind", "guided")
+DEFAULT_STRATEGY = "blind"  # the measurements (docs/results/performance.rst, "Guided fuzzing") chose it
 
 
 def _position(params: Params, key: str) -> tuple[int, int] | None:
@@ -261,6 +272,32 @@ def _size(text: str, key: str, default: int) -> int:
         raise ParamError(f"param {key} = {text!r}: not an integer (decimal, or hex with 0x)") from None
 
 
+# --- the strategy: blind or guided ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class GuidedParams:
+    """``fuzz_strategy`` and what a guided run needs: its round size and where its corpus lives."""
+
+    strategy: str = DEFAULT_STRATEGY
+    round_ops: int = 200_000
+    corpus_dir: str = ""  # empty: <avocado data_dir>/avocado-iofuzz
+
+
+def read_guided(params: Params) -> GuidedParams:
+    strategy = choice(params, "fuzz_strategy", STRATEGIES, DEFAULT_STRATEGY)
+    if strategy == "guided" and text(params, "iofuzz_debug_hang_at"):
+        raise ParamError(
+            "param iofuzz_debug_hang_at works with fuzz_strategy = blind only (a guided run's ranges are its rounds' "
+            "batches, not known before it runs)"
+        )
+    return GuidedParams(
+        strategy=strategy,
+        round_ops=integer(params, "guided_round_ops", 200_000, 1000),
+        corpus_dir=text(params, "guided_corpus_dir"),
+    )
+
+
 # --- triage and the rerun commands ---------------------------------------------------------
 
 
@@ -334,6 +371,7 @@ class IofuzzRun:
     rerun: RerunContext
     devices: tuple[str, ...]  # iofuzz_devices: what the row's QEMU must have (QOM type names)
     machine_type: str | None  # avocado-vt's, recorded in the trace header
+    guided: GuidedParams = GuidedParams()
 
 
 def read_iofuzz_run(params: Params) -> IofuzzRun:
@@ -355,4 +393,5 @@ def read_iofuzz_run(params: Params) -> IofuzzRun:
         rerun=read_rerun_context(params),
         devices=tuple(parse_device_list(text(params, "iofuzz_devices"))),
         machine_type=None if machine is None else str(machine),
+        guided=read_guided(params),
     )

@@ -51,6 +51,7 @@ from avocado_iofuzz.vm.qom import PERIPHERAL_CONTAINERS, avocado_vt_qmp, machine
 from avocado_iofuzz.vm.vt import VtGuest
 from avocado_iofuzz.vt.compat import run_qemu_probes_under_bash
 from avocado_iofuzz.vt.coverage import prepare_coverage
+from avocado_iofuzz.vt.guided_step import fuzz_guided, guided_wanted
 from avocado_iofuzz.vt.image_params import apply_image_params
 from avocado_iofuzz.vt.iofuzz_params import IofuzzParams, IofuzzRun, check_hang_at, read_iofuzz_run
 from avocado_iofuzz.vt.params import ParamError, VmChoice
@@ -195,6 +196,8 @@ class Outcome:
     trace_path: Path
     guest: Any
     coverage: Any
+    guided: dict[str, Any] | None = None  # a guided run's rounds and corpus (fuzz_strategy = guided)
+    guided_coverage_by_range: list[dict[str, Any]] | None = None
 
 
 def run_iofuzz(test: Any, params: Any, env: Any) -> None:
@@ -344,6 +347,8 @@ def fuzz(
 
     if any(plan.values != VALUES_UNIFORM for plan in plans):
         header["scratch"] = scratch_header()  # where the fills of the DMA-aware ranges went
+    if guided_wanted(run, booted.coverage):
+        return _fuzz_guided(test, run, booted, seed, plans, trace_path, header, config)
     with TraceWriter(trace_path, header) as trace:
         campaign = Campaign(booted.guest, plans, trace, config, session=booted.session, observer=booted.coverage)
         try:
@@ -352,6 +357,26 @@ def fuzz(
             finish(test, outcome(campaign.result))
             test.error(str(err))
             raise  # test.error raises; this keeps the type checker and a fake test honest
+
+
+def _fuzz_guided(
+    test: Any, run: IofuzzRun, booted: Booted, seed: int, plans: list[RangePlan], trace_path: Path,
+    header: dict[str, Any], config: CampaignConfig,
+) -> Outcome:  # fmt: skip
+    """fuzz() for ``fuzz_strategy = guided``: the Outcome's ranges are the batches of every round."""
+    settings = run.fuzz
+    with TraceWriter(trace_path, {**header, "fuzz_strategy": "guided"}) as trace:
+        guided = fuzz_guided(run, booted.guest, booted.session, booted.coverage, seed, plans, trace, config)
+    # a batch reruns as a blind run of that one stretch: same seed, bounds, width and count, hence the same ops
+    rerun = replace(run.rerun, cmdline=(*run.rerun.cmdline, ("fuzz_strategy", "blind")))
+    outcome = Outcome(
+        seed, settings, rerun, booted.accel, booted.reason, guided.plans, guided.result, trace_path, booted.guest,
+        booted.coverage, guided.summary, guided.coverage_by_range,
+    )  # fmt: skip
+    if guided.error:
+        finish(test, outcome)
+        test.error(guided.error)
+    return outcome
 
 
 def finish(test: Any, outcome: Outcome) -> dict[str, Any]:
@@ -372,6 +397,11 @@ def finish(test: Any, outcome: Outcome) -> dict[str, Any]:
         rerun_context=outcome.rerun,  # the variant and command-line params: each range's rerun command
     )
     summary["coverage"] = outcome.coverage.summary()
+    summary["fuzz_strategy"] = "guided" if outcome.guided is not None else "blind"
+    if outcome.guided is not None:
+        summary["guided"] = outcome.guided
+        if summary["coverage"].get("enabled") and outcome.guided_coverage_by_range is not None:
+            summary["coverage"]["by_range"] = outcome.guided_coverage_by_range
     write_summary(outdir / SUMMARY_NAME, summary)
     table = summary_table(summary)
     for line in table.splitlines():

@@ -280,3 +280,33 @@ def test_a_users_own_trace_or_log_option_keeps_coverage_off():
     )
     assert _users_trace_option({"iofuzz_extra_qemu_args": "-D /tmp/q.log"}) == "iofuzz_extra_qemu_args: -D"
     assert _users_trace_option({"extra_params": "-trace=enable=e1000e_*"}) == "extra_params: -trace=enable=e1000e_*"
+
+
+def test_a_collector_kept_armed_serves_round_after_round_with_one_baseline(tmp_path):
+    """Guided rounds: next_round() takes new plans; events stay armed; settle() attributes without switching off."""
+    qemu = FakeQemu(tmp_path / "trace.log")
+    col = collector(tmp_path, qemu)
+    col.start(PLANS)
+    qemu.mark(0, 0)
+    qemu.fire("e1000e_core_write")
+    qemu.mark(0, PLANS[0].op_count)
+    qemu.mark(1, PLANS[1].op_count)
+    col.settle()
+    assert col.first_seen["e1000e_core_write"].range_index == 0
+    assert "e1000e_irq_set" in qemu.enabled and "serial_write" in qemu.enabled  # still armed for the next round
+    calls = len(qemu.calls)
+    second = plan_ranges(2, [(0x20, 0x27, "BAR2")], 1)
+    col.next_round(second)
+    assert len(qemu.calls) == calls  # no new baseline, nothing enabled again
+    qemu.fire("e1000e_core_write")  # seen in round one: switched off, not reported again
+    qemu.mark(0, 4)
+    qemu.fire("e1000e_irq_set")
+    qemu.mark(0, second[0].op_count)
+    qemu.fire("e1000x_rx_disabled")  # after the round's last mark
+    col.settle()
+    seen = col.first_seen["e1000e_irq_set"]
+    assert (seen.range_index, seen.op) == (0, second[0].op_count)
+    assert col.first_seen["e1000x_rx_disabled"].range_index is None
+    assert set(col.first_seen) == {"e1000e_core_write", "e1000e_irq_set", "e1000x_rx_disabled"}
+    col.finish()
+    assert qemu.enabled == set()

@@ -79,3 +79,26 @@ def test_a_debug_hang_position_outside_the_run_names_the_param(position, message
     with pytest.raises(ParamError) as err:
         check_hang_at(position, plans)
     assert str(err.value) == message
+
+
+def test_the_strategy_params():
+    from avocado_iofuzz.vt.iofuzz_params import read_guided
+
+    assert read_guided({}).strategy == "blind"
+    guided = read_guided({"fuzz_strategy": "guided", "guided_round_ops": "5000", "guided_corpus_dir": "/tmp/c"})
+    assert (guided.strategy, guided.round_ops, guided.corpus_dir) == ("guided", 5000, "/tmp/c")
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"fuzz_strategy": "clever"}, "param fuzz_strategy = 'clever': expected blind or guided"),
+        ({"fuzz_strategy": "guided", "guided_round_ops": "10"}, "param guided_round_ops = '10': must be >= 1000"),
+        ({"fuzz_strategy": "guided", "iofuzz_debug_hang_at": "0:5"}, "works with fuzz_strategy = blind only"),
+    ],
+)
+def test_bad_strategy_params_are_named(params, message):
+    from avocado_iofuzz.vt.iofuzz_params import read_guided
+
+    with pytest.raises(ParamError, match=message):
+        read_guided(params)

@@ -1,6 +1,6 @@
 """The package's rooms import in one direction: the pure ones know neither avocado nor the VT glue.
 
-model/, campaign/, coverage/, results/ and vm/ get typed records from the VT glue (vt/),
+model/, campaign/, coverage/, guided/, results/ and vm/ get typed records from the VT glue (vt/),
 never the avocado-vt params dict, so they import neither avocado nor virttest;
 the pure model does not import the glue at all. Imports are read with ``ast``,
 function-level ones included (a lazy import is an import all the same).
@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[2] / "avocado_iofuzz"
-NO_AVOCADO_ROOMS = ("model", "campaign", "coverage", "results", "vm")
+NO_AVOCADO_ROOMS = ("model", "campaign", "coverage", "guided", "results", "vm")
 FRAMEWORKS = ("avocado", "virttest")
 
 

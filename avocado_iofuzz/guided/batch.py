@@ -1,0 +1,162 @@
+"""A batch: one stretch of a device range fuzzed with one seed -- the unit the guided corpus keeps.
+
+A batch names everything that shapes its ops: the device range it belongs to
+(the *base*: space, bounds, width, name, as the run planned it), the stretch
+of that range it fuzzes (``start..end``), its access width (the base's, or
+another its address space allows: a 4-byte register a 1-byte port plan never
+reaches whole), the seed, the fuzz count and the value mode. :meth:`Batch.plan` turns it into an
+ordinary :class:`~avocado_iofuzz.model.program.RangePlan`, so the executor,
+the trace, replay and triage see nothing new.
+
+``values`` names how write values are drawn (:func:`value_modes`, the op
+model's ``uniform`` and ``dma``). A base carries the mode the run planned for
+its range (``fuzz_values``): a batch uses it or ``uniform``, never a mode the
+run did not ask for -- ``dma`` needs the guest's scratch memory and can send a
+device's DMA into the guest kernel, so only a run that chose it gets it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from avocado_iofuzz.model import program
+from avocado_iofuzz.model.program import (
+    MMIO_WIDTHS,
+    PCI_WIDTHS,
+    PIO_WIDTHS,
+    SPACE_MMIO,
+    SPACE_PCI,
+    SPACE_PIO,
+    RangePlan,
+)
+
+UNIFORM = "uniform"
+WIDTHS = {SPACE_PIO: PIO_WIDTHS, SPACE_MMIO: MMIO_WIDTHS, SPACE_PCI: PCI_WIDTHS}
+
+
+def value_modes() -> tuple[str, ...]:
+    """The value modes the op model offers (``VALUE_MODES`` of model/program.py once it has more than one)."""
+    modes = getattr(program, "VALUE_MODES", (UNIFORM,))
+    return tuple(str(mode) for mode in modes)
+
+
+class BatchError(ValueError):
+    """A batch record is not usable (bad field, a stretch outside its base range, an unknown value mode)."""
+
+
+@dataclass(frozen=True, order=True)
+class Base:
+    """A device range of the run, as planned: what a batch's stretch lies within."""
+
+    space: str
+    start: int
+    end: int
+    width: int
+    name: str
+    values: str = UNIFORM  # the run's mode for this range: its batches use it or uniform
+
+    @classmethod
+    def of(cls, plan: RangePlan) -> Base:
+        return cls(plan.space, plan.start, plan.end, plan.width, plan.name, plan.values)
+
+    @property
+    def slots(self) -> int:
+        return (self.end - self.start + 1) // self.width
+
+    def key(self) -> str:
+        """Stable across runs of the same row and QEMU (the firmware assigns the same addresses)."""
+        mode = "" if self.values == UNIFORM else f"+{self.values}"
+        return f"{self.space}:{self.start:#x}-{self.end:#x}/{self.width}{mode}"
+
+
+@dataclass(frozen=True, order=True)
+class Batch:
+    base: Base
+    start: int
+    end: int
+    seed: int
+    fuzz_count: int
+    width: int = 0  # 0: the base's
+    values: str = UNIFORM
+
+    def __post_init__(self) -> None:
+        where = f"batch {self.base.key()} {self.start:#x}-{self.end:#x}"
+        if self.width == 0:
+            object.__setattr__(self, "width", self.base.width)
+        for name in ("start", "end", "seed", "fuzz_count", "width"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise BatchError(f"{where}: {name} must be an int, got {value!r}")
+        if not self.base.start <= self.start <= self.end <= self.base.end:
+            raise BatchError(f"{where}: the stretch is not within its base range {self.base.key()}")
+        if self.width not in WIDTHS.get(self.base.space, ()):
+            allowed = WIDTHS.get(self.base.space)
+            raise BatchError(f"{where}: width {self.width} is not one of {self.base.space}'s {allowed}")
+        if (self.end + 1 - self.start) % self.width or (self.base.space != SPACE_PIO and self.start % self.width):
+            raise BatchError(f"{where}: the stretch is not made of whole aligned {self.width}-byte slots")
+        if self.values not in value_modes():
+            raise BatchError(f"{where}: value mode {self.values!r} is not one the op model offers {value_modes()}")
+        if self.values not in (UNIFORM, self.base.values):
+            raise BatchError(f"{where}: value mode {self.values!r} was not planned for its range ({self.base.values})")
+
+    @property
+    def slots(self) -> int:
+        return (self.end - self.start + 1) // self.width
+
+    @property
+    def op_count(self) -> int:
+        return (self.fuzz_count + 2) * self.slots
+
+    @property
+    def whole(self) -> bool:
+        return (self.start, self.end) == (self.base.start, self.base.end)
+
+    def plan(self, index: int) -> RangePlan:
+        """The batch as the ``index``-th range of a round (the round's ranges share the batch seed)."""
+        extra: dict[str, Any] = {}
+        if self.values != UNIFORM:
+            extra["values"] = self.values  # a mode model/program.py offers, hence a RangePlan field
+        return RangePlan(
+            index, self.start, self.end, self.base.name, self.seed, self.fuzz_count, self.width, self.base.space,
+            **extra,
+        )  # fmt: skip
+
+    def describe(self) -> str:
+        return (
+            f"{self.base.name} {self.start:#x}-{self.end:#x} ({self.slots} x {self.width} bytes) seed {self.seed} "
+            f"x{self.fuzz_count} {self.values}"
+        )
+
+    # -- JSON ---------------------------------------------------------------------
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "base": {"space": self.base.space, "start": self.base.start, "end": self.base.end,
+                     "width": self.base.width, "name": self.base.name, "values": self.base.values},
+            "start": self.start,
+            "end": self.end,
+            "seed": self.seed,
+            "fuzz_count": self.fuzz_count,
+            "width": self.width,
+            "values": self.values,
+        }  # fmt: skip
+
+    @classmethod
+    def from_dict(cls, record: Any) -> Batch:
+        """A batch from :meth:`as_dict`'s output; :class:`BatchError` naming what is wrong."""
+        if not isinstance(record, dict) or not isinstance(record.get("base"), dict):
+            raise BatchError(f"a batch record must be an object with a 'base' object, got {record!r:.80}")
+        base = record["base"]
+        try:
+            return cls(
+                Base(
+                    str(base["space"]), base["start"], base["end"], base["width"], str(base["name"]),
+                    str(base.get("values", UNIFORM)),
+                ),
+                record["start"], record["end"], record["seed"], record["fuzz_count"], record.get("width", 0),
+                record.get("values", UNIFORM),
+            )  # fmt: skip
+        except KeyError as err:
+            raise BatchError(f"a batch record lacks the field {err}") from None
+        except TypeError as err:
+            raise BatchError(f"a batch record has a field of the wrong type: {err}") from None

@@ -1,0 +1,192 @@
+"""The corpus: batches that reached trace events no batch before them had reached, kept per device and QEMU version.
+
+One JSON file per (QEMU version, device key) under avocado's data dir
+(``<data_dir>/avocado-iofuzz/corpus/qemu-<version>/<key>.json``), so the next
+run of the same row on the same QEMU starts from what the last one found.
+A file that cannot be used -- not JSON, another format, another QEMU version,
+another op generator (its batches would make other ops) -- is never fatal:
+the run says why, sets the file aside (``<name>.unusable``) and starts empty.
+
+Each entry keeps the events its batch reached first, and two counters the
+scheduler reads: ``picks`` (rounds it was the parent of) and ``finds``
+(new events those rounds reached).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import subprocess
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from avocado_iofuzz.campaign.trace import generator_fingerprint
+from avocado_iofuzz.guided.batch import Base, Batch, BatchError
+
+if TYPE_CHECKING:  # schedule.py imports this module
+    from avocado_iofuzz.guided.schedule import Round
+
+LOG = logging.getLogger("avocado.test.iofuzz")
+
+CORPUS_FORMAT = 1
+CORPUS_DIRNAME = "corpus"
+_UNSAFE = re.compile(r"[^A-Za-z0-9._+-]+")
+
+
+@dataclass
+class Entry:
+    batch: Batch
+    events: tuple[str, ...]
+    picks: int = 0
+    finds: int = 0
+
+    def energy(self) -> int:
+        """How often the scheduler picks it: more for what it and its children found, less for each pick."""
+        return max(1, (16 * (len(self.events) + 2 * self.finds)) // (1 + self.picks))
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"batch": self.batch.as_dict(), "events": list(self.events), "picks": self.picks, "finds": self.finds}
+
+    @classmethod
+    def from_dict(cls, record: Any) -> Entry:
+        if not isinstance(record, dict):
+            raise BatchError(f"a corpus entry must be an object, got {record!r:.80}")
+        events = record.get("events", [])
+        picks, finds = record.get("picks", 0), record.get("finds", 0)
+        if not isinstance(events, list) or not all(isinstance(e, str) for e in events):
+            raise BatchError("a corpus entry's 'events' must be a list of event names")
+        if not isinstance(picks, int) or not isinstance(finds, int) or picks < 0 or finds < 0:
+            raise BatchError("a corpus entry's 'picks' and 'finds' must be counts (ints >= 0)")
+        return cls(Batch.from_dict(record.get("batch")), tuple(events), picks, finds)
+
+
+@dataclass
+class Corpus:
+    """Entries in the order they were found; ``loaded`` counts those read from the file."""
+
+    qemu_version: str
+    key: str
+    entries: list[Entry] = field(default_factory=list)
+    loaded: int = 0
+
+    @property
+    def events(self) -> set[str]:
+        return {event for entry in self.entries for event in entry.events}
+
+    def usable(self, bases: Sequence[Base]) -> list[int]:
+        """Indices of the entries whose device range is one of this run's (the rest wait for a run that has it)."""
+        present = set(bases)
+        return [i for i, entry in enumerate(self.entries) if entry.batch.base in present]
+
+    def add(self, batch: Batch, events: Sequence[str]) -> None:
+        self.entries.append(Entry(batch, tuple(sorted(events))))
+
+    def absorb(self, played: Round, new_events: Mapping[int, Sequence[str]]) -> None:
+        """After a round: each batch that reached an event the corpus lacks becomes an entry; its parent is credited.
+
+        Events the corpus holds already (a later run reaches them again) add nothing.
+        """
+        for index, events in sorted(new_events.items()):
+            novel = [event for event in events if event not in self.events]
+            if novel:
+                self.add(played.batches[index], novel)
+        self.credit(played.parent, sum(len(e) for e in new_events.values()))
+
+    def credit(self, parent: int | None, new_events: int) -> None:
+        """A round with ``parent`` ran and reached ``new_events`` events no batch had reached."""
+        if parent is None or not 0 <= parent < len(self.entries):
+            return
+        self.entries[parent].picks += 1
+        self.entries[parent].finds += new_events
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "format": CORPUS_FORMAT,
+            "generator": generator_fingerprint(),
+            "qemu_version": self.qemu_version,
+            "key": self.key,
+            "entries": [entry.as_dict() for entry in self.entries],
+        }
+
+
+def qemu_version(qemu: str, timeout: float = 30.0) -> str:
+    """``7.2.15`` from ``qemu-system-x86_64 --version`` (its first line's version word)."""
+    try:
+        output = subprocess.run([qemu, "--version"], capture_output=True, text=True, timeout=timeout, check=True).stdout
+    except (OSError, subprocess.SubprocessError) as err:
+        raise RuntimeError(f"cannot ask {qemu} for its version: {err}") from None
+    match = re.search(r"version (\S+)", output)
+    if not match:
+        raise RuntimeError(f"{qemu} --version printed no version: {output[:120]!r}")
+    return match[1]
+
+
+def corpus_key(devices: Sequence[str], machine: str) -> str:
+    """The file name of a row's corpus: its machine and devices (a rowless run: the machine alone)."""
+    words = [machine or "pc", *sorted(devices)] if devices else [machine or "pc", "all"]
+    return _UNSAFE.sub("_", "-".join(words))
+
+
+def corpus_path(root: Path, version: str, key: str) -> Path:
+    """``root`` is ``<avocado data_dir>/avocado-iofuzz`` (see guest/cache.py)."""
+    return Path(root) / CORPUS_DIRNAME / f"qemu-{_UNSAFE.sub('_', version)}" / f"{key}.json"
+
+
+def load_corpus(path: Path, version: str, key: str) -> tuple[Corpus, str]:
+    """The corpus at ``path`` and a sentence saying what was loaded, or an empty one and why."""
+    empty = Corpus(version, key)
+    if not path.exists():
+        return empty, f"no corpus at {path} yet: starting empty"
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+        corpus = _corpus_from(record, version, key)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, BatchError, ValueError) as err:
+        aside = _set_aside(path)
+        return empty, f"corpus {path} is unusable ({err}); set aside as {aside}, starting empty"
+    return corpus, f"loaded {corpus.loaded} batch(es) reaching {len(corpus.events)} event(s) from {path}"
+
+
+def _corpus_from(record: Any, version: str, key: str) -> Corpus:
+    if not isinstance(record, dict):
+        raise ValueError(f"expected a JSON object, got {type(record).__name__}")
+    if record.get("format") != CORPUS_FORMAT:
+        raise ValueError(f"format {record.get('format')!r}, this avocado-iofuzz reads format {CORPUS_FORMAT}")
+    if record.get("qemu_version") != version:
+        raise ValueError(f"it was found with QEMU {record.get('qemu_version')!r}, this is QEMU {version}")
+    if record.get("generator") != generator_fingerprint():
+        raise ValueError(
+            f"written with op generator {record.get('generator')!r}, this one is {generator_fingerprint()!r}: "
+            "its batches would make other ops"
+        )
+    if record.get("key") != key:
+        raise ValueError(f"it is the corpus of {record.get('key')!r}, not of {key!r}")
+    entries = record.get("entries")
+    if not isinstance(entries, list):
+        raise ValueError("'entries' must be a list")
+    parsed = [Entry.from_dict(entry) for entry in entries]
+    return Corpus(version, key, parsed, loaded=len(parsed))
+
+
+def _set_aside(path: Path) -> Path:
+    aside = path.with_name(path.name + ".unusable")
+    try:
+        os.replace(path, aside)
+    except OSError as err:
+        LOG.warning("guided: could not set %s aside: %s", path, err)
+    return aside
+
+
+def save_corpus(corpus: Corpus, path: Path) -> None:
+    """Write atomically (a temporary file renamed into place): a run killed mid-write leaves the old corpus."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(corpus.as_dict(), indent=1, sort_keys=True) + "\n"
+    with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=path.name, suffix=".tmp", delete=False) as tmp:
+        tmp.write(text)
+        tmp.flush()
+        os.fsync(tmp.fileno())
+    os.replace(tmp.name, path)

@@ -1,0 +1,199 @@
+"""Guided fuzzing on one VM: rounds of batches, each an ordinary campaign, the corpus fed by what each reached.
+
+Every round is a :class:`~avocado_iofuzz.campaign.runner.Campaign` over the
+round's batches as range plans, written through a :class:`RoundTrace` into
+the run's one trace: round *k*'s batches are ranges ``offset_k ..`` of it.
+Before a round its composition goes into the trace (event ``guided_round``),
+after it the events each batch reached first (``guided_events``): the trace
+alone rebuilds every op, and the corpus as it grew (:mod:`.rebuild`).
+Hangs, reboots, crashes, findings, replay and triage work as on a blind run.
+
+The coverage observer stays armed from round to round
+(:meth:`RunCoverage.keep_armed`); the events it first sees during a round are
+credited to the batch that was running (an event after a round's last mark:
+to its last batch); a batch that reached an event the corpus did not hold
+becomes a corpus entry.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, Protocol
+
+from avocado_iofuzz.campaign.runner import Campaign, CampaignConfig, CampaignResult, Finding
+from avocado_iofuzz.campaign.tally import RangeTally
+from avocado_iofuzz.campaign.trace import TraceWriter
+from avocado_iofuzz.coverage.run import RunCoverage
+from avocado_iofuzz.guided.batch import Base
+from avocado_iofuzz.guided.corpus import Corpus
+from avocado_iofuzz.guided.round_trace import RoundTrace
+from avocado_iofuzz.guided.schedule import Round
+from avocado_iofuzz.model.program import RangePlan
+
+LOG = logging.getLogger("avocado.test.iofuzz")
+
+# the watch for a late crash after each round's @DONE: short, the next round's ops come right after anyway;
+# the last round keeps the campaign's own
+ROUND_LINGER = 0.2
+
+
+class Schedule(Protocol):
+    def next_round(self, number: int, corpus: Corpus, ops: int) -> Round: ...
+
+
+@dataclass
+class RoundRecord:
+    """One round as it ran: its batches (ranges ``offset ..`` of the trace), ops done, what each batch reached."""
+
+    round: Round
+    offset: int
+    ops_asked: int
+    result: CampaignResult
+    new_events: dict[int, list[str]]  # batch index in the round -> events first seen while it ran
+
+    @property
+    def plans(self) -> list[RangePlan]:
+        return [batch.plan(self.offset + i) for i, batch in enumerate(self.round.batches)]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "round": self.round.number,
+            "seed": self.round.seed,
+            "parent": self.round.parent,
+            "first_range": self.offset,
+            "ops_asked": self.ops_asked,
+            "ops_done": self.result.total_done,
+            "elapsed_s": round(self.result.elapsed, 3),
+            "findings": [f.kind for f in self.result.findings],
+            "batches": [
+                {**batch.as_dict(), "origin": origin, "new_events": self.new_events.get(i, [])}
+                for i, (batch, origin) in enumerate(zip(self.round.batches, self.round.origins, strict=True))
+            ],
+        }
+
+
+@dataclass
+class GuidedRun:
+    """Runs rounds of ``schedule`` on ``vm`` into ``trace``; ``rounds`` keeps every round that ran."""
+
+    vm: Any
+    schedule: Schedule
+    corpus: Corpus
+    coverage: RunCoverage
+    config: CampaignConfig
+    trace: TraceWriter
+    clock: Callable[[], float] = time.monotonic
+    rounds: list[RoundRecord] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not self.coverage.enabled:
+            raise ValueError(f"guided fuzzing needs coverage, which is off: {self.coverage.off_reason}")
+        self.coverage.keep_armed()
+
+    @property
+    def events(self) -> set[str]:
+        collector = self.coverage.collector
+        return set(collector.first_seen) if collector is not None else set()
+
+    @property
+    def ops_done(self) -> int:
+        return sum(r.result.total_done for r in self.rounds)
+
+    @property
+    def next_offset(self) -> int:
+        return self.rounds[-1].offset + len(self.rounds[-1].round.batches) if self.rounds else 0
+
+    def run_round(self, ops: int, last: bool = False, session: Any = None) -> RoundRecord:
+        """The next round, about ``ops`` ops; ``last``: watch for a late crash as long as a blind run does."""
+        number, offset = len(self.rounds), self.next_offset
+        planned = self.schedule.next_round(number, self.corpus, ops)
+        plans = [batch.plan(i) for i, batch in enumerate(planned.batches)]
+        self.trace.event(
+            "guided_round", round=number, seed=planned.seed, parent=planned.parent, first_range=offset,
+            ops=ops, origins=list(planned.origins),
+        )  # fmt: skip
+        config = self.config if last else replace(self.config, done_linger=min(self.config.done_linger, ROUND_LINGER))
+        known = self.events
+        campaign = Campaign(self.vm, plans, RoundTrace(self.trace, offset), config, session=session,
+                            observer=self.coverage)  # fmt: skip
+        try:
+            result = campaign.run()
+        finally:
+            # also when the round could not go on (CampaignError): what it did is part of the run
+            new_events = self._attribute(plans, known)
+            record = RoundRecord(planned, offset, ops, campaign.result, new_events)
+            self.rounds.append(record)
+            done = campaign.result
+            ran_to = None
+            if not done.crashed and not done.stopped_early and done.total_done and plans:
+                ran_to = [offset + len(plans) - 1, plans[-1].op_count]  # triage's history: the round ran whole
+            new = {str(offset + i): e for i, e in new_events.items()}
+            self.trace.event("guided_events", round=number, new=new, ran_to=ran_to)
+            self.corpus.absorb(planned, new_events)
+        LOG.info(
+            "guided round %d: %d batches, %d ops in %.1f s, %d new event(s), %d reached, corpus %d",
+            number, len(plans), result.total_done, result.elapsed, sum(len(e) for e in new_events.values()),
+            len(self.events), len(self.corpus.entries),
+        )  # fmt: skip
+        return record
+
+    def _attribute(self, plans: Sequence[RangePlan], known: set[str]) -> dict[int, list[str]]:
+        collector = self.coverage.collector
+        if collector is None:
+            return {}
+        by_batch: dict[int, list[str]] = {}
+        for name, seen in sorted(collector.first_seen.items()):
+            if name in known:
+                continue
+            index = seen.range_index if seen.range_index is not None else len(plans) - 1
+            by_batch.setdefault(index, []).append(name)
+        return by_batch
+
+    def close(self) -> None:
+        self.coverage.close()
+
+    # -- the run as one campaign, for summary.json -------------------------------------------
+    def plans(self) -> list[RangePlan]:
+        """Every batch of every round, numbered as in the trace."""
+        return [plan for record in self.rounds for plan in record.plans]
+
+    def result(self) -> CampaignResult:
+        """The rounds' results as one, ranges numbered as in the trace."""
+        merged = CampaignResult()
+        for record in self.rounds:
+            part, offset = record.result, record.offset
+            for name in ("ops_done", "ops_skipped", "ops_unconfirmed"):
+                getattr(merged, name).update({i + offset: n for i, n in getattr(part, name).items()})
+            merged.tallies.update({i + offset: t for i, t in part.tallies.items()})
+            merged.findings += [
+                replace(f, range_index=f.range_index + offset, detail=f"guided round {record.round.number}: {f.detail}")
+                for f in part.findings
+            ]
+            merged.qemu_exit = part.qemu_exit or merged.qemu_exit
+            merged.stopped_early = part.stopped_early or merged.stopped_early
+            merged.elapsed += part.elapsed
+            merged.watched_after_done += part.watched_after_done
+        for plan in self.plans():  # a round cut short by a crash: its later batches never started
+            merged.tallies.setdefault(plan.index, RangeTally())
+        return merged
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "strategy": "guided",
+            "corpus_key": self.corpus.key,
+            "qemu_version": self.corpus.qemu_version,
+            "corpus_loaded": self.corpus.loaded,
+            "corpus_entries": len(self.corpus.entries),
+            "ranges": [vars(base) for base in getattr(self.schedule, "bases", [])],
+            "rounds": [r.as_dict() for r in self.rounds],
+        }
+
+
+def bases_of(plans: Sequence[RangePlan]) -> list[Base]:
+    return [Base.of(plan) for plan in plans]
+
+
+__all__ = ["Finding", "GuidedRun", "RoundRecord", "bases_of"]

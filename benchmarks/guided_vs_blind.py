@@ -1,0 +1,230 @@
+#!/usr/bin/env python3
+"""Guided vs blind fuzzing: trace events reached per device row, each strategy given the same wall time.
+
+The rows are coverage_growth's (cfg/devices.cfg, each with trace events of
+its own; NICs and storage controllers that DMA among them). Per row, two bare
+QEMUs with the row's device boot side by side, one per strategy, and take
+turns: a round of blind, a round of guided, until each has used
+``--seconds`` of wall time -- so the load of a shared machine hits both
+alike. Both run the same round driver (avocado_iofuzz.guided.rounds: one
+campaign per round, coverage armed across rounds) and differ only in what a
+round fuzzes: blind sweeps every range whole with seeds seed, seed+1, ...;
+guided follows its corpus (started empty: the figure is one run's, not the
+corpus's accumulated reach). A round aims at ROUND_SECONDS, sized from the
+op rate of the strategy's previous round. Events are counted in each
+strategy's own time. QEMU dying ends nothing: it restarts and
+the strategy goes on (its events stay counted).
+
+Usage: python benchmarks/guided_vs_blind.py [--quick] [--seconds S] [--rows nic.e1000e,...]
+The last line is JSON: per row the events available and reached by each
+strategy, their curves, ``ratio`` (guided / blind), ``guided_s_to_blind_final``
+(guided's own seconds until it had blind's final count; null if never), and
+over the rows ``events_ratio_geomean``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's code is what we measure
+
+from benchmarks._common import print_figures, say
+from benchmarks._rows import coverage_for, row_devices, row_params, row_plans, row_qemu_args
+from benchmarks.coverage_growth import ROWS
+from benchmarks.iofuzz_throughput import campaign_config_of
+
+SECONDS, QUICK_SECONDS = 120.0, 20.0
+ROUND_SECONDS = 2.0
+FIRST_ROUND_OPS = 200_000  # before a rate is measured
+HANG_TIMEOUT = 8.0  # not the cfg's 20 s: a hang (lsi SCRIPTS loops) would eat a minute of the row's time
+
+
+@dataclass
+class Contender:
+    """One strategy on its own QEMU: its round driver, the wall time it has used, when it reached each event.
+
+    ``reached`` is in the strategy's own time: the seconds of its rounds before
+    the round that reached the event, plus how far into that round it came
+    (the collector's clock), so the other strategy's turns never count.
+    """
+
+    name: str
+    vm: Any
+    run: Any  # GuidedRun
+    used: float = 0.0
+    ops_per_s: float = 0.0
+    crashes: int = 0
+    reached: dict[str, float] = field(default_factory=dict)
+
+    def step(self, seconds_left: float) -> None:
+        round_ops = FIRST_ROUND_OPS if not self.ops_per_s else int(self.ops_per_s * min(ROUND_SECONDS, seconds_left))
+        started = time.monotonic()
+        try:
+            record = self.run.run_round(max(1000, round_ops))
+            crashed = record.result.crashed
+            if record.result.ops_elapsed > 0 and record.result.total_done:
+                self.ops_per_s = record.result.total_done / record.result.ops_elapsed
+        except Exception as err:  # a round that cannot go on (guest gone for good): a fresh QEMU
+            say(f"    {self.name}: round failed ({err!r})")
+            crashed = True
+        collector = self.run.coverage.collector
+        if collector is not None:
+            for name, seen in collector.first_seen.items():
+                if name not in self.reached:
+                    into_round = collector.started_at + seen.time_s - started
+                    self.reached[name] = round(self.used + min(max(0.0, into_round), time.monotonic() - started), 2)
+        if crashed:
+            self.crashes += 1
+            self.vm.restart()
+        self.used += time.monotonic() - started
+
+    def count_within(self, seconds: float) -> int:
+        return sum(t <= seconds for t in self.reached.values())
+
+    def curve(self, step: float) -> list[list[float]]:
+        points, t = [], step
+        while t < self.used + step:
+            points.append([round(min(t, self.used), 1), self.count_within(t)])
+            t += step
+        return points
+
+    def figures(self, available: int, seconds: float) -> dict[str, Any]:
+        return {
+            "events_reached": self.count_within(seconds),
+            "events_reached_overtime": len(self.reached) - self.count_within(seconds),
+            "events_available": available,
+            "curve": self.curve(max(1.0, seconds / 12)),
+            "ops": self.run.ops_done,
+            "rounds": len(self.run.rounds),
+            "crashes": self.crashes,
+            "seconds": round(self.used, 1),
+            "corpus_entries": len(self.run.corpus.entries),
+            "events": sorted(n for n, t in self.reached.items() if t <= seconds),
+        }
+
+
+def contender(name: str, vm: Any, params: dict[str, Any], reference: str, workdir: Path, seed: int) -> Contender:
+    from avocado_iofuzz.campaign.trace import TraceWriter
+    from avocado_iofuzz.guided.corpus import Corpus
+    from avocado_iofuzz.guided.rounds import GuidedRun, bases_of
+    from avocado_iofuzz.guided.schedule import BlindSchedule, GuidedSchedule
+
+    session = vm.login(60)
+    plans = row_plans(session, params, seed, 1)
+    session.close()
+    bases = bases_of(plans)
+    schedule = GuidedSchedule(bases, seed) if name == "guided" else BlindSchedule(bases, seed)
+    coverage = coverage_for(vm, row_devices(params), workdir / "qemu-trace.log")
+    trace = TraceWriter(workdir / "trace.iofuzz", {"benchmark": "guided_vs_blind", "strategy": name})
+    config = campaign_config_of(reference, hang_timeout=HANG_TIMEOUT)
+    run = GuidedRun(vm, schedule, Corpus("benchmark", name), coverage, config, trace)
+    return Contender(name, vm, run)
+
+
+def time_to_reach(contender: Contender, count: int) -> float | None:
+    """The strategy's own seconds until it had reached ``count`` events (None: it never did)."""
+    times = sorted(contender.reached.values())
+    return times[count - 1] if 0 < count <= len(times) else (0.0 if count == 0 else None)
+
+
+def compare(row: str, seconds: float, seed: int, tmp: Path) -> dict[str, Any]:
+    from avocado_iofuzz.coverage.run import trace_args
+    from avocado_iofuzz.guest.build import default_guest
+    from avocado_iofuzz.vm.bare import BareQemu
+
+    reference = f"iofuzz.quick.{row}"
+    params = row_params(reference)
+    machine = str(params.get("machine_type", "pc") or "pc")
+    guest = default_guest()
+    contenders: list[Contender] = []
+    vms: list[Any] = []
+    try:
+        for name in ("blind", "guided"):
+            workdir = tmp / name
+            workdir.mkdir()
+            extra = [*row_qemu_args(params), *trace_args(workdir / "qemu-trace.log")]
+            vm = BareQemu(guest, workdir / "vm", machine=machine, extra_args=extra).start()
+            vms.append(vm)
+            contenders.append(contender(name, vm, params, reference, workdir, seed))
+        while any(c.used < seconds for c in contenders):
+            for c in contenders:
+                if c.used < seconds:
+                    c.step(seconds - c.used)
+        summary = contenders[0].run.coverage.summary()
+        available = summary.get("events_available", 0)
+        for c in contenders:
+            c.run.close()
+            c.run.trace.close()
+    finally:
+        for vm in vms:
+            vm.stop()
+    blind, guided = (c.figures(available, seconds) for c in contenders)
+    ratio = guided["events_reached"] / blind["events_reached"] if blind["events_reached"] else None
+    only_guided = sorted(set(guided["events"]) - set(blind["events"]))
+    only_blind = sorted(set(blind["events"]) - set(guided["events"]))
+    return {
+        "events_available": available,
+        "blind": blind,
+        "guided": guided,
+        "ratio": round(ratio, 3) if ratio is not None else None,
+        "guided_s_to_blind_final": time_to_reach(contenders[1], blind["events_reached"]),
+        "only_guided": only_guided,
+        "only_blind": only_blind,
+        "accelerator": vms[0].accel if vms else "",
+    }
+
+
+def geomean(values: Sequence[float]) -> float | None:
+    return math.exp(sum(math.log(v) for v in values) / len(values)) if values else None
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--quick", action="store_true", help=f"{QUICK_SECONDS:g} s per strategy and row (not {SECONDS:g})"
+    )
+    parser.add_argument("--seconds", type=float, help="wall time per strategy and row (overrides --quick)")
+    parser.add_argument("--rows", default=",".join(ROWS), help="class.row names of cfg/devices.cfg (%(default)s)")
+    parser.add_argument("--seed", type=int, default=1, help="both strategies' seed (%(default)s)")
+    args = parser.parse_args(argv)
+    args.seconds = args.seconds or (QUICK_SECONDS if args.quick else SECONDS)
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    rows: dict[str, Any] = {}
+    for row in [r.strip() for r in args.rows.split(",") if r.strip()]:
+        with tempfile.TemporaryDirectory(prefix="iofuzz-guided-") as tmp:
+            rows[row] = r = compare(row, args.seconds, args.seed, Path(tmp))
+        say(
+            f"{row}: blind {r['blind']['events_reached']}, guided {r['guided']['events_reached']} of "
+            f"{r['events_available']} events (ratio {r['ratio']}); guided reached blind's final count after "
+            f"{r['guided_s_to_blind_final']} s; ops blind {r['blind']['ops']:,} guided {r['guided']['ops']:,}; "
+            f"rounds {r['blind']['rounds']}/{r['guided']['rounds']}, crashes {r['blind']['crashes']}/"
+            f"{r['guided']['crashes']}, corpus {r['guided']['corpus_entries']}"
+        )
+    ratios = [r["ratio"] for r in rows.values() if r["ratio"]]
+    mean = geomean(ratios)
+    print_figures(
+        {
+            "seconds_per_strategy": args.seconds,
+            "round_seconds": ROUND_SECONDS,
+            "rows": rows,
+            "rows_without_blind_events": sorted(k for k, r in rows.items() if not r["ratio"]),
+            "events_ratio_geomean": round(mean, 3) if mean is not None else None,
+        }
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,111 @@
+"""Guided fuzzing through real avocado runs: the corpus one run saves is the next run's start, and the trace replays.
+
+Two ``avocado run`` of the EHCI row with ``fuzz_strategy=guided`` (about a
+minute each under TCG). The events are checked against QEMU's own list
+(``-trace help``); the ops against the trace, read back with the trace reader,
+and the rounds against the schedule derived again from the corpus each run
+started with.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+
+import pytest
+from avocado_jobs import run_avocado
+
+from avocado_iofuzz.campaign.trace import read_trace
+from avocado_iofuzz.guided.corpus import Corpus, load_corpus
+from avocado_iofuzz.guided.rebuild import bases_from, rebuild_rounds, recorded_batches
+
+pytestmark = pytest.mark.guest
+
+QEMU = shutil.which("qemu-system-x86_64") or "qemu-system-x86_64"
+ROW = "iofuzz.quick.usb.ich9_ehci"
+
+
+def qemu_events() -> set[str]:
+    out = subprocess.run([QEMU, "-trace", "help"], capture_output=True, text=True, check=True, timeout=60).stdout
+    return {line.strip() for line in out.splitlines() if line.strip()}
+
+
+def guided_run(tmp_path, name, corpus_dir):
+    (tmp_path / name).mkdir()
+    params = {
+        "fuzz_strategy": "guided",
+        "fuzz_seed": "21",
+        "fuzz_count": "200",
+        "guided_round_ops": "10000",
+        "guided_corpus_dir": str(corpus_dir),
+    }
+    job = run_avocado(ROW, tmp_path / name, params, timeout=900)
+    assert job.tests[0]["status"] == "PASS", job.output
+    return job
+
+
+def check_trace_replays(summary):
+    """Every batch of every round is a range of the trace, and the reader rebuilds its ops from the record."""
+    trace = read_trace(summary["trace"])
+    assert trace.header["fuzz_strategy"] == "guided"
+    rounds = summary["guided"]["rounds"]
+    assert [e.data["round"] for e in trace.events if e.kind == "guided_round"] == [r["round"] for r in rounds]
+    for record in rounds:
+        for i, batch in enumerate(recorded_batches(record)):
+            index = record["first_range"] + i
+            plan = batch.plan(index)
+            assert trace.plans[index] == plan
+            assert list(trace.ops[index]) == list(enumerate(plan.ops()))
+
+
+def check_rounds_rebuild(summary, start: Corpus):
+    guided = summary["guided"]
+    rebuilt = rebuild_rounds(summary["seed"], bases_from(guided["ranges"]), start, guided["rounds"])
+    assert [r.batches for r in rebuilt] == [recorded_batches(r) for r in guided["rounds"]]
+
+
+def test_a_second_guided_run_starts_from_the_corpus_the_first_saved(tmp_path):
+    corpus_dir = tmp_path / "corpora"
+    events = qemu_events()
+    first = guided_run(tmp_path, "first", corpus_dir)
+    one = first.summary()
+    assert one["fuzz_strategy"] == "guided"
+    rounds = [(r["ops_asked"], r["ops_done"]) for r in one["guided"]["rounds"]]
+    assert one["guided"]["corpus_loaded"] == 0 and len(rounds) >= 3, (one["guided"]["ops_budget"], rounds)
+    assert one["coverage"]["enabled"] and one["coverage"]["events_reached"] > 0
+    assert set(one["coverage"]["events"]) <= events  # real events of this QEMU
+    corpus_file = next(corpus_dir.glob("corpus/qemu-*/*.json"))
+    saved = json.loads(corpus_file.read_text())
+    assert saved["key"].endswith("-ich9-usb-ehci1")  # per machine and device
+    assert 0 < len(saved["entries"]) == one["guided"]["corpus_entries"]
+    reached = {e for entry in saved["entries"] for e in entry["events"]}
+    assert reached <= set(one["coverage"]["events"])
+    check_trace_replays(one)
+    check_rounds_rebuild(one, Corpus(saved["qemu_version"], saved["key"]))
+    start_of_second = corpus_file.read_bytes()
+
+    second = guided_run(tmp_path, "second", corpus_dir)
+    two = second.summary()
+    assert two["guided"]["corpus_loaded"] == len(saved["entries"])
+    log = (second.test_dir() / "debug.log").read_text()
+    assert f"guided: loaded {len(saved['entries'])} batch(es)" in log
+    assert set(two["coverage"]["events"]) <= events
+    assert any(r["parent"] is not None for r in two["guided"]["rounds"])  # it grew from the loaded corpus
+    check_trace_replays(two)
+    (tmp_path / "start.json").write_bytes(start_of_second)
+    start, _ = load_corpus(tmp_path / "start.json", saved["qemu_version"], saved["key"])
+    check_rounds_rebuild(two, start)
+
+
+def test_guided_without_coverage_says_so_and_fuzzes_blind(tmp_path):
+    params = {"fuzz_strategy": "guided", "iofuzz_coverage": "no", "fuzz_seed": "21",
+              "guided_corpus_dir": str(tmp_path / "corpora")}  # fmt: skip
+    job = run_avocado(ROW, tmp_path, params, timeout=600)
+    assert job.tests[0]["status"] == "PASS", job.output
+    summary = job.summary()
+    assert summary["fuzz_strategy"] == "blind" and "guided" not in summary
+    assert summary["coverage"]["enabled"] is False
+    log = (job.test_dir() / "debug.log").read_text()
+    assert "fuzz_strategy = guided needs device coverage, which is off (switched off (iofuzz_coverage))" in log
+    assert not (tmp_path / "corpora").exists()  # a blind run keeps no corpus
