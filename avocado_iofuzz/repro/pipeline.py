@@ -90,6 +90,9 @@ class TriageOptions:
     hang_stall_timeout: float = 1.0  # the same while minimizing a hang (most rounds hang)
     max_prefix_ops: int = DEFAULT_MAX_PREFIX_OPS
     verify_runs: int = 3
+    # running-clock replays of a candidate before it counts as not showing the finding: a device
+    # timer's crash depends on when the timer fires, which pacing makes likely, not certain
+    timer_attempts: int = 3
     qemu_binary: str | None = None
     kind: str | None = None  # which finding: crash, hang, reboot (default: the last one)
     # a QEMU killed by another process (SIGKILL/SIGTERM..., no fatal line) shows no bug of its own
@@ -220,7 +223,10 @@ def stage_replay_qtest(
 
     First with the clock stopped (``-S``), then, if none reproduced, with it
     running under the halting firmware: crashes that come from a device timer
-    (DMA engines, audio) need virtual time to pass.
+    (DMA engines, audio, interrupt throttling) need virtual time to pass. Such
+    a replay is paced (see :class:`~avocado_iofuzz.repro.qtest_run.Pacing`)
+    and tried up to ``timer_attempts`` times: when the timer fires still
+    depends on the host.
     """
     stopped = extracted.qtest_target
     if stopped is None:
@@ -230,28 +236,34 @@ def stage_replay_qtest(
     mismatches: list[str] = []
     for clock in (CLOCK_STOPPED, CLOCK_RUNNING):
         target = stopped if clock == CLOCK_STOPPED else stopped.running(replay_firmware())
+        attempts = max(1, options.timer_attempts) if clock == CLOCK_RUNNING else 1
         for candidate in extracted.candidates:
             ops = extracted.setup + candidate.ops
-            try:
-                outcome = run_qtest(target, ops, linger=options.linger, stall_timeout=options.stall_timeout)
-            except QtestStartError as err:
-                notes.append(f"qtest replay impossible: {err}")
-                return None
-            except QtestHarnessError as err:
-                notes.append(f"qtest replay of {candidate.name} broke the harness: {err}")
-                continue
-            LOG.info(
-                "qtest replay (clock %s) of %s (%d ops): %s, %d answered in %.2f s",
-                clock, candidate.name, len(ops), outcome.signature.describe(), outcome.answered, outcome.elapsed,
-            )  # fmt: skip
-            if signature_matches(expected, outcome.signature):
-                failing = outcome.failing_op
-                kept = ops[: failing + 1] if failing is not None else ops
-                return Reproduction(
-                    "qtest", candidate.name, kept, outcome.signature, failing is not None, target, outcome.late
-                )
-            if outcome.signature.is_failure:
-                mismatches.append(f"{candidate.name} (clock {clock}): {outcome.signature.describe()}")
+            for attempt in range(1, attempts + 1):
+                try:
+                    outcome = run_qtest(target, ops, linger=options.linger, stall_timeout=options.stall_timeout)
+                except QtestStartError as err:
+                    notes.append(f"qtest replay impossible: {err}")
+                    return None
+                except QtestHarnessError as err:
+                    notes.append(f"qtest replay of {candidate.name} broke the harness: {err}")
+                    break
+                LOG.info(
+                    "qtest replay (clock %s, attempt %d/%d) of %s (%d ops): %s, %d answered in %.2f s",
+                    clock, attempt, attempts, candidate.name, len(ops), outcome.signature.describe(),
+                    outcome.answered, outcome.elapsed,
+                )  # fmt: skip
+                if signature_matches(expected, outcome.signature):
+                    if attempt > 1:
+                        notes.append(f"{candidate.name} showed the finding in running-clock replay {attempt}")
+                    failing = outcome.failing_op
+                    kept = ops[: failing + 1] if failing is not None else ops
+                    return Reproduction(
+                        "qtest", candidate.name, kept, outcome.signature, failing is not None, target, outcome.late
+                    )
+                if outcome.signature.is_failure:
+                    mismatches.append(f"{candidate.name} (clock {clock}): {outcome.signature.describe()}")
+                    break  # another ending: no retry makes it this finding's
     if mismatches:
         notes.append("qtest replays ended differently: " + "; ".join(mismatches))
     notes.append("no qtest replay showed the finding's signature")
@@ -583,7 +595,10 @@ def _verify_shell(result: TriageResult, target: QtestTarget, options: TriageOpti
         _withdraw(result, ("shell", "qtest", "firmware"))
         result.notes.append(f"{REPRODUCER_SHELL} run as written did not crash QEMU ({runs} runs): withdrawn")
     else:
-        result.notes.append(f"{REPRODUCER_SHELL} run as written {hits}/{runs} times: {signature.describe()}")
+        result.notes.append(
+            f"the verified reproducer is {REPRODUCER_SHELL} (qtest, clock {target.clock}): run as written, "
+            f"{hits}/{runs} times {signature.describe()}"
+        )
     return f"{hits}/{runs}"
 
 
