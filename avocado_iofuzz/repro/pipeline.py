@@ -143,10 +143,13 @@ class TriageResult:
             why = "; ".join(self.notes) or "no replay showed the same signature"
             return f"not reproduced ({why})"
         shrunk = f"{self.original_ops} -> {len(self.ops)} ops" if self.original_ops else f"{len(self.ops)} ops"
+        cut_short = " (budget ran out)"
+        if self.guest_command:
+            shrunk, cut_short = f"{len(self.ops)} ops generated in the guest", " (not minimized)"
         where = self.files.get("shell") or self.files.get("guest_script") or ""
         return (
             f"reproduced by {self.method} replay ({self.candidate}), {shrunk}"
-            f"{'' if self.complete else ' (budget ran out)'}"
+            f"{'' if self.complete else cut_short}"
             f"{f', verified {self.verified}' if self.verified else ''}: {describe_ops(self.ops, 6)}"
             f"{f'; reproducer {where}' if where else ''}"
         )
@@ -247,9 +250,13 @@ def stage_replay_qtest(
     for clock in (CLOCK_STOPPED, CLOCK_RUNNING):
         target = stopped if clock == CLOCK_STOPPED else stopped.running(replay_firmware())
         attempts = max(1, options.timer_attempts) if clock == CLOCK_RUNNING else 1
-        for candidate in extracted.candidates:
-            ops = extracted.setup + candidate.ops
-            for attempt in range(1, attempts + 1):
+        # every candidate once before any again: the one that shows it is often a longer one
+        settled: set[str] = set()  # candidates that ended another way or broke the harness: no retry
+        for attempt in range(1, attempts + 1):
+            for candidate in extracted.candidates:
+                if candidate.name in settled:
+                    continue
+                ops = extracted.setup + candidate.ops
                 try:
                     outcome = run_qtest(target, ops, linger=options.linger, stall_timeout=options.stall_timeout)
                 except QtestStartError as err:
@@ -257,7 +264,8 @@ def stage_replay_qtest(
                     return None
                 except QtestHarnessError as err:
                     notes.append(f"qtest replay of {candidate.name} broke the harness: {err}")
-                    break
+                    settled.add(candidate.name)
+                    continue
                 LOG.info(
                     "qtest replay (clock %s, attempt %d/%d) of %s (%d ops): %s, %d answered in %.2f s",
                     clock, attempt, attempts, candidate.name, len(ops), outcome.signature.describe(),
@@ -273,7 +281,7 @@ def stage_replay_qtest(
                     )
                 if outcome.signature.is_failure:
                     mismatches.append(f"{candidate.name} (clock {clock}): {outcome.signature.describe()}")
-                    break  # another ending: no retry makes it this finding's
+                    settled.add(candidate.name)  # another ending: no retry makes it this finding's
     if mismatches:
         notes.append("qtest replays ended differently: " + "; ".join(mismatches))
     notes.append("no qtest replay showed the finding's signature")
@@ -576,8 +584,14 @@ def _hand_over(
         stages.run("reproducer", lambda: stage_reproducer(result, chosen, outdir), lambda _: str(outdir))
         result.verified = stages.run("verify", lambda: _verify_shell(result, chosen, options, outdir), str)
     elif guest is not None:
+        if not options.qtest:
+            why = "qtest replays were off"
+        elif extracted is not None and extracted.qtest_target is None:
+            why = "no qtest machine for this trace"
+        else:
+            why = "qtest does not show this finding"
         stages.run("reproducer", lambda: stage_guest_reproducer(result, outdir), lambda _: str(outdir))
-        result.verified = stages.run("verify", lambda: _verify_guest(result, guest, options, outdir), str)
+        result.verified = stages.run("verify", lambda: _verify_guest(result, guest, options, why), str)
     _write_json(result, outdir)
 
 
@@ -642,7 +656,8 @@ def _verify_shell(result: TriageResult, target: QtestTarget, options: TriageOpti
     return f"{hits}/{runs}"
 
 
-def _verify_guest(result: TriageResult, guest: GuestReplayer, options: TriageOptions, outdir: Path) -> str:
+def _verify_guest(result: TriageResult, guest: GuestReplayer, options: TriageOptions, why: str) -> str:
+    """The guest reproducer run ``verify_runs`` times (at most 3) as handed over; ``why``: why no qtest one."""
     assert result.signature is not None
     runs = max(1, min(options.verify_runs, 3))  # every in-guest run boots a machine
     hits = 0
@@ -658,7 +673,7 @@ def _verify_guest(result: TriageResult, guest: GuestReplayer, options: TriageOpt
     if hits:
         result.notes.append(
             f"the verified reproducer is {REPRODUCER_GUEST} (in a guest of the recorded machine, {hits}/{runs}): "
-            "qtest does not show this finding"
+            f"{why}"
         )
     else:
         _withdraw(result, ("guest_script",))

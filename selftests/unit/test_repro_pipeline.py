@@ -180,6 +180,8 @@ def test_ops_too_many_to_upload_are_generated_in_the_guest_and_that_command_is_h
     assert guest.commands == [result.guest_command] * 4
     assert any("generated its 64 ops in the guest" in note for note in result.notes)
     assert any(note.startswith("not minimized") for note in result.notes) and not result.complete
+    assert "64 ops generated in the guest (not minimized), verified 3/3" in result.summary()
+    assert any(note.endswith("3/3): no qtest machine for this trace") for note in result.notes)
     handed_over = (tmp_path / "out" / "reproducer-guest.sh").read_text()
     assert f"exec {result.guest_command}\n" in handed_over and "--script" not in handed_over
     data = json.loads((tmp_path / "out" / "triage.json").read_text())
@@ -218,3 +220,28 @@ def test_ops_that_are_no_single_run_of_the_plans_cannot_be_generated(spans):
     plans = {p.index: p for p in plan_ranges(7, [(0x300, 0x303, "a"), (0x310, 0x311, "b"), (0x320, 0x327, "c")], 2)}
     spans = [(i, f, plans[i].op_count if s == 100 else s) if i in plans else (i, f, s) for i, f, s in spans]
     assert regenerating_command(plans, spans) is None
+
+
+def test_running_clock_replays_are_tried_again_before_a_candidate_counts_as_not_showing_it(tmp_path, monkeypatch):
+    """A timer's crash shows in some running-clock replays only: the stand-in QEMU shows it in the third."""
+    from avocado_iofuzz.repro import pipeline
+    from avocado_iofuzz.repro.extract import extract
+    from avocado_iofuzz.repro.qtest_run import CLOCK_RUNNING, QtestOutcome
+
+    trace = write_trace(tmp_path / "trace.iofuzz", {"qemu_cmdline": "/usr/bin/qemu-system-x86_64 -machine pc"})
+    replays: list[str] = []
+
+    def timer_crash_in_third_running_replay(target, ops, **_):
+        replays.append(target.clock)
+        shows = replays.count(CLOCK_RUNNING) == 3
+        return QtestOutcome(crash_signature(None, 6, ABORT) if shows else NO_CRASH, len(ops), len(ops), 0.1)
+
+    monkeypatch.setattr(pipeline, "run_qtest", timer_crash_in_third_running_replay)
+    notes: list[str] = []
+    reproduction = pipeline.stage_replay_qtest(extract(trace), TriageOptions(), notes)
+    assert reproduction is not None and reproduction.target is not None
+    assert reproduction.target.clock == CLOCK_RUNNING and replays == ["stopped", "running", "running", "running"]
+    assert notes == ["window showed the finding in running-clock replay 3"]
+    replays.clear()
+    assert pipeline.stage_replay_qtest(extract(trace), TriageOptions(timer_attempts=2), notes) is None
+    assert replays == ["stopped", "running", "running"]
