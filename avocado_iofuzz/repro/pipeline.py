@@ -61,6 +61,7 @@ from avocado_iofuzz.repro.qtest_run import (
     CLOCK_RUNNING,
     CLOCK_STOPPED,
     DEFAULT_LINGER,
+    UNPACED,
     QtestHarnessError,
     QtestStartError,
     QtestTarget,
@@ -237,9 +238,11 @@ def stage_replay_qtest(
     First with the clock stopped (``-S``), then, if none reproduced, with it
     running under the halting firmware: crashes that come from a device timer
     (DMA engines, audio, interrupt throttling) need virtual time to pass. Such
-    a replay is paced (see :class:`~avocado_iofuzz.repro.qtest_run.Pacing`)
-    and tried up to ``timer_attempts`` times: when the timer fires still
-    depends on the host.
+    a replay is tried up to ``timer_attempts`` times: first as fast as QEMU
+    reads, so that a timer that fires after the ops (edu's DMA engine, 100 ms)
+    shows how late it comes, which sets the rounds' linger; then paced (see
+    :class:`~avocado_iofuzz.repro.qtest_run.Pacing`), so that timers fire
+    between the ops as they did in the guest (e1000e's interrupt throttling).
     """
     stopped = extracted.qtest_target
     if stopped is None:
@@ -257,8 +260,13 @@ def stage_replay_qtest(
                 if candidate.name in settled:
                     continue
                 ops = extracted.setup + candidate.ops
+                # a paced replay stretches the script: a late timer's crash would land mid-script and
+                # pass for the op's own (50 ms linger); unpaced, it comes after the ops, its delay measured
+                pacing = UNPACED if attempt == 1 else None
                 try:
-                    outcome = run_qtest(target, ops, linger=options.linger, stall_timeout=options.stall_timeout)
+                    outcome = run_qtest(
+                        target, ops, linger=options.linger, stall_timeout=options.stall_timeout, pacing=pacing
+                    )
                 except QtestStartError as err:
                     notes.append(f"qtest replay impossible: {err}")
                     return None
@@ -545,15 +553,18 @@ def _replay_script(
     outdir: Path,
     notes: list[str],
 ) -> Reproduction | None:
-    for target in (stopped, stopped.running(replay_firmware())):
-        outcome = run_qtest(target, ops, linger=options.linger, stall_timeout=options.stall_timeout)
-        LOG.info("qtest replay (clock %s) of the script: %s", target.clock, outcome.signature.describe())
+    running = stopped.running(replay_firmware())
+    # unpaced first (a late timer's delay is measured), then paced (timers fire between the ops)
+    for target, pacing in ((stopped, UNPACED), (running, UNPACED), (running, None)):
+        outcome = run_qtest(target, ops, linger=options.linger, stall_timeout=options.stall_timeout, pacing=pacing)
+        paced = "" if pacing is UNPACED else ", paced"
+        LOG.info("qtest replay (clock %s%s) of the script: %s", target.clock, paced, outcome.signature.describe())
         shows = signature_matches(expected, outcome.signature) if expected else outcome.signature.is_failure
         if shows:
             failing = outcome.failing_op
             kept = list(ops[: failing + 1]) if failing is not None else list(ops)
             return Reproduction("qtest", "script", kept, outcome.signature, failing is not None, target, outcome.late)
-        notes.append(f"clock {target.clock}: {outcome.signature.describe()}")
+        notes.append(f"clock {target.clock}{paced}: {outcome.signature.describe()}")
     notes.append("no qtest replay of the script " + ("showed the expected signature" if expected else "failed"))
     return None
 

@@ -7,9 +7,10 @@ pinned to the op that had no answer. After the last answer the runner keeps
 watching QEMU for ``linger`` seconds: some aborts come from bottom halves and
 timers that fire after the write that armed them.
 
-A running-clock replay is *paced*: fed in pieces of :data:`PACE_PIECE_BYTES`
-with a :data:`PACE_PAUSE` after each, so that device timers fire between the
-pieces as they fired between the guest's accesses (see :class:`Pacing`).
+A running-clock replay is *paced* unless told otherwise (``pacing=UNPACED``):
+fed in pieces of :data:`PACE_PIECE_BYTES` with a :data:`PACE_PAUSE` after
+each, so that device timers fire between the pieces as they fired between
+the guest's accesses (see :class:`Pacing`).
 
 Every QEMU started here runs in its own session and is SIGKILLed by PID when
 the run is judged (a QEMU stuck in a device loop ignores SIGTERM).
@@ -82,6 +83,7 @@ class Pacing:
 PACE_PIECE_BYTES = 4096  # ~180 qtest lines: a few QEMU main-loop turns
 PACE_PAUSE = 0.0005  # longer than e1000e's default throttling interval (500 x 256 ns)
 RUNNING_CLOCK_PACING = Pacing(PACE_PIECE_BYTES, PACE_PAUSE)
+UNPACED = Pacing(1 << 62, 0.0)  # one write, as fast as QEMU reads
 
 
 CLOCK_STOPPED = "stopped"  # -S: the vCPU never starts, virtual-clock timers never fire

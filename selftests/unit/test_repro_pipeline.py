@@ -226,13 +226,16 @@ def test_running_clock_replays_are_tried_again_before_a_candidate_counts_as_not_
     """A timer's crash shows in some running-clock replays only: the stand-in QEMU shows it in the third."""
     from avocado_iofuzz.repro import pipeline
     from avocado_iofuzz.repro.extract import extract
-    from avocado_iofuzz.repro.qtest_run import CLOCK_RUNNING, QtestOutcome
+    from avocado_iofuzz.repro.qtest_run import CLOCK_RUNNING, UNPACED, QtestOutcome
 
     trace = write_trace(tmp_path / "trace.iofuzz", {"qemu_cmdline": "/usr/bin/qemu-system-x86_64 -machine pc"})
     replays: list[str] = []
 
-    def timer_crash_in_third_running_replay(target, ops, **_):
+    pacings: list[object] = []
+
+    def timer_crash_in_third_running_replay(target, ops, pacing=None, **_):
         replays.append(target.clock)
+        pacings.append(pacing)
         shows = replays.count(CLOCK_RUNNING) == 3
         return QtestOutcome(crash_signature(None, 6, ABORT) if shows else NO_CRASH, len(ops), len(ops), 0.1)
 
@@ -242,6 +245,8 @@ def test_running_clock_replays_are_tried_again_before_a_candidate_counts_as_not_
     assert reproduction is not None and reproduction.target is not None
     assert reproduction.target.clock == CLOCK_RUNNING and replays == ["stopped", "running", "running", "running"]
     assert notes == ["window showed the finding in running-clock replay 3"]
+    # first as fast as QEMU reads (a late timer's delay is measured), then paced (the clock's default)
+    assert pacings == [UNPACED, UNPACED, None, None]
     replays.clear()
     assert pipeline.stage_replay_qtest(extract(trace), TriageOptions(timer_attempts=2), notes) is None
     assert replays == ["stopped", "running", "running"]
