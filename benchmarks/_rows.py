@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import shlex
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +54,7 @@ def row_plans(session: Any, params: dict[str, Any], seed: int, fuzz_count: int) 
     )
     listings = read_listings(session, kinds)
     plans = plan_kinds(seed, fuzz_count, kinds, choose_targets(kinds, listings, targets, []))
+    plans = [replace(plan, values=settings.values) for plan in plans]  # fuzz_values, as the VT test does
     return check_access(session, plans, DEFAULT_BINARY)
 
 

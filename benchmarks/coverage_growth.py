@@ -8,7 +8,7 @@ wall time is used up, and the union of the events reached grows. This is the
 baseline a guided fuzzer (issue 13) is measured against: same rows, same
 time, more events?
 
-Usage: python benchmarks/coverage_growth.py [--quick] [--seconds S] [--rows nic.e1000e,...]
+Usage: python benchmarks/coverage_growth.py [--quick] [--seconds S] [--rows nic.e1000e,...] [--values dma]
 The last line is JSON: per row, events available and reached, and the curve
 ``[seconds, events reached]`` at each campaign's end.
 """
@@ -25,6 +25,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's code is what we measure
 
+from avocado_iofuzz.model.dma import VALUE_MODES
 from benchmarks._common import print_figures, say
 from benchmarks._rows import coverage_for, row_devices, row_params, row_plans, row_qemu_args, run_campaign
 from benchmarks.iofuzz_throughput import campaign_config_of
@@ -54,7 +55,13 @@ def grow(vm: Any, reference: str, params: dict[str, Any], seconds: float, workdi
     fuzz_count = 2
     started = time.monotonic()
     while time.monotonic() - started < seconds:
-        session = vm.login(60)
+        try:
+            session = vm.login(60)
+        except Exception as err:  # a guest the last campaign left dead (a device DMAed into its kernel): a fresh QEMU
+            say(f"  {reference}: no login after campaign {campaigns} ({type(err).__name__}); restarting QEMU")
+            crashes += 1
+            vm.restart()
+            continue
         plans = row_plans(session, params, seed + campaigns, fuzz_count)
         session.close()
         trace_file = workdir / "qemu-trace.log"
@@ -106,6 +113,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--seconds", type=float, help="wall time per row (overrides --quick)")
     parser.add_argument("--rows", default=",".join(ROWS), help="class.row names of cfg/devices.cfg (%(default)s)")
     parser.add_argument("--seed", type=int, default=1, help="the first campaign's seed (%(default)s)")
+    parser.add_argument("--values", choices=VALUE_MODES, default=VALUE_MODES[0], help="fuzz_values (%(default)s)")
     args = parser.parse_args(argv)
     args.seconds = args.seconds or (QUICK_SECONDS if args.quick else SECONDS)
     return args
@@ -122,7 +130,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     accel = ""
     for row in [r.strip() for r in args.rows.split(",") if r.strip()]:
         reference = f"iofuzz.quick.{row}"
-        params = row_params(reference)
+        params = {**row_params(reference), "fuzz_values": args.values}
         with tempfile.TemporaryDirectory(prefix="iofuzz-growth-") as tmp:
             workdir = Path(tmp)
             extra = [*row_qemu_args(params), *trace_args(workdir / "qemu-trace.log")]
@@ -135,7 +143,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"{row}: {r['events_reached']}/{r['events_available']} events in {r['seconds']} s "
             f"({r['ops']:,} ops, {r['campaigns']} campaigns, {r['crashes']} crashes); curve {r['curve']}"
         )
-    print_figures({"seconds_per_row": args.seconds, "accelerator": accel, "rows": rows})
+    print_figures({"seconds_per_row": args.seconds, "accelerator": accel, "values": args.values, "rows": rows})
     return 0
 
 

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from avocado_iofuzz.executor.protocol import executor_command
+from avocado_iofuzz.executor.protocol import NoScratch, executor_command, parse_line
+from avocado_iofuzz.model.dma import VALUES_UNIFORM
 from avocado_iofuzz.model.kinds import KindParams, Listings, check_output, drop_refused
 from avocado_iofuzz.model.pci import PCI_LISTING_COMMAND
 from avocado_iofuzz.model.program import SPACE_MMIO, SPACE_PCI, RangePlan
@@ -41,7 +43,27 @@ def check_access(session: Any, plans: Sequence[RangePlan], binary: str, timeout:
     if not plans:
         return []
     output = session.cmd_output(executor_command(plans, check=True, binary=binary), timeout=timeout)
+    plans = uniform_without_scratch(plans, output)
     kept, refusals = drop_refused(plans, check_output(output))
     for refusal in refusals:
         LOG.warning("left out: range %s (%s) -- %s", refusal.plan.name, refusal.plan.space, refusal.reason)
     return kept
+
+
+def uniform_without_scratch(plans: Sequence[RangePlan], check_output_text: str) -> list[RangePlan]:
+    """The plans, with uniform values instead of DMA-aware ones if the check found no scratch memory.
+
+    A guest whose kernel command line reserves no scratch memory (your own
+    image, a kernel booted without the embedded guests' ``memmap=``) is still
+    fuzzed, as before DMA-aware values existed; the log says why.
+    """
+    reasons = [m.reason for m in map(parse_line, check_output_text.splitlines()) if isinstance(m, NoScratch)]
+    if not reasons:
+        return list(plans)
+    changed = [p for p in plans if p.values != VALUES_UNIFORM]
+    LOG.warning(
+        "fuzz_values: no scratch memory in this guest (%s): %d range(s) get uniform values instead",
+        reasons[0],
+        len(changed),
+    )
+    return [replace(p, values=VALUES_UNIFORM) for p in plans]

@@ -10,6 +10,7 @@ Format 2, one record per ``\\n``-terminated line::
 
     #IOFUZZ-TRACE {"format": 2, "generator": "<fingerprint>", "seed": ..., "ranges": [...], <caller's keys>}
     R {"index": 0, "start": 96, "end": 100, "name": "keyboard", "seed": ..., "fuzz_count": 2, ...}
+                                        (with "values": "dma" for DMA-aware values; no key: uniform)
     G <range_index> <first> <stop>      ops first..stop-1 of that range, as its generator makes them
     B <range_index> <first> <stop>      the same ops, listed one per line after it:
     r<port hex>                           read of the range's width
@@ -26,6 +27,11 @@ that gives ``G`` records their meaning: a reader with a different generator
 refuses the trace instead of expanding it into other ops. ``B`` records
 (format 1's only kind) list the ops for readers without the generator; they
 are verified against it when read.
+
+A range with DMA-aware values also writes the scratch memory: its contents
+are a function of the range record too (``avocado_iofuzz.model.dma``), so
+``G`` records name them as well; the header's ``scratch`` key records where
+the memory is and when it is refilled, and the fingerprint covers the fills.
 
 Progress marks are thinned to one per ``mark_interval`` seconds (the latest
 is held and written before any other record, and a range's last mark at
@@ -48,6 +54,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from avocado_iofuzz.campaign.trace_ops import RangeOps
+from avocado_iofuzz.model import dma
 from avocado_iofuzz.model.program import Op, RangePlan
 
 FORMAT_VERSION = 2
@@ -56,6 +63,9 @@ MAGIC = "#IOFUZZ-TRACE "
 DEFAULT_MARK_INTERVAL = 1.0  # seconds between written progress marks
 # Fields of a range record: everything RangePlan needs to regenerate the ops.
 _PLAN_FIELDS = ("index", "start", "end", "name", "seed", "fuzz_count", "width", "space")
+# ...and those written only when they differ from RangePlan's default, so that
+# a uniform run's trace reads as it always did.
+_OPTIONAL_PLAN_FIELDS = {"values": dma.VALUES_UNIFORM}
 _EVENT_KIND = re.compile(r"[a-z][a-z0-9_]*\Z")
 _INT_FIELDS = re.compile(r"(\d+) (\d+)\Z")
 _BATCH_FIELDS = re.compile(r"(\d+) (\d+) (\d+)\Z")
@@ -67,6 +77,7 @@ _FINGERPRINT_PLANS = (
     RangePlan(1, 0x100, 0x13F, "fingerprint", 0x5EED5EED5EED5EED, 8, 2),
     RangePlan(2, 0xFFC0, 0xFFFF, "fingerprint", 0x5EED5EED5EED5EED, 8, 4),
     RangePlan(3, 0xFEBF0000, 0xFEBF003F, "fingerprint", 0x5EED5EED5EED5EED, 8, 8, "mmio"),
+    RangePlan(4, 0xFEBF0000, 0xFEBF003F, "fingerprint", 0x5EED5EED5EED5EED, 8, 4, "mmio", values=dma.VALUES_DMA),
 )
 
 
@@ -80,11 +91,28 @@ def generator_fingerprint() -> str:
     digest = hashlib.sha256()
     for plan in _FINGERPRINT_PLANS:
         digest.update("".join(_format_op(op) for op in plan.ops()).encode())
+        if plan.values == dma.VALUES_DMA:
+            digest.update(f"{dma.SCRATCH_BASE:x} {dma.SCRATCH_EPOCH_OPS:x}".encode())
+            digest.update(dma.scratch_fill(plan.range_seed, 0))
     return digest.hexdigest()[:16]
 
 
+def scratch_header() -> dict[str, int | str]:
+    """The header's ``scratch`` key: where the scratch memory of DMA-aware ranges is, and how it is kept."""
+    return {
+        "base": dma.SCRATCH_BASE,
+        "size": dma.SCRATCH_SIZE,
+        "epoch_ops": dma.SCRATCH_EPOCH_OPS,
+        "kernel_param": dma.SCRATCH_KERNEL_PARAM,
+    }
+
+
 def _plan_record(plan: RangePlan) -> dict[str, Any]:
-    return {name: getattr(plan, name) for name in _PLAN_FIELDS}
+    record = {name: getattr(plan, name) for name in _PLAN_FIELDS}
+    for name, default in _OPTIONAL_PLAN_FIELDS.items():
+        if getattr(plan, name) != default:
+            record[name] = getattr(plan, name)
+    return record
 
 
 def _format_op(op: Op) -> str:
@@ -132,6 +160,8 @@ class TraceWriter:
                 "fuzz_count": plans[0].fuzz_count,
                 "ranges": [[p.index, p.start, p.end, p.name, p.width] for p in plans],
             }
+            if any(p.values != dma.VALUES_UNIFORM for p in plans):
+                summary["scratch"] = scratch_header()
             for key, value in summary.items():
                 if key in header and header[key] != value:
                     raise ValueError(f"trace header: {key}={header[key]!r} contradicts the plans ({value!r})")
@@ -467,7 +497,7 @@ class _TraceReader:
     def parse_range(self, trace: Trace, rest: str) -> None:
         record = self.parse_json(rest, "range record")
         missing = [name for name in _PLAN_FIELDS if name not in record]
-        unknown = sorted(set(record) - set(_PLAN_FIELDS))
+        unknown = sorted(set(record) - set(_PLAN_FIELDS) - set(_OPTIONAL_PLAN_FIELDS))
         if missing or unknown:
             raise self.fail(f"range record: missing fields {missing}, unknown fields {unknown}")
         try:

@@ -16,6 +16,7 @@ from avocado_iofuzz.coverage.backend import TraceBackend, probe_backend
 from avocado_iofuzz.coverage.catalog import FALLBACK_BUS, Catalog
 from avocado_iofuzz.coverage.collector import CoverageCollector, QmpCall
 from avocado_iofuzz.coverage.summary import coverage_line, coverage_summary, disabled
+from avocado_iofuzz.model.kinds import target_name
 from avocado_iofuzz.model.program import RangePlan
 
 LOG = logging.getLogger("avocado.test.iofuzz")
@@ -79,7 +80,8 @@ class RunCoverage:
         if not self.enabled:
             return
         catalog = self.catalog or Catalog.load()
-        selection = catalog.select(self.devices, [p.name for p in plans], self.backend.events)
+        # the catalog's patterns match the guest's range names, which a run at several widths suffixes
+        selection = catalog.select(self.devices, [target_name(p.name) for p in plans], self.backend.events)
         for device in selection.devices:
             if device.fallback == FALLBACK_BUS:
                 LOG.info("coverage: %s has no trace events in this QEMU; watching the bus events only", device.device)

@@ -10,11 +10,24 @@
  *
  * Usage:
  *   iofuzz-exec [--dry-run | --check] [--limit-loop | --bare-loop] --seed S --fuzz-count N
- *               [--report-every K] [--resume I:J] [--hang-at I:J] (RANGE... | --ranges-stdin)
- *   RANGE is [I:][SPACE:]0xSTART-0xEND[/W][,N]: inclusive bounds in hex,
+ *               [--report-every K] [--resume I:J] [--hang-at I:J] [--scratch 0xBASE-0xEND]
+ *               (RANGE... | --ranges-stdin)
+ *   RANGE is [I:][SPACE:]0xSTART-0xEND[/W][,N][+dma]: inclusive bounds in hex,
  *   optional range index I (default: position in the argument list), address
  *   space SPACE (pio, the default; mmio; pci), access width W (1, 2 or 4
- *   bytes, 8 too for mmio; default 1) and fuzz count N (default --fuzz-count).
+ *   bytes, 8 too for mmio; default 1), fuzz count N (default --fuzz-count)
+ *   and value mode (+dma: see below; default uniform words).
+ *
+ * DMA-aware values (+dma, see avocado_iofuzz/model/dma.py): write values come
+ * from a dictionary (scratch addresses and offsets, sizes, 0, all-ones, small
+ * integers, powers of two, or uniform words), and the scratch memory --
+ * guest RAM at --scratch that the kernel command line reserved with
+ * memmap=SIZE$BASE -- is filled from the generator at the first op run of the
+ * range and at every multiple of SCRATCH_EPOCH_OPS. --dry-run prints each
+ * fill as M <range_index> <op_index> <hex bytes> before that op.
+ * --check prints @NOSCRATCH <reason> when a +dma range exists and the scratch
+ * memory cannot be mapped; a real run then fails with @ERR (status 3). A real
+ * run turns on bus mastering of the PCI function whose BAR holds a +dma range.
  *
  * Address spaces:
  *   pio   I/O ports 0x0-0xffff, reached with in/out after iopl(3).
@@ -78,13 +91,21 @@
 #define MAX_PCI_ADDRESS 0xfffffffULL
 #define MAX_OP_COUNT (1ULL << 62)
 #define PAGE_SIZE_BYTES 4096ULL
+#define IORESOURCE_IO 0x100ULL
 #define IORESOURCE_MEM 0x200ULL
+#define PCI_COMMAND_MASTER 0x4
 #define PCI_DEVICES_DIR "/sys/bus/pci/devices"
 #define MAX_FUZZ_COUNT 0xffffffffULL
 #define MAX_REPORT_EVERY 0xffffffffULL
 #define DEFAULT_REPORT_EVERY 4096
 #define BARE_TABLE_OPS 65536
 #define GUEST_MARKER "iofuzz.guest=1"
+
+/* DMA-aware values: keep identical to avocado_iofuzz/model/dma.py */
+#define SCRATCH_EPOCH_OPS 4096ULL
+#define RING_DESCRIPTORS 256ULL
+#define FILL_STREAM 0x5C7A7C4D3A11F00DULL
+#define MIN_SCRATCH_SIZE 0x2000ULL
 
 #define EXIT_RUNTIME 1
 #define EXIT_USAGE 2
@@ -102,6 +123,7 @@ struct range {
 	uint64_t op_count;
 	uint64_t rseed;
 	enum space space;
+	int dma; /* write values from the dictionary, scratch memory filled per epoch */
 	/* mmio: the byte of address `start` in our mapping; pci: the config file */
 	volatile uint8_t *mmio;
 	int config_fd;
@@ -143,7 +165,88 @@ static inline uint64_t random_word(uint64_t rseed, uint64_t k)
 	return mix64(rseed + (k + 1) * GAMMA);
 }
 
-static inline __attribute__((always_inline)) struct op gen_op(const struct range *r, uint64_t i)
+/* ---- DMA-aware values: keep identical to model/dma.py ------------------ */
+
+static uint64_t scratch_base, scratch_size;	/* --scratch; size is a power of two */
+static volatile uint64_t *scratch_words;	/* the mapping (or, under --dry-run, a buffer) */
+
+static const uint64_t dictionary_sizes[] = { 0 /* scratch size */, RING_DESCRIPTORS * 16, RING_DESCRIPTORS, 16,
+					     8, 64, 128, 256, 512, 1024, 1514, 2048, 4096 };
+
+static inline __attribute__((always_inline)) uint64_t dictionary_value(uint64_t word, uint64_t width)
+{
+	uint64_t bits = 8 * width, value, lanes;
+
+	switch (word >> 60) {
+	case 6:
+		value = scratch_base + (word & (scratch_size - 1) & ~0xFULL);
+		break;
+	case 7:
+		value = scratch_base + (word & (scratch_size - 1) & ~0xFFFULL);
+		break;
+	case 8:
+		lanes = 8 / width;
+		value = scratch_base + (word & (scratch_size - 1) & ~0xFULL);
+		if (lanes > 1)
+			value >>= bits * (((word >> 56) & 7) % lanes);
+		break;
+	case 9:
+		value = 0;
+		break;
+	case 10:
+		value = ~0ULL;
+		break;
+	case 11:
+		value = word & 31;
+		break;
+	case 12:
+		value = 1ULL << ((word & 63) % bits);
+		break;
+	case 13:
+		value = (word & 0xFF) % (sizeof(dictionary_sizes) / sizeof(dictionary_sizes[0]));
+		value = value ? dictionary_sizes[value] : scratch_size;
+		break;
+	case 14:
+		value = word & (scratch_size - 1);
+		break;
+	case 15: {
+		uint64_t shift = (word & 63) % bits + 1;
+
+		value = shift >= 64 ? ~0ULL : (1ULL << shift) - 1;
+		break;
+	}
+	default:
+		value = word; /* kinds 0-5: a uniform word */
+	}
+	return value;
+}
+
+/* The scratch memory's contents at the start of `epoch` of range r: a ring of
+ * descriptors (address in the scratch memory, power-of-two length, flags),
+ * then random words, a quarter of them pairs of 32-bit pointers into it. */
+static void fill_scratch(const struct range *r, uint64_t epoch, volatile uint64_t *words)
+{
+	uint64_t seed = mix64((r->rseed ^ FILL_STREAM) + (epoch + 1) * GAMMA);
+	uint64_t ring_words = 2 * RING_DESCRIPTORS;
+
+	for (uint64_t d = 0; d < RING_DESCRIPTORS; d++) {
+		uint64_t word = random_word(seed, 2 * d);
+		uint64_t flags = random_word(seed, 2 * d + 1) & 0xffffffffULL;
+
+		words[2 * d] = scratch_base + (word & (scratch_size - 1) & ~0xFULL);
+		words[2 * d + 1] = (1ULL << ((word >> 32) % 13)) | flags << 32;
+	}
+	for (uint64_t k = 0; k < scratch_size / 8 - ring_words; k++) {
+		uint64_t word = random_word(seed, ring_words + k);
+
+		if (!(word >> 62)) /* one in four: two 32-bit link pointers into the scratch memory */
+			word = (scratch_base + ((word >> 16) & (scratch_size - 1) & ~0xFULL)) << 32 |
+			       (scratch_base + (word & (scratch_size - 1) & ~0xFULL));
+		words[ring_words + k] = word;
+	}
+}
+
+static inline __attribute__((always_inline)) struct op gen_op_values(const struct range *r, uint64_t i, int dma)
 {
 	uint64_t n = r->slots;
 	struct op op = { 'r', 0, r->width, 0 };
@@ -158,6 +261,8 @@ static inline __attribute__((always_inline)) struct op gen_op(const struct range
 		uint64_t slot = (uint64_t)(((unsigned __int128)random_word(r->rseed, 2 * k) * n) >> 64);
 		uint64_t value = random_word(r->rseed, 2 * k + 1);
 
+		if (dma) /* a constant in every caller: the uniform loops carry no branch for it */
+			value = dictionary_value(value, r->width);
 		if (r->width < 8)
 			value &= (1ULL << (8 * r->width)) - 1;
 		op.kind = 'w';
@@ -165,6 +270,11 @@ static inline __attribute__((always_inline)) struct op gen_op(const struct range
 		op.value = value;
 	}
 	return op;
+}
+
+static inline __attribute__((always_inline)) struct op gen_op(const struct range *r, uint64_t i)
+{
+	return gen_op_values(r, i, 0);
 }
 
 /* ---- port access ----------------------------------------------------- */
@@ -222,10 +332,11 @@ static inline void mmio_write(volatile uint8_t *p, uint64_t width, uint64_t valu
 static void __attribute__((noreturn, format(printf, 2, 3))) fail(int status, const char *fmt, ...);
 static void emit(const char *fmt, ...);
 
-static void run_mmio(const struct range *r, uint64_t first, uint64_t stop)
+static inline __attribute__((always_inline)) void mmio_loop(const struct range *r, uint64_t first, uint64_t stop,
+							      int dma)
 {
 	for (uint64_t i = first; i < stop; i++) {
-		struct op op = gen_op(r, i);
+		struct op op = gen_op_values(r, i, dma);
 		volatile uint8_t *p = r->mmio + (op.port - r->start);
 
 		if (op.kind == 'r')
@@ -237,10 +348,11 @@ static void run_mmio(const struct range *r, uint64_t first, uint64_t stop)
 
 /* Config space through sysfs: the kernel turns each pread/pwrite of 1, 2 or 4
  * aligned bytes into one config cycle of that size. */
-static void run_pci(const struct range *r, uint64_t first, uint64_t stop)
+static inline __attribute__((always_inline)) void pci_loop(const struct range *r, uint64_t first, uint64_t stop,
+							     int dma)
 {
 	for (uint64_t i = first; i < stop; i++) {
-		struct op op = gen_op(r, i);
+		struct op op = gen_op_values(r, i, dma);
 		uint32_t value = (uint32_t)op.value; /* little endian: the low bytes go first */
 		off_t reg = (off_t)(op.port & 0xfff);
 		ssize_t n = op.kind == 'r' ? pread(r->config_fd, &value, op.width, reg)
@@ -260,10 +372,11 @@ static void run_pci(const struct range *r, uint64_t first, uint64_t stop)
 }
 
 /* The hot loop: no output, no syscall, one generated op per access. */
-static void run_io(const struct range *r, uint64_t first, uint64_t stop)
+static inline __attribute__((always_inline)) void io_loop(const struct range *r, uint64_t first, uint64_t stop,
+							    int dma)
 {
 	for (uint64_t i = first; i < stop; i++) {
-		struct op op = gen_op(r, i);
+		struct op op = gen_op_values(r, i, dma);
 
 		if (op.kind == 'r')
 			port_read((uint16_t)op.port, op.width);
@@ -272,20 +385,28 @@ static void run_io(const struct range *r, uint64_t first, uint64_t stop)
 	}
 }
 
+/* One specialised loop per space and value mode: the value mode is chosen per range, not per op. */
+static void run_io(const struct range *r, uint64_t first, uint64_t stop) { io_loop(r, first, stop, 0); }
+static void run_io_dma(const struct range *r, uint64_t first, uint64_t stop) { io_loop(r, first, stop, 1); }
+static void run_mmio(const struct range *r, uint64_t first, uint64_t stop) { mmio_loop(r, first, stop, 0); }
+static void run_mmio_dma(const struct range *r, uint64_t first, uint64_t stop) { mmio_loop(r, first, stop, 1); }
+static void run_pci(const struct range *r, uint64_t first, uint64_t stop) { pci_loop(r, first, stop, 0); }
+static void run_pci_dma(const struct range *r, uint64_t first, uint64_t stop) { pci_loop(r, first, stop, 1); }
+
 static void run_range(const struct range *r, uint64_t first, uint64_t stop)
 {
 	if (r->space == SPACE_MMIO)
-		run_mmio(r, first, stop);
+		(r->dma ? run_mmio_dma : run_mmio)(r, first, stop);
 	else if (r->space == SPACE_PCI)
-		run_pci(r, first, stop);
+		(r->dma ? run_pci_dma : run_pci)(r, first, stop);
 	else
-		run_io(r, first, stop);
+		(r->dma ? run_io_dma : run_io)(r, first, stop);
 }
 
 static void run_print(const struct range *r, uint64_t first, uint64_t stop)
 {
 	for (uint64_t i = first; i < stop; i++) {
-		struct op op = gen_op(r, i);
+		struct op op = gen_op_values(r, i, r->dma); /* printing dominates: one branch is nothing here */
 
 		printf("%" PRIu64 " %" PRIu64 " %c 0x%" PRIx64 " %" PRIu64 " 0x%" PRIx64 "\n", r->index, i,
 		       op.kind, op.port, op.width, op.value);
@@ -295,16 +416,25 @@ static void run_print(const struct range *r, uint64_t first, uint64_t stop)
 /* Dry --limit-loop: generate without printing, to time the generator alone. */
 static volatile uint64_t sink;
 
-static void run_sink(const struct range *r, uint64_t first, uint64_t stop)
+static inline __attribute__((always_inline)) void sink_loop(const struct range *r, uint64_t first, uint64_t stop,
+							      int dma)
 {
 	uint64_t acc = 0;
 
 	for (uint64_t i = first; i < stop; i++) {
-		struct op op = gen_op(r, i);
+		struct op op = gen_op_values(r, i, dma);
 
 		acc += op.port ^ op.value ^ (uint64_t)op.kind;
 	}
 	sink += acc;
+}
+
+static void run_sink(const struct range *r, uint64_t first, uint64_t stop)
+{
+	if (r->dma)
+		sink_loop(r, first, stop, 1);
+	else
+		sink_loop(r, first, stop, 0);
 }
 
 /*
@@ -328,7 +458,7 @@ static void run_bare(const struct range *r, uint64_t first, uint64_t stop)
 	uint64_t width = r->width;
 
 	for (uint64_t j = 0; j < period; j++) {
-		struct op op = gen_op(r, first + j);
+		struct op op = gen_op_values(r, first + j, r->dma);
 
 		bare_table[j] = (struct table_op){ (uint16_t)op.port, op.kind == 'r', (uint32_t)op.value };
 	}
@@ -344,6 +474,45 @@ static void run_bare(const struct range *r, uint64_t first, uint64_t stop)
 				port_write(op->port, width, op->value);
 		}
 		i += chunk;
+	}
+}
+
+/* ---- the scratch memory of +dma ranges ----------------------------------- */
+
+static void print_fill(const struct range *r, uint64_t op_index)
+{
+	const volatile uint8_t *bytes = (const volatile uint8_t *)scratch_words;
+
+	printf("M %" PRIu64 " %" PRIu64 " ", r->index, op_index);
+	for (uint64_t b = 0; b < scratch_size; b++)
+		printf("%02x", bytes[b]);
+	putchar('\n');
+}
+
+/*
+ * Ops first..stop-1 of r, the first op of this invocation in r being
+ * `entered`: a +dma range gets its scratch memory filled before `entered` and
+ * before every multiple of SCRATCH_EPOCH_OPS (the device may have written
+ * into it meanwhile). `loop` is the uniform or the dma loop of the range.
+ */
+static void run_with_fills(const struct range *r, uint64_t first, uint64_t stop, uint64_t entered, int print,
+			   void (*loop)(const struct range *, uint64_t, uint64_t))
+{
+	if (!r->dma) {
+		loop(r, first, stop);
+		return;
+	}
+	while (first < stop) {
+		uint64_t boundary = (first / SCRATCH_EPOCH_OPS + 1) * SCRATCH_EPOCH_OPS;
+		uint64_t end = stop < boundary ? stop : boundary;
+
+		if (first == entered || first % SCRATCH_EPOCH_OPS == 0) {
+			fill_scratch(r, first / SCRATCH_EPOCH_OPS, scratch_words);
+			if (print)
+				print_fill(r, first);
+		}
+		loop(r, first, end);
+		first = end;
 	}
 }
 
@@ -466,7 +635,7 @@ static void parse_range(const char *arg, uint64_t default_index, uint64_t seed, 
 			struct range *r)
 {
 	char buf[128];
-	char *bounds, *dash, *slash, *colon, *comma;
+	char *bounds, *dash, *slash, *colon, *comma, *plus;
 	int have_index = 0, have_space = 0;
 
 	if (strlen(arg) >= sizeof(buf))
@@ -490,6 +659,14 @@ static void parse_range(const char *arg, uint64_t default_index, uint64_t seed, 
 			     bounds);
 		}
 		bounds = colon + 1;
+	}
+	plus = strchr(bounds, '+');
+	r->dma = 0;
+	if (plus) {
+		*plus = '\0';
+		if (strcmp(plus + 1, "dma") != 0)
+			fail(EXIT_USAGE, "range '%s': value mode '%s' is not dma (uniform has no suffix)", arg, plus + 1);
+		r->dma = 1;
 	}
 	comma = strchr(bounds, ',');
 	if (comma) {
@@ -566,7 +743,7 @@ static void usage(void)
 {
 	fputs("usage: iofuzz-exec [--dry-run | --check] [--limit-loop | --bare-loop] --seed S --fuzz-count N\n"
 	      "                   [--report-every K] [--resume I:J] [--hang-at I:J]\n"
-	      "                   [I:][pio:|mmio:|pci:]0xSTART-0xEND[/W][,N]...\n"
+	      "                   [--scratch 0xBASE-0xEND] [I:][pio:|mmio:|pci:]0xSTART-0xEND[/W][,N][+dma]...\n"
 	      "  --dry-run       print the ops instead of performing them (safe anywhere)\n"
 	      "  --check         set up every range's access path, report refusals (@DENIED), no op\n"
 	      "  --ranges-stdin  read the RANGE words from stdin (blank separated) instead\n"
@@ -575,6 +752,7 @@ static void usage(void)
 	      "                  ops (no generator, no marks), prints only @DONE\n"
 	      "  --resume I:J    start at op J of the range with index I\n"
 	      "  --hang-at I:J   FAULT INJECTION for tests: hang the guest before op J of range I\n"
+	      "  --scratch 0xBASE-0xEND  the scratch memory of +dma ranges (reserved with memmap=SIZE$BASE)\n"
 	      "   or: iofuzz-exec [--dry-run] [--report-every K] --script FILE|-\n"
 	      "  --script FILE   replay a qtest script's port I/O and MMIO (outb/inb, writel/readl...; - is stdin)\n",
 	      stderr);
@@ -593,8 +771,8 @@ static int is_refusal(int err)
 	return err == EPERM || err == EACCES || err == ENOENT || err == EINVAL;
 }
 
-/* Which sysfs BAR file holds [start, end], and the physical address of its first page. */
-static int find_bar_file(uint64_t start, uint64_t end, char *path, size_t path_size, uint64_t *file_base)
+/* Which sysfs BAR file holds [start, end] (a BAR with `kind` in its flags), and the address of its first page. */
+static int find_bar(uint64_t start, uint64_t end, uint64_t kind, char *path, size_t path_size, uint64_t *file_base)
 {
 	DIR *dir = opendir(PCI_DEVICES_DIR);
 	struct dirent *entry;
@@ -615,7 +793,7 @@ static int find_bar_file(uint64_t start, uint64_t end, char *path, size_t path_s
 			continue;
 		/* lines 0-5 are the BARs, each with a resourceN file; the ROM and bridge windows follow */
 		for (int bar = 0; bar < 6 && fscanf(f, "%llx %llx %llx", &bar_start, &bar_end, &flags) == 3; bar++) {
-			if ((flags & IORESOURCE_MEM) && bar_start <= start && end <= bar_end && bar_end > 0) {
+			if ((flags & kind) && bar_start <= start && end <= bar_end && bar_end > 0) {
 				snprintf(path, path_size, "%s/%s/resource%d", PCI_DEVICES_DIR, entry->d_name, bar);
 				*file_base = bar_start & ~(PAGE_SIZE_BYTES - 1);
 				found = 1;
@@ -626,6 +804,42 @@ static int find_bar_file(uint64_t start, uint64_t end, char *path, size_t path_s
 	}
 	closedir(dir);
 	return found;
+}
+
+static int find_bar_file(uint64_t start, uint64_t end, char *path, size_t path_size, uint64_t *file_base)
+{
+	return find_bar(start, end, IORESOURCE_MEM, path, path_size, file_base);
+}
+
+/*
+ * A +dma range's device must master the bus, or its DMA goes nowhere. No
+ * driver in the embedded guests turns that on, so the executor sets the
+ * command register's bus master bit of the PCI function whose BAR holds the
+ * range (a qtest replay's PCI setup sets it too). Ranges outside any BAR
+ * (legacy ports, /proc/iomem devices) are left as they are.
+ */
+static void enable_bus_master(const struct range *r)
+{
+	char path[600];
+	uint64_t base;
+	uint16_t command;
+	int fd;
+
+	if (r->space == SPACE_PCI ||
+	    !find_bar(r->start, r->end, r->space == SPACE_PIO ? IORESOURCE_IO : IORESOURCE_MEM, path, sizeof(path), &base))
+		return;
+	strcpy(strrchr(path, '/') + 1, "config");
+	fd = open(path, O_RDWR);
+	if (fd < 0 || pread(fd, &command, 2, 4) != 2)
+		fail(EXIT_RUNTIME, "range %" PRIu64 ": cannot read the command register in %s: %s", r->index, path,
+		     strerror(errno));
+	if (!(command & PCI_COMMAND_MASTER)) {
+		command |= PCI_COMMAND_MASTER;
+		if (pwrite(fd, &command, 2, 4) != 2)
+			fail(EXIT_RUNTIME, "range %" PRIu64 ": cannot turn on bus mastering in %s: %s", r->index, path,
+			     strerror(errno));
+	}
+	close(fd);
 }
 
 /* Map an mmio range uncached; 0, or -1 with `why` set when the kernel refuses. */
@@ -729,6 +943,101 @@ static int setup_access(struct range *ranges, int n_ranges)
 		}
 	}
 	return refused;
+}
+
+/* The kernel's memparse: a number (0x hex or decimal) with an optional K, M, G or T suffix. */
+static int parse_memsize(const char *text, char **end, uint64_t *out)
+{
+	errno = 0;
+	*out = strtoull(text, end, 0);
+	if (errno || *end == text)
+		return -1;
+	switch (**end) {
+	case 'T': case 't': *out <<= 10; /* fall through */
+	case 'G': case 'g': *out <<= 10; /* fall through */
+	case 'M': case 'm': *out <<= 10; /* fall through */
+	case 'K': case 'k': *out <<= 10; (*end)++; break;
+	default: break;
+	}
+	return 0;
+}
+
+/* Whether a memmap=SIZE$BASE entry of the kernel command line reserves the scratch memory. */
+static int scratch_reserved(const char *cmdline)
+{
+	char text[8192];
+
+	snprintf(text, sizeof(text), "%s", cmdline);
+	for (char *save, *tok = strtok_r(text, " \t\n", &save); tok; tok = strtok_r(NULL, " \t\n", &save)) {
+		if (strncmp(tok, "memmap=", 7) != 0)
+			continue;
+		for (char *entry = tok + 7; entry && *entry; entry = strchr(entry, ',') ? strchr(entry, ',') + 1 : NULL) {
+			uint64_t size, base;
+			char *end;
+
+			if (parse_memsize(entry, &end, &size) < 0 || *end != '$' || parse_memsize(end + 1, &end, &base) < 0)
+				continue;
+			if (base <= scratch_base && scratch_base + scratch_size <= base + size)
+				return 1;
+		}
+	}
+	return 0;
+}
+
+/* Map the scratch memory; 0, or -1 with `why` set. Only called after the guest marker check. */
+static int setup_scratch(char *why, size_t why_size)
+{
+	char cmdline[8192];
+	ssize_t len;
+	void *map;
+	int fd = open("/proc/cmdline", O_RDONLY);
+
+	len = fd < 0 ? -1 : read(fd, cmdline, sizeof(cmdline) - 1);
+	if (fd >= 0)
+		close(fd);
+	cmdline[len < 0 ? 0 : len] = '\0';
+	/* RAM the kernel uses must never be written: only a region it was told to leave alone */
+	if (!scratch_reserved(cmdline)) {
+		snprintf(why, why_size,
+			 "the kernel command line reserves no memory at 0x%" PRIx64 "-0x%" PRIx64
+			 " (boot it with memmap=%" PRIu64 "K$0x%" PRIx64 ")",
+			 scratch_base, scratch_base + scratch_size - 1, scratch_size >> 10, scratch_base);
+		return -1;
+	}
+	fd = open("/dev/mem", O_RDWR | O_SYNC);
+	if (fd < 0) {
+		snprintf(why, why_size, "cannot open /dev/mem: %s", strerror(errno));
+		return -1;
+	}
+	map = mmap(NULL, scratch_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, (off_t)scratch_base);
+	close(fd);
+	if (map == MAP_FAILED) {
+		snprintf(why, why_size, "cannot mmap 0x%" PRIx64 "-0x%" PRIx64 " through /dev/mem: %s", scratch_base,
+			 scratch_base + scratch_size - 1, strerror(errno));
+		return -1;
+	}
+	scratch_words = map;
+	return 0;
+}
+
+static void parse_scratch(const char *text)
+{
+	char buf[64];
+	char *dash;
+	uint64_t end;
+
+	if (strlen(text) >= sizeof(buf) || !(dash = strchr(strcpy(buf, text), '-')))
+		fail(EXIT_USAGE, "--scratch: expected 0xBASE-0xEND, got '%s'", text);
+	*dash = '\0';
+	scratch_base = parse_hex_bound("--scratch", buf, SPACE_MMIO);
+	end = parse_hex_bound("--scratch", dash + 1, SPACE_MMIO);
+	if (end <= scratch_base || end > 0xffffffffULL)
+		fail(EXIT_USAGE, "--scratch %s: the end must be above the base and below 4 GiB (32-bit DMA)", text);
+	scratch_size = end - scratch_base + 1;
+	if (scratch_size & (scratch_size - 1) || scratch_size < MIN_SCRATCH_SIZE || scratch_base % scratch_size)
+		fail(EXIT_USAGE,
+		     "--scratch %s: the size must be a power of two of at least 0x%llx bytes, the base aligned to it",
+		     text, MIN_SCRATCH_SIZE);
 }
 
 /* ---- guest checks and fault injection ----------------------------------- */
@@ -897,6 +1206,31 @@ static struct script_op *read_script(const char *path, uint64_t *count)
 	return ops;
 }
 
+/*
+ * Whether the page at `page` is RAM the kernel uses (/proc/iomem's "System
+ * RAM"): a reproducer's memory writes (the scratch memory's fills) must land
+ * in memory reserved with memmap=, never in the kernel's own RAM, even on a
+ * kernel without STRICT_DEVMEM.
+ */
+static int page_is_system_ram(uint64_t page)
+{
+	FILE *f = fopen("/proc/iomem", "r");
+	char line[256];
+	int found = 0;
+
+	if (!f)
+		fail(EXIT_RUNTIME, "--script: cannot read /proc/iomem (%s): refusing MMIO writes", strerror(errno));
+	while (!found && fgets(line, sizeof(line), f)) {
+		unsigned long long start, end;
+
+		if (sscanf(line, " %llx-%llx", &start, &end) == 2 && strstr(line, ": System RAM") && start <= page &&
+		    page <= end)
+			found = 1;
+	}
+	fclose(f);
+	return found;
+}
+
 /* Map each page an MMIO op touches (through its BAR's sysfs file, or /dev/mem), once per page. */
 static void map_script_pages(struct script_op *ops, uint64_t n)
 {
@@ -918,6 +1252,9 @@ static void map_script_pages(struct script_op *ops, uint64_t n)
 					   .space = SPACE_MMIO };
 			char why[700];
 
+			if (page_is_system_ram(page))
+				fail(EXIT_DENIED, "--script: MMIO at 0x%" PRIx64 " is the kernel's RAM (System RAM in /proc/iomem)",
+				     ops[i].address);
 			if (setup_mmio(&r, why, sizeof(why)) < 0)
 				fail(EXIT_DENIED, "--script: MMIO at 0x%" PRIx64 ": %s", ops[i].address, why);
 			pages = realloc(pages, (n_pages + 1) * sizeof(*pages));
@@ -984,13 +1321,14 @@ int main(int argc, char **argv)
 		{ "seed", required_argument, NULL, 's' },      { "fuzz-count", required_argument, NULL, 'f' },
 		{ "report-every", required_argument, NULL, 'k' }, { "resume", required_argument, NULL, 'r' },
 		{ "hang-at", required_argument, NULL, 'H' },   { "help", no_argument, NULL, 'h' },
-		{ "script", required_argument, NULL, 'S' },
+		{ "script", required_argument, NULL, 'S' },    { "scratch", required_argument, NULL, 'M' },
 		{ NULL, 0, NULL, 0 },
 	};
 	static struct range ranges[MAX_RANGES];
 	const char *script = NULL;
 	char **range_args;
 	int dry_run = 0, check = 0, ranges_stdin = 0, limit_loop = 0, bare_loop = 0, have_seed = 0, have_fuzz = 0, n_ranges, opt;
+	int any_dma = 0;
 	uint64_t seed = 0, fuzz_count = 0, report_every = DEFAULT_REPORT_EVERY, total = 0;
 	struct position resume = { 0 }, hang = { 0 };
 	struct range *first_range, *hang_range = NULL;
@@ -1011,12 +1349,13 @@ int main(int argc, char **argv)
 		case 'H': parse_position("--hang-at", optarg, &hang); break;
 		case 'h': usage(); return 0;
 		case 'S': script = optarg; break;
+		case 'M': parse_scratch(optarg); break;
 		default: fail(EXIT_USAGE, "unknown option or missing value: '%s'", argv[optind - 1]);
 		}
 	}
 	if (script) {
 		if (have_seed || have_fuzz || limit_loop || bare_loop || check || ranges_stdin || resume.set ||
-		    hang.set || optind < argc)
+		    hang.set || scratch_size || optind < argc)
 			fail(EXIT_USAGE, "--script combines only with --dry-run and --report-every");
 		if (report_every == 0)
 			fail(EXIT_USAGE, "--report-every must be at least 1");
@@ -1050,7 +1389,12 @@ int main(int argc, char **argv)
 		if (bare_loop && ranges[i].space != SPACE_PIO)
 			fail(EXIT_USAGE, "--bare-loop replays port I/O only, range '%s' is %s", range_args[i],
 			     space_names[ranges[i].space]);
+		any_dma |= ranges[i].dma;
 	}
+	if (any_dma && !scratch_size)
+		fail(EXIT_USAGE, "+dma ranges need --scratch 0xBASE-0xEND (their scratch memory)");
+	if (any_dma && bare_loop)
+		fail(EXIT_USAGE, "--bare-loop replays a table of ops without the scratch memory: no +dma range");
 
 	first_range = ranges;
 	if (resume.set) {
@@ -1079,6 +1423,18 @@ int main(int argc, char **argv)
 			fail(EXIT_RUNTIME, "/proc/cmdline lacks %s: not an iofuzz guest, refusing real port I/O",
 			     GUEST_MARKER);
 		refused = setup_access(ranges, n_ranges);
+		if (any_dma) {
+			char why[300];
+
+			if (setup_scratch(why, sizeof(why)) < 0) {
+				if (!check)
+					fail(EXIT_DENIED, "scratch memory of the +dma ranges: %s", why);
+				emit("@NOSCRATCH %s", why);
+			}
+			for (int i = 0; i < n_ranges && !check && !refused; i++)
+				if (ranges[i].dma)
+					enable_bus_master(&ranges[i]);
+		}
 		if (check) {
 			emit("@DONE 0");
 			return 0;
@@ -1089,6 +1445,8 @@ int main(int argc, char **argv)
 		static char buffer[1 << 16];
 
 		setvbuf(stdout, buffer, _IOFBF, sizeof(buffer));
+		if (any_dma && !(scratch_words = calloc(scratch_size / 8, 8)))
+			fail(EXIT_RUNTIME, "out of memory for the scratch memory's copy");
 	}
 
 	if (limit_loop || bare_loop) {
@@ -1097,10 +1455,8 @@ int main(int argc, char **argv)
 
 			if (bare_loop)
 				run_bare(r, first, r->op_count);
-			else if (dry_run)
-				run_sink(r, first, r->op_count);
 			else
-				run_range(r, first, r->op_count);
+				run_with_fills(r, first, r->op_count, first, 0, dry_run ? run_sink : run_range);
 			total += r->op_count - first;
 		}
 		emit("@DONE %" PRIu64, total);
@@ -1110,6 +1466,7 @@ int main(int argc, char **argv)
 	emit("@IOFUZZ READY %d %d", PROTOCOL_VERSION, n_ranges);
 	for (struct range *r = first_range; r < ranges + n_ranges; r++) {
 		uint64_t j = (r == first_range && resume.set) ? resume.op_index : 0;
+		uint64_t entered = j;
 
 		emit("@P %" PRIu64 " %" PRIu64, r->index, j);
 		for (;;) {
@@ -1128,10 +1485,7 @@ int main(int argc, char **argv)
 				stop = hang.op_index;
 				clamped = 1;
 			}
-			if (dry_run)
-				run_print(r, j, stop);
-			else
-				run_range(r, j, stop);
+			run_with_fills(r, j, stop, entered, dry_run, dry_run ? run_print : run_range);
 			total += stop - j;
 			j = stop;
 			if (!clamped)

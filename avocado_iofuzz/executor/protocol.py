@@ -21,11 +21,18 @@ guest's serial console:
     are set up, before ``READY``. Followed by ``@ERR`` (exit status 3), except
     under ``--check``, which reports every refused range and ends ``@DONE 0``
     without performing any op.
+``@NOSCRATCH <reason>``
+    under ``--check`` only: a range has DMA-aware values (``+dma``) but the
+    scratch memory cannot be mapped (no ``memmap=`` reservation on the guest's
+    kernel command line, no ``/dev/mem``...). A real run fails with ``@ERR``
+    (status 3) instead.
 ``@ERR <message>``
     failure (bad arguments, not an iofuzz guest); the executor exits non-zero.
 
 ``--dry-run`` prints each op as ``<range_index> <op_index> <r|w> 0x<port>
-<width> 0x<value>`` in between, without touching any port.
+<width> 0x<value>`` in between, without touching any port, and each fill of
+the scratch memory of a ``+dma`` range as ``M <range_index> <op_index>
+<hex bytes>`` before the op it precedes.
 """
 
 from __future__ import annotations
@@ -35,6 +42,7 @@ import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from avocado_iofuzz.model.dma import SCRATCH_BASE, SCRATCH_END, VALUES_UNIFORM
 from avocado_iofuzz.model.program import SPACE_PIO, Op, RangePlan
 
 PROTOCOL_VERSION = 1
@@ -82,7 +90,12 @@ class Denied:
     reason: str
 
 
-Message = Ready | Progress | Hang | Done | ExecError | Denied
+@dataclass(frozen=True)
+class NoScratch:
+    reason: str
+
+
+Message = Ready | Progress | Hang | Done | ExecError | Denied | NoScratch
 
 # CSI sequences such as the ESC[6n (cursor position query) busybox ash prints
 # after its prompt, and the bracketed-paste toggles of bash.
@@ -96,6 +109,7 @@ _MESSAGE = re.compile(
     r"|HANG (?P<h_range>\d+) (?P<h_op>\d+)"
     r"|DONE (?P<total>\d+)"
     r"|DENIED (?P<d_range>\d+) (?P<reason>.*?)"
+    r"|NOSCRATCH (?P<no_scratch>.*?)"
     r"|ERR (?P<message>.*?)"
     r")[ \t]*$"
 )
@@ -122,6 +136,8 @@ def parse_line(line: str) -> Message | None:
         return Done(int(g["total"]))
     if g["d_range"] is not None:
         return Denied(int(g["d_range"]), g["reason"])
+    if g["no_scratch"] is not None:
+        return NoScratch(g["no_scratch"])
     return ExecError(g["message"])
 
 
@@ -148,16 +164,28 @@ def parse_dry_run_op(line: str, space: str = SPACE_PIO) -> tuple[int, int, Op]:
         raise ValueError(f"not a dry-run op line: {line!r}") from None
 
 
+def format_dry_run_fill(range_index: int, op_index: int, data: bytes) -> str:
+    """The line ``--dry-run`` prints for a fill of the scratch memory before op ``op_index``."""
+    return f"M {range_index} {op_index} {data.hex()}"
+
+
 def range_argument(plan: RangePlan, fuzz_count: int | None = None) -> str:
-    """How the executor's command line names a range: ``I:[SPACE:]0xSTART-0xEND[/W][,N]``.
+    """How the executor's command line names a range: ``I:[SPACE:]0xSTART-0xEND[/W][,N][+VALUES]``.
 
     ``,N`` is written when the plan's fuzz count differs from ``fuzz_count``
-    (the command's ``--fuzz-count``); ``SPACE:`` for every space but pio.
+    (the command's ``--fuzz-count``); ``SPACE:`` for every space but pio;
+    ``+VALUES`` for every value mode but uniform.
     """
     space = f"{plan.space}:" if plan.space != SPACE_PIO else ""
     width = f"/{plan.width}" if plan.width != 1 else ""
     count = f",{plan.fuzz_count}" if fuzz_count is not None and plan.fuzz_count != fuzz_count else ""
-    return f"{plan.index}:{space}{plan.start:#x}-{plan.end:#x}{width}{count}"
+    values = f"+{plan.values}" if plan.values != VALUES_UNIFORM else ""
+    return f"{plan.index}:{space}{plan.start:#x}-{plan.end:#x}{width}{count}{values}"
+
+
+def scratch_argument() -> str:
+    """The executor's ``--scratch`` value: the scratch memory of ranges with DMA-aware values."""
+    return f"{SCRATCH_BASE:#x}-{SCRATCH_END:#x}"
 
 
 def executor_command(
@@ -179,8 +207,9 @@ def executor_command(
     ``bare_loop`` are benchmark modes without progress marks: the ops as
     generated, or the accesses alone replayed from a table (see the C source).
     ``check`` sets up every range's access path and reports refusals
-    (``@DENIED``) without performing any op. Plans share the seed; a plan
-    whose fuzz count differs from the first plan's carries its own.
+    (``@DENIED``, ``@NOSCRATCH``) without performing any op. Plans share the
+    seed; a plan whose fuzz count differs from the first plan's carries its
+    own. Plans with DMA-aware values add the scratch memory (``--scratch``).
     """
     if not plans:
         raise ValueError("executor_command: no range plans given")
@@ -213,6 +242,10 @@ def executor_command(
         args.append("--bare-loop")
     args += ["--seed", str(plans[0].seed), "--fuzz-count", str(plans[0].fuzz_count)]
     args += ["--report-every", str(report_every)]
+    if any(p.values != VALUES_UNIFORM for p in plans):
+        if bare_loop:
+            raise ValueError("executor_command: bare_loop replays a table of ops without the scratch memory")
+        args += ["--scratch", scratch_argument()]
     order = [p.index for p in plans]
     if resume is not None:
         _check_position("resume", resume, by_index, allow_end=True)

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from avocado_iofuzz.executor.protocol import DEFAULT_BINARY, GUEST_MARKER
+from avocado_iofuzz.model.dma import SCRATCH_KERNEL_PARAM
 
 # Bump whenever a change in this package changes what a build produces.
 BUILDER_VERSION = 1
@@ -21,7 +22,9 @@ GUEST_MARKER_PARAM = GUEST_MARKER  # the in-guest executor refuses to run withou
 # measurable time under TCG (≈22 kB, prompt after ≈1.5 s either way).
 # panic=-1 reboots a panicked guest at once instead of leaving it hung, so a
 # guest panic shows up as a reboot on the console rather than as a hang.
-GUEST_KERNEL_PARAMS = f"console=ttyS0 {GUEST_MARKER_PARAM} panic=-1"
+# memmap= reserves the scratch memory of DMA-aware values (fuzz_values = dma):
+# RAM the kernel never uses, which the executor maps through /dev/mem.
+GUEST_KERNEL_PARAMS = f"console=ttyS0 {GUEST_MARKER_PARAM} panic=-1 {SCRATCH_KERNEL_PARAM}"
 EXECUTOR_GUEST_PATH = DEFAULT_BINARY  # where the embedded guests carry the executor
 
 

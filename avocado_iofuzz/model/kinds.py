@@ -9,6 +9,11 @@ slots: a kind with few slots (a device's 64 config registers) then gets as
 many writes as one with many (a 16 KiB BAR). With one kind, a run is exactly
 what ``fuzz_count`` always meant.
 
+Each range is planned once per access width of its kind that it holds
+(``pio_widths``, ``mmio_widths``, ``pci_widths``; for ports see
+:mod:`avocado_iofuzz.model.port_widths`): its slots at every width count, so
+a 4-byte port range fuzzed at 1, 2 and 4 bytes has 4 + 2 + 1 slots.
+
 Ranges are planned kind by kind, pio, then mmio, then pci: config writes
 move and disable BARs, which must not happen under the MMIO ranges still to
 come. Before the campaign, the executor checks every range's access path in
@@ -19,8 +24,9 @@ left without any range of a kind it was asked for ends as CANCEL.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from avocado_iofuzz.executor.protocol import Denied, ExecError, parse_line
 from avocado_iofuzz.model.iomem import DEFAULT_MAX_SIZE, DEFAULT_SKIP_IOMEM, mmio_targets
@@ -29,12 +35,13 @@ from avocado_iofuzz.model.pci import (
     CONFIG_SPACE_SIZE,
     DEFAULT_CONFIG_HOLES,
     IORESOURCE_IO,
-        ROM_RESOURCE,
+    ROM_RESOURCE,
     PciFunction,
     config_targets,
     parse_config_holes,
     parse_pci_listing,
 )
+from avocado_iofuzz.model.port_widths import DEFAULT_PIO_WIDTHS, aligned_interior, port_spans
 from avocado_iofuzz.model.program import (
     MAX_FUZZ_COUNT,
     SPACE_MMIO,
@@ -49,13 +56,13 @@ from avocado_iofuzz.model.target import Target
 LOG = logging.getLogger("avocado.test.iofuzz")
 
 
-
 @dataclass(frozen=True)
 class KindParams:
-    """The params of the mmio and pci kinds, checked once (pio keeps its own in IofuzzParams)."""
+    """The params that shape each kind's ranges, checked once (pio's selection stays in IofuzzParams)."""
 
     # kind -> weight; 0 everywhere: no weights given, each kind's share is its share of the slots
     weights: dict[str, int] = field(default_factory=lambda: {SPACE_PIO: 0})
+    pio_widths: tuple[int, ...] = DEFAULT_PIO_WIDTHS
     skip_iomem: str = ", ".join(DEFAULT_SKIP_IOMEM)
     extra_iomem: str = ""
     only_iomem: str = ""
@@ -72,6 +79,24 @@ class KindParams:
     def kinds(self) -> list[str]:
         """The chosen kinds, in the order their ranges are planned."""
         return [k for k in SPACES if k in self.weights]
+
+    def widths(self, kind: str) -> tuple[int, ...]:
+        """The access widths ``kind`` is fuzzed at (``pio_widths``, ``mmio_widths``, ``pci_widths``)."""
+        return {SPACE_PIO: self.pio_widths, SPACE_MMIO: self.mmio_widths, SPACE_PCI: self.pci_widths}[kind]
+
+
+# A run at several widths of a kind names each of its plans NAME (W-byte): summaries and merges key ranges by name.
+_WIDTH_SUFFIX = re.compile(r" \((\d+)-byte\)\Z")
+
+
+def width_suffix(width: int) -> str:
+    """What a run at several widths of a kind appends to the name of a plan of ``width``."""
+    return f" ({width}-byte)"
+
+
+def target_name(plan_name: str) -> str:
+    """The name of the target a plan was made of: ``plan_name`` without a width suffix."""
+    return _WIDTH_SUFFIX.sub("", plan_name)
 
 
 # --- from the guest's listings to targets -------------------------------------------------
@@ -155,7 +180,7 @@ def _focus_ports(targets: Sequence[Target], functions: Sequence[PciFunction], ex
 
 @dataclass(frozen=True)
 class Unit:
-    """One target at one access width: what becomes one RangePlan."""
+    """A span of one target at one access width: what becomes one RangePlan."""
 
     target: Target
     width: int
@@ -168,17 +193,26 @@ class Unit:
 
 
 def units(targets: Iterable[Target], kinds: KindParams) -> list[Unit]:
-    """Each target at each width of its kind, trimmed to whole aligned slots (none left: dropped)."""
-    widths = {SPACE_PIO: (1,), SPACE_MMIO: kinds.mmio_widths, SPACE_PCI: kinds.pci_widths}
+    """Each target at each width of its kind: its whole aligned slots (none: that width is dropped).
+
+    Port ranges follow :func:`~avocado_iofuzz.model.port_widths.port_spans`
+    (fixed-width registers such as PCI conf1's CONFIG_ADDRESS); MMIO and
+    config ranges take the aligned interior at every width.
+    """
     result = []
     for target in targets:
-        for width in widths[target.space]:
-            start = -(-target.start // width) * width
-            end = (target.end + 1) // width * width - 1
-            if end >= start:
-                result.append(Unit(target, width, start, end))
-            else:
-                LOG.info("%s holds no aligned %d-byte slot: not fuzzed at that width", target, width)
+        widths = kinds.widths(target.space)
+        if target.space == SPACE_PIO:
+            spans = port_spans(target.start, target.end, widths)
+        else:
+            spans = [
+                (width, *interior)
+                for width in widths
+                if (interior := aligned_interior(target.start, target.end, width)) is not None
+            ]
+        result += [Unit(target, width, start, end) for width, start, end in spans]
+        for width in sorted(set(widths) - {width for width, _, _ in spans}):
+            LOG.info("%s: not fuzzed at %d bytes (no whole aligned slot of that width)", target, width)
     return result
 
 
@@ -212,12 +246,12 @@ def plan_kinds(seed: int, fuzz_count: int, kinds: KindParams, targets: Sequence[
                 f"fuzz_count = {fuzz_count}: with fuzz_kinds weights, {kind} gets {count} random writes per slot, "
                 f"more than the in-guest executor's limit {MAX_FUZZ_COUNT}: lower fuzz_count or {kind}'s weight"
             )
-    several_widths = {SPACE_PIO: False, SPACE_MMIO: len(kinds.mmio_widths) > 1, SPACE_PCI: len(kinds.pci_widths) > 1}
     plans: list[RangePlan] = []
     for kind in kinds.kinds:
+        several_widths = len(kinds.widths(kind)) > 1
         for unit in (u for u in all_units if u.target.space == kind):
             # a target planned at two widths gets two names: summaries and merges key ranges by name
-            name = f"{unit.target.name} ({unit.width}-byte)" if several_widths[kind] else unit.target.name
+            name = unit.target.name + width_suffix(unit.width) if several_widths else unit.target.name
             plans.append(
                 RangePlan(len(plans), unit.start, unit.end, name, seed, counts[kind], unit.width, unit.target.space)
             )
@@ -226,7 +260,7 @@ def plan_kinds(seed: int, fuzz_count: int, kinds: KindParams, targets: Sequence[
 
 def renumber(plans: Iterable[RangePlan]) -> list[RangePlan]:
     """The same ranges numbered 0..n-1 (a range's ops depend on its bounds, not its number)."""
-    return [RangePlan(i, p.start, p.end, p.name, p.seed, p.fuzz_count, p.width, p.space) for i, p in enumerate(plans)]
+    return [replace(p, index=i) for i, p in enumerate(plans)]
 
 
 # --- what the guest lets us do (asked by campaign/guest_access.py) ----------------------------

@@ -8,7 +8,9 @@ For each range ``[start, end]`` (inclusive) the ops are, in order:
 
 * phase ``read``: read every slot once, lowest address first;
 * phase ``zero``: write 0 to every slot, lowest address first;
-* phase ``fuzz``: ``fuzz_count * slots`` writes of random values to random slots.
+* phase ``fuzz``: ``fuzz_count * slots`` writes of random values to random slots:
+  uniform words, or with ``values="dma"`` draws from the DMA-aware dictionary
+  (:mod:`avocado_iofuzz.model.dma`: scratch memory addresses, sizes, 0...).
 
 A *slot* is an access of the range's width: with width 1 every port is a slot,
 with width 2 the slots are ``start, start+2, ...``.
@@ -32,10 +34,22 @@ import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
-MASK64 = (1 << 64) - 1
-# splitmix64's increment (2**64 / golden ratio, odd): consecutive counters map
-# to well-spread inputs of the mixing function.
-GAMMA = 0x9E3779B97F4A7C15
+from avocado_iofuzz.model.dma import (
+    SCRATCH_BASE,
+    SCRATCH_EPOCH_OPS,
+    VALUE_MODES,
+    VALUES_UNIFORM,
+    dictionary_value,
+    fill_points,
+    scratch_fill,
+)
+
+# the generator, re-exported: program.mix64 etc. are its names of old
+from avocado_iofuzz.model.generator import GAMMA as GAMMA
+from avocado_iofuzz.model.generator import MASK64 as MASK64
+from avocado_iofuzz.model.generator import mix64 as mix64
+from avocado_iofuzz.model.generator import random_word as random_word
+from avocado_iofuzz.model.generator import range_seed as range_seed
 
 PHASE_READ = "read"
 PHASE_ZERO = "zero"
@@ -84,26 +98,6 @@ class Op:
     space: str = SPACE_PIO
 
 
-def mix64(z: int) -> int:
-    """splitmix64's finaliser: a bijection on 64-bit words with good avalanche."""
-    z &= MASK64
-    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & MASK64
-    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & MASK64
-    return z ^ (z >> 31)
-
-
-def range_seed(seed: int, start: int, end: int) -> int:
-    """The generator seed of one range, from the run seed and the range bounds only."""
-    h = mix64(seed + GAMMA)
-    h = mix64((h ^ start) + GAMMA)
-    return mix64((h ^ end) + GAMMA)
-
-
-def random_word(rseed: int, k: int) -> int:
-    """Output ``k`` (0-based) of the counter-based generator seeded with ``rseed``."""
-    return mix64(rseed + (k + 1) * GAMMA)
-
-
 def new_seed() -> int:
     """A fresh random 63-bit run seed (63 bits: fits signed 64-bit fields too)."""
     return int.from_bytes(os.urandom(8), "little") >> 1
@@ -126,6 +120,9 @@ class RangePlan:
     fuzz_count: int
     width: int = 1
     space: str = SPACE_PIO
+    # where write values come from (avocado_iofuzz.model.dma.VALUE_MODES): uniform words, or the
+    # DMA-aware dictionary with the scratch memory's addresses
+    values: str = VALUES_UNIFORM
     range_seed: int = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -165,7 +162,11 @@ class RangePlan:
         # Two words per fuzz op, one for the slot and one for the value, so
         # that values can use the full width (8 bytes for MMIO later).
         slot = (random_word(self.range_seed, 2 * k) * n) >> 64  # multiply-shift: no modulo bias worth noting
-        value = random_word(self.range_seed, 2 * k + 1) & ((1 << (8 * self.width)) - 1)
+        word = random_word(self.range_seed, 2 * k + 1)
+        if self.values == VALUES_UNIFORM:
+            value = word & ((1 << (8 * self.width)) - 1)
+        else:
+            value = dictionary_value(word, self.width)
         return Op("w", self.start + slot * self.width, self.width, value, self.space)
 
     def ops(self, first: int = 0, stop: int | None = None) -> Iterator[Op]:
@@ -179,6 +180,25 @@ class RangePlan:
             )
         for i in range(first, stop):
             yield self.op(i)
+
+    def ops_with_memory(self, first: int = 0, stop: int | None = None) -> Iterator[Op]:
+        """Ops ``first .. stop-1`` as the executor performs them when it starts at ``first``.
+
+        For DMA-aware values, the scratch memory's fills come before the ops
+        they precede, each as 8-byte MMIO writes of its contents: what a
+        replay without the executor (qtest) must write to guest memory.
+        """
+        if stop is None:
+            stop = self.op_count
+        fills = fill_points(first, stop) if self.values != VALUES_UNIFORM else []
+        if not fills:
+            yield from self.ops(first, stop)
+            return
+        for fill_at, next_fill in zip(fills, [*fills[1:], stop], strict=True):
+            data = scratch_fill(self.range_seed, fill_at // SCRATCH_EPOCH_OPS)
+            for offset in range(0, len(data), 8):
+                yield Op("w", SCRATCH_BASE + offset, 8, int.from_bytes(data[offset : offset + 8], "little"), SPACE_MMIO)
+            yield from self.ops(fill_at, next_fill)
 
     def _check_index(self, i: int) -> None:
         if not 0 <= i < self.op_count:
@@ -194,6 +214,8 @@ def _validate_range(plan: RangePlan) -> None:
         value = getattr(plan, name)
         if not isinstance(value, int) or isinstance(value, bool):
             raise ValueError(f"{where}: {name} must be an int, got {value!r}")
+    if plan.values not in VALUE_MODES:
+        raise ValueError(f"{where}: values must be one of {', '.join(VALUE_MODES)}, got {plan.values!r}")
     if not isinstance(plan.name, str):
         raise ValueError(f"{where}: name must be a str, got {plan.name!r}")
     if plan.space not in _SPACE_LIMITS:
@@ -226,12 +248,14 @@ def _validate_range(plan: RangePlan) -> None:
         raise ValueError(f"{where}: name must be a single line")
 
 
-def plan_ranges(seed: int, ranges: Sequence[tuple[int, int, str]], fuzz_count: int, width: int = 1) -> list[RangePlan]:
+def plan_ranges(
+    seed: int, ranges: Sequence[tuple[int, int, str]], fuzz_count: int, width: int = 1, values: str = VALUES_UNIFORM
+) -> list[RangePlan]:
     """One ``RangePlan`` per ``(start, end, name)``, indexed by position."""
     plans = []
     for index, entry in enumerate(ranges):
         if not isinstance(entry, tuple | list) or len(entry) != 3:
             raise ValueError(f"range {index}: expected (start, end, name), got {entry!r}")
         start, end, name = entry
-        plans.append(RangePlan(index, start, end, str(name), seed, fuzz_count, width))
+        plans.append(RangePlan(index, start, end, str(name), seed, fuzz_count, width, values=values))
     return plans

@@ -29,6 +29,10 @@ DEFAULT_SKIP_PORTS: dict[str, str] = {
     "0x64": "i8042 command port: command 0xfe pulses CPU reset, 0xd1 rewrites the reset line",
     "0x92": "System control port A: bit 0 is a fast CPU reset",
     "0x3f8-0x3ff": "COM1, the serial console the test talks through",
+    "0x514-0x51b": (
+        "fw_cfg DMA address: a 4-byte write at 0x518 starts a DMA at the guest address written; from random "
+        "guest memory as its descriptor QEMU zeroes or copies up to 4 GiB, answering nothing meanwhile"
+    ),
     "0x604-0x605": "ACPI PM1a control block: SLP_EN powers the guest off",
     "0xcf9": "Reset control register: writes reset the machine",
 }

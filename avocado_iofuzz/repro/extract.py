@@ -177,8 +177,9 @@ def _spans_between(
 
 
 def _ops(plans: dict[int, RangePlan], spans: Sequence[tuple[int, int, int]]) -> Iterator[Op]:
+    # each span is one start of the executor: a range with DMA-aware values had its scratch memory filled
     for index, first, stop in spans:
-        yield from plans[index].ops(first, stop)
+        yield from plans[index].ops_with_memory(first, stop)
 
 
 def _last_spans(spans: Sequence[tuple[int, int, int]], limit: int) -> list[tuple[int, int, int]]:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
+from avocado_iofuzz.model.dma import SCRATCH_BASE, SCRATCH_END
 from avocado_iofuzz.model.pci import IORESOURCE_IO, ROM_RESOURCE, PciFunction, cf8_address, config_address
 from avocado_iofuzz.model.program import PIO_MAX_PORT, SPACE_MMIO, SPACE_PCI, SPACE_PIO, Op
 
@@ -30,6 +31,7 @@ IORESOURCE_MEM_64 = 0x100000
 IORESOURCE_PCI_FIXED = 0x10  # legacy addresses (an IDE controller's 0x1f0...), no BAR behind them
 # command register: I/O space, memory space, bus master
 COMMAND_ENABLE = 0x7
+MEMORY_WRITE_CHUNK = 4096  # bytes per qtest write line: 8 k hex digits, a line a person can still page through
 
 
 def qtest_commands(op: Op) -> list[str]:
@@ -63,11 +65,37 @@ def _port(kind: str, suffix: str, port: int, value: int) -> str:
 
 
 def format_script(ops: Iterable[Op], setup: Sequence[str] = ()) -> str:
-    """A whole qtest script: the setup lines, then every op's lines; newline-terminated."""
+    """A whole qtest script: the setup lines, then every op's lines; newline-terminated.
+
+    Consecutive 8-byte writes filling the scratch memory (DMA-aware values)
+    become ``write ADDR LEN DATA`` lines: guest RAM, written as bytes.
+    """
     lines = list(setup)
+    memory: list[Op] = []
     for op in ops:
-        lines += qtest_commands(op)
+        if _is_memory_write(op) and (not memory or op.port == memory[-1].port + 8):
+            memory.append(op)
+            continue
+        lines += memory_write_commands(memory)
+        memory = [op] if _is_memory_write(op) else []
+        if not memory:
+            lines += qtest_commands(op)
+    lines += memory_write_commands(memory)
     return "".join(line + "\n" for line in lines)
+
+
+def _is_memory_write(op: Op) -> bool:
+    return op.kind == "w" and op.space == SPACE_MMIO and op.width == 8 and SCRATCH_BASE <= op.port <= SCRATCH_END - 7
+
+
+def memory_write_commands(ops: Sequence[Op], chunk: int = MEMORY_WRITE_CHUNK) -> list[str]:
+    """Contiguous 8-byte writes as ``write ADDR LEN 0xDATA`` lines of at most ``chunk`` bytes."""
+    data = b"".join(op.value.to_bytes(8, "little") for op in ops)
+    base = ops[0].port if ops else 0
+    return [
+        f"write {base + offset:#x} {len(data[offset : offset + chunk])} 0x{data[offset : offset + chunk].hex()}"
+        for offset in range(0, len(data), chunk)
+    ]
 
 
 def _config_write(bus: int, device: int, function: int, register: int, width: int, value: int) -> list[str]:

@@ -149,6 +149,7 @@ def range_counts(plan: RangePlan, result: CampaignResult) -> dict[str, Any]:
         # what fuzz_kinds made of the range: its address space, access width, own fuzz count
         "space": plan.space,
         "width": plan.width,
+        "values": plan.values,
         "range_fuzz_count": plan.fuzz_count,
         "ops_planned": plan.op_count,
         "ops_confirmed": tally.ops_confirmed,

@@ -10,7 +10,7 @@ same ops in the same order. So the command names:
 * ``fuzz_seed``; ``fuzz_kinds`` = the range's kind alone, unweighted, and
   ``fuzz_count`` = the range's own fuzz count (with one unweighted kind every
   slot gets exactly ``fuzz_count`` writes, whatever weights the run had);
-* the range's width (``mmio_widths`` / ``pci_widths``);
+* the range's width (``pio_widths`` / ``mmio_widths`` / ``pci_widths``);
 * a selection that leaves exactly that range: its name (``only_devices``,
   ``only_iomem``; ``only_pci`` with the function's address) plus every other
   address of its space cut out (``skip_ports``, ``skip_mmio``, and
@@ -36,7 +36,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from avocado_iofuzz.model.dma import VALUES_UNIFORM
+from avocado_iofuzz.model.kinds import width_suffix
 from avocado_iofuzz.model.pci import split_config_address
+from avocado_iofuzz.model.port_widths import DEFAULT_PIO_WIDTHS
 from avocado_iofuzz.model.program import MMIO_MAX_ADDRESS, PIO_MAX_PORT, SPACE_MMIO, SPACE_PCI, SPACE_PIO, RangePlan
 from avocado_iofuzz.model.ranges import name_matches
 from avocado_iofuzz.model.shards import SHARD_PARAM, SHARDS_PARAM, parse_shard
@@ -71,12 +74,12 @@ NOT_CARRIED = frozenset(
 SECRET_PARAMS = frozenset({"iofuzz_password", "password"})
 # Params of one kind's ranges only: a rerun of another kind does without them.
 KIND_PARAMS = {
-    SPACE_PIO: frozenset({"skip_devices", "skip_ports", "extra_ioports", "only_devices"}),
+    SPACE_PIO: frozenset({"skip_devices", "skip_ports", "extra_ioports", "only_devices", "pio_widths"}),
     SPACE_MMIO: frozenset({"skip_iomem", "extra_iomem", "only_iomem", "skip_mmio", "mmio_widths", "mmio_max_size"}),
     SPACE_PCI: frozenset({"skip_pci", "skip_pci_config", "pci_widths", "pci_config_size"}),
 }
 # What every rerun sets itself, whatever the run had.
-_ALWAYS_SET = frozenset({"fuzz_seed", "fuzz_count", "fuzz_kinds", SHARD_PARAM, "iofuzz_debug_hang_at"})
+_ALWAYS_SET = frozenset({"fuzz_seed", "fuzz_count", "fuzz_kinds", "fuzz_values", SHARD_PARAM, "iofuzz_debug_hang_at"})
 
 
 @dataclass(frozen=True)
@@ -86,6 +89,7 @@ class RerunContext:
     reference: str = DEFAULT_REFERENCE  # the avocado variant (shortname) the run came from
     shard: str = "1/1"
     cmdline: tuple[tuple[str, str], ...] = ()  # the run's --vt-extra-params, in order
+    pio_widths: tuple[int, ...] = DEFAULT_PIO_WIDTHS
     mmio_widths: tuple[int, ...] = (4,)
     pci_config_size: int = 0x100
     hang_at: tuple[int, int] | None = None  # iofuzz_debug_hang_at: (range index, op index)
@@ -153,9 +157,10 @@ def _list_entry_problem(name: str) -> str:
 
 
 def base_name(plan: RangePlan, context: RerunContext) -> str:
-    """The target's name: a run at several MMIO widths names each plan ``NAME (W-byte)`` (kinds.plan_kinds)."""
-    suffix = f" ({plan.width}-byte)"
-    if plan.space == SPACE_MMIO and len(context.mmio_widths) > 1 and plan.name.endswith(suffix):
+    """The target's name: a run at several widths of a kind names each plan ``NAME (W-byte)`` (kinds.plan_kinds)."""
+    widths = {SPACE_PIO: context.pio_widths, SPACE_MMIO: context.mmio_widths}.get(plan.space, ())
+    suffix = width_suffix(plan.width)
+    if len(widths) > 1 and plan.name.endswith(suffix):
         return plan.name[: -len(suffix)]
     return plan.name
 
@@ -168,9 +173,14 @@ def rerun_range(plan: RangePlan, context: RerunContext, plans: Sequence[RangePla
     selection: list[tuple[str, str]]
     if plan.space == SPACE_PIO:
         problem = _list_entry_problem(name)
-        # only_devices is exact (no patterns): the name selects, the cut pins the bounds
-        selection = [("only_devices", name), ("skip_ports", _spans(_complement(plan.start, plan.end, PIO_MAX_PORT)))]
-        rivals = [p for p in plans if p.space == SPACE_PIO and base_name(p, context) == name]
+        # only_devices is exact (no patterns): the name selects, the cut pins the bounds (a plan of PCI conf1's
+        # CONFIG_ADDRESS spans 0xcf8-0xcfb, which port_widths fuzzes whole from 0xcf8 whatever else is cut)
+        selection = [
+            ("only_devices", name),
+            ("pio_widths", str(plan.width)),
+            ("skip_ports", _spans(_complement(plan.start, plan.end, PIO_MAX_PORT))),
+        ]
+        rivals = [p for p in plans if p.space == SPACE_PIO and p.width == plan.width and base_name(p, context) == name]
     elif plan.space == SPACE_MMIO:
         problem = _list_entry_problem(name)
         # only_iomem takes patterns: a name with '*' may match others, which the cut then drops unless they overlap
@@ -209,6 +219,8 @@ def rerun_range(plan: RangePlan, context: RerunContext, plans: Sequence[RangePla
             note=f"cannot be selected alone by params: range(s) {others} share its name and addresses",
         )
     own = [("fuzz_seed", str(plan.seed)), ("fuzz_count", str(plan.fuzz_count)), ("fuzz_kinds", plan.space)]
+    if plan.values != VALUES_UNIFORM:  # as the range ran; a uniform one (the guest had no scratch) gets the default
+        own.append(("fuzz_values", plan.values))
     if parse_shard(context.shard).count > 1:
         own.append((SHARD_PARAM, "1/1"))  # the whole campaign's ranges, of which the selection keeps one
     if context.hang_at and context.hang_at[0] == plan.index:

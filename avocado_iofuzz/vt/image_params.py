@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from avocado_iofuzz.guest.artifacts import GUEST_MARKER_PARAM
+from avocado_iofuzz.model.dma import SCRATCH_KERNEL_PARAM
 from avocado_iofuzz.vm.image import (
     DRIVE_INTERFACES,
     LOGINS,
@@ -130,7 +131,8 @@ def apply_image_params(p: ImageGuestParams, params: MutableMapping[str, Any]) ->
     params["extra_params"] = " ".join(part for part in extra if part)
     if p.kernel:
         params["kernel"] = str(p.kernel)
-        params["kernel_params"] = f"{p.kernel_params} {GUEST_MARKER_PARAM}".strip()
+        # the marker, and the scratch memory of fuzz_values=dma as the embedded guests reserve it
+        params["kernel_params"] = f"{p.kernel_params} {GUEST_MARKER_PARAM} {SCRATCH_KERNEL_PARAM}".strip()
         if p.initrd:
             params["initrd"] = str(p.initrd)
     params["shell_prompt"] = p.session_prompt

@@ -25,10 +25,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from avocado_iofuzz.model.dma import VALUE_MODES, VALUES_UNIFORM
 from avocado_iofuzz.model.iomem import DEFAULT_MAX_SIZE, DEFAULT_SKIP_IOMEM, parse_address_spans, parse_extra_iomem
 from avocado_iofuzz.model.kinds import KindParams
 from avocado_iofuzz.model.pci import CONFIG_SPACE_SIZE, DEFAULT_CONFIG_HOLES, parse_config_holes
-from avocado_iofuzz.model.program import MAX_FUZZ_COUNT, MMIO_WIDTHS, PCI_WIDTHS, SPACE_PIO, SPACES, RangePlan
+from avocado_iofuzz.model.port_widths import DEFAULT_PIO_WIDTHS
+from avocado_iofuzz.model.program import (
+    MAX_FUZZ_COUNT,
+    MMIO_WIDTHS,
+    PCI_WIDTHS,
+    PIO_WIDTHS,
+    SPACE_PIO,
+    SPACES,
+    RangePlan,
+)
 from avocado_iofuzz.model.ranges import DEFAULT_SKIP_PORTS, RangeError, parse_extra_ranges, parse_port_spans
 from avocado_iofuzz.model.shards import Shard
 from avocado_iofuzz.repro.vt_triage import TriageParams
@@ -139,6 +149,7 @@ class IofuzzParams:
     progress_interval: float = 5.0
     plot: bool = True
     shard: str = ""
+    values: str = VALUES_UNIFORM  # fuzz_values: where write values come from (model/dma.py)
 
     @classmethod
     def from_params(cls, params: Params) -> IofuzzParams:
@@ -162,16 +173,18 @@ class IofuzzParams:
             progress_interval=number(params, "iofuzz_progress_interval", 5.0),
             plot=yes_no(params, "iofuzz_plot", True),
             shard=str(read_shard(params)),
+            values=choice(params, "fuzz_values", VALUE_MODES, VALUES_UNIFORM),
         )
 
 
-# --- the kinds (fuzz_kinds and the mmio and pci params) -----------------------------------
+# --- the kinds (fuzz_kinds, pio_widths and the mmio and pci params) -------------------------
 
 
 def read_kinds(params: Params) -> KindParams:
     """The kinds' record; the address syntax is checked here, what names match after boot."""
     kinds = KindParams(
         weights=parse_kinds(verbatim(params, "fuzz_kinds", SPACE_PIO)),
+        pio_widths=_widths(verbatim(params, "pio_widths", _spelled(DEFAULT_PIO_WIDTHS)), "pio_widths", PIO_WIDTHS),
         skip_iomem=verbatim(params, "skip_iomem", ", ".join(DEFAULT_SKIP_IOMEM)),
         extra_iomem=verbatim(params, "extra_iomem"),
         only_iomem=verbatim(params, "only_iomem"),
@@ -219,6 +232,10 @@ def parse_kinds(text: str) -> dict[str, int]:
     if ":" not in text:
         return dict.fromkeys(weights, 0)
     return weights
+
+
+def _spelled(widths: Sequence[int]) -> str:
+    return " ".join(map(str, widths))
 
 
 def _widths(text: str, key: str, allowed: Sequence[int]) -> tuple[int, ...]:
@@ -283,6 +300,7 @@ def read_rerun_context(params: Params) -> RerunContext:
         reference=reference,
         shard=str(shard),
         cmdline=cmdline,
+        pio_widths=kinds.pio_widths,
         mmio_widths=kinds.mmio_widths,
         pci_config_size=kinds.pci_config_size,
         hang_at=hang_at,

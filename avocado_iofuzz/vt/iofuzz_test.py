@@ -22,8 +22,9 @@ from virttest import env_process, utils_logfile
 
 from avocado_iofuzz.campaign.guest_access import check_access, read_listings
 from avocado_iofuzz.campaign.runner import Campaign, CampaignConfig, CampaignError, CampaignResult
-from avocado_iofuzz.campaign.trace import TraceWriter
+from avocado_iofuzz.campaign.trace import TraceWriter, scratch_header
 from avocado_iofuzz.executor.protocol import DEFAULT_BINARY
+from avocado_iofuzz.model.dma import VALUES_UNIFORM
 from avocado_iofuzz.model.kinds import AccessRefused, KindParams, Listings, choose_targets, plan_kinds, renumber
 from avocado_iofuzz.model.pci import PCI_LISTING_COMMAND
 from avocado_iofuzz.model.program import RangePlan, new_seed
@@ -270,6 +271,7 @@ def plan_ranges(test: Any, run: IofuzzRun, booted: Booted, seed: int, outdir: Pa
         listings = read_listings(booted.session, kinds, outdir)
         extra_names = [r.name for r in parse_extra_ranges(settings.extra_ioports)]
         plans = plan_kinds(seed, settings.fuzz_count, kinds, choose_targets(kinds, listings, targets, extra_names))
+        plans = [replace(plan, values=run.fuzz.values) for plan in plans]  # fuzz_values
     except RangeError as err:
         test.error(f"cannot choose ranges: {err}")
     shard = run.shard
@@ -297,8 +299,8 @@ def check_ranges(test: Any, run: IofuzzRun, booted: Booted, plans: list[RangePla
         test.error(str(err))
     for plan in plans:
         LOG.info(
-            "range %2d %-4s %#06x-%#06x %-24s %d-byte, %d ops",
-            plan.index, plan.space, plan.start, plan.end, plan.name, plan.width, plan.op_count,
+            "range %2d %-4s %#06x-%#06x %-24s %d-byte, %d ops, %s values",
+            plan.index, plan.space, plan.start, plan.end, plan.name, plan.width, plan.op_count, plan.values,
         )  # fmt: skip
     return plans
 
@@ -340,6 +342,8 @@ def fuzz(
             booted.coverage,
         )  # fmt: skip
 
+    if any(plan.values != VALUES_UNIFORM for plan in plans):
+        header["scratch"] = scratch_header()  # where the fills of the DMA-aware ranges went
     with TraceWriter(trace_path, header) as trace:
         campaign = Campaign(booted.guest, plans, trace, config, session=booted.session, observer=booted.coverage)
         try:

@@ -20,7 +20,7 @@ from avocado_jobs import avocado_command, avocado_env, qemu_pid, read_job, run_a
 
 pytestmark = pytest.mark.guest
 
-INERT = {"extra_ioports": "0x300-0x31f:unclaimed", "only_devices": "unclaimed"}
+INERT = {"extra_ioports": "0x300-0x31f:unclaimed", "only_devices": "unclaimed", "pio_widths": "1"}
 ACCESS = re.compile(r"memory_region_ops_(read|write) .*?addr 0x([0-9a-f]+) ")
 REPORT_EVERY = 4096
 

@@ -18,8 +18,9 @@ from avocado_jobs import avocado_command, avocado_env, read_job
 from junit_schema import fetch_jenkins_junit_xsd
 from PIL import Image
 
+from avocado_iofuzz.model.kinds import Listings, choose_targets, plan_kinds
 from avocado_iofuzz.model.ranges import fuzz_targets
-from avocado_iofuzz.vt.iofuzz_params import IofuzzParams
+from avocado_iofuzz.vt.iofuzz_params import IofuzzParams, read_kinds
 
 pytestmark = pytest.mark.guest
 
@@ -79,8 +80,11 @@ def test_shards_split_the_ranges_and_merge_into_the_whole_campaign(sharded):
     parts = [{(r["span"], r["name"]) for r in job.summary(i)["ranges"]} for i in (0, 1)]
     assert parts[0] and parts[1] and not parts[0] & parts[1]
     defaults = IofuzzParams.from_params({})
-    whole = fuzz_targets(job.data_file("proc-ioports.txt").read_text(), skip_ports=defaults.skip_ports)
-    assert parts[0] | parts[1] == {(f"{t.start:#06x}-{t.end:#06x}", t.name) for t in whole}
+    ports = fuzz_targets(job.data_file("proc-ioports.txt").read_text(), skip_ports=defaults.skip_ports)
+    # the campaign's ranges: every port range at each of pio_widths it holds, named NAME (W-byte)
+    kinds = read_kinds({})
+    whole = plan_kinds(SEED, 2, kinds, choose_targets(kinds, Listings(), ports))
+    assert parts[0] | parts[1] == {(f"{p.start:#06x}-{p.end:#06x}", p.name) for p in whole}
     merged = json.loads((job.job_dir / "iofuzz" / "summary.json").read_text())
     assert merged["seed"] == SEED and merged["shards"] == ["1/2", "2/2"] and merged["overlaps"] == []
     assert merged["ops_done_total"] == sum(job.summary(i)["ops_done_total"] for i in (0, 1))

@@ -21,8 +21,9 @@ pytestmark = pytest.mark.guest
 
 # Ports no device of the default pc machine claims: every access lands in
 # QEMU's catch-all "io" region and the guest kernel never touches them, so
-# an observer sees only the executor's accesses there.
-INERT = {"extra_ioports": "0x300-0x31f:unclaimed", "only_devices": "unclaimed"}
+# an observer sees only the executor's accesses there. One width, one range:
+# the tests that count ops in it count the ops of bytes.
+INERT = {"extra_ioports": "0x300-0x31f:unclaimed", "only_devices": "unclaimed", "pio_widths": "1"}
 QEMU_ACCESS = re.compile(
     r"memory_region_ops_(?P<kind>read|write) .*?addr 0x(?P<addr>[0-9a-f]+) "
     r"value 0x(?P<value>[0-9a-f]+) size (?P<size>\d+)"
@@ -49,7 +50,8 @@ def test_quick_run_passes_and_records_everything(tmp_path):
     assert summary["ranges"], "no range was fuzzed"
     assert all(r["ops_done"] == r["ops_planned"] for r in summary["ranges"])
     names = {r["name"] for r in summary["ranges"]}
-    assert "dma1" in names and "serial" not in names  # the console UART is skipped by default
+    assert {"dma1 (1-byte)", "dma1 (2-byte)", "dma1 (4-byte)"} <= names  # pio_widths: 1 2 4 by default
+    assert not any(n.startswith("serial") for n in names)  # the console UART is skipped by default
     trace = read_trace(job.data_file("trace.iofuzz"))
     assert trace.header["seed"] == 1234
     assert all(trace.last_done(i) == plan.op_count for i, plan in trace.plans.items())
@@ -59,6 +61,7 @@ def test_observer_outside_the_guest_sees_exactly_the_traced_accesses(tmp_path):
     qemu_log = tmp_path / "qemu-trace.log"
     params = {
         **INERT,
+        "pio_widths": "1 2 4",  # the range at every width: QEMU must see each access at the width traced
         "fuzz_count": "20",
         "fuzz_seed": "99",
         "extra_params": f"-trace memory_region_ops_read -trace memory_region_ops_write -D {qemu_log}",
@@ -66,17 +69,21 @@ def test_observer_outside_the_guest_sees_exactly_the_traced_accesses(tmp_path):
     job = run_avocado("iofuzz.quick", tmp_path, params)
     assert job.tests[0]["status"] == "PASS", job.output
     trace = read_trace(job.data_file("trace.iofuzz"))
-    (plan,) = trace.plans.values()
-    expected = [(op.kind, op.port, op.value if op.kind == "w" else None) for _, op in trace.ops[plan.index]]
-    assert len(expected) == 32 * 22
+    plans = list(trace.plans.values())
+    assert [(p.start, p.end, p.width) for p in plans] == [(0x300, 0x31F, 1), (0x300, 0x31F, 2), (0x300, 0x31F, 4)]
+    expected = [
+        (op.kind, op.port, op.width, op.value if op.kind == "w" else None)
+        for plan in plans
+        for _, op in trace.ops[plan.index]
+    ]
+    assert len(expected) == (32 + 16 + 8) * 22
 
     seen = []
     for match in QEMU_ACCESS.finditer(qemu_log.read_text()):
         port = int(match["addr"], 16)
-        if plan.start <= port <= plan.end:
-            assert match["size"] == "1"
+        if 0x300 <= port <= 0x31F:
             kind = match["kind"][0]
-            seen.append((kind, port, int(match["value"], 16) if kind == "w" else None))
+            seen.append((kind, port, int(match["size"]), int(match["value"], 16) if kind == "w" else None))
     assert seen == expected
 
 
@@ -146,7 +153,7 @@ def test_hung_guest_is_detected_reset_and_the_run_goes_on(tmp_path):
     job = run_avocado("iofuzz.quick", tmp_path, params)
     test = job.tests[0]
     assert test["status"] == "WARN", job.output
-    assert "hang in dma1 ops [48, 64)" in test["fail_reason"]
+    assert "hang in dma1 (1-byte) ops [48, 64)" in test["fail_reason"]
     summary = job.summary()
     (hang,) = summary["findings"]
     assert hang["kind"] == "hang" and hang["window"] == [48, 64] and hang["op"] == 50

@@ -2,10 +2,11 @@
 
 One avocado job fuzzes the e1000 row (``iofuzz.quick.nic.e1000``: the NIC's
 I/O BAR, its memory BAR and its config space) with weighted kinds, so each
-kind has its own fuzz count, MMIO at two widths, so two ranges cover the
-same BAR, and a config hole, so the NIC's config space is two ranges of one
-name. From its summary, one range of each kind is picked, the MMIO one at
-the narrower width and the config range after the hole; each one's printed
+kind has its own fuzz count, ports at three widths (the default
+``pio_widths``) and MMIO at two, so ranges of one kind cover the same BAR,
+and a config hole, so the NIC's config space is two ranges of one name.
+From its summary, one range of each kind is picked, the ports at 4 bytes,
+the MMIO one at the narrower width and the config range after the hole; each one's printed
 rerun command is parsed and run as a job of its own. Each rerun must fuzz
 that one range and nothing else, in the same variant, with the trace's range
 record (bounds, width, kind, seed, fuzz count) and every op it lists equal to
@@ -83,7 +84,8 @@ def first_run(tmp_path_factory: pytest.TempPathFactory) -> JobResult:
 
 
 def pick(summary: dict[str, Any], space: str) -> dict[str, Any]:
-    """The range of ``space`` a plain name selection would get wrong: the last one (narrow MMIO, 2nd config piece)."""
+    """The range of ``space`` a plain name selection would get wrong: narrow MMIO, the 2nd config piece, the
+    I/O BAR at 4 bytes (its name carries the width, its span is the 1- and 2-byte ranges' span)."""
     ranges = [r for r in summary["ranges"] if r["space"] == space]
     assert ranges, summary["ranges"]
     return min(ranges, key=lambda r: r["width"]) if space == "mmio" else ranges[-1]
@@ -93,7 +95,8 @@ def test_every_range_has_a_rerun_in_its_variant(first_run: JobResult):
     summary = first_run.summary()
     assert summary["format"] == 4 and summary["findings"] == []
     spaces = [r["space"] for r in summary["ranges"]]
-    assert spaces == ["pio", "mmio", "mmio", "pci", "pci"], summary["ranges"]
+    # the I/O BAR at pio_widths' 1, 2 and 4 bytes
+    assert spaces == ["pio", "pio", "pio", "mmio", "mmio", "pci", "pci"], summary["ranges"]
     counts = {r["space"]: r["range_fuzz_count"] for r in summary["ranges"]}
     assert len(set(counts.values())) == 3, counts  # the weights gave each kind its own fuzz count
     for rng in summary["ranges"]:

@@ -70,7 +70,9 @@ def test_qemu_bin_machine_type_and_added_arguments_reach_qemu(tmp_path: Path):
     (devices_line,) = [line for line in log.splitlines() if "QEMU devices (QOM" in line]
     assert {"ne2k_isa", "pci-testdev"} <= set(devices_line.split("): ", 1)[1].split(", ")), devices_line
     # the row's device was fuzzed, and a range's rerun runs the same QEMU with the same arguments
-    (fuzzed,) = job.summary()["ranges"]
-    assert fuzzed["name"] == "ne2k_isa" and fuzzed["ops_done"] == fuzzed["ops_planned"] > 0
+    ranges = job.summary()["ranges"]
+    assert [r["name"] for r in ranges] == ["ne2k_isa (1-byte)", "ne2k_isa (2-byte)", "ne2k_isa (4-byte)"]
+    assert all(r["ops_done"] == r["ops_planned"] > 0 for r in ranges)
+    fuzzed = ranges[0]
     assert fuzzed["rerun_params"]["qemu_binary"] == str(wrapper)
     assert fuzzed["rerun_params"]["iofuzz_extra_qemu_args"] == "-device pci-testdev"

@@ -39,7 +39,8 @@ ALL = {"fuzz_kinds": "pio mmio pci"}
 def test_defaults_keep_the_port_only_run():
     kinds = read_kinds({})
     assert kinds.kinds == ["pio"]
-    assert (kinds.mmio_widths, kinds.pci_widths, kinds.mmio_max_size, kinds.pci_config_size) == (
+    assert (kinds.pio_widths, kinds.mmio_widths, kinds.pci_widths, kinds.mmio_max_size, kinds.pci_config_size) == (
+        (1, 2, 4),
         (4,),
         (4,),
         0x4000,
@@ -113,18 +114,19 @@ def test_units_trim_to_aligned_slots_per_width():
 def test_each_kind_gets_its_weighted_share_of_the_budget():
     kinds = read_kinds({"fuzz_kinds": "pio mmio:2 pci"})
     targets = [
-        Target("pio", 0x60, 0x63, "p"),  # 4 slots
+        Target("pio", 0x60, 0x63, "p"),  # 4 + 2 + 1 slots at 1, 2 and 4 bytes
         Target("mmio", 0x1000, 0x13FF, "m"),  # 256 slots of 4 bytes
         Target("pci", 0x0, 0x3F, "c"),  # 16 slots
     ]
     counts = kind_fuzz_counts(units(targets, kinds), kinds.weights, 10)
-    budget = 10 * (4 + 256 + 16)
-    assert counts == {"pio": budget // 4 // 4, "mmio": budget // 2 // 256, "pci": budget // 4 // 16}
+    budget = 10 * (7 + 256 + 16)
+    assert counts == {"pio": budget // 4 // 7, "mmio": budget // 2 // 256, "pci": budget // 4 // 16}
     plans = plan_kinds(7, 10, kinds, targets)
     shares = {"pio": budget // 4, "mmio": budget // 2, "pci": budget // 4}
-    for plan in plans:
+    for kind, share in shares.items():
         # whole writes per slot: a kind's fuzz ops fall short of its share by less than one per slot
-        assert shares[plan.space] - plan.slots < plan.fuzz_count * plan.slots <= shares[plan.space]
+        slots = sum(p.slots for p in plans if p.space == kind)
+        assert share - slots < sum(p.fuzz_count * p.slots for p in plans if p.space == kind) <= share
 
 
 def test_without_weights_every_slot_of_every_kind_gets_fuzz_count():
@@ -137,7 +139,13 @@ def test_without_weights_every_slot_of_every_kind_gets_fuzz_count():
 def test_one_kind_means_fuzz_count_per_slot_and_zero_means_none():
     kinds = read_kinds({})
     plans = plan_kinds(1, 5, kinds, [Target("pio", 0x60, 0x64, "k"), Target("pio", 0x70, 0x71, "r")])
-    assert [p.fuzz_count for p in plans] == [5, 5]
+    assert [(p.name, p.fuzz_count) for p in plans] == [
+        ("k (1-byte)", 5),
+        ("k (2-byte)", 5),
+        ("k (4-byte)", 5),
+        ("r (1-byte)", 5),
+        ("r (2-byte)", 5),
+    ]
     assert kind_fuzz_counts(units([Target("pio", 0, 1, "x")], kinds), {"pio": 1}, 0) == {"pio": 0}
     # a small kind next to a huge one still gets at least one write per slot
     tiny = read_kinds({"fuzz_kinds": "pio mmio:1000"})
@@ -150,7 +158,7 @@ def test_plans_are_numbered_in_kind_order_and_named_per_width():
     targets = [Target("pci", 0x0, 0xFF, "host"), Target("mmio", 0x1000, 0x100F, "bar"), Target("pio", 0x60, 0x60, "k")]
     plans = plan_kinds(3, 1, kinds, targets)
     assert [(p.index, p.space, p.name, p.width) for p in plans] == [
-        (0, "pio", "k", 1),
+        (0, "pio", "k (1-byte)", 1),  # pio_widths has three widths: every port plan says its own
         (1, "mmio", "bar (4-byte)", 4),
         (2, "mmio", "bar (8-byte)", 8),
         (3, "pci", "host", 4),

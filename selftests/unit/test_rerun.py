@@ -113,14 +113,17 @@ def test_every_rerun_plans_exactly_its_range_again(variant, machine, cmdline):
 def test_the_selftest_runs_hold_the_hard_cases():
     plans = plan_run(run_params(*RUNS[0][::2]), "pc")
     names = [p.name for p in plans]
-    assert names.count("0000:00:01.1") == 5 and "debug" in names and "rcrb (4-byte)" in names
+    assert names.count("0000:00:01.1 (1-byte)") == 5 and "debug (1-byte)" in names and "rcrb (4-byte)" in names
     assert len({(p.space, p.fuzz_count) for p in plans}) == 3  # weighted: one fuzz count per kind
     split_bar = [(p.start, p.end) for p in plans if p.name == "0000:00:02.0 8086:100e BAR0 (4-byte)"]
     assert split_bar == [(0xFEBC0000, 0xFEBC10FF), (0xFEBC1200, 0xFEBC3FFF)]
     q35 = plan_run(run_params(*RUNS[1][::2]), "q35")
     assert len([p for p in q35 if p.space == "pci" and p.name.startswith("0000:00:00.0 ")]) == 2
-    default = [p.name for p in plan_run(run_params(*RUNS[3][::2]), "pc")]
-    assert default.count("0000:00:01.1") == 5 and default.count("PCI conf1") == 2
+    default = plan_run(run_params(*RUNS[3][::2]), "pc")
+    assert [p.name for p in default].count("0000:00:01.1 (1-byte)") == 5
+    # PCI conf1, split by the skipped 0xcf9: its address register at 4 bytes, its data window at every width
+    conf1 = [(p.width, p.start, p.end) for p in default if p.name.startswith("PCI conf1 ")]
+    assert conf1 == [(4, 0xCF8, 0xCFB), (1, 0xCFC, 0xCFF), (2, 0xCFC, 0xCFF), (4, 0xCFC, 0xCFF)]
 
 
 def test_the_command_per_kind():
@@ -129,8 +132,19 @@ def test_the_command_per_kind():
     assert rerun_range(pio, context).command == (
         "avocado run iofuzz.quick.nic.e1000e.q35 --vt-extra-params 'extra_params=-device sb16' "
         "--vt-extra-params fuzz_seed=5 --vt-extra-params fuzz_count=7 --vt-extra-params fuzz_kinds=pio "
-        "--vt-extra-params only_devices=keyboard --vt-extra-params 'skip_ports=0x0-0x5f 0x61-0xffff'"
+        "--vt-extra-params only_devices=keyboard --vt-extra-params pio_widths=1 "
+        "--vt-extra-params 'skip_ports=0x0-0x5f 0x61-0xffff'"
     )
+    word = RangePlan(0, 0x1F0, 0x1F7, "0000:00:01.1 (2-byte)", 5, 7, 2)
+    assert dict(rerun_range(word, context).params) | {"skip_ports": "..."} == {
+        "extra_params": "-device sb16",
+        "fuzz_seed": "5",
+        "fuzz_count": "7",
+        "fuzz_kinds": "pio",
+        "only_devices": "0000:00:01.1",  # the width's suffix is the plan's, not the range's
+        "pio_widths": "2",
+        "skip_ports": "...",
+    }
     mmio = RangePlan(1, 0xFEBF0000, 0xFEBF00FF, "0000:00:02.0 8086:100e BAR0 (8-byte)", 5, 3, 8, "mmio")
     wide = RerunContext(reference="iofuzz", mmio_widths=(4, 8))
     assert dict(rerun_range(mmio, wide).params) == {

@@ -95,7 +95,8 @@ def test_kernel_gets_the_guest_marker_appended(disk):
     )
     params = {}
     assert apply_image_params(p, params) == 0
-    assert params["kernel_params"] == "console=ttyS0 quiet iofuzz.guest=1" and params["kernel"] == str(disk)
+    assert params["kernel_params"] == "console=ttyS0 quiet iofuzz.guest=1 memmap=16K$0x7000000"
+    assert params["kernel"] == str(disk)
     assert "initrd" not in params and "-netdev" not in params["extra_params"]
 
 
