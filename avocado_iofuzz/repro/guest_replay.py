@@ -59,7 +59,7 @@ from avocado_iofuzz.executor.protocol import (
 )
 from avocado_iofuzz.model.program import Op, RangePlan
 from avocado_iofuzz.repro.extract import Extracted
-from avocado_iofuzz.repro.qtest_ops import format_script
+from avocado_iofuzz.repro.qtest_ops import qtest_commands
 from avocado_iofuzz.repro.signature import HANG, NO_CRASH, CrashSignature, signature_of_exit
 from avocado_iofuzz.vm.interface import GuestVM
 
@@ -89,13 +89,24 @@ class GuestOutcome:
     detail: str = ""
 
 
+def guest_script(ops: Sequence[Op]) -> str:
+    """The ops as the in-guest executor's ``--script`` reads them: one access per line, newline-terminated.
+
+    Not :func:`~avocado_iofuzz.repro.qtest_ops.format_script`: that one folds
+    scratch-memory fills into ``write ADDR LEN 0xDATA`` lines of up to 8 KiB
+    for QEMU, which the executor's parser (256-character lines, accesses
+    only) refuses; here a fill stays what the guest does, ``writeq`` per word.
+    """
+    return "".join(line + "\n" for op in ops for line in qtest_commands(op))
+
+
 def guest_script_command(ops: Sequence[Op], executor: str = DEFAULT_BINARY, report_every: int = 64) -> str:
     """The shell command that replays ``ops`` in a guest: the executor reading a here-document.
 
     Every kind replays: port I/O, MMIO (the executor maps each page through
     its BAR's sysfs file or /dev/mem) and PCI config (0xcf8/0xcfc cycles).
     """
-    body = format_script(ops)
+    body = guest_script(ops)
     return f"{executor} --report-every {report_every} --script - <<'{SCRIPT_END}'\n{body}{SCRIPT_END}"
 
 
@@ -221,7 +232,7 @@ class GuestReplayer:
         self.vm.restart()
 
     def run_ops(self, ops: Sequence[Op], fresh: bool = True) -> GuestOutcome:
-        script = format_script(ops)
+        script = guest_script(ops)
         if len(script) > self.max_script_bytes:
             raise ScriptTooBig(
                 f"{len(ops)} ops make a {len(script) / 1e6:.1f} MB script, more than the "

@@ -15,9 +15,10 @@ from hypothesis import strategies as st
 
 from avocado_iofuzz.executor.build import build_executor
 from avocado_iofuzz.executor.protocol import Done, ExecError, Progress, parse_dry_run_op, parse_line
+from avocado_iofuzz.model.dma import SCRATCH_BASE
 from avocado_iofuzz.model.pci import config_address
 from avocado_iofuzz.model.program import MASK64, SPACE_MMIO, SPACE_PCI, Op
-from avocado_iofuzz.repro.guest_replay import guest_script_command
+from avocado_iofuzz.repro.guest_replay import guest_script, guest_script_command
 from avocado_iofuzz.repro.qtest import parse_script
 from avocado_iofuzz.repro.qtest_ops import format_script
 
@@ -99,7 +100,7 @@ def test_every_kind_and_width_the_writer_writes_the_executor_reads_back(executor
     The executor's --dry-run is its parse-only mode: the whole script is parsed and checked, the
     accesses printed, none performed (no marker check, no iopl, no mapping).
     """
-    script = format_script(ops)
+    script = guest_script(ops)
     result = dry_run(executor, script)
     assert result.returncode == 0, result.stdout
     printed = [parse_dry_run_op(line)[2] for line in result.stdout.splitlines() if not line.startswith("@")]
@@ -108,6 +109,20 @@ def test_every_kind_and_width_the_writer_writes_the_executor_reads_back(executor
     assert len(printed) == len(script.splitlines())
     messages = [m for m in map(parse_line, result.stdout.splitlines()) if m is not None]
     assert messages[-1] == Done(len(printed))
+
+
+def test_a_scratch_memory_fill_reaches_the_executor_as_the_words_it_is(executor):
+    """A DMA-aware range fills the scratch memory with 8-byte writes.
+
+    QEMU gets them as ``write`` lines; the guest as ``writeq``, which its parser reads.
+    """
+    fill = [Op("w", SCRATCH_BASE + 8 * n, 8, (0x0123456789ABCDEF * (n + 1)) & MASK64, SPACE_MMIO) for n in range(600)]
+    ops = [Op("w", 0x80, 1, 1), *fill, Op("r", SCRATCH_BASE, 4, 0, SPACE_MMIO)]
+    assert any(line.startswith("write ") for line in format_script(ops).splitlines())  # QEMU's form
+    result = dry_run(executor, guest_script(ops))
+    assert result.returncode == 0, result.stdout
+    printed = [parse_dry_run_op(line)[2] for line in result.stdout.splitlines() if not line.startswith("@")]
+    assert _as_accesses(printed) == _as_accesses(ops)
 
 
 def test_progress_marks_come_every_k_ops_as_one_range(executor):

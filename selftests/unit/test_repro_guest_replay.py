@@ -17,9 +17,9 @@ from avocado_iofuzz.repro.guest_replay import (
     GuestReplayError,
     ScriptTooBig,
     checked_upload_command,
+    guest_script,
     upload_timeout,
 )
-from avocado_iofuzz.repro.qtest_ops import format_script
 from avocado_iofuzz.repro.signature import KIND_HANG, KIND_NONE
 
 
@@ -92,8 +92,8 @@ def test_the_script_is_sent_once_the_guest_is_ready_for_it_and_ends_with_end_of_
     clock = FakeClock()
     console = TimedConsole(clock, [(1.0, UPLOAD_READY), (2.0, "@IOFUZZ READY 1 1"), (3.0, "@DONE 16384")])
     replay([], console=console)
-    assert console.sent == format_script(OPS) + END_OF_FILE
-    assert hashlib.md5(format_script(OPS).encode()).hexdigest() in console.command
+    assert console.sent == guest_script(OPS) + END_OF_FILE
+    assert hashlib.md5(guest_script(OPS).encode()).hexdigest() in console.command
     # the command line the console echoes never holds the tokens the guest prints
     assert UPLOAD_READY not in console.command and UPLOAD_BROKEN not in console.command
 
@@ -115,7 +115,7 @@ def test_a_script_too_big_for_the_console_is_refused_before_any_upload():
 
 def test_the_guest_runs_the_script_only_if_it_arrived_intact(tmp_path):
     """The upload line in a real shell: the host's MD5 admits the script, any other bytes do not."""
-    script = format_script([Op("w", 0x80, 1, 1), Op("r", 0xFEBA0008, 4, 0, SPACE_MMIO)])
+    script = guest_script([Op("w", 0x80, 1, 1), Op("r", 0xFEBA0008, 4, 0, SPACE_MMIO)])
     line = checked_upload_command(script, executor="echo RAN", report_every=1).replace(
         GUEST_SCRIPT_PATH, str(tmp_path / "s.qtest")
     )
