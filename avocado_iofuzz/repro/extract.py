@@ -81,6 +81,9 @@ class Candidate:
 
     name: str
     ops: list[Op] = field(repr=False)
+    # (range_index, first, stop) spans of the trace's plans the ops are, in order: the in-guest
+    # executor can generate them itself (see guest_replay.regenerating_command)
+    spans: tuple[tuple[int, int, int], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -188,8 +191,8 @@ def _ops(plans: dict[int, RangePlan], spans: Sequence[tuple[int, int, int]]) -> 
         yield from plans[index].ops_with_memory(first, stop)
 
 
-def _last_ops(plans: dict[int, RangePlan], spans: Sequence[tuple[int, int, int]], limit: int) -> list[Op]:
-    """The last ``limit`` ops of the spans, without materialising the ones before."""
+def _last_spans(spans: Sequence[tuple[int, int, int]], limit: int) -> list[tuple[int, int, int]]:
+    """The spans of the last ``limit`` ops of ``spans``."""
     kept: list[tuple[int, int, int]] = []
     remaining = limit
     for index, first, stop in reversed(spans):
@@ -198,7 +201,7 @@ def _last_ops(plans: dict[int, RangePlan], spans: Sequence[tuple[int, int, int]]
         take = min(remaining, stop - first)
         kept.append((index, stop - take, stop))
         remaining -= take
-    return list(_ops(plans, list(reversed(kept))))
+    return list(reversed(kept))
 
 
 def candidates_for(
@@ -219,7 +222,8 @@ def candidates_for(
         seen.add(size)
         if size > max_prefix_ops:
             LOG.info("candidate %s: %d ops, keeping the last %d", name, size, max_prefix_ops)
-        candidates.append(Candidate(name, _last_ops(plans, candidate_spans, max_prefix_ops)))
+        kept = _last_spans(candidate_spans, max_prefix_ops)
+        candidates.append(Candidate(name, list(_ops(plans, kept)), tuple(kept)))
     return candidates
 
 

@@ -47,7 +47,13 @@ from typing import Any
 
 from avocado_iofuzz.model.program import Op
 from avocado_iofuzz.repro.extract import DEFAULT_MAX_PREFIX_OPS, Extracted, extract
-from avocado_iofuzz.repro.guest_replay import GuestReplayer, GuestReplayError, guest_script_file
+from avocado_iofuzz.repro.guest_replay import (
+    GuestReplayer,
+    GuestReplayError,
+    ScriptTooBig,
+    guest_script_file,
+    regenerating_command,
+)
 from avocado_iofuzz.repro.minimize import Budget, CachedJudge, ddmin, reduce_heuristically, simplify, trim_prefix
 from avocado_iofuzz.repro.qtest import describe_ops
 from avocado_iofuzz.repro.qtest_ops import format_script
@@ -55,6 +61,7 @@ from avocado_iofuzz.repro.qtest_run import (
     CLOCK_RUNNING,
     CLOCK_STOPPED,
     DEFAULT_LINGER,
+    UNPACED,
     QtestHarnessError,
     QtestStartError,
     QtestTarget,
@@ -90,6 +97,9 @@ class TriageOptions:
     hang_stall_timeout: float = 1.0  # the same while minimizing a hang (most rounds hang)
     max_prefix_ops: int = DEFAULT_MAX_PREFIX_OPS
     verify_runs: int = 3
+    # running-clock replays of a candidate before it counts as not showing the finding: a device
+    # timer's crash depends on when the timer fires, which pacing makes likely, not certain
+    timer_attempts: int = 3
     qemu_binary: str | None = None
     kind: str | None = None  # which finding: crash, hang, reboot (default: the last one)
     # a QEMU killed by another process (SIGKILL/SIGTERM..., no fatal line) shows no bug of its own
@@ -119,6 +129,7 @@ class TriageResult:
     complete: bool = True  # False: a budget cut minimization short
     verified: str = ""  # "3/3"
     command: str = ""  # the one-line qtest reproducer command
+    guest_command: str = ""  # the in-guest executor command that generated the ops (too many to upload)
     clock: str = ""  # the qtest replay's clock: stopped (-S) or running (halting firmware)
     qemu_args: list[str] = field(default_factory=list)
     files: dict[str, str] = field(default_factory=dict)
@@ -133,10 +144,13 @@ class TriageResult:
             why = "; ".join(self.notes) or "no replay showed the same signature"
             return f"not reproduced ({why})"
         shrunk = f"{self.original_ops} -> {len(self.ops)} ops" if self.original_ops else f"{len(self.ops)} ops"
+        cut_short = " (budget ran out)"
+        if self.guest_command:
+            shrunk, cut_short = f"{len(self.ops)} ops generated in the guest", " (not minimized)"
         where = self.files.get("shell") or self.files.get("guest_script") or ""
         return (
             f"reproduced by {self.method} replay ({self.candidate}), {shrunk}"
-            f"{'' if self.complete else ' (budget ran out)'}"
+            f"{'' if self.complete else cut_short}"
             f"{f', verified {self.verified}' if self.verified else ''}: {describe_ops(self.ops, 6)}"
             f"{f'; reproducer {where}' if where else ''}"
         )
@@ -145,7 +159,9 @@ class TriageResult:
         data = asdict(self)
         data["expected"] = self.expected.as_dict()
         data["signature"] = self.signature.as_dict() if self.signature else None
-        data["ops"] = format_script(self.ops).splitlines()
+        # ops the guest generated itself are too many to list (hundreds of thousands): guest_command says which
+        data["ops"] = [] if self.guest_command else format_script(self.ops).splitlines()
+        data["ops_count"] = len(self.ops)
         data["summary"] = self.summary()
         return data
 
@@ -189,6 +205,7 @@ class Reproduction:
     synchronous: bool  # QEMU died (or stalled) before answering every op
     target: QtestTarget | None = None  # the qtest machine that reproduced it
     late: float | None = None  # seconds from the last answer to QEMU's death (a timer), if it came after
+    guest_command: str = ""  # the executor generated the ops in the guest (see regenerating_command)
 
 
 def round_linger(reproduction: Reproduction, default: float) -> float:
@@ -220,7 +237,12 @@ def stage_replay_qtest(
 
     First with the clock stopped (``-S``), then, if none reproduced, with it
     running under the halting firmware: crashes that come from a device timer
-    (DMA engines, audio) need virtual time to pass.
+    (DMA engines, audio, interrupt throttling) need virtual time to pass. Such
+    a replay is tried up to ``timer_attempts`` times: first as fast as QEMU
+    reads, so that a timer that fires after the ops (edu's DMA engine, 100 ms)
+    shows how late it comes, which sets the rounds' linger; then paced (see
+    :class:`~avocado_iofuzz.repro.qtest_run.Pacing`), so that timers fire
+    between the ops as they did in the guest (e1000e's interrupt throttling).
     """
     stopped = extracted.qtest_target
     if stopped is None:
@@ -230,28 +252,44 @@ def stage_replay_qtest(
     mismatches: list[str] = []
     for clock in (CLOCK_STOPPED, CLOCK_RUNNING):
         target = stopped if clock == CLOCK_STOPPED else stopped.running(replay_firmware())
-        for candidate in extracted.candidates:
-            ops = extracted.setup + candidate.ops
-            try:
-                outcome = run_qtest(target, ops, linger=options.linger, stall_timeout=options.stall_timeout)
-            except QtestStartError as err:
-                notes.append(f"qtest replay impossible: {err}")
-                return None
-            except QtestHarnessError as err:
-                notes.append(f"qtest replay of {candidate.name} broke the harness: {err}")
-                continue
-            LOG.info(
-                "qtest replay (clock %s) of %s (%d ops): %s, %d answered in %.2f s",
-                clock, candidate.name, len(ops), outcome.signature.describe(), outcome.answered, outcome.elapsed,
-            )  # fmt: skip
-            if signature_matches(expected, outcome.signature):
-                failing = outcome.failing_op
-                kept = ops[: failing + 1] if failing is not None else ops
-                return Reproduction(
-                    "qtest", candidate.name, kept, outcome.signature, failing is not None, target, outcome.late
-                )
-            if outcome.signature.is_failure:
-                mismatches.append(f"{candidate.name} (clock {clock}): {outcome.signature.describe()}")
+        attempts = max(1, options.timer_attempts) if clock == CLOCK_RUNNING else 1
+        # every candidate once before any again: the one that shows it is often a longer one
+        settled: set[str] = set()  # candidates that ended another way or broke the harness: no retry
+        for attempt in range(1, attempts + 1):
+            for candidate in extracted.candidates:
+                if candidate.name in settled:
+                    continue
+                ops = extracted.setup + candidate.ops
+                # a paced replay stretches the script: a late timer's crash would land mid-script and
+                # pass for the op's own (50 ms linger); unpaced, it comes after the ops, its delay measured
+                pacing = UNPACED if attempt == 1 else None
+                try:
+                    outcome = run_qtest(
+                        target, ops, linger=options.linger, stall_timeout=options.stall_timeout, pacing=pacing
+                    )
+                except QtestStartError as err:
+                    notes.append(f"qtest replay impossible: {err}")
+                    return None
+                except QtestHarnessError as err:
+                    notes.append(f"qtest replay of {candidate.name} broke the harness: {err}")
+                    settled.add(candidate.name)
+                    continue
+                LOG.info(
+                    "qtest replay (clock %s, attempt %d/%d) of %s (%d ops): %s, %d answered in %.2f s",
+                    clock, attempt, attempts, candidate.name, len(ops), outcome.signature.describe(),
+                    outcome.answered, outcome.elapsed,
+                )  # fmt: skip
+                if signature_matches(expected, outcome.signature):
+                    if attempt > 1:
+                        notes.append(f"{candidate.name} showed the finding in running-clock replay {attempt}")
+                    failing = outcome.failing_op
+                    kept = ops[: failing + 1] if failing is not None else ops
+                    return Reproduction(
+                        "qtest", candidate.name, kept, outcome.signature, failing is not None, target, outcome.late
+                    )
+                if outcome.signature.is_failure:
+                    mismatches.append(f"{candidate.name} (clock {clock}): {outcome.signature.describe()}")
+                    settled.add(candidate.name)  # another ending: no retry makes it this finding's
     if mismatches:
         notes.append("qtest replays ended differently: " + "; ".join(mismatches))
     notes.append("no qtest replay showed the finding's signature")
@@ -261,24 +299,47 @@ def stage_replay_qtest(
 def stage_replay_guest(
     extracted: Extracted, replayer: GuestReplayer, options: TriageOptions, budget: Budget, notes: list[str]
 ) -> Reproduction | None:
-    """The candidates as in-guest replays (port I/O only), shortest first, within the guest budget."""
+    """The candidates as in-guest replays (every kind), shortest first, within the guest budget.
+
+    A candidate too big to upload over the serial console is generated by
+    the executor itself in the guest when it is one run of the trace's plans
+    (:func:`~avocado_iofuzz.repro.guest_replay.regenerating_command`).
+    """
     expected = extracted.finding.expected
     for candidate in extracted.candidates:
         if budget.exhausted():
             notes.append("in-guest replay budget exhausted")
             return None
+        command = ""
         try:
             budget.charge()
-            outcome = replayer.run_ops(candidate.ops)
+            try:
+                outcome = replayer.run_ops(candidate.ops)
+            except ScriptTooBig as err:
+                generated = regenerating_command(
+                    extracted.plans, candidate.spans, replayer.executor, replayer.report_every
+                )
+                if generated is None:
+                    notes.append(f"in-guest replay of {candidate.name}: {err}; its ops are no single run of the plans")
+                    return None
+                command = generated
+                notes.append(
+                    f"in-guest replay of {candidate.name}: {err}: the executor generated its {len(candidate.ops)} "
+                    "ops in the guest from the run's seed instead"
+                )
+                outcome = replayer.run_command(command, len(candidate.ops))
         except GuestReplayError as err:
             notes.append(f"in-guest replay of {candidate.name}: {err}")
             return None
         LOG.info(
-            "in-guest replay of %s (%d ops): %s in %.1f s",
-            candidate.name, len(candidate.ops), outcome.signature.describe(), outcome.elapsed,
+            "in-guest replay of %s (%d ops%s): %s in %.1f s",
+            candidate.name, len(candidate.ops), ", generated in the guest" if command else "",
+            outcome.signature.describe(), outcome.elapsed,
         )  # fmt: skip
         if signature_matches(expected, outcome.signature):
-            return Reproduction("guest", candidate.name, list(candidate.ops), outcome.signature, True)
+            return Reproduction(
+                "guest", candidate.name, list(candidate.ops), outcome.signature, True, guest_command=command
+            )
     notes.append("no in-guest replay showed the finding's signature")
     return None
 
@@ -334,7 +395,7 @@ def stage_guest_reproducer(result: TriageResult, outdir: Path) -> None:
     """The in-guest script (port I/O, PCI config as 0xcf8/0xcfc cycles) for a finding only a guest shows."""
     outdir.mkdir(parents=True, exist_ok=True)
     guest_path = outdir / REPRODUCER_GUEST
-    guest_path.write_text(guest_script_file(result.ops), encoding="utf-8")
+    guest_path.write_text(guest_script_file(result.ops, command=result.guest_command), encoding="utf-8")
     guest_path.chmod(0o755)
     result.files["guest_script"] = str(guest_path)
 
@@ -425,8 +486,15 @@ def _minimize_and_hand_over(
     result.candidate = reproduction.candidate
     result.signature = reproduction.signature
     result.original_ops = len(reproduction.ops)
+    result.guest_command = reproduction.guest_command
     ops = reproduction.ops
-    if options.minimize:
+    if options.minimize and reproduction.guest_command:
+        # every in-guest minimization round uploads its ops over the console: not these
+        result.notes.append(
+            f"not minimized: {len(ops)} ops generated in the guest are too many to upload for in-guest minimization"
+        )
+        result.complete = False
+    elif options.minimize:
         if reproduction.target is not None:
             stall = options.hang_stall_timeout if reproduction.signature.kind != KIND_CRASH else options.stall_timeout
             linger = round_linger(reproduction, options.linger)
@@ -485,15 +553,18 @@ def _replay_script(
     outdir: Path,
     notes: list[str],
 ) -> Reproduction | None:
-    for target in (stopped, stopped.running(replay_firmware())):
-        outcome = run_qtest(target, ops, linger=options.linger, stall_timeout=options.stall_timeout)
-        LOG.info("qtest replay (clock %s) of the script: %s", target.clock, outcome.signature.describe())
+    running = stopped.running(replay_firmware())
+    # unpaced first (a late timer's delay is measured), then paced (timers fire between the ops)
+    for target, pacing in ((stopped, UNPACED), (running, UNPACED), (running, None)):
+        outcome = run_qtest(target, ops, linger=options.linger, stall_timeout=options.stall_timeout, pacing=pacing)
+        paced = "" if pacing is UNPACED else ", paced"
+        LOG.info("qtest replay (clock %s%s) of the script: %s", target.clock, paced, outcome.signature.describe())
         shows = signature_matches(expected, outcome.signature) if expected else outcome.signature.is_failure
         if shows:
             failing = outcome.failing_op
             kept = list(ops[: failing + 1]) if failing is not None else list(ops)
             return Reproduction("qtest", "script", kept, outcome.signature, failing is not None, target, outcome.late)
-        notes.append(f"clock {target.clock}: {outcome.signature.describe()}")
+        notes.append(f"clock {target.clock}{paced}: {outcome.signature.describe()}")
     notes.append("no qtest replay of the script " + ("showed the expected signature" if expected else "failed"))
     return None
 
@@ -524,8 +595,14 @@ def _hand_over(
         stages.run("reproducer", lambda: stage_reproducer(result, chosen, outdir), lambda _: str(outdir))
         result.verified = stages.run("verify", lambda: _verify_shell(result, chosen, options, outdir), str)
     elif guest is not None:
+        if not options.qtest:
+            why = "qtest replays were off"
+        elif extracted is not None and extracted.qtest_target is None:
+            why = "no qtest machine for this trace"
+        else:
+            why = "qtest does not show this finding"
         stages.run("reproducer", lambda: stage_guest_reproducer(result, outdir), lambda _: str(outdir))
-        result.verified = stages.run("verify", lambda: _verify_guest(result, guest, options, outdir), str)
+        result.verified = stages.run("verify", lambda: _verify_guest(result, guest, options, why), str)
     _write_json(result, outdir)
 
 
@@ -583,23 +660,31 @@ def _verify_shell(result: TriageResult, target: QtestTarget, options: TriageOpti
         _withdraw(result, ("shell", "qtest", "firmware"))
         result.notes.append(f"{REPRODUCER_SHELL} run as written did not crash QEMU ({runs} runs): withdrawn")
     else:
-        result.notes.append(f"{REPRODUCER_SHELL} run as written {hits}/{runs} times: {signature.describe()}")
+        result.notes.append(
+            f"the verified reproducer is {REPRODUCER_SHELL} (qtest, clock {target.clock}): run as written, "
+            f"{hits}/{runs} times {signature.describe()}"
+        )
     return f"{hits}/{runs}"
 
 
-def _verify_guest(result: TriageResult, guest: GuestReplayer, options: TriageOptions, outdir: Path) -> str:
+def _verify_guest(result: TriageResult, guest: GuestReplayer, options: TriageOptions, why: str) -> str:
+    """The guest reproducer run ``verify_runs`` times (at most 3) as handed over; ``why``: why no qtest one."""
     assert result.signature is not None
     runs = max(1, min(options.verify_runs, 3))  # every in-guest run boots a machine
     hits = 0
     for _ in range(runs):
         try:
-            hits += signature_matches(result.signature, guest.run_ops(result.ops).signature)
+            if result.guest_command:
+                outcome = guest.run_command(result.guest_command, len(result.ops))
+            else:
+                outcome = guest.run_ops(result.ops)
+            hits += signature_matches(result.signature, outcome.signature)
         except GuestReplayError as err:
             result.notes.append(f"verification replay failed: {err}")
     if hits:
         result.notes.append(
             f"the verified reproducer is {REPRODUCER_GUEST} (in a guest of the recorded machine, {hits}/{runs}): "
-            "qtest does not show this finding"
+            f"{why}"
         )
     else:
         _withdraw(result, ("guest_script",))

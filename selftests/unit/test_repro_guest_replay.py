@@ -1,9 +1,25 @@
-"""In-guest replays against a scripted console and a fake clock: when the hang timer starts."""
+"""In-guest replays against a scripted console and a fake clock: the checked upload, when the hang timer starts."""
 
 from __future__ import annotations
 
-from avocado_iofuzz.model.program import Op
-from avocado_iofuzz.repro.guest_replay import GuestReplayer, upload_timeout
+import hashlib
+import subprocess
+
+import pytest
+
+from avocado_iofuzz.model.program import SPACE_MMIO, Op
+from avocado_iofuzz.repro.guest_replay import (
+    END_OF_FILE,
+    GUEST_SCRIPT_PATH,
+    UPLOAD_BROKEN,
+    UPLOAD_READY,
+    GuestReplayer,
+    GuestReplayError,
+    ScriptTooBig,
+    checked_upload_command,
+    guest_script,
+    upload_timeout,
+)
 from avocado_iofuzz.repro.signature import KIND_HANG, KIND_NONE
 
 
@@ -23,6 +39,9 @@ class TimedConsole:
 
     def sendline(self, command: str) -> None:
         self.command = command
+
+    def send(self, text: str) -> None:
+        self.sent = text
 
     def read_nonblocking(self, internal_timeout: float = 0.0, timeout: float = 0.0) -> str:
         self.clock.now += 0.5
@@ -51,22 +70,65 @@ class ConsoleVM:
 OPS = [Op("w", 0x80, 1, n & 0xFF) for n in range(16384)]
 
 
-def replay(lines: list[tuple[float, str]]):
+def replay(lines: list[tuple[float, str]], ops: list[Op] = OPS, console: TimedConsole | None = None):
     clock = FakeClock()
-    replayer = GuestReplayer(ConsoleVM(TimedConsole(clock, lines)), hang_timeout=20.0, linger=0.0, clock=clock)
-    return replayer.run_ops(OPS)
+    console = console or TimedConsole(clock, lines)
+    console.clock = clock
+    replayer = GuestReplayer(ConsoleVM(console), hang_timeout=20.0, linger=0.0, clock=clock)
+    return replayer.run_ops(ops)
 
 
 def test_uploading_a_big_script_does_not_count_as_a_hang():
     # 16,384 ops take ~40 s over the console before the executor says READY, then run at once
     upload = 40.0
     assert upload > 20.0
-    outcome = replay([(upload, "@IOFUZZ READY 1 1"), (upload + 1, "@P 0 16384"), (upload + 1, "@DONE 16384")])
+    outcome = replay(
+        [(1.0, UPLOAD_READY), (upload, "@IOFUZZ READY 1 1"), (upload + 1, "@P 0 16384"), (upload + 1, "@DONE 16384")]
+    )
     assert outcome.signature.kind == KIND_NONE and outcome.done == len(OPS)
 
 
+def test_the_script_is_sent_once_the_guest_is_ready_for_it_and_ends_with_end_of_file():
+    clock = FakeClock()
+    console = TimedConsole(clock, [(1.0, UPLOAD_READY), (2.0, "@IOFUZZ READY 1 1"), (3.0, "@DONE 16384")])
+    replay([], console=console)
+    assert console.sent == guest_script(OPS) + END_OF_FILE
+    assert hashlib.md5(guest_script(OPS).encode()).hexdigest() in console.command
+    # the command line the console echoes never holds the tokens the guest prints
+    assert UPLOAD_READY not in console.command and UPLOAD_BROKEN not in console.command
+
+
+def test_a_script_the_console_mangled_is_refused_with_what_arrived():
+    lines = [(1.0, UPLOAD_READY), (5.0, f"{UPLOAD_BROKEN} 0123456789abcdef0123456789abcdef 1000")]
+    with pytest.raises(GuestReplayError, match=r"did not carry the script intact .* arrived: 0123456789abcdef"):
+        replay(lines)
+
+
+def test_a_script_too_big_for_the_console_is_refused_before_any_upload():
+    clock = FakeClock()
+    console = TimedConsole(clock, [])
+    ops = [Op("w", 0xFEBA1C68, 4, 0x162FAD24, SPACE_MMIO)] * 50_000  # ~1.4 MB of writel lines
+    with pytest.raises(ScriptTooBig, match=r"50000 ops make a 1\.\d MB script, more than the 1\.0 MB"):
+        replay([], ops=ops, console=console)
+    assert not hasattr(console, "command")
+
+
+def test_the_guest_runs_the_script_only_if_it_arrived_intact(tmp_path):
+    """The upload line in a real shell: the host's MD5 admits the script, any other bytes do not."""
+    script = guest_script([Op("w", 0x80, 1, 1), Op("r", 0xFEBA0008, 4, 0, SPACE_MMIO)])
+    line = checked_upload_command(script, executor="echo RAN", report_every=1).replace(
+        GUEST_SCRIPT_PATH, str(tmp_path / "s.qtest")
+    )
+    line = line.replace("stty -echo; ", "").replace("stty echo; ", "")  # no tty here
+    for arrived, ran in ((script, True), (script.replace("0x1", "0x7"), False)):
+        done = subprocess.run(["sh", "-c", line], input=arrived, capture_output=True, text=True, timeout=30)
+        assert done.stdout.splitlines()[0] == UPLOAD_READY
+        assert ("RAN --report-every 1 --script" in done.stdout) is ran
+        assert (UPLOAD_BROKEN in done.stdout) is not ran
+
+
 def test_after_ready_the_hang_timeout_counts():
-    outcome = replay([(1.0, "@IOFUZZ READY 1 1"), (2.0, "@P 0 64")])
+    outcome = replay([(1.0, UPLOAD_READY), (2.0, "@IOFUZZ READY 1 1"), (3.0, "@P 0 64")])
     assert outcome.signature.kind == KIND_HANG and outcome.done == 64
     assert "no progress for 20 s after op 64" in outcome.detail
 

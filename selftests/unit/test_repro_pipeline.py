@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import json
+import shlex
+import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 
 from avocado_iofuzz.campaign.trace import TraceWriter
-from avocado_iofuzz.model.program import Op, RangePlan
-from avocado_iofuzz.repro.guest_replay import GuestOutcome
+from avocado_iofuzz.executor.build import build_executor
+from avocado_iofuzz.executor.protocol import executor_command, parse_dry_run_op
+from avocado_iofuzz.model.program import Op, RangePlan, plan_ranges
+from avocado_iofuzz.repro.guest_replay import GuestOutcome, ScriptTooBig, regenerating_command
 from avocado_iofuzz.repro.pipeline import TriageOptions, triage
 from avocado_iofuzz.repro.signature import NO_CRASH, crash_signature
 from avocado_iofuzz.repro.vt_triage import fail_reason
@@ -138,3 +142,111 @@ def test_after_a_guest_only_reproduction_no_qtest_reproducer_is_handed_over_unle
     assert [stage.name for stage in result.stages if stage.name == "qtest-check"] == ["qtest-check"]
     assert any("do not show the finding" in note for note in result.notes)
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["reproducer-guest.sh", "triage.json"]
+
+
+class GeneratingGuest(StandInGuest):
+    """A guest whose console is too slow for any script: the executor (built here, --dry-run) generates the ops.
+
+    The crash rule is StandInGuest's, applied to the ops the executor printed.
+    """
+
+    report_every = 64
+
+    def __init__(self, executor: Path) -> None:
+        super().__init__()
+        self.executor = "/usr/bin/iofuzz-exec"
+        self.built = executor
+        self.commands: list[str] = []
+
+    def run_ops(self, ops: Sequence[Op], fresh: bool = True) -> GuestOutcome:
+        raise ScriptTooBig(f"{len(ops)} ops make a script, more than the console carries")
+
+    def run_command(self, command: str, total: int, fresh: bool = True) -> GuestOutcome:
+        self.commands.append(command)
+        argv = shlex.split(command)
+        assert argv[0] == self.executor
+        printed = subprocess.run([str(self.built), "--dry-run", *argv[1:]], capture_output=True, text=True, timeout=60)
+        ops = [parse_dry_run_op(line)[2] for line in printed.stdout.splitlines() if not line.startswith("@")]
+        return super().run_ops(ops)
+
+
+def test_ops_too_many_to_upload_are_generated_in_the_guest_and_that_command_is_handed_over(tmp_path):
+    trace = write_trace(tmp_path / "trace.iofuzz", {})
+    guest = GeneratingGuest(build_executor(tmp_path / "exe"))
+    result = triage(trace, tmp_path / "out", TriageOptions(), guest=guest)  # type: ignore[arg-type]
+    assert result.reproduced and result.method == "guest" and result.verified == "3/3"
+    assert result.guest_command == guest.commands[0] == executor_command([PLAN], 64, binary=guest.executor)
+    # the verification ran the very command handed over
+    assert guest.commands == [result.guest_command] * 4
+    assert any("generated its 64 ops in the guest" in note for note in result.notes)
+    assert any(note.startswith("not minimized") for note in result.notes) and not result.complete
+    assert "64 ops generated in the guest (not minimized), verified 3/3" in result.summary()
+    assert any(note.endswith("3/3): no qtest machine for this trace") for note in result.notes)
+    handed_over = (tmp_path / "out" / "reproducer-guest.sh").read_text()
+    assert f"exec {result.guest_command}\n" in handed_over and "--script" not in handed_over
+    data = json.loads((tmp_path / "out" / "triage.json").read_text())
+    assert data["guest_command"] == result.guest_command and data["ops_count"] == 64 and data["ops"] == []
+
+
+def test_the_executor_generates_exactly_the_spans_of_a_candidate(tmp_path):
+    plans = {p.index: p for p in plan_ranges(7, [(0x300, 0x303, "a"), (0x310, 0x311, "b"), (0x320, 0x327, "c")], 2)}
+    spans = [(0, 5, plans[0].op_count), (1, 0, plans[1].op_count), (2, 0, 9)]
+    command = regenerating_command(plans, spans, executor="/usr/bin/iofuzz-exec", report_every=4)
+    assert command is not None and "--resume 0:5" in command
+    printed = subprocess.run(
+        [str(build_executor(tmp_path)), "--dry-run", *shlex.split(command)[1:]], capture_output=True, text=True
+    )
+    generated = [parse_dry_run_op(line)[2] for line in printed.stdout.splitlines() if not line.startswith("@")]
+    wanted = [op for index, first, stop in spans for op in plans[index].ops(first, stop)]
+    # the same ops in the same order, then the rest of the last range (ops after a crash never run)
+    assert [(o.kind, o.port, o.width, o.value) for o in generated[: len(wanted)]] == [
+        (o.kind, o.port, o.width, o.value) for o in wanted
+    ]
+    assert len(generated) == len(wanted) - 9 + plans[2].op_count
+
+
+@pytest.mark.parametrize(
+    "spans",
+    [
+        [],
+        [(0, 0, 3), (1, 0, 2)],  # the first span stops before its range's end: a gap
+        [(0, 0, 100), (1, 4, 8)],  # the second starts inside its range
+        [(0, 0, 100), (2, 0, 8)],  # skips a range
+        [(1, 0, 8), (0, 0, 100)],  # not in the plans' order
+        [(9, 0, 1)],  # no such range
+    ],
+)
+def test_ops_that_are_no_single_run_of_the_plans_cannot_be_generated(spans):
+    plans = {p.index: p for p in plan_ranges(7, [(0x300, 0x303, "a"), (0x310, 0x311, "b"), (0x320, 0x327, "c")], 2)}
+    spans = [(i, f, plans[i].op_count if s == 100 else s) if i in plans else (i, f, s) for i, f, s in spans]
+    assert regenerating_command(plans, spans) is None
+
+
+def test_running_clock_replays_are_tried_again_before_a_candidate_counts_as_not_showing_it(tmp_path, monkeypatch):
+    """A timer's crash shows in some running-clock replays only: the stand-in QEMU shows it in the third."""
+    from avocado_iofuzz.repro import pipeline
+    from avocado_iofuzz.repro.extract import extract
+    from avocado_iofuzz.repro.qtest_run import CLOCK_RUNNING, UNPACED, QtestOutcome
+
+    trace = write_trace(tmp_path / "trace.iofuzz", {"qemu_cmdline": "/usr/bin/qemu-system-x86_64 -machine pc"})
+    replays: list[str] = []
+
+    pacings: list[object] = []
+
+    def timer_crash_in_third_running_replay(target, ops, pacing=None, **_):
+        replays.append(target.clock)
+        pacings.append(pacing)
+        shows = replays.count(CLOCK_RUNNING) == 3
+        return QtestOutcome(crash_signature(None, 6, ABORT) if shows else NO_CRASH, len(ops), len(ops), 0.1)
+
+    monkeypatch.setattr(pipeline, "run_qtest", timer_crash_in_third_running_replay)
+    notes: list[str] = []
+    reproduction = pipeline.stage_replay_qtest(extract(trace), TriageOptions(), notes)
+    assert reproduction is not None and reproduction.target is not None
+    assert reproduction.target.clock == CLOCK_RUNNING and replays == ["stopped", "running", "running", "running"]
+    assert notes == ["window showed the finding in running-clock replay 3"]
+    # first as fast as QEMU reads (a late timer's delay is measured), then paced (the clock's default)
+    assert pacings == [UNPACED, UNPACED, None, None]
+    replays.clear()
+    assert pipeline.stage_replay_qtest(extract(trace), TriageOptions(timer_attempts=2), notes) is None
+    assert replays == ["stopped", "running", "running"]

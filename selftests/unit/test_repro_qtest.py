@@ -13,6 +13,7 @@ from avocado_iofuzz.repro.qtest import (
     write_script,
 )
 from avocado_iofuzz.repro.qtest_ops import format_script
+from avocado_iofuzz.repro.qtest_run import RUNNING_CLOCK_PACING, Pacing, pieces
 
 PIO_AND_MMIO = [
     Op("w", 0x70, 1, 0x8F),
@@ -115,3 +116,20 @@ def test_fuzzer_scripts_with_write_and_clock_step_are_read_and_say_what_became_o
         Op("w", 0xFEA00098, 4, 0x1, SPACE_MMIO),
     ]
     assert len(notes) == 2 and "writeb per byte" in notes[0] and "no qtest accelerator" in notes[1]
+
+
+def test_a_paced_feed_cuts_the_script_into_pieces_and_loses_no_byte():
+    payload = format_script([Op("w", 0x70, 1, n & 0xFF) for n in range(1000)]).encode()
+    cut = pieces(payload, Pacing(4096, 0.0005))
+    assert b"".join(cut) == payload
+    assert all(len(piece) == 4096 for piece in cut[:-1]) and 0 < len(cut[-1]) <= 4096
+    assert len(cut) == -(-len(payload) // 4096)
+    assert pieces(payload, None) == [payload]  # unpaced: one write, as fast as QEMU reads
+
+
+def test_running_clock_replays_are_paced_by_default_and_pacing_is_checked():
+    assert RUNNING_CLOCK_PACING.pause > 0 and RUNNING_CLOCK_PACING.piece >= 1024
+    with pytest.raises(ValueError, match="piece >= 1 byte and pause >= 0 s"):
+        Pacing(0, 0.001)
+    with pytest.raises(ValueError, match="pause >= 0"):
+        Pacing(4096, -1.0)
