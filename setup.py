@@ -48,7 +48,7 @@ setup(
         "matplotlib",
     ],
     extras_require={
-        "test": ["pytest", "hypothesis", "ruff", "mypy", "xmlschema", "sphinx"],
+        "test": ["pytest", "pytest-xdist", "hypothesis", "ruff", "mypy", "xmlschema", "sphinx"],
     },
     entry_points={
         "console_scripts": [
