@@ -15,7 +15,11 @@ op rate of the strategy's previous round. Events are counted in each
 strategy's own time. QEMU dying ends nothing: it restarts and
 the strategy goes on (its events stay counted).
 
-Usage: python benchmarks/guided_vs_blind.py [--quick] [--seconds S] [--rows nic.e1000e,...]
+``--values dma`` gives both strategies DMA-aware values (``fuzz_values = dma``):
+blind sweeps with them, guided's bases carry them and its ``values``
+mutation toggles a batch between them and uniform.
+
+Usage: python benchmarks/guided_vs_blind.py [--quick] [--seconds S] [--rows nic.e1000e,...] [--values dma]
 The last line is JSON: per row the events available and reached by each
 strategy, their curves, ``ratio`` (guided / blind), ``guided_s_to_blind_final``
 (guided's own seconds until it had blind's final count; null if never), and
@@ -26,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
 import tempfile
 import time
@@ -135,13 +140,13 @@ def time_to_reach(contender: Contender, count: int) -> float | None:
     return times[count - 1] if 0 < count <= len(times) else (0.0 if count == 0 else None)
 
 
-def compare(row: str, seconds: float, seed: int, tmp: Path) -> dict[str, Any]:
+def compare(row: str, seconds: float, seed: int, tmp: Path, values: str = "uniform") -> dict[str, Any]:
     from avocado_iofuzz.coverage.run import trace_args
     from avocado_iofuzz.guest.build import default_guest
     from avocado_iofuzz.vm.bare import BareQemu
 
     reference = f"iofuzz.quick.{row}"
-    params = row_params(reference)
+    params = {**row_params(reference), "fuzz_values": values}  # both strategies plan the same value mode
     machine = str(params.get("machine_type", "pc") or "pc")
     guest = default_guest()
     contenders: list[Contender] = []
@@ -179,6 +184,7 @@ def compare(row: str, seconds: float, seed: int, tmp: Path) -> dict[str, Any]:
         "only_guided": only_guided,
         "only_blind": only_blind,
         "accelerator": vms[0].accel if vms else "",
+        "loadavg_1m_after": round(os.getloadavg()[0], 2),  # a shared machine: how loaded it was
     }
 
 
@@ -194,6 +200,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--seconds", type=float, help="wall time per strategy and row (overrides --quick)")
     parser.add_argument("--rows", default=",".join(ROWS), help="class.row names of cfg/devices.cfg (%(default)s)")
     parser.add_argument("--seed", type=int, default=1, help="both strategies' seed (%(default)s)")
+    parser.add_argument(
+        "--values", default="uniform", choices=("uniform", "dma"), help="both strategies' fuzz_values (%(default)s)"
+    )
     args = parser.parse_args(argv)
     args.seconds = args.seconds or (QUICK_SECONDS if args.quick else SECONDS)
     return args
@@ -204,19 +213,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     rows: dict[str, Any] = {}
     for row in [r.strip() for r in args.rows.split(",") if r.strip()]:
         with tempfile.TemporaryDirectory(prefix="iofuzz-guided-") as tmp:
-            rows[row] = r = compare(row, args.seconds, args.seed, Path(tmp))
+            rows[row] = r = compare(row, args.seconds, args.seed, Path(tmp), args.values)
         say(
             f"{row}: blind {r['blind']['events_reached']}, guided {r['guided']['events_reached']} of "
             f"{r['events_available']} events (ratio {r['ratio']}); guided reached blind's final count after "
             f"{r['guided_s_to_blind_final']} s; ops blind {r['blind']['ops']:,} guided {r['guided']['ops']:,}; "
             f"rounds {r['blind']['rounds']}/{r['guided']['rounds']}, crashes {r['blind']['crashes']}/"
-            f"{r['guided']['crashes']}, corpus {r['guided']['corpus_entries']}"
+            f"{r['guided']['crashes']}, corpus {r['guided']['corpus_entries']}, load {r['loadavg_1m_after']}"
         )
     ratios = [r["ratio"] for r in rows.values() if r["ratio"]]
     mean = geomean(ratios)
     print_figures(
         {
             "seconds_per_strategy": args.seconds,
+            "values": args.values,
             "round_seconds": ROUND_SECONDS,
             "rows": rows,
             "rows_without_blind_events": sorted(k for k, r in rows.items() if not r["ratio"]),
