@@ -15,7 +15,16 @@ op rate of the strategy's previous round. Events are counted in each
 strategy's own time. QEMU dying ends nothing: it restarts and
 the strategy goes on (its events stay counted).
 
-Usage: python benchmarks/guided_vs_blind.py [--quick] [--seconds S] [--rows nic.e1000e,...]
+``--values dma`` gives both strategies DMA-aware values (``fuzz_values = dma``):
+blind sweeps with them, guided's bases carry them and its ``values``
+mutation toggles a batch between them and uniform.
+
+``--pace E:U`` measures pacing alone: the second contender is not guided but
+blind with every sweep paced (a pause of U us before every E-th op), the
+same ops as the first, so what it reaches more is what the pauses let the
+device's timers and bottom halves do. Its figures are under ``paced``.
+
+Usage: python benchmarks/guided_vs_blind.py [--quick] [--seconds S] [--rows nic.e1000e,...] [--values dma]
 The last line is JSON: per row the events available and reached by each
 strategy, their curves, ``ratio`` (guided / blind), ``guided_s_to_blind_final``
 (guided's own seconds until it had blind's final count; null if never), and
@@ -26,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
 import tempfile
 import time
@@ -111,7 +121,9 @@ class Contender:
         }
 
 
-def contender(name: str, vm: Any, params: dict[str, Any], reference: str, workdir: Path, seed: int) -> Contender:
+def contender(
+    name: str, vm: Any, params: dict[str, Any], reference: str, workdir: Path, seed: int, pace: tuple[int, int]
+) -> Contender:
     from avocado_iofuzz.campaign.trace import TraceWriter
     from avocado_iofuzz.guided.corpus import Corpus
     from avocado_iofuzz.guided.rounds import GuidedRun, bases_of
@@ -121,7 +133,10 @@ def contender(name: str, vm: Any, params: dict[str, Any], reference: str, workdi
     plans = row_plans(session, params, seed, 1)
     session.close()
     bases = bases_of(plans)
-    schedule = GuidedSchedule(bases, seed) if name == "guided" else BlindSchedule(bases, seed)
+    if name == "guided":
+        schedule: GuidedSchedule | BlindSchedule = GuidedSchedule(bases, seed)
+    else:
+        schedule = BlindSchedule(bases, seed, pace if name == "paced" else (0, 0))
     coverage = coverage_for(vm, row_devices(params), workdir / "qemu-trace.log")
     trace = TraceWriter(workdir / "trace.iofuzz", {"benchmark": "guided_vs_blind", "strategy": name})
     config = campaign_config_of(reference, hang_timeout=HANG_TIMEOUT)
@@ -135,25 +150,28 @@ def time_to_reach(contender: Contender, count: int) -> float | None:
     return times[count - 1] if 0 < count <= len(times) else (0.0 if count == 0 else None)
 
 
-def compare(row: str, seconds: float, seed: int, tmp: Path) -> dict[str, Any]:
+def compare(
+    row: str, seconds: float, seed: int, tmp: Path, values: str = "uniform", pace: tuple[int, int] = (0, 0)
+) -> dict[str, Any]:
     from avocado_iofuzz.coverage.run import trace_args
     from avocado_iofuzz.guest.build import default_guest
     from avocado_iofuzz.vm.bare import BareQemu
 
     reference = f"iofuzz.quick.{row}"
-    params = row_params(reference)
+    params = {**row_params(reference), "fuzz_values": values}  # both strategies plan the same value mode
     machine = str(params.get("machine_type", "pc") or "pc")
     guest = default_guest()
     contenders: list[Contender] = []
     vms: list[Any] = []
+    challenger = "paced" if pace[0] else "guided"
     try:
-        for name in ("blind", "guided"):
+        for name in ("blind", challenger):
             workdir = tmp / name
             workdir.mkdir()
             extra = [*row_qemu_args(params), *trace_args(workdir / "qemu-trace.log")]
             vm = BareQemu(guest, workdir / "vm", machine=machine, extra_args=extra).start()
             vms.append(vm)
-            contenders.append(contender(name, vm, params, reference, workdir, seed))
+            contenders.append(contender(name, vm, params, reference, workdir, seed, pace))
         while any(c.used < seconds for c in contenders):
             for c in contenders:
                 if c.used < seconds:
@@ -172,13 +190,15 @@ def compare(row: str, seconds: float, seed: int, tmp: Path) -> dict[str, Any]:
     only_blind = sorted(set(blind["events"]) - set(guided["events"]))
     return {
         "events_available": available,
+        "challenger": challenger,
         "blind": blind,
-        "guided": guided,
+        challenger: guided,
         "ratio": round(ratio, 3) if ratio is not None else None,
         "guided_s_to_blind_final": time_to_reach(contenders[1], blind["events_reached"]),
         "only_guided": only_guided,
         "only_blind": only_blind,
         "accelerator": vms[0].accel if vms else "",
+        "loadavg_1m_after": round(os.getloadavg()[0], 2),  # a shared machine: how loaded it was
     }
 
 
@@ -194,8 +214,18 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--seconds", type=float, help="wall time per strategy and row (overrides --quick)")
     parser.add_argument("--rows", default=",".join(ROWS), help="class.row names of cfg/devices.cfg (%(default)s)")
     parser.add_argument("--seed", type=int, default=1, help="both strategies' seed (%(default)s)")
+    parser.add_argument(
+        "--values", default="uniform", choices=("uniform", "dma"), help="both strategies' fuzz_values (%(default)s)"
+    )
+    parser.add_argument(
+        "--pace", default="", metavar="E:U", help="blind vs blind paced: a pause of U us before every E-th op"
+    )
     args = parser.parse_args(argv)
     args.seconds = args.seconds or (QUICK_SECONDS if args.quick else SECONDS)
+    every, _, us = args.pace.partition(":")
+    args.pace_pair = (int(every), int(us)) if args.pace else (0, 0)
+    if args.pace and (args.pace_pair[0] < 1 or not 1 <= args.pace_pair[1] <= 1_000_000):
+        parser.error(f"--pace {args.pace}: expected E:U with E >= 1 and 1 <= U <= 1000000")
     return args
 
 
@@ -204,19 +234,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     rows: dict[str, Any] = {}
     for row in [r.strip() for r in args.rows.split(",") if r.strip()]:
         with tempfile.TemporaryDirectory(prefix="iofuzz-guided-") as tmp:
-            rows[row] = r = compare(row, args.seconds, args.seed, Path(tmp))
+            rows[row] = r = compare(row, args.seconds, args.seed, Path(tmp), args.values, args.pace_pair)
+        name = r["challenger"]
+        b, g = r["blind"], r[name]
         say(
-            f"{row}: blind {r['blind']['events_reached']}, guided {r['guided']['events_reached']} of "
-            f"{r['events_available']} events (ratio {r['ratio']}); guided reached blind's final count after "
-            f"{r['guided_s_to_blind_final']} s; ops blind {r['blind']['ops']:,} guided {r['guided']['ops']:,}; "
-            f"rounds {r['blind']['rounds']}/{r['guided']['rounds']}, crashes {r['blind']['crashes']}/"
-            f"{r['guided']['crashes']}, corpus {r['guided']['corpus_entries']}"
+            f"{row}: blind {b['events_reached']}, {name} {g['events_reached']} of "
+            f"{r['events_available']} events (ratio {r['ratio']}); {name} reached blind's final count after "
+            f"{r['guided_s_to_blind_final']} s; ops blind {b['ops']:,} {name} {g['ops']:,}; "
+            f"rounds {b['rounds']}/{g['rounds']}, crashes {b['crashes']}/{g['crashes']}, "
+            f"corpus {g['corpus_entries']}, load {r['loadavg_1m_after']}; only {name}: {r['only_guided']}"
         )
     ratios = [r["ratio"] for r in rows.values() if r["ratio"]]
     mean = geomean(ratios)
     print_figures(
         {
             "seconds_per_strategy": args.seconds,
+            "values": args.values,
+            "pace": args.pace or None,
             "round_seconds": ROUND_SECONDS,
             "rows": rows,
             "rows_without_blind_events": sorted(k for k, r in rows.items() if not r["ratio"]),

@@ -65,7 +65,7 @@ DEFAULT_MARK_INTERVAL = 1.0  # seconds between written progress marks
 _PLAN_FIELDS = ("index", "start", "end", "name", "seed", "fuzz_count", "width", "space")
 # ...and those written only when they differ from RangePlan's default, so that
 # a uniform run's trace reads as it always did.
-_OPTIONAL_PLAN_FIELDS = {"values": dma.VALUES_UNIFORM}
+_OPTIONAL_PLAN_FIELDS: dict[str, str | int] = {"values": dma.VALUES_UNIFORM, "pause_every": 0, "pause_us": 0}
 _EVENT_KIND = re.compile(r"[a-z][a-z0-9_]*\Z")
 _INT_FIELDS = re.compile(r"(\d+) (\d+)\Z")
 _BATCH_FIELDS = re.compile(r"(\d+) (\d+) (\d+)\Z")

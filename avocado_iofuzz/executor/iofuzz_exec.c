@@ -12,11 +12,15 @@
  *   iofuzz-exec [--dry-run | --check] [--limit-loop | --bare-loop] --seed S --fuzz-count N
  *               [--report-every K] [--resume I:J] [--hang-at I:J] [--scratch 0xBASE-0xEND]
  *               (RANGE... | --ranges-stdin)
- *   RANGE is [I:][SPACE:]0xSTART-0xEND[/W][,N][+dma]: inclusive bounds in hex,
+ *   RANGE is [I:][SPACE:]0xSTART-0xEND[/W][,N][+dma][~E:U]: inclusive bounds in hex,
  *   optional range index I (default: position in the argument list), address
  *   space SPACE (pio, the default; mmio; pci), access width W (1, 2 or 4
  *   bytes, 8 too for mmio; default 1), fuzz count N (default --fuzz-count)
- *   and value mode (+dma: see below; default uniform words).
+ *   and value mode (+dma: see below; default uniform words). ~E:U paces the
+ *   range: before every op index that is a positive multiple of E, the
+ *   executor sleeps U microseconds, so QEMU's main loop runs the timers and
+ *   bottom halves (USB frames, NIC and storage DMA) a flat-out loop starves.
+ *   Pauses depend on the op index only: a resume pauses where a run did.
  *
  * DMA-aware values (+dma, see avocado_iofuzz/model/dma.py): write values come
  * from a dictionary (scratch addresses and offsets, sizes, 0, all-ones, small
@@ -77,6 +81,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
+#include <time.h>
 #include <termios.h>
 #include <unistd.h>
 
@@ -124,6 +129,7 @@ struct range {
 	uint64_t rseed;
 	enum space space;
 	int dma; /* write values from the dictionary, scratch memory filled per epoch */
+	uint64_t pause_every, pause_us; /* ~E:U: sleep U us before op indices that are multiples of E (0: never) */
 	/* mmio: the byte of address `start` in our mapping; pci: the config file */
 	volatile uint8_t *mmio;
 	int config_fd;
@@ -516,6 +522,34 @@ static void run_with_fills(const struct range *r, uint64_t first, uint64_t stop,
 	}
 }
 
+/*
+ * A paced range (~E:U): ops first..stop-1 in stretches that end at multiples of
+ * E, with a sleep of U us before each such op. The loops themselves are
+ * untouched: an unpaced range never gets here. No sleep under --dry-run
+ * (printing is its only job) and none before the range's op 0.
+ */
+static void run_paced(const struct range *r, uint64_t first, uint64_t stop, uint64_t entered, int print,
+		      void (*loop)(const struct range *, uint64_t, uint64_t))
+{
+	if (!r->pause_every) {
+		run_with_fills(r, first, stop, entered, print, loop);
+		return;
+	}
+	while (first < stop) {
+		uint64_t boundary = (first / r->pause_every + 1) * r->pause_every;
+		uint64_t end = stop < boundary ? stop : boundary;
+
+		if (first && first % r->pause_every == 0 && !print) {
+			struct timespec ts = { (time_t)(r->pause_us / 1000000), (long)(r->pause_us % 1000000) * 1000 };
+
+			while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+				;
+		}
+		run_with_fills(r, first, end, entered, print, loop);
+		first = end;
+	}
+}
+
 /* ---- protocol output ------------------------------------------------- */
 
 /*
@@ -635,7 +669,7 @@ static void parse_range(const char *arg, uint64_t default_index, uint64_t seed, 
 			struct range *r)
 {
 	char buf[128];
-	char *bounds, *dash, *slash, *colon, *comma, *plus;
+	char *bounds, *dash, *slash, *colon, *comma, *plus, *tilde;
 	int have_index = 0, have_space = 0;
 
 	if (strlen(arg) >= sizeof(buf))
@@ -646,6 +680,20 @@ static void parse_range(const char *arg, uint64_t default_index, uint64_t seed, 
 	r->space = SPACE_PIO;
 	r->mmio = NULL;
 	r->config_fd = -1;
+	tilde = strchr(buf, '~'); /* first: its ':' is not a prefix's */
+	r->pause_every = r->pause_us = 0;
+	if (tilde) {
+		char *sep = strchr(tilde + 1, ':');
+
+		*tilde = '\0';
+		if (!sep)
+			fail(EXIT_USAGE, "range '%s': pacing must be ~EVERY:MICROSECONDS", arg);
+		*sep = '\0';
+		r->pause_every = parse_number("range pause interval", tilde + 1, MAX_OP_COUNT);
+		r->pause_us = parse_number("range pause", sep + 1, 1000000);
+		if (!r->pause_every)
+			fail(EXIT_USAGE, "range '%s': the pause interval must be at least 1 op", arg);
+	}
 	/* up to two prefixes, in this order: the index (digits), then the space */
 	while ((colon = strchr(bounds, ':'))) {
 		*colon = '\0';
@@ -1456,7 +1504,7 @@ int main(int argc, char **argv)
 			if (bare_loop)
 				run_bare(r, first, r->op_count);
 			else
-				run_with_fills(r, first, r->op_count, first, 0, dry_run ? run_sink : run_range);
+				run_paced(r, first, r->op_count, first, 0, dry_run ? run_sink : run_range);
 			total += r->op_count - first;
 		}
 		emit("@DONE %" PRIu64, total);
@@ -1485,7 +1533,7 @@ int main(int argc, char **argv)
 				stop = hang.op_index;
 				clamped = 1;
 			}
-			run_with_fills(r, j, stop, entered, dry_run, dry_run ? run_print : run_range);
+			run_paced(r, j, stop, entered, dry_run, dry_run ? run_print : run_range);
 			total += stop - j;
 			j = stop;
 			if (!clamped)

@@ -174,13 +174,14 @@ def range_argument(plan: RangePlan, fuzz_count: int | None = None) -> str:
 
     ``,N`` is written when the plan's fuzz count differs from ``fuzz_count``
     (the command's ``--fuzz-count``); ``SPACE:`` for every space but pio;
-    ``+VALUES`` for every value mode but uniform.
+    ``+VALUES`` for every value mode but uniform; ``~E:U`` for a paced range.
     """
     space = f"{plan.space}:" if plan.space != SPACE_PIO else ""
     width = f"/{plan.width}" if plan.width != 1 else ""
     count = f",{plan.fuzz_count}" if fuzz_count is not None and plan.fuzz_count != fuzz_count else ""
     values = f"+{plan.values}" if plan.values != VALUES_UNIFORM else ""
-    return f"{plan.index}:{space}{plan.start:#x}-{plan.end:#x}{width}{count}{values}"
+    pace = f"~{plan.pause_every}:{plan.pause_us}" if plan.pause_every else ""
+    return f"{plan.index}:{space}{plan.start:#x}-{plan.end:#x}{width}{count}{values}{pace}"
 
 
 def scratch_argument() -> str:

@@ -4,7 +4,7 @@ A batch names everything that shapes its ops: the device range it belongs to
 (the *base*: space, bounds, width, name, as the run planned it), the stretch
 of that range it fuzzes (``start..end``), its access width (the base's, or
 another its address space allows: a 4-byte register a 1-byte port plan never
-reaches whole), the seed, the fuzz count and the value mode. :meth:`Batch.plan` turns it into an
+reaches whole), the seed, the fuzz count, the value mode and the pacing. :meth:`Batch.plan` turns it into an
 ordinary :class:`~avocado_iofuzz.model.program.RangePlan`, so the executor,
 the trace, replay and triage see nothing new.
 
@@ -22,6 +22,7 @@ from typing import Any
 
 from avocado_iofuzz.model import program
 from avocado_iofuzz.model.program import (
+    MAX_PAUSE_US,
     MMIO_WIDTHS,
     PCI_WIDTHS,
     PIO_WIDTHS,
@@ -79,12 +80,16 @@ class Batch:
     fuzz_count: int
     width: int = 0  # 0: the base's
     values: str = UNIFORM
+    # pacing (RangePlan's): a sleep of pause_us before every pause_every-th op, 0/0 for none --
+    # time for the device's timers and bottom halves, which a flat-out executor starves
+    pause_every: int = 0
+    pause_us: int = 0
 
     def __post_init__(self) -> None:
         where = f"batch {self.base.key()} {self.start:#x}-{self.end:#x}"
         if self.width == 0:
             object.__setattr__(self, "width", self.base.width)
-        for name in ("start", "end", "seed", "fuzz_count", "width"):
+        for name in ("start", "end", "seed", "fuzz_count", "width", "pause_every", "pause_us"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool):
                 raise BatchError(f"{where}: {name} must be an int, got {value!r}")
@@ -99,6 +104,9 @@ class Batch:
             raise BatchError(f"{where}: value mode {self.values!r} is not one the op model offers {value_modes()}")
         if self.values not in (UNIFORM, self.base.values):
             raise BatchError(f"{where}: value mode {self.values!r} was not planned for its range ({self.base.values})")
+        every, us = self.pause_every, self.pause_us
+        if every < 0 or not 0 <= us <= MAX_PAUSE_US or bool(every) != bool(us):
+            raise BatchError(f"{where}: pacing {every}/{us} is not E >= 1 with 1..{MAX_PAUSE_US} us, nor 0/0")
 
     @property
     def slots(self) -> int:
@@ -117,15 +125,18 @@ class Batch:
         extra: dict[str, Any] = {}
         if self.values != UNIFORM:
             extra["values"] = self.values  # a mode model/program.py offers, hence a RangePlan field
+        if self.pause_every:
+            extra.update(pause_every=self.pause_every, pause_us=self.pause_us)
         return RangePlan(
             index, self.start, self.end, self.base.name, self.seed, self.fuzz_count, self.width, self.base.space,
             **extra,
         )  # fmt: skip
 
     def describe(self) -> str:
+        pace = f" pause {self.pause_us} us/{self.pause_every} ops" if self.pause_every else ""
         return (
             f"{self.base.name} {self.start:#x}-{self.end:#x} ({self.slots} x {self.width} bytes) seed {self.seed} "
-            f"x{self.fuzz_count} {self.values}"
+            f"x{self.fuzz_count} {self.values}{pace}"
         )
 
     # -- JSON ---------------------------------------------------------------------
@@ -139,6 +150,7 @@ class Batch:
             "fuzz_count": self.fuzz_count,
             "width": self.width,
             "values": self.values,
+            **({"pause_every": self.pause_every, "pause_us": self.pause_us} if self.pause_every else {}),
         }  # fmt: skip
 
     @classmethod
@@ -154,7 +166,7 @@ class Batch:
                     str(base.get("values", UNIFORM)),
                 ),
                 record["start"], record["end"], record["seed"], record["fuzz_count"], record.get("width", 0),
-                record.get("values", UNIFORM),
+                record.get("values", UNIFORM), record.get("pause_every", 0), record.get("pause_us", 0),
             )  # fmt: skip
         except KeyError as err:
             raise BatchError(f"a batch record lacks the field {err}") from None

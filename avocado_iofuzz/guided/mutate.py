@@ -5,7 +5,10 @@
 * ``count``: fewer or more fuzz writes per slot;
 * ``width``: another access width the address space allows (the stretch
   realigned to it): registers wider than the planned width are reached whole;
-* ``values``: the other value mode the run planned for the range (uniform or the run's ``fuzz_values``).
+* ``values``: the other value mode the run planned for the range (uniform or the run's ``fuzz_values``);
+* ``pace``: another pacing (:data:`PACINGS`): a sleep every so many ops, during which QEMU's main
+  loop runs the timers and bottom halves (USB frame timers, NIC and storage DMA) that walk the
+  rings the values point at -- a flat-out executor leaves them hardly any time.
 
 A round's batches share one seed (the executor takes one seed per command),
 so the seed is the round's to choose (:func:`neighbour_seed`, or a parent's
@@ -23,6 +26,8 @@ from avocado_iofuzz.guided.rng import Stream
 
 MAX_STRETCH_SLOTS = 256  # a stretch this big is a sweep already: the whole range does that better
 SEED_STEP = 8
+# (pause_every ops, pause_us): unpaced, and sleeps of 0.1-2 ms every 64 to 4096 ops (a USB frame is 1 ms)
+PACINGS = ((0, 0), (64, 100), (256, 500), (1024, 1000), (4096, 2000))
 
 
 def fresh(base: Base, seed: int, ops: int, stream: Stream) -> Batch:
@@ -103,6 +108,12 @@ def values(batch: Batch, stream: Stream) -> Batch:
     return replace(batch, values=stream.choice(modes)) if modes else count(batch, stream)
 
 
+def pace(batch: Batch, stream: Stream) -> Batch:
+    """Another pacing of :data:`PACINGS` than the batch's."""
+    every, us = stream.choice([p for p in PACINGS if p != (batch.pause_every, batch.pause_us)])
+    return replace(batch, pause_every=every, pause_us=us)
+
+
 def width(batch: Batch, stream: Stream) -> Batch:
     """The stretch at another width: aligned down to it, about as many bytes, inside the range."""
     choices = [w for w in WIDTHS[batch.base.space] if w != batch.width and _slot_grid(batch.base, w)[1] > 0]
@@ -123,6 +134,7 @@ MUTATIONS: dict[str, Mutation] = {
     "count": count,
     "width": width,
     "values": values,
+    "pace": pace,
 }
 
 

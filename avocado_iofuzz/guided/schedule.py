@@ -98,16 +98,22 @@ class GuidedSchedule:
 
 
 class BlindSchedule:
-    """Every range whole with seed ``seed + number``: blind fuzzing, in rounds the guided one is compared with."""
+    """Every range whole with seed ``seed + number``: blind fuzzing, in rounds the guided one is compared with.
 
-    def __init__(self, bases: Sequence[Base], seed: int) -> None:
+    ``pace`` (pause_every, pause_us) paces every sweep: the control that
+    measures pacing alone, the same ops with pauses in between.
+    """
+
+    def __init__(self, bases: Sequence[Base], seed: int, pace: tuple[int, int] = (0, 0)) -> None:
         self.bases = sorted(set(bases))
         self.seed = seed
+        self.pace = pace
 
     def next_round(self, number: int, corpus: Corpus, ops: int) -> Round:
         per_base = max(1, ops // len(self.bases))
         seed = self.seed + number
-        batches = tuple(sweep(base, seed, per_base) for base in self.bases)
+        every, us = self.pace
+        batches = tuple(replace(sweep(base, seed, per_base), pause_every=every, pause_us=us) for base in self.bases)
         return Round(number, seed, batches, ("sweep",) * len(batches))
 
 

@@ -103,6 +103,9 @@ def new_seed() -> int:
     return int.from_bytes(os.urandom(8), "little") >> 1
 
 
+MAX_PAUSE_US = 1_000_000  # the executor's limit: a pause of a second is a hang to the watchdog
+
+
 @dataclass(frozen=True)
 class RangePlan:
     """The ops of one address range: ``op(i)`` for ``0 <= i < op_count``.
@@ -123,6 +126,11 @@ class RangePlan:
     # where write values come from (avocado_iofuzz.model.dma.VALUE_MODES): uniform words, or the
     # DMA-aware dictionary with the scratch memory's addresses
     values: str = VALUES_UNIFORM
+    # pacing: the executor sleeps pause_us microseconds before every op index that is a positive
+    # multiple of pause_every (0: never), so QEMU's timers and bottom halves run in between; the
+    # ops themselves do not change
+    pause_every: int = 0
+    pause_us: int = 0
     range_seed: int = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -210,7 +218,7 @@ class RangePlan:
 
 def _validate_range(plan: RangePlan) -> None:
     where = f"range {plan.index} {plan.name!r}"
-    for name in ("index", "start", "end", "seed", "fuzz_count", "width"):
+    for name in ("index", "start", "end", "seed", "fuzz_count", "width", "pause_every", "pause_us"):
         value = getattr(plan, name)
         if not isinstance(value, int) or isinstance(value, bool):
             raise ValueError(f"{where}: {name} must be an int, got {value!r}")
@@ -246,6 +254,11 @@ def _validate_range(plan: RangePlan) -> None:
         raise ValueError(f"{where}: {plan.size // plan.width} slots x (fuzz_count + 2) is too many ops (2**62 or more)")
     if "\n" in plan.name or "\r" in plan.name:
         raise ValueError(f"{where}: name must be a single line")
+    if plan.pause_every < 0 or not 0 <= plan.pause_us <= MAX_PAUSE_US or bool(plan.pause_every) != bool(plan.pause_us):
+        raise ValueError(
+            f"{where}: pacing must be pause_every >= 1 with 1..{MAX_PAUSE_US} us, or both 0, "
+            f"got {plan.pause_every} / {plan.pause_us}"
+        )
 
 
 def plan_ranges(
