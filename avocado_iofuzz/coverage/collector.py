@@ -18,6 +18,10 @@ say *when* to read the file. Each new event is switched off at once: seen
 once, an event says nothing more, and a hot event (one per MMIO access)
 would otherwise cost a log line per op.
 
+A collector reads the file from where it stood at :meth:`start`: a QEMU
+that served earlier runs (benchmarks run campaign after campaign on one)
+holds their lines, whose marks and events are not this run's.
+
 A QEMU restarted by hang recovery starts with every event off and truncates
 the trace file: the collector notices the shorter file and enables again
 ``serial_write`` and the events not seen yet.
@@ -108,6 +112,7 @@ class CoverageCollector:
         for plan in self.plans:
             self._offsets.append(total)
             total += plan.op_count
+        self._skip_history()
         self._enable([CONSOLE_EVENT, *self.selection.patterns()])
         self.sleep(self.background_seconds)
         self._read()
@@ -183,6 +188,15 @@ class CoverageCollector:
                 new.append(event)
         # off at once, before the mark that attributes them is in the file: a hot event stops costing now
         self._switch_off(new)
+
+    def _skip_history(self) -> None:
+        """Read from the file's end: lines already there are an earlier run's on this QEMU (its marks, its events)."""
+        try:
+            self._file = open(self.trace_file, "rb")  # noqa: SIM115 -- kept open across marks
+        except FileNotFoundError:
+            return
+        self._position = self._file.seek(0, os.SEEK_END)
+        self._partial = b""
 
     def _known(self, event: str) -> bool:
         return event in self.first_seen or event in self._pending or event in self.background

@@ -25,10 +25,21 @@ from avocado_iofuzz.guided.batch import Base, Batch
 from avocado_iofuzz.guided.corpus import Corpus
 from avocado_iofuzz.guided.mutate import fresh, mutate, neighbour_seed, sweep, with_seed
 from avocado_iofuzz.guided.rng import Stream
+from avocado_iofuzz.model.program import SPACES
 
 BATCHES_PER_ROUND = 12
 FRESH_PER_ROUND = 3
 SWEEP_EVERY = 5  # rounds
+
+
+def in_kind_order(bases: Sequence[Base]) -> list[Base]:
+    """``bases`` pio, then mmio, then pci, as :func:`~avocado_iofuzz.model.kinds.plan_kinds` plans a run.
+
+    Config writes move and disable BARs: a config-space sweep before the port
+    and memory sweeps leaves them fuzzing addresses no device decodes any more
+    (the piix3-usb-uhci row: BAR4 moved off 0xc000, not one usb_uhci_* event).
+    """
+    return sorted(bases, key=lambda base: SPACES.index(base.space))
 
 
 @dataclass(frozen=True)
@@ -58,7 +69,7 @@ class GuidedSchedule:
         """Round ``number`` of about ``ops`` ops, from the corpus as it is now."""
         if number == 0:
             per_base = max(1, ops // len(self.bases))
-            batches = tuple(sweep(base, self.seed, per_base) for base in self.bases)
+            batches = tuple(sweep(base, self.seed, per_base) for base in in_kind_order(self.bases))
             return Round(0, self.seed, batches, ("sweep",) * len(batches))
         stream = Stream(self.seed).fork(number)
         per_batch = max(1, ops // self.batches_per_round)
@@ -113,7 +124,9 @@ class BlindSchedule:
         per_base = max(1, ops // len(self.bases))
         seed = self.seed + number
         every, us = self.pace
-        batches = tuple(replace(sweep(base, seed, per_base), pause_every=every, pause_us=us) for base in self.bases)
+        batches = tuple(
+            replace(sweep(base, seed, per_base), pause_every=every, pause_us=us) for base in in_kind_order(self.bases)
+        )
         return Round(number, seed, batches, ("sweep",) * len(batches))
 
 

@@ -212,6 +212,26 @@ def test_collector_enables_unseen_events_again_after_a_qemu_restart(tmp_path):
     assert col.first_seen["e1000e_core_read"].op == 24
 
 
+def test_a_new_collector_on_a_used_trace_file_counts_only_its_own_run(tmp_path):
+    # benchmarks run campaign after campaign on one QEMU, a new collector each: the file holds the last run's lines
+    qemu = FakeQemu(tmp_path / "trace.log")
+    first = collector(tmp_path, qemu)
+    first.start(PLANS)
+    qemu.mark(0, 0)
+    qemu.fire("e1000e_core_write", "memory_region_ops_write")
+    qemu.mark(0, 8)
+    first.finish()
+    assert set(first.first_seen) == {"e1000e_core_write", "memory_region_ops_write"}
+    second = collector(tmp_path, qemu)
+    second.start(PLANS)
+    qemu.mark(0, 0)
+    qemu.fire("e1000e_core_read")  # all this run's ops caused
+    qemu.mark(0, 8)
+    second.finish()
+    assert set(second.first_seen) == {"e1000e_core_read"}  # not the last run's events again
+    assert second.background == {"x86_gsi_interrupt"}  # nor taken as this run's background
+
+
 def test_collector_survives_a_failing_monitor(tmp_path):
     qemu = FakeQemu(tmp_path / "trace.log")
     col = collector(tmp_path, qemu)

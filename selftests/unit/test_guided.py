@@ -224,6 +224,16 @@ def test_the_blind_schedule_sweeps_every_range_with_successive_seeds():
     assert all(b.whole for r in rounds for b in r.batches)
 
 
+def test_sweeps_run_the_kinds_as_a_run_plans_them_config_space_last():
+    # config writes move and disable BARs: a config sweep before the port and memory sweeps left them
+    # fuzzing addresses no device decodes any more (usb.piix3_uhci: BAR4 moved off 0xc000, no usb_uhci_* event)
+    kinds = ["pio", "mmio", "pci"]
+    zero = GuidedSchedule(BASES, 5).next_round(0, Corpus("7.2.15", "k"), 30_000)
+    assert [b.base.space for b in zero.batches] == kinds
+    blind = [BlindSchedule(BASES, 100).next_round(n, Corpus("7.2.15", "k"), 30_000) for n in range(2)]
+    assert all([b.base.space for b in r.batches] == kinds for r in blind)
+
+
 def test_splicing_runs_two_entries_of_one_device_back_to_back_with_one_of_their_seeds():
     a, b = Batch(BAR, BAR.start, BAR.start + 15, 42, 30), Batch(CONFIG, CONFIG.start, CONFIG.start + 15, 77, 8)
     corpus = corpus_with(a, b)
