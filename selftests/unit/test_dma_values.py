@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 
-from avocado_iofuzz.executor.build import build_executor
 from avocado_iofuzz.executor.protocol import (
     NoScratch,
     executor_command,
@@ -33,11 +32,6 @@ from avocado_iofuzz.model.dma import (
     scratch_fill,
 )
 from avocado_iofuzz.model.program import RangePlan, random_word
-
-
-@pytest.fixture(scope="session")
-def executor(tmp_path_factory) -> Path:
-    return build_executor(tmp_path_factory.mktemp("executor"))
 
 
 def dma_plans(seed: int, fuzz_count: int) -> list[RangePlan]:

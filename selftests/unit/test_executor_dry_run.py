@@ -35,11 +35,6 @@ from avocado_iofuzz.model.program import RangePlan, plan_ranges
 RANGES = [(0x60, 0x64, "keyboard"), (0x70, 0x71, "rtc"), (0x3F8, 0x3FF, "serial")]
 
 
-@pytest.fixture(scope="session")
-def executor(tmp_path_factory) -> Path:
-    return build_executor(tmp_path_factory.mktemp("executor"))
-
-
 def run_dry(executor: Path, args: list[str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run([str(executor), "--dry-run", *args], capture_output=True, text=True, timeout=60)
 

@@ -13,7 +13,6 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from avocado_iofuzz.executor.build import build_executor
 from avocado_iofuzz.executor.protocol import Done, ExecError, Progress, parse_dry_run_op, parse_line
 from avocado_iofuzz.model.dma import SCRATCH_BASE
 from avocado_iofuzz.model.pci import config_address
@@ -21,11 +20,6 @@ from avocado_iofuzz.model.program import MASK64, SPACE_MMIO, SPACE_PCI, Op
 from avocado_iofuzz.repro.guest_replay import guest_script, guest_script_command
 from avocado_iofuzz.repro.qtest import parse_script
 from avocado_iofuzz.repro.qtest_ops import format_script
-
-
-@pytest.fixture(scope="session")
-def executor(tmp_path_factory) -> Path:
-    return build_executor(tmp_path_factory.mktemp("executor"))
 
 
 def dry_run(executor: Path, script: str, report_every: int = 4096) -> subprocess.CompletedProcess[str]:

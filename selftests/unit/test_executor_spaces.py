@@ -9,11 +9,9 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from avocado_iofuzz.executor.build import build_executor
 from avocado_iofuzz.executor.protocol import (
     ExecError,
     executor_command,
@@ -22,11 +20,6 @@ from avocado_iofuzz.executor.protocol import (
     parse_line,
 )
 from avocado_iofuzz.model.program import SPACE_MMIO, SPACE_PCI, SPACE_PIO, RangePlan
-
-
-@pytest.fixture(scope="session")
-def executor(tmp_path_factory) -> Path:
-    return build_executor(tmp_path_factory.mktemp("executor"))
 
 
 def dry_run(executor: Path, plans: list[RangePlan], **kwargs) -> list[str]:

@@ -15,7 +15,6 @@ from pathlib import Path
 import pytest
 
 from avocado_iofuzz.campaign.trace import TraceWriter, read_trace
-from avocado_iofuzz.executor.build import build_executor
 from avocado_iofuzz.executor.protocol import range_argument
 from avocado_iofuzz.guided.batch import Base, Batch, BatchError
 from avocado_iofuzz.guided.mutate import PACINGS, pace
@@ -25,11 +24,6 @@ from avocado_iofuzz.model.program import RangePlan
 
 SCRATCH = ("--scratch", "0x7000000-0x7003fff")
 BAR = Base("mmio", 0xFEB80000, 0xFEB9FFFF, 4, "0000:00:02.0 8086:10d3 BAR0")
-
-
-@pytest.fixture(scope="session")
-def executor(tmp_path_factory) -> Path:
-    return build_executor(tmp_path_factory.mktemp("executor"))
 
 
 def run(executor: Path, *args: str) -> subprocess.CompletedProcess[str]:
