@@ -16,7 +16,8 @@
  *   optional range index I (default: position in the argument list), address
  *   space SPACE (pio, the default; mmio; pci), access width W (1, 2 or 4
  *   bytes, 8 too for mmio; default 1), fuzz count N (default --fuzz-count)
- *   and value mode (+dma: see below; default uniform words). ~E:U paces the
+ *   and value mode (+dma: see below; default uniform words; +dma=LAYOUT fills the
+ *   scratch memory with one device family's structures, see fill_layout). ~E:U paces the
  *   range: before every op index that is a positive multiple of E, the
  *   executor sleeps U microseconds, so QEMU's main loop runs the timers and
  *   bottom halves (USB frames, NIC and storage DMA) a flat-out loop starves.
@@ -111,6 +112,10 @@
 #define RING_DESCRIPTORS 256ULL
 #define FILL_STREAM 0x5C7A7C4D3A11F00DULL
 #define MIN_SCRATCH_SIZE 0x2000ULL
+#define LAYOUT_SIZE 0x4000ULL /* device layouts: keep identical to avocado_iofuzz/model/dma_layouts.py */
+
+enum layout { LAYOUT_GENERIC, LAYOUT_UHCI, LAYOUT_EHCI, LAYOUT_E1000, LAYOUT_COUNT };
+static const char *const layout_names[] = { "generic", "uhci", "ehci", "e1000" };
 
 #define EXIT_RUNTIME 1
 #define EXIT_USAGE 2
@@ -129,6 +134,7 @@ struct range {
 	uint64_t rseed;
 	enum space space;
 	int dma; /* write values from the dictionary, scratch memory filled per epoch */
+	int layout; /* the scratch memory's layout (enum layout): generic, or one device family's */
 	uint64_t pause_every, pause_us; /* ~E:U: sleep U us before op indices that are multiples of E (0: never) */
 	/* mmio: the byte of address `start` in our mapping; pci: the config file */
 	volatile uint8_t *mmio;
@@ -227,6 +233,8 @@ static inline __attribute__((always_inline)) uint64_t dictionary_value(uint64_t 
 	return value;
 }
 
+static void fill_layout(int layout, uint64_t seed, volatile uint32_t *dwords);
+
 /* The scratch memory's contents at the start of `epoch` of range r: a ring of
  * descriptors (address in the scratch memory, power-of-two length, flags),
  * then random words, a quarter of them pairs of 32-bit pointers into it. */
@@ -234,6 +242,11 @@ static void fill_scratch(const struct range *r, uint64_t epoch, volatile uint64_
 {
 	uint64_t seed = mix64((r->rseed ^ FILL_STREAM) + (epoch + 1) * GAMMA);
 	uint64_t ring_words = 2 * RING_DESCRIPTORS;
+
+	if (r->layout != LAYOUT_GENERIC) {
+		fill_layout(r->layout, seed, (volatile uint32_t *)words);
+		return;
+	}
 
 	for (uint64_t d = 0; d < RING_DESCRIPTORS; d++) {
 		uint64_t word = random_word(seed, 2 * d);
@@ -250,6 +263,215 @@ static void fill_scratch(const struct range *r, uint64_t epoch, volatile uint64_
 			       (scratch_base + (word & (scratch_size - 1) & ~0xFULL));
 		words[ring_words + k] = word;
 	}
+}
+
+/* ---- device layouts of the scratch memory: keep identical to model/dma_layouts.py ---- */
+
+#define PAGE_BYTES 0x1000ULL
+#define LAYOUT_DWORDS (LAYOUT_SIZE / 4)
+#define STRUCT_WORDS LAYOUT_DWORDS
+#define PID_SETUP 0x2D
+#define PID_IN 0x69
+#define PID_OUT 0xE1
+#define TX_EOP 0x01
+#define TX_IFCS 0x02
+#define TX_IC_TSE 0x04
+#define TX_RS 0x08
+#define TX_DEXT 0x20
+#define TX_VLE 0x40
+
+/* one time in 2**bits: the bit field of `word` at `shift` is zero */
+static inline int maybe(uint64_t word, unsigned shift, unsigned bits)
+{
+	return ((word >> shift) & ((1ULL << bits) - 1)) == 0;
+}
+
+static uint32_t uhci_link(uint64_t word)
+{
+	int qh = maybe(word, 4, 2);
+	uint64_t cell = (((word >> 16) & 1) == 0 ? 0x100 : 0x300) + ((word >> 8) & 0xFF);
+
+	cell = qh ? cell & ~7ULL : cell | (cell % 8 == 0 ? 1 : 0);
+	return (uint32_t)((scratch_base + cell * 16) | (qh ? 2 : 0) | ((word >> 6) & 1) << 2 | (maybe(word, 0, 4) ? 1 : 0));
+}
+
+static void uhci_td(uint64_t w0, uint64_t w1, volatile uint32_t *out)
+{
+	static const uint32_t pids[] = { PID_SETUP, PID_SETUP, PID_IN, PID_IN, PID_IN, PID_OUT, PID_OUT };
+	uint64_t ctrl = 3ULL << 27 | 0x7FF, pid, device, endpoint, maxlen;
+
+	if (!maybe(w0, 32, 4))
+		ctrl |= 1ULL << 23;
+	ctrl |= ((w0 >> 36) & 1) << 24 | ((w0 >> 37) & 1) << 29 | (maybe(w0, 38, 3) ? 1ULL << 26 : 0);
+	pid = (w1 & 7) == 7 ? (w1 >> 56) & 0xFF : pids[w1 & 7];
+	device = (w1 >> 5) & 3 ? 0 : (w1 >> 3) & 3;
+	endpoint = (w1 >> 9) & 3 ? 0 : (w1 >> 7) & 3;
+	if (pid == PID_SETUP)
+		maxlen = 7;
+	else if (maybe(w1, 18, 4))
+		maxlen = 0x7FF;
+	else
+		maxlen = (w1 >> 12) & 63;
+	out[0] = uhci_link(w0 & 0xffffffffULL);
+	out[1] = (uint32_t)ctrl;
+	out[2] = (uint32_t)(pid | device << 8 | endpoint << 15 | ((w1 >> 11) & 1) << 19 | maxlen << 21);
+	out[3] = (uint32_t)(scratch_base + ((w1 >> 24) & (LAYOUT_SIZE - 1) & ~0x3FULL));
+}
+
+static void fill_uhci(uint64_t seed, volatile uint32_t *dw)
+{
+	for (uint64_t page = 0; page < 4; page += 2)
+		for (uint64_t e = 0; e < PAGE_BYTES / 4; e++) {
+			uint64_t d = page * PAGE_BYTES / 4 + e;
+
+			dw[d] = uhci_link(random_word(seed, d) & 0xffffffffULL);
+		}
+	for (uint64_t page = 1; page < 4; page += 2)
+		for (uint64_t c = page * PAGE_BYTES / 16; c < (page + 1) * PAGE_BYTES / 16; c++) {
+			uint64_t w0 = random_word(seed, STRUCT_WORDS + 2 * c), w1 = random_word(seed, STRUCT_WORDS + 2 * c + 1);
+
+			if (c % 8 == 0) {
+				dw[4 * c] = uhci_link(w0 & 0xffffffffULL);
+				dw[4 * c + 1] = uhci_link(w0 >> 32);
+				dw[4 * c + 2] = (uint32_t)w1;
+				dw[4 * c + 3] = (uint32_t)(w1 >> 32);
+			} else {
+				uhci_td(w0, w1, dw + 4 * c);
+			}
+		}
+}
+
+#define EHCI_QH_FIRST 0x1000ULL
+#define EHCI_QTD_FIRST 0x3000ULL
+
+static uint32_t ehci_qtd_pointer(uint64_t word, unsigned terminate_bits)
+{
+	return (uint32_t)((scratch_base + EHCI_QTD_FIRST + ((word >> 8) & 127) * 32) | (maybe(word, 0, terminate_bits) ? 1 : 0));
+}
+
+static uint32_t ehci_link(uint64_t word)
+{
+	uint64_t kind = !maybe(word, 4, 3) ? 2 : ((word >> 16) & 3) << 1;
+
+	return (uint32_t)((scratch_base + EHCI_QH_FIRST + ((word >> 8) & 127) * 64) | kind | (maybe(word, 0, 4) ? 1 : 0));
+}
+
+static uint32_t ehci_qtd_token(uint64_t word)
+{
+	uint64_t pid = (word >> 4) % 3, total;
+
+	if (pid == 2)
+		total = 8;
+	else
+		total = maybe(word, 15, 2) ? (word >> 8) & 127 : (word >> 8) & 63;
+	return (uint32_t)(pid << 8 | 3ULL << 10 | total << 16 | ((word >> 16) & 1) << 15 | ((word >> 17) & 1) << 31 |
+			  (maybe(word, 0, 4) ? 0 : 0x80));
+}
+
+static void ehci_buffers(uint64_t word, volatile uint32_t *out)
+{
+	out[0] = (uint32_t)(scratch_base + ((word >> 20) & (LAYOUT_SIZE - 1) & ~0x3FULL));
+	for (unsigned i = 0; i < 4; i++)
+		out[1 + i] = (uint32_t)(scratch_base + ((word >> (32 + 2 * i)) & 3) * PAGE_BYTES);
+}
+
+static void ehci_qh(const uint64_t *w, volatile uint32_t *out)
+{
+	uint64_t device = (w[0] >> 5) & 3 ? 0 : (w[0] >> 3) & 3;
+	uint64_t endpoint = (w[0] >> 9) & 3 ? 0 : (w[0] >> 7) & 3;
+	uint64_t speed = !maybe(w[0], 11, 2) ? 2 : (w[0] >> 13) & 3;
+	static const uint64_t maxpackets[] = { 8, 64, 512, 64 };
+	uint64_t head = maybe(w[0], 17, 2) ? 1ULL << 15 : 0;
+	uint64_t smask = maybe(w[0], 24, 1) ? 0 : (w[0] >> 25) & 0xFF;
+
+	out[0] = ehci_link(w[1] & 0xffffffffULL);
+	out[1] = (uint32_t)(device | endpoint << 8 | speed << 12 | ((w[0] >> 19) & 1) << 14 | head |
+			    maxpackets[(w[0] >> 15) & 3] << 16 | ((w[0] >> 20) & 15) << 28);
+	out[2] = (uint32_t)(smask | (1 + (w[0] >> 33) % 3) << 30);
+	out[3] = ehci_qtd_pointer(w[1] >> 32, 8) & ~1U;
+	out[4] = ehci_qtd_pointer(w[2] & 0xffffffffULL, 3);
+	out[5] = ehci_qtd_pointer(w[2] >> 40, 1);
+	out[6] = maybe(w[0], 40, 2) ? ehci_qtd_token(w[2] >> 32) : 0;
+	ehci_buffers(w[3], out + 7);
+	for (unsigned i = 12; i < 16; i++)
+		out[i] = 0;
+}
+
+static void fill_ehci(uint64_t seed, volatile uint32_t *dw)
+{
+	for (uint64_t d = 0; d < PAGE_BYTES / 4; d++)
+		dw[d] = ehci_link(random_word(seed, d) & 0xffffffffULL);
+	for (uint64_t q = 0; q < 128; q++) {
+		uint64_t c = (EHCI_QH_FIRST + q * 64) / 16, w[4];
+
+		for (unsigned j = 0; j < 4; j++)
+			w[j] = random_word(seed, STRUCT_WORDS + 2 * c + j);
+		ehci_qh(w, dw + 4 * c);
+	}
+	for (uint64_t t = 0; t < 128; t++) {
+		uint64_t c = (EHCI_QTD_FIRST + t * 32) / 16;
+		uint64_t w0 = random_word(seed, STRUCT_WORDS + 2 * c), w1 = random_word(seed, STRUCT_WORDS + 2 * c + 1);
+
+		dw[4 * c] = ehci_qtd_pointer(w0 & 0xffffffffULL, 2);
+		dw[4 * c + 1] = ehci_qtd_pointer(w0 >> 32, 1);
+		dw[4 * c + 2] = ehci_qtd_token(w1 & 0xffffffffULL);
+		ehci_buffers(w1 >> 8, dw + 4 * c + 3);
+	}
+}
+
+#define E1000_BUFFERS 0x2000ULL
+
+static void e1000_descriptor(uint64_t w0, uint64_t w1, volatile uint32_t *out)
+{
+	uint64_t address, length, command, special;
+
+	if ((w0 & 7) == 7) { /* context: IPv4 + TCP offsets, TSE at random, an MSS */
+		uint64_t tucmd = TX_DEXT | (((w1 >> 2) & 1) ? TX_IC_TSE : 0) | (w1 & 3);
+
+		out[0] = 14 | 24 << 8 | 33 << 16;
+		out[1] = 34 | 50 << 8;
+		out[2] = (uint32_t)(((w1 >> 8) & 0x1FFF) | tucmd << 24);
+		out[3] = (uint32_t)(54 << 8 | (64 + ((w1 >> 24) & 0x7FF) % 1397) << 16);
+		return;
+	}
+	address = scratch_base + E1000_BUFFERS + ((w0 >> 8) & 0x7FE);
+	length = 14 + ((w0 >> 20) & 0x7FF) % 1501;
+	command = TX_IFCS | TX_RS | (maybe(w0, 32, 2) ? 0 : TX_EOP);
+	command |= (maybe(w0, 34, 3) ? TX_VLE : 0) | ((w0 >> 37) & 1) * TX_IC_TSE;
+	special = (w1 >> 16) & 0xFFFF;
+	out[0] = (uint32_t)address;
+	out[1] = (uint32_t)(address >> 32);
+	if ((w0 & 7) < 4) {
+		out[2] = (uint32_t)(length | command << 24);
+		out[3] = (uint32_t)(special << 16);
+	} else {
+		out[2] = (uint32_t)(length | 1ULL << 20 | (command | TX_DEXT) << 24);
+		out[3] = (uint32_t)(((w1 >> 8) & 3) << 8 | special << 16);
+	}
+}
+
+static void fill_e1000(uint64_t seed, volatile uint32_t *dw)
+{
+	for (uint64_t c = 0; c < E1000_BUFFERS / 16; c++)
+		e1000_descriptor(random_word(seed, STRUCT_WORDS + 2 * c), random_word(seed, STRUCT_WORDS + 2 * c + 1),
+				 dw + 4 * c);
+	for (uint64_t d = E1000_BUFFERS / 4; d < LAYOUT_DWORDS; d += 2) {
+		uint64_t word = random_word(seed, d / 2);
+
+		dw[d] = (uint32_t)word;
+		dw[d + 1] = (uint32_t)(word >> 32);
+	}
+}
+
+/* The scratch memory (16 KiB) laid out like one device family's structures, for the fill seed. */
+static void fill_layout(int layout, uint64_t seed, volatile uint32_t *dwords)
+{
+	if (layout == LAYOUT_UHCI)
+		fill_uhci(seed, dwords);
+	else if (layout == LAYOUT_EHCI)
+		fill_ehci(seed, dwords);
+	else
+		fill_e1000(seed, dwords);
 }
 
 static inline __attribute__((always_inline)) struct op gen_op_values(const struct range *r, uint64_t i, int dma)
@@ -710,8 +932,20 @@ static void parse_range(const char *arg, uint64_t default_index, uint64_t seed, 
 	}
 	plus = strchr(bounds, '+');
 	r->dma = 0;
+	r->layout = LAYOUT_GENERIC;
 	if (plus) {
+		char *equals = strchr(plus + 1, '=');
+
 		*plus = '\0';
+		if (equals) { /* +dma=LAYOUT */
+			*equals = '\0';
+			for (r->layout = LAYOUT_GENERIC + 1; r->layout < LAYOUT_COUNT; r->layout++)
+				if (strcmp(equals + 1, layout_names[r->layout]) == 0)
+					break;
+			if (r->layout == LAYOUT_COUNT)
+				fail(EXIT_USAGE, "range '%s': scratch layout '%s' is not one of uhci, ehci, e1000", arg,
+				     equals + 1);
+		}
 		if (strcmp(plus + 1, "dma") != 0)
 			fail(EXIT_USAGE, "range '%s': value mode '%s' is not dma (uniform has no suffix)", arg, plus + 1);
 		r->dma = 1;
@@ -1441,6 +1675,10 @@ int main(int argc, char **argv)
 	}
 	if (any_dma && !scratch_size)
 		fail(EXIT_USAGE, "+dma ranges need --scratch 0xBASE-0xEND (their scratch memory)");
+	for (int i = 0; i < n_ranges; i++)
+		if (ranges[i].layout != LAYOUT_GENERIC && scratch_size != LAYOUT_SIZE)
+			fail(EXIT_USAGE, "range '%s': the %s layout is drawn for a scratch memory of 0x%llx bytes, not 0x%" PRIx64,
+			     range_args[i], layout_names[ranges[i].layout], LAYOUT_SIZE, scratch_size);
 	if (any_dma && bare_loop)
 		fail(EXIT_USAGE, "--bare-loop replays a table of ops without the scratch memory: no +dma range");
 

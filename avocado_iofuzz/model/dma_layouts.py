@@ -1,0 +1,261 @@
+"""Device layouts of the scratch memory: fills that look like one device family's DMA structures.
+
+The ``generic`` fill (:func:`avocado_iofuzz.model.dma.scratch_fill`) is a ring
+of 16-byte descriptors and random buffers: a DMA engine walks it, but stops at
+its first check (a UHCI TD's active bit and PID, an EHCI qTD's status, an
+e1000 TX descriptor's command and length). A device layout makes most of the
+16 KiB *valid-looking* structures of one family, so the engine goes on to the
+packet, frame or request: the fields a device checks first are drawn from the
+values it accepts, the fields it checks late (addresses, lengths, toggles,
+flags) stay random, and every pointer stays inside the scratch memory.
+
+Each layout is a pure function of the fill seed (:func:`fill_dwords`), drawn
+from the same counter-based generator as everything else; the in-guest executor
+(``executor/iofuzz_exec.c``, ``fill_layout``) computes the same bytes and a
+unit test compares both for every layout. Which generator word feeds which
+field is part of the layout: word ``k`` feeds dword ``k`` of a frame list, and
+the structure at 16-byte cell ``c`` reads words ``STRUCT_WORDS + 2c + j``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from avocado_iofuzz.model.generator import random_word
+
+LAYOUT_GENERIC = "generic"
+LAYOUT_UHCI = "uhci"
+LAYOUT_EHCI = "ehci"
+LAYOUT_E1000 = "e1000"
+# The layouts a RangePlan may carry (its ``layout`` field); the first is the default.
+LAYOUTS = (LAYOUT_GENERIC, LAYOUT_UHCI, LAYOUT_EHCI, LAYOUT_E1000)
+# The executor's number for each layout (its range suffix names them; the C enum follows this order).
+LAYOUT_SIZE = 0x4000  # device layouts are drawn for 16 KiB (the executor refuses another size for them)
+PAGE = 0x1000
+DWORDS = LAYOUT_SIZE // 4
+# First generator word of the structures; words 0..DWORDS-1 feed frame lists dword by dword.
+STRUCT_WORDS = DWORDS
+
+# USB PIDs (token byte) and the UHCI/EHCI bits the schedules check first.
+PID_SETUP, PID_IN, PID_OUT = 0x2D, 0x69, 0xE1
+UHCI_TD_ACTIVE = 1 << 23
+UHCI_TD_CERR3 = 3 << 27
+EHCI_QTD_ACTIVE = 0x80
+EHCI_QTD_CERR3 = 3 << 10
+EHCI_LINK_QH = 1 << 1  # a periodic or horizontal link's type field (bits 2:1) = QH
+EHCI_QH_HEAD = 1 << 15  # H: head of the reclamation list, which the async walk looks for
+
+# e1000 transmit descriptor command bits (legacy CMD and extended DCMD share them).
+TX_EOP, TX_IFCS, TX_IC_TSE, TX_RS, TX_DEXT, TX_VLE = 0x01, 0x02, 0x04, 0x08, 0x20, 0x40
+TX_DTYP_DATA = 1 << 20
+MIN_FRAME, MAX_FRAME = 14, 1514
+
+
+def _word(seed: int, k: int) -> int:
+    return random_word(seed, k)
+
+
+def _maybe(word: int, shift: int, bits: int) -> bool:
+    """True one time in 2**bits: the bit field of ``word`` at ``shift`` is zero."""
+    return (word >> shift) & ((1 << bits) - 1) == 0
+
+
+# --- uhci ---------------------------------------------------------------------------
+# Pages 0 and 2: frame lists (1024 link pointers each). Pages 1 and 3: 16-byte
+# cells, a QH at every 8th, TDs in the others. A frame list base register
+# drawn from the dictionary (a scratch page) hits a frame list one time in two.
+
+
+def _uhci_cell_address(base: int, word: int, qh: bool) -> int:
+    cell = (0x100 if (word >> 16) & 1 == 0 else 0x300) + ((word >> 8) & 0xFF)
+    cell = cell & ~7 if qh else cell | (1 if cell % 8 == 0 else 0)
+    return base + cell * 16
+
+
+def uhci_link(base: int, word: int) -> int:
+    """A UHCI link pointer: a TD or (one in four) a QH cell; terminate one in 16, depth-first at random."""
+    qh = _maybe(word, 4, 2)
+    terminate = 1 if _maybe(word, 0, 4) else 0
+    return _uhci_cell_address(base, word, qh) | (2 if qh else 0) | ((word >> 6) & 1) << 2 | terminate
+
+
+def uhci_td(base: int, w0: int, w1: int) -> tuple[int, int, int, int]:
+    """A transfer descriptor: active (15 in 16), SETUP/IN/OUT to device 0 endpoint 0 mostly, <= 64 bytes."""
+    link = uhci_link(base, w0 & 0xFFFF_FFFF)
+    ctrl = UHCI_TD_CERR3 | 0x7FF
+    if not _maybe(w0, 32, 4):
+        ctrl |= UHCI_TD_ACTIVE
+    ctrl |= ((w0 >> 36) & 1) << 24 | ((w0 >> 37) & 1) << 29 | (1 << 26 if _maybe(w0, 38, 3) else 0)
+    pick = w1 & 7
+    pid = (PID_SETUP, PID_SETUP, PID_IN, PID_IN, PID_IN, PID_OUT, PID_OUT, (w1 >> 56) & 0xFF)[pick]
+    device = 0 if (w1 >> 5) & 3 else (w1 >> 3) & 3
+    endpoint = 0 if (w1 >> 9) & 3 else (w1 >> 7) & 3
+    if pid == PID_SETUP:
+        maxlen = 7
+    elif _maybe(w1, 18, 4):
+        maxlen = 0x7FF  # a null packet
+    else:
+        maxlen = (w1 >> 12) & 63
+    token = pid | device << 8 | endpoint << 15 | ((w1 >> 11) & 1) << 19 | maxlen << 21
+    buffer = base + ((w1 >> 24) & (LAYOUT_SIZE - 1) & ~0x3F)  # 64-aligned: 64 bytes stay inside
+    return link, ctrl, token, buffer
+
+
+def _uhci(base: int, seed: int) -> list[int]:
+    dwords = [0] * DWORDS
+    for page in (0, 2):
+        for e in range(PAGE // 4):
+            d = page * PAGE // 4 + e
+            dwords[d] = uhci_link(base, _word(seed, d) & 0xFFFF_FFFF)
+    for page in (1, 3):
+        for c in range(page * PAGE // 16, (page + 1) * PAGE // 16):
+            w0, w1 = _word(seed, STRUCT_WORDS + 2 * c), _word(seed, STRUCT_WORDS + 2 * c + 1)
+            if c % 8 == 0:  # a QH: horizontal link, element link, then two spare words
+                cell = (uhci_link(base, w0 & 0xFFFF_FFFF), uhci_link(base, w0 >> 32), w1 & 0xFFFF_FFFF, w1 >> 32)
+            else:
+                cell = uhci_td(base, w0, w1)
+            dwords[4 * c : 4 * c + 4] = cell
+    return dwords
+
+
+# --- ehci ---------------------------------------------------------------------------
+# Page 0: the periodic frame list (links to QHs). Pages 1-2: 128 queue heads,
+# one per 64 bytes (48 used). Page 3: 128 qTDs of 32 bytes.
+
+_EHCI_QH_FIRST = 0x1000
+_EHCI_QTD_FIRST = 0x3000
+
+
+def _ehci_qh_address(base: int, word: int) -> int:
+    return base + _EHCI_QH_FIRST + ((word >> 8) & 127) * 64
+
+
+def _ehci_qtd_pointer(base: int, word: int, terminate_bits: int) -> int:
+    """A qTD pointer; terminate (bit 0) one time in 2**terminate_bits."""
+    return base + _EHCI_QTD_FIRST + ((word >> 8) & 127) * 32 | (1 if _maybe(word, 0, terminate_bits) else 0)
+
+
+def ehci_link(base: int, word: int) -> int:
+    """A periodic or horizontal link: a QH (7 in 8, else any type), terminate one in 16."""
+    kind = EHCI_LINK_QH if not _maybe(word, 4, 3) else ((word >> 16) & 3) << 1
+    return _ehci_qh_address(base, word) | kind | (1 if _maybe(word, 0, 4) else 0)
+
+
+def ehci_qtd_token(word: int) -> int:
+    """A qTD token: active (15 in 16), PID OUT/IN/SETUP, 3 retries, <= 64 bytes (SETUP: 8)."""
+    pid = (word >> 4) % 3
+    total = 8 if pid == 2 else (word >> 8) & 127 if _maybe(word, 15, 2) else (word >> 8) & 63
+    token = pid << 8 | EHCI_QTD_CERR3 | total << 16 | ((word >> 16) & 1) << 15 | ((word >> 17) & 1) << 31
+    return token | (0 if _maybe(word, 0, 4) else EHCI_QTD_ACTIVE)
+
+
+def _ehci_buffers(base: int, word: int) -> list[int]:
+    """Buffer pointers: the first a 64-aligned address (a transfer of <= 64 bytes stays in its page), then pages."""
+    first = base + ((word >> 20) & (LAYOUT_SIZE - 1) & ~0x3F)
+    return [first] + [base + ((word >> (32 + 2 * i)) & 3) * PAGE for i in range(4)]
+
+
+def ehci_qh(base: int, words: list[int]) -> list[int]:
+    w0, w1, w2, w3 = words
+    device = 0 if (w0 >> 5) & 3 else (w0 >> 3) & 3
+    endpoint = 0 if (w0 >> 9) & 3 else (w0 >> 7) & 3
+    speed = 2 if not _maybe(w0, 11, 2) else (w0 >> 13) & 3
+    maxpacket = (8, 64, 512, 64)[(w0 >> 15) & 3]
+    head = EHCI_QH_HEAD if _maybe(w0, 17, 2) else 0
+    epchar = device | endpoint << 8 | speed << 12 | ((w0 >> 19) & 1) << 14 | head | maxpacket << 16
+    epchar |= ((w0 >> 20) & 15) << 28  # NAK reload
+    smask = 0 if _maybe(w0, 24, 1) else (w0 >> 25) & 0xFF
+    epcap = smask | (1 + (w0 >> 33) % 3) << 30
+    overlay = ehci_qtd_token(w2 >> 32) if _maybe(w0, 40, 2) else 0  # mostly inactive: the walk fetches next_qtd
+    return [
+        ehci_link(base, w1 & 0xFFFF_FFFF),
+        epchar,
+        epcap,
+        _ehci_qtd_pointer(base, w1 >> 32, 8) & ~1,  # current qTD
+        _ehci_qtd_pointer(base, w2 & 0xFFFF_FFFF, 3),  # next qTD
+        _ehci_qtd_pointer(base, w2 >> 40, 1),  # alternate next
+        overlay,
+        *_ehci_buffers(base, w3),
+        0,
+        0,
+        0,
+        0,
+    ]
+
+
+def ehci_qtd(base: int, w0: int, w1: int) -> list[int]:
+    return [
+        _ehci_qtd_pointer(base, w0 & 0xFFFF_FFFF, 2),
+        _ehci_qtd_pointer(base, w0 >> 32, 1),
+        ehci_qtd_token(w1 & 0xFFFF_FFFF),
+        *_ehci_buffers(base, w1 >> 8),
+    ]
+
+
+def _ehci(base: int, seed: int) -> list[int]:
+    dwords = [0] * DWORDS
+    for d in range(PAGE // 4):
+        dwords[d] = ehci_link(base, _word(seed, d) & 0xFFFF_FFFF)
+    for q in range(128):
+        c = (_EHCI_QH_FIRST + q * 64) // 16
+        words = [_word(seed, STRUCT_WORDS + 2 * c + j) for j in range(4)]
+        dwords[4 * c : 4 * c + 16] = ehci_qh(base, words)
+    for t in range(128):
+        c = (_EHCI_QTD_FIRST + t * 32) // 16
+        w0, w1 = _word(seed, STRUCT_WORDS + 2 * c), _word(seed, STRUCT_WORDS + 2 * c + 1)
+        dwords[4 * c : 4 * c + 8] = ehci_qtd(base, w0, w1)
+    return dwords
+
+
+# --- e1000 --------------------------------------------------------------------------
+# Pages 0-1: 512 transmit descriptors, legacy data (1/2), extended data (3/8)
+# and context (1/8); their first quadword is a buffer address, so the same
+# pages serve as receive descriptors. Pages 2-3: the frames' buffers.
+
+_E1000_BUFFERS = 0x2000
+
+
+def e1000_descriptor(base: int, w0: int, w1: int) -> list[int]:
+    kind = w0 & 7
+    if kind == 7:  # context: IPv4 + TCP offsets of an Ethernet frame, TSE at random, an MSS
+        tucmd = TX_DEXT | (TX_IC_TSE if (w1 >> 2) & 1 else 0) | (w1 & 3)
+        paylen = (w1 >> 8) & 0x1FFF
+        mss = 64 + ((w1 >> 24) & 0x7FF) % 1397
+        return [14 | 24 << 8 | 33 << 16, 34 | 50 << 8, paylen | tucmd << 24, 54 << 8 | mss << 16]
+    address = base + _E1000_BUFFERS + ((w0 >> 8) & 0x7FE)
+    length = MIN_FRAME + ((w0 >> 20) & 0x7FF) % (MAX_FRAME - MIN_FRAME + 1)
+    command = TX_IFCS | TX_RS | (0 if _maybe(w0, 32, 2) else TX_EOP)  # one in four continues a packet
+    command |= (TX_VLE if _maybe(w0, 34, 3) else 0) | ((w0 >> 37) & 1) * TX_IC_TSE
+    special = (w1 >> 16) & 0xFFFF
+    if kind < 4:  # legacy
+        return [address & 0xFFFF_FFFF, address >> 32, length | command << 24, special << 16]
+    popts = (w1 >> 8) & 3  # IXSM, TXSM
+    extended = length | TX_DTYP_DATA | (command | TX_DEXT) << 24
+    return [address & 0xFFFF_FFFF, address >> 32, extended, popts << 8 | special << 16]
+
+
+def _e1000(base: int, seed: int) -> list[int]:
+    dwords = [0] * DWORDS
+    for c in range(_E1000_BUFFERS // 16):
+        w0, w1 = _word(seed, STRUCT_WORDS + 2 * c), _word(seed, STRUCT_WORDS + 2 * c + 1)
+        dwords[4 * c : 4 * c + 4] = e1000_descriptor(base, w0, w1)
+    for d in range(_E1000_BUFFERS // 4, DWORDS, 2):  # frames: random bytes
+        word = _word(seed, d // 2)
+        dwords[d : d + 2] = [word & 0xFFFF_FFFF, word >> 32]
+    return dwords
+
+
+_DEVICE_LAYOUTS: dict[str, Callable[[int, int], list[int]]] = {
+    LAYOUT_UHCI: _uhci,
+    LAYOUT_EHCI: _ehci,
+    LAYOUT_E1000: _e1000,
+}
+
+
+def layout_fill(layout: str, base: int, seed: int) -> bytes:
+    """The 16 KiB of a device layout at guest-physical ``base`` for the fill seed ``seed`` (little endian)."""
+    try:
+        build = _DEVICE_LAYOUTS[layout]
+    except KeyError:
+        raise ValueError(f"no device layout {layout!r} (one of {', '.join(_DEVICE_LAYOUTS)})") from None
+    return b"".join(d.to_bytes(4, "little") for d in build(base, seed))
