@@ -227,3 +227,29 @@ def test_qtest_export_writes_the_device_layout_into_guest_memory():
     data = b"".join(op.value.to_bytes(8, "little") for op in memory)
     assert data == scratch_fill(plan.range_seed, 0, LAYOUT_UHCI)
     assert memory[0].port == SCRATCH_BASE
+
+
+def test_guided_batches_keep_their_ranges_layout_through_json():
+    from avocado_iofuzz.guided.batch import Base, Batch
+    from avocado_iofuzz.guided.rebuild import bases_from
+
+    plan = RangePlan(0, 0xC040, 0xC05F, "uhci", 1, 1, 2, values=VALUES_DMA, layout=LAYOUT_UHCI)
+    base = Base.of(plan)
+    batch = Batch(base, 0xC040, 0xC04F, 77, 10, values=VALUES_DMA)
+    assert batch.plan(3).layout == LAYOUT_UHCI
+    assert Batch.from_dict(batch.as_dict()) == batch
+    assert base.key() == "pio:0xc040-0xc05f/2+dma=uhci"
+    assert Base.of(RangePlan(0, 0xC040, 0xC05F, "uhci", 1, 1, 2, values=VALUES_DMA)).key() == "pio:0xc040-0xc05f/2+dma"
+    assert bases_from([vars(base)]) == [base]
+    uniform = Batch(base, 0xC040, 0xC04F, 77, 10)  # a uniform batch of a dma range: no scratch memory to lay out
+    assert uniform.plan(0).layout == LAYOUT_GENERIC
+
+
+def test_rerun_and_summary_name_the_layout_a_range_had():
+    from avocado_iofuzz.results.rerun import RerunContext, rerun_range
+
+    plan = RangePlan(0, 0xC040, 0xC05F, "uhci", 1, 1, 2, values=VALUES_DMA, layout=LAYOUT_EHCI)
+    params = dict(rerun_range(plan, RerunContext(reference="iofuzz")).params)
+    assert (params["fuzz_values"], params["dma_layout"]) == ("dma", "ehci")
+    uniform = RangePlan(0, 0x60, 0x60, "keyboard", 5, 7)
+    assert "dma_layout" not in dict(rerun_range(uniform, RerunContext(reference="iofuzz")).params)
