@@ -9,6 +9,9 @@ scratch layout differs: ``generic`` in one guest, the device's own
 (``uhci``, ``ehci``) in the other. The observer is QEMU: its trace events
 (``-trace usb_*``) and, when it dies, its exit status and stderr.
 
+First, QEMU's ``pmemsave`` of the scratch memory after a run of each device
+layout must be the model's fill, byte for byte.
+
 What must hold, counted from QEMU's trace file:
 
 * UHCI: with the generic layout the controller loads TDs but never starts a
@@ -42,8 +45,8 @@ import pytest
 
 from avocado_iofuzz.executor.protocol import Done, executor_command, parse_line
 from avocado_iofuzz.guest.build import default_guest
-from avocado_iofuzz.model.dma import SCRATCH_BASE, SCRATCH_SIZE, VALUES_DMA
-from avocado_iofuzz.model.dma_layouts import LAYOUT_EHCI, LAYOUT_GENERIC, LAYOUT_UHCI
+from avocado_iofuzz.model.dma import SCRATCH_BASE, SCRATCH_SIZE, VALUES_DMA, scratch_fill
+from avocado_iofuzz.model.dma_layouts import LAYOUT_EHCI, LAYOUT_GENERIC, LAYOUT_UHCI, LAYOUTS
 from avocado_iofuzz.model.program import SPACE_MMIO, RangePlan
 from avocado_iofuzz.vm.bare import BareQemu
 
@@ -77,12 +80,23 @@ def io_and_memory_bases(session, device_id: str) -> list[int]:
     return [int(line.split()[0], 16) for line in lines[:6]]
 
 
-def run_layouts(run_dir: Path, uhci_layout: str, ehci_layout: str) -> dict[str, object]:
-    """One guest: the UHCI range, then the EHCI range; each one's slice of QEMU's trace, and how QEMU ended."""
+def run_layouts(run_dir: Path, uhci_layout: str, ehci_layout: str, dump_layouts: bool) -> dict[str, object]:
+    """One guest: the UHCI range, then the EHCI range; each one's slice of QEMU's trace, and how QEMU ended.
+
+    ``dump_layouts``: first, per layout, a ``dma`` range on the POST port 0x80 (which ignores what it is
+    sent) and QEMU's ``pmemsave`` of the scratch memory after it.
+    """
     vm = BareQemu(default_guest(), run_dir, accel="tcg", extra_args=DEVICES, trace_events=TRACE_EVENTS)
     result: dict[str, object] = {}
     with vm:
         session = vm.login(180)
+        for layout in LAYOUTS[1:] if dump_layouts else ():
+            post = RangePlan(0, 0x80, 0x80, "post", SEED, 100, 1, values=VALUES_DMA, layout=layout)
+            output = session.cmd_output(executor_command([post]), timeout=RUN_TIMEOUT)
+            assert any(isinstance(parse_line(line), Done) for line in output.splitlines()), output[-2000:]
+            dump = run_dir / f"scratch-{layout}.bin"
+            vm.qmp("pmemsave", val=SCRATCH_BASE, size=SCRATCH_SIZE, filename=str(dump))
+            result[f"memory_{layout}"] = (dump.read_bytes(), scratch_fill(post.range_seed, 0, layout))
         uhci, ehci = io_and_memory_bases(session, UHCI_ID), io_and_memory_bases(session, EHCI_ID)
         plans = {
             "uhci": RangePlan(
@@ -119,8 +133,8 @@ def run_layouts(run_dir: Path, uhci_layout: str, ehci_layout: str) -> dict[str, 
 def runs(tmp_path_factory) -> Iterator[dict[str, dict[str, object]]]:
     base = tmp_path_factory.mktemp("dma-layouts")
     yield {
-        LAYOUT_GENERIC: run_layouts(base / "generic", LAYOUT_GENERIC, LAYOUT_GENERIC),
-        "device": run_layouts(base / "device", LAYOUT_UHCI, LAYOUT_EHCI),
+        LAYOUT_GENERIC: run_layouts(base / "generic", LAYOUT_GENERIC, LAYOUT_GENERIC, dump_layouts=False),
+        "device": run_layouts(base / "device", LAYOUT_UHCI, LAYOUT_EHCI, dump_layouts=True),
     }
 
 
@@ -155,3 +169,10 @@ def test_ehci_fetches_qtds_from_the_scratch_memory_and_acts_on_packets_with_its_
     assert counts_device["usb_ehci_packet_action"] > 10 * max(1, counts_generic["usb_ehci_packet_action"])
     if not runs["device"]["alive"]:  # the finding: QEMU's own words, or it died of something else
         assert "usb_ep_get: Assertion" in str(runs["device"]["stderr"]), str(runs["device"]["stderr"])[-2000:]
+
+
+@pytest.mark.parametrize("layout", LAYOUTS[1:])
+def test_guest_memory_holds_each_layouts_fill_byte_for_byte(runs, layout):
+    in_guest, model = runs["device"][f"memory_{layout}"]  # type: ignore[misc]
+    assert len(in_guest) == SCRATCH_SIZE
+    assert in_guest == model
