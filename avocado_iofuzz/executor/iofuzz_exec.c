@@ -114,8 +114,8 @@
 #define MIN_SCRATCH_SIZE 0x2000ULL
 #define LAYOUT_SIZE 0x4000ULL /* device layouts: keep identical to avocado_iofuzz/model/dma_layouts.py */
 
-enum layout { LAYOUT_GENERIC, LAYOUT_UHCI, LAYOUT_EHCI, LAYOUT_E1000, LAYOUT_COUNT };
-static const char *const layout_names[] = { "generic", "uhci", "ehci", "e1000" };
+enum layout { LAYOUT_GENERIC, LAYOUT_UHCI, LAYOUT_EHCI, LAYOUT_E1000, LAYOUT_VIRTIO, LAYOUT_COUNT };
+static const char *const layout_names[] = { "generic", "uhci", "ehci", "e1000", "virtio" };
 
 #define EXIT_RUNTIME 1
 #define EXIT_USAGE 2
@@ -463,6 +463,48 @@ static void fill_e1000(uint64_t seed, volatile uint32_t *dw)
 	}
 }
 
+#define VIRTIO_QUEUE 256ULL
+#define VIRTIO_AVAIL_WORDS 0x400ULL
+#define VIRTIO_HEADERS 0x3000ULL
+
+static void fill_virtio(uint64_t seed, volatile uint32_t *dw)
+{
+	static const uint64_t blk_types[] = { 0, 1, 4, 8, 0, 1, 0 };
+	uint64_t head = random_word(seed, VIRTIO_AVAIL_WORDS);
+	volatile uint16_t *avail = (volatile uint16_t *)(dw + PAGE_BYTES / 4);
+
+	for (uint64_t c = 0; c < LAYOUT_DWORDS; c++)
+		dw[c] = 0;
+	for (uint64_t c = 0; c < VIRTIO_QUEUE; c++) {
+		uint64_t w0 = random_word(seed, STRUCT_WORDS + 2 * c), w1 = random_word(seed, STRUCT_WORDS + 2 * c + 1);
+		uint64_t flags = (w0 & 1) | ((w0 >> 1) & 1) << 1, address, length;
+
+		if (maybe(w0, 2, 5)) { /* an indirect table: descriptors of the table itself */
+			flags = 4;
+			address = scratch_base + ((w1 >> 8) & 0xFF) * 16;
+			length = 16 * (1 + ((w1 >> 16) & 7));
+		} else {
+			address = scratch_base + VIRTIO_HEADERS + ((w1 >> 8) & 0x7F) * 16;
+			length = 16 + ((w1 >> 16) & 0x1F0);
+		}
+		dw[4 * c] = (uint32_t)address;
+		dw[4 * c + 1] = (uint32_t)(address >> 32);
+		dw[4 * c + 2] = (uint32_t)length;
+		dw[4 * c + 3] = (uint32_t)(flags | ((c + 1 + ((w0 >> 8) & 3)) % VIRTIO_QUEUE) << 16);
+	}
+	avail[0] = (uint16_t)(head & 1);
+	avail[1] = (uint16_t)(1 + ((head >> 8) & 0xFF));
+	for (uint64_t j = 0; j < VIRTIO_QUEUE; j++)
+		avail[2 + j] = (uint16_t)(random_word(seed, VIRTIO_AVAIL_WORDS + 1 + j) & 0xFF);
+	avail[2 + VIRTIO_QUEUE] = (uint16_t)((head >> 16) & 0xFF);
+	for (uint64_t t = 0; t < PAGE_BYTES / 16; t++) {
+		uint64_t c = VIRTIO_HEADERS / 16 + t, word = random_word(seed, STRUCT_WORDS + 2 * c);
+
+		dw[4 * c] = (uint32_t)((word & 7) < 7 ? blk_types[word & 7] : (word >> 32) & 0xFF);
+		dw[4 * c + 2] = (uint32_t)((word >> 8) & 0xFF);
+	}
+}
+
 /* The scratch memory (16 KiB) laid out like one device family's structures, for the fill seed. */
 static void fill_layout(int layout, uint64_t seed, volatile uint32_t *dwords)
 {
@@ -470,6 +512,8 @@ static void fill_layout(int layout, uint64_t seed, volatile uint32_t *dwords)
 		fill_uhci(seed, dwords);
 	else if (layout == LAYOUT_EHCI)
 		fill_ehci(seed, dwords);
+	else if (layout == LAYOUT_VIRTIO)
+		fill_virtio(seed, dwords);
 	else
 		fill_e1000(seed, dwords);
 }
@@ -943,7 +987,7 @@ static void parse_range(const char *arg, uint64_t default_index, uint64_t seed, 
 				if (strcmp(equals + 1, layout_names[r->layout]) == 0)
 					break;
 			if (r->layout == LAYOUT_COUNT)
-				fail(EXIT_USAGE, "range '%s': scratch layout '%s' is not one of uhci, ehci, e1000", arg,
+				fail(EXIT_USAGE, "range '%s': scratch layout '%s' is not one of uhci, ehci, e1000, virtio", arg,
 				     equals + 1);
 		}
 		if (strcmp(plus + 1, "dma") != 0)

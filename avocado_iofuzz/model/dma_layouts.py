@@ -27,9 +27,10 @@ LAYOUT_GENERIC = "generic"
 LAYOUT_UHCI = "uhci"
 LAYOUT_EHCI = "ehci"
 LAYOUT_E1000 = "e1000"
-# The layouts a RangePlan may carry (its ``layout`` field); the first is the default.
-LAYOUTS = (LAYOUT_GENERIC, LAYOUT_UHCI, LAYOUT_EHCI, LAYOUT_E1000)
-# The executor's number for each layout (its range suffix names them; the C enum follows this order).
+LAYOUT_VIRTIO = "virtio"
+# The layouts a RangePlan may carry (its ``layout`` field); the first is the default; the
+# executor's enum follows this order.
+LAYOUTS = (LAYOUT_GENERIC, LAYOUT_UHCI, LAYOUT_EHCI, LAYOUT_E1000, LAYOUT_VIRTIO)
 LAYOUT_SIZE = 0x4000  # device layouts are drawn for 16 KiB (the executor refuses another size for them)
 PAGE = 0x1000
 DWORDS = LAYOUT_SIZE // 4
@@ -245,10 +246,60 @@ def _e1000(base: int, seed: int) -> list[int]:
     return dwords
 
 
+# --- virtio -------------------------------------------------------------------------
+# One split virtqueue of 256 entries, each part page aligned: page 0 the
+# descriptor table, page 1 the available ring, page 2 the used ring (zero: the
+# device writes it), page 3 request headers (virtio-blk's type and sector;
+# read by a NIC as a virtio-net header) that the descriptors point at.
+
+VIRTIO_QUEUE = 256
+VIRTQ_NEXT, VIRTQ_WRITE, VIRTQ_INDIRECT = 1, 2, 4
+_VIRTIO_AVAIL_WORDS = 0x400  # generator words of the available ring
+_VIRTIO_HEADERS = 0x3000
+BLK_TYPES = (0, 1, 4, 8, 0, 1, 0)  # IN, OUT, FLUSH, GET_ID; one in 8 any
+
+
+def virtio_descriptor(base: int, index: int, w0: int, w1: int) -> list[int]:
+    """A descriptor: chained on (1 in 2) to one of the next 4, device-writable 1 in 2, indirect 1 in 32."""
+    flags = (w0 & 1) * VIRTQ_NEXT | ((w0 >> 1) & 1) * VIRTQ_WRITE
+    following = (index + 1 + ((w0 >> 8) & 3)) % VIRTIO_QUEUE
+    if _maybe(w0, 2, 5):  # an indirect table: descriptors of the table itself
+        flags = VIRTQ_INDIRECT
+        address = base + ((w1 >> 8) & 0xFF) * 16
+        length = 16 * (1 + ((w1 >> 16) & 7))
+    else:
+        address = base + _VIRTIO_HEADERS + ((w1 >> 8) & 0x7F) * 16
+        length = 16 + ((w1 >> 16) & 0x1F0)  # at most 512 bytes: the buffer stays in page 3
+    return [address & 0xFFFF_FFFF, address >> 32, length, flags | following << 16]
+
+
+def _virtio(base: int, seed: int) -> list[int]:
+    dwords = [0] * DWORDS
+    for c in range(VIRTIO_QUEUE):
+        w0, w1 = _word(seed, STRUCT_WORDS + 2 * c), _word(seed, STRUCT_WORDS + 2 * c + 1)
+        dwords[4 * c : 4 * c + 4] = virtio_descriptor(base, c, w0, w1)
+    head = _word(seed, _VIRTIO_AVAIL_WORDS)
+    avail = [head & 1, 1 + ((head >> 8) & 0xFF)]  # flags (NO_INTERRUPT at random), idx 1..256
+    avail += [_word(seed, _VIRTIO_AVAIL_WORDS + 1 + j) & 0xFF for j in range(VIRTIO_QUEUE)]  # head indices
+    avail.append((head >> 16) & 0xFF)  # used_event
+    avail.append(0)
+    first = PAGE // 4
+    for j in range(0, len(avail), 2):
+        dwords[first + j // 2] = avail[j] | avail[j + 1] << 16
+    for t in range(PAGE // 16):
+        c = _VIRTIO_HEADERS // 16 + t
+        word = _word(seed, STRUCT_WORDS + 2 * c)
+        kind = word & 7
+        request = BLK_TYPES[kind] if kind < 7 else (word >> 32) & 0xFF
+        dwords[4 * c : 4 * c + 4] = [request, 0, (word >> 8) & 0xFF, 0]
+    return dwords
+
+
 _DEVICE_LAYOUTS: dict[str, Callable[[int, int], list[int]]] = {
     LAYOUT_UHCI: _uhci,
     LAYOUT_EHCI: _ehci,
     LAYOUT_E1000: _e1000,
+    LAYOUT_VIRTIO: _virtio,
 }
 
 

@@ -14,7 +14,14 @@ from collections.abc import Sequence
 from dataclasses import replace
 
 from avocado_iofuzz.model.dma import VALUES_DMA
-from avocado_iofuzz.model.dma_layouts import LAYOUT_E1000, LAYOUT_EHCI, LAYOUT_GENERIC, LAYOUT_UHCI, LAYOUTS
+from avocado_iofuzz.model.dma_layouts import (
+    LAYOUT_E1000,
+    LAYOUT_EHCI,
+    LAYOUT_GENERIC,
+    LAYOUT_UHCI,
+    LAYOUT_VIRTIO,
+    LAYOUTS,
+)
 from avocado_iofuzz.model.pci import IORESOURCE_IO, IORESOURCE_MEM, ROM_RESOURCE, PciFunction, parse_pci_listing
 from avocado_iofuzz.model.program import SPACE_PCI, SPACE_PIO, RangePlan
 
@@ -23,19 +30,23 @@ LAYOUT_AUTO = "auto"
 LAYOUT_CHOICES = (LAYOUT_AUTO, *LAYOUTS)
 
 _INTEL = 0x8086
+_VIRTIO = 0x1AF4  # every virtio PCI device, legacy or modern
 # PCI class codes (class, subclass, programming interface) of the USB host controllers.
 _CLASS_UHCI = 0x0C0300
 _CLASS_EHCI = 0x0C0320
 _CLASS_ETHERNET = 0x0200  # class and subclass, any interface
 
 def family_layout(function: PciFunction) -> str:
-    """The layout of a function's device family: USB controllers by class, Intel's NICs (e1000, e1000e, igb)."""
+    """The layout of a function's device family: USB controllers by class, Intel's NICs (e1000, e1000e, igb),
+    virtio by vendor."""
     if function.class_code == _CLASS_UHCI:
         return LAYOUT_UHCI
     if function.class_code == _CLASS_EHCI:
         return LAYOUT_EHCI
     if function.vendor == _INTEL and function.class_code >> 8 == _CLASS_ETHERNET:
         return LAYOUT_E1000
+    if function.vendor == _VIRTIO:
+        return LAYOUT_VIRTIO
     return LAYOUT_GENERIC
 
 def owner(plan: RangePlan, functions: Sequence[PciFunction]) -> PciFunction | None:

@@ -15,6 +15,7 @@ from avocado_iofuzz.model.dma_layouts import (
     LAYOUT_EHCI,
     LAYOUT_GENERIC,
     LAYOUT_UHCI,
+    LAYOUT_VIRTIO,
     LAYOUTS,
     PID_IN,
     PID_OUT,
@@ -129,8 +130,24 @@ def test_e1000_descriptors_carry_frames_of_ethernet_length_in_the_scratch_memory
     assert 0.6 < sum(d[2] >> 24 & 1 for d in data_descriptors) / len(data_descriptors) < 0.9  # EOP, or a packet goes on
 
 
+def test_virtio_queue_is_a_well_formed_split_ring_pointing_at_request_headers():
+    data = scratch_fill(0xFEED, 0, LAYOUT_VIRTIO)
+    descriptors = [struct.unpack_from("<QIHH", data, 16 * i) for i in range(256)]
+    indirect = [d for d in descriptors if d[2] & 4]
+    assert 0 < len(indirect) < 24 and all(d[2] == 4 and d[1] % 16 == 0 and inside(d[0], d[1]) for d in indirect)
+    direct = [d for d in descriptors if not d[2] & 4]
+    assert all(d[0] >= SCRATCH_BASE + 0x3000 and inside(d[0], d[1]) and 16 <= d[1] <= 512 for d in direct)
+    assert 0.35 < sum(d[2] & 1 for d in direct) / len(direct) < 0.65  # chains
+    assert all(d[3] < 256 for d in descriptors)
+    flags, idx, *ring = struct.unpack_from("<HH256H", data, 0x1000)
+    assert flags in (0, 1) and 1 <= idx <= 256 and all(head < 256 for head in ring)
+    assert data[0x2000:0x3000] == bytes(0x1000)  # the used ring: the device's to write
+    types = [struct.unpack_from("<I", data, 0x3000 + 16 * t)[0] for t in range(256)]
+    assert {0, 1, 4, 8} <= set(types) and sum(t in (0, 1, 4, 8) for t in types) / len(types) > 0.85
+
+
 def test_layout_is_validated_and_carried_by_the_range_argument():
-    with pytest.raises(ValueError, match="layout must be one of generic, uhci, ehci, e1000, got 'xhci'"):
+    with pytest.raises(ValueError, match="layout must be one of generic, uhci, ehci, e1000, virtio, got 'xhci'"):
         RangePlan(0, 0x60, 0x64, "k", 1, 1, values=VALUES_DMA, layout="xhci")
     with pytest.raises(ValueError, match="layout 'uhci' lays out the scratch memory of dma values, not uniform"):
         RangePlan(0, 0x60, 0x64, "k", 1, 1, layout=LAYOUT_UHCI)
@@ -172,6 +189,8 @@ LISTING = (
     "0x00000000febf1000 0x00000000febf1fff 0x0000000000040200\n" + ZERO * 12
     + "== /sys/bus/pci/devices/0000:00:06.0 0x10ec 0x8139 0x020000\n"  # rtl8139: no layout of its own
     "0x000000000000c100 0x000000000000c1ff 0x0000000000040101\n" + ZERO * 12
+    + "== /sys/bus/pci/devices/0000:00:07.0 0x1af4 0x1001 0x010000\n"  # virtio-blk, legacy ports
+    "0x000000000000c200 0x000000000000c27f 0x0000000000040101\n" + ZERO * 12
 )  # fmt: skip
 
 
@@ -183,6 +202,7 @@ def listed_plans(values: str = VALUES_DMA) -> list[RangePlan]:
         RangePlan(3, 0xFEBF1000, 0xFEBF10FF, "ehci BAR0", 1, 1, 4, "mmio", values=values),
         RangePlan(4, 0x28000, 0x280FF, "0000:00:05.0", 1, 1, 4, "pci", values=values),
         RangePlan(5, 0xC100, 0xC1FF, "rtl8139", 1, 1, 4, values=values),
+        RangePlan(6, 0xC200, 0xC27F, "virtio-blk", 1, 1, 4, values=values),
     ]
 
 
@@ -190,12 +210,12 @@ def test_auto_gives_each_range_its_device_family_layout():
     from avocado_iofuzz.model.layout_choice import choose_layouts, pci_functions
 
     chosen = choose_layouts(listed_plans(), pci_functions(LISTING), "auto")
-    assert [p.layout for p in chosen] == ["generic", "uhci", "e1000", "ehci", "ehci", "generic"]
-    assert [p.layout for p in choose_layouts(listed_plans(), [], "auto")] == ["generic"] * 6  # no listing read
+    assert [p.layout for p in chosen] == ["generic", "uhci", "e1000", "ehci", "ehci", "generic", "virtio"]
+    assert [p.layout for p in choose_layouts(listed_plans(), [], "auto")] == ["generic"] * 7  # no listing read
     assert {p.layout for p in choose_layouts(listed_plans(), pci_functions(LISTING), "e1000")} == {"e1000"}
     uniform = choose_layouts(listed_plans("uniform"), pci_functions(LISTING), "auto")
     assert {p.layout for p in uniform} == {"generic"}  # uniform values have no scratch memory to lay out
-    with pytest.raises(ValueError, match="dma_layout 'ohci': expected one of auto, generic, uhci, ehci, e1000"):
+    with pytest.raises(ValueError, match="dma_layout 'ohci': expected one of auto, generic, uhci, ehci, e1000, virtio"):
         choose_layouts(listed_plans(), [], "ohci")
 
 
