@@ -13,8 +13,10 @@ Each layout is a pure function of the fill seed (:func:`fill_dwords`), drawn
 from the same counter-based generator as everything else; the in-guest executor
 (``executor/iofuzz_exec.c``, ``fill_layout``) computes the same bytes and a
 unit test compares both for every layout. Which generator word feeds which
-field is part of the layout: word ``k`` feeds dword ``k`` of a frame list, and
-the structure at 16-byte cell ``c`` reads words ``STRUCT_WORDS + 2c + j``.
+field is part of the layout: the structure at 16-byte cell ``c`` reads words
+``STRUCT_WORDS + 2c + j``; the words below ``STRUCT_WORDS`` feed what is not
+cut in cells (dword ``k`` of a frame list, e1000's frame bytes, virtio's
+available ring).
 """
 
 from __future__ import annotations
