@@ -15,6 +15,12 @@ guest's serial console:
     before performing that op.
 ``@DONE <total_ops>``
     finished; ``total_ops`` counts the ops of this invocation only.
+``@RESTORE <range_index> <op_index> 0xREG:W:0xVALUE...``
+    leaving a ``pci`` range at ``op_index``: the config writes that put its
+    function's header back (BARs, ROM, bridge windows, command register; see
+    :mod:`avocado_iofuzz.model.pci_restore`), in the order the executor makes
+    them, right after this line. Not with ``--no-pci-restore``; nothing when
+    nothing changed.
 ``@DENIED <range_index> <reason>``
     the guest kernel refuses access to that range (lockdown, no ``/dev/mem``,
     a BAR claimed under ``iomem=strict``...); printed while the access paths
@@ -43,7 +49,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from avocado_iofuzz.model.dma import SCRATCH_BASE, SCRATCH_END, VALUES_UNIFORM
-from avocado_iofuzz.model.program import SPACE_PIO, Op, RangePlan
+from avocado_iofuzz.model.pci_restore import ConfigWrite, parse_writes
+from avocado_iofuzz.model.program import SPACE_PCI, SPACE_PIO, Op, RangePlan
 
 PROTOCOL_VERSION = 1
 DEFAULT_BINARY = "/usr/bin/iofuzz-exec"
@@ -95,7 +102,16 @@ class NoScratch:
     reason: str
 
 
-Message = Ready | Progress | Hang | Done | ExecError | Denied | NoScratch
+@dataclass(frozen=True)
+class Restore:
+    """The executor puts a pci range's function header back with ``writes``, leaving it at ``op_index``."""
+
+    range_index: int
+    op_index: int
+    writes: tuple[ConfigWrite, ...]
+
+
+Message = Ready | Progress | Hang | Done | ExecError | Denied | NoScratch | Restore
 
 # CSI sequences such as the ESC[6n (cursor position query) busybox ash prints
 # after its prompt, and the bracketed-paste toggles of bash.
@@ -108,6 +124,7 @@ _MESSAGE = re.compile(
     r"|P (?P<p_range>\d+) (?P<p_done>\d+)"
     r"|HANG (?P<h_range>\d+) (?P<h_op>\d+)"
     r"|DONE (?P<total>\d+)"
+    r"|RESTORE (?P<r_range>\d+) (?P<r_op>\d+)(?P<r_writes>(?: 0x[0-9a-f]+:[124]:0x[0-9a-f]+)+)"
     r"|DENIED (?P<d_range>\d+) (?P<reason>.*?)"
     r"|NOSCRATCH (?P<no_scratch>.*?)"
     r"|ERR (?P<message>.*?)"
@@ -134,6 +151,8 @@ def parse_line(line: str) -> Message | None:
         return Hang(int(g["h_range"]), int(g["h_op"]))
     if g["total"] is not None:
         return Done(int(g["total"]))
+    if g["r_range"] is not None:
+        return Restore(int(g["r_range"]), int(g["r_op"]), parse_writes(g["r_writes"].split()))
     if g["d_range"] is not None:
         return Denied(int(g["d_range"]), g["reason"])
     if g["no_scratch"] is not None:
@@ -199,6 +218,7 @@ def executor_command(
     limit_loop: bool = False,
     bare_loop: bool = False,
     check: bool = False,
+    pci_restore: bool = True,
 ) -> str:
     """The shell command that runs ``plans`` in the guest.
 
@@ -211,6 +231,8 @@ def executor_command(
     (``@DENIED``, ``@NOSCRATCH``) without performing any op. Plans share the
     seed; a plan whose fuzz count differs from the first plan's carries its
     own. Plans with DMA-aware values add the scratch memory (``--scratch``).
+    ``pci_restore=False`` leaves each ``pci`` range's function header as its
+    ops left it (``--no-pci-restore``, written only when a plan is ``pci``).
     """
     if not plans:
         raise ValueError("executor_command: no range plans given")
@@ -247,6 +269,8 @@ def executor_command(
         if bare_loop:
             raise ValueError("executor_command: bare_loop replays a table of ops without the scratch memory")
         args += ["--scratch", scratch_argument()]
+    if not pci_restore and any(p.space == SPACE_PCI for p in plans):
+        args.append("--no-pci-restore")
     order = [p.index for p in plans]
     if resume is not None:
         _check_position("resume", resume, by_index, allow_end=True)
