@@ -35,6 +35,7 @@ from avocado_iofuzz.executor.protocol import (
     Progress,
     Ready,
     Restore,
+    Saved,
     executor_command,
     inflight_window,
     parse_line,
@@ -194,6 +195,8 @@ class Campaign:
         self._range = 0
         self._op = 0
         self._session: Any = session  # a logged-in session to start with, if the caller has one
+        # range index -> the header the executor saved entering that pci range (handed back on a resume into it)
+        self._saved: dict[int, Saved] = {}
         self._started = 0.0
         self._last_log = 0.0
         # the executor numbers ranges by their place in its argument list
@@ -254,6 +257,7 @@ class Campaign:
             hang_at=hang_at,
             binary=self.config.executor,
             pci_restore=self.config.pci_restore,
+            pci_saved=self._saved_for_resume(),
         )
         restoring = {}
         if any(plan.space == SPACE_PCI for plan in self.plans):
@@ -284,6 +288,8 @@ class Campaign:
                     last_progress = self.clock()
                 elif isinstance(message, Restore):
                     self._record_restore(message)
+                elif isinstance(message, Saved):
+                    self._saved[message.range_index] = message
                 elif isinstance(message, Done):
                     return _Stop("done")
                 elif isinstance(message, ExecError):
@@ -332,6 +338,8 @@ class Campaign:
                     self._count(message)
                 elif isinstance(message, Restore):
                     self._record_restore(message)
+                elif isinstance(message, Saved):
+                    self._saved[message.range_index] = message
             if not chunk:  # nothing came for 0.2 s after QEMU's end: the buffer is empty
                 break
         return _Stop("died")
@@ -350,6 +358,13 @@ class Campaign:
             self._range, self._op = position + 1, 0
         else:
             self._range, self._op = position, progress.ops_done
+
+    def _saved_for_resume(self) -> Saved | None:
+        """The header saved on entering the range the executor resumes in the middle of: it may be half fuzzed now."""
+        plan = self.plans[self._range]
+        if not self.config.pci_restore or self._op == 0 or plan.space != SPACE_PCI:
+            return None
+        return self._saved.get(plan.index)
 
     def _record_restore(self, message: Restore) -> None:
         """The executor is putting a pci range's header back: config writes replays must make too."""

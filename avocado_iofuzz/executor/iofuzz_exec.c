@@ -11,7 +11,7 @@
  * Usage:
  *   iofuzz-exec [--dry-run | --check] [--limit-loop | --bare-loop] --seed S --fuzz-count N
  *               [--report-every K] [--resume I:J] [--hang-at I:J] [--scratch 0xBASE-0xEND]
- *               [--no-pci-restore] (RANGE... | --ranges-stdin)
+ *               [--no-pci-restore | --pci-saved I:TYPE:0xCMD[:0xV...]] (RANGE... | --ranges-stdin)
  *   RANGE is [I:][SPACE:]0xSTART-0xEND[/W][,N][+dma][~E:U]: inclusive bounds in hex,
  *   optional range index I (default: position in the argument list), address
  *   space SPACE (pio, the default; mmio; pci), access width W (1, 2 or 4
@@ -50,6 +50,8 @@
  *                                        (at multiples of K) and at its end
  *   @HANG <range_index> <op_index>       fault injection reached (see --hang-at)
  *   @DONE <total_ops>                    ops performed by this invocation
+ *   @SAVED <range_index> <type> 0xCMD 0xV...  entering a pci range: its function's header type,
+ *                                        command register and saved registers (see below)
  *   @RESTORE <range_index> <op> REG:W:0xV...  leaving a pci range at op <op>: the config writes
  *                                        that put its function's header back (see below), in
  *                                        order, printed (and drained) before they are made
@@ -76,7 +78,10 @@
  * bridge control 0x3e); on leaving it (ops done, a stop signal, a config access
  * error) it writes back each register that changed: decoding off first, then
  * the registers, then the command register as it found it, so that no
- * half-restored BAR decodes in between. @RESTORE names the writes first.
+ * half-restored BAR decodes in between. @RESTORE names the writes first. A
+ * resume into the middle of a pci range (after a hang) finds the header half
+ * fuzzed: --pci-saved hands over what @SAVED printed when the range was
+ * entered, and that is what is put back.
  *
  * Safety: no port, memory or config access (nor any mapping) happens unless
  * /proc/cmdline carries the token iofuzz.guest=1, which only our embedded
@@ -358,6 +363,7 @@ static inline void mmio_write(volatile uint8_t *p, uint64_t width, uint64_t valu
 
 static void __attribute__((noreturn, format(printf, 2, 3))) fail(int status, const char *fmt, ...);
 static void emit(const char *fmt, ...);
+static uint64_t parse_number(const char *what, const char *text, uint64_t max);
 
 /* ---- putting a pci range's header back (see "Header restore" above) ------- */
 
@@ -461,14 +467,70 @@ static int plan_restore(const struct pci_header *saved, const struct pci_header 
 	return n;
 }
 
-/* Entering pci range r at op `op_index`: save its function's header, catch stop signals. */
+/* --pci-saved I:TYPE:0xCMD[:0xV...]: the header range I had when an earlier invocation entered it */
+static struct pci_header pci_given;
+static uint64_t pci_given_index;
+static int pci_given_set;
+
+static void parse_pci_saved(const char *text)
+{
+	char buf[256], *save, *word;
+	uint64_t type = 0, value;
+	int k = -3;
+
+	pci_given = (struct pci_header){ 0 };
+
+	if (strlen(text) >= sizeof(buf))
+		fail(EXIT_USAGE, "--pci-saved: '%.40s...' is too long", text);
+	strcpy(buf, text);
+	for (word = strtok_r(buf, ":", &save); word; word = strtok_r(NULL, ":", &save), k++) {
+		if (k == -3) {
+			pci_given_index = parse_number("--pci-saved range index", word, 0xffffffffULL);
+		} else if (k == -2) {
+			type = parse_number("--pci-saved header type", word, 0x7f);
+			pci_given.registers = type == 0 ? type0_registers : type == 1 ? type1_registers : NULL;
+			pci_given.n_registers = type == 0   ? (int)(sizeof(type0_registers) / sizeof(type0_registers[0]))
+						: type == 1 ? (int)(sizeof(type1_registers) / sizeof(type1_registers[0]))
+							    : 0;
+		} else if (k >= MAX_HEADER_REGISTERS) {
+			break;
+		} else {
+			value = parse_number("--pci-saved register value", word, 0xffffffffULL);
+			if (k == -1)
+				pci_given.command = (uint32_t)value;
+			else
+				pci_given.values[k] = (uint32_t)value;
+		}
+	}
+	if (k < -1 || k != pci_given.n_registers)
+		fail(EXIT_USAGE, "--pci-saved %s: expected I:TYPE:0xCOMMAND and %d register value(s) for header type %" PRIu64,
+		     text, pci_given.n_registers, type);
+	pci_given_set = 1;
+}
+
+/*
+ * Entering pci range r at op `op_index`: save its function's header (as --pci-saved gives it, when an
+ * earlier invocation entered the range and did not leave it: the header may be half fuzzed now), say
+ * what was saved (@SAVED), catch stop signals.
+ */
 static void enter_pci_range(const struct range *r, uint64_t op_index)
 {
+	char line[480];
+	int len;
+
 	if (!pci_restore || r->space != SPACE_PCI)
 		return;
-	if (read_header(r->config_fd, &pci_saved) < 0)
+	if (pci_given_set && pci_given_index == r->index)
+		pci_saved = pci_given;
+	else if (read_header(r->config_fd, &pci_saved) < 0)
 		fail(EXIT_RUNTIME, "range %" PRIu64 ": cannot read the config header (to put it back later): %s", r->index,
 		     strerror(errno));
+	len = snprintf(line, sizeof(line), "@SAVED %" PRIu64 " %d 0x%x", r->index,
+		       pci_saved.registers == type0_registers ? 0 : pci_saved.registers == type1_registers ? 1 : 127,
+		       pci_saved.command);
+	for (int k = 0; k < pci_saved.n_registers && len < (int)sizeof(line); k++)
+		len += snprintf(line + len, sizeof(line) - len, " 0x%x", pci_saved.values[k]);
+	emit("%s", line);
 	pci_position = op_index;
 	stop_signal = 0;
 	catch_stop_signals(1);
@@ -986,6 +1048,7 @@ static void usage(void)
 	      "  --hang-at I:J   FAULT INJECTION for tests: hang the guest before op J of range I\n"
 	      "  --scratch 0xBASE-0xEND  the scratch memory of +dma ranges (reserved with memmap=SIZE$BASE)\n"
 	      "  --no-pci-restore  leave a pci range's function header as its ops left it (BARs, command...)\n"
+	      "  --pci-saved I:TYPE:0xCMD[:0xV...]  the header to put back for range I (as @SAVED printed it)\n"
 	      "   or: iofuzz-exec [--dry-run] [--report-every K] --script FILE|-\n"
 	      "  --script FILE   replay a qtest script's port I/O and MMIO (outb/inb, writel/readl...; - is stdin)\n",
 	      stderr);
@@ -1555,7 +1618,7 @@ int main(int argc, char **argv)
 		{ "report-every", required_argument, NULL, 'k' }, { "resume", required_argument, NULL, 'r' },
 		{ "hang-at", required_argument, NULL, 'H' },   { "help", no_argument, NULL, 'h' },
 		{ "script", required_argument, NULL, 'S' },    { "scratch", required_argument, NULL, 'M' },
-		{ "no-pci-restore", no_argument, NULL, 'N' },
+		{ "no-pci-restore", no_argument, NULL, 'N' }, { "pci-saved", required_argument, NULL, 'V' },
 		{ NULL, 0, NULL, 0 },
 	};
 	static struct range ranges[MAX_RANGES];
@@ -1585,12 +1648,13 @@ int main(int argc, char **argv)
 		case 'S': script = optarg; break;
 		case 'M': parse_scratch(optarg); break;
 		case 'N': pci_restore = 0; break;
+		case 'V': parse_pci_saved(optarg); break;
 		default: fail(EXIT_USAGE, "unknown option or missing value: '%s'", argv[optind - 1]);
 		}
 	}
 	if (script) {
 		if (have_seed || have_fuzz || limit_loop || bare_loop || check || ranges_stdin || resume.set ||
-		    hang.set || scratch_size || !pci_restore || optind < argc)
+		    hang.set || scratch_size || !pci_restore || pci_given_set || optind < argc)
 			fail(EXIT_USAGE, "--script combines only with --dry-run and --report-every");
 		if (report_every == 0)
 			fail(EXIT_USAGE, "--report-every must be at least 1");
@@ -1626,6 +1690,8 @@ int main(int argc, char **argv)
 			     space_names[ranges[i].space]);
 		any_dma |= ranges[i].dma;
 	}
+	if (pci_given_set && !pci_restore)
+		fail(EXIT_USAGE, "--pci-saved is for putting a header back: not with --no-pci-restore");
 	if (any_dma && !scratch_size)
 		fail(EXIT_USAGE, "+dma ranges need --scratch 0xBASE-0xEND (their scratch memory)");
 	if (any_dma && bare_loop)

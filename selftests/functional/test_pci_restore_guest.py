@@ -30,6 +30,7 @@ import pytest
 
 from avocado_iofuzz.campaign.runner import Campaign, CampaignConfig
 from avocado_iofuzz.campaign.trace import TraceWriter, read_trace
+from avocado_iofuzz.executor.protocol import Restore, Saved, executor_command, parse_line
 from avocado_iofuzz.guest.build import default_guest
 from avocado_iofuzz.model.pci import PCI_LISTING_COMMAND, config_address, parse_pci_listing
 from avocado_iofuzz.model.pci_restore import RESTORE_EVENT, header_registers, plan_restore, restore_ops
@@ -91,9 +92,47 @@ def phases(tmp_path_factory) -> Iterator[dict[str, object]]:
             RangePlan(1, io_bar.start, io_bar.end, "uhci ports", SEED, PORT_FUZZ_COUNT, 2),
         ]
         result.update(uhci=uhci, io_base=io_bar.start, listing=listing, plans=plans, run_dir=run_dir)
-        for name, restore in (("restore", True), ("no-restore", False)):
-            result[name] = run_phase(vm, plans, run_dir / f"{name}.iofuzz", restore)
+        result["restore"] = run_phase(vm, plans, run_dir / "restore.iofuzz", True)
+        result.update(stopped_early(vm, config))
+        # last: it leaves the header as the ops left it
+        result["no-restore"] = run_phase(vm, plans, run_dir / "no-restore.iofuzz", False)
     yield result
+
+
+def log_since(vm: BareQemu, offset: int) -> str:
+    time.sleep(0.5)
+    with vm.trace_log_path.open("rb") as f:
+        f.seek(offset)
+        return f.read().decode(errors="replace")
+
+
+def stopped_early(vm: BareQemu, config: int) -> dict[str, object]:
+    """A long config range stopped by the host: by SIGTERM (caught), by SIGKILL (not), then resumed.
+
+    Each part: the executor's output and QEMU's log meanwhile.
+    """
+    session = vm.login(60)
+    # ~13 M config ops: minutes under TCG, far longer than the timeout stops it after
+    long = RangePlan(0, config, config + 0xFF, "uhci config", SEED, 200_000, 4, SPACE_PCI)
+    command = executor_command([long], report_every=4096)
+    parts: dict[str, object] = {}
+
+    def part(name: str, line: str) -> list[object]:
+        offset = vm.trace_log_path.stat().st_size
+        output = session.cmd_output(f"{line}; echo exit=$?", timeout=120)
+        parts[name] = (output, log_since(vm, offset))
+        return [parse_line(x) for x in output.splitlines()]
+
+    part("sigterm", f"timeout -s TERM 3 {command}")
+    killed = part("sigkill", f"timeout -s KILL 3 {command}")
+    (saved,) = [m for m in killed if isinstance(m, Saved)]
+    # resumed near the end of the range, where the killed run left the header half fuzzed: first without
+    # the saved header (the executor saves what it finds), then with it
+    resume = (0, long.op_count - 256)
+    part("resumed-unsaved", executor_command([long], resume=resume))
+    part("resumed-saved", executor_command([long], resume=resume, pci_saved=saved))
+    parts["saved"] = saved
+    return parts
 
 
 def function_lines(log: str, pattern: re.Pattern[str], uhci) -> list[re.Match[str]]:
@@ -211,3 +250,29 @@ def test_a_qtest_replay_of_the_trace_puts_the_bar_back_too(phases, tmp_path):
     # the same slot under -qtest: -nodefaults on both, the listing's addresses
     assert bar4_mappings(with_restore.read_text(), uhci)[-1] == io_base
     assert bar4_mappings(without.read_text(), uhci)[-1] != io_base
+
+
+def test_a_stop_signal_in_a_config_range_still_puts_the_header_back(phases):
+    uhci, io_base = phases["uhci"], phases["io_base"]
+    output, log = phases["sigterm"]  # type: ignore[misc]
+    assert "exit=143" in output  # ended by the SIGTERM, after putting the header back
+    assert any(isinstance(parse_line(line), Restore) for line in output.splitlines()), output[-2000:]
+    mappings = bar4_mappings(log, uhci)
+    assert len(set(mappings)) > 1 and mappings[-1] == io_base, [hex(a) for a in mappings]
+
+
+def test_a_resume_puts_back_the_header_saved_when_the_range_was_entered(phases):
+    uhci, io_base = phases["uhci"], phases["io_base"]
+    killed_output, killed_log = phases["sigkill"]  # type: ignore[misc]
+    assert "exit=137" in killed_output and not any(
+        isinstance(parse_line(line), Restore) for line in killed_output.splitlines()
+    )
+    # where BAR4 is after each part: its latest mapping since the kill (a part may not move it at all)
+    log = killed_log
+    assert bar4_mappings(log, uhci)[-1] != io_base  # SIGKILL cannot be caught: the header stays fuzzed
+    log += phases["resumed-unsaved"][1]  # type: ignore[index]
+    assert bar4_mappings(log, uhci)[-1] != io_base  # it put back what it found: the fuzzed header
+    saved_output, saved_log = phases["resumed-saved"]  # type: ignore[misc]
+    saved = [m for m in map(parse_line, saved_output.splitlines()) if isinstance(m, Saved)]
+    assert saved == [phases["saved"]]
+    assert bar4_mappings(log + saved_log, uhci)[-1] == io_base

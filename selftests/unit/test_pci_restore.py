@@ -10,7 +10,7 @@ import pytest
 
 from avocado_iofuzz.campaign.runner import Campaign, CampaignConfig
 from avocado_iofuzz.campaign.trace import TraceWriter, read_trace
-from avocado_iofuzz.executor.protocol import ExecError, Restore, executor_command, parse_line
+from avocado_iofuzz.executor.protocol import ExecError, Restore, Saved, executor_command, parse_line
 from avocado_iofuzz.model.pci import config_address
 from avocado_iofuzz.model.pci_restore import (
     HEADER_REGISTERS,
@@ -265,3 +265,81 @@ def test_the_param_is_yes_or_no():
     assert IofuzzParams.from_params(base | {"pci_restore": "no"}).pci_restore is False
     with pytest.raises(ParamError, match=r"param pci_restore = 'off': expected yes or no"):
         IofuzzParams.from_params(base | {"pci_restore": "off"})
+
+
+SAVED_LINE = "@SAVED 0 0 0x5 0x0 0x0 0x0 0x0 0xc001 0x0 0x0"
+
+
+def test_the_saved_line_is_parsed_and_handed_back_as_the_executor_reads_it():
+    saved = parse_line(f"junk {SAVED_LINE}")
+    assert saved == Saved(0, 0, 0x5, (0, 0, 0, 0, 0xC001, 0, 0))
+    assert saved.argument() == "0:0:0x5:0x0:0x0:0x0:0x0:0xc001:0x0:0x0"
+    plan = pci_plan()
+    command = shlex.split(executor_command([plan], resume=(0, 64), pci_saved=saved))
+    assert command[command.index("--pci-saved") + 1] == saved.argument()
+    with pytest.raises(ValueError, match="pci_saved is for a resume into that range"):
+        executor_command([plan], pci_saved=saved)
+
+
+def test_the_host_executor_checks_the_saved_header_it_is_handed(executor):
+    import subprocess
+
+    def run(*options: str) -> str:
+        argv = [
+            str(executor),
+            "--dry-run",
+            *options,
+            "--seed",
+            "1",
+            "--fuzz-count",
+            "0",
+            f"pci:{UHCI:#x}-{UHCI + 3:#x}/4",
+        ]
+        return subprocess.run(argv, capture_output=True, text=True, timeout=30).stdout.splitlines()[-1]
+
+    assert run("--pci-saved", "0:0:0x5:0x0:0x0:0x0:0x0:0xc001:0x0:0x0") == "@DONE 2"
+    assert "7 register value(s) for header type 0" in run("--pci-saved", "0:0:0x5:0x0")
+    assert "not with --no-pci-restore" in run("--no-pci-restore", "--pci-saved", "0:2:0x5")
+
+
+class HangingOnceSession:
+    """First command: enters the pci range, saves its header, then hangs; second: runs to the end."""
+
+    def __init__(self, plan: RangePlan):
+        self.plan, self.commands, self.pending = plan, [], ""
+
+    def sendline(self, command: str) -> None:
+        self.commands.append(command)
+        n = self.plan.op_count
+        if len(self.commands) == 1:
+            self.pending = f"@IOFUZZ READY 1 1\n@P 0 0\n{SAVED_LINE}\n@P 0 64\n"
+        else:
+            self.pending = f"@IOFUZZ READY 1 1\n@P 0 128\n{SAVED_LINE}\n@P 0 {n}\n@DONE {n - 128}\n"
+
+    def read_nonblocking(self, internal_timeout=None, timeout=None) -> str:
+        data, self.pending = self.pending, ""
+        return data
+
+    def close(self) -> None:
+        pass
+
+
+class AnsweringGuest(AliveGuest):
+    def __init__(self, session):
+        self.session = session
+
+    def login(self, timeout=None):
+        return self.session
+
+
+def test_a_resume_into_a_pci_range_hands_back_the_header_saved_when_it_was_entered(tmp_path):
+    plan = pci_plan()
+    session = HangingOnceSession(plan)
+    with TraceWriter(tmp_path / "trace", {"seed": 1}, mark_interval=0) as trace:
+        config = CampaignConfig(report_every=64, hang_timeout=0.3, relogin_timeout=0.1, done_linger=0.0)
+        result = Campaign(AnsweringGuest(session), [plan], trace, config, session=session).run()
+    assert [f.kind for f in result.findings] == ["hang"]
+    first, second = (shlex.split(c) for c in session.commands)
+    assert "--pci-saved" not in first
+    assert second[second.index("--resume") + 1] == "0:128"
+    assert second[second.index("--pci-saved") + 1] == "0:0:0x5:0x0:0x0:0x0:0x0:0xc001:0x0:0x0"
