@@ -55,7 +55,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from avocado_iofuzz.model.dma import SCRATCH_BASE, SCRATCH_END, VALUES_UNIFORM
-from avocado_iofuzz.model.pci_restore import ConfigWrite, parse_writes
+from avocado_iofuzz.model.pci_restore import ConfigWrite, RestoreError, parse_writes
 from avocado_iofuzz.model.program import SPACE_PCI, SPACE_PIO, Op, RangePlan
 
 PROTOCOL_VERSION = 1
@@ -178,7 +178,10 @@ def parse_line(line: str) -> Message | None:
         values = tuple(int(v, 16) for v in g["s_values"].split())
         return Saved(int(g["s_range"]), int(g["s_type"]), int(g["s_command"], 16), values)
     if g["r_range"] is not None:
-        return Restore(int(g["r_range"]), int(g["r_op"]), parse_writes(g["r_writes"].split()))
+        try:
+            return Restore(int(g["r_range"]), int(g["r_op"]), parse_writes(g["r_writes"].split()))
+        except RestoreError:  # a line the console garbled: no restore the executor announced
+            return None
     if g["d_range"] is not None:
         return Denied(int(g["d_range"]), g["reason"])
     if g["no_scratch"] is not None:

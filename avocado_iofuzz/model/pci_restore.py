@@ -7,8 +7,10 @@ device's ports or MMIO BAR hits nothing (piix3-usb-uhci: BAR4 from 0xc000 to
 range, the registers that decide where the function decodes, and writes each
 one that changed back when it leaves the range (ops done, a stop signal, an
 error): decoding off first, then the registers, then the command register as
-it was, so that no half-restored BAR decodes in between. It prints the writes
-(``@RESTORE``) before making them; the host records them in the trace (event
+it was, so that no half-restored BAR decodes in between (a resume into the
+middle of a range is handed the header saved when the range was entered,
+``@SAVED`` / ``--pci-saved``). It prints the writes (``@RESTORE``) before
+making them; the host records them in the trace (event
 :data:`RESTORE_EVENT`) and every replay makes them again, as ordinary config
 writes (:func:`restore_ops`).
 
@@ -19,8 +21,9 @@ QEMU logged them, against it.
 
 What is left alone, and why: the status register (write 1 to clear: writing
 its old value back would clear bits), the capabilities (MSI/MSI-X address and
-enable, power management state: they change how the device interrupts, not
-where it decodes), a host bridge's chipset registers (PAM, SMRAM), and
+enable, power management state: they change how the device interrupts and its
+power state, not where QEMU 7.2 decodes it), a host bridge's chipset
+registers (PAM, SMRAM), and
 read-only or informational registers (IDs, class, cache line size, latency
 timer, interrupt line).
 """

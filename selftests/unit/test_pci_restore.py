@@ -106,6 +106,7 @@ def test_the_restore_line_is_parsed_into_its_writes():
         3, 1408, (ConfigWrite(0x04, 2, 0x104), ConfigWrite(0x20, 4, 0xC001), ConfigWrite(0x04, 2, 0x107))
     )
     assert parse_line("@RESTORE 3 1408") is None  # no write: not a restore line
+    assert parse_line("@RESTORE 3 1408 0x4:2:0x10007") is None  # garbled: a value wider than its register
     assert isinstance(parse_line("@ERR range 0: putting config register 0x20 back failed: EIO"), ExecError)
 
 
