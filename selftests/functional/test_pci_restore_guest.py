@@ -30,7 +30,7 @@ import pytest
 
 from avocado_iofuzz.campaign.runner import Campaign, CampaignConfig
 from avocado_iofuzz.campaign.trace import TraceWriter, read_trace
-from avocado_iofuzz.executor.protocol import Restore, Saved, executor_command, parse_line
+from avocado_iofuzz.executor.protocol import Done, Restore, Saved, executor_command, parse_line
 from avocado_iofuzz.guest.build import default_guest
 from avocado_iofuzz.model.pci import PCI_LISTING_COMMAND, config_address, parse_pci_listing
 from avocado_iofuzz.model.pci_restore import RESTORE_EVENT, header_registers, plan_restore, restore_ops
@@ -276,3 +276,55 @@ def test_a_resume_puts_back_the_header_saved_when_the_range_was_entered(phases):
     saved = [m for m in map(parse_line, saved_output.splitlines()) if isinstance(m, Saved)]
     assert saved == [phases["saved"]]
     assert bar4_mappings(log + saved_log, uhci)[-1] == io_base
+
+
+# --- a bridge: its bus numbers and windows decide whether the device behind it exists at all -----------
+
+BRIDGE_DEVICES = ["-device", "pci-bridge,id=bridge,chassis_nr=1", "-device", "e1000,bus=bridge,addr=0x1,romfile="]
+BRIDGE_CLASS = 0x060400
+
+
+def vendor_behind(session, name: str) -> str:
+    """The vendor ID of the function behind the bridge, as a config read through sysfs gets it now."""
+    return session.cmd_output(f"od -An -tx2 -N2 /sys/bus/pci/devices/{name}/config").strip()
+
+
+@pytest.fixture(scope="module")
+def bridge(tmp_path_factory) -> Iterator[dict[str, object]]:
+    """A config range on a pci-bridge, with and without restore; after each, a config read of the e1000 behind it."""
+    run_dir = tmp_path_factory.mktemp("pci-restore-bridge")
+    vm = BareQemu(default_guest(), run_dir / "vm", accel="tcg", extra_args=BRIDGE_DEVICES, trace_events=["pci_cfg_*"])
+    result: dict[str, object] = {}
+    with vm:
+        session = vm.login(120)
+        functions = parse_pci_listing(session.cmd_output(PCI_LISTING_COMMAND, timeout=120))
+        (bridge_function,) = [f for f in functions if f.class_code == BRIDGE_CLASS]
+        (behind,) = [f for f in functions if f.ids == "8086:100e"]
+        assert behind.bus != bridge_function.bus
+        base = config_address(bridge_function.bus, bridge_function.device, bridge_function.function)
+        plan = RangePlan(0, base, base + 0xFF, "bridge config", SEED, 10, 4, SPACE_PCI)
+        name = f"0000:{behind.address[5:]}"
+        result["before"] = vendor_behind(session, name)
+        for label, restore in (("restore", True), ("no-restore", False)):
+            output = session.cmd_output(executor_command([plan], pci_restore=restore), timeout=300)
+            assert any(isinstance(parse_line(line), Done) for line in output.splitlines()), output[-2000:]
+            offset = vm.trace_log_path.stat().st_size
+            result[label] = (output, vendor_behind(session, name), log_since(vm, offset))
+        result["behind"] = behind
+    yield result
+
+
+def test_a_bridge_config_range_puts_its_bus_numbers_back_and_the_device_behind_it_answers(bridge):
+    behind = bridge["behind"]
+    assert bridge["before"] == "8086"
+    output, vendor, log = bridge["restore"]  # type: ignore[misc]
+    (restore,) = [m for m in map(parse_line, output.splitlines()) if isinstance(m, Restore)]
+    assert 0x18 in {w.register for w in restore.writes}  # the zero phase alone cleared the bus numbers
+    assert vendor == "8086"
+    # QEMU routed the guest's config read to the e1000 behind the bridge: "pci_cfg_read e1000 01:01.0 @0x0 -> 0x8086"
+    where = f"{behind.bus:02d}:{behind.device:02d}.{behind.function}"
+    assert re.search(rf"pci_cfg_read \S+ {where} @0x0 -> 0x(100e)?8086", log), log[-2000:]
+    output, vendor, log = bridge["no-restore"]  # type: ignore[misc]
+    assert not any(isinstance(parse_line(line), Restore) for line in output.splitlines())
+    assert vendor == "ffff"  # the config read went to a bus the bridge no longer forwards to
+    assert not re.search(rf"pci_cfg_read \S+ {where} ", log)
