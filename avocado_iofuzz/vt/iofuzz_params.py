@@ -163,6 +163,7 @@ class IofuzzParams:
     shard: str = ""
     values: str = VALUES_UNIFORM  # fuzz_values: where write values come from (model/dma.py)
     layout: str = LAYOUT_AUTO  # dma_layout: the scratch memory's layout (model/layout_choice.py)
+    pci_restore: bool = True  # put each pci range's function header back when leaving it (model/pci_restore.py)
 
     @classmethod
     def from_params(cls, params: Params) -> IofuzzParams:
@@ -188,6 +189,7 @@ class IofuzzParams:
             shard=str(read_shard(params)),
             values=choice(params, "fuzz_values", VALUE_MODES, VALUES_UNIFORM),
             layout=choice(params, "dma_layout", LAYOUT_CHOICES, LAYOUT_AUTO),
+            pci_restore=yes_no(params, "pci_restore", True),
         )
 
 
