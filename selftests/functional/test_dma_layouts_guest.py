@@ -21,7 +21,7 @@ What must hold, counted from QEMU's trace file:
   memory (``usb_ehci_qtd_*`` naming a qTD in it) and acts on packets
   (``usb_ehci_packet_action``), many times more than with the generic one.
   The ehci layout can also take QEMU 7.2 down: a SETUP qTD to a non-zero
-  endpoint trips ``usb_ep_get``'s assertion (QEMU's own stderr, status 134).
+  endpoint trips ``usb_ep_get``'s assertion (QEMU's own stderr; it dies of SIGABRT).
   When it does, the run is cut short and the test checks the cause instead:
   the last qTD QEMU fetched is an active SETUP from the scratch memory, and
   QEMU's stderr holds the assertion.
