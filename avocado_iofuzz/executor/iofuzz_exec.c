@@ -140,8 +140,8 @@
 #define MIN_SCRATCH_SIZE 0x2000ULL
 #define LAYOUT_SIZE 0x4000ULL /* device layouts: keep identical to avocado_iofuzz/model/dma_layouts.py */
 
-enum layout { LAYOUT_GENERIC, LAYOUT_UHCI, LAYOUT_EHCI, LAYOUT_E1000, LAYOUT_VIRTIO, LAYOUT_COUNT };
-static const char *const layout_names[] = { "generic", "uhci", "ehci", "e1000", "virtio" };
+enum layout { LAYOUT_GENERIC, LAYOUT_UHCI, LAYOUT_EHCI, LAYOUT_E1000, LAYOUT_VIRTIO, LAYOUT_NVME, LAYOUT_COUNT };
+static const char *const layout_names[] = { "generic", "uhci", "ehci", "e1000", "virtio", "nvme" };
 
 #define EXIT_RUNTIME 1
 #define EXIT_USAGE 2
@@ -531,6 +531,50 @@ static void fill_virtio(uint64_t seed, volatile uint32_t *dw)
 	}
 }
 
+static void fill_nvme(uint64_t seed, volatile uint32_t *dw)
+{
+	static const uint64_t opcodes[] = { 0x06, 0x06, 0x02, 0x09, 0x0A, 0x05, 0x01, 0x04,
+					    0x00, 0x0C, 0x08, 0x02, 0x01, 0x08, 0x09, 0x05 };
+
+	for (uint64_t e = 0; e < 128; e++) {
+		uint64_t c = 4 * e, w0 = random_word(seed, STRUCT_WORDS + 2 * c);
+		uint64_t w1 = random_word(seed, STRUCT_WORDS + 2 * c + 1), w2 = random_word(seed, STRUCT_WORDS + 2 * c + 2);
+		uint64_t opcode = opcodes[w0 & 15], nsid, prp1, prp2 = scratch_base + ((w1 >> 16) & 3) * PAGE_BYTES;
+		volatile uint32_t *out = dw + 16 * e;
+
+		if (maybe(w0, 4, 4))
+			nsid = 0xffffffffULL;
+		else
+			nsid = !maybe(w0, 8, 2) ? 1 : (w0 >> 10) & 3;
+		if (opcode == 0x01) /* create I/O SQ: a page of entries */
+			prp1 = scratch_base + ((w1 >> 4) & 1) * PAGE_BYTES;
+		else if (opcode == 0x05) /* create I/O CQ */
+			prp1 = scratch_base + 2 * PAGE_BYTES;
+		else
+			prp1 = scratch_base + 3 * PAGE_BYTES + (maybe(w1, 12, 2) ? ((w1 >> 4) & 0xFF) * 4 : 0);
+		out[0] = (uint32_t)(opcode | ((w0 >> 16) & 0xFFFF) << 16);
+		out[1] = (uint32_t)nsid;
+		for (unsigned i = 2; i < 6; i++)
+			out[i] = 0;
+		out[6] = (uint32_t)prp1;
+		out[7] = (uint32_t)(prp1 >> 32);
+		out[8] = (uint32_t)prp2;
+		out[9] = (uint32_t)(prp2 >> 32);
+		out[10] = (uint32_t)((w2 & 3) | ((w2 >> 8) & 0x3F) << 16);
+		out[11] = (uint32_t)(1 | ((w2 >> 16) & 3) << 16);
+		out[12] = (uint32_t)((w2 >> 24) & 7);
+		out[13] = out[14] = out[15] = 0;
+	}
+	for (uint64_t d = 2 * PAGE_BYTES / 4; d < 3 * PAGE_BYTES / 4; d++) /* the completion queue */
+		dw[d] = 0;
+	for (uint64_t d = 3 * PAGE_BYTES / 4; d < LAYOUT_DWORDS; d += 2) {
+		uint64_t word = random_word(seed, d / 2);
+
+		dw[d] = (uint32_t)word;
+		dw[d + 1] = (uint32_t)(word >> 32);
+	}
+}
+
 /* The scratch memory (16 KiB) laid out like one device family's structures, for the fill seed. */
 static void fill_layout(int layout, uint64_t seed, volatile uint32_t *dwords)
 {
@@ -540,6 +584,8 @@ static void fill_layout(int layout, uint64_t seed, volatile uint32_t *dwords)
 		fill_ehci(seed, dwords);
 	else if (layout == LAYOUT_VIRTIO)
 		fill_virtio(seed, dwords);
+	else if (layout == LAYOUT_NVME)
+		fill_nvme(seed, dwords);
 	else
 		fill_e1000(seed, dwords);
 }
@@ -1233,7 +1279,7 @@ static void parse_range(const char *arg, uint64_t default_index, uint64_t seed, 
 				if (strcmp(equals + 1, layout_names[r->layout]) == 0)
 					break;
 			if (r->layout == LAYOUT_COUNT)
-				fail(EXIT_USAGE, "range '%s': scratch layout '%s' is not one of uhci, ehci, e1000, virtio", arg,
+				fail(EXIT_USAGE, "range '%s': scratch layout '%s' is not one of uhci, ehci, e1000, virtio, nvme", arg,
 				     equals + 1);
 		}
 		if (strcmp(plus + 1, "dma") != 0)

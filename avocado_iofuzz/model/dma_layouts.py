@@ -30,9 +30,10 @@ LAYOUT_UHCI = "uhci"
 LAYOUT_EHCI = "ehci"
 LAYOUT_E1000 = "e1000"
 LAYOUT_VIRTIO = "virtio"
+LAYOUT_NVME = "nvme"
 # The layouts a RangePlan may carry (its ``layout`` field); the first is the default; the
 # executor's enum follows this order.
-LAYOUTS = (LAYOUT_GENERIC, LAYOUT_UHCI, LAYOUT_EHCI, LAYOUT_E1000, LAYOUT_VIRTIO)
+LAYOUTS = (LAYOUT_GENERIC, LAYOUT_UHCI, LAYOUT_EHCI, LAYOUT_E1000, LAYOUT_VIRTIO, LAYOUT_NVME)
 LAYOUT_SIZE = 0x4000  # device layouts are drawn for 16 KiB (the executor refuses another size for them)
 PAGE = 0x1000
 DWORDS = LAYOUT_SIZE // 4
@@ -297,11 +298,53 @@ def _virtio(base: int, seed: int) -> list[int]:
     return dwords
 
 
+# --- nvme ---------------------------------------------------------------------------
+# Pages 0-1: 128 submission queue entries of 64 bytes, admin and I/O opcodes
+# mixed (the same page may be the admin queue or an I/O one); page 2: a
+# completion queue (zero: the device posts there); page 3: data. PRP1 names
+# page 3 (a queue page for the create-queue commands), PRP2 any page.
+
+NVME_OPCODES = (0x06, 0x06, 0x02, 0x09, 0x0A, 0x05, 0x01, 0x04, 0x00, 0x0C, 0x08, 0x02, 0x01, 0x08, 0x09, 0x05)
+NVME_CREATE_CQ, NVME_CREATE_SQ = 0x05, 0x01
+_NVME_ENTRIES = 128
+
+
+def nvme_command(base: int, w0: int, w1: int, w2: int) -> list[int]:
+    """A submission queue entry: a known opcode, namespace 1 mostly, PRPs in the scratch memory, small fields."""
+    opcode = NVME_OPCODES[w0 & 15]
+    nsid = 0xFFFF_FFFF if _maybe(w0, 4, 4) else 1 if not _maybe(w0, 8, 2) else (w0 >> 10) & 3
+    if opcode == NVME_CREATE_SQ:
+        prp1 = base + ((w1 >> 4) & 1) * PAGE  # the new queue: a page of entries
+    elif opcode == NVME_CREATE_CQ:
+        prp1 = base + 2 * PAGE
+    else:
+        prp1 = base + 3 * PAGE + (((w1 >> 4) & 0xFF) * 4 if _maybe(w1, 12, 2) else 0)
+    prp2 = base + ((w1 >> 16) & 3) * PAGE
+    cdw10 = (w2 & 3) | ((w2 >> 8) & 0x3F) << 16  # CNS, log page, feature, queue id or LBA; a size
+    cdw11 = 1 | ((w2 >> 16) & 3) << 16  # physically contiguous, completion queue 0-3
+    cdw12 = (w2 >> 24) & 7  # blocks - 1
+    command = [opcode | ((w0 >> 16) & 0xFFFF) << 16, nsid, 0, 0, 0, 0]
+    return [*command, prp1 & 0xFFFF_FFFF, prp1 >> 32, prp2 & 0xFFFF_FFFF, prp2 >> 32, cdw10, cdw11, cdw12, 0, 0, 0]
+
+
+def _nvme(base: int, seed: int) -> list[int]:
+    dwords = [0] * DWORDS
+    for e in range(_NVME_ENTRIES):
+        c = 4 * e
+        w0, w1, w2 = (_word(seed, STRUCT_WORDS + 2 * c + j) for j in range(3))
+        dwords[16 * e : 16 * e + 16] = nvme_command(base, w0, w1, w2)
+    for d in range(3 * PAGE // 4, DWORDS, 2):  # data
+        word = _word(seed, d // 2)
+        dwords[d : d + 2] = [word & 0xFFFF_FFFF, word >> 32]
+    return dwords
+
+
 _DEVICE_LAYOUTS: dict[str, Callable[[int, int], list[int]]] = {
     LAYOUT_UHCI: _uhci,
     LAYOUT_EHCI: _ehci,
     LAYOUT_E1000: _e1000,
     LAYOUT_VIRTIO: _virtio,
+    LAYOUT_NVME: _nvme,
 }
 
 

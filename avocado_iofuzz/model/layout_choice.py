@@ -18,6 +18,7 @@ from avocado_iofuzz.model.dma_layouts import (
     LAYOUT_E1000,
     LAYOUT_EHCI,
     LAYOUT_GENERIC,
+    LAYOUT_NVME,
     LAYOUT_UHCI,
     LAYOUT_VIRTIO,
     LAYOUTS,
@@ -35,14 +36,17 @@ _VIRTIO = 0x1AF4  # every virtio PCI device, legacy or modern
 _CLASS_UHCI = 0x0C0300
 _CLASS_EHCI = 0x0C0320
 _CLASS_ETHERNET = 0x0200  # class and subclass, any interface
+_CLASS_NVME = 0x010802
 
 def family_layout(function: PciFunction) -> str:
-    """The layout of a function's device family: USB controllers by class, Intel's NICs (e1000, e1000e, igb),
-    virtio by vendor."""
+    """The layout of a function's device family: USB and NVMe controllers by class, Intel's NICs (e1000,
+    e1000e, igb) and virtio by vendor."""
     if function.class_code == _CLASS_UHCI:
         return LAYOUT_UHCI
     if function.class_code == _CLASS_EHCI:
         return LAYOUT_EHCI
+    if function.class_code == _CLASS_NVME:
+        return LAYOUT_NVME
     if function.vendor == _INTEL and function.class_code >> 8 == _CLASS_ETHERNET:
         return LAYOUT_E1000
     if function.vendor == _VIRTIO:

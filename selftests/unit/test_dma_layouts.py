@@ -14,6 +14,7 @@ from avocado_iofuzz.model.dma_layouts import (
     LAYOUT_E1000,
     LAYOUT_EHCI,
     LAYOUT_GENERIC,
+    LAYOUT_NVME,
     LAYOUT_UHCI,
     LAYOUT_VIRTIO,
     LAYOUTS,
@@ -146,8 +147,24 @@ def test_virtio_queue_is_a_well_formed_split_ring_pointing_at_request_headers():
     assert {0, 1, 4, 8} <= set(types) and sum(t in (0, 1, 4, 8) for t in types) / len(types) > 0.85
 
 
+def test_nvme_queue_holds_known_commands_with_prps_into_the_scratch_memory():
+    from avocado_iofuzz.model.dma_layouts import NVME_OPCODES
+
+    data = dwords(scratch_fill(0xFEED, 0, LAYOUT_NVME))
+    entries = [data[16 * e : 16 * e + 16] for e in range(128)]
+    assert all(entry[0] & 0xFF in NVME_OPCODES for entry in entries)
+    assert {entry[0] & 0xFF for entry in entries} == set(NVME_OPCODES)
+    assert sum(entry[1] == 1 for entry in entries) / len(entries) > 0.6  # namespace 1
+    for entry in entries:
+        prp1, prp2 = entry[6] | entry[7] << 32, entry[8] | entry[9] << 32
+        assert inside(prp1, 4096 - (prp1 % 4096)) and inside(prp2, 4096) and prp2 % 4096 == 0
+        if entry[0] & 0xFF == 0x01:  # create an I/O submission queue: on a page of entries
+            assert prp1 in (SCRATCH_BASE, SCRATCH_BASE + 0x1000)
+    assert data[0x2000 // 4 : 0x3000 // 4] == [0] * 1024  # the completion queue: the device's to write
+
+
 def test_layout_is_validated_and_carried_by_the_range_argument():
-    with pytest.raises(ValueError, match="layout must be one of generic, uhci, ehci, e1000, virtio, got 'xhci'"):
+    with pytest.raises(ValueError, match="layout must be one of generic, uhci, ehci, e1000, virtio, nvme, got 'xhci'"):
         RangePlan(0, 0x60, 0x64, "k", 1, 1, values=VALUES_DMA, layout="xhci")
     with pytest.raises(ValueError, match="layout 'uhci' lays out the scratch memory of dma values, not uniform"):
         RangePlan(0, 0x60, 0x64, "k", 1, 1, layout=LAYOUT_UHCI)
@@ -191,6 +208,8 @@ LISTING = (
     "0x000000000000c100 0x000000000000c1ff 0x0000000000040101\n" + ZERO * 12
     + "== /sys/bus/pci/devices/0000:00:07.0 0x1af4 0x1001 0x010000\n"  # virtio-blk, legacy ports
     "0x000000000000c200 0x000000000000c27f 0x0000000000040101\n" + ZERO * 12
+    + "== /sys/bus/pci/devices/0000:00:08.0 0x1b36 0x0010 0x010802\n"  # nvme
+    "0x00000000febf4000 0x00000000febf7fff 0x0000000000140204\n" + ZERO * 12
 )  # fmt: skip
 
 
@@ -203,6 +222,7 @@ def listed_plans(values: str = VALUES_DMA) -> list[RangePlan]:
         RangePlan(4, 0x28000, 0x280FF, "0000:00:05.0", 1, 1, 4, "pci", values=values),
         RangePlan(5, 0xC100, 0xC1FF, "rtl8139", 1, 1, 4, values=values),
         RangePlan(6, 0xC200, 0xC27F, "virtio-blk", 1, 1, 4, values=values),
+        RangePlan(7, 0xFEBF4000, 0xFEBF4FFF, "nvme BAR0", 1, 1, 4, "mmio", values=values),
     ]
 
 
@@ -210,12 +230,13 @@ def test_auto_gives_each_range_its_device_family_layout():
     from avocado_iofuzz.model.layout_choice import choose_layouts, pci_functions
 
     chosen = choose_layouts(listed_plans(), pci_functions(LISTING), "auto")
-    assert [p.layout for p in chosen] == ["generic", "uhci", "e1000", "ehci", "ehci", "generic", "virtio"]
-    assert [p.layout for p in choose_layouts(listed_plans(), [], "auto")] == ["generic"] * 7  # no listing read
+    assert [p.layout for p in chosen] == ["generic", "uhci", "e1000", "ehci", "ehci", "generic", "virtio", "nvme"]
+    assert [p.layout for p in choose_layouts(listed_plans(), [], "auto")] == ["generic"] * 8  # no listing read
     assert {p.layout for p in choose_layouts(listed_plans(), pci_functions(LISTING), "e1000")} == {"e1000"}
     uniform = choose_layouts(listed_plans("uniform"), pci_functions(LISTING), "auto")
     assert {p.layout for p in uniform} == {"generic"}  # uniform values have no scratch memory to lay out
-    with pytest.raises(ValueError, match="dma_layout 'ohci': expected one of auto, generic, uhci, ehci, e1000, virtio"):
+    expected = "dma_layout 'ohci': expected one of auto, generic, uhci, ehci, e1000, virtio, nvme"
+    with pytest.raises(ValueError, match=expected):
         choose_layouts(listed_plans(), [], "ohci")
 
 
