@@ -140,8 +140,10 @@
 #define MIN_SCRATCH_SIZE 0x2000ULL
 #define LAYOUT_SIZE 0x4000ULL /* device layouts: keep identical to avocado_iofuzz/model/dma_layouts.py */
 
-enum layout { LAYOUT_GENERIC, LAYOUT_UHCI, LAYOUT_EHCI, LAYOUT_E1000, LAYOUT_VIRTIO, LAYOUT_NVME, LAYOUT_COUNT };
-static const char *const layout_names[] = { "generic", "uhci", "ehci", "e1000", "virtio", "nvme" };
+enum layout {
+	LAYOUT_GENERIC, LAYOUT_UHCI, LAYOUT_EHCI, LAYOUT_E1000, LAYOUT_VIRTIO, LAYOUT_NVME, LAYOUT_MEGASAS, LAYOUT_COUNT
+};
+static const char *const layout_names[] = { "generic", "uhci", "ehci", "e1000", "virtio", "nvme", "megasas" };
 
 #define EXIT_RUNTIME 1
 #define EXIT_USAGE 2
@@ -575,6 +577,69 @@ static void fill_nvme(uint64_t seed, volatile uint32_t *dw)
 	}
 }
 
+#define MFI_FRAMES 192ULL
+#define MFI_DATA 0x3000ULL
+
+static void fill_megasas(uint64_t seed, volatile uint32_t *dw)
+{
+	static const uint64_t commands[] = { 3, 4, 5, 5, 1, 2, 6, 0 };
+	static const uint64_t dcmds[] = { 0x01010000, 0x01020100, 0x02010000, 0x03010000,
+					  0x01040100, 0x04010000, 0x03020000, 0x02020000 };
+	static const uint64_t scsi_opcodes[] = { 0x00, 0x12, 0x25, 0x28, 0x2A, 0x1A, 0x03, 0xA0 };
+	static const uint64_t cdb_lens[] = { 6, 10, 12, 16 };
+
+	for (uint64_t f = 0; f < MFI_FRAMES; f++) {
+		uint64_t w0 = random_word(seed, STRUCT_WORDS + 8 * f), w1 = random_word(seed, STRUCT_WORDS + 8 * f + 1);
+		uint64_t command = commands[w0 & 7], target = (w0 >> 3) & 3 ? 0 : (w0 >> 5) & 3;
+		uint64_t sges = !maybe(w0, 9, 2) ? 1 : (w0 >> 11) & 3;
+		uint64_t flags = ((w0 >> 13) & 1) * 2 | (((w0 >> 14) & 1) ? 0x10 : 0x08);
+		uint64_t data_len = 512 * (1 + ((w0 >> 15) & 7)), data = scratch_base + MFI_DATA;
+		uint64_t sense = scratch_base + MFI_DATA + ((w1 >> 8) & 0x3F) * 64;
+		uint32_t frame[16] = { 0 };
+		unsigned n = 6;
+
+		frame[0] = (uint32_t)(command | (((w0 >> 18) & 1) ? 18 : 0) << 8);
+		frame[1] = (uint32_t)(target | cdb_lens[(w0 >> 7) & 3] << 16 | sges << 24);
+		frame[2] = (uint32_t)(w0 >> 32);
+		frame[4] = (uint32_t)flags;
+		frame[5] = (uint32_t)data_len;
+		if (command == 3 || command == 4) { /* sense address, a CDB, the SGL at 48 */
+			frame[6] = (uint32_t)sense;
+			frame[8] = (uint32_t)(scsi_opcodes[w1 & 7] | ((w1 >> 16) & 0xFFFFFF) << 8);
+			frame[9] = (uint32_t)((w1 >> 40) & 0xFF);
+			n = 12;
+		} else if (command == 5) { /* opcode, mailbox, the SGL at 40 */
+			frame[6] = (uint32_t)dcmds[w1 & 7];
+			frame[7] = (uint32_t)((w1 >> 8) & 0xFF);
+			n = 10;
+		} else if (command == 1 || command == 2) { /* sense address, a small LBA */
+			frame[6] = (uint32_t)sense;
+			frame[8] = (uint32_t)((w1 >> 8) & 0xFF);
+			n = 10;
+		} else if (command == 6) { /* the context and address of another frame to abort */
+			frame[6] = (uint32_t)w1;
+			frame[8] = (uint32_t)(scratch_base + ((w1 >> 32) % MFI_FRAMES) * 64);
+			n = 10;
+		} else { /* init: the queue info in page 3 */
+			frame[6] = (uint32_t)(scratch_base + MFI_DATA + ((w1 >> 8) & 0x3F) * 64);
+			n = 10;
+		}
+		frame[n] = (uint32_t)data;
+		if (flags & 2)
+			frame[n + 2] = (uint32_t)data_len;
+		else
+			frame[n + 1] = (uint32_t)data_len;
+		for (unsigned i = 0; i < 16; i++)
+			dw[16 * f + i] = frame[i];
+	}
+	for (uint64_t d = MFI_DATA / 4; d < LAYOUT_DWORDS; d += 2) {
+		uint64_t word = random_word(seed, d / 2);
+
+		dw[d] = (uint32_t)word;
+		dw[d + 1] = (uint32_t)(word >> 32);
+	}
+}
+
 /* The scratch memory (16 KiB) laid out like one device family's structures, for the fill seed. */
 static void fill_layout(int layout, uint64_t seed, volatile uint32_t *dwords)
 {
@@ -586,6 +651,8 @@ static void fill_layout(int layout, uint64_t seed, volatile uint32_t *dwords)
 		fill_virtio(seed, dwords);
 	else if (layout == LAYOUT_NVME)
 		fill_nvme(seed, dwords);
+	else if (layout == LAYOUT_MEGASAS)
+		fill_megasas(seed, dwords);
 	else
 		fill_e1000(seed, dwords);
 }
@@ -1279,7 +1346,7 @@ static void parse_range(const char *arg, uint64_t default_index, uint64_t seed, 
 				if (strcmp(equals + 1, layout_names[r->layout]) == 0)
 					break;
 			if (r->layout == LAYOUT_COUNT)
-				fail(EXIT_USAGE, "range '%s': scratch layout '%s' is not one of uhci, ehci, e1000, virtio, nvme", arg,
+				fail(EXIT_USAGE, "range '%s': scratch layout '%s' is not one of uhci, ehci, e1000, virtio, nvme, megasas", arg,
 				     equals + 1);
 		}
 		if (strcmp(plus + 1, "dma") != 0)

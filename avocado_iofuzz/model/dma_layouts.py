@@ -31,9 +31,10 @@ LAYOUT_EHCI = "ehci"
 LAYOUT_E1000 = "e1000"
 LAYOUT_VIRTIO = "virtio"
 LAYOUT_NVME = "nvme"
+LAYOUT_MEGASAS = "megasas"
 # The layouts a RangePlan may carry (its ``layout`` field); the first is the default; the
 # executor's enum follows this order.
-LAYOUTS = (LAYOUT_GENERIC, LAYOUT_UHCI, LAYOUT_EHCI, LAYOUT_E1000, LAYOUT_VIRTIO, LAYOUT_NVME)
+LAYOUTS = (LAYOUT_GENERIC, LAYOUT_UHCI, LAYOUT_EHCI, LAYOUT_E1000, LAYOUT_VIRTIO, LAYOUT_NVME, LAYOUT_MEGASAS)
 LAYOUT_SIZE = 0x4000  # device layouts are drawn for 16 KiB (the executor refuses another size for them)
 PAGE = 0x1000
 DWORDS = LAYOUT_SIZE // 4
@@ -339,12 +340,70 @@ def _nvme(base: int, seed: int) -> list[int]:
     return dwords
 
 
+# --- megasas ------------------------------------------------------------------------
+# Pages 0-2: 192 MFI frames of 64 bytes (a frame address the controller is
+# given is 32-byte aligned: one in two lands on a frame); page 3: data, sense
+# buffers and queue info. A frame: the 24-byte header (a known command, target
+# 0 mostly, a CDB length, one SGE mostly, a data length of 512-4096), then the
+# command's own fields, then one SGE (32- or 64-bit, as the header's flags say)
+# into page 3.
+
+MFI_COMMANDS = (3, 4, 5, 5, 1, 2, 6, 0)  # LD SCSI, PD SCSI, DCMD (x2), LD read, LD write, abort, init
+MFI_DCMDS = (0x01010000, 0x01020100, 0x02010000, 0x03010000, 0x01040100, 0x04010000, 0x03020000, 0x02020000)
+SCSI_OPCODES = (0x00, 0x12, 0x25, 0x28, 0x2A, 0x1A, 0x03, 0xA0)  # TUR, INQUIRY, READ CAPACITY, READ/WRITE(10)...
+MFI_FRAME_SGL64 = 0x02
+_MFI_FRAMES = 192
+_MFI_DATA = 0x3000
+
+
+def megasas_frame(base: int, w0: int, w1: int) -> list[int]:
+    command = MFI_COMMANDS[w0 & 7]
+    target = 0 if (w0 >> 3) & 3 else (w0 >> 5) & 3
+    cdb_len = (6, 10, 12, 16)[(w0 >> 7) & 3]
+    sges = 1 if not _maybe(w0, 9, 2) else (w0 >> 11) & 3
+    flags = ((w0 >> 13) & 1) * MFI_FRAME_SGL64 | (0x10 if (w0 >> 14) & 1 else 0x08)
+    data_len = 512 * (1 + ((w0 >> 15) & 7))
+    data = base + _MFI_DATA  # the whole of page 3: 4096 bytes
+    frame = [command | (18 if (w0 >> 18) & 1 else 0) << 8, target | cdb_len << 16 | sges << 24,
+             (w0 >> 32) & 0xFFFF_FFFF, 0, flags, data_len]  # fmt: skip
+    sense = base + _MFI_DATA + ((w1 >> 8) & 0x3F) * 64
+    if command in (3, 4):  # sense address, a CDB, the SGL at 48
+        cdb = SCSI_OPCODES[w1 & 7] | ((w1 >> 16) & 0xFFFFFF) << 8
+        frame += [sense, 0, cdb, (w1 >> 40) & 0xFF, 0, 0]
+    elif command == 5:  # opcode, mailbox, the SGL at 40
+        frame += [MFI_DCMDS[w1 & 7], (w1 >> 8) & 0xFF, 0, 0]
+    elif command in (1, 2):  # sense address, a small LBA, the SGL at 40
+        frame += [sense, 0, (w1 >> 8) & 0xFF, 0]
+    elif command == 6:  # the context and address of another frame to abort
+        frame += [w1 & 0xFFFF_FFFF, 0, base + ((w1 >> 32) % _MFI_FRAMES) * 64, 0]
+    else:  # init: the queue info in page 3
+        frame += [base + _MFI_DATA + ((w1 >> 8) & 0x3F) * 64, 0, 0, 0]
+    if flags & MFI_FRAME_SGL64:
+        frame += [data, 0, data_len]
+    else:
+        frame += [data, data_len]
+    return frame + [0] * (16 - len(frame))
+
+
+def _megasas(base: int, seed: int) -> list[int]:
+    dwords = [0] * DWORDS
+    for f in range(_MFI_FRAMES):
+        c = 4 * f
+        w0, w1 = _word(seed, STRUCT_WORDS + 2 * c), _word(seed, STRUCT_WORDS + 2 * c + 1)
+        dwords[16 * f : 16 * f + 16] = megasas_frame(base, w0, w1)
+    for d in range(_MFI_DATA // 4, DWORDS, 2):
+        word = _word(seed, d // 2)
+        dwords[d : d + 2] = [word & 0xFFFF_FFFF, word >> 32]
+    return dwords
+
+
 _DEVICE_LAYOUTS: dict[str, Callable[[int, int], list[int]]] = {
     LAYOUT_UHCI: _uhci,
     LAYOUT_EHCI: _ehci,
     LAYOUT_E1000: _e1000,
     LAYOUT_VIRTIO: _virtio,
     LAYOUT_NVME: _nvme,
+    LAYOUT_MEGASAS: _megasas,
 }
 
 

@@ -18,6 +18,7 @@ from avocado_iofuzz.model.dma_layouts import (
     LAYOUT_E1000,
     LAYOUT_EHCI,
     LAYOUT_GENERIC,
+    LAYOUT_MEGASAS,
     LAYOUT_NVME,
     LAYOUT_UHCI,
     LAYOUT_VIRTIO,
@@ -37,10 +38,12 @@ _CLASS_UHCI = 0x0C0300
 _CLASS_EHCI = 0x0C0320
 _CLASS_ETHERNET = 0x0200  # class and subclass, any interface
 _CLASS_NVME = 0x010802
+_LSI = 0x1000
+_MEGARAID = (0x0060, 0x005B)  # megasas (SAS 1078), megasas-gen2 (SAS 2108)
 
 def family_layout(function: PciFunction) -> str:
     """The layout of a function's device family: USB and NVMe controllers by class, Intel's NICs (e1000,
-    e1000e, igb) and virtio by vendor."""
+    e1000e, igb) and virtio by vendor, the MegaRAID SAS controllers by ID."""
     if function.class_code == _CLASS_UHCI:
         return LAYOUT_UHCI
     if function.class_code == _CLASS_EHCI:
@@ -51,6 +54,8 @@ def family_layout(function: PciFunction) -> str:
         return LAYOUT_E1000
     if function.vendor == _VIRTIO:
         return LAYOUT_VIRTIO
+    if function.vendor == _LSI and function.product in _MEGARAID:
+        return LAYOUT_MEGASAS
     return LAYOUT_GENERIC
 
 def owner(plan: RangePlan, functions: Sequence[PciFunction]) -> PciFunction | None:

@@ -163,8 +163,27 @@ def test_nvme_queue_holds_known_commands_with_prps_into_the_scratch_memory():
     assert data[0x2000 // 4 : 0x3000 // 4] == [0] * 1024  # the completion queue: the device's to write
 
 
+def test_megasas_frames_carry_known_commands_and_sgls_into_the_scratch_memory():
+    from avocado_iofuzz.model.dma_layouts import LAYOUT_MEGASAS, MFI_COMMANDS, MFI_DCMDS, SCSI_OPCODES
+
+    data = dwords(scratch_fill(0xFEED, 0, LAYOUT_MEGASAS))
+    frames = [data[16 * f : 16 * f + 16] for f in range(192)]
+    assert {frame[0] & 0xFF for frame in frames} == set(MFI_COMMANDS)
+    for frame in frames:
+        command, data_len, sgl64 = frame[0] & 0xFF, frame[5], frame[4] & 2
+        assert 512 <= data_len <= 4096 and (frame[1] >> 16) & 0xFF in (6, 10, 12, 16)
+        sgl = 12 if command in (3, 4) else 10
+        length = frame[sgl + 2] if sgl64 else frame[sgl + 1]
+        assert inside(frame[sgl], length) and length == data_len
+        if command in (3, 4):
+            assert frame[8] & 0xFF in SCSI_OPCODES and inside(frame[6], 18)
+        if command == 5:
+            assert frame[6] in MFI_DCMDS
+
+
 def test_layout_is_validated_and_carried_by_the_range_argument():
-    with pytest.raises(ValueError, match="layout must be one of generic, uhci, ehci, e1000, virtio, nvme, got 'xhci'"):
+    expected = "layout must be one of generic, uhci, ehci, e1000, virtio, nvme, megasas, got 'xhci'"
+    with pytest.raises(ValueError, match=expected):
         RangePlan(0, 0x60, 0x64, "k", 1, 1, values=VALUES_DMA, layout="xhci")
     with pytest.raises(ValueError, match="layout 'uhci' lays out the scratch memory of dma values, not uniform"):
         RangePlan(0, 0x60, 0x64, "k", 1, 1, layout=LAYOUT_UHCI)
@@ -210,6 +229,8 @@ LISTING = (
     "0x000000000000c200 0x000000000000c27f 0x0000000000040101\n" + ZERO * 12
     + "== /sys/bus/pci/devices/0000:00:08.0 0x1b36 0x0010 0x010802\n"  # nvme
     "0x00000000febf4000 0x00000000febf7fff 0x0000000000140204\n" + ZERO * 12
+    + "== /sys/bus/pci/devices/0000:00:09.0 0x1000 0x0060 0x010400\n"  # megasas
+    "0x000000000000c300 0x000000000000c3ff 0x0000000000040101\n" + ZERO * 12
 )  # fmt: skip
 
 
@@ -223,6 +244,7 @@ def listed_plans(values: str = VALUES_DMA) -> list[RangePlan]:
         RangePlan(5, 0xC100, 0xC1FF, "rtl8139", 1, 1, 4, values=values),
         RangePlan(6, 0xC200, 0xC27F, "virtio-blk", 1, 1, 4, values=values),
         RangePlan(7, 0xFEBF4000, 0xFEBF4FFF, "nvme BAR0", 1, 1, 4, "mmio", values=values),
+        RangePlan(8, 0xC300, 0xC3FF, "megasas", 1, 1, 4, values=values),
     ]
 
 
@@ -230,12 +252,13 @@ def test_auto_gives_each_range_its_device_family_layout():
     from avocado_iofuzz.model.layout_choice import choose_layouts, pci_functions
 
     chosen = choose_layouts(listed_plans(), pci_functions(LISTING), "auto")
-    assert [p.layout for p in chosen] == ["generic", "uhci", "e1000", "ehci", "ehci", "generic", "virtio", "nvme"]
-    assert [p.layout for p in choose_layouts(listed_plans(), [], "auto")] == ["generic"] * 8  # no listing read
+    expected = ["generic", "uhci", "e1000", "ehci", "ehci", "generic", "virtio", "nvme", "megasas"]
+    assert [p.layout for p in chosen] == expected
+    assert [p.layout for p in choose_layouts(listed_plans(), [], "auto")] == ["generic"] * 9  # no listing read
     assert {p.layout for p in choose_layouts(listed_plans(), pci_functions(LISTING), "e1000")} == {"e1000"}
     uniform = choose_layouts(listed_plans("uniform"), pci_functions(LISTING), "auto")
     assert {p.layout for p in uniform} == {"generic"}  # uniform values have no scratch memory to lay out
-    expected = "dma_layout 'ohci': expected one of auto, generic, uhci, ehci, e1000, virtio, nvme"
+    expected = "dma_layout 'ohci': expected one of auto, generic, uhci, ehci, e1000, virtio, nvme, megasas"
     with pytest.raises(ValueError, match=expected):
         choose_layouts(listed_plans(), [], "ohci")
 
