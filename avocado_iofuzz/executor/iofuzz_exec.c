@@ -141,9 +141,10 @@
 #define LAYOUT_SIZE 0x4000ULL /* device layouts: keep identical to avocado_iofuzz/model/dma_layouts.py */
 
 enum layout {
-	LAYOUT_GENERIC, LAYOUT_UHCI, LAYOUT_EHCI, LAYOUT_E1000, LAYOUT_VIRTIO, LAYOUT_NVME, LAYOUT_MEGASAS, LAYOUT_COUNT
+	LAYOUT_GENERIC, LAYOUT_UHCI, LAYOUT_EHCI, LAYOUT_E1000, LAYOUT_VIRTIO, LAYOUT_NVME, LAYOUT_MEGASAS, LAYOUT_AHCI,
+	LAYOUT_COUNT
 };
-static const char *const layout_names[] = { "generic", "uhci", "ehci", "e1000", "virtio", "nvme", "megasas" };
+static const char *const layout_names[] = { "generic", "uhci", "ehci", "e1000", "virtio", "nvme", "megasas", "ahci" };
 
 #define EXIT_RUNTIME 1
 #define EXIT_USAGE 2
@@ -640,6 +641,56 @@ static void fill_megasas(uint64_t seed, volatile uint32_t *dw)
 	}
 }
 
+#define AHCI_TABLES 0x1000ULL
+#define AHCI_DATA 0x3000ULL
+
+static void fill_ahci(uint64_t seed, volatile uint32_t *dw)
+{
+	static const uint64_t ata_commands[] = { 0xEC, 0x25, 0x35, 0xC8, 0xCA, 0xE7, 0x60, 0x61,
+						 0xA0, 0xEF, 0x2F, 0xA1, 0x20, 0x30, 0xEA, 0x00 };
+	static const uint64_t scsi_opcodes[] = { 0x00, 0x12, 0x25, 0x28, 0x2A, 0x1A, 0x03, 0xA0 };
+
+	for (uint64_t h = 0; h < 128; h++) { /* command headers */
+		uint64_t word = random_word(seed, STRUCT_WORDS + 4 * h);
+		uint64_t flags = 5 | (maybe(word, 0, 3) ? 0x20 : 0) | ((word >> 3) & 1) << 6 | ((word >> 4) & 1) << 7;
+		uint64_t prdtl = 1 + (maybe(word, 8, 1) ? (word >> 5) & 7 : (word >> 5) & 1);
+		uint64_t table = scratch_base + AHCI_TABLES + ((word >> 16) & 31) * 256;
+
+		dw[8 * h] = (uint32_t)(flags | prdtl << 16);
+		dw[8 * h + 1] = 0;
+		dw[8 * h + 2] = (uint32_t)table;
+		dw[8 * h + 3] = (uint32_t)(table >> 32);
+		for (unsigned i = 4; i < 8; i++)
+			dw[8 * h + i] = 0;
+	}
+	for (uint64_t t = 0; t < 32; t++) { /* command tables */
+		uint64_t c = (AHCI_TABLES + 256 * t) / 16;
+		uint64_t w0 = random_word(seed, STRUCT_WORDS + 2 * c), w1 = random_word(seed, STRUCT_WORDS + 2 * c + 1);
+		volatile uint32_t *out = dw + 4 * c;
+
+		for (unsigned i = 0; i < 32; i++)
+			out[i] = 0;
+		out[0] = (uint32_t)(0x27 | 0x80 << 8 | ata_commands[w0 & 15] << 16 | ((w0 >> 8) & 0xFF) << 24);
+		out[1] = (uint32_t)(((w0 >> 16) & 0xFF) | 0x40ULL << 24);
+		out[3] = (uint32_t)(1 + ((w0 >> 24) & 7));
+		out[16] = (uint32_t)(scsi_opcodes[w1 & 7] | ((w1 >> 8) & 0xFF) << 16);
+		for (unsigned e = 0; e < 8; e++) {
+			uint64_t data = scratch_base + AHCI_DATA + e * 512;
+
+			out[32 + 4 * e] = (uint32_t)data;
+			out[32 + 4 * e + 1] = (uint32_t)(data >> 32);
+			out[32 + 4 * e + 2] = 0;
+			out[32 + 4 * e + 3] = (uint32_t)(511 | ((w1 >> (16 + e)) & 1) << 31);
+		}
+	}
+	for (uint64_t d = AHCI_DATA / 4; d < LAYOUT_DWORDS; d += 2) {
+		uint64_t word = random_word(seed, d / 2);
+
+		dw[d] = (uint32_t)word;
+		dw[d + 1] = (uint32_t)(word >> 32);
+	}
+}
+
 /* The scratch memory (16 KiB) laid out like one device family's structures, for the fill seed. */
 static void fill_layout(int layout, uint64_t seed, volatile uint32_t *dwords)
 {
@@ -653,6 +704,8 @@ static void fill_layout(int layout, uint64_t seed, volatile uint32_t *dwords)
 		fill_nvme(seed, dwords);
 	else if (layout == LAYOUT_MEGASAS)
 		fill_megasas(seed, dwords);
+	else if (layout == LAYOUT_AHCI)
+		fill_ahci(seed, dwords);
 	else
 		fill_e1000(seed, dwords);
 }
@@ -1346,7 +1399,7 @@ static void parse_range(const char *arg, uint64_t default_index, uint64_t seed, 
 				if (strcmp(equals + 1, layout_names[r->layout]) == 0)
 					break;
 			if (r->layout == LAYOUT_COUNT)
-				fail(EXIT_USAGE, "range '%s': scratch layout '%s' is not one of uhci, ehci, e1000, virtio, nvme, megasas", arg,
+				fail(EXIT_USAGE, "range '%s': scratch layout '%s' is not one of uhci, ehci, e1000, virtio, nvme, megasas, ahci", arg,
 				     equals + 1);
 		}
 		if (strcmp(plus + 1, "dma") != 0)

@@ -32,9 +32,12 @@ LAYOUT_E1000 = "e1000"
 LAYOUT_VIRTIO = "virtio"
 LAYOUT_NVME = "nvme"
 LAYOUT_MEGASAS = "megasas"
+LAYOUT_AHCI = "ahci"
 # The layouts a RangePlan may carry (its ``layout`` field); the first is the default; the
 # executor's enum follows this order.
-LAYOUTS = (LAYOUT_GENERIC, LAYOUT_UHCI, LAYOUT_EHCI, LAYOUT_E1000, LAYOUT_VIRTIO, LAYOUT_NVME, LAYOUT_MEGASAS)
+LAYOUTS = (
+    LAYOUT_GENERIC, LAYOUT_UHCI, LAYOUT_EHCI, LAYOUT_E1000, LAYOUT_VIRTIO, LAYOUT_NVME, LAYOUT_MEGASAS, LAYOUT_AHCI,
+)  # fmt: skip
 LAYOUT_SIZE = 0x4000  # device layouts are drawn for 16 KiB (the executor refuses another size for them)
 PAGE = 0x1000
 DWORDS = LAYOUT_SIZE // 4
@@ -397,6 +400,53 @@ def _megasas(base: int, seed: int) -> list[int]:
     return dwords
 
 
+# --- ahci ---------------------------------------------------------------------------
+# Page 0: four command lists of 32 headers (32 bytes each, 1 KiB aligned: a
+# port's list base lands on one); pages 1-2: 32 command tables of 256 bytes:
+# an H2D register FIS with a common ATA command, an ATAPI CDB, 8 PRD entries
+# of 512 bytes into page 3; page 3: data (and where a received-FIS base may
+# point).
+
+ATA_COMMANDS = (0xEC, 0x25, 0x35, 0xC8, 0xCA, 0xE7, 0x60, 0x61, 0xA0, 0xEF, 0x2F, 0xA1, 0x20, 0x30, 0xEA, 0x00)
+_AHCI_TABLES = 0x1000
+_AHCI_DATA = 0x3000
+
+
+def ahci_header(base: int, word: int) -> list[int]:
+    """A command header: a 5-dword FIS, ATAPI 1 in 8, write and prefetch at random, 1-8 PRD entries."""
+    flags = 5 | (0x20 if _maybe(word, 0, 3) else 0) | ((word >> 3) & 1) << 6 | ((word >> 4) & 1) << 7
+    prdtl = 1 + ((word >> 5) & 7 if _maybe(word, 8, 1) else (word >> 5) & 1)
+    table = base + _AHCI_TABLES + ((word >> 16) & 31) * 256
+    return [flags | prdtl << 16, 0, table & 0xFFFF_FFFF, table >> 32, 0, 0, 0, 0]
+
+
+def ahci_table(base: int, w0: int, w1: int) -> list[int]:
+    command = ATA_COMMANDS[w0 & 15]
+    fis = [0x27 | 0x80 << 8 | command << 16 | ((w0 >> 8) & 0xFF) << 24,  # type, C bit, command, features
+           ((w0 >> 16) & 0xFF) | 0x40 << 24,  # LBA low byte, LBA mode
+           0, 1 + ((w0 >> 24) & 7), 0]  # fmt: skip
+    acmd = [SCSI_OPCODES[w1 & 7] | ((w1 >> 8) & 0xFF) << 16, 0, 0, 0]  # an ATAPI CDB
+    prdt: list[int] = []
+    for e in range(8):
+        data = base + _AHCI_DATA + e * 512
+        prdt += [data & 0xFFFF_FFFF, data >> 32, 0, 511 | ((w1 >> (16 + e)) & 1) << 31]
+    return fis + [0] * 11 + acmd + [0] * 12 + prdt
+
+
+def _ahci(base: int, seed: int) -> list[int]:
+    dwords = [0] * DWORDS
+    for h in range(128):
+        dwords[8 * h : 8 * h + 8] = ahci_header(base, _word(seed, STRUCT_WORDS + 4 * h))
+    for t in range(32):
+        c = (_AHCI_TABLES + 256 * t) // 16
+        w0, w1 = _word(seed, STRUCT_WORDS + 2 * c), _word(seed, STRUCT_WORDS + 2 * c + 1)
+        dwords[4 * c : 4 * c + 64] = ahci_table(base, w0, w1)
+    for d in range(_AHCI_DATA // 4, DWORDS, 2):
+        word = _word(seed, d // 2)
+        dwords[d : d + 2] = [word & 0xFFFF_FFFF, word >> 32]
+    return dwords
+
+
 _DEVICE_LAYOUTS: dict[str, Callable[[int, int], list[int]]] = {
     LAYOUT_UHCI: _uhci,
     LAYOUT_EHCI: _ehci,
@@ -404,6 +454,7 @@ _DEVICE_LAYOUTS: dict[str, Callable[[int, int], list[int]]] = {
     LAYOUT_VIRTIO: _virtio,
     LAYOUT_NVME: _nvme,
     LAYOUT_MEGASAS: _megasas,
+    LAYOUT_AHCI: _ahci,
 }
 
 

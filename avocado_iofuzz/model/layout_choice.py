@@ -15,6 +15,7 @@ from dataclasses import replace
 
 from avocado_iofuzz.model.dma import VALUES_DMA
 from avocado_iofuzz.model.dma_layouts import (
+    LAYOUT_AHCI,
     LAYOUT_E1000,
     LAYOUT_EHCI,
     LAYOUT_GENERIC,
@@ -38,11 +39,12 @@ _CLASS_UHCI = 0x0C0300
 _CLASS_EHCI = 0x0C0320
 _CLASS_ETHERNET = 0x0200  # class and subclass, any interface
 _CLASS_NVME = 0x010802
+_CLASS_AHCI = 0x010601  # SATA, AHCI 1.0 interface
 _LSI = 0x1000
 _MEGARAID = (0x0060, 0x005B)  # megasas (SAS 1078), megasas-gen2 (SAS 2108)
 
 def family_layout(function: PciFunction) -> str:
-    """The layout of a function's device family: USB and NVMe controllers by class, Intel's NICs (e1000,
+    """The layout of a function's device family: USB, NVMe and AHCI controllers by class, Intel's NICs (e1000,
     e1000e, igb) and virtio by vendor, the MegaRAID SAS controllers by ID."""
     if function.class_code == _CLASS_UHCI:
         return LAYOUT_UHCI
@@ -50,6 +52,8 @@ def family_layout(function: PciFunction) -> str:
         return LAYOUT_EHCI
     if function.class_code == _CLASS_NVME:
         return LAYOUT_NVME
+    if function.class_code == _CLASS_AHCI:
+        return LAYOUT_AHCI
     if function.vendor == _INTEL and function.class_code >> 8 == _CLASS_ETHERNET:
         return LAYOUT_E1000
     if function.vendor == _VIRTIO:

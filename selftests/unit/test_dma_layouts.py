@@ -181,8 +181,25 @@ def test_megasas_frames_carry_known_commands_and_sgls_into_the_scratch_memory():
             assert frame[6] in MFI_DCMDS
 
 
+def test_ahci_headers_point_at_tables_with_an_h2d_fis_and_prds_into_the_scratch_memory():
+    from avocado_iofuzz.model.dma_layouts import ATA_COMMANDS, LAYOUT_AHCI
+
+    data = dwords(scratch_fill(0xFEED, 0, LAYOUT_AHCI))
+    headers = [data[8 * h : 8 * h + 8] for h in range(128)]
+    for header in headers:
+        assert header[0] & 0x1F == 5 and 1 <= header[0] >> 16 <= 8  # a 5-dword FIS, 1-8 PRD entries
+        table = header[2] | header[3] << 32
+        assert table % 128 == 0 and SCRATCH_BASE + 0x1000 <= table < SCRATCH_BASE + 0x3000
+    for t in range(32):
+        table = data[(0x1000 + 256 * t) // 4 : (0x1000 + 256 * t) // 4 + 64]
+        assert table[0] & 0xFFFF == 0x8027 and (table[0] >> 16) & 0xFF in ATA_COMMANDS  # H2D, command bit
+        for e in range(8):
+            prd = table[32 + 4 * e : 36 + 4 * e]
+            assert inside(prd[0] | prd[1] << 32, (prd[3] & 0x3FFFFF) + 1)
+
+
 def test_layout_is_validated_and_carried_by_the_range_argument():
-    expected = "layout must be one of generic, uhci, ehci, e1000, virtio, nvme, megasas, got 'xhci'"
+    expected = "layout must be one of generic, uhci, ehci, e1000, virtio, nvme, megasas, ahci, got 'xhci'"
     with pytest.raises(ValueError, match=expected):
         RangePlan(0, 0x60, 0x64, "k", 1, 1, values=VALUES_DMA, layout="xhci")
     with pytest.raises(ValueError, match="layout 'uhci' lays out the scratch memory of dma values, not uniform"):
@@ -231,6 +248,8 @@ LISTING = (
     "0x00000000febf4000 0x00000000febf7fff 0x0000000000140204\n" + ZERO * 12
     + "== /sys/bus/pci/devices/0000:00:09.0 0x1000 0x0060 0x010400\n"  # megasas
     "0x000000000000c300 0x000000000000c3ff 0x0000000000040101\n" + ZERO * 12
+    + "== /sys/bus/pci/devices/0000:00:0a.0 0x8086 0x2922 0x010601\n"  # ich9-ahci
+    + ZERO * 5 + "0x00000000febf8000 0x00000000febf8fff 0x0000000000040200\n" + ZERO * 7
 )  # fmt: skip
 
 
@@ -245,6 +264,7 @@ def listed_plans(values: str = VALUES_DMA) -> list[RangePlan]:
         RangePlan(6, 0xC200, 0xC27F, "virtio-blk", 1, 1, 4, values=values),
         RangePlan(7, 0xFEBF4000, 0xFEBF4FFF, "nvme BAR0", 1, 1, 4, "mmio", values=values),
         RangePlan(8, 0xC300, 0xC3FF, "megasas", 1, 1, 4, values=values),
+        RangePlan(9, 0xFEBF8000, 0xFEBF80FF, "ahci BAR5", 1, 1, 4, "mmio", values=values),
     ]
 
 
@@ -252,13 +272,13 @@ def test_auto_gives_each_range_its_device_family_layout():
     from avocado_iofuzz.model.layout_choice import choose_layouts, pci_functions
 
     chosen = choose_layouts(listed_plans(), pci_functions(LISTING), "auto")
-    expected = ["generic", "uhci", "e1000", "ehci", "ehci", "generic", "virtio", "nvme", "megasas"]
+    expected = ["generic", "uhci", "e1000", "ehci", "ehci", "generic", "virtio", "nvme", "megasas", "ahci"]
     assert [p.layout for p in chosen] == expected
-    assert [p.layout for p in choose_layouts(listed_plans(), [], "auto")] == ["generic"] * 9  # no listing read
+    assert [p.layout for p in choose_layouts(listed_plans(), [], "auto")] == ["generic"] * 10  # no listing read
     assert {p.layout for p in choose_layouts(listed_plans(), pci_functions(LISTING), "e1000")} == {"e1000"}
     uniform = choose_layouts(listed_plans("uniform"), pci_functions(LISTING), "auto")
     assert {p.layout for p in uniform} == {"generic"}  # uniform values have no scratch memory to lay out
-    expected = "dma_layout 'ohci': expected one of auto, generic, uhci, ehci, e1000, virtio, nvme, megasas"
+    expected = "dma_layout 'ohci': expected one of auto, generic, uhci, ehci, e1000, virtio, nvme, megasas, ahci"
     with pytest.raises(ValueError, match=expected):
         choose_layouts(listed_plans(), [], "ohci")
 
