@@ -21,6 +21,7 @@ from avocado_iofuzz.coverage.backend import probe_backend
 from avocado_iofuzz.coverage.run import RunCoverage, trace_args
 from avocado_iofuzz.executor.protocol import DEFAULT_BINARY
 from avocado_iofuzz.model.kinds import choose_targets, plan_kinds
+from avocado_iofuzz.model.layout_choice import choose_layouts, pci_functions
 from avocado_iofuzz.model.program import RangePlan
 from avocado_iofuzz.model.ranges import fuzz_targets
 from avocado_iofuzz.vm.qom import parse_device_list
@@ -55,6 +56,7 @@ def row_plans(session: Any, params: dict[str, Any], seed: int, fuzz_count: int) 
     listings = read_listings(session, kinds)
     plans = plan_kinds(seed, fuzz_count, kinds, choose_targets(kinds, listings, targets, []))
     plans = [replace(plan, values=settings.values) for plan in plans]  # fuzz_values, as the VT test does
+    plans = choose_layouts(plans, pci_functions(listings.pci), settings.layout)  # dma_layout, likewise
     return check_access(session, plans, DEFAULT_BINARY)
 
 

@@ -9,6 +9,10 @@ baseline a guided fuzzer (issue 13) is measured against: same rows, same
 time, more events?
 
 Usage: python benchmarks/coverage_growth.py [--quick] [--seconds S] [--rows nic.e1000e,...] [--values dma]
+       [--layout auto|generic|uhci|...] [--pace E:U]
+``--layout`` is ``dma_layout`` (the scratch memory's layout of ``dma`` ranges,
+``auto``: each row's device family); ``--pace E:U`` sleeps U us before every
+E-th op of every range, so timer-driven DMA engines (USB frames) run.
 The last line is JSON: per row, events available and reached, and the curve
 ``[seconds, events reached]`` at each campaign's end.
 """
@@ -20,12 +24,14 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's code is what we measure
 
 from avocado_iofuzz.model.dma import VALUE_MODES
+from avocado_iofuzz.model.layout_choice import LAYOUT_AUTO, LAYOUT_CHOICES
 from benchmarks._common import print_figures, say
 from benchmarks._rows import coverage_for, row_devices, row_params, row_plans, row_qemu_args, run_campaign
 from benchmarks.iofuzz_throughput import campaign_config_of
@@ -45,7 +51,9 @@ SECONDS, QUICK_SECONDS = 120.0, 20.0
 CAMPAIGN_SECONDS = 5.0  # each campaign aims at this long: its start (idle baseline, executor) costs ~1 s
 
 
-def grow(vm: Any, reference: str, params: dict[str, Any], seconds: float, workdir: Path, seed: int) -> dict[str, Any]:
+def grow(
+    vm: Any, reference: str, params: dict[str, Any], seconds: float, workdir: Path, seed: int, pace: tuple[int, int]
+) -> dict[str, Any]:
     """Campaigns with seeds seed, seed+1, ... over the row's ranges until ``seconds`` of wall time are used."""
     config = campaign_config_of(reference)
     first_seen: dict[str, float] = {}
@@ -63,6 +71,7 @@ def grow(vm: Any, reference: str, params: dict[str, Any], seconds: float, workdi
             vm.restart()
             continue
         plans = row_plans(session, params, seed + campaigns, fuzz_count)
+        plans = [replace(plan, pause_every=pace[0], pause_us=pace[1]) for plan in plans]
         session.close()
         trace_file = workdir / "qemu-trace.log"
         coverage = coverage_for(vm, row_devices(params), trace_file)
@@ -114,7 +123,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--rows", default=",".join(ROWS), help="class.row names of cfg/devices.cfg (%(default)s)")
     parser.add_argument("--seed", type=int, default=1, help="the first campaign's seed (%(default)s)")
     parser.add_argument("--values", choices=VALUE_MODES, default=VALUE_MODES[0], help="fuzz_values (%(default)s)")
+    parser.add_argument("--layout", choices=LAYOUT_CHOICES, default=LAYOUT_AUTO, help="dma_layout (%(default)s)")
+    parser.add_argument("--pace", default="0:0", help="E:U, a pause of U us before every E-th op (%(default)s: none)")
     args = parser.parse_args(argv)
+    every, _, us = args.pace.partition(":")
+    if not (every.isdigit() and us.isdigit()) or bool(int(every)) != bool(int(us)):
+        parser.error(f"--pace {args.pace!r}: expected E:U, both 0 or both positive")
+    args.pace_pair = (int(every), int(us))
     args.seconds = args.seconds or (QUICK_SECONDS if args.quick else SECONDS)
     return args
 
@@ -130,20 +145,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     accel = ""
     for row in [r.strip() for r in args.rows.split(",") if r.strip()]:
         reference = f"iofuzz.quick.{row}"
-        params = {**row_params(reference), "fuzz_values": args.values}
+        params = {**row_params(reference), "fuzz_values": args.values, "dma_layout": args.layout}
         with tempfile.TemporaryDirectory(prefix="iofuzz-growth-") as tmp:
             workdir = Path(tmp)
             extra = [*row_qemu_args(params), *trace_args(workdir / "qemu-trace.log")]
             machine = str(params.get("machine_type", "pc") or "pc")
             with BareQemu(guest, workdir / "vm", machine=machine, extra_args=extra) as vm:
                 accel = vm.accel or accel
-                rows[row] = grow(vm, reference, params, args.seconds, workdir, args.seed)
+                rows[row] = grow(vm, reference, params, args.seconds, workdir, args.seed, args.pace_pair)
         r = rows[row]
         say(
             f"{row}: {r['events_reached']}/{r['events_available']} events in {r['seconds']} s "
             f"({r['ops']:,} ops, {r['campaigns']} campaigns, {r['crashes']} crashes); curve {r['curve']}"
         )
-    print_figures({"seconds_per_row": args.seconds, "accelerator": accel, "values": args.values, "rows": rows})
+    figures = {"seconds_per_row": args.seconds, "accelerator": accel, "values": args.values, "layout": args.layout}
+    print_figures({**figures, "pace": args.pace, "rows": rows})
     return 0
 
 

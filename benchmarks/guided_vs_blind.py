@@ -151,14 +151,20 @@ def time_to_reach(contender: Contender, count: int) -> float | None:
 
 
 def compare(
-    row: str, seconds: float, seed: int, tmp: Path, values: str = "uniform", pace: tuple[int, int] = (0, 0)
+    row: str,
+    seconds: float,
+    seed: int,
+    tmp: Path,
+    values: str = "uniform",
+    pace: tuple[int, int] = (0, 0),
+    layout: str = "auto",
 ) -> dict[str, Any]:
     from avocado_iofuzz.coverage.run import trace_args
     from avocado_iofuzz.guest.build import default_guest
     from avocado_iofuzz.vm.bare import BareQemu
 
     reference = f"iofuzz.quick.{row}"
-    params = {**row_params(reference), "fuzz_values": values}  # both strategies plan the same value mode
+    params = {**row_params(reference), "fuzz_values": values, "dma_layout": layout}  # both plan the same values
     machine = str(params.get("machine_type", "pc") or "pc")
     guest = default_guest()
     contenders: list[Contender] = []
@@ -218,6 +224,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--values", default="uniform", choices=("uniform", "dma"), help="both strategies' fuzz_values (%(default)s)"
     )
     parser.add_argument(
+        "--layout", default="auto", help="both strategies' dma_layout, with --values dma (%(default)s)"
+    )
+    parser.add_argument(
         "--pace", default="", metavar="E:U", help="blind vs blind paced: a pause of U us before every E-th op"
     )
     args = parser.parse_args(argv)
@@ -234,7 +243,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     rows: dict[str, Any] = {}
     for row in [r.strip() for r in args.rows.split(",") if r.strip()]:
         with tempfile.TemporaryDirectory(prefix="iofuzz-guided-") as tmp:
-            rows[row] = r = compare(row, args.seconds, args.seed, Path(tmp), args.values, args.pace_pair)
+            rows[row] = r = compare(row, args.seconds, args.seed, Path(tmp), args.values, args.pace_pair, args.layout)
         name = r["challenger"]
         b, g = r["blind"], r[name]
         say(
@@ -250,6 +259,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         {
             "seconds_per_strategy": args.seconds,
             "values": args.values,
+            "layout": args.layout,
             "pace": args.pace or None,
             "round_seconds": ROUND_SECONDS,
             "rows": rows,

@@ -15,6 +15,7 @@ from typing import Any
 
 from avocado_iofuzz.executor.protocol import NoScratch, executor_command, parse_line
 from avocado_iofuzz.model.dma import VALUES_UNIFORM
+from avocado_iofuzz.model.dma_layouts import LAYOUT_GENERIC
 from avocado_iofuzz.model.kinds import KindParams, Listings, check_output, drop_refused
 from avocado_iofuzz.model.pci import PCI_LISTING_COMMAND
 from avocado_iofuzz.model.program import SPACE_MMIO, SPACE_PCI, RangePlan
@@ -66,4 +67,4 @@ def uniform_without_scratch(plans: Sequence[RangePlan], check_output_text: str) 
         reasons[0],
         len(changed),
     )
-    return [replace(p, values=VALUES_UNIFORM) for p in plans]
+    return [replace(p, values=VALUES_UNIFORM, layout=LAYOUT_GENERIC) for p in plans]

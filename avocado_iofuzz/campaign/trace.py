@@ -55,6 +55,7 @@ from typing import Any, TextIO
 
 from avocado_iofuzz.campaign.trace_ops import RangeOps
 from avocado_iofuzz.model import dma
+from avocado_iofuzz.model.dma_layouts import LAYOUT_GENERIC, LAYOUTS
 from avocado_iofuzz.model.program import Op, RangePlan
 
 FORMAT_VERSION = 2
@@ -65,7 +66,12 @@ DEFAULT_MARK_INTERVAL = 1.0  # seconds between written progress marks
 _PLAN_FIELDS = ("index", "start", "end", "name", "seed", "fuzz_count", "width", "space")
 # ...and those written only when they differ from RangePlan's default, so that
 # a uniform run's trace reads as it always did.
-_OPTIONAL_PLAN_FIELDS: dict[str, str | int] = {"values": dma.VALUES_UNIFORM, "pause_every": 0, "pause_us": 0}
+_OPTIONAL_PLAN_FIELDS: dict[str, str | int] = {
+    "values": dma.VALUES_UNIFORM,
+    "pause_every": 0,
+    "pause_us": 0,
+    "layout": LAYOUT_GENERIC,
+}
 _EVENT_KIND = re.compile(r"[a-z][a-z0-9_]*\Z")
 _INT_FIELDS = re.compile(r"(\d+) (\d+)\Z")
 _BATCH_FIELDS = re.compile(r"(\d+) (\d+) (\d+)\Z")
@@ -78,6 +84,10 @@ _FINGERPRINT_PLANS = (
     RangePlan(2, 0xFFC0, 0xFFFF, "fingerprint", 0x5EED5EED5EED5EED, 8, 4),
     RangePlan(3, 0xFEBF0000, 0xFEBF003F, "fingerprint", 0x5EED5EED5EED5EED, 8, 8, "mmio"),
     RangePlan(4, 0xFEBF0000, 0xFEBF003F, "fingerprint", 0x5EED5EED5EED5EED, 8, 4, "mmio", values=dma.VALUES_DMA),
+    *(
+        RangePlan(5 + n, 0xC000, 0xC01F, "fingerprint", 0x5EED5EED5EED5EED, 8, 2, values=dma.VALUES_DMA, layout=layout)
+        for n, layout in enumerate(LAYOUTS[1:])
+    ),
 )
 
 
@@ -93,7 +103,9 @@ def generator_fingerprint() -> str:
         digest.update("".join(_format_op(op) for op in plan.ops()).encode())
         if plan.values == dma.VALUES_DMA:
             digest.update(f"{dma.SCRATCH_BASE:x} {dma.SCRATCH_EPOCH_OPS:x}".encode())
-            digest.update(dma.scratch_fill(plan.range_seed, 0))
+            if plan.layout != LAYOUT_GENERIC:
+                digest.update(plan.layout.encode())
+            digest.update(dma.scratch_fill(plan.range_seed, 0, plan.layout))
     return digest.hexdigest()[:16]
 
 

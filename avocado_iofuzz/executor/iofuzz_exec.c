@@ -16,7 +16,8 @@
  *   optional range index I (default: position in the argument list), address
  *   space SPACE (pio, the default; mmio; pci), access width W (1, 2 or 4
  *   bytes, 8 too for mmio; default 1), fuzz count N (default --fuzz-count)
- *   and value mode (+dma: see below; default uniform words). ~E:U paces the
+ *   and value mode (+dma: see below; default uniform words; +dma=LAYOUT fills the
+ *   scratch memory with one device family's structures, see fill_layout). ~E:U paces the
  *   range: before every op index that is a positive multiple of E, the
  *   executor sleeps U microseconds, so QEMU's main loop runs the timers and
  *   bottom halves (USB frames, NIC and storage DMA) a flat-out loop starves.
@@ -137,6 +138,13 @@
 #define RING_DESCRIPTORS 256ULL
 #define FILL_STREAM 0x5C7A7C4D3A11F00DULL
 #define MIN_SCRATCH_SIZE 0x2000ULL
+#define LAYOUT_SIZE 0x4000ULL /* device layouts: keep identical to avocado_iofuzz/model/dma_layouts.py */
+
+enum layout {
+	LAYOUT_GENERIC, LAYOUT_UHCI, LAYOUT_EHCI, LAYOUT_E1000, LAYOUT_VIRTIO, LAYOUT_NVME, LAYOUT_MEGASAS, LAYOUT_AHCI,
+	LAYOUT_COUNT
+};
+static const char *const layout_names[] = { "generic", "uhci", "ehci", "e1000", "virtio", "nvme", "megasas", "ahci" };
 
 #define EXIT_RUNTIME 1
 #define EXIT_USAGE 2
@@ -155,6 +163,7 @@ struct range {
 	uint64_t rseed;
 	enum space space;
 	int dma; /* write values from the dictionary, scratch memory filled per epoch */
+	int layout; /* the scratch memory's layout (enum layout): generic, or one device family's */
 	uint64_t pause_every, pause_us; /* ~E:U: sleep U us before op indices that are multiples of E (0: never) */
 	/* mmio: the byte of address `start` in our mapping; pci: the config file */
 	volatile uint8_t *mmio;
@@ -253,6 +262,8 @@ static inline __attribute__((always_inline)) uint64_t dictionary_value(uint64_t 
 	return value;
 }
 
+static void fill_layout(int layout, uint64_t seed, volatile uint32_t *dwords);
+
 /* The scratch memory's contents at the start of `epoch` of range r: a ring of
  * descriptors (address in the scratch memory, power-of-two length, flags),
  * then random words, a quarter of them pairs of 32-bit pointers into it. */
@@ -260,6 +271,11 @@ static void fill_scratch(const struct range *r, uint64_t epoch, volatile uint64_
 {
 	uint64_t seed = mix64((r->rseed ^ FILL_STREAM) + (epoch + 1) * GAMMA);
 	uint64_t ring_words = 2 * RING_DESCRIPTORS;
+
+	if (r->layout != LAYOUT_GENERIC) {
+		fill_layout(r->layout, seed, (volatile uint32_t *)words);
+		return;
+	}
 
 	for (uint64_t d = 0; d < RING_DESCRIPTORS; d++) {
 		uint64_t word = random_word(seed, 2 * d);
@@ -276,6 +292,422 @@ static void fill_scratch(const struct range *r, uint64_t epoch, volatile uint64_
 			       (scratch_base + (word & (scratch_size - 1) & ~0xFULL));
 		words[ring_words + k] = word;
 	}
+}
+
+/* ---- device layouts of the scratch memory: keep identical to model/dma_layouts.py ---- */
+
+#define PAGE_BYTES 0x1000ULL
+#define LAYOUT_DWORDS (LAYOUT_SIZE / 4)
+#define STRUCT_WORDS LAYOUT_DWORDS
+#define PID_SETUP 0x2D
+#define PID_IN 0x69
+#define PID_OUT 0xE1
+#define TX_EOP 0x01
+#define TX_IFCS 0x02
+#define TX_IC_TSE 0x04
+#define TX_RS 0x08
+#define TX_DEXT 0x20
+#define TX_VLE 0x40
+
+/* one time in 2**bits: the bit field of `word` at `shift` is zero */
+static inline int maybe(uint64_t word, unsigned shift, unsigned bits)
+{
+	return ((word >> shift) & ((1ULL << bits) - 1)) == 0;
+}
+
+static uint32_t uhci_link(uint64_t word)
+{
+	int qh = maybe(word, 4, 2);
+	uint64_t cell = (((word >> 16) & 1) == 0 ? 0x100 : 0x300) + ((word >> 8) & 0xFF);
+
+	cell = qh ? cell & ~7ULL : cell | (cell % 8 == 0 ? 1 : 0);
+	return (uint32_t)((scratch_base + cell * 16) | (qh ? 2 : 0) | ((word >> 6) & 1) << 2 | (maybe(word, 0, 4) ? 1 : 0));
+}
+
+static void uhci_td(uint64_t w0, uint64_t w1, volatile uint32_t *out)
+{
+	static const uint32_t pids[] = { PID_SETUP, PID_SETUP, PID_IN, PID_IN, PID_IN, PID_OUT, PID_OUT };
+	uint64_t ctrl = 3ULL << 27 | 0x7FF, pid, device, endpoint, maxlen;
+
+	if (!maybe(w0, 32, 4))
+		ctrl |= 1ULL << 23;
+	ctrl |= ((w0 >> 36) & 1) << 24 | ((w0 >> 37) & 1) << 29 | (maybe(w0, 38, 3) ? 1ULL << 26 : 0);
+	pid = (w1 & 7) == 7 ? (w1 >> 56) & 0xFF : pids[w1 & 7];
+	device = (w1 >> 5) & 3 ? 0 : (w1 >> 3) & 3;
+	endpoint = (w1 >> 9) & 3 ? 0 : (w1 >> 7) & 3;
+	if (pid == PID_SETUP)
+		maxlen = 7;
+	else if (maybe(w1, 18, 4))
+		maxlen = 0x7FF;
+	else
+		maxlen = (w1 >> 12) & 63;
+	out[0] = uhci_link(w0 & 0xffffffffULL);
+	out[1] = (uint32_t)ctrl;
+	out[2] = (uint32_t)(pid | device << 8 | endpoint << 15 | ((w1 >> 11) & 1) << 19 | maxlen << 21);
+	out[3] = (uint32_t)(scratch_base + ((w1 >> 24) & (LAYOUT_SIZE - 1) & ~0x3FULL));
+}
+
+static void fill_uhci(uint64_t seed, volatile uint32_t *dw)
+{
+	for (uint64_t page = 0; page < 4; page += 2)
+		for (uint64_t e = 0; e < PAGE_BYTES / 4; e++) {
+			uint64_t d = page * PAGE_BYTES / 4 + e;
+
+			dw[d] = uhci_link(random_word(seed, d) & 0xffffffffULL);
+		}
+	for (uint64_t page = 1; page < 4; page += 2)
+		for (uint64_t c = page * PAGE_BYTES / 16; c < (page + 1) * PAGE_BYTES / 16; c++) {
+			uint64_t w0 = random_word(seed, STRUCT_WORDS + 2 * c), w1 = random_word(seed, STRUCT_WORDS + 2 * c + 1);
+
+			if (c % 8 == 0) {
+				dw[4 * c] = uhci_link(w0 & 0xffffffffULL);
+				dw[4 * c + 1] = uhci_link(w0 >> 32);
+				dw[4 * c + 2] = (uint32_t)w1;
+				dw[4 * c + 3] = (uint32_t)(w1 >> 32);
+			} else {
+				uhci_td(w0, w1, dw + 4 * c);
+			}
+		}
+}
+
+#define EHCI_QH_FIRST 0x1000ULL
+#define EHCI_QTD_FIRST 0x3000ULL
+
+static uint32_t ehci_qtd_pointer(uint64_t word, unsigned terminate_bits)
+{
+	return (uint32_t)((scratch_base + EHCI_QTD_FIRST + ((word >> 8) & 127) * 32) | (maybe(word, 0, terminate_bits) ? 1 : 0));
+}
+
+static uint32_t ehci_link(uint64_t word)
+{
+	uint64_t kind = !maybe(word, 4, 3) ? 2 : ((word >> 16) & 3) << 1;
+
+	return (uint32_t)((scratch_base + EHCI_QH_FIRST + ((word >> 8) & 127) * 64) | kind | (maybe(word, 0, 4) ? 1 : 0));
+}
+
+static uint32_t ehci_qtd_token(uint64_t word)
+{
+	uint64_t pid = (word >> 4) % 3, total;
+
+	if (pid == 2)
+		total = 8;
+	else
+		total = maybe(word, 15, 2) ? (word >> 8) & 127 : (word >> 8) & 63;
+	return (uint32_t)(pid << 8 | 3ULL << 10 | total << 16 | ((word >> 16) & 1) << 15 | ((word >> 17) & 1) << 31 |
+			  (maybe(word, 0, 4) ? 0 : 0x80));
+}
+
+static void ehci_buffers(uint64_t word, volatile uint32_t *out)
+{
+	out[0] = (uint32_t)(scratch_base + ((word >> 20) & (LAYOUT_SIZE - 1) & ~0x3FULL));
+	for (unsigned i = 0; i < 4; i++)
+		out[1 + i] = (uint32_t)(scratch_base + ((word >> (32 + 2 * i)) & 3) * PAGE_BYTES);
+}
+
+static void ehci_qh(const uint64_t *w, volatile uint32_t *out)
+{
+	uint64_t device = (w[0] >> 5) & 3 ? 0 : (w[0] >> 3) & 3;
+	uint64_t endpoint = (w[0] >> 9) & 3 ? 0 : (w[0] >> 7) & 3;
+	uint64_t speed = !maybe(w[0], 11, 2) ? 2 : (w[0] >> 13) & 3;
+	static const uint64_t maxpackets[] = { 8, 64, 512, 64 };
+	uint64_t head = maybe(w[0], 17, 2) ? 1ULL << 15 : 0;
+	uint64_t smask = maybe(w[0], 24, 1) ? 0 : (w[0] >> 25) & 0xFF;
+
+	out[0] = ehci_link(w[1] & 0xffffffffULL);
+	out[1] = (uint32_t)(device | endpoint << 8 | speed << 12 | ((w[0] >> 19) & 1) << 14 | head |
+			    maxpackets[(w[0] >> 15) & 3] << 16 | ((w[0] >> 20) & 15) << 28);
+	out[2] = (uint32_t)(smask | (1 + (w[0] >> 33) % 3) << 30);
+	out[3] = ehci_qtd_pointer(w[1] >> 32, 8) & ~1U;
+	out[4] = ehci_qtd_pointer(w[2] & 0xffffffffULL, 3);
+	out[5] = ehci_qtd_pointer(w[2] >> 40, 1);
+	out[6] = maybe(w[0], 40, 2) ? ehci_qtd_token(w[2] >> 32) : 0;
+	ehci_buffers(w[3], out + 7);
+	for (unsigned i = 12; i < 16; i++)
+		out[i] = 0;
+}
+
+static void fill_ehci(uint64_t seed, volatile uint32_t *dw)
+{
+	for (uint64_t d = 0; d < PAGE_BYTES / 4; d++)
+		dw[d] = ehci_link(random_word(seed, d) & 0xffffffffULL);
+	for (uint64_t q = 0; q < 128; q++) {
+		uint64_t c = (EHCI_QH_FIRST + q * 64) / 16, w[4];
+
+		for (unsigned j = 0; j < 4; j++)
+			w[j] = random_word(seed, STRUCT_WORDS + 2 * c + j);
+		ehci_qh(w, dw + 4 * c);
+	}
+	for (uint64_t t = 0; t < 128; t++) {
+		uint64_t c = (EHCI_QTD_FIRST + t * 32) / 16;
+		uint64_t w0 = random_word(seed, STRUCT_WORDS + 2 * c), w1 = random_word(seed, STRUCT_WORDS + 2 * c + 1);
+
+		dw[4 * c] = ehci_qtd_pointer(w0 & 0xffffffffULL, 2);
+		dw[4 * c + 1] = ehci_qtd_pointer(w0 >> 32, 1);
+		dw[4 * c + 2] = ehci_qtd_token(w1 & 0xffffffffULL);
+		ehci_buffers(w1 >> 8, dw + 4 * c + 3);
+	}
+}
+
+#define E1000_BUFFERS 0x2000ULL
+
+static void e1000_descriptor(uint64_t w0, uint64_t w1, volatile uint32_t *out)
+{
+	uint64_t address, length, command, special;
+
+	if ((w0 & 7) == 7) { /* context: IPv4 + TCP offsets, TSE at random, an MSS */
+		uint64_t tucmd = TX_DEXT | (((w1 >> 2) & 1) ? TX_IC_TSE : 0) | (w1 & 3);
+
+		out[0] = 14 | 24 << 8 | 33 << 16;
+		out[1] = 34 | 50 << 8;
+		out[2] = (uint32_t)(((w1 >> 8) & 0x1FFF) | tucmd << 24);
+		out[3] = (uint32_t)(54 << 8 | (64 + ((w1 >> 24) & 0x7FF) % 1397) << 16);
+		return;
+	}
+	address = scratch_base + E1000_BUFFERS + ((w0 >> 8) & 0x7FE);
+	length = 14 + ((w0 >> 20) & 0x7FF) % 1501;
+	command = TX_IFCS | TX_RS | (maybe(w0, 32, 2) ? 0 : TX_EOP);
+	command |= (maybe(w0, 34, 3) ? TX_VLE : 0) | ((w0 >> 37) & 1) * TX_IC_TSE;
+	special = (w1 >> 16) & 0xFFFF;
+	out[0] = (uint32_t)address;
+	out[1] = (uint32_t)(address >> 32);
+	if ((w0 & 7) < 4) {
+		out[2] = (uint32_t)(length | command << 24);
+		out[3] = (uint32_t)(special << 16);
+	} else {
+		out[2] = (uint32_t)(length | 1ULL << 20 | (command | TX_DEXT) << 24);
+		out[3] = (uint32_t)(((w1 >> 8) & 3) << 8 | special << 16);
+	}
+}
+
+static void fill_e1000(uint64_t seed, volatile uint32_t *dw)
+{
+	for (uint64_t c = 0; c < E1000_BUFFERS / 16; c++)
+		e1000_descriptor(random_word(seed, STRUCT_WORDS + 2 * c), random_word(seed, STRUCT_WORDS + 2 * c + 1),
+				 dw + 4 * c);
+	for (uint64_t d = E1000_BUFFERS / 4; d < LAYOUT_DWORDS; d += 2) {
+		uint64_t word = random_word(seed, d / 2);
+
+		dw[d] = (uint32_t)word;
+		dw[d + 1] = (uint32_t)(word >> 32);
+	}
+}
+
+#define VIRTIO_QUEUE 256ULL
+#define VIRTIO_AVAIL_WORDS 0x400ULL
+#define VIRTIO_HEADERS 0x3000ULL
+
+static void fill_virtio(uint64_t seed, volatile uint32_t *dw)
+{
+	static const uint64_t blk_types[] = { 0, 1, 4, 8, 0, 1, 0 };
+	uint64_t head = random_word(seed, VIRTIO_AVAIL_WORDS);
+	volatile uint16_t *avail = (volatile uint16_t *)(dw + PAGE_BYTES / 4);
+
+	for (uint64_t c = 0; c < LAYOUT_DWORDS; c++)
+		dw[c] = 0;
+	for (uint64_t c = 0; c < VIRTIO_QUEUE; c++) {
+		uint64_t w0 = random_word(seed, STRUCT_WORDS + 2 * c), w1 = random_word(seed, STRUCT_WORDS + 2 * c + 1);
+		uint64_t flags = (w0 & 1) | ((w0 >> 1) & 1) << 1, address, length;
+
+		if (maybe(w0, 2, 5)) { /* an indirect table: descriptors of the table itself */
+			flags = 4;
+			address = scratch_base + ((w1 >> 8) & 0xFF) * 16;
+			length = 16 * (1 + ((w1 >> 16) & 7));
+		} else {
+			address = scratch_base + VIRTIO_HEADERS + ((w1 >> 8) & 0x7F) * 16;
+			length = 16 + ((w1 >> 16) & 0x1F0);
+		}
+		dw[4 * c] = (uint32_t)address;
+		dw[4 * c + 1] = (uint32_t)(address >> 32);
+		dw[4 * c + 2] = (uint32_t)length;
+		dw[4 * c + 3] = (uint32_t)(flags | ((c + 1 + ((w0 >> 8) & 3)) % VIRTIO_QUEUE) << 16);
+	}
+	avail[0] = (uint16_t)(head & 1);
+	avail[1] = (uint16_t)(1 + ((head >> 8) & 0xFF));
+	for (uint64_t j = 0; j < VIRTIO_QUEUE; j++)
+		avail[2 + j] = (uint16_t)(random_word(seed, VIRTIO_AVAIL_WORDS + 1 + j) & 0xFF);
+	avail[2 + VIRTIO_QUEUE] = (uint16_t)((head >> 16) & 0xFF);
+	for (uint64_t t = 0; t < PAGE_BYTES / 16; t++) {
+		uint64_t c = VIRTIO_HEADERS / 16 + t, word = random_word(seed, STRUCT_WORDS + 2 * c);
+
+		dw[4 * c] = (uint32_t)((word & 7) < 7 ? blk_types[word & 7] : (word >> 32) & 0xFF);
+		dw[4 * c + 2] = (uint32_t)((word >> 8) & 0xFF);
+	}
+}
+
+static void fill_nvme(uint64_t seed, volatile uint32_t *dw)
+{
+	static const uint64_t opcodes[] = { 0x06, 0x06, 0x02, 0x09, 0x0A, 0x05, 0x01, 0x04,
+					    0x00, 0x0C, 0x08, 0x02, 0x01, 0x08, 0x09, 0x05 };
+
+	for (uint64_t e = 0; e < 128; e++) {
+		uint64_t c = 4 * e, w0 = random_word(seed, STRUCT_WORDS + 2 * c);
+		uint64_t w1 = random_word(seed, STRUCT_WORDS + 2 * c + 1), w2 = random_word(seed, STRUCT_WORDS + 2 * c + 2);
+		uint64_t opcode = opcodes[w0 & 15], nsid, prp1, prp2 = scratch_base + ((w1 >> 16) & 3) * PAGE_BYTES;
+		volatile uint32_t *out = dw + 16 * e;
+
+		if (maybe(w0, 4, 4))
+			nsid = 0xffffffffULL;
+		else
+			nsid = !maybe(w0, 8, 2) ? 1 : (w0 >> 10) & 3;
+		if (opcode == 0x01) /* create I/O SQ: a page of entries */
+			prp1 = scratch_base + ((w1 >> 4) & 1) * PAGE_BYTES;
+		else if (opcode == 0x05) /* create I/O CQ */
+			prp1 = scratch_base + 2 * PAGE_BYTES;
+		else
+			prp1 = scratch_base + 3 * PAGE_BYTES + (maybe(w1, 12, 2) ? ((w1 >> 4) & 0xFF) * 4 : 0);
+		out[0] = (uint32_t)(opcode | ((w0 >> 16) & 0xFFFF) << 16);
+		out[1] = (uint32_t)nsid;
+		for (unsigned i = 2; i < 6; i++)
+			out[i] = 0;
+		out[6] = (uint32_t)prp1;
+		out[7] = (uint32_t)(prp1 >> 32);
+		out[8] = (uint32_t)prp2;
+		out[9] = (uint32_t)(prp2 >> 32);
+		out[10] = (uint32_t)((w2 & 3) | ((w2 >> 8) & 0x3F) << 16);
+		out[11] = (uint32_t)(1 | ((w2 >> 16) & 3) << 16);
+		out[12] = (uint32_t)((w2 >> 24) & 7);
+		out[13] = out[14] = out[15] = 0;
+	}
+	for (uint64_t d = 2 * PAGE_BYTES / 4; d < 3 * PAGE_BYTES / 4; d++) /* the completion queue */
+		dw[d] = 0;
+	for (uint64_t d = 3 * PAGE_BYTES / 4; d < LAYOUT_DWORDS; d += 2) {
+		uint64_t word = random_word(seed, d / 2);
+
+		dw[d] = (uint32_t)word;
+		dw[d + 1] = (uint32_t)(word >> 32);
+	}
+}
+
+#define MFI_FRAMES 192ULL
+#define MFI_DATA 0x3000ULL
+
+static void fill_megasas(uint64_t seed, volatile uint32_t *dw)
+{
+	static const uint64_t commands[] = { 3, 4, 5, 5, 1, 2, 6, 0 };
+	static const uint64_t dcmds[] = { 0x01010000, 0x01020100, 0x02010000, 0x03010000,
+					  0x01040100, 0x04010000, 0x03020000, 0x02020000 };
+	static const uint64_t scsi_opcodes[] = { 0x00, 0x12, 0x25, 0x28, 0x2A, 0x1A, 0x03, 0xA0 };
+	static const uint64_t cdb_lens[] = { 6, 10, 12, 16 };
+
+	for (uint64_t f = 0; f < MFI_FRAMES; f++) {
+		uint64_t w0 = random_word(seed, STRUCT_WORDS + 8 * f), w1 = random_word(seed, STRUCT_WORDS + 8 * f + 1);
+		uint64_t command = commands[w0 & 7], target = (w0 >> 3) & 3 ? 0 : (w0 >> 5) & 3;
+		uint64_t sges = !maybe(w0, 9, 2) ? 1 : (w0 >> 11) & 3;
+		uint64_t flags = ((w0 >> 13) & 1) * 2 | (((w0 >> 14) & 1) ? 0x10 : 0x08);
+		uint64_t data_len = 512 * (1 + ((w0 >> 15) & 7)), data = scratch_base + MFI_DATA;
+		uint64_t sense = scratch_base + MFI_DATA + ((w1 >> 8) & 0x3F) * 64;
+		uint32_t frame[16] = { 0 };
+		unsigned n = 6;
+
+		frame[0] = (uint32_t)(command | (((w0 >> 18) & 1) ? 18 : 0) << 8);
+		frame[1] = (uint32_t)(target | cdb_lens[(w0 >> 7) & 3] << 16 | sges << 24);
+		frame[2] = (uint32_t)(w0 >> 32);
+		frame[4] = (uint32_t)flags;
+		frame[5] = (uint32_t)data_len;
+		if (command == 3 || command == 4) { /* sense address, a CDB, the SGL at 48 */
+			frame[6] = (uint32_t)sense;
+			frame[8] = (uint32_t)(scsi_opcodes[w1 & 7] | ((w1 >> 16) & 0xFFFFFF) << 8);
+			frame[9] = (uint32_t)((w1 >> 40) & 0xFF);
+			n = 12;
+		} else if (command == 5) { /* opcode, mailbox, the SGL at 40 */
+			frame[6] = (uint32_t)dcmds[w1 & 7];
+			frame[7] = (uint32_t)((w1 >> 8) & 0xFF);
+			n = 10;
+		} else if (command == 1 || command == 2) { /* sense address, a small LBA */
+			frame[6] = (uint32_t)sense;
+			frame[8] = (uint32_t)((w1 >> 8) & 0xFF);
+			n = 10;
+		} else if (command == 6) { /* the context and address of another frame to abort */
+			frame[6] = (uint32_t)w1;
+			frame[8] = (uint32_t)(scratch_base + ((w1 >> 32) % MFI_FRAMES) * 64);
+			n = 10;
+		} else { /* init: the queue info in page 3 */
+			frame[6] = (uint32_t)(scratch_base + MFI_DATA + ((w1 >> 8) & 0x3F) * 64);
+			n = 10;
+		}
+		frame[n] = (uint32_t)data;
+		if (flags & 2)
+			frame[n + 2] = (uint32_t)data_len;
+		else
+			frame[n + 1] = (uint32_t)data_len;
+		for (unsigned i = 0; i < 16; i++)
+			dw[16 * f + i] = frame[i];
+	}
+	for (uint64_t d = MFI_DATA / 4; d < LAYOUT_DWORDS; d += 2) {
+		uint64_t word = random_word(seed, d / 2);
+
+		dw[d] = (uint32_t)word;
+		dw[d + 1] = (uint32_t)(word >> 32);
+	}
+}
+
+#define AHCI_TABLES 0x1000ULL
+#define AHCI_DATA 0x3000ULL
+
+static void fill_ahci(uint64_t seed, volatile uint32_t *dw)
+{
+	static const uint64_t ata_commands[] = { 0xEC, 0x25, 0x35, 0xC8, 0xCA, 0xE7, 0x60, 0x61,
+						 0xA0, 0xEF, 0x2F, 0xA1, 0x20, 0x30, 0xEA, 0x00 };
+	static const uint64_t scsi_opcodes[] = { 0x00, 0x12, 0x25, 0x28, 0x2A, 0x1A, 0x03, 0xA0 };
+
+	for (uint64_t h = 0; h < 128; h++) { /* command headers */
+		uint64_t word = random_word(seed, STRUCT_WORDS + 4 * h);
+		uint64_t flags = 5 | (maybe(word, 0, 3) ? 0x20 : 0) | ((word >> 3) & 1) << 6 | ((word >> 4) & 1) << 7;
+		uint64_t prdtl = 1 + (maybe(word, 8, 1) ? (word >> 5) & 7 : (word >> 5) & 1);
+		uint64_t table = scratch_base + AHCI_TABLES + ((word >> 16) & 31) * 256;
+
+		dw[8 * h] = (uint32_t)(flags | prdtl << 16);
+		dw[8 * h + 1] = 0;
+		dw[8 * h + 2] = (uint32_t)table;
+		dw[8 * h + 3] = (uint32_t)(table >> 32);
+		for (unsigned i = 4; i < 8; i++)
+			dw[8 * h + i] = 0;
+	}
+	for (uint64_t t = 0; t < 32; t++) { /* command tables */
+		uint64_t c = (AHCI_TABLES + 256 * t) / 16;
+		uint64_t w0 = random_word(seed, STRUCT_WORDS + 2 * c), w1 = random_word(seed, STRUCT_WORDS + 2 * c + 1);
+		volatile uint32_t *out = dw + 4 * c;
+
+		for (unsigned i = 0; i < 32; i++)
+			out[i] = 0;
+		out[0] = (uint32_t)(0x27 | 0x80 << 8 | ata_commands[w0 & 15] << 16 | ((w0 >> 8) & 0xFF) << 24);
+		out[1] = (uint32_t)(((w0 >> 16) & 0xFF) | 0x40ULL << 24);
+		out[3] = (uint32_t)(1 + ((w0 >> 24) & 7));
+		out[16] = (uint32_t)(scsi_opcodes[w1 & 7] | ((w1 >> 8) & 0xFF) << 16);
+		for (unsigned e = 0; e < 8; e++) {
+			uint64_t data = scratch_base + AHCI_DATA + e * 512;
+
+			out[32 + 4 * e] = (uint32_t)data;
+			out[32 + 4 * e + 1] = (uint32_t)(data >> 32);
+			out[32 + 4 * e + 2] = 0;
+			out[32 + 4 * e + 3] = (uint32_t)(511 | ((w1 >> (16 + e)) & 1) << 31);
+		}
+	}
+	for (uint64_t d = AHCI_DATA / 4; d < LAYOUT_DWORDS; d += 2) {
+		uint64_t word = random_word(seed, d / 2);
+
+		dw[d] = (uint32_t)word;
+		dw[d + 1] = (uint32_t)(word >> 32);
+	}
+}
+
+/* The scratch memory (16 KiB) laid out like one device family's structures, for the fill seed. */
+static void fill_layout(int layout, uint64_t seed, volatile uint32_t *dwords)
+{
+	if (layout == LAYOUT_UHCI)
+		fill_uhci(seed, dwords);
+	else if (layout == LAYOUT_EHCI)
+		fill_ehci(seed, dwords);
+	else if (layout == LAYOUT_VIRTIO)
+		fill_virtio(seed, dwords);
+	else if (layout == LAYOUT_NVME)
+		fill_nvme(seed, dwords);
+	else if (layout == LAYOUT_MEGASAS)
+		fill_megasas(seed, dwords);
+	else if (layout == LAYOUT_AHCI)
+		fill_ahci(seed, dwords);
+	else
+		fill_e1000(seed, dwords);
 }
 
 static inline __attribute__((always_inline)) struct op gen_op_values(const struct range *r, uint64_t i, int dma)
@@ -956,8 +1388,20 @@ static void parse_range(const char *arg, uint64_t default_index, uint64_t seed, 
 	}
 	plus = strchr(bounds, '+');
 	r->dma = 0;
+	r->layout = LAYOUT_GENERIC;
 	if (plus) {
+		char *equals = strchr(plus + 1, '=');
+
 		*plus = '\0';
+		if (equals) { /* +dma=LAYOUT */
+			*equals = '\0';
+			for (r->layout = LAYOUT_GENERIC + 1; r->layout < LAYOUT_COUNT; r->layout++)
+				if (strcmp(equals + 1, layout_names[r->layout]) == 0)
+					break;
+			if (r->layout == LAYOUT_COUNT)
+				fail(EXIT_USAGE, "range '%s': scratch layout '%s' is not one of uhci, ehci, e1000, virtio, nvme, megasas, ahci", arg,
+				     equals + 1);
+		}
 		if (strcmp(plus + 1, "dma") != 0)
 			fail(EXIT_USAGE, "range '%s': value mode '%s' is not dma (uniform has no suffix)", arg, plus + 1);
 		r->dma = 1;
@@ -1694,6 +2138,10 @@ int main(int argc, char **argv)
 		fail(EXIT_USAGE, "--pci-saved is for putting a header back: not with --no-pci-restore");
 	if (any_dma && !scratch_size)
 		fail(EXIT_USAGE, "+dma ranges need --scratch 0xBASE-0xEND (their scratch memory)");
+	for (int i = 0; i < n_ranges; i++)
+		if (ranges[i].layout != LAYOUT_GENERIC && scratch_size != LAYOUT_SIZE)
+			fail(EXIT_USAGE, "range '%s': the %s layout is drawn for a scratch memory of 0x%llx bytes, not 0x%" PRIx64,
+			     range_args[i], layout_names[ranges[i].layout], LAYOUT_SIZE, scratch_size);
 	if (any_dma && bare_loop)
 		fail(EXIT_USAGE, "--bare-loop replays a table of ops without the scratch memory: no +dma range");
 

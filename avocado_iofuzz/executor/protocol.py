@@ -55,6 +55,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from avocado_iofuzz.model.dma import SCRATCH_BASE, SCRATCH_END, VALUES_UNIFORM
+from avocado_iofuzz.model.dma_layouts import LAYOUT_GENERIC
 from avocado_iofuzz.model.pci_restore import ConfigWrite, RestoreError, parse_writes
 from avocado_iofuzz.model.program import SPACE_PCI, SPACE_PIO, Op, RangePlan
 
@@ -222,12 +223,15 @@ def range_argument(plan: RangePlan, fuzz_count: int | None = None) -> str:
 
     ``,N`` is written when the plan's fuzz count differs from ``fuzz_count``
     (the command's ``--fuzz-count``); ``SPACE:`` for every space but pio;
-    ``+VALUES`` for every value mode but uniform; ``~E:U`` for a paced range.
+    ``+VALUES`` for every value mode but uniform (``+dma=LAYOUT`` for a device
+    layout of the scratch memory); ``~E:U`` for a paced range.
     """
     space = f"{plan.space}:" if plan.space != SPACE_PIO else ""
     width = f"/{plan.width}" if plan.width != 1 else ""
     count = f",{plan.fuzz_count}" if fuzz_count is not None and plan.fuzz_count != fuzz_count else ""
     values = f"+{plan.values}" if plan.values != VALUES_UNIFORM else ""
+    if plan.layout != LAYOUT_GENERIC:
+        values += f"={plan.layout}"  # +dma=LAYOUT: the scratch memory laid out like the device's structures
     pace = f"~{plan.pause_every}:{plan.pause_us}" if plan.pause_every else ""
     return f"{plan.index}:{space}{plan.start:#x}-{plan.end:#x}{width}{count}{values}{pace}"
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from avocado_iofuzz.model import program
+from avocado_iofuzz.model.dma_layouts import LAYOUT_GENERIC
 from avocado_iofuzz.model.program import (
     MAX_PAUSE_US,
     MMIO_WIDTHS,
@@ -56,10 +57,11 @@ class Base:
     width: int
     name: str
     values: str = UNIFORM  # the run's mode for this range: its batches use it or uniform
+    layout: str = LAYOUT_GENERIC  # the scratch layout its dma batches get (RangePlan's)
 
     @classmethod
     def of(cls, plan: RangePlan) -> Base:
-        return cls(plan.space, plan.start, plan.end, plan.width, plan.name, plan.values)
+        return cls(plan.space, plan.start, plan.end, plan.width, plan.name, plan.values, plan.layout)
 
     @property
     def slots(self) -> int:
@@ -68,6 +70,8 @@ class Base:
     def key(self) -> str:
         """Stable across runs of the same row and QEMU (the firmware assigns the same addresses)."""
         mode = "" if self.values == UNIFORM else f"+{self.values}"
+        if self.layout != LAYOUT_GENERIC:
+            mode += f"={self.layout}"  # a corpus of generic-layout batches keeps its keys
         return f"{self.space}:{self.start:#x}-{self.end:#x}/{self.width}{mode}"
 
 
@@ -125,6 +129,7 @@ class Batch:
         extra: dict[str, Any] = {}
         if self.values != UNIFORM:
             extra["values"] = self.values  # a mode model/program.py offers, hence a RangePlan field
+            extra["layout"] = self.base.layout
         if self.pause_every:
             extra.update(pause_every=self.pause_every, pause_us=self.pause_us)
         return RangePlan(
@@ -143,7 +148,8 @@ class Batch:
     def as_dict(self) -> dict[str, Any]:
         return {
             "base": {"space": self.base.space, "start": self.base.start, "end": self.base.end,
-                     "width": self.base.width, "name": self.base.name, "values": self.base.values},
+                     "width": self.base.width, "name": self.base.name, "values": self.base.values,
+                     **({"layout": self.base.layout} if self.base.layout != LAYOUT_GENERIC else {})},
             "start": self.start,
             "end": self.end,
             "seed": self.seed,
@@ -163,7 +169,7 @@ class Batch:
             return cls(
                 Base(
                     str(base["space"]), base["start"], base["end"], base["width"], str(base["name"]),
-                    str(base.get("values", UNIFORM)),
+                    str(base.get("values", UNIFORM)), str(base.get("layout", LAYOUT_GENERIC)),
                 ),
                 record["start"], record["end"], record["seed"], record["fuzz_count"], record.get("width", 0),
                 record.get("values", UNIFORM), record.get("pause_every", 0), record.get("pause_us", 0),

@@ -15,6 +15,7 @@ from typing import Any
 from avocado_iofuzz.guided.batch import UNIFORM, Base, Batch
 from avocado_iofuzz.guided.corpus import Corpus
 from avocado_iofuzz.guided.schedule import GuidedSchedule, Round
+from avocado_iofuzz.model.dma_layouts import LAYOUT_GENERIC
 
 
 def rebuild_rounds(
@@ -43,4 +44,5 @@ def bases_from(records: Sequence[Mapping[str, Any]]) -> list[Base]:
 
 def _base(record: Mapping[str, Any]) -> Base:
     space, name, values = str(record["space"]), str(record["name"]), str(record.get("values", UNIFORM))
-    return Base(space, int(record["start"]), int(record["end"]), int(record["width"]), name, values)
+    layout = str(record.get("layout", LAYOUT_GENERIC))
+    return Base(space, int(record["start"]), int(record["end"]), int(record["width"]), name, values, layout)

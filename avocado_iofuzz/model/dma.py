@@ -39,6 +39,7 @@ fills; a unit test compares both byte for byte.
 
 from __future__ import annotations
 
+from avocado_iofuzz.model.dma_layouts import LAYOUT_GENERIC, LAYOUT_SIZE, layout_fill
 from avocado_iofuzz.model.generator import GAMMA, MASK64, mix64, random_word
 
 VALUES_UNIFORM = "uniform"
@@ -52,6 +53,7 @@ VALUE_MODES = (VALUES_UNIFORM, VALUES_DMA)
 SCRATCH_BASE = 0x0700_0000
 SCRATCH_SIZE = 0x4000
 SCRATCH_END = SCRATCH_BASE + SCRATCH_SIZE - 1
+assert SCRATCH_SIZE == LAYOUT_SIZE, "the device layouts are drawn for the scratch memory's size"
 SCRATCH_KERNEL_PARAM = f"memmap={SCRATCH_SIZE // 1024}K${SCRATCH_BASE:#x}"
 SCRATCH_EPOCH_OPS = 1 << 12
 DESCRIPTOR_BYTES = 16
@@ -83,9 +85,15 @@ def fill_seed(rseed: int, epoch: int) -> int:
     return mix64(((rseed ^ _FILL_STREAM) + (epoch + 1) * GAMMA) & MASK64)
 
 
-def scratch_fill(rseed: int, epoch: int) -> bytes:
-    """The :data:`SCRATCH_SIZE` bytes the executor writes at the start of ``epoch`` of a range."""
+def scratch_fill(rseed: int, epoch: int, layout: str = LAYOUT_GENERIC) -> bytes:
+    """The :data:`SCRATCH_SIZE` bytes the executor writes at the start of ``epoch`` of a range.
+
+    ``layout`` is the range's (:data:`~avocado_iofuzz.model.dma_layouts.LAYOUTS`):
+    the generic ring below, or one device family's structures.
+    """
     seed = fill_seed(rseed, epoch)
+    if layout != LAYOUT_GENERIC:
+        return layout_fill(layout, SCRATCH_BASE, seed)
     out = bytearray()
     for d in range(RING_DESCRIPTORS):
         word = random_word(seed, 2 * d)

@@ -38,11 +38,13 @@ from avocado_iofuzz.model.dma import (
     SCRATCH_BASE,
     SCRATCH_EPOCH_OPS,
     VALUE_MODES,
+    VALUES_DMA,
     VALUES_UNIFORM,
     dictionary_value,
     fill_points,
     scratch_fill,
 )
+from avocado_iofuzz.model.dma_layouts import LAYOUT_GENERIC, LAYOUTS
 
 # the generator, re-exported: program.mix64 etc. are its names of old
 from avocado_iofuzz.model.generator import GAMMA as GAMMA
@@ -131,6 +133,9 @@ class RangePlan:
     # ops themselves do not change
     pause_every: int = 0
     pause_us: int = 0
+    # the scratch memory's layout for ``dma`` values (avocado_iofuzz.model.dma_layouts.LAYOUTS):
+    # the generic descriptor ring, or one device family's structures
+    layout: str = LAYOUT_GENERIC
     range_seed: int = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -203,7 +208,7 @@ class RangePlan:
             yield from self.ops(first, stop)
             return
         for fill_at, next_fill in zip(fills, [*fills[1:], stop], strict=True):
-            data = scratch_fill(self.range_seed, fill_at // SCRATCH_EPOCH_OPS)
+            data = scratch_fill(self.range_seed, fill_at // SCRATCH_EPOCH_OPS, self.layout)
             for offset in range(0, len(data), 8):
                 yield Op("w", SCRATCH_BASE + offset, 8, int.from_bytes(data[offset : offset + 8], "little"), SPACE_MMIO)
             yield from self.ops(fill_at, next_fill)
@@ -224,6 +229,12 @@ def _validate_range(plan: RangePlan) -> None:
             raise ValueError(f"{where}: {name} must be an int, got {value!r}")
     if plan.values not in VALUE_MODES:
         raise ValueError(f"{where}: values must be one of {', '.join(VALUE_MODES)}, got {plan.values!r}")
+    if plan.layout not in LAYOUTS:
+        raise ValueError(f"{where}: layout must be one of {', '.join(LAYOUTS)}, got {plan.layout!r}")
+    if plan.layout != LAYOUT_GENERIC and plan.values != VALUES_DMA:
+        raise ValueError(
+            f"{where}: layout {plan.layout!r} lays out the scratch memory of dma values, not {plan.values}"
+        )
     if not isinstance(plan.name, str):
         raise ValueError(f"{where}: name must be a str, got {plan.name!r}")
     if plan.space not in _SPACE_LIMITS:

@@ -16,6 +16,7 @@ from typing import Any
 
 from avocado_iofuzz.campaign.runner import CampaignResult
 from avocado_iofuzz.coverage.summary import coverage_line, merge_coverage
+from avocado_iofuzz.model.dma import VALUES_UNIFORM
 from avocado_iofuzz.model.program import PHASE_FUZZ, PHASE_READ, PHASE_ZERO, RangePlan
 from avocado_iofuzz.repro.signature import group_by_signature, signature_of_exit
 from avocado_iofuzz.results.rerun import Rerun, RerunContext, rerun_range
@@ -150,6 +151,7 @@ def range_counts(plan: RangePlan, result: CampaignResult) -> dict[str, Any]:
         "space": plan.space,
         "width": plan.width,
         "values": plan.values,
+        **({"layout": plan.layout} if plan.values != VALUES_UNIFORM else {}),  # the dma scratch memory's
         "range_fuzz_count": plan.fuzz_count,
         "ops_planned": plan.op_count,
         "ops_confirmed": tally.ops_confirmed,

@@ -221,6 +221,7 @@ def rerun_range(plan: RangePlan, context: RerunContext, plans: Sequence[RangePla
     own = [("fuzz_seed", str(plan.seed)), ("fuzz_count", str(plan.fuzz_count)), ("fuzz_kinds", plan.space)]
     if plan.values != VALUES_UNIFORM:  # as the range ran; a uniform one (the guest had no scratch) gets the default
         own.append(("fuzz_values", plan.values))
+        own.append(("dma_layout", plan.layout))  # the layout it had, whatever auto would choose on the rerun
     if parse_shard(context.shard).count > 1:
         own.append((SHARD_PARAM, "1/1"))  # the whole campaign's ranges, of which the selection keeps one
     if context.hang_at and context.hang_at[0] == plan.index:

@@ -28,6 +28,7 @@ from typing import Any
 from avocado_iofuzz.model.dma import VALUE_MODES, VALUES_UNIFORM
 from avocado_iofuzz.model.iomem import DEFAULT_MAX_SIZE, DEFAULT_SKIP_IOMEM, parse_address_spans, parse_extra_iomem
 from avocado_iofuzz.model.kinds import KindParams
+from avocado_iofuzz.model.layout_choice import LAYOUT_AUTO, LAYOUT_CHOICES
 from avocado_iofuzz.model.pci import CONFIG_SPACE_SIZE, DEFAULT_CONFIG_HOLES, parse_config_holes
 from avocado_iofuzz.model.port_widths import DEFAULT_PIO_WIDTHS
 from avocado_iofuzz.model.program import (
@@ -161,6 +162,7 @@ class IofuzzParams:
     plot: bool = True
     shard: str = ""
     values: str = VALUES_UNIFORM  # fuzz_values: where write values come from (model/dma.py)
+    layout: str = LAYOUT_AUTO  # dma_layout: the scratch memory's layout (model/layout_choice.py)
     pci_restore: bool = True  # put each pci range's function header back when leaving it (model/pci_restore.py)
 
     @classmethod
@@ -186,6 +188,7 @@ class IofuzzParams:
             plot=yes_no(params, "iofuzz_plot", True),
             shard=str(read_shard(params)),
             values=choice(params, "fuzz_values", VALUE_MODES, VALUES_UNIFORM),
+            layout=choice(params, "dma_layout", LAYOUT_CHOICES, LAYOUT_AUTO),
             pci_restore=yes_no(params, "pci_restore", True),
         )
 

@@ -24,8 +24,9 @@ from avocado_iofuzz.campaign.guest_access import check_access, read_listings
 from avocado_iofuzz.campaign.runner import Campaign, CampaignConfig, CampaignError, CampaignResult
 from avocado_iofuzz.campaign.trace import TraceWriter, scratch_header
 from avocado_iofuzz.executor.protocol import DEFAULT_BINARY
-from avocado_iofuzz.model.dma import VALUES_UNIFORM
+from avocado_iofuzz.model.dma import VALUES_DMA, VALUES_UNIFORM
 from avocado_iofuzz.model.kinds import AccessRefused, KindParams, Listings, choose_targets, plan_kinds, renumber
+from avocado_iofuzz.model.layout_choice import choose_layouts, pci_functions
 from avocado_iofuzz.model.pci import PCI_LISTING_COMMAND
 from avocado_iofuzz.model.program import RangePlan, new_seed
 from avocado_iofuzz.model.ranges import (
@@ -275,6 +276,7 @@ def plan_ranges(test: Any, run: IofuzzRun, booted: Booted, seed: int, outdir: Pa
         extra_names = [r.name for r in parse_extra_ranges(settings.extra_ioports)]
         plans = plan_kinds(seed, settings.fuzz_count, kinds, choose_targets(kinds, listings, targets, extra_names))
         plans = [replace(plan, values=run.fuzz.values) for plan in plans]  # fuzz_values
+        plans = choose_layouts(plans, pci_functions(listings.pci), run.fuzz.layout)  # dma_layout
     except RangeError as err:
         test.error(f"cannot choose ranges: {err}")
     shard = run.shard
@@ -302,8 +304,9 @@ def check_ranges(test: Any, run: IofuzzRun, booted: Booted, plans: list[RangePla
         test.error(str(err))
     for plan in plans:
         LOG.info(
-            "range %2d %-4s %#06x-%#06x %-24s %d-byte, %d ops, %s values",
+            "range %2d %-4s %#06x-%#06x %-24s %d-byte, %d ops, %s values%s",
             plan.index, plan.space, plan.start, plan.end, plan.name, plan.width, plan.op_count, plan.values,
+            f" ({plan.layout} scratch layout)" if plan.values == VALUES_DMA else "",
         )  # fmt: skip
     return plans
 

@@ -41,3 +41,8 @@ def test_a_dma_run_on_the_embedded_guest(tmp_path, guest):
     debug_log = (job.test_dir() / "debug.log").read_text(errors="replace")
     assert "no scratch memory in this guest" not in debug_log
     assert "dma values" in debug_log  # the range lines of the log
+    # dma_layout = auto: every range of the row belongs to the UHCI, so every one gets its layout
+    assert {r["layout"] for r in ranges} == {"uhci"}, ranges
+    assert {r.get("layout") for r in records} == {"uhci"}
+    assert all(r["rerun_params"]["dma_layout"] == "uhci" for r in ranges)
+    assert "(uhci scratch layout)" in debug_log

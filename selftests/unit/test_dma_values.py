@@ -58,7 +58,8 @@ def python_lines(plans: list[RangePlan], resume: tuple[int, int] | None = None) 
         fills = set(fill_points(first, plan.op_count)) if plan.values == VALUES_DMA else set()
         for i in range(first, plan.op_count):
             if i in fills:
-                lines.append(format_dry_run_fill(plan.index, i, scratch_fill(plan.range_seed, i // SCRATCH_EPOCH_OPS)))
+                fill = scratch_fill(plan.range_seed, i // SCRATCH_EPOCH_OPS, plan.layout)
+                lines.append(format_dry_run_fill(plan.index, i, fill))
             lines.append(format_dry_run_op(plan.index, i, plan.op(i)))
     return lines
 
