@@ -140,7 +140,8 @@ def contender(
     coverage = coverage_for(vm, row_devices(params), workdir / "qemu-trace.log")
     trace = TraceWriter(workdir / "trace.iofuzz", {"benchmark": "guided_vs_blind", "strategy": name})
     config = campaign_config_of(reference, hang_timeout=HANG_TIMEOUT)
-    run = GuidedRun(vm, schedule, Corpus("benchmark", name), coverage, config, trace)
+    # hit counts feed guided's corpus only: the blind controls pay what a blind run pays for coverage
+    run = GuidedRun(vm, schedule, Corpus("benchmark", name), coverage, config, trace, count_hits=name == "guided")
     return Contender(name, vm, run)
 
 

@@ -95,7 +95,7 @@ def test_the_corpus_persists_and_loads_per_device_and_qemu_version(tmp_path):
     loaded, message = load_corpus(path, "7.2.15", "pc-e1000e")
     assert loaded.entries == corpus.entries
     assert loaded.loaded == 2
-    assert message.startswith(f"loaded 2 batch(es) reaching 2 event(s) from {path}")
+    assert message.startswith(f"loaded 2 batch(es) reaching 2 event(s) (0 hit-count feature(s)) from {path}")
     assert not list(path.parent.glob("*.tmp"))  # written through a temporary file, renamed into place
 
 
@@ -344,3 +344,74 @@ def test_a_guided_batch_reruns_blind_with_the_same_ops():
     params = dict(rerun.params)
     assert params["fuzz_strategy"] == "blind" and [k for k, _ in rerun.params].count("fuzz_strategy") == 1
     assert (params["fuzz_seed"], params["fuzz_count"], params["pci_widths"]) == ("77", "40", "4")
+
+
+# -- the hit-count signal ------------------------------------------------------------------
+
+
+def test_hit_counts_fall_in_afl_buckets_and_spell_features():
+    from avocado_iofuzz.guided.features import bucket, event_of, features_of
+
+    assert [bucket(n) for n in (1, 2, 3, 4, 7, 8, 15, 16, 31, 32, 127, 128, 10**6)] == [
+        1, 2, 3, 4, 4, 8, 8, 16, 16, 32, 32, 128, 128,
+    ]  # fmt: skip
+    hits = {"ehci_qh_fetch": 9, "ehci_port_reset": 1, "idle": 0}
+    assert features_of(hits) == {"ehci_qh_fetch#8", "ehci_port_reset#1"}
+    assert event_of("ehci_qh_fetch#8") == "ehci_qh_fetch"
+    with pytest.raises(ValueError, match="at least one hit"):
+        bucket(0)
+
+
+def test_a_batch_that_only_drives_a_known_event_further_joins_the_corpus_and_names_weigh_more():
+    a, b, c = (Batch(BAR, BAR.start + 16 * i, BAR.start + 16 * i + 15, i, 4) for i in range(3))
+    corpus = Corpus("7.2.15", "pc-e1000e")
+    played = SimpleNamespace(batches=(a, b, c), parent=None)
+    new = corpus.absorb(played, {0: ["e1000e_tx_descr"]}, {0: ["e1000e_tx_descr#1"], 1: ["e1000e_tx_descr#1"]})
+    assert new == {0: ["e1000e_tx_descr#1"]} and len(corpus.entries) == 1  # b reached nothing a had not
+    new = corpus.absorb(played, {}, {1: ["e1000e_tx_descr#1"], 2: ["e1000e_tx_descr#16", "e1000e_tx_descr#1"]})
+    assert new == {2: ["e1000e_tx_descr#16"]}  # more descriptors walked: a new bucket, no new name
+    assert [(e.batch, e.events, e.features) for e in corpus.entries][1] == (c, (), ("e1000e_tx_descr#16",))
+    assert corpus.entries[0].energy() > corpus.entries[1].energy()  # a new name beats a new bucket
+
+
+def test_a_corpus_file_from_before_features_loads_and_features_round_trip(tmp_path):
+    batch = Batch(BAR, BAR.start, BAR.start + 15, 3, 4)
+    corpus = corpus_with(batch)
+    corpus.entries[0].features = ("e1000e_event_0#4",)
+    path = tmp_path / "c.json"
+    save_corpus(corpus, path)
+    loaded, _ = load_corpus(path, "7.2.15", "pc-e1000e")
+    assert loaded.entries == corpus.entries
+    record = json.loads(path.read_text())
+    del record["entries"][0]["features"]  # as written before the hit-count signal
+    path.write_text(json.dumps(record))
+    old, message = load_corpus(path, "7.2.15", "pc-e1000e")
+    assert old.entries[0].features == () and "loaded 1 batch(es)" in message
+    record["entries"][0]["features"] = ["no bucket"]
+    path.write_text(json.dumps(record))
+    bad, message = load_corpus(path, "7.2.15", "pc-e1000e")
+    assert bad.entries == [] and "'features' must be a list of 'event#bucket' strings" in message
+
+
+def test_the_trace_alone_rebuilds_a_runs_rounds_and_corpus(tmp_path):
+    from avocado_iofuzz.campaign.trace import TraceWriter, read_trace
+    from avocado_iofuzz.guided.rebuild import rebuild_rounds, rounds_from_trace
+
+    start = corpus_with(Batch(BAR, BAR.start + 0x100, BAR.start + 0x10F, 42, 30))
+    live = corpus_with(Batch(BAR, BAR.start + 0x100, BAR.start + 0x10F, 42, 30))
+    schedule = GuidedSchedule(BASES, 9)
+    offset = 0
+    with TraceWriter(tmp_path / "t.iofuzz", {"seed": 9}) as writer:
+        for number in range(6):
+            played = schedule.next_round(number, live, 20_000)
+            writer.event("guided_round", round=number, seed=played.seed, parent=played.parent, first_range=offset,
+                         ops=20_000, origins=list(played.origins))  # fmt: skip
+            names = {number % len(played.batches): [f"event_{number}"]}
+            hits = {i: [f"e1000e_event_0#{1 << (number % 4)}"] for i in range(2)}
+            new = live.absorb(played, names, hits)
+            writer.event("guided_events", round=number, new={str(offset + i): e for i, e in names.items()},
+                         features={str(offset + i): f for i, f in new.items()}, ran_to=None)  # fmt: skip
+            offset += len(played.batches)
+    rounds = rounds_from_trace(read_trace(tmp_path / "t.iofuzz").events)
+    rebuild_rounds(9, BASES, start, rounds)
+    assert start.entries == live.entries and any(e.features and not e.events for e in live.entries)
