@@ -11,7 +11,9 @@ campaign per round, coverage armed across rounds) and differ only in what a
 round fuzzes: blind sweeps every range whole with seeds seed, seed+1, ...;
 guided follows its corpus (started empty: the figure is one run's, not the
 corpus's accumulated reach). A round aims at ROUND_SECONDS, sized from the
-op rate of the strategy's previous round. Events are counted in each
+strategy's overall op rate (all its ops over all its rounds' wall time:
+avocado_iofuzz.guided.sizing), so guided rounds, which mix cheap and
+expensive batches, stay as long as blind ones. Events are counted in each
 strategy's own time. QEMU dying ends nothing: it restarts and
 the strategy goes on (its events stay counted).
 
@@ -46,6 +48,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's code is what we measure
 
+from avocado_iofuzz.guided.sizing import RoundSizer
 from benchmarks._common import print_figures, say
 from benchmarks._rows import coverage_for, row_devices, row_params, row_plans, row_qemu_args
 from benchmarks.coverage_growth import ROWS
@@ -70,21 +73,22 @@ class Contender:
     vm: Any
     run: Any  # GuidedRun
     used: float = 0.0
-    ops_per_s: float = 0.0
+    sizer: RoundSizer = field(default_factory=lambda: RoundSizer(ROUND_SECONDS, FIRST_ROUND_OPS))
     crashes: int = 0
     reached: dict[str, float] = field(default_factory=dict)
 
     def step(self, seconds_left: float) -> None:
-        round_ops = FIRST_ROUND_OPS if not self.ops_per_s else int(self.ops_per_s * min(ROUND_SECONDS, seconds_left))
         started = time.monotonic()
+        done = 0
         try:
-            record = self.run.run_round(max(1000, round_ops))
+            record = self.run.run_round(self.sizer.next_ops(seconds_left))
             crashed = record.result.crashed
-            if record.result.ops_elapsed > 0 and record.result.total_done:
-                self.ops_per_s = record.result.total_done / record.result.ops_elapsed
+            done = record.result.total_done
         except Exception as err:  # a round that cannot go on (guest gone for good): a fresh QEMU
             say(f"    {self.name}: round failed ({err!r})")
             crashed = True
+        if not crashed:  # a crash's restart is not a round's cost
+            self.sizer.record(done, time.monotonic() - started)
         collector = self.run.coverage.collector
         if collector is not None:
             for name, seen in collector.first_seen.items():
@@ -114,9 +118,11 @@ class Contender:
             "curve": self.curve(max(1.0, seconds / 12)),
             "ops": self.run.ops_done,
             "rounds": len(self.run.rounds),
+            "round_s_mean": round(self.used / len(self.run.rounds), 2) if self.run.rounds else None,
             "crashes": self.crashes,
             "seconds": round(self.used, 1),
             "corpus_entries": len(self.run.corpus.entries),
+            "corpus_features": len(self.run.corpus.features),
             "events": sorted(n for n, t in self.reached.items() if t <= seconds),
         }
 

@@ -428,3 +428,33 @@ def test_the_trace_alone_rebuilds_a_runs_rounds_and_corpus(tmp_path):
     rounds = rounds_from_trace(read_trace(tmp_path / "t.iofuzz").events)
     rebuild_rounds(9, BASES, start, rounds)
     assert start.entries == live.entries and any(e.features and not e.events for e in live.entries)
+
+
+# -- round sizing --------------------------------------------------------------------------
+
+
+def test_rounds_of_mixed_cost_are_sized_from_the_overall_rate_and_stay_near_the_target():
+    """Rounds alternate cheap and expensive batches (1e6 vs 1e5 ops/s) plus 0.3 s per round: sized from the
+    previous round's rate they swing; from the overall rate their mean length is the target."""
+    from avocado_iofuzz.guided.sizing import RoundSizer
+
+    def duration(number: int, ops: int) -> float:
+        return 0.3 + ops / (1e6 if number % 2 else 1e5)
+
+    sizer = RoundSizer(2.0, 200_000)
+    assert sizer.next_ops() == 200_000  # nothing measured yet
+    lengths = []
+    for number in range(40):
+        ops = sizer.next_ops()
+        lengths.append(duration(number, ops))
+        sizer.record(ops, lengths[-1])
+    assert abs(sum(lengths[10:]) / 30 - 2.0) < 0.15
+    assert sizer.next_ops(seconds_left=0.5) < sizer.next_ops() and sizer.next_ops(seconds_left=0.0) == 1000
+    previous, swings = 200_000 / duration(0, 200_000), []
+    for number in range(1, 40):  # the old way, for contrast: the previous round's rate
+        ops = int(previous * 2.0)
+        swings.append(duration(number, ops))
+        previous = ops / swings[-1]
+    assert max(swings[10:]) > 2 * max(lengths[10:])
+    with pytest.raises(ValueError, match="must all be positive"):
+        RoundSizer(0, 1)
