@@ -26,7 +26,14 @@ blind with every sweep paced (a pause of U us before every E-th op), the
 same ops as the first, so what it reaches more is what the pauses let the
 device's timers and bottom halves do. Its figures are under ``paced``.
 
+``--kinds "pio mmio"`` overrides the rows' ``fuzz_kinds`` for both
+strategies: config-space writes move a device's BARs away (QEMU 7.2,
+usb.ich9_ehci: BAR0 at 0xff112000 after round 0's config sweep, not one
+usb_ehci_* event in any later round), so without restoring BARs every round
+after the first fuzzes memory no device decodes, whatever the strategy.
+
 Usage: python benchmarks/guided_vs_blind.py [--quick] [--seconds S] [--rows nic.e1000e,...] [--values dma]
+       [--kinds "pio mmio"]
 The last line is JSON: per row the events available and reached by each
 strategy, their curves, ``ratio`` (guided / blind), ``guided_s_to_blind_final``
 (guided's own seconds until it had blind's final count; null if never), and
@@ -158,14 +165,17 @@ def time_to_reach(contender: Contender, count: int) -> float | None:
 
 
 def compare(
-    row: str, seconds: float, seed: int, tmp: Path, values: str = "uniform", pace: tuple[int, int] = (0, 0)
-) -> dict[str, Any]:
+    row: str, seconds: float, seed: int, tmp: Path, values: str = "uniform", pace: tuple[int, int] = (0, 0),
+    kinds: str = "",
+) -> dict[str, Any]:  # fmt: skip
     from avocado_iofuzz.coverage.run import trace_args
     from avocado_iofuzz.guest.build import default_guest
     from avocado_iofuzz.vm.bare import BareQemu
 
     reference = f"iofuzz.quick.{row}"
     params = {**row_params(reference), "fuzz_values": values}  # both strategies plan the same value mode
+    if kinds:
+        params["fuzz_kinds"] = kinds
     machine = str(params.get("machine_type", "pc") or "pc")
     guest = default_guest()
     contenders: list[Contender] = []
@@ -227,6 +237,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--pace", default="", metavar="E:U", help="blind vs blind paced: a pause of U us before every E-th op"
     )
+    parser.add_argument("--kinds", default="", help="both strategies' fuzz_kinds, not the rows' (e.g. 'pio mmio')")
     args = parser.parse_args(argv)
     args.seconds = args.seconds or (QUICK_SECONDS if args.quick else SECONDS)
     every, _, us = args.pace.partition(":")
@@ -241,7 +252,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     rows: dict[str, Any] = {}
     for row in [r.strip() for r in args.rows.split(",") if r.strip()]:
         with tempfile.TemporaryDirectory(prefix="iofuzz-guided-") as tmp:
-            rows[row] = r = compare(row, args.seconds, args.seed, Path(tmp), args.values, args.pace_pair)
+            rows[row] = r = compare(row, args.seconds, args.seed, Path(tmp), args.values, args.pace_pair, args.kinds)
         name = r["challenger"]
         b, g = r["blind"], r[name]
         say(
@@ -249,7 +260,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"{r['events_available']} events (ratio {r['ratio']}); {name} reached blind's final count after "
             f"{r['guided_s_to_blind_final']} s; ops blind {b['ops']:,} {name} {g['ops']:,}; "
             f"rounds {b['rounds']}/{g['rounds']}, crashes {b['crashes']}/{g['crashes']}, "
-            f"corpus {g['corpus_entries']}, load {r['loadavg_1m_after']}; only {name}: {r['only_guided']}"
+            f"corpus {g['corpus_entries']} ({g['corpus_features']} features), load {r['loadavg_1m_after']}; "
+            f"only {name}: {r['only_guided']}"
         )
     ratios = [r["ratio"] for r in rows.values() if r["ratio"]]
     mean = geomean(ratios)
@@ -258,6 +270,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "seconds_per_strategy": args.seconds,
             "values": args.values,
             "pace": args.pace or None,
+            "kinds": args.kinds or "the rows'",
             "round_seconds": ROUND_SECONDS,
             "rows": rows,
             "rows_without_blind_events": sorted(k for k, r in rows.items() if not r["ratio"]),

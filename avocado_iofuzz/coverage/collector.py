@@ -141,6 +141,7 @@ class CoverageCollector:
         self._pending = {}
         if self.count_hits:  # counting keeps seen events on: the idle guest's are off for good
             self._pending_hits = {}
+            self._capped = set()  # a busy idle event may have hit the cap: off for good, not until the next range
             self._switch_off(sorted(self.background))
         self._started = self.clock()
 
@@ -290,6 +291,7 @@ class CoverageCollector:
             self.background |= set(self._pending)
             if self.count_hits:
                 self._switch_off(sorted(self._pending))
+                self._capped -= self.background  # off for good: the next range must not switch them on
                 self._pending_hits = {}
             self._pending = {}
             return

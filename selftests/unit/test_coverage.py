@@ -368,3 +368,26 @@ def test_a_counting_collector_counts_hits_per_range_and_caps_a_hot_event_until_t
     assert col.hits == {}  # a round's counts are its own
     col.finish()
     assert qemu.enabled == set()
+
+
+def test_a_counting_collector_leaves_busy_background_events_off_across_ranges(tmp_path):
+    """An idle guest's timer or the executor's setup may fire an event HIT_CAP times before the first op: it is
+    background, off for good -- not switched on again when the next range starts (it swamped later rounds)."""
+    from avocado_iofuzz.coverage.collector import HIT_CAP
+
+    qemu = FakeQemu(tmp_path / "trace.log")
+    selection = catalog().select(["e1000e"], [p.name for p in PLANS], AVAILABLE)
+    idle = ["x86_gsi_interrupt"] * (HIT_CAP + 1)
+    col = CoverageCollector(selection, qemu.path, qemu.qmp, sleep=lambda s: qemu.fire(*idle), count_hits=True)
+    col.start(PLANS)
+    col.progress(0, 0)
+    qemu.fire(*["pci_cfg_write"] * HIT_CAP)  # the kernel enabling the BAR for the executor
+    col.progress(0, 0)  # read before the first mark: counted, capped, off
+    qemu.mark(0, 0)
+    qemu.fire("e1000e_core_write")
+    qemu.mark(0, PLANS[0].op_count)
+    qemu.mark(1, 4)
+    col.progress(1, 4)
+    assert col.background == {"x86_gsi_interrupt", "pci_cfg_write"}
+    assert not {"x86_gsi_interrupt", "pci_cfg_write"} & qemu.enabled  # the second range started: still off
+    assert col.hits == {0: {"e1000e_core_write": 1}}
