@@ -9,6 +9,7 @@ started with.
 
 from __future__ import annotations
 
+import copy
 import json
 import shutil
 import subprocess
@@ -64,7 +65,7 @@ def check_rounds_rebuild(summary, start: Corpus, saved: dict | None = None):
     """The rounds derived again from the corpus the run started with: from summary.json, and from the trace alone."""
     guided = summary["guided"]
     bases = bases_from(guided["ranges"])
-    from_trace = Corpus(start.qemu_version, start.key, list(start.entries))
+    from_trace = copy.deepcopy(start)  # the rebuild credits entries: each its own
     rebuilt = rebuild_rounds(summary["seed"], bases, start, guided["rounds"])
     assert [r.batches for r in rebuilt] == [recorded_batches(r) for r in guided["rounds"]]
     again = rebuild_rounds(summary["seed"], bases, from_trace, rounds_from_trace(read_trace(summary["trace"]).events))
