@@ -458,3 +458,17 @@ def test_rounds_of_mixed_cost_are_sized_from_the_overall_rate_and_stay_near_the_
     assert max(swings[10:]) > 2 * max(lengths[10:])
     with pytest.raises(ValueError, match="must all be positive"):
         RoundSizer(0, 1)
+
+
+def test_the_first_rounds_one_time_costs_do_not_shrink_the_rounds_after_it():
+    """Round 0 pays the first login and the coverage baseline (3 s here); later rounds 0.3 s + ops at 3e6/s."""
+    from avocado_iofuzz.guided.sizing import RoundSizer
+
+    sizer = RoundSizer(2.0, 200_000)
+    sizer.record(200_000, 3.0 + 200_000 / 3e6)
+    lengths = []
+    for _ in range(12):
+        ops = sizer.next_ops()
+        lengths.append(0.3 + ops / 3e6)
+        sizer.record(ops, lengths[-1])
+    assert all(abs(length - 2.0) < 0.1 for length in lengths[3:]), lengths
