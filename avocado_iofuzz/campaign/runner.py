@@ -34,11 +34,14 @@ from avocado_iofuzz.executor.protocol import (
     Hang,
     Progress,
     Ready,
+    Restore,
+    Saved,
     executor_command,
     inflight_window,
     parse_line,
 )
-from avocado_iofuzz.model.program import RangePlan
+from avocado_iofuzz.model import pci_restore
+from avocado_iofuzz.model.program import SPACE_PCI, RangePlan
 from avocado_iofuzz.vm.interface import GuestVM, QemuExit
 
 LOG = logging.getLogger("avocado.test.iofuzz")
@@ -68,6 +71,8 @@ class CampaignConfig:
     # After @DONE, watch QEMU this long: a timer the last ops armed may still fire
     # (edu's DMA 100 ms later, e1000e's interrupt throttling) and kill it.
     done_linger: float = 1.0
+    # the executor puts each pci range's function header (BARs, command...) back when it leaves the range
+    pci_restore: bool = True
 
 
 class TraceSink(Protocol):
@@ -190,6 +195,8 @@ class Campaign:
         self._range = 0
         self._op = 0
         self._session: Any = session  # a logged-in session to start with, if the caller has one
+        # range index -> the header the executor saved entering that pci range (handed back on a resume into it)
+        self._saved: dict[int, Saved] = {}
         self._started = 0.0
         self._last_log = 0.0
         # the executor numbers ranges by their place in its argument list
@@ -249,8 +256,13 @@ class Campaign:
             resume=(self._range, self._op),
             hang_at=hang_at,
             binary=self.config.executor,
+            pci_restore=self.config.pci_restore,
+            pci_saved=self._saved_for_resume(),
         )
-        self.trace.event("start", range=self.plans[self._range].index, op=self._op)
+        restoring = {}
+        if any(plan.space == SPACE_PCI for plan in self.plans):
+            restoring[pci_restore.START_KEY] = self.config.pci_restore  # replays do as the run did
+        self.trace.event("start", range=self.plans[self._range].index, op=self._op, **restoring)
         self._named_stop = None
         LOG.debug("executor: %s", command)
         self._session.sendline(command)
@@ -274,6 +286,10 @@ class Campaign:
                     last_progress = self.clock() if isinstance(message, Progress) else last_progress
                 elif isinstance(message, Ready):
                     last_progress = self.clock()
+                elif isinstance(message, Restore):
+                    self._record_restore(message)
+                elif isinstance(message, Saved):
+                    self._saved[message.range_index] = message
                 elif isinstance(message, Done):
                     return _Stop("done")
                 elif isinstance(message, ExecError):
@@ -320,6 +336,10 @@ class Campaign:
                 message = parse_line(line)
                 if isinstance(message, Progress | Hang):
                     self._count(message)
+                elif isinstance(message, Restore):
+                    self._record_restore(message)
+                elif isinstance(message, Saved):
+                    self._saved[message.range_index] = message
             if not chunk:  # nothing came for 0.2 s after QEMU's end: the buffer is empty
                 break
         return _Stop("died")
@@ -338,6 +358,19 @@ class Campaign:
             self._range, self._op = position + 1, 0
         else:
             self._range, self._op = position, progress.ops_done
+
+    def _saved_for_resume(self) -> Saved | None:
+        """The header saved on entering the range the executor resumes in the middle of: it may be half fuzzed now."""
+        plan = self.plans[self._range]
+        if not self.config.pci_restore or self._op == 0 or plan.space != SPACE_PCI:
+            return None
+        return self._saved.get(plan.index)
+
+    def _record_restore(self, message: Restore) -> None:
+        """The executor is putting a pci range's header back: config writes replays must make too."""
+        plan = self._plan_by_index(message.range_index)
+        writes = pci_restore.event_writes(plan.start, message.writes)
+        self.trace.event(pci_restore.RESTORE_EVENT, range=plan.index, op=message.op_index, writes=writes)
 
     # -- findings -----------------------------------------------------------
     def _window(self) -> tuple[RangePlan, tuple[int, int]]:

@@ -11,7 +11,7 @@
  * Usage:
  *   iofuzz-exec [--dry-run | --check] [--limit-loop | --bare-loop] --seed S --fuzz-count N
  *               [--report-every K] [--resume I:J] [--hang-at I:J] [--scratch 0xBASE-0xEND]
- *               (RANGE... | --ranges-stdin)
+ *               [--no-pci-restore | --pci-saved I:TYPE:0xCMD[:0xV...]] (RANGE... | --ranges-stdin)
  *   RANGE is [I:][SPACE:]0xSTART-0xEND[/W][,N][+dma][@S][~E:U]: inclusive bounds in hex,
  *   optional range index I (default: position in the argument list), address
  *   space SPACE (pio, the default; mmio; pci), access width W (1, 2 or 4
@@ -53,6 +53,11 @@
  *                                        (at multiples of K) and at its end
  *   @HANG <range_index> <op_index>       fault injection reached (see --hang-at)
  *   @DONE <total_ops>                    ops performed by this invocation
+ *   @SAVED <range_index> <type> 0xCMD 0xV...  entering a pci range: its function's header type,
+ *                                        command register and saved registers (see below)
+ *   @RESTORE <range_index> <op> REG:W:0xV...  leaving a pci range at op <op>: the config writes
+ *                                        that put its function's header back (see below), in
+ *                                        order, printed (and drained) before they are made
  *   @DENIED <range_index> <reason>       the guest kernel refuses access to that
  *                                        range (lockdown, no /dev/mem, iomem=strict...)
  *   @ERR <message>                       failure; the exit status is non-zero
@@ -66,6 +71,21 @@
  *   <range_index> <op_index> <r|w> 0x<port> <width> 0x<value>
  * and never calls iopl() nor touches a port.
  *
+ * Header restore (pci ranges; --no-pci-restore turns it off): random writes to a
+ * function's BARs and command register move its BARs or turn its decoding off
+ * for the rest of QEMU's life, so every later op aimed at the device hits
+ * nothing. On entering a pci range the executor reads the function's header
+ * registers that decide where it decodes (command; BARs 0x10-0x24 and ROM 0x30
+ * of a type-0 header; of a bridge's type-1 header BARs 0x10-0x14, bus numbers
+ * 0x18, I/O window 0x1c, memory windows 0x20-0x2c, upper I/O 0x30, ROM 0x38 and
+ * bridge control 0x3e); on leaving it (ops done, a stop signal, a config access
+ * error) it writes back each register that changed: decoding off first, then
+ * the registers, then the command register as it found it, so that no
+ * half-restored BAR decodes in between. @RESTORE names the writes first. A
+ * resume into the middle of a pci range (after a hang) finds the header half
+ * fuzzed: --pci-saved hands over what @SAVED printed when the range was
+ * entered, and that is what is put back.
+ *
  * Safety: no port, memory or config access (nor any mapping) happens unless
  * /proc/cmdline carries the token iofuzz.guest=1, which only our embedded
  * guests set.
@@ -77,6 +97,7 @@
 #include <inttypes.h>
 #include <dirent.h>
 #include <sched.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -102,6 +123,11 @@
 #define IORESOURCE_IO 0x100ULL
 #define IORESOURCE_MEM 0x200ULL
 #define PCI_COMMAND_MASTER 0x4
+#define PCI_COMMAND_DECODE 0x3 /* I/O space and memory space */
+#define PCI_COMMAND_REGISTER 0x04
+#define PCI_HEADER_TYPE_REGISTER 0x0e
+#define MAX_HEADER_REGISTERS 11
+#define MAX_RESTORE_WRITES (MAX_HEADER_REGISTERS + 2)
 #define PCI_DEVICES_DIR "/sys/bus/pci/devices"
 #define MAX_FUZZ_COUNT 0xffffffffULL
 #define MAX_REPORT_EVERY 0xffffffffULL
@@ -340,6 +366,220 @@ static inline void mmio_write(volatile uint8_t *p, uint64_t width, uint64_t valu
 
 static void __attribute__((noreturn, format(printf, 2, 3))) fail(int status, const char *fmt, ...);
 static void emit(const char *fmt, ...);
+static uint64_t parse_number(const char *what, const char *text, uint64_t max);
+
+/* ---- putting a pci range's header back (see "Header restore" above) ------- */
+
+struct header_register {
+	uint16_t offset;
+	uint8_t width;
+};
+
+/* Where a type-0 function decodes: its six BARs (both halves of a 64-bit one) and its ROM BAR. */
+static const struct header_register type0_registers[] = {
+	{ 0x10, 4 }, { 0x14, 4 }, { 0x18, 4 }, { 0x1c, 4 }, { 0x20, 4 }, { 0x24, 4 }, { 0x30, 4 },
+};
+/* A bridge's: its BARs, bus numbers, windows, ROM and bridge control (secondary bus reset, VGA/ISA
+ * forwarding). 0x1c and 0x3e take 2 bytes: the other halves of their dwords are the secondary
+ * status (write 1 to clear: writing it back would clear it) and the interrupt line and pin. */
+static const struct header_register type1_registers[] = {
+	{ 0x10, 4 }, { 0x14, 4 }, { 0x18, 4 }, { 0x1c, 2 }, { 0x20, 4 }, { 0x24, 4 },
+	{ 0x28, 4 }, { 0x2c, 4 }, { 0x30, 4 }, { 0x38, 4 }, { 0x3e, 2 },
+};
+
+struct pci_header {
+	uint32_t command;
+	uint32_t values[MAX_HEADER_REGISTERS];
+	const struct header_register *registers; /* by header type; NULL (none but the command) for others */
+	int n_registers;
+};
+
+struct config_write {
+	uint32_t offset;
+	uint32_t width;
+	uint32_t value;
+};
+
+static int pci_restore = 1;		     /* --no-pci-restore clears it */
+static const struct range *pci_entered;	     /* the pci range whose header is saved; NULL outside one */
+static struct pci_header pci_saved;	     /* its header as the range found it */
+static uint64_t pci_position;		     /* the op it is left at */
+static volatile sig_atomic_t stop_signal;    /* a stop signal that came while in a pci range */
+static const int stop_signals[] = { SIGINT, SIGTERM, SIGHUP };
+
+static void note_stop_signal(int sig)
+{
+	stop_signal = sig;
+}
+
+static void catch_stop_signals(int on)
+{
+	struct sigaction action;
+
+	memset(&action, 0, sizeof(action));
+	action.sa_handler = on ? note_stop_signal : SIG_DFL;
+	sigemptyset(&action.sa_mask);
+	for (size_t k = 0; k < sizeof(stop_signals) / sizeof(stop_signals[0]); k++)
+		sigaction(stop_signals[k], &action, NULL);
+}
+
+static int config_read(int fd, uint32_t offset, uint32_t width, uint32_t *value)
+{
+	*value = 0; /* little endian: a narrower read fills the low bytes */
+	return pread(fd, value, width, offset) == (ssize_t)width ? 0 : -1;
+}
+
+static int read_header(int fd, struct pci_header *h)
+{
+	uint32_t type;
+
+	if (config_read(fd, PCI_HEADER_TYPE_REGISTER, 1, &type) < 0 ||
+	    config_read(fd, PCI_COMMAND_REGISTER, 2, &h->command) < 0)
+		return -1;
+	type &= 0x7f; /* bit 7: multi-function */
+	h->registers = type == 0 ? type0_registers : type == 1 ? type1_registers : NULL;
+	h->n_registers = type == 0   ? (int)(sizeof(type0_registers) / sizeof(type0_registers[0]))
+			 : type == 1 ? (int)(sizeof(type1_registers) / sizeof(type1_registers[0]))
+				     : 0;
+	for (int k = 0; k < h->n_registers; k++)
+		if (config_read(fd, h->registers[k].offset, h->registers[k].width, &h->values[k]) < 0)
+			return -1;
+	return 0;
+}
+
+/* The writes that take header `now` back to `saved`: decoding off (if an address register changed and
+ * decoding is on), each changed register, then the command register (if it is not as saved). Keep in
+ * step with avocado_iofuzz/model/pci_restore.py. */
+static int plan_restore(const struct pci_header *saved, const struct pci_header *now, struct config_write *out)
+{
+	uint32_t command = now->command;
+	int n = 0, moved = 0;
+
+	for (int k = 0; k < saved->n_registers; k++)
+		moved |= now->values[k] != saved->values[k];
+	if (moved && (command & PCI_COMMAND_DECODE)) {
+		command &= ~(uint32_t)PCI_COMMAND_DECODE;
+		out[n++] = (struct config_write){ PCI_COMMAND_REGISTER, 2, command };
+	}
+	for (int k = 0; k < saved->n_registers; k++)
+		if (now->values[k] != saved->values[k])
+			out[n++] = (struct config_write){ saved->registers[k].offset, saved->registers[k].width,
+							  saved->values[k] };
+	if (command != saved->command)
+		out[n++] = (struct config_write){ PCI_COMMAND_REGISTER, 2, saved->command };
+	return n;
+}
+
+/* --pci-saved I:TYPE:0xCMD[:0xV...]: the header range I had when an earlier invocation entered it */
+static struct pci_header pci_given;
+static uint64_t pci_given_index;
+static int pci_given_set;
+
+static void parse_pci_saved(const char *text)
+{
+	char buf[256], *save, *word;
+	uint64_t type = 0, value;
+	int k = -3;
+
+	pci_given = (struct pci_header){ 0 };
+
+	if (strlen(text) >= sizeof(buf))
+		fail(EXIT_USAGE, "--pci-saved: '%.40s...' is too long", text);
+	strcpy(buf, text);
+	for (word = strtok_r(buf, ":", &save); word; word = strtok_r(NULL, ":", &save), k++) {
+		if (k == -3) {
+			pci_given_index = parse_number("--pci-saved range index", word, 0xffffffffULL);
+		} else if (k == -2) {
+			type = parse_number("--pci-saved header type", word, 0x7f);
+			pci_given.registers = type == 0 ? type0_registers : type == 1 ? type1_registers : NULL;
+			pci_given.n_registers = type == 0   ? (int)(sizeof(type0_registers) / sizeof(type0_registers[0]))
+						: type == 1 ? (int)(sizeof(type1_registers) / sizeof(type1_registers[0]))
+							    : 0;
+		} else if (k >= MAX_HEADER_REGISTERS) {
+			break;
+		} else {
+			value = parse_number("--pci-saved register value", word, 0xffffffffULL);
+			if (k == -1)
+				pci_given.command = (uint32_t)value;
+			else
+				pci_given.values[k] = (uint32_t)value;
+		}
+	}
+	if (k < -1 || k != pci_given.n_registers)
+		fail(EXIT_USAGE, "--pci-saved %s: expected I:TYPE:0xCOMMAND and %d register value(s) for header type %" PRIu64,
+		     text, pci_given.n_registers, type);
+	pci_given_set = 1;
+}
+
+/*
+ * Entering pci range r at op `op_index`: save its function's header (as --pci-saved gives it, when an
+ * earlier invocation entered the range and did not leave it: the header may be half fuzzed now), say
+ * what was saved (@SAVED), catch stop signals.
+ */
+static void enter_pci_range(const struct range *r, uint64_t op_index)
+{
+	char line[480];
+	int len;
+
+	if (!pci_restore || r->space != SPACE_PCI)
+		return;
+	if (pci_given_set && pci_given_index == r->index)
+		pci_saved = pci_given;
+	else if (read_header(r->config_fd, &pci_saved) < 0)
+		fail(EXIT_RUNTIME, "range %" PRIu64 ": cannot read the config header (to put it back later): %s", r->index,
+		     strerror(errno));
+	len = snprintf(line, sizeof(line), "@SAVED %" PRIu64 " %d 0x%x", r->index,
+		       pci_saved.registers == type0_registers ? 0 : pci_saved.registers == type1_registers ? 1 : 127,
+		       pci_saved.command);
+	for (int k = 0; k < pci_saved.n_registers && len < (int)sizeof(line); k++)
+		len += snprintf(line + len, sizeof(line) - len, " 0x%x", pci_saved.values[k]);
+	emit("%s", line);
+	pci_position = op_index;
+	stop_signal = 0;
+	catch_stop_signals(1);
+	pci_entered = r;
+}
+
+/*
+ * Leaving the pci range entered last, at op pci_position: announce the writes that put its header
+ * back (@RESTORE), make them, let stop signals through again and act on one that came meanwhile.
+ * `fatal`: a failed write ends the executor (0 when called by fail() itself).
+ */
+static void leave_pci_range(int fatal)
+{
+	const struct range *r = pci_entered;
+	struct config_write writes[MAX_RESTORE_WRITES];
+	struct pci_header now = pci_saved;
+	char line[480];
+	int n, len;
+
+	if (!r)
+		return;
+	pci_entered = NULL; /* first: fail() must not come back here */
+	if (read_header(r->config_fd, &now) < 0) {
+		if (fatal)
+			fail(EXIT_RUNTIME, "range %" PRIu64 ": cannot read the config header back: %s", r->index,
+			     strerror(errno));
+		return;
+	}
+	n = plan_restore(&pci_saved, &now, writes);
+	if (n) {
+		len = snprintf(line, sizeof(line), "@RESTORE %" PRIu64 " %" PRIu64, r->index, pci_position);
+		for (int k = 0; k < n && len < (int)sizeof(line); k++)
+			len += snprintf(line + len, sizeof(line) - len, " 0x%x:%u:0x%x", writes[k].offset, writes[k].width,
+					writes[k].value);
+		emit("%s", line);
+	}
+	for (int k = 0; k < n; k++) {
+		if (pwrite(r->config_fd, &writes[k].value, writes[k].width, writes[k].offset) != (ssize_t)writes[k].width &&
+		    fatal)
+			fail(EXIT_RUNTIME, "range %" PRIu64 ": putting config register 0x%x back failed: %s", r->index,
+			     writes[k].offset, strerror(errno));
+	}
+	catch_stop_signals(0);
+	if (stop_signal)
+		raise(stop_signal); /* the default action now: the executor ends as the signal asked */
+}
 
 static inline __attribute__((always_inline)) void mmio_loop(const struct range *r, uint64_t first, uint64_t stop,
 							      int dma)
@@ -364,10 +604,15 @@ static inline __attribute__((always_inline)) void pci_loop(const struct range *r
 		struct op op = gen_op_values(r, i, dma);
 		uint32_t value = (uint32_t)op.value; /* little endian: the low bytes go first */
 		off_t reg = (off_t)(op.port & 0xfff);
-		ssize_t n = op.kind == 'r' ? pread(r->config_fd, &value, op.width, reg)
-					   : pwrite(r->config_fd, &value, op.width, reg);
+		ssize_t n;
 
+		if (stop_signal) { /* only ever set in a pci range with its header saved */
+			pci_position = i;
+			leave_pci_range(1);
+		}
+		n = op.kind == 'r' ? pread(r->config_fd, &value, op.width, reg) : pwrite(r->config_fd, &value, op.width, reg);
 		if (n != (ssize_t)op.width) {
+			pci_position = i;
 			if (n < 0 && (errno == EPERM || errno == EACCES)) {
 				emit("@DENIED %" PRIu64 " config %s refused: %s", r->index, op.kind == 'r' ? "read" : "write",
 				     strerror(errno));
@@ -597,6 +842,7 @@ static void __attribute__((noreturn, format(printf, 2, 3))) fail(int status, con
 	va_start(ap, fmt);
 	vsnprintf(message, sizeof(message), fmt, ap);
 	va_end(ap);
+	leave_pci_range(0); /* a failure inside a pci range still puts its header back */
 	emit("@ERR %s", message);
 	exit(status);
 }
@@ -801,7 +1047,7 @@ static void usage(void)
 {
 	fputs("usage: iofuzz-exec [--dry-run | --check] [--limit-loop | --bare-loop] --seed S --fuzz-count N\n"
 	      "                   [--report-every K] [--resume I:J] [--hang-at I:J]\n"
-	      "                   [--scratch 0xBASE-0xEND] [I:][pio:|mmio:|pci:]0xSTART-0xEND[/W][,N][+dma][@S][~E:U]...\n"
+	      "                   [--scratch 0xBASE-0xEND] [--no-pci-restore] [I:][pio:|mmio:|pci:]0xSTART-0xEND[/W][,N][+dma][@S][~E:U]...\n"
 	      "  RANGE@S         the range's own seed S instead of --seed (~E:U: pause U us every E ops)\n"
 	      "  --dry-run       print the ops instead of performing them (safe anywhere)\n"
 	      "  --check         set up every range's access path, report refusals (@DENIED), no op\n"
@@ -812,6 +1058,8 @@ static void usage(void)
 	      "  --resume I:J    start at op J of the range with index I\n"
 	      "  --hang-at I:J   FAULT INJECTION for tests: hang the guest before op J of range I\n"
 	      "  --scratch 0xBASE-0xEND  the scratch memory of +dma ranges (reserved with memmap=SIZE$BASE)\n"
+	      "  --no-pci-restore  leave a pci range's function header as its ops left it (BARs, command...)\n"
+	      "  --pci-saved I:TYPE:0xCMD[:0xV...]  the header to put back for range I (as @SAVED printed it)\n"
 	      "   or: iofuzz-exec [--dry-run] [--report-every K] --script FILE|-\n"
 	      "  --script FILE   replay a qtest script's port I/O and MMIO (outb/inb, writel/readl...; - is stdin)\n",
 	      stderr);
@@ -1381,6 +1629,7 @@ int main(int argc, char **argv)
 		{ "report-every", required_argument, NULL, 'k' }, { "resume", required_argument, NULL, 'r' },
 		{ "hang-at", required_argument, NULL, 'H' },   { "help", no_argument, NULL, 'h' },
 		{ "script", required_argument, NULL, 'S' },    { "scratch", required_argument, NULL, 'M' },
+		{ "no-pci-restore", no_argument, NULL, 'N' }, { "pci-saved", required_argument, NULL, 'V' },
 		{ NULL, 0, NULL, 0 },
 	};
 	static struct range ranges[MAX_RANGES];
@@ -1409,12 +1658,14 @@ int main(int argc, char **argv)
 		case 'h': usage(); return 0;
 		case 'S': script = optarg; break;
 		case 'M': parse_scratch(optarg); break;
+		case 'N': pci_restore = 0; break;
+		case 'V': parse_pci_saved(optarg); break;
 		default: fail(EXIT_USAGE, "unknown option or missing value: '%s'", argv[optind - 1]);
 		}
 	}
 	if (script) {
 		if (have_seed || have_fuzz || limit_loop || bare_loop || check || ranges_stdin || resume.set ||
-		    hang.set || scratch_size || optind < argc)
+		    hang.set || scratch_size || !pci_restore || pci_given_set || optind < argc)
 			fail(EXIT_USAGE, "--script combines only with --dry-run and --report-every");
 		if (report_every == 0)
 			fail(EXIT_USAGE, "--report-every must be at least 1");
@@ -1450,6 +1701,8 @@ int main(int argc, char **argv)
 			     space_names[ranges[i].space]);
 		any_dma |= ranges[i].dma;
 	}
+	if (pci_given_set && !pci_restore)
+		fail(EXIT_USAGE, "--pci-saved is for putting a header back: not with --no-pci-restore");
 	if (any_dma && !scratch_size)
 		fail(EXIT_USAGE, "+dma ranges need --scratch 0xBASE-0xEND (their scratch memory)");
 	if (any_dma && bare_loop)
@@ -1512,10 +1765,15 @@ int main(int argc, char **argv)
 		for (struct range *r = first_range; r < ranges + n_ranges; r++) {
 			uint64_t first = (r == first_range && resume.set) ? resume.op_index : 0;
 
-			if (bare_loop)
+			if (bare_loop) {
 				run_bare(r, first, r->op_count);
-			else
+			} else {
+				if (!dry_run)
+					enter_pci_range(r, first);
 				run_paced(r, first, r->op_count, first, 0, dry_run ? run_sink : run_range);
+				pci_position = r->op_count;
+				leave_pci_range(1);
+			}
 			total += r->op_count - first;
 		}
 		emit("@DONE %" PRIu64, total);
@@ -1528,6 +1786,8 @@ int main(int argc, char **argv)
 		uint64_t entered = j;
 
 		emit("@P %" PRIu64 " %" PRIu64, r->index, j);
+		if (!dry_run)
+			enter_pci_range(r, j);
 		for (;;) {
 			int clamped = 0;
 			uint64_t stop;
@@ -1550,6 +1810,8 @@ int main(int argc, char **argv)
 			if (!clamped)
 				emit("@P %" PRIu64 " %" PRIu64, r->index, j);
 		}
+		pci_position = j;
+		leave_pci_range(1);
 	}
 	emit("@DONE %" PRIu64, total);
 	return 0;

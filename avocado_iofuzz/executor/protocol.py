@@ -15,6 +15,18 @@ guest's serial console:
     before performing that op.
 ``@DONE <total_ops>``
     finished; ``total_ops`` counts the ops of this invocation only.
+``@SAVED <range_index> <header_type> 0x<command> 0x<value>...``
+    entering a ``pci`` range (unless ``--no-pci-restore``): the header the
+    executor will put back, the values of the registers
+    :func:`~avocado_iofuzz.model.pci_restore.header_registers` lists for the
+    type. A resume into the middle of that range hands it back
+    (``--pci-saved``): the header it finds then may be half fuzzed.
+``@RESTORE <range_index> <op_index> 0xREG:W:0xVALUE...``
+    leaving a ``pci`` range at ``op_index``: the config writes that put its
+    function's header back (BARs, ROM, bridge windows, command register; see
+    :mod:`avocado_iofuzz.model.pci_restore`), in the order the executor makes
+    them, right after this line. Not with ``--no-pci-restore``; nothing when
+    nothing changed.
 ``@DENIED <range_index> <reason>``
     the guest kernel refuses access to that range (lockdown, no ``/dev/mem``,
     a BAR claimed under ``iomem=strict``...); printed while the access paths
@@ -43,7 +55,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from avocado_iofuzz.model.dma import SCRATCH_BASE, SCRATCH_END, VALUES_UNIFORM
-from avocado_iofuzz.model.program import SPACE_PIO, Op, RangePlan
+from avocado_iofuzz.model.pci_restore import ConfigWrite, RestoreError, parse_writes
+from avocado_iofuzz.model.program import SPACE_PCI, SPACE_PIO, Op, RangePlan
 
 PROTOCOL_VERSION = 1
 DEFAULT_BINARY = "/usr/bin/iofuzz-exec"
@@ -95,7 +108,32 @@ class NoScratch:
     reason: str
 
 
-Message = Ready | Progress | Hang | Done | ExecError | Denied | NoScratch
+@dataclass(frozen=True)
+class Restore:
+    """The executor puts a pci range's function header back with ``writes``, leaving it at ``op_index``."""
+
+    range_index: int
+    op_index: int
+    writes: tuple[ConfigWrite, ...]
+
+
+@dataclass(frozen=True)
+class Saved:
+    """The header of a pci range's function as the executor saved it on entering the range."""
+
+    range_index: int
+    header_type: int
+    command: int
+    values: tuple[int, ...]
+
+    def argument(self) -> str:
+        """The executor's ``--pci-saved`` value that hands this header back."""
+        return ":".join(
+            [str(self.range_index), str(self.header_type), *(f"{v:#x}" for v in (self.command, *self.values))]
+        )
+
+
+Message = Ready | Progress | Hang | Done | ExecError | Denied | NoScratch | Restore | Saved
 
 # CSI sequences such as the ESC[6n (cursor position query) busybox ash prints
 # after its prompt, and the bracketed-paste toggles of bash.
@@ -108,6 +146,8 @@ _MESSAGE = re.compile(
     r"|P (?P<p_range>\d+) (?P<p_done>\d+)"
     r"|HANG (?P<h_range>\d+) (?P<h_op>\d+)"
     r"|DONE (?P<total>\d+)"
+    r"|SAVED (?P<s_range>\d+) (?P<s_type>\d+) 0x(?P<s_command>[0-9a-f]+)(?P<s_values>(?: 0x[0-9a-f]+)*)"
+    r"|RESTORE (?P<r_range>\d+) (?P<r_op>\d+)(?P<r_writes>(?: 0x[0-9a-f]+:[124]:0x[0-9a-f]+)+)"
     r"|DENIED (?P<d_range>\d+) (?P<reason>.*?)"
     r"|NOSCRATCH (?P<no_scratch>.*?)"
     r"|ERR (?P<message>.*?)"
@@ -134,6 +174,14 @@ def parse_line(line: str) -> Message | None:
         return Hang(int(g["h_range"]), int(g["h_op"]))
     if g["total"] is not None:
         return Done(int(g["total"]))
+    if g["s_range"] is not None:
+        values = tuple(int(v, 16) for v in g["s_values"].split())
+        return Saved(int(g["s_range"]), int(g["s_type"]), int(g["s_command"], 16), values)
+    if g["r_range"] is not None:
+        try:
+            return Restore(int(g["r_range"]), int(g["r_op"]), parse_writes(g["r_writes"].split()))
+        except RestoreError:  # a line the console garbled: no restore the executor announced
+            return None
     if g["d_range"] is not None:
         return Denied(int(g["d_range"]), g["reason"])
     if g["no_scratch"] is not None:
@@ -202,6 +250,8 @@ def executor_command(
     limit_loop: bool = False,
     bare_loop: bool = False,
     check: bool = False,
+    pci_restore: bool = True,
+    pci_saved: Saved | None = None,
 ) -> str:
     """The shell command that runs ``plans`` in the guest.
 
@@ -215,6 +265,10 @@ def executor_command(
     seed or fuzz count differs from the first plan's carries its own (``@S``,
     ``,N``): a blind run's command is the same as before ranges had seeds.
     Plans with DMA-aware values add the scratch memory (``--scratch``).
+    ``pci_restore=False`` leaves each ``pci`` range's function header as its
+    ops left it (``--no-pci-restore``, written only when a plan is ``pci``).
+    ``pci_saved``: the header the executor saved when it entered the range
+    ``resume`` goes back into, to be put back instead of the one it finds.
     """
     if not plans:
         raise ValueError("executor_command: no range plans given")
@@ -248,6 +302,14 @@ def executor_command(
         if bare_loop:
             raise ValueError("executor_command: bare_loop replays a table of ops without the scratch memory")
         args += ["--scratch", scratch_argument()]
+    if not pci_restore and any(p.space == SPACE_PCI for p in plans):
+        args.append("--no-pci-restore")
+    if pci_saved is not None:
+        if not pci_restore or resume is None or resume[0] != pci_saved.range_index:
+            raise ValueError("executor_command: pci_saved is for a resume into that range, with pci_restore")
+        if by_index[resume[0]].space != SPACE_PCI:
+            raise ValueError(f"executor_command: pci_saved names range {resume[0]}, which is no pci range")
+        args += ["--pci-saved", pci_saved.argument()]
     order = [p.index for p in plans]
     if resume is not None:
         _check_position("resume", resume, by_index, allow_end=True)

@@ -170,6 +170,7 @@ def _replay_trace(path: Path, config: dict[str, Any], say: Say) -> bool:
         hang_timeout=hang_timeout,
         max_hangs=1,
         hang_at=_hang_at(extracted.header),
+        pci_restore=extracted.pci_restore,
     )
     with recorded_guest(extracted.header, outdir / "guest") as vm:
         try:

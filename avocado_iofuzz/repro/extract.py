@@ -16,6 +16,12 @@ it do not count. Candidates, shortest first:
     everything executed since the devices last had a fresh state, capped to
     the most recent ``max_prefix_ops`` (the other devices' history too).
 
+Where the executor put a ``pci`` range's function header back (event
+``pci_restore``, see :mod:`avocado_iofuzz.model.pci_restore`), its config
+writes follow the range's ops in every candidate: they are part of what QEMU
+saw. Minimization may drop them like any other op; a reproducer is only kept
+when a replay of it, as written, still shows the finding.
+
 Under ``-qtest`` no firmware ran: the PCI setup (BARs and decoding the guest's
 firmware had assigned, from the PCI listing the run recorded) is put in
 front of every candidate as ops, so minimization keeps only what the finding
@@ -33,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from avocado_iofuzz.campaign.trace import Event, Trace, TraceError, read_trace
+from avocado_iofuzz.model import pci_restore
 from avocado_iofuzz.model.program import Op, RangePlan
 from avocado_iofuzz.repro.qemu_args import ReplayArgsError, replay_args
 from avocado_iofuzz.repro.qtest import parse_script
@@ -96,6 +103,7 @@ class Extracted:
     setup: list[Op]  # PCI setup for qtest replays (empty without a recorded PCI listing)
     qtest_target: QtestTarget | None  # None: the recorded command line cannot be replayed under qtest
     qtest_problem: str = ""  # why there is no qtest target
+    pci_restore: bool = False  # the run's executor put pci headers back (replays that run the executor do too)
 
 
 def load_trace(path: str | os.PathLike[str]) -> Trace:
@@ -173,6 +181,37 @@ def executed_spans(trace: Trace, until: Event) -> list[tuple[int, int, int]]:
     return spans
 
 
+def restore_points(trace: Trace, until: Event) -> dict[tuple[int, int], list[Op]]:
+    """``(range_index, op_index) -> config writes`` the executor made leaving a pci range there.
+
+    Only since the devices' last fresh state, as :func:`executed_spans`.
+    """
+    points: dict[tuple[int, int], list[Op]] = {}
+    for event in trace.events:
+        if event.line > until.line:
+            break
+        if event.kind in _FRESH_STATE_EVENTS or (event.kind == "reboot" and event is not until):
+            points = {}
+        elif event.kind == pci_restore.RESTORE_EVENT:
+            try:
+                where = (int(event.data["range"]), int(event.data["op"]))
+                points[where] = pci_restore.restore_ops(event.data)
+            except (KeyError, TypeError, ValueError) as err:
+                raise ExtractError(f"{trace.path}:{event.line}: unusable {event.kind} event: {err}") from None
+    return points
+
+
+def restoring_executor(trace: Trace, until: Event) -> bool:
+    """Whether the executor that ran up to ``until`` put pci headers back (older runs' did not)."""
+    setting = False
+    for event in trace.events:
+        if event.line > until.line:
+            break
+        if event.kind == "start":
+            setting = bool(event.data.get(pci_restore.START_KEY, False))
+    return setting
+
+
 def _spans_between(
     trace: Trace, order: Sequence[int], start: tuple[int, int], end: tuple[int, int]
 ) -> list[tuple[int, int, int]]:
@@ -185,10 +224,16 @@ def _spans_between(
     return spans
 
 
-def _ops(plans: dict[int, RangePlan], spans: Sequence[tuple[int, int, int]]) -> Iterator[Op]:
+def _ops(
+    plans: dict[int, RangePlan],
+    spans: Sequence[tuple[int, int, int]],
+    restores: dict[tuple[int, int], list[Op]] | None = None,
+) -> Iterator[Op]:
     # each span is one start of the executor: a range with DMA-aware values had its scratch memory filled
     for index, first, stop in spans:
         yield from plans[index].ops_with_memory(first, stop)
+        # leaving a pci range there, the executor put its header back
+        yield from (restores or {}).get((index, stop), [])
 
 
 def _last_spans(spans: Sequence[tuple[int, int, int]], limit: int) -> list[tuple[int, int, int]]:
@@ -210,6 +255,7 @@ def candidates_for(
     plans = trace.plans
     index, (first, stop) = finding.range_index, finding.window
     spans = executed_spans(trace, event) or [(index, first, stop)]
+    restores = restore_points(trace, event)
     # the device's own history: every span of this range since the fresh state
     own = [span for span in spans if span[0] == index] or [(index, first, stop)]
     wanted = [("window", [(index, first, stop)]), ("range", own), ("since-reset", spans)]
@@ -223,7 +269,7 @@ def candidates_for(
         if size > max_prefix_ops:
             LOG.info("candidate %s: %d ops, keeping the last %d", name, size, max_prefix_ops)
         kept = _last_spans(candidate_spans, max_prefix_ops)
-        candidates.append(Candidate(name, list(_ops(plans, kept)), tuple(kept)))
+        candidates.append(Candidate(name, list(_ops(plans, kept, restores)), tuple(kept)))
     return candidates
 
 
@@ -292,4 +338,7 @@ def extract(
         target = qtest_target_for(trace.header, qemu_binary)
     except ExtractError as err:
         problem = str(err)
-    return Extracted(trace.path, trace.header, trace.plans, finding, candidates, setup, target, problem)
+    return Extracted(
+        trace.path, trace.header, trace.plans, finding, candidates, setup, target, problem,
+        pci_restore=restoring_executor(trace, event),
+    )  # fmt: skip

@@ -160,8 +160,11 @@ def regenerating_command(
     spans: Sequence[tuple[int, int, int]],
     executor: str = DEFAULT_BINARY,
     report_every: int = DEFAULT_GUEST_REPORT_EVERY,
+    pci_restore: bool = True,
 ) -> str | None:
     """The executor command that generates the ops of ``spans`` in the guest, or None if no single one can.
+
+    ``pci_restore``: whether the run's executor put pci headers back (it then does so here too).
 
     It can when the spans are one run in the plans' order: the first may
     start anywhere (``--resume``), every other starts at its range's first op
@@ -184,7 +187,9 @@ def regenerating_command(
         return None
     chosen = [plans[index] for index in indexes]
     resume = (indexes[0], spans[0][1]) if spans[0][1] else None
-    return executor_command(chosen, report_every=report_every, resume=resume, binary=executor)
+    return executor_command(
+        chosen, report_every=report_every, resume=resume, binary=executor, pci_restore=pci_restore
+    )
 
 
 class ScriptTooBig(GuestReplayError):

@@ -317,8 +317,9 @@ def stage_replay_guest(
                 outcome = replayer.run_ops(candidate.ops)
             except ScriptTooBig as err:
                 generated = regenerating_command(
-                    extracted.plans, candidate.spans, replayer.executor, replayer.report_every
-                )
+                    extracted.plans, candidate.spans, replayer.executor, replayer.report_every,
+                    pci_restore=extracted.pci_restore,
+                )  # fmt: skip
                 if generated is None:
                     notes.append(f"in-guest replay of {candidate.name}: {err}; its ops are no single run of the plans")
                     return None

@@ -202,6 +202,7 @@ def run_replay(test: Any, replay: str, guest: Any, outdir: Path, settings: Any, 
         login_timeout=settings.login_timeout,
         hang_at=tuple(hang_at) if isinstance(hang_at, list) and len(hang_at) == 2 else None,
         executor=executor,
+        pci_restore=extracted.pci_restore,
     )
     try:
         outcome, replay_trace = replay_trace_in_guest(guest, extracted, outdir, config, fresh=False)

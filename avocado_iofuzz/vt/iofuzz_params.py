@@ -161,6 +161,7 @@ class IofuzzParams:
     plot: bool = True
     shard: str = ""
     values: str = VALUES_UNIFORM  # fuzz_values: where write values come from (model/dma.py)
+    pci_restore: bool = True  # put each pci range's function header back when leaving it (model/pci_restore.py)
 
     @classmethod
     def from_params(cls, params: Params) -> IofuzzParams:
@@ -185,6 +186,7 @@ class IofuzzParams:
             plot=yes_no(params, "iofuzz_plot", True),
             shard=str(read_shard(params)),
             values=choice(params, "fuzz_values", VALUE_MODES, VALUES_UNIFORM),
+            pci_restore=yes_no(params, "pci_restore", True),
         )
 
 

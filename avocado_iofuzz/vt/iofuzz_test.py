@@ -321,6 +321,7 @@ def fuzz(
         hang_at=settings.debug_hang_at,
         progress_log_interval=settings.progress_interval,
         executor=booted.executor,
+        pci_restore=settings.pci_restore,
     )
     trace_path = outdir / "trace.iofuzz"
     header = {

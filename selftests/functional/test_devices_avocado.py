@@ -65,6 +65,10 @@ def test_a_q35_device_row_fuzzes_its_device_in_every_kind(tmp_path):
     # focused on the e1000 (8086:100e): its BARs and its config space only
     assert all("8086:100e" in p.name for p in plans if p.space != "pio")
     assert all(trace.last_done(p.index) == p.op_count for p in plans)
+    # pci_restore = yes (the default): the zero phase alone moved the e1000's BARs; the config range put them back
+    restores = [e for e in trace.events if e.kind == "pci_restore"]
+    assert restores and all(trace.plans[e.data["range"]].space == "pci" for e in restores)
+    assert all(e.data["pci_restore"] is True for e in trace.events if e.kind == "start")
     assert "-device e1000,romfile=" in trace.header["qemu_cmdline"] and trace.header["machine_type"] == "q35"
     listing = job.data_file("pci-resources.txt").read_text()
     assert "0x8086 0x100e" in listing
