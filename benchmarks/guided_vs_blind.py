@@ -11,7 +11,9 @@ campaign per round, coverage armed across rounds) and differ only in what a
 round fuzzes: blind sweeps every range whole with seeds seed, seed+1, ...;
 guided follows its corpus (started empty: the figure is one run's, not the
 corpus's accumulated reach). A round aims at ROUND_SECONDS, sized from the
-op rate of the strategy's previous round. Events are counted in each
+strategy's overall op rate (all its ops over all its rounds' wall time:
+avocado_iofuzz.guided.sizing), so guided rounds, which mix cheap and
+expensive batches, stay as long as blind ones. Events are counted in each
 strategy's own time. QEMU dying ends nothing: it restarts and
 the strategy goes on (its events stay counted).
 
@@ -24,7 +26,14 @@ blind with every sweep paced (a pause of U us before every E-th op), the
 same ops as the first, so what it reaches more is what the pauses let the
 device's timers and bottom halves do. Its figures are under ``paced``.
 
+``--kinds "pio mmio"`` overrides the rows' ``fuzz_kinds`` for both
+strategies: config-space writes move a device's BARs away (QEMU 7.2,
+usb.ich9_ehci: BAR0 at 0xff112000 after round 0's config sweep, not one
+usb_ehci_* event in any later round), so without restoring BARs every round
+after the first fuzzes memory no device decodes, whatever the strategy.
+
 Usage: python benchmarks/guided_vs_blind.py [--quick] [--seconds S] [--rows nic.e1000e,...] [--values dma]
+       [--kinds "pio mmio"]
 The last line is JSON: per row the events available and reached by each
 strategy, their curves, ``ratio`` (guided / blind), ``guided_s_to_blind_final``
 (guided's own seconds until it had blind's final count; null if never), and
@@ -46,6 +55,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's code is what we measure
 
+from avocado_iofuzz.guided.sizing import RoundSizer
 from benchmarks._common import print_figures, say
 from benchmarks._rows import coverage_for, row_devices, row_params, row_plans, row_qemu_args
 from benchmarks.coverage_growth import ROWS
@@ -70,21 +80,22 @@ class Contender:
     vm: Any
     run: Any  # GuidedRun
     used: float = 0.0
-    ops_per_s: float = 0.0
+    sizer: RoundSizer = field(default_factory=lambda: RoundSizer(ROUND_SECONDS, FIRST_ROUND_OPS))
     crashes: int = 0
     reached: dict[str, float] = field(default_factory=dict)
 
     def step(self, seconds_left: float) -> None:
-        round_ops = FIRST_ROUND_OPS if not self.ops_per_s else int(self.ops_per_s * min(ROUND_SECONDS, seconds_left))
         started = time.monotonic()
+        done = 0
         try:
-            record = self.run.run_round(max(1000, round_ops))
+            record = self.run.run_round(self.sizer.next_ops(seconds_left))
             crashed = record.result.crashed
-            if record.result.ops_elapsed > 0 and record.result.total_done:
-                self.ops_per_s = record.result.total_done / record.result.ops_elapsed
+            done = record.result.total_done
         except Exception as err:  # a round that cannot go on (guest gone for good): a fresh QEMU
             say(f"    {self.name}: round failed ({err!r})")
             crashed = True
+        if not crashed:  # a crash's restart is not a round's cost
+            self.sizer.record(done, time.monotonic() - started)
         collector = self.run.coverage.collector
         if collector is not None:
             for name, seen in collector.first_seen.items():
@@ -114,9 +125,11 @@ class Contender:
             "curve": self.curve(max(1.0, seconds / 12)),
             "ops": self.run.ops_done,
             "rounds": len(self.run.rounds),
+            "round_s_mean": round(self.used / len(self.run.rounds), 2) if self.run.rounds else None,
             "crashes": self.crashes,
             "seconds": round(self.used, 1),
             "corpus_entries": len(self.run.corpus.entries),
+            "corpus_features": len(self.run.corpus.features),
             "events": sorted(n for n, t in self.reached.items() if t <= seconds),
         }
 
@@ -140,7 +153,8 @@ def contender(
     coverage = coverage_for(vm, row_devices(params), workdir / "qemu-trace.log")
     trace = TraceWriter(workdir / "trace.iofuzz", {"benchmark": "guided_vs_blind", "strategy": name})
     config = campaign_config_of(reference, hang_timeout=HANG_TIMEOUT)
-    run = GuidedRun(vm, schedule, Corpus("benchmark", name), coverage, config, trace)
+    # hit counts feed guided's corpus only: the blind controls pay what a blind run pays for coverage
+    run = GuidedRun(vm, schedule, Corpus("benchmark", name), coverage, config, trace, count_hits=name == "guided")
     return Contender(name, vm, run)
 
 
@@ -158,6 +172,7 @@ def compare(
     values: str = "uniform",
     pace: tuple[int, int] = (0, 0),
     layout: str = "auto",
+    kinds: str = "",
 ) -> dict[str, Any]:
     from avocado_iofuzz.coverage.run import trace_args
     from avocado_iofuzz.guest.build import default_guest
@@ -165,6 +180,8 @@ def compare(
 
     reference = f"iofuzz.quick.{row}"
     params = {**row_params(reference), "fuzz_values": values, "dma_layout": layout}  # both plan the same values
+    if kinds:
+        params["fuzz_kinds"] = kinds
     machine = str(params.get("machine_type", "pc") or "pc")
     guest = default_guest()
     contenders: list[Contender] = []
@@ -229,6 +246,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--pace", default="", metavar="E:U", help="blind vs blind paced: a pause of U us before every E-th op"
     )
+    parser.add_argument("--kinds", default="", help="both strategies' fuzz_kinds, not the rows' (e.g. 'pio mmio')")
     args = parser.parse_args(argv)
     args.seconds = args.seconds or (QUICK_SECONDS if args.quick else SECONDS)
     every, _, us = args.pace.partition(":")
@@ -243,7 +261,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     rows: dict[str, Any] = {}
     for row in [r.strip() for r in args.rows.split(",") if r.strip()]:
         with tempfile.TemporaryDirectory(prefix="iofuzz-guided-") as tmp:
-            rows[row] = r = compare(row, args.seconds, args.seed, Path(tmp), args.values, args.pace_pair, args.layout)
+            rows[row] = r = compare(
+                row, args.seconds, args.seed, Path(tmp), args.values, args.pace_pair, args.layout, args.kinds
+            )
         name = r["challenger"]
         b, g = r["blind"], r[name]
         say(
@@ -251,7 +271,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"{r['events_available']} events (ratio {r['ratio']}); {name} reached blind's final count after "
             f"{r['guided_s_to_blind_final']} s; ops blind {b['ops']:,} {name} {g['ops']:,}; "
             f"rounds {b['rounds']}/{g['rounds']}, crashes {b['crashes']}/{g['crashes']}, "
-            f"corpus {g['corpus_entries']}, load {r['loadavg_1m_after']}; only {name}: {r['only_guided']}"
+            f"corpus {g['corpus_entries']} ({g['corpus_features']} features), load {r['loadavg_1m_after']}; "
+            f"only {name}: {r['only_guided']}"
         )
     ratios = [r["ratio"] for r in rows.values() if r["ratio"]]
     mean = geomean(ratios)
@@ -261,6 +282,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "values": args.values,
             "layout": args.layout,
             "pace": args.pace or None,
+            "kinds": args.kinds or "the rows'",
             "round_seconds": ROUND_SECONDS,
             "rows": rows,
             "rows_without_blind_events": sorted(k for k, r in rows.items() if not r["ratio"]),

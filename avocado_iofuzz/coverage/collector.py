@@ -25,6 +25,18 @@ holds their lines, whose marks and events are not this run's.
 A QEMU restarted by hang recovery starts with every event off and truncates
 the trace file: the collector notices the shorter file and enables again
 ``serial_write`` and the events not seen yet.
+
+Guided rounds want more than names: with ``count_hits`` the collector also
+counts, per range, how often each event fired (:attr:`CoverageCollector.hits`),
+so a batch that drives a device further down a path it already knew (more
+descriptors walked, a command taken through more steps) shows as more hits.
+Events then stay on after their first sighting; an event that reaches
+:data:`HIT_CAP` hits in a range is switched off (the top bucket of the
+guided signal, more says nothing new) and on again when the collector reads
+the next range's first mark. The executor has run on by then, so a hot
+event's count in the range after a capped one can come out low: a count is a
+lower bound, never more than what QEMU wrote. Blind runs keep the names-only
+cost: each event off at first sight.
 """
 
 from __future__ import annotations
@@ -53,6 +65,9 @@ _TIMESTAMP = re.compile(rb"^\d+@\d+\.\d+:")
 # the console's clock: every byte written to a 16550's registers ("serial_write write addr 0x00 val 0x40")
 CONSOLE_EVENT = "serial_write"
 _CONSOLE_BYTE = re.compile(rb"addr 0x0*([0-9a-f]+) val 0x([0-9a-f]+)")
+# with count_hits: hits of one event in one range past which it is switched off until the next range
+# (the guided signal's top bucket, see avocado_iofuzz.guided.features)
+HIT_CAP = 128
 
 
 @dataclass(frozen=True)
@@ -76,8 +91,10 @@ class CoverageCollector:
         clock: Callable[[], float] = time.monotonic,
         background_seconds: float = BACKGROUND_SECONDS,
         sleep: Callable[[float], None] = time.sleep,
+        count_hits: bool = False,
     ) -> None:
         self.selection = selection
+        self.count_hits = count_hits
         self.trace_file = Path(trace_file)
         self.qmp = qmp
         self.clock = clock
@@ -97,6 +114,10 @@ class CoverageCollector:
         self._pending: dict[str, float] = {}  # new events since the last mark in the file -> when read
         self._started = 0.0
         self._qmp_failed = False
+        # count_hits: range index (None: after the last mark) -> event -> hits, since start or next_round
+        self.hits: dict[int | None, dict[str, int]] = {}
+        self._pending_hits: dict[str, int] = {}  # hits since the last mark in the file
+        self._capped: set[str] = set()  # switched off for reaching HIT_CAP in the range in flight
 
     @property
     def started_at(self) -> float:
@@ -118,6 +139,10 @@ class CoverageCollector:
         self._read()
         self.background = set(self._pending)
         self._pending = {}
+        if self.count_hits:  # counting keeps seen events on: the idle guest's are off for good
+            self._pending_hits = {}
+            self._capped = set()  # a busy idle event may have hit the cap: off for good, not until the next range
+            self._switch_off(sorted(self.background))
         self._started = self.clock()
 
     def progress(self, range_index: int, ops_done: int) -> None:
@@ -159,6 +184,8 @@ class CoverageCollector:
             self._offsets.append(total)
             total += plan.op_count
         self._range, self._op = 0, 0
+        self.hits, self._pending_hits = {}, {}
+        self._uncap()
 
     # -- reading the trace file -------------------------------------------------
     def _read(self) -> None:
@@ -178,16 +205,38 @@ class CoverageCollector:
         self._partial = lines.pop()
         now = self.clock()
         new: list[str] = []
+        counting = self.count_hits
         for line in lines:
             name, _, args = _TIMESTAMP.sub(b"", line).partition(b" ")
             event = name.decode("ascii", "replace")
             if event == CONSOLE_EVENT:
                 self._console_byte(args)
-            elif event in self.watched and not self._known(event):
-                self._pending[event] = now
-                new.append(event)
+            elif event in self.watched:
+                if not self._known(event):
+                    self._pending[event] = now
+                    new.append(event)
+                if counting and event not in self.background:
+                    self._count(event, new)
         # off at once, before the mark that attributes them is in the file: a hot event stops costing now
-        self._switch_off(new)
+        # (counting: only the events that reached the cap in this range)
+        self._switch_off(new if not counting else [e for e in new if e in self._capped])
+
+    def _count(self, event: str, capped_now: list[str]) -> None:
+        """One more hit since the last mark; at the cap the event goes off (``capped_now``) till the next range."""
+        hits = self._pending_hits.get(event, 0) + 1
+        self._pending_hits[event] = hits
+        if event in self._capped:
+            return
+        if hits + self.hits.get(self._range, {}).get(event, 0) >= HIT_CAP:
+            self._capped.add(event)
+            if event not in capped_now:
+                capped_now.append(event)
+
+    def _uncap(self) -> None:
+        """A new range is in flight: the events capped in the last one count again."""
+        if self._capped:
+            capped, self._capped = sorted(self._capped), set()
+            self._enable(capped)
 
     def _skip_history(self) -> None:
         """Read from the file's end: lines already there are an earlier run's on this QEMU (its marks, its events)."""
@@ -213,10 +262,13 @@ class CoverageCollector:
         self._console.clear()
         if isinstance(message, Progress) and 0 <= message.range_index < len(self.plans):
             self._resolve(message.range_index, message.ops_done)
+            in_flight = self._range
             if message.ops_done >= self.plans[message.range_index].op_count:
                 self._range, self._op = message.range_index + 1, 0
             else:
                 self._range, self._op = message.range_index, message.ops_done
+            if self._range != in_flight:
+                self._uncap()
 
     def _rearm(self) -> None:
         """QEMU was restarted (a shorter file): read from the top, enable the events it has not shown yet."""
@@ -226,7 +278,9 @@ class CoverageCollector:
         self._position = 0
         self._partial = b""
         self._console.clear()
-        self._enable([CONSOLE_EVENT, *sorted(self.watched - set(self.first_seen) - self.background)])
+        self._capped = set()
+        unseen = self.watched - self.background if self.count_hits else self.watched - set(self.first_seen)
+        self._enable([CONSOLE_EVENT, *sorted(unseen - self.background)])
 
     def _resolve(self, range_index: int | None, op: int) -> None:
         """The events seen since the last mark came from this range, before this op."""
@@ -235,11 +289,20 @@ class CoverageCollector:
             # before the run's first op: the executor starting (its command line on the console, the
             # kernel enabling BARs for it) -- no fuzzing op caused these
             self.background |= set(self._pending)
+            if self.count_hits:
+                self._switch_off(sorted(self._pending))
+                self._capped -= self.background  # off for good: the next range must not switch them on
+                self._pending_hits = {}
             self._pending = {}
             return
         for name, when in self._pending.items():
             self.first_seen[name] = FirstSeen(range_index, op, offset + op, round(max(0.0, when - self._started), 3))
         self._pending = {}
+        if self._pending_hits:
+            counts = self.hits.setdefault(range_index, {})
+            for name, hits in self._pending_hits.items():
+                counts[name] = counts.get(name, 0) + hits
+            self._pending_hits = {}
 
     # -- QMP ----------------------------------------------------------------------
     def _enable(self, names: Sequence[str]) -> None:

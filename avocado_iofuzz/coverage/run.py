@@ -52,6 +52,7 @@ class RunCoverage:
         self.collector: CoverageCollector | None = None
         # guided rounds: one collector for campaign after campaign, events armed until close()
         self.across_campaigns = False
+        self.count_hits = False  # guided rounds: hits per event and range too (the collector's count_hits)
 
     @classmethod
     def for_qemu(
@@ -78,9 +79,14 @@ class RunCoverage:
         return trace_args(self.trace_file) if self.enabled else []
 
     # -- ProgressObserver --------------------------------------------------------
-    def keep_armed(self) -> None:
-        """Serve several campaigns on this QEMU in a row (guided rounds); :meth:`close` after the last."""
+    def keep_armed(self, count_hits: bool = False) -> None:
+        """Serve several campaigns on this QEMU in a row (guided rounds); :meth:`close` after the last.
+
+        ``count_hits``: count each event's hits per range as well (the guided signal); a blind
+        control leaves it off and pays what a blind run pays.
+        """
         self.across_campaigns = True
+        self.count_hits = count_hits
 
     def start(self, plans: Sequence[RangePlan]) -> None:
         if not self.enabled:
@@ -95,7 +101,9 @@ class RunCoverage:
             if device.fallback == FALLBACK_BUS:
                 LOG.info("coverage: %s has no trace events in this QEMU; watching the bus events only", device.device)
         LOG.info("coverage: watching %d trace events (%s)", len(selection.events), ", ".join(selection.patterns()))
-        self.collector = CoverageCollector(selection, self.trace_file, self.qmp, **self.collector_args)
+        self.collector = CoverageCollector(
+            selection, self.trace_file, self.qmp, count_hits=self.count_hits, **self.collector_args
+        )
         self.collector.start(plans)
 
     def progress(self, range_index: int, ops_done: int) -> None:

@@ -12,7 +12,7 @@
  *   iofuzz-exec [--dry-run | --check] [--limit-loop | --bare-loop] --seed S --fuzz-count N
  *               [--report-every K] [--resume I:J] [--hang-at I:J] [--scratch 0xBASE-0xEND]
  *               [--no-pci-restore | --pci-saved I:TYPE:0xCMD[:0xV...]] (RANGE... | --ranges-stdin)
- *   RANGE is [I:][SPACE:]0xSTART-0xEND[/W][,N][+dma][~E:U]: inclusive bounds in hex,
+ *   RANGE is [I:][SPACE:]0xSTART-0xEND[/W][,N][+dma][@S][~E:U]: inclusive bounds in hex,
  *   optional range index I (default: position in the argument list), address
  *   space SPACE (pio, the default; mmio; pci), access width W (1, 2 or 4
  *   bytes, 8 too for mmio; default 1), fuzz count N (default --fuzz-count)
@@ -22,6 +22,9 @@
  *   executor sleeps U microseconds, so QEMU's main loop runs the timers and
  *   bottom halves (USB frames, NIC and storage DMA) a flat-out loop starves.
  *   Pauses depend on the op index only: a resume pauses where a run did.
+ *   @S gives the range its own seed S (decimal or 0x hex) instead of --seed:
+ *   the range's generator is derived from S and its bounds as from --seed,
+ *   so a range without @S makes the ops it always made.
  *
  * DMA-aware values (+dma, see avocado_iofuzz/model/dma.py): write values come
  * from a dictionary (scratch addresses and offsets, sizes, 0, all-ones, small
@@ -1347,7 +1350,7 @@ static void parse_range(const char *arg, uint64_t default_index, uint64_t seed, 
 			struct range *r)
 {
 	char buf[128];
-	char *bounds, *dash, *slash, *colon, *comma, *plus, *tilde;
+	char *bounds, *dash, *slash, *colon, *comma, *plus, *tilde, *at;
 	int have_index = 0, have_space = 0;
 
 	if (strlen(arg) >= sizeof(buf))
@@ -1371,6 +1374,13 @@ static void parse_range(const char *arg, uint64_t default_index, uint64_t seed, 
 		r->pause_us = parse_number("range pause", sep + 1, 1000000);
 		if (!r->pause_every)
 			fail(EXIT_USAGE, "range '%s': the pause interval must be at least 1 op", arg);
+	}
+	at = strchr(buf, '@'); /* the range's own seed: after the pacing is cut off, before the value mode */
+	if (at) {
+		*at = '\0';
+		if (!at[1])
+			fail(EXIT_USAGE, "range '%s': '@' must be followed by the range's seed", arg);
+		seed = parse_number("range seed", at + 1, UINT64_MAX);
 	}
 	/* up to two prefixes, in this order: the index (digits), then the space */
 	while ((colon = strchr(bounds, ':'))) {
@@ -1481,7 +1491,8 @@ static void usage(void)
 {
 	fputs("usage: iofuzz-exec [--dry-run | --check] [--limit-loop | --bare-loop] --seed S --fuzz-count N\n"
 	      "                   [--report-every K] [--resume I:J] [--hang-at I:J]\n"
-	      "                   [--scratch 0xBASE-0xEND] [--no-pci-restore] [I:][pio:|mmio:|pci:]0xSTART-0xEND[/W][,N][+dma]...\n"
+	      "                   [--scratch 0xBASE-0xEND] [--no-pci-restore] [I:][pio:|mmio:|pci:]0xSTART-0xEND[/W][,N][+dma][@S][~E:U]...\n"
+	      "  RANGE@S         the range's own seed S instead of --seed (~E:U: pause U us every E ops)\n"
 	      "  --dry-run       print the ops instead of performing them (safe anywhere)\n"
 	      "  --check         set up every range's access path, report refusals (@DENIED), no op\n"
 	      "  --ranges-stdin  read the RANGE words from stdin (blank separated) instead\n"

@@ -218,13 +218,15 @@ def format_dry_run_fill(range_index: int, op_index: int, data: bytes) -> str:
     return f"M {range_index} {op_index} {data.hex()}"
 
 
-def range_argument(plan: RangePlan, fuzz_count: int | None = None) -> str:
-    """How the executor's command line names a range: ``I:[SPACE:]0xSTART-0xEND[/W][,N][+VALUES]``.
+def range_argument(plan: RangePlan, fuzz_count: int | None = None, seed: int | None = None) -> str:
+    """How the executor's command line names a range: ``I:[SPACE:]0xSTART-0xEND[/W][,N][+VALUES][@S][~E:U]``.
 
     ``,N`` is written when the plan's fuzz count differs from ``fuzz_count``
-    (the command's ``--fuzz-count``); ``SPACE:`` for every space but pio;
-    ``+VALUES`` for every value mode but uniform (``+dma=LAYOUT`` for a device
-    layout of the scratch memory); ``~E:U`` for a paced range.
+    (the command's ``--fuzz-count``), ``@S`` when its seed differs from
+    ``seed`` (the command's ``--seed``: a guided round's batches each have
+    their own); ``SPACE:`` for every space but pio; ``+VALUES`` for every
+    value mode but uniform (``+dma=LAYOUT`` for a device layout of the
+    scratch memory); ``~E:U`` for a paced range.
     """
     space = f"{plan.space}:" if plan.space != SPACE_PIO else ""
     width = f"/{plan.width}" if plan.width != 1 else ""
@@ -232,8 +234,9 @@ def range_argument(plan: RangePlan, fuzz_count: int | None = None) -> str:
     values = f"+{plan.values}" if plan.values != VALUES_UNIFORM else ""
     if plan.layout != LAYOUT_GENERIC:
         values += f"={plan.layout}"  # +dma=LAYOUT: the scratch memory laid out like the device's structures
+    own_seed = f"@{plan.seed}" if seed is not None and plan.seed != seed else ""
     pace = f"~{plan.pause_every}:{plan.pause_us}" if plan.pause_every else ""
-    return f"{plan.index}:{space}{plan.start:#x}-{plan.end:#x}{width}{count}{values}{pace}"
+    return f"{plan.index}:{space}{plan.start:#x}-{plan.end:#x}{width}{count}{values}{own_seed}{pace}"
 
 
 def scratch_argument() -> str:
@@ -262,9 +265,10 @@ def executor_command(
     ``bare_loop`` are benchmark modes without progress marks: the ops as
     generated, or the accesses alone replayed from a table (see the C source).
     ``check`` sets up every range's access path and reports refusals
-    (``@DENIED``, ``@NOSCRATCH``) without performing any op. Plans share the
-    seed; a plan whose fuzz count differs from the first plan's carries its
-    own. Plans with DMA-aware values add the scratch memory (``--scratch``).
+    (``@DENIED``, ``@NOSCRATCH``) without performing any op. A plan whose
+    seed or fuzz count differs from the first plan's carries its own (``@S``,
+    ``,N``): a blind run's command is the same as before ranges had seeds.
+    Plans with DMA-aware values add the scratch memory (``--scratch``).
     ``pci_restore=False`` leaves each ``pci`` range's function header as its
     ops left it (``--no-pci-restore``, written only when a plan is ``pci``).
     ``pci_saved``: the header the executor saved when it entered the range
@@ -272,9 +276,6 @@ def executor_command(
     """
     if not plans:
         raise ValueError("executor_command: no range plans given")
-    seeds = {p.seed for p in plans}
-    if len(seeds) != 1:
-        raise ValueError(f"executor_command: all plans must share seed, got seeds {sorted(seeds)}")
     by_index = {}
     for plan in plans:
         if plan.index in by_index:
@@ -324,7 +325,7 @@ def executor_command(
         if resume is not None and (order.index(hang_at[0]), hang_at[1]) < (order.index(resume[0]), resume[1]):
             raise ValueError(f"executor_command: hang_at {hang_at} is before resume {resume}: never reached")
         args += ["--hang-at", f"{hang_at[0]}:{hang_at[1]}"]
-    ranges = [range_argument(p, plans[0].fuzz_count) for p in plans]
+    ranges = [range_argument(p, plans[0].fuzz_count, plans[0].seed) for p in plans]
     command = shlex.join(args + ranges)
     if len(command) <= COMMAND_LINE_LIMIT:
         return command

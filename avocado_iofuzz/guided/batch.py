@@ -125,7 +125,7 @@ class Batch:
         return (self.start, self.end) == (self.base.start, self.base.end)
 
     def plan(self, index: int) -> RangePlan:
-        """The batch as the ``index``-th range of a round (the round's ranges share the batch seed)."""
+        """The batch as the ``index``-th range of a round (with its own seed: the executor's ``@S``)."""
         extra: dict[str, Any] = {}
         if self.values != UNIFORM:
             extra["values"] = self.values  # a mode model/program.py offers, hence a RangePlan field

@@ -7,9 +7,12 @@ A file that cannot be used -- not JSON, another format, another QEMU version,
 another op generator (its batches would make other ops) -- is never fatal:
 the run says why, sets the file aside (``<name>.unusable``) and starts empty.
 
-Each entry keeps the events its batch reached first, and two counters the
-scheduler reads: ``picks`` (rounds it was the parent of) and ``finds``
-(new events those rounds reached).
+Each entry keeps the events its batch reached first, the *features*
+(event and hit-count bucket, :mod:`avocado_iofuzz.guided.features`) it
+reached first, and two counters the scheduler reads: ``picks`` (rounds it was
+the parent of) and ``finds`` (what those rounds reached first: a new event
+weighs :data:`NAME_WEIGHT` new features). A file written before features
+existed loads with none.
 """
 
 from __future__ import annotations
@@ -35,6 +38,9 @@ LOG = logging.getLogger("avocado.test.iofuzz")
 
 CORPUS_FORMAT = 1
 CORPUS_DIRNAME = "corpus"
+# a new event name is worth this many new (event, bucket) features, in energy and in a parent's finds:
+# a name is a part of the device reached at all, a bucket a known part driven further
+NAME_WEIGHT = 4
 _UNSAFE = re.compile(r"[^A-Za-z0-9._+-]+")
 
 
@@ -44,13 +50,16 @@ class Entry:
     events: tuple[str, ...]
     picks: int = 0
     finds: int = 0
+    features: tuple[str, ...] = ()  # "event#bucket" first reached by this batch
 
     def energy(self) -> int:
         """How often the scheduler picks it: more for what it and its children found, less for each pick."""
-        return max(1, (16 * (len(self.events) + 2 * self.finds)) // (1 + self.picks))
+        found = NAME_WEIGHT * len(self.events) + len(self.features)
+        return max(1, (4 * (found + 2 * self.finds)) // (1 + self.picks))
 
     def as_dict(self) -> dict[str, Any]:
-        return {"batch": self.batch.as_dict(), "events": list(self.events), "picks": self.picks, "finds": self.finds}
+        record = {"batch": self.batch.as_dict(), "events": list(self.events), "picks": self.picks, "finds": self.finds}
+        return {**record, "features": list(self.features)} if self.features else record
 
     @classmethod
     def from_dict(cls, record: Any) -> Entry:
@@ -62,7 +71,10 @@ class Entry:
             raise BatchError("a corpus entry's 'events' must be a list of event names")
         if not isinstance(picks, int) or not isinstance(finds, int) or picks < 0 or finds < 0:
             raise BatchError("a corpus entry's 'picks' and 'finds' must be counts (ints >= 0)")
-        return cls(Batch.from_dict(record.get("batch")), tuple(events), picks, finds)
+        features = record.get("features", [])  # absent in files written before the hit-count signal
+        if not isinstance(features, list) or not all(isinstance(f, str) and "#" in f for f in features):
+            raise BatchError("a corpus entry's 'features' must be a list of 'event#bucket' strings")
+        return cls(Batch.from_dict(record.get("batch")), tuple(events), picks, finds, tuple(features))
 
 
 @dataclass
@@ -78,31 +90,56 @@ class Corpus:
     def events(self) -> set[str]:
         return {event for entry in self.entries for event in entry.events}
 
+    @property
+    def features(self) -> set[str]:
+        return {feature for entry in self.entries for feature in entry.features}
+
     def usable(self, bases: Sequence[Base]) -> list[int]:
         """Indices of the entries whose device range is one of this run's (the rest wait for a run that has it)."""
         present = set(bases)
         return [i for i, entry in enumerate(self.entries) if entry.batch.base in present]
 
-    def add(self, batch: Batch, events: Sequence[str]) -> None:
-        self.entries.append(Entry(batch, tuple(sorted(events))))
+    def add(self, batch: Batch, events: Sequence[str], features: Sequence[str] = ()) -> None:
+        self.entries.append(Entry(batch, tuple(sorted(events)), features=tuple(sorted(features))))
 
-    def absorb(self, played: Round, new_events: Mapping[int, Sequence[str]]) -> None:
-        """After a round: each batch that reached an event the corpus lacks becomes an entry; its parent is credited.
+    def absorb(
+        self,
+        played: Round,
+        new_events: Mapping[int, Sequence[str]],
+        features: Mapping[int, Sequence[str]] | None = None,
+    ) -> dict[int, list[str]]:
+        """After a round: each batch that reached an event or a feature the corpus lacks becomes an entry.
 
-        Events the corpus holds already (a later run reaches them again) add nothing.
+        ``features``: per batch index, the features it reached (all of them; the
+        corpus keeps the new ones). Returns the new features per batch, in
+        batch order (a feature two batches reached is the first one's): what
+        the round's record keeps, and what a rebuild passes in again. Events
+        and features the corpus holds already add nothing; the round's parent
+        is credited with what its round reached first.
         """
-        for index, events in sorted(new_events.items()):
-            novel = [event for event in events if event not in self.events]
-            if novel:
-                self.add(played.batches[index], novel)
-        self.credit(played.parent, sum(len(e) for e in new_events.values()))
+        features = features or {}
+        known_events, known_features = self.events, self.features
+        new_features: dict[int, list[str]] = {}
+        score = 0
+        for index in sorted(set(new_events) | set(features)):
+            names = sorted({e for e in new_events.get(index, ()) if e not in known_events})
+            found = sorted({f for f in features.get(index, ()) if f not in known_features})
+            if names or found:
+                self.add(played.batches[index], names, found)
+                known_events.update(names)
+                known_features.update(found)
+            if found:
+                new_features[index] = found
+            score += NAME_WEIGHT * len(names) + len(found)
+        self.credit(played.parent, score)
+        return new_features
 
-    def credit(self, parent: int | None, new_events: int) -> None:
-        """A round with ``parent`` ran and reached ``new_events`` events no batch had reached."""
+    def credit(self, parent: int | None, found: int) -> None:
+        """A round with ``parent`` ran and reached ``found`` (events x NAME_WEIGHT + features) first."""
         if parent is None or not 0 <= parent < len(self.entries):
             return
         self.entries[parent].picks += 1
-        self.entries[parent].finds += new_events
+        self.entries[parent].finds += found
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -148,7 +185,10 @@ def load_corpus(path: Path, version: str, key: str) -> tuple[Corpus, str]:
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, BatchError, ValueError) as err:
         aside = _set_aside(path)
         return empty, f"corpus {path} is unusable ({err}); set aside as {aside}, starting empty"
-    return corpus, f"loaded {corpus.loaded} batch(es) reaching {len(corpus.events)} event(s) from {path}"
+    return corpus, (
+        f"loaded {corpus.loaded} batch(es) reaching {len(corpus.events)} event(s) "
+        f"({len(corpus.features)} hit-count feature(s)) from {path}"
+    )
 
 
 def _corpus_from(record: Any, version: str, key: str) -> Corpus:

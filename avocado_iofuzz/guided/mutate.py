@@ -10,10 +10,11 @@
   loop runs the timers and bottom halves (USB frame timers, NIC and storage DMA) that walk the
   rings the values point at -- a flat-out executor leaves them hardly any time.
 
-A round's batches share one seed (the executor takes one seed per command),
-so the seed is the round's to choose (:func:`neighbour_seed`, or a parent's
-seed, see :mod:`avocado_iofuzz.guided.schedule`); :func:`with_seed` sets it on
-every batch of the round.
+* ``seed``: a neighbouring seed (:func:`neighbour_seed`): the same stretch with other ops.
+
+Every other mutation keeps the parent's seed: each batch of a round carries
+its own (the executor takes one per range, ``@S``), so a child changes one
+thing at a time and the rest of the round is not moved by it.
 """
 
 from __future__ import annotations
@@ -82,6 +83,11 @@ def neighbour_seed(seed: int, stream: Stream) -> int:
     return (seed + (step if stream.chance(1, 2) else -step)) % (1 << 63)
 
 
+def reseed(batch: Batch, stream: Stream) -> Batch:
+    """The same stretch with a neighbouring seed."""
+    return with_seed(batch, neighbour_seed(batch.seed, stream))
+
+
 def narrow(batch: Batch, stream: Stream) -> Batch:
     slots = max(1, batch.slots // 2 if batch.slots > 1 else 1)
     return _stretch(batch, _first_slot(batch) + stream.below(batch.slots - slots + 1), slots)
@@ -135,6 +141,7 @@ MUTATIONS: dict[str, Mutation] = {
     "width": width,
     "values": values,
     "pace": pace,
+    "seed": reseed,
 }
 
 

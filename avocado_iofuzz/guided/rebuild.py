@@ -5,6 +5,8 @@ and, per round, the op budget asked and the events each batch reached,
 :func:`rebuild_rounds` schedules every round again and feeds the corpus as the
 run did. Equal rounds mean the same ops (a batch's plan is a pure function of
 its fields): same seed, same strategy, same corpus state, same ops.
+:func:`rounds_from_trace` reads the same per-round record from the trace
+alone (its ``guided_round`` and ``guided_events`` events and range records).
 """
 
 from __future__ import annotations
@@ -27,8 +29,11 @@ def rebuild_rounds(
     for number, record in enumerate(rounds):
         played = schedule.next_round(number, corpus, int(record["ops_asked"]))
         rebuilt.append(played)
-        new_events = {i: list(batch["new_events"]) for i, batch in enumerate(record["batches"]) if batch["new_events"]}
-        corpus.absorb(played, new_events)
+        batches = record["batches"]
+        new_events = {i: list(batch["new_events"]) for i, batch in enumerate(batches) if batch["new_events"]}
+        # the features the corpus lacked then (absent in records from before the hit-count signal)
+        features = {i: list(batch["new_features"]) for i, batch in enumerate(batches) if batch.get("new_features")}
+        corpus.absorb(played, new_events, features)
     return rebuilt
 
 
@@ -46,3 +51,25 @@ def _base(record: Mapping[str, Any]) -> Base:
     space, name, values = str(record["space"]), str(record["name"]), str(record.get("values", UNIFORM))
     layout = str(record.get("layout", LAYOUT_GENERIC))
     return Base(space, int(record["start"]), int(record["end"]), int(record["width"]), name, values, layout)
+
+
+def rounds_from_trace(events: Sequence[Any]) -> list[dict[str, Any]]:
+    """Per round, what :func:`rebuild_rounds` needs, from a guided run's trace events (``Trace.events``).
+
+    ``guided_round`` gives the op budget asked and how many batches the round
+    had; ``guided_events`` what each batch reached first (ranges numbered as
+    in the trace, from the round's ``first_range``).
+    """
+    rounds: dict[int, dict[str, Any]] = {}
+    for event in events:
+        data = event.data
+        if event.kind == "guided_round":
+            blank: list[dict[str, list[str]]] = [{"new_events": [], "new_features": []} for _ in data["origins"]]
+            rounds[int(data["round"])] = {"ops_asked": int(data["ops"]), "first_range": data["first_range"],
+                                          "batches": blank}  # fmt: skip
+        elif event.kind == "guided_events" and int(data["round"]) in rounds:
+            record = rounds[int(data["round"])]
+            for field, key in (("new", "new_events"), ("features", "new_features")):
+                for index, reached in data.get(field, {}).items():
+                    record["batches"][int(index) - record["first_range"]][key] = list(reached)
+    return [rounds[number] for number in sorted(rounds)]

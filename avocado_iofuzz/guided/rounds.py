@@ -11,8 +11,10 @@ Hangs, reboots, crashes, findings, replay and triage work as on a blind run.
 The coverage observer stays armed from round to round
 (:meth:`RunCoverage.keep_armed`); the events it first sees during a round are
 credited to the batch that was running (an event after a round's last mark:
-to its last batch); a batch that reached an event the corpus did not hold
-becomes a corpus entry.
+to its last batch); so are the hit counts it makes per batch, as features
+(event, hit-count bucket: :mod:`avocado_iofuzz.guided.features`). A batch
+that reached an event or a feature the corpus did not hold becomes a corpus
+entry; ``guided_events`` records both, so the rebuild needs nothing else.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from avocado_iofuzz.campaign.trace import TraceWriter
 from avocado_iofuzz.coverage.run import RunCoverage
 from avocado_iofuzz.guided.batch import Base
 from avocado_iofuzz.guided.corpus import Corpus
+from avocado_iofuzz.guided.features import features_of
 from avocado_iofuzz.guided.round_trace import RoundTrace
 from avocado_iofuzz.guided.schedule import Round
 from avocado_iofuzz.model.program import RangePlan
@@ -53,6 +56,7 @@ class RoundRecord:
     ops_asked: int
     result: CampaignResult
     new_events: dict[int, list[str]]  # batch index in the round -> events first seen while it ran
+    new_features: dict[int, list[str]] = field(default_factory=dict)  # -> "event#bucket" the corpus lacked
 
     @property
     def plans(self) -> list[RangePlan]:
@@ -69,7 +73,8 @@ class RoundRecord:
             "elapsed_s": round(self.result.elapsed, 3),
             "findings": [f.kind for f in self.result.findings],
             "batches": [
-                {**batch.as_dict(), "origin": origin, "new_events": self.new_events.get(i, [])}
+                {**batch.as_dict(), "origin": origin, "new_events": self.new_events.get(i, []),
+                 "new_features": self.new_features.get(i, [])}
                 for i, (batch, origin) in enumerate(zip(self.round.batches, self.round.origins, strict=True))
             ],
         }
@@ -87,11 +92,13 @@ class GuidedRun:
     trace: TraceWriter
     clock: Callable[[], float] = time.monotonic
     rounds: list[RoundRecord] = field(default_factory=list)
+    # hit counts per batch (the guided signal); a blind control goes without and pays a blind run's cost
+    count_hits: bool = True
 
     def __post_init__(self) -> None:
         if not self.coverage.enabled:
             raise ValueError(f"guided fuzzing needs coverage, which is off: {self.coverage.off_reason}")
-        self.coverage.keep_armed()
+        self.coverage.keep_armed(count_hits=self.count_hits)
 
     @property
     def events(self) -> set[str]:
@@ -124,19 +131,20 @@ class GuidedRun:
         finally:
             # also when the round could not go on (CampaignError): what it did is part of the run
             new_events = self._attribute(plans, known)
-            record = RoundRecord(planned, offset, ops, campaign.result, new_events)
+            new_features = self.corpus.absorb(planned, new_events, self._features(plans))
+            record = RoundRecord(planned, offset, ops, campaign.result, new_events, new_features)
             self.rounds.append(record)
             done = campaign.result
             ran_to = None
             if not done.crashed and not done.stopped_early and done.total_done and plans:
                 ran_to = [offset + len(plans) - 1, plans[-1].op_count]  # triage's history: the round ran whole
             new = {str(offset + i): e for i, e in new_events.items()}
-            self.trace.event("guided_events", round=number, new=new, ran_to=ran_to)
-            self.corpus.absorb(planned, new_events)
+            features = {str(offset + i): f for i, f in new_features.items()}
+            self.trace.event("guided_events", round=number, new=new, features=features, ran_to=ran_to)
         LOG.info(
-            "guided round %d: %d batches, %d ops in %.1f s, %d new event(s), %d reached, corpus %d",
+            "guided round %d: %d batches, %d ops in %.1f s, %d new event(s), %d new feature(s), %d reached, corpus %d",
             number, len(plans), result.total_done, result.elapsed, sum(len(e) for e in new_events.values()),
-            len(self.events), len(self.corpus.entries),
+            sum(len(f) for f in new_features.values()), len(self.events), len(self.corpus.entries),
         )  # fmt: skip
         return record
 
@@ -151,6 +159,19 @@ class GuidedRun:
             index = seen.range_index if seen.range_index is not None else len(plans) - 1
             by_batch.setdefault(index, []).append(name)
         return by_batch
+
+    def _features(self, plans: Sequence[RangePlan]) -> dict[int, list[str]]:
+        """Per batch, its hit-count features (hits after the round's last mark: its last batch's)."""
+        collector = self.coverage.collector
+        if collector is None or not plans:
+            return {}
+        hits: dict[int, dict[str, int]] = {}
+        for index, counts in collector.hits.items():
+            batch = index if index is not None and 0 <= index < len(plans) else len(plans) - 1
+            merged = hits.setdefault(batch, {})
+            for event, count in counts.items():
+                merged[event] = merged.get(event, 0) + count
+        return {i: sorted(features_of(counts)) for i, counts in sorted(hits.items()) if counts}
 
     def close(self) -> None:
         self.coverage.close()

@@ -3,14 +3,16 @@
 Round 0 sweeps every range whole (what a blind run does, briefly): the events
 any op reaches are found there, and the corpus starts from them. Each later
 round is built around one *parent* entry, picked by energy (entries that
-found events, and whose rounds found more, are picked more often; each pick
-lowers it), with a seed that is the parent's own (its ops come back on a
-device state grown since), a neighbour of it, or the seed of another entry
-of the same device (*splicing*: the two stretches run back to back with that
-seed). The round holds the parent's stretch, the spliced one, mutations of
-the parent and of other entries (:mod:`avocado_iofuzz.guided.mutate`), and
-always some fresh random stretches; every few rounds one range is swept
-whole again. Without a usable corpus a round is all fresh stretches.
+found events and features, and whose rounds found more, are picked more
+often; each pick lowers it). Every batch carries its own seed (the executor
+takes one per range): the parent runs with its own seed (its ops come back
+on a device state grown since) or a neighbour of it (the round's seed),
+another entry of the same device runs right after it with *its* seed
+(*splicing*), mutations of the parent and of other entries
+(:mod:`avocado_iofuzz.guided.mutate`) keep their source's seed unless the
+``seed`` mutation moves it, and fresh random stretches (always some) draw
+seeds of their own; every few rounds one range is swept whole again, with
+the round's seed. Without a usable corpus a round is all fresh stretches.
 
 The blind schedule (:class:`BlindSchedule`) is the benchmark's control: every
 range whole, seeds run_seed, run_seed+1, ...
@@ -45,7 +47,7 @@ def in_kind_order(bases: Sequence[Base]) -> list[Base]:
 @dataclass(frozen=True)
 class Round:
     number: int
-    seed: int
+    seed: int  # the round's: the parent's (or a neighbour), the sweeps'; each batch has its own
     batches: tuple[Batch, ...]
     origins: tuple[str, ...]  # per batch: sweep, parent, splice, fresh, mutation names (narrow, ...)
     parent: int | None = None  # the corpus entry the round grew from
@@ -80,17 +82,10 @@ class GuidedSchedule:
             parent = stream.weighted(usable, [corpus.entries[i].energy() for i in usable])
             parent_batch = corpus.entries[parent].batch
             mates = [i for i in usable if i != parent and _same_device(corpus.entries[i].batch, parent_batch)]
-            how = stream.below(4)
-            if how == 0 and mates:
-                mate = corpus.entries[stream.choice(mates)].batch
-                seed = mate.seed
-                picked += [("parent", parent_batch), ("splice", mate)]
-            elif how == 1:
-                seed = parent_batch.seed
-                picked.append(("parent", parent_batch))
-            else:
-                seed = neighbour_seed(parent_batch.seed, stream)
-                picked.append(("parent", parent_batch))
+            seed = parent_batch.seed if stream.chance(1, 2) else neighbour_seed(parent_batch.seed, stream)
+            picked.append(("parent", with_seed(parent_batch, seed)))
+            if mates and stream.chance(1, 4):
+                picked.append(("splice", corpus.entries[stream.choice(mates)].batch))  # with its own seed
             while len(picked) < self.batches_per_round - FRESH_PER_ROUND:
                 if stream.chance(2, 3):
                     source = parent_batch
@@ -103,8 +98,8 @@ class GuidedSchedule:
         if number % SWEEP_EVERY == 0:
             picked.append(("sweep", sweep(stream.choice(self.bases), seed, per_batch)))
         while len(picked) < self.batches_per_round:
-            picked.append(("fresh", fresh(stream.choice(self.bases), seed, per_batch, stream)))
-        batches = _fit([with_seed(batch, seed) for _, batch in picked], ops)
+            picked.append(("fresh", fresh(stream.choice(self.bases), stream.word() >> 1, per_batch, stream)))
+        batches = _fit([batch for _, batch in picked], ops)
         return Round(number, seed, batches, tuple(name for name, _ in picked), parent)
 
 

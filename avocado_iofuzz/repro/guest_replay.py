@@ -186,8 +186,6 @@ def regenerating_command(
     if not (inner_starts_at_zero and inner_run_to_end):
         return None
     chosen = [plans[index] for index in indexes]
-    if len({plan.seed for plan in chosen}) != 1:
-        return None
     resume = (indexes[0], spans[0][1]) if spans[0][1] else None
     return executor_command(
         chosen, report_every=report_every, resume=resume, binary=executor, pci_restore=pci_restore

@@ -9,6 +9,7 @@ started with.
 
 from __future__ import annotations
 
+import copy
 import json
 import shutil
 import subprocess
@@ -18,7 +19,8 @@ from avocado_jobs import run_avocado
 
 from avocado_iofuzz.campaign.trace import read_trace
 from avocado_iofuzz.guided.corpus import Corpus, load_corpus
-from avocado_iofuzz.guided.rebuild import bases_from, rebuild_rounds, recorded_batches
+from avocado_iofuzz.guided.features import BUCKET_FLOORS
+from avocado_iofuzz.guided.rebuild import bases_from, rebuild_rounds, recorded_batches, rounds_from_trace
 
 pytestmark = pytest.mark.guest
 
@@ -59,10 +61,28 @@ def check_trace_replays(summary):
             assert list(trace.ops[index]) == list(enumerate(plan.ops()))
 
 
-def check_rounds_rebuild(summary, start: Corpus):
+def check_rounds_rebuild(summary, start: Corpus, saved: dict | None = None):
+    """The rounds derived again from the corpus the run started with: from summary.json, and from the trace alone."""
     guided = summary["guided"]
-    rebuilt = rebuild_rounds(summary["seed"], bases_from(guided["ranges"]), start, guided["rounds"])
+    bases = bases_from(guided["ranges"])
+    from_trace = copy.deepcopy(start)  # the rebuild credits entries: each its own
+    rebuilt = rebuild_rounds(summary["seed"], bases, start, guided["rounds"])
     assert [r.batches for r in rebuilt] == [recorded_batches(r) for r in guided["rounds"]]
+    again = rebuild_rounds(summary["seed"], bases, from_trace, rounds_from_trace(read_trace(summary["trace"]).events))
+    assert [r.batches for r in again] == [r.batches for r in rebuilt]
+    if saved is not None:  # the corpus the run saved is the one its record grows
+        assert [e.as_dict() for e in from_trace.entries] == saved["entries"]
+
+
+def check_batches_have_their_own_seeds_and_features(summary, events: set[str]):
+    """Each batch of a round its own seed; the hit-count features name real events of this QEMU, in AFL buckets."""
+    rounds = summary["guided"]["rounds"]
+    assert any(len({b["seed"] for b in r["batches"]}) > 1 for r in rounds[1:])
+    features = [f for r in rounds for b in r["batches"] for f in b["new_features"]]
+    assert features  # round 0's sweeps alone fire events some number of times
+    for spelled in features:
+        event, _, floor = spelled.rpartition("#")
+        assert event in events and int(floor) in BUCKET_FLOORS, spelled
 
 
 def test_a_second_guided_run_starts_from_the_corpus_the_first_saved(tmp_path):
@@ -82,7 +102,8 @@ def test_a_second_guided_run_starts_from_the_corpus_the_first_saved(tmp_path):
     reached = {e for entry in saved["entries"] for e in entry["events"]}
     assert reached <= set(one["coverage"]["events"])
     check_trace_replays(one)
-    check_rounds_rebuild(one, Corpus(saved["qemu_version"], saved["key"]))
+    check_batches_have_their_own_seeds_and_features(one, events)
+    check_rounds_rebuild(one, Corpus(saved["qemu_version"], saved["key"]), saved)
     start_of_second = corpus_file.read_bytes()
 
     second = guided_run(tmp_path, "second", corpus_dir)

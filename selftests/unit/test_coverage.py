@@ -330,3 +330,64 @@ def test_a_collector_kept_armed_serves_round_after_round_with_one_baseline(tmp_p
     assert set(col.first_seen) == {"e1000e_core_write", "e1000e_irq_set", "e1000x_rx_disabled"}
     col.finish()
     assert qemu.enabled == set()
+
+
+def test_a_counting_collector_counts_hits_per_range_and_caps_a_hot_event_until_the_next_range(tmp_path):
+    """Guided rounds: events stay on after their first sighting and are counted per range; at HIT_CAP off until
+    the next range's first mark, then on again; the idle guest's events are off and never counted."""
+    from avocado_iofuzz.coverage.collector import HIT_CAP
+
+    qemu = FakeQemu(tmp_path / "trace.log")
+    selection = catalog().select(["e1000e"], [p.name for p in PLANS], AVAILABLE)
+    col = CoverageCollector(selection, qemu.path, qemu.qmp, sleep=lambda s: qemu.fire("x86_gsi_interrupt"),
+                            count_hits=True)  # fmt: skip
+    col.start(PLANS)
+    assert "x86_gsi_interrupt" not in qemu.enabled
+    qemu.mark(0, 0)
+    qemu.fire("e1000e_core_write", "e1000e_core_write", "e1000e_irq_set", "x86_gsi_interrupt")
+    qemu.mark(0, 8)
+    col.progress(0, 8)
+    assert "e1000e_core_write" in qemu.enabled  # seen, still on: its hits count
+    qemu.fire(*["e1000e_core_write"] * (HIT_CAP - 2))  # a hot register reaches the cap...
+    col.progress(0, 8)
+    assert "e1000e_core_write" not in qemu.enabled
+    qemu.fire(*["e1000e_core_write"] * 50)  # ...and costs no more log lines in this range
+    qemu.mark(0, PLANS[0].op_count)
+    col.progress(0, PLANS[0].op_count)
+    assert col.hits[0] == {"e1000e_core_write": HIT_CAP, "e1000e_irq_set": 1}  # QEMU wrote no more than the cap
+    assert "e1000e_core_write" in qemu.enabled  # the next range is in flight: on again
+    assert ("e1000e_core_write", False) in qemu.calls
+    qemu.fire("e1000e_core_write", "e1000e_core_write", "e1000e_core_write")
+    qemu.mark(1, PLANS[1].op_count)
+    qemu.fire("e1000x_rx_disabled")
+    col.settle()
+    assert col.hits == {0: {"e1000e_core_write": HIT_CAP, "e1000e_irq_set": 1},
+                        1: {"e1000e_core_write": 3}, None: {"e1000x_rx_disabled": 1}}  # fmt: skip
+    assert "x86_gsi_interrupt" not in {e for counts in col.hits.values() for e in counts}
+    col.next_round(plan_ranges(2, [(0x20, 0x27, "BAR2")], 1))
+    assert col.hits == {}  # a round's counts are its own
+    col.finish()
+    assert qemu.enabled == set()
+
+
+def test_a_counting_collector_leaves_busy_background_events_off_across_ranges(tmp_path):
+    """An idle guest's timer or the executor's setup may fire an event HIT_CAP times before the first op: it is
+    background, off for good -- not switched on again when the next range starts (it swamped later rounds)."""
+    from avocado_iofuzz.coverage.collector import HIT_CAP
+
+    qemu = FakeQemu(tmp_path / "trace.log")
+    selection = catalog().select(["e1000e"], [p.name for p in PLANS], AVAILABLE)
+    idle = ["x86_gsi_interrupt"] * (HIT_CAP + 1)
+    col = CoverageCollector(selection, qemu.path, qemu.qmp, sleep=lambda s: qemu.fire(*idle), count_hits=True)
+    col.start(PLANS)
+    col.progress(0, 0)
+    qemu.fire(*["pci_cfg_write"] * HIT_CAP)  # the kernel enabling the BAR for the executor
+    col.progress(0, 0)  # read before the first mark: counted, capped, off
+    qemu.mark(0, 0)
+    qemu.fire("e1000e_core_write")
+    qemu.mark(0, PLANS[0].op_count)
+    qemu.mark(1, 4)
+    col.progress(1, 4)
+    assert col.background == {"x86_gsi_interrupt", "pci_cfg_write"}
+    assert not {"x86_gsi_interrupt", "pci_cfg_write"} & qemu.enabled  # the second range started: still off
+    assert col.hits == {0: {"e1000e_core_write": 1}}

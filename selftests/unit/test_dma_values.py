@@ -6,6 +6,7 @@ The executor runs with --dry-run only: on the host it must touch no port and no 
 from __future__ import annotations
 
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -78,6 +79,12 @@ def test_c_dma_ops_and_fills_identical_to_python(executor, seed):
     expected, got = python_lines(plans), c_lines(executor, plans, report_every=1000)
     assert len(got) == len(expected)
     assert got == expected
+
+
+def test_c_dma_fills_follow_each_ranges_own_seed(executor):
+    """A guided round's batches with their own seeds (``@S``): each range's fills and values are its seed's."""
+    plans = [replace(plan, seed=seed) for plan, seed in zip(dma_plans(0, 40), (3, 2**64 - 1, 0, 5, 6, 7), strict=True)]
+    assert c_lines(executor, plans, report_every=1000) == python_lines(plans)
 
 
 @pytest.mark.parametrize("resume", [(1, 5), (3, SCRATCH_EPOCH_OPS - 1), (5, SCRATCH_EPOCH_OPS), (5, 10_000)])

@@ -11,6 +11,7 @@ import signal
 import struct
 import subprocess
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -85,6 +86,16 @@ def test_c_wide_accesses_identical_to_python(executor):
         RangePlan(1, 0x1F0, 0x1F7, "ide", seed=5, fuzz_count=20, width=2),
     ]
     assert op_lines(run_plans(executor, plans, report_every=64)) == python_op_lines(plans)
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(seeds=st.lists(st.integers(0, 2**64 - 1), min_size=3, max_size=3), resume_at=st.integers(0, 2))
+def test_c_per_range_seeds_identical_to_python(executor, seeds, resume_at):
+    """Each range with its own seed (``@S``, a guided round's batches): the model's ops, also when resumed."""
+    plans = [replace(plan, seed=seed) for plan, seed in zip(plan_ranges(0, RANGES, 5), seeds, strict=True)]
+    assert op_lines(run_plans(executor, plans, report_every=16)) == python_op_lines(plans)
+    resume = (plans[resume_at].index, 3)
+    assert op_lines(run_plans(executor, plans, report_every=16, resume=resume)) == python_op_lines(plans, resume)
 
 
 def test_c_large_range_identical_to_python(executor):
@@ -211,6 +222,10 @@ def test_hang_at_stops_before_the_op_and_stays_silent(executor):
         (["--seed", "1", "--fuzz-count", "1", "pci:0x0-0x10000000"], "pci address 0x10000000 is above 0xfffffff"),
         (["--seed", "1", "--fuzz-count", "1", "dma:0x0-0x1"], "neither a range index nor a space"),
         (["--seed", "1", "--fuzz-count", "1", "0x60-0x61,x"], "range fuzz count: 'x' is not a number"),
+        (["--seed", "1", "--fuzz-count", "1", "0x60-0x61@"], "'@' must be followed by the range's seed"),
+        (["--seed", "1", "--fuzz-count", "1", "0x60-0x61@-3"], "range seed: '-3' is not a number"),
+        (["--seed", "1", "--fuzz-count", "1", "0x60-0x61@18446744073709551616"], "range seed: '1844.*not a number"),
+        (["--seed", "1", "--fuzz-count", "1", "0x60-0x61~64:100@5"], "range pause: '100@5' is not a number"),
         (["--seed", "1", "--fuzz-count", "1", "--check", "--dry-run", "0x60-0x61"], "--check combines with none"),
         (["--seed", "1", "--fuzz-count", "1", "1:0x60-0x61", "1:0x70-0x71"], "range index 1 given twice"),
         (["--seed", "1", "--fuzz-count", "1", "--resume", "5:0", "0x60-0x61"], "no range with index 5"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shlex
+from dataclasses import replace
 
 import pytest
 
@@ -78,7 +79,6 @@ def test_command_gives_each_plan_its_fuzz_count_and_check_mode():
     ("kwargs", "message"),
     [
         ({"plans": []}, "no range plans"),
-        ({"plans": [PLANS[0], plan_ranges(78, [(0x70, 0x71, "rtc")], 4)[0]]}, "share seed"),
         ({"plans": [PLANS[0], PLANS[0]]}, "range index 0 appears twice"),
         ({"report_every": 0}, "report_every must be within"),
         ({"resume": (9, 0)}, "resume names range 9"),
@@ -153,3 +153,14 @@ def test_inflight_window():
     assert inflight_window(plan, 3072, 1000) == (3072, 3072)
     with pytest.raises(ValueError, match="ops_done 3073 is outside"):
         inflight_window(plan, 3073, 1000)
+
+
+def test_a_range_whose_seed_differs_from_the_first_carries_its_own():
+    """Guided rounds: every batch its own seed (``@S``); a blind command has no ``@`` and is as before."""
+    plans = [PLANS[0], replace(PLANS[1], seed=2**64 - 1), replace(PLANS[2], seed=78, fuzz_count=9, pause_every=64,
+                                                                   pause_us=100)]  # fmt: skip
+    argv = shlex.split(executor_command(plans, report_every=512))
+    assert argv[1:3] == ["--seed", "77"]
+    assert argv[-3:] == ["0:0x60-0x64", f"1:0x70-0x71@{2**64 - 1}", "2:0x1f0-0x1f7,9@78~64:100"]
+    assert "@" not in executor_command(PLANS)
+    assert range_argument(PLANS[1], 4, 77) == "1:0x70-0x71" and range_argument(PLANS[1], 4) == "1:0x70-0x71"

@@ -95,7 +95,7 @@ def test_the_corpus_persists_and_loads_per_device_and_qemu_version(tmp_path):
     loaded, message = load_corpus(path, "7.2.15", "pc-e1000e")
     assert loaded.entries == corpus.entries
     assert loaded.loaded == 2
-    assert message.startswith(f"loaded 2 batch(es) reaching 2 event(s) from {path}")
+    assert message.startswith(f"loaded 2 batch(es) reaching 2 event(s) (0 hit-count feature(s)) from {path}")
     assert not list(path.parent.glob("*.tmp"))  # written through a temporary file, renamed into place
 
 
@@ -159,7 +159,11 @@ def test_mutations_stay_inside_the_device_range_in_whole_slots_and_are_determini
             parent = fresh(BASES[salt % 3], 11, 5000, Stream(salt))
             child = mutation(parent, Stream(salt))
             assert child == mutation(parent, Stream(salt)), name
-            assert child.base == parent.base and child.seed == parent.seed, name
+            assert child.base == parent.base, name
+            if name == "seed":  # the same stretch, a neighbouring seed
+                assert (child.start, child.end) == (parent.start, parent.end) and 1 <= abs(child.seed - 11) <= 8
+            else:  # one thing at a time: the seed stays the parent's
+                assert child.seed == parent.seed, name
             # __post_init__ checked the stretch; the op budget stays near the parent's for stretch changes
             if name in ("narrow", "widen", "shift", "width"):
                 assert child.op_count <= parent.op_count + 3 * child.slots, name
@@ -203,14 +207,19 @@ def test_round_zero_sweeps_every_range_and_later_rounds_grow_from_the_corpus():
     zero = schedule.next_round(0, corpus, 90_000)
     assert {b.base for b in zero.batches} == set(BASES) and all(b.whole for b in zero.batches)
     origins: set[str] = set()
+    seeds: set[int] = set()
     for n in range(1, 20):
         r = schedule.next_round(n, corpus, 90_000)
-        assert len({b.seed for b in r.batches}) == 1 == len({r.seed})  # one executor command: one seed
+        assert r.seed == r.batches[0].seed and abs(r.seed - 42) <= 8  # the parent's seed or a neighbour
+        fresh_seeds = {b.seed for b, o in zip(r.batches, r.origins, strict=True) if o == "fresh"}
+        assert len(fresh_seeds) == r.origins.count("fresh")  # each fresh stretch its own seed
+        seeds |= {b.seed for b in r.batches}
         assert r.origins.count("fresh") >= FRESH_PER_ROUND - (n % 5 == 0)
         assert r.parent == 0 and r.origins[0] == "parent"
         assert r.op_count <= 90_000 * 5 // 4 or any(b.whole and b.fuzz_count == 1 for b in r.batches)
         origins |= set(r.origins)
     assert {"parent", "fresh", "sweep"} <= origins and origins & set(MUTATIONS)
+    assert 42 in seeds and len(seeds) > 19  # the parent's own seed comes back, the others vary per batch
 
 
 def test_without_a_corpus_a_round_is_fresh_stretches():
@@ -234,15 +243,18 @@ def test_sweeps_run_the_kinds_as_a_run_plans_them_config_space_last():
     assert all([b.base.space for b in r.batches] == kinds for r in blind)
 
 
-def test_splicing_runs_two_entries_of_one_device_back_to_back_with_one_of_their_seeds():
+def test_splicing_runs_two_entries_of_one_device_back_to_back_each_with_its_own_seed():
     a, b = Batch(BAR, BAR.start, BAR.start + 15, 42, 30), Batch(CONFIG, CONFIG.start, CONFIG.start + 15, 77, 8)
     corpus = corpus_with(a, b)
     spliced = [r for r in (GuidedSchedule(BASES, 5).next_round(n, corpus, 50_000) for n in range(1, 40))
                if "splice" in r.origins]  # fmt: skip
     assert spliced
     for r in spliced:
-        pair = {(x.start, x.end) for x in r.batches[:2]}
-        assert pair == {(a.start, a.end), (b.start, b.end)} and r.seed in (42, 77)
+        parent, mate = r.batches[:2]
+        assert {(parent.start, parent.end), (mate.start, mate.end)} == {(a.start, a.end), (b.start, b.end)}
+        own = {(a.start, a.end): 42, (b.start, b.end): 77}
+        assert mate.seed == own[(mate.start, mate.end)]  # the mate keeps its seed, whatever the parent's is
+        assert abs(parent.seed - own[(parent.start, parent.end)]) <= 8
 
 
 # -- attribution to batches ---------------------------------------------------------------
@@ -293,7 +305,8 @@ def test_rounds_write_one_trace_with_their_ranges_renumbered(tmp_path):
     from avocado_iofuzz.campaign.trace import TraceWriter, read_trace
     from avocado_iofuzz.guided.round_trace import RoundTrace
 
-    first = [Batch(IO, IO.start, IO.start + 3, 5, 2, 2).plan(0), Batch(BAR, BAR.start, BAR.start + 7, 5, 1).plan(1)]
+    # one round, each batch its own seed: the range records carry them
+    first = [Batch(IO, IO.start, IO.start + 3, 5, 2, 2).plan(0), Batch(BAR, BAR.start, BAR.start + 7, 8, 1).plan(1)]
     second = [Batch(IO, IO.start + 4, IO.start + 7, 6, 3, 4).plan(0)]
     with TraceWriter(tmp_path / "t.iofuzz", {"seed": 5}) as writer:
         for offset, plans in ((0, first), (2, second)):
@@ -304,7 +317,7 @@ def test_rounds_write_one_trace_with_their_ranges_renumbered(tmp_path):
             view.event("reset")
     trace = read_trace(tmp_path / "t.iofuzz")
     assert sorted(trace.plans) == [0, 1, 2]
-    assert trace.plans[2] == replace(second[0], index=2)
+    assert trace.plans[2] == replace(second[0], index=2) and trace.plans[1] == first[1] and trace.plans[1].seed == 8
     assert list(trace.ops[2]) == list(enumerate(second[0].ops()))
     assert [e.data.get("range") for e in trace.events if e.kind == "start"] == [0, 2]
     assert [(m.range_index, m.ops_done) for m in trace.progress] == [(1, first[1].op_count), (2, second[0].op_count)]
@@ -344,3 +357,118 @@ def test_a_guided_batch_reruns_blind_with_the_same_ops():
     params = dict(rerun.params)
     assert params["fuzz_strategy"] == "blind" and [k for k, _ in rerun.params].count("fuzz_strategy") == 1
     assert (params["fuzz_seed"], params["fuzz_count"], params["pci_widths"]) == ("77", "40", "4")
+
+
+# -- the hit-count signal ------------------------------------------------------------------
+
+
+def test_hit_counts_fall_in_afl_buckets_and_spell_features():
+    from avocado_iofuzz.guided.features import bucket, event_of, features_of
+
+    assert [bucket(n) for n in (1, 2, 3, 4, 7, 8, 15, 16, 31, 32, 127, 128, 10**6)] == [
+        1, 2, 3, 4, 4, 8, 8, 16, 16, 32, 32, 128, 128,
+    ]  # fmt: skip
+    hits = {"ehci_qh_fetch": 9, "ehci_port_reset": 1, "idle": 0}
+    assert features_of(hits) == {"ehci_qh_fetch#8", "ehci_port_reset#1"}
+    assert event_of("ehci_qh_fetch#8") == "ehci_qh_fetch"
+    with pytest.raises(ValueError, match="at least one hit"):
+        bucket(0)
+
+
+def test_a_batch_that_only_drives_a_known_event_further_joins_the_corpus_and_names_weigh_more():
+    a, b, c = (Batch(BAR, BAR.start + 16 * i, BAR.start + 16 * i + 15, i, 4) for i in range(3))
+    corpus = Corpus("7.2.15", "pc-e1000e")
+    played = SimpleNamespace(batches=(a, b, c), parent=None)
+    new = corpus.absorb(played, {0: ["e1000e_tx_descr"]}, {0: ["e1000e_tx_descr#1"], 1: ["e1000e_tx_descr#1"]})
+    assert new == {0: ["e1000e_tx_descr#1"]} and len(corpus.entries) == 1  # b reached nothing a had not
+    new = corpus.absorb(played, {}, {1: ["e1000e_tx_descr#1"], 2: ["e1000e_tx_descr#16", "e1000e_tx_descr#1"]})
+    assert new == {2: ["e1000e_tx_descr#16"]}  # more descriptors walked: a new bucket, no new name
+    assert [(e.batch, e.events, e.features) for e in corpus.entries][1] == (c, (), ("e1000e_tx_descr#16",))
+    assert corpus.entries[0].energy() > corpus.entries[1].energy()  # a new name beats a new bucket
+
+
+def test_a_corpus_file_from_before_features_loads_and_features_round_trip(tmp_path):
+    batch = Batch(BAR, BAR.start, BAR.start + 15, 3, 4)
+    corpus = corpus_with(batch)
+    corpus.entries[0].features = ("e1000e_event_0#4",)
+    path = tmp_path / "c.json"
+    save_corpus(corpus, path)
+    loaded, _ = load_corpus(path, "7.2.15", "pc-e1000e")
+    assert loaded.entries == corpus.entries
+    record = json.loads(path.read_text())
+    del record["entries"][0]["features"]  # as written before the hit-count signal
+    path.write_text(json.dumps(record))
+    old, message = load_corpus(path, "7.2.15", "pc-e1000e")
+    assert old.entries[0].features == () and "loaded 1 batch(es)" in message
+    record["entries"][0]["features"] = ["no bucket"]
+    path.write_text(json.dumps(record))
+    bad, message = load_corpus(path, "7.2.15", "pc-e1000e")
+    assert bad.entries == [] and "'features' must be a list of 'event#bucket' strings" in message
+
+
+def test_the_trace_alone_rebuilds_a_runs_rounds_and_corpus(tmp_path):
+    from avocado_iofuzz.campaign.trace import TraceWriter, read_trace
+    from avocado_iofuzz.guided.rebuild import rebuild_rounds, rounds_from_trace
+
+    start = corpus_with(Batch(BAR, BAR.start + 0x100, BAR.start + 0x10F, 42, 30))
+    live = corpus_with(Batch(BAR, BAR.start + 0x100, BAR.start + 0x10F, 42, 30))
+    schedule = GuidedSchedule(BASES, 9)
+    offset = 0
+    with TraceWriter(tmp_path / "t.iofuzz", {"seed": 9}) as writer:
+        for number in range(6):
+            played = schedule.next_round(number, live, 20_000)
+            writer.event("guided_round", round=number, seed=played.seed, parent=played.parent, first_range=offset,
+                         ops=20_000, origins=list(played.origins))  # fmt: skip
+            names = {number % len(played.batches): [f"event_{number}"]}
+            hits = {i: [f"e1000e_event_0#{1 << (number % 4)}"] for i in range(2)}
+            new = live.absorb(played, names, hits)
+            writer.event("guided_events", round=number, new={str(offset + i): e for i, e in names.items()},
+                         features={str(offset + i): f for i, f in new.items()}, ran_to=None)  # fmt: skip
+            offset += len(played.batches)
+    rounds = rounds_from_trace(read_trace(tmp_path / "t.iofuzz").events)
+    rebuild_rounds(9, BASES, start, rounds)
+    assert start.entries == live.entries and any(e.features and not e.events for e in live.entries)
+
+
+# -- round sizing --------------------------------------------------------------------------
+
+
+def test_rounds_of_mixed_cost_are_sized_from_the_overall_rate_and_stay_near_the_target():
+    """Rounds alternate cheap and expensive batches (1e6 vs 1e5 ops/s) plus 0.3 s per round: sized from the
+    previous round's rate they swing; from the overall rate their mean length is the target."""
+    from avocado_iofuzz.guided.sizing import RoundSizer
+
+    def duration(number: int, ops: int) -> float:
+        return 0.3 + ops / (1e6 if number % 2 else 1e5)
+
+    sizer = RoundSizer(2.0, 200_000)
+    assert sizer.next_ops() == 200_000  # nothing measured yet
+    lengths = []
+    for number in range(40):
+        ops = sizer.next_ops()
+        lengths.append(duration(number, ops))
+        sizer.record(ops, lengths[-1])
+    assert abs(sum(lengths[10:]) / 30 - 2.0) < 0.15
+    assert sizer.next_ops(seconds_left=0.5) < sizer.next_ops() and sizer.next_ops(seconds_left=0.0) == 1000
+    previous, swings = 200_000 / duration(0, 200_000), []
+    for number in range(1, 40):  # the old way, for contrast: the previous round's rate
+        ops = int(previous * 2.0)
+        swings.append(duration(number, ops))
+        previous = ops / swings[-1]
+    assert max(swings[10:]) > 2 * max(lengths[10:])
+    with pytest.raises(ValueError, match="must all be positive"):
+        RoundSizer(0, 1)
+
+
+def test_the_first_rounds_one_time_costs_do_not_shrink_the_rounds_after_it():
+    """Round 0 pays the first login and the coverage baseline (3 s here); later rounds 0.3 s + ops at 3e6/s."""
+    from avocado_iofuzz.guided.sizing import RoundSizer
+
+    sizer = RoundSizer(2.0, 200_000)
+    sizer.record(200_000, 3.0 + 200_000 / 3e6)
+    lengths = []
+    for _ in range(12):
+        ops = sizer.next_ops()
+        lengths.append(0.3 + ops / 3e6)
+        sizer.record(ops, lengths[-1])
+    assert all(abs(length - 2.0) < 0.1 for length in lengths[3:]), lengths

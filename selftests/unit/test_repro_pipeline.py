@@ -6,6 +6,7 @@ import json
 import shlex
 import subprocess
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -203,6 +204,23 @@ def test_the_executor_generates_exactly_the_spans_of_a_candidate(tmp_path):
         (o.kind, o.port, o.width, o.value) for o in wanted
     ]
     assert len(generated) == len(wanted) - 9 + plans[2].op_count
+
+
+def test_batches_with_their_own_seeds_are_generated_in_the_guest_as_they_ran(tmp_path):
+    """A guided round: each batch its own seed; the in-guest replay command carries them (``@S``)."""
+    base = plan_ranges(7, [(0x300, 0x303, "a"), (0x310, 0x311, "b"), (0x320, 0x327, "c")], 2)
+    plans = {p.index: replace(p, seed=seed) for p, seed in zip(base, (7, 2**63 + 5, 11), strict=True)}
+    spans = [(0, 2, plans[0].op_count), (1, 0, plans[1].op_count), (2, 0, plans[2].op_count)]
+    command = regenerating_command(plans, spans, executor="/usr/bin/iofuzz-exec", report_every=4)
+    assert command is not None and f"1:0x310-0x311@{2**63 + 5}" in command and "2:0x320-0x327@11" in command
+    printed = subprocess.run(
+        [str(build_executor(tmp_path)), "--dry-run", *shlex.split(command)[1:]], capture_output=True, text=True
+    )
+    generated = [parse_dry_run_op(line)[2] for line in printed.stdout.splitlines() if not line.startswith("@")]
+    wanted = [op for index, first, stop in spans for op in plans[index].ops(first, stop)]
+    assert [(o.kind, o.port, o.width, o.value) for o in generated] == [
+        (o.kind, o.port, o.width, o.value) for o in wanted
+    ]
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,41 @@
+"""The guided signal: which events a batch made QEMU fire, and about how often (AFL's hit-count buckets).
+
+Event names alone give no reward for getting closer: a device has 40-230
+catalogued events, a blind sweep reaches in a second all it will reach, and
+the deep ones sit behind paths of many steps (a DMA engine loading one more
+descriptor, a command taken one step further). Those steps fire the events
+the device already knew, more often. So a batch's *features* are its events
+paired with a bucket of their hit count in the batch -- 1, 2, 3, 4-7, 8-15,
+16-31, 32-127, 128+ -- and a batch that lands an event in a bucket no batch
+had reached is new, even with no new name.
+
+A feature is spelled ``event#floor``: ``e1000e_rx_descr#8`` is 8 to 15 hits.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+# the floors of the buckets: a count falls in the bucket of the largest floor it reaches
+BUCKET_FLOORS = (1, 2, 3, 4, 8, 16, 32, 128)
+
+
+def bucket(hits: int) -> int:
+    """The floor of the bucket ``hits`` (>= 1) falls in."""
+    if hits < 1:
+        raise ValueError(f"a bucket needs at least one hit, got {hits}")
+    return max(floor for floor in BUCKET_FLOORS if floor <= hits)
+
+
+def feature(event: str, hits: int) -> str:
+    return f"{event}#{bucket(hits)}"
+
+
+def features_of(hits: Mapping[str, int]) -> set[str]:
+    """A batch's features from its hit counts (events with no hit have none)."""
+    return {feature(event, count) for event, count in hits.items() if count > 0}
+
+
+def event_of(spelled: str) -> str:
+    """The event of a feature (``e1000e_rx_descr#8`` -> ``e1000e_rx_descr``)."""
+    return spelled.rpartition("#")[0]
