@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import struct
 import subprocess
+from dataclasses import replace
 
 import pytest
 from test_dma_values import c_lines, python_lines
@@ -60,6 +61,19 @@ def test_c_layout_resume_refills_at_the_resume_point(executor, layout):
     got = c_lines(executor, plans, report_every=4096, resume=(0, 5000))
     assert got[0].startswith("M 0 5000 ")
     assert got == python_lines(plans, (0, 5000))
+
+
+def test_c_layout_fills_follow_each_ranges_own_seed_and_pacing(executor):
+    """A guided batch's range as the executor reads it: ``+dma=LAYOUT@S~E:U`` (layout, own seed, pacing) together."""
+    plans = [
+        replace(plan, seed=seed, pause_every=every, pause_us=us)
+        for plan, seed, (every, us) in zip(
+            layout_plans(1, LAYOUT_UHCI), (1, 77, 2**64 - 1), ((0, 0), (64, 1), (4096, 2)), strict=True
+        )
+    ]
+    command = executor_command(plans, binary=str(executor), dry_run=True, report_every=4096)
+    assert "+dma=uhci@77~64:1" in command  # the first range's seed is the command's --seed
+    assert c_lines(executor, plans, report_every=4096) == python_lines(plans)
 
 
 def test_layout_changes_the_fill_only():
