@@ -7,7 +7,7 @@ import subprocess
 from dataclasses import replace
 
 import pytest
-from test_dma_values import c_lines, python_lines
+from dry_run_model import c_lines, python_lines
 
 from avocado_iofuzz.executor.protocol import executor_command, range_argument
 from avocado_iofuzz.model.dma import SCRATCH_BASE, SCRATCH_EPOCH_OPS, SCRATCH_SIZE, VALUES_DMA, scratch_fill

@@ -7,15 +7,13 @@ from __future__ import annotations
 
 import subprocess
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
+from dry_run_model import c_lines, python_lines
 
 from avocado_iofuzz.executor.protocol import (
     NoScratch,
     executor_command,
-    format_dry_run_fill,
-    format_dry_run_op,
     parse_line,
     range_argument,
 )
@@ -44,32 +42,6 @@ def dma_plans(seed: int, fuzz_count: int) -> list[RangePlan]:
         RangePlan(4, 0xFEB01000, 0xFEB0103F, "bar64", seed, fuzz_count, 8, "mmio", values=VALUES_DMA),
         RangePlan(5, 0x18000, 0x180FF, "config", seed, fuzz_count, 4, "pci", values=VALUES_DMA),
     ]
-
-
-def python_lines(plans: list[RangePlan], resume: tuple[int, int] | None = None) -> list[str]:
-    """What --dry-run must print between its @ lines: fills before the ops they precede, then the ops."""
-    lines: list[str] = []
-    started = resume is None
-    for plan in plans:
-        first = 0
-        if not started:
-            if plan.index != resume[0]:
-                continue
-            started, first = True, resume[1]
-        fills = set(fill_points(first, plan.op_count)) if plan.values == VALUES_DMA else set()
-        for i in range(first, plan.op_count):
-            if i in fills:
-                fill = scratch_fill(plan.range_seed, i // SCRATCH_EPOCH_OPS, plan.layout)
-                lines.append(format_dry_run_fill(plan.index, i, fill))
-            lines.append(format_dry_run_op(plan.index, i, plan.op(i)))
-    return lines
-
-
-def c_lines(executor: Path, plans: list[RangePlan], **kwargs) -> list[str]:
-    command = executor_command(plans, binary=str(executor), dry_run=True, **kwargs)
-    result = subprocess.run(command, shell=True, capture_output=True, text=True, timeout=120)
-    assert result.returncode == 0, result.stdout[-2000:] + result.stderr
-    return [line for line in result.stdout.splitlines() if not line.startswith("@")]
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2**64 - 1, 0x5EED])

@@ -15,6 +15,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from dry_run_model import python_lines
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -27,7 +28,6 @@ from avocado_iofuzz.executor.protocol import (
     Progress,
     Ready,
     executor_command,
-    format_dry_run_op,
     parse_dry_run_op,
     parse_line,
 )
@@ -52,31 +52,18 @@ def op_lines(lines: list[str]) -> list[str]:
     return [line for line in lines if not line.startswith("@")]
 
 
-def python_op_lines(plans: list[RangePlan], resume: tuple[int, int] | None = None) -> list[str]:
-    lines = []
-    started = resume is None
-    for plan in plans:
-        first = 0
-        if not started:
-            if plan.index != resume[0]:
-                continue
-            started, first = True, resume[1]
-        lines += [format_dry_run_op(plan.index, first + k, op) for k, op in enumerate(plan.ops(first))]
-    return lines
-
-
 @pytest.mark.parametrize("seed", [0, 1, 0x7FFF_FFFF_FFFF_FFFF, 2**64 - 1, 123456789])
 @pytest.mark.parametrize("fuzz_count", [0, 1, 7])
 def test_c_ops_identical_to_python(executor, seed, fuzz_count):
     plans = plan_ranges(seed, RANGES, fuzz_count)
-    assert "\n".join(op_lines(run_plans(executor, plans, report_every=16))) == "\n".join(python_op_lines(plans))
+    assert "\n".join(op_lines(run_plans(executor, plans, report_every=16))) == "\n".join(python_lines(plans))
 
 
 @pytest.mark.parametrize("resume", [(0, 0), (0, 7), (1, 0), (1, 9), (2, 17), (2, 80)])
 def test_c_resume_identical_to_python(executor, resume):
     plans = plan_ranges(99, RANGES, 9)
     lines = op_lines(run_plans(executor, plans, report_every=8, resume=resume))
-    assert lines == python_op_lines(plans, resume)
+    assert lines == python_lines(plans, resume)
     assert parse_dry_run_op(lines[0])[:2] == resume
 
 
@@ -85,7 +72,7 @@ def test_c_wide_accesses_identical_to_python(executor):
         RangePlan(0, 0xCF8, 0xCFF, "pci", seed=5, fuzz_count=20, width=4),
         RangePlan(1, 0x1F0, 0x1F7, "ide", seed=5, fuzz_count=20, width=2),
     ]
-    assert op_lines(run_plans(executor, plans, report_every=64)) == python_op_lines(plans)
+    assert op_lines(run_plans(executor, plans, report_every=64)) == python_lines(plans)
 
 
 @settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -93,14 +80,14 @@ def test_c_wide_accesses_identical_to_python(executor):
 def test_c_per_range_seeds_identical_to_python(executor, seeds, resume_at):
     """Each range with its own seed (``@S``, a guided round's batches): the model's ops, also when resumed."""
     plans = [replace(plan, seed=seed) for plan, seed in zip(plan_ranges(0, RANGES, 5), seeds, strict=True)]
-    assert op_lines(run_plans(executor, plans, report_every=16)) == python_op_lines(plans)
+    assert op_lines(run_plans(executor, plans, report_every=16)) == python_lines(plans)
     resume = (plans[resume_at].index, 3)
-    assert op_lines(run_plans(executor, plans, report_every=16, resume=resume)) == python_op_lines(plans, resume)
+    assert op_lines(run_plans(executor, plans, report_every=16, resume=resume)) == python_lines(plans, resume)
 
 
 def test_c_large_range_identical_to_python(executor):
     plans = plan_ranges(2024, [(0x0, 0xFFF, "big")], 2)
-    assert op_lines(run_plans(executor, plans, report_every=4096)) == python_op_lines(plans)
+    assert op_lines(run_plans(executor, plans, report_every=4096)) == python_lines(plans)
 
 
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -113,7 +100,7 @@ def test_c_large_range_identical_to_python(executor):
 def test_c_matches_python_on_random_plans(executor, seed, fuzz_count, bounds, report_every):
     plans = plan_ranges(seed, [(s, s + n, f"r{i}") for i, (s, n) in enumerate(bounds)], fuzz_count)
     lines = run_plans(executor, plans, report_every=report_every)
-    assert op_lines(lines) == python_op_lines(plans)
+    assert op_lines(lines) == python_lines(plans)
     assert progress_marks(lines) == expected_marks(plans, report_every)
 
 
@@ -165,7 +152,7 @@ def test_resume_at_range_end(executor):
     plans = plan_ranges(3, RANGES[:2], 1)
     lines = run_plans(executor, plans, resume=(0, plans[0].op_count))
     assert progress_marks(lines)[:2] == [(0, plans[0].op_count), (1, 0)]
-    assert op_lines(lines) == python_op_lines(plans[1:])
+    assert op_lines(lines) == python_lines(plans[1:])
 
 
 def test_explicit_range_indices_are_reported(executor):
