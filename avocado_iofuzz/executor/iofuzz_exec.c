@@ -301,6 +301,17 @@ static void fill_scratch(const struct range *r, uint64_t epoch, volatile uint64_
 
 #define PAGE_BYTES 0x1000ULL
 #define LAYOUT_DWORDS (LAYOUT_SIZE / 4)
+
+/* random bytes from first_byte to the end (data buffers, frames): word d / 2 fills dwords d and d + 1 */
+static void fill_random_tail(uint64_t seed, volatile uint32_t *dw, uint64_t first_byte)
+{
+	for (uint64_t d = first_byte / 4; d < LAYOUT_DWORDS; d += 2) {
+		uint64_t word = random_word(seed, d / 2);
+
+		dw[d] = (uint32_t)word;
+		dw[d + 1] = (uint32_t)(word >> 32);
+	}
+}
 #define STRUCT_WORDS LAYOUT_DWORDS
 #define PID_SETUP 0x2D
 #define PID_IN 0x69
@@ -487,12 +498,7 @@ static void fill_e1000(uint64_t seed, volatile uint32_t *dw)
 	for (uint64_t c = 0; c < E1000_BUFFERS / 16; c++)
 		e1000_descriptor(random_word(seed, STRUCT_WORDS + 2 * c), random_word(seed, STRUCT_WORDS + 2 * c + 1),
 				 dw + 4 * c);
-	for (uint64_t d = E1000_BUFFERS / 4; d < LAYOUT_DWORDS; d += 2) {
-		uint64_t word = random_word(seed, d / 2);
-
-		dw[d] = (uint32_t)word;
-		dw[d + 1] = (uint32_t)(word >> 32);
-	}
+	fill_random_tail(seed, dw, E1000_BUFFERS);
 }
 
 #define VIRTIO_QUEUE 256ULL
@@ -573,12 +579,7 @@ static void fill_nvme(uint64_t seed, volatile uint32_t *dw)
 	}
 	for (uint64_t d = 2 * PAGE_BYTES / 4; d < 3 * PAGE_BYTES / 4; d++) /* the completion queue */
 		dw[d] = 0;
-	for (uint64_t d = 3 * PAGE_BYTES / 4; d < LAYOUT_DWORDS; d += 2) {
-		uint64_t word = random_word(seed, d / 2);
-
-		dw[d] = (uint32_t)word;
-		dw[d + 1] = (uint32_t)(word >> 32);
-	}
+	fill_random_tail(seed, dw, 3 * PAGE_BYTES);
 }
 
 #define MFI_FRAMES 192ULL
@@ -636,12 +637,7 @@ static void fill_megasas(uint64_t seed, volatile uint32_t *dw)
 		for (unsigned i = 0; i < 16; i++)
 			dw[16 * f + i] = frame[i];
 	}
-	for (uint64_t d = MFI_DATA / 4; d < LAYOUT_DWORDS; d += 2) {
-		uint64_t word = random_word(seed, d / 2);
-
-		dw[d] = (uint32_t)word;
-		dw[d + 1] = (uint32_t)(word >> 32);
-	}
+	fill_random_tail(seed, dw, MFI_DATA);
 }
 
 #define AHCI_TABLES 0x1000ULL
@@ -686,12 +682,7 @@ static void fill_ahci(uint64_t seed, volatile uint32_t *dw)
 			out[32 + 4 * e + 3] = (uint32_t)(511 | ((w1 >> (16 + e)) & 1) << 31);
 		}
 	}
-	for (uint64_t d = AHCI_DATA / 4; d < LAYOUT_DWORDS; d += 2) {
-		uint64_t word = random_word(seed, d / 2);
-
-		dw[d] = (uint32_t)word;
-		dw[d + 1] = (uint32_t)(word >> 32);
-	}
+	fill_random_tail(seed, dw, AHCI_DATA);
 }
 
 /* The scratch memory (16 KiB) laid out like one device family's structures, for the fill seed. */

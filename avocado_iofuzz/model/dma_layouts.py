@@ -63,6 +63,13 @@ def _word(seed: int, k: int) -> int:
     return random_word(seed, k)
 
 
+def _random_tail(dwords: list[int], first_byte: int, seed: int) -> None:
+    """Random bytes from ``first_byte`` to the end (data buffers, frames): word ``d // 2`` fills dwords d, d+1."""
+    for d in range(first_byte // 4, DWORDS, 2):
+        word = _word(seed, d // 2)
+        dwords[d : d + 2] = [word & 0xFFFF_FFFF, word >> 32]
+
+
 def _maybe(word: int, shift: int, bits: int) -> bool:
     """True one time in 2**bits: the bit field of ``word`` at ``shift`` is zero."""
     return (word >> shift) & ((1 << bits) - 1) == 0
@@ -247,9 +254,7 @@ def _e1000(base: int, seed: int) -> list[int]:
     for c in range(_E1000_BUFFERS // 16):
         w0, w1 = _word(seed, STRUCT_WORDS + 2 * c), _word(seed, STRUCT_WORDS + 2 * c + 1)
         dwords[4 * c : 4 * c + 4] = e1000_descriptor(base, w0, w1)
-    for d in range(_E1000_BUFFERS // 4, DWORDS, 2):  # frames: random bytes
-        word = _word(seed, d // 2)
-        dwords[d : d + 2] = [word & 0xFFFF_FFFF, word >> 32]
+    _random_tail(dwords, _E1000_BUFFERS, seed)  # frames: random bytes
     return dwords
 
 
@@ -337,9 +342,7 @@ def _nvme(base: int, seed: int) -> list[int]:
         c = 4 * e
         w0, w1, w2 = (_word(seed, STRUCT_WORDS + 2 * c + j) for j in range(3))
         dwords[16 * e : 16 * e + 16] = nvme_command(base, w0, w1, w2)
-    for d in range(3 * PAGE // 4, DWORDS, 2):  # data
-        word = _word(seed, d // 2)
-        dwords[d : d + 2] = [word & 0xFFFF_FFFF, word >> 32]
+    _random_tail(dwords, 3 * PAGE, seed)  # data
     return dwords
 
 
@@ -394,9 +397,7 @@ def _megasas(base: int, seed: int) -> list[int]:
         c = 4 * f
         w0, w1 = _word(seed, STRUCT_WORDS + 2 * c), _word(seed, STRUCT_WORDS + 2 * c + 1)
         dwords[16 * f : 16 * f + 16] = megasas_frame(base, w0, w1)
-    for d in range(_MFI_DATA // 4, DWORDS, 2):
-        word = _word(seed, d // 2)
-        dwords[d : d + 2] = [word & 0xFFFF_FFFF, word >> 32]
+    _random_tail(dwords, _MFI_DATA, seed)
     return dwords
 
 
@@ -441,9 +442,7 @@ def _ahci(base: int, seed: int) -> list[int]:
         c = (_AHCI_TABLES + 256 * t) // 16
         w0, w1 = _word(seed, STRUCT_WORDS + 2 * c), _word(seed, STRUCT_WORDS + 2 * c + 1)
         dwords[4 * c : 4 * c + 64] = ahci_table(base, w0, w1)
-    for d in range(_AHCI_DATA // 4, DWORDS, 2):
-        word = _word(seed, d // 2)
-        dwords[d : d + 2] = [word & 0xFFFF_FFFF, word >> 32]
+    _random_tail(dwords, _AHCI_DATA, seed)
     return dwords
 
 
