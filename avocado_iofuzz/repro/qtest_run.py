@@ -284,9 +284,10 @@ def _feed(proc: subprocess.Popen[bytes], payload: bytes, pacing: Pacing | None, 
     """Write the sync command, then, once it is answered, the script (paced if asked).
 
     Why wait: QEMU's qtest server reads at most 1 KiB per main-loop turn and
-    runs due timers between turns, so which ops share a read can decide a
-    crash (EHCI's frame timer, due at once after a USBCMD write even with the
-    clock stopped, must see the ASYNCLISTADDR write that follows). Sent in
+    runs bottom halves and due timers between turns, so which ops share a
+    read can decide a crash (the bottom half an EHCI USBCMD write schedules
+    runs the async schedule, clock stopped or not, and must see the
+    ASYNCLISTADDR write that follows). Sent in
     one go behind the sync line, the ops' reads began 11 bytes early, unlike
     ``sh reproducer.sh``, whose QEMU reads the ops from their first byte: a
     reproducer minimized so crashed in every replay and never as written.

@@ -1,16 +1,16 @@
 """A replay and the reproducer.sh written from it feed QEMU the ops in the same 1 KiB reads.
 
 Why it matters: QEMU's qtest server takes at most 1 KiB of its input per
-main-loop turn, and a timer due "now" (EHCI's frame timer, armed by a USBCMD
-write even with the clock stopped) runs between turns. Whether two ops land
-in one read decides whether the timer sees the second: the EHCI finding's
+main-loop turn, and bottom halves (EHCI's, scheduled by a USBCMD write, runs
+the async schedule even with the clock stopped) run between turns. Whether two ops land
+in one read decides whether the bottom half sees the second: the EHCI finding's
 minimized ops aborted in every replay and in no run of its reproducer.sh,
 because the replay sent an 11-byte sync command in front of the ops and the
 heredoc does not, which moved every read boundary by 11 bytes.
 
 The QEMU here is a stand-in with exactly that behaviour: it reads 1 KiB at a
-time, answers each line, and at the end of each read runs an "armed timer",
-which aborts (SIGABRT, an assertion on stderr) only if the "address" line
+time, answers each line, and at the end of each read runs a "scheduled bottom
+half", which aborts (SIGABRT, an assertion on stderr) only if the "address" line
 was already processed. The observers are its exit status and stderr, for
 both the replay runner and ``sh reproducer.sh``.
 """
@@ -29,14 +29,14 @@ from avocado_iofuzz.repro.reproducer import run_shell, shell_script, shell_signa
 
 pytestmark = pytest.mark.skipif(shutil.which("sh") is None, reason="needs a POSIX sh")
 
-ARM = Op("w", 0x1020, 4, 0x21, SPACE_MMIO)  # "USBCMD: run, async schedule on": arms the timer
-ADDRESS = Op("w", 0x1038, 4, 0x7002000, SPACE_MMIO)  # "ASYNCLISTADDR": what the timer needs to crash
+ARM = Op("w", 0x1020, 4, 0x21, SPACE_MMIO)  # "USBCMD: run, async schedule on": schedules the bottom half
+ADDRESS = Op("w", 0x1038, 4, 0x7002000, SPACE_MMIO)  # "ASYNCLISTADDR": what the bottom half needs to crash
 PAD = Op("w", 0x70, 1, 0)  # "outb 0x70 0x0\n": 14 bytes that move the pair across read boundaries
 
 FAKE_QEMU = """\
 #!{python}
 # A qtest server that behaves like QEMU 7.2's for this purpose: reads of at most 1 KiB, one
-# answer per complete line, and after each read the armed timer runs (once).
+# answer per complete line, and after each read the scheduled bottom half runs (once).
 import os, signal, sys, time
 armed = address = False
 pending = b""
