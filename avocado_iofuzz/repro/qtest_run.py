@@ -1,8 +1,10 @@
 """Run an op list against QEMU's device models with ``-S ... -qtest stdio``: no guest, milliseconds.
 
 The vCPU never starts (``-S``); the qtest server performs each ``outb``/``inb``
-as the guest would and answers ``OK [value]``. The script is piped in one go
-(≈600 k ops/s) while a reader counts the answers, so a death or a stall is
+as the guest would and answers ``OK [value]``. Once QEMU answered a sync
+command, the script is piped in one go (≈600 k ops/s), so that QEMU reads it
+in the same 1 KiB pieces as from ``reproducer.sh``'s here-document (see
+:func:`_feed`), while a reader counts the answers, so a death or a stall is
 pinned to the op that had no answer. After the last answer the runner keeps
 watching QEMU for ``linger`` seconds: some aborts come from bottom halves and
 timers that fire after the write that armed them.
@@ -224,7 +226,7 @@ def run_qtest(
     lines = [qtest_commands(op) for op in ops]
     # qtest answers per line, and a PCI config op is two lines: replies are mapped back to ops
     op_ends = list(itertools.accumulate(len(op_lines) for op_lines in lines))
-    payload = _SYNC_COMMAND + "".join(line + "\n" for op_lines in lines for line in op_lines).encode("ascii")
+    payload = "".join(line + "\n" for op_lines in lines for line in op_lines).encode("ascii")
     started = time.monotonic()
     with tempfile.TemporaryFile() as stderr_file:
         try:
@@ -238,11 +240,15 @@ def run_qtest(
         except OSError as err:
             raise QtestStartError(f"cannot run {target.binary}: {err.strerror}") from None
         try:
-            writer = threading.Thread(target=_feed, args=(proc, payload, pacing), daemon=True)
+            started_up = threading.Event()
+            writer = threading.Thread(target=_feed, args=(proc, payload, pacing, started_up), daemon=True)
             writer.start()
-            replies, status, answered_at = _watch(proc, (op_ends[-1] if op_ends else 0) + 1, linger, stall_timeout)
+            replies, status, answered_at = _watch(
+                proc, (op_ends[-1] if op_ends else 0) + 1, linger, stall_timeout, started_up
+            )
             ended_at = time.monotonic()
         finally:
+            started_up.set()  # a writer still waiting for the sync answer gives up (QEMU is killed next)
             _kill(proc)
         stderr_file.seek(0)
         stderr = stderr_file.read().decode("utf-8", "replace")[-STDERR_KEEP:]
@@ -274,13 +280,28 @@ def ops_answered(op_ends: Sequence[int], lines_answered: int) -> int:
     return bisect.bisect_right(op_ends, lines_answered)
 
 
-def _feed(proc: subprocess.Popen[bytes], payload: bytes, pacing: Pacing | None) -> None:
-    """Write the script (paced if asked); QEMU dying half-way only ends the feeding.
+def _feed(proc: subprocess.Popen[bytes], payload: bytes, pacing: Pacing | None, started_up: threading.Event) -> None:
+    """Write the sync command, then, once it is answered, the script (paced if asked).
 
-    stdin stays open until the kill.
+    Why wait: QEMU's qtest server reads at most 1 KiB per main-loop turn and
+    runs bottom halves and due timers between turns, so which ops share a
+    read can decide a crash (the bottom half an EHCI USBCMD write schedules
+    runs the async schedule, clock stopped or not, and must see the
+    ASYNCLISTADDR write that follows). Sent in
+    one go behind the sync line, the ops' reads began 11 bytes early, unlike
+    ``sh reproducer.sh``, whose QEMU reads the ops from their first byte: a
+    reproducer minimized so crashed in every replay and never as written.
+    Sent after the sync's answer, the ops start a read of their own, as there.
+
+    QEMU dying half-way only ends the feeding; stdin stays open until the kill.
     """
     assert proc.stdin is not None
     with contextlib.suppress(BrokenPipeError, OSError, ValueError):
+        proc.stdin.write(_SYNC_COMMAND)
+        proc.stdin.flush()
+        # bounded: _watch gives up after STARTUP_TIMEOUT, and run_qtest sets the event on its way out
+        if not started_up.wait(STARTUP_TIMEOUT + 1.0) or proc.poll() is not None:
+            return
         for piece in pieces(payload, pacing):
             proc.stdin.write(piece)
             proc.stdin.flush()
@@ -296,9 +317,15 @@ def pieces(payload: bytes, pacing: Pacing | None) -> list[bytes]:
 
 
 def _watch(
-    proc: subprocess.Popen[bytes], expected: int, linger: float, stall_timeout: float
+    proc: subprocess.Popen[bytes],
+    expected: int,
+    linger: float,
+    stall_timeout: float,
+    started_up: threading.Event | None = None,
 ) -> tuple[int, int | str | None, float | None]:
     """Count replies until all came (then linger), QEMU exited, or it stalled.
+
+    ``started_up`` is set at the first reply (the sync command's): the writer waits for it.
 
     Returns (replies, status, all_answered_at): status is QEMU's return code
     (negative: signal) if it exited, ``"stalled"`` if it stopped answering,
@@ -333,6 +360,8 @@ def _watch(
         if not chunk:  # EOF: QEMU is gone (or closed stdout, which it only does when exiting)
             return replies, proc.wait(), answered_at
         replies += chunk.count(b"\n")
+        if replies and started_up is not None:
+            started_up.set()
         last_progress = time.monotonic()
 
 
