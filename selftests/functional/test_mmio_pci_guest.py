@@ -18,12 +18,11 @@ from __future__ import annotations
 import dataclasses
 import re
 import shutil
-import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from qtest_feed import feed_qtest
 
 from avocado_iofuzz.campaign.guest_access import check_access, read_listings
 from avocado_iofuzz.campaign.runner import Campaign, CampaignConfig
@@ -192,28 +191,8 @@ def test_qemu_saw_the_traced_config_accesses_at_their_registers(fuzzed):
     assert {0x04, 0x10, 0x14} <= registers  # command register and BARs were written
 
 
-def run_qtest(script: str, log: Path, timeout: float = 60) -> None:
-    """Feed ``script`` to a QEMU with the same machine and devices under -qtest; stop it once all is answered."""
-    commands = script.count("\n")
-    qemu = subprocess.Popen(
-        ["qemu-system-x86_64", "-machine", "pc", "-S", "-display", "none", "-nodefaults", *DEVICES,
-         "-qtest", "stdio", "-trace", "memory_region_ops_*", "-trace", "pci_cfg_*", "-D", str(log)],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-    )  # fmt: skip
-    try:
-        qemu.stdin.write(script)
-        qemu.stdin.flush()
-        deadline = time.monotonic() + timeout
-        answers = 0
-        while answers < commands and time.monotonic() < deadline:
-            line = qemu.stdout.readline()
-            assert line, "QEMU's qtest server stopped answering"
-            assert not line.startswith("FAIL") and not line.startswith("ERR"), line
-            answers += line.startswith("OK")
-        assert answers == commands
-    finally:
-        qemu.terminate()  # qtest never quits by itself; terminate flushes the trace log
-        qemu.wait(10)
+def run_qtest(script: str, log: Path) -> None:
+    feed_qtest(script, log, DEVICES, ["memory_region_ops_*", "pci_cfg_*"])
 
 
 def test_qtest_export_of_the_trace_reaches_the_same_registers(fuzzed, tmp_path):

@@ -21,12 +21,12 @@ from __future__ import annotations
 
 import re
 import shutil
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from qtest_feed import feed_qtest
 
 from avocado_iofuzz.campaign.runner import Campaign, CampaignConfig
 from avocado_iofuzz.campaign.trace import TraceWriter, read_trace
@@ -209,33 +209,8 @@ def test_qemu_saw_the_recorded_restore_writes_in_the_planned_order(phases):
     assert recorded[-1] == (0x04, saved[1][2])
 
 
-def run_qtest(script: str, log: Path, timeout: float = 60) -> None:
-    """``script`` on the same machine and device under -qtest; QEMU stopped (by PID) once all is answered."""
-    commands = script.count("\n")
-    qemu = subprocess.Popen(
-        ["qemu-system-x86_64", "-machine", "pc", "-S", "-display", "none", "-nodefaults", "-device", "piix3-usb-uhci",
-         "-qtest", "stdio", "-trace", "pci_update_mappings_add", "-D", str(log)],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-    )  # fmt: skip
-    try:
-        assert qemu.stdin is not None and qemu.stdout is not None
-        qemu.stdin.write(script)
-        qemu.stdin.flush()
-        deadline = time.monotonic() + timeout
-        answers = 0
-        while answers < commands and time.monotonic() < deadline:
-            line = qemu.stdout.readline()
-            assert line, "QEMU's qtest server stopped answering"
-            assert not line.startswith(("FAIL", "ERR")), line
-            answers += line.startswith("OK")
-        assert answers == commands
-    finally:
-        qemu.terminate()
-        try:
-            qemu.wait(10)
-        except subprocess.TimeoutExpired:
-            qemu.kill()
-            qemu.wait(10)
+def run_qtest(script: str, log: Path) -> None:
+    feed_qtest(script, log, ["-device", "piix3-usb-uhci"], ["pci_update_mappings_add"])
 
 
 def test_a_qtest_replay_of_the_trace_puts_the_bar_back_too(phases, tmp_path):
