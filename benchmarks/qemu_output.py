@@ -67,8 +67,9 @@ def count_lines(path: Path) -> int:
 def run_job(reference: str, fuzz_count: int, mode: str, workdir: Path) -> dict[str, Any]:
     results = workdir / "results"
     command = [
-        str(AVOCADO), "run", reference, "--job-results-dir", str(results),
-        "--vt-extra-params", f"fuzz_count={fuzz_count}", f"fuzz_seed={SEED}", f"qemu_output={mode}",
+        str(AVOCADO), "run", reference, "--job-results-dir", str(results), "--disable-sysinfo",
+        "--vt-extra-params", f"fuzz_count={fuzz_count}", "--vt-extra-params", f"fuzz_seed={SEED}",
+        "--vt-extra-params", f"qemu_output={mode}",
     ]  # fmt: skip
     with stopwatch() as job_seconds:
         output = run_in_own_group(command, workdir)
