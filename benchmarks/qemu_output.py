@@ -9,7 +9,7 @@ test's own seconds, the ops done, the lines of debug.log and of QEMU's output
 file, and the ratio of the best test times.
 
 Usage: python benchmarks/qemu_output.py [--reference iofuzz.quick.nic.i82559er]
-       [--fuzz-count 200] [--runs 1]
+       [--fuzz-count 200] [--runs 1] [--param mmio_max_size=0x40 ...]
 The last line is JSON: the runs and ``speedup`` (log's test seconds / file's).
 """
 
@@ -64,13 +64,11 @@ def count_lines(path: Path) -> int:
         return sum(1 for _ in handle)
 
 
-def run_job(reference: str, fuzz_count: int, mode: str, workdir: Path) -> dict[str, Any]:
+def run_job(reference: str, params: Sequence[str], mode: str, workdir: Path) -> dict[str, Any]:
     results = workdir / "results"
-    command = [
-        str(AVOCADO), "run", reference, "--job-results-dir", str(results), "--disable-sysinfo",
-        "--vt-extra-params", f"fuzz_count={fuzz_count}", "--vt-extra-params", f"fuzz_seed={SEED}",
-        "--vt-extra-params", f"qemu_output={mode}",
-    ]  # fmt: skip
+    command = [str(AVOCADO), "run", reference, "--job-results-dir", str(results), "--disable-sysinfo"]
+    for param in (f"fuzz_seed={SEED}", *params, f"qemu_output={mode}"):
+        command += ["--vt-extra-params", param]
     with stopwatch() as job_seconds:
         output = run_in_own_group(command, workdir)
     jobs = sorted(results.glob("job-*"))
@@ -98,6 +96,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--reference", default="iofuzz.quick.nic.i82559er")
     parser.add_argument("--fuzz-count", type=int, default=200)
     parser.add_argument("--runs", type=int, default=1, help="runs of each mode, alternating")
+    parser.add_argument("--param", action="append", default=[], help="KEY=VALUE for --vt-extra-params, repeatable")
     parser.add_argument("--workdir", type=Path, default=None, help="keep the jobs here (default: a temp dir)")
     return parser.parse_args(argv)
 
@@ -108,7 +107,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     runs = []
     for number in range(args.runs):
         for mode in MODES:
-            run = run_job(args.reference, args.fuzz_count, mode, workdir / f"{mode}-{number}")
+            params = [f"fuzz_count={args.fuzz_count}", *args.param]
+            run = run_job(args.reference, params, mode, workdir / f"{mode}-{number}")
             say(
                 f"{mode:4}: job {run['job_s']} s, test {run['test_s']} s, {run['ops']:,} ops; debug.log "
                 f"{run['debug_log_lines']:,} lines ({run['qemu_output_records']:,} [qemu output]); "
@@ -117,9 +117,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             runs.append(run)
     best = {mode: min(r["test_s"] for r in runs if r["mode"] == mode) for mode in MODES}
     speedup = ratio(best["log"], best["file"])
-    say(f"{args.reference}, fuzz_count={args.fuzz_count}: test {best['log']} s logged line by line, "
-        f"{best['file']} s to a file: {speedup:.1f}x")  # fmt: skip
-    print_figures({"reference": args.reference, "fuzz_count": args.fuzz_count, "runs": runs, "speedup": speedup})
+    row = " ".join([args.reference, *args.param, f"fuzz_count={args.fuzz_count}"])
+    say(f"{row}: test {best['log']} s logged line by line, {best['file']} s to a file: {speedup:.1f}x")
+    figures = {"reference": args.reference, "fuzz_count": args.fuzz_count, "params": args.param, "runs": runs}
+    print_figures({**figures, "speedup": speedup})
     return 0
 
 

@@ -5,7 +5,7 @@ unknown longword write" for each 4-byte write to a register its
 ``eepro100_write4`` has no case for: every offset but SCBPointer (4),
 SCBPort (8), SCBflash (0xc) and SCBCtrlMDI (0x10). The observer outside our
 code is QEMU's own ``memory_region_ops_write`` trace events: the warnings in
-``qemu-output-vm1.log`` must number exactly the traced 4-byte writes to
+``qemu-output-vm1.log`` (runs of one line collapsed into a count) must number exactly the traced 4-byte writes to
 eepro100 at the other offsets, and the debug log must account for every one
 of them (logged in full, or counted in a "N more lines like ... suppressed"
 line) in a few dozen records, not one per line.
@@ -20,6 +20,7 @@ import pytest
 from avocado_jobs import run_avocado
 
 from avocado_iofuzz.campaign.trace import read_trace
+from avocado_iofuzz.vm.qemu_output import expand_lines
 
 pytestmark = pytest.mark.guest
 
@@ -34,33 +35,34 @@ def test_every_warning_is_in_the_file_and_the_debug_log_stays_small(tmp_path):
     params = {
         "fuzz_seed": "5",
         "fuzz_count": "20",
-        "fuzz_kinds": "mmio",  # the BAR's 4 KiB at width 4: ~20 000 writes, nearly all warned about
+        "fuzz_kinds": "mmio",  # 4 + 16 KiB of BARs at width 4: ~100 000 writes, nearly all warned about
         "iofuzz_coverage": "no",  # its own -trace arguments would share the trace file
         "iofuzz_extra_qemu_args": f"-trace memory_region_ops_write -D {qemu_log}",
     }
     job = run_avocado("iofuzz.quick.nic.i82559er", tmp_path, params, timeout=900)
     test = job.tests[0]
     assert test["status"] == "PASS", job.output
+    # BAR0 (registers) and BAR2 (flash): QEMU 7.2 serves both with eepro100's ops, offsets from each BAR
     plans = [p for p in read_trace(job.data_file("trace.iofuzz")).plans.values() if p.space == "mmio"]
-    assert len(plans) == 1, plans
-    (plan,) = plans
-    assert plan.end - plan.start + 1 > 0x40  # the whole BAR, not the old 0x40-byte cap
+    assert plans and any(p.end - p.start + 1 > 0x40 for p in plans)  # whole BARs, not the old 0x40-byte cap
 
     warned_writes = 0
     for match in WRITE.finditer(qemu_log.read_text(errors="replace")):
-        offset = int(match["addr"], 16) - plan.start
-        if 0 <= offset <= plan.end - plan.start and int(match["size"]) == 4:
-            warned_writes += offset not in HANDLED_WRITE4_OFFSETS
-    assert warned_writes > 10_000
+        address = int(match["addr"], 16)
+        plan = next((p for p in plans if p.start <= address <= p.end), None)
+        if plan is not None and int(match["size"]) == 4:
+            warned_writes += address - plan.start not in HANDLED_WRITE4_OFFSETS
+    assert warned_writes > 50_000
 
     output_file = Path(test["logdir"]) / "qemu-output-vm1.log"
-    lines = output_file.read_text(errors="replace").splitlines()
-    assert lines.count(WARNING) == warned_writes
+    written = output_file.read_text(errors="replace").splitlines()
+    assert len(written) < warned_writes / 10  # runs of the same line are collapsed into a count
+    assert list(expand_lines(written)).count(WARNING) == warned_writes
 
     debug_log = (Path(test["logdir"]) / "debug.log").read_text(errors="replace")
     records = [line for line in debug_log.splitlines() if "[qemu output]" in line]
     in_full = sum(line.endswith(f"[qemu output] {WARNING}") for line in records)
     counted = sum(int(m[1]) for m in map(SUPPRESSED.search, records) if m and m[2] == WARNING)
     assert in_full + counted == warned_writes
-    assert len(records) < 200, len(records)  # against ~20 000 records when every line is logged
+    assert len(records) < 200, len(records)  # against ~100 000 records when every line is logged
     assert str(output_file) in debug_log  # the summaries say where the lines are

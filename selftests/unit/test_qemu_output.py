@@ -6,6 +6,7 @@ from avocado_iofuzz.vm.qemu_output import (
     FIRST_OF_A_KIND,
     LineThrottle,
     QemuOutputLog,
+    expand_lines,
     first_line_with,
     line_kind,
     read_tail,
@@ -108,3 +109,18 @@ def test_qemu_vm_start_gets_the_file_sink_unless_log_is_asked_for(tmp_path):
         assert startup._output_to_file(args, FakeVm({"qemu_output": "log"})) == args
     finally:
         utils_logfile.set_log_file_dir(before)
+
+
+def test_a_run_of_identical_lines_is_written_once_with_its_count_and_expands_back(tmp_path):
+    clock = [0.0]
+    sink, _ = make_log(tmp_path, clock=lambda: clock[0])
+    printed = ["boot"] + [WARNING] * 1000 + ["other", WARNING, WARNING, "(Process terminated with status 0)"]
+    for number, line in enumerate(printed):
+        clock[0] = number * 0.01  # a flush every 100 lines writes the copies counted so far
+        sink(line)
+    written = (tmp_path / "qemu-output-vm1.log").read_text().splitlines()
+    assert len(written) < 30
+    assert written[:3] == ["boot", WARNING, "[previous line repeated 99 more times]"]
+    assert written[-3:] == [WARNING, "[previous line repeated 1 more time]", "(Process terminated with status 0)"]
+    assert list(expand_lines(written)) == printed
+    assert sink.lines == len(printed)
