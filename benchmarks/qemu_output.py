@@ -28,6 +28,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from avocado_iofuzz.vm.qemu_output import expand_lines
 from benchmarks._common import BenchmarkError, print_figures, ratio, say, stopwatch
 
 AVOCADO = Path(sys.executable).with_name("avocado")
@@ -57,15 +58,18 @@ def run_in_own_group(command: list[str], workdir: Path) -> str:
     return output
 
 
-def count_lines(path: Path) -> int:
+def count_lines(path: Path) -> tuple[int, int]:
+    """(lines in the file, lines QEMU printed): runs of one line are written once with their count."""
     if not path.exists():
-        return 0
-    with path.open("rb") as handle:
-        return sum(1 for _ in handle)
+        return 0, 0
+    with path.open(encoding="utf-8", errors="replace") as handle:
+        written = handle.read().splitlines()
+    return len(written), sum(1 for _ in expand_lines(written))
 
 
 def run_job(reference: str, params: Sequence[str], mode: str, workdir: Path) -> dict[str, Any]:
     results = workdir / "results"
+    results.mkdir(parents=True, exist_ok=True)
     command = [str(AVOCADO), "run", reference, "--job-results-dir", str(results), "--disable-sysinfo"]
     for param in (f"fuzz_seed={SEED}", *params, f"qemu_output={mode}"):
         command += ["--vt-extra-params", param]
@@ -80,14 +84,16 @@ def run_job(reference: str, params: Sequence[str], mode: str, workdir: Path) -> 
     logdir = Path(test["logdir"])
     summary = json.loads((logdir / "data" / "summary.json").read_text())
     debug_log = (logdir / "debug.log").read_text(errors="replace")
+    file_lines, printed = count_lines(logdir / "qemu-output-vm1.log")
     return {
         "mode": mode,
         "job_s": round(job_seconds[0], 1),
-        "test_s": round(float(test["time"]), 1),
+        "test_s": round(float(test["time_elapsed"]), 1),
         "ops": sum(r["ops_done"] for r in summary["ranges"]),
         "debug_log_lines": debug_log.count("\n"),
         "qemu_output_records": debug_log.count("[qemu output]"),
-        "qemu_output_file_lines": count_lines(logdir / "qemu-output-vm1.log"),
+        "qemu_output_file_lines": file_lines,
+        "qemu_output_file_expands_to": printed,
     }
 
 
@@ -112,7 +118,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             say(
                 f"{mode:4}: job {run['job_s']} s, test {run['test_s']} s, {run['ops']:,} ops; debug.log "
                 f"{run['debug_log_lines']:,} lines ({run['qemu_output_records']:,} [qemu output]); "
-                f"qemu-output-vm1.log {run['qemu_output_file_lines']:,} lines"
+                f"qemu-output-vm1.log {run['qemu_output_file_lines']:,} lines "
+                f"({run['qemu_output_file_expands_to']:,} expanded)"
             )
             runs.append(run)
     best = {mode: min(r["test_s"] for r in runs if r["mode"] == mode) for mode in MODES}

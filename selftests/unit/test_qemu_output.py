@@ -124,3 +124,37 @@ def test_a_run_of_identical_lines_is_written_once_with_its_count_and_expands_bac
     assert written[-3:] == [WARNING, "[previous line repeated 1 more time]", "(Process terminated with status 0)"]
     assert list(expand_lines(written)) == printed
     assert sink.lines == len(printed)
+
+
+class FakeProcess:
+    def __init__(self, output_filename, status):
+        self.output_filename = output_filename
+        self.status = status
+
+    def get_status(self):
+        return self.status
+
+
+class DeadVm:
+    def __init__(self, process):
+        self.process = process
+
+    def is_dead(self):
+        return True
+
+    def get_pid(self):
+        return 4242
+
+
+def test_a_dead_vms_exit_has_the_last_lines_and_the_hardware_error_line_of_a_large_output(tmp_path):
+    from avocado_iofuzz.vm.vt import STDERR_TAIL_LINES, VtGuest
+
+    output = tmp_path / "output"
+    dump = "".join(f"EAX=00000000 register dump line {i}\n" for i in range(100))
+    warnings = f"{WARNING}\n" * 200_000  # megabytes of warnings before the end
+    output.write_text(f"{warnings}qemu: hardware error: eepro100: bad state\n{dump}")
+    exit_info = VtGuest(DeadVm(FakeProcess(str(output), 134)), login_timeout=1).exit_info()
+    assert exit_info is not None and exit_info.signal == 6 and exit_info.status is None
+    lines = exit_info.stderr_tail.splitlines()
+    assert lines[0] == "qemu: hardware error: eepro100: bad state"
+    assert lines[1:] == dump.splitlines()[-STDERR_TAIL_LINES:]
