@@ -40,7 +40,8 @@ FLUSH_INTERVAL = 1.0  # seconds between flushes of the output file
 TERMINATED = "(Process terminated with status"
 OTHER_KINDS = "(lines of other kinds)"
 
-_NUMBER = re.compile(r"0x[0-9a-fA-F]+|\d+")
+# 0x1f, 12, and bare hex words with a digit (virtio's "wrong value for queue_enable f9412e9a")
+_NUMBER = re.compile(r"\b0x[0-9a-fA-F]+\b|\b[0-9a-fA-F]*\d[0-9a-fA-F]*\b|\d+")
 _REPEATED = re.compile(r"^\[previous line repeated (\d+) more times?\]$")
 
 

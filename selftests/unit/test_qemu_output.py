@@ -18,6 +18,8 @@ WARNING = "eepro100: feature is missing in this emulation: unknown longword writ
 def test_lines_that_differ_in_numbers_are_one_kind():
     assert line_kind("bad write at 0x1f val=12") == line_kind("bad write at 0xab val=7")
     assert line_kind("bad write") != line_kind("bad read")
+    assert line_kind("wrong value for queue_enable f9412e9a") == line_kind("wrong value for queue_enable ee6ce690")
+    assert line_kind("feature is missing: unknown byte write") != line_kind("feature is missing: unknown byte read")
 
 
 def test_first_lines_of_a_kind_are_logged_then_counted_and_summarized():
