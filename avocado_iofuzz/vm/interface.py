@@ -14,7 +14,7 @@ from typing import Protocol
 import aexpect
 
 # hw_error() prints its message, then a dump of every vCPU's registers (~40 lines each)
-_HW_ERROR_LINE = "hardware error:"
+HW_ERROR_LINE = "hardware error:"
 
 
 def stderr_tail(output: str, tail: str) -> str:
@@ -23,9 +23,9 @@ def stderr_tail(output: str, tail: str) -> str:
     The register dump that follows ``hw_error``'s message would otherwise push
     the one line naming the bug out of any short tail.
     """
-    if _HW_ERROR_LINE in tail:
+    if HW_ERROR_LINE in tail:
         return tail
-    line = next((line for line in output.splitlines() if _HW_ERROR_LINE in line), "")
+    line = next((line for line in output.splitlines() if HW_ERROR_LINE in line), "")
     return f"{line}\n{tail}" if line else tail
 
 

@@ -11,8 +11,9 @@ from typing import Any
 import aexpect
 from aexpect import remote
 
-from avocado_iofuzz.vm.interface import QemuExit, stderr_tail
+from avocado_iofuzz.vm.interface import HW_ERROR_LINE, QemuExit
 from avocado_iofuzz.vm.process_guard import stop_processes, wait_gone
+from avocado_iofuzz.vm.qemu_output import first_line_with, read_tail
 
 LOG = logging.getLogger("avocado.test.iofuzz")
 
@@ -144,9 +145,13 @@ class VtGuest:
         if not self.vm.is_dead():
             return None
         status, sig = decode_shell_status(self.vm.process.get_status())
-        output = self.vm.process.get_output() or ""
-        tail = stderr_tail(output, "\n".join(output.strip().splitlines()[-STDERR_TAIL_LINES:]))
-        return QemuExit(status=status, signal=sig, stderr_tail=tail)
+        # aexpect's server writes QEMU's whole output to this file before anything reads it: complete once
+        # QEMU is dead, where the tail thread's copy (qemu-output-<vm>.log) may still be catching up. It can
+        # be large (a line per fuzz op), so only its end is read, and the one line hw_error's dump hides.
+        path = self.vm.process.output_filename
+        tail = read_tail(path, STDERR_TAIL_LINES)
+        hw_error = "" if HW_ERROR_LINE in tail else first_line_with(path, HW_ERROR_LINE)
+        return QemuExit(status=status, signal=sig, stderr_tail=f"{hw_error}\n{tail}" if hw_error else tail)
 
 
 def stop_qemu(vm: Any, pid: int | None = None) -> None:

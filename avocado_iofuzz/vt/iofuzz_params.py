@@ -45,6 +45,7 @@ from avocado_iofuzz.model.shards import Shard
 from avocado_iofuzz.repro.vt_triage import TriageParams
 from avocado_iofuzz.results.rerun import CMDLINE_PARAM, DEFAULT_REFERENCE, RerunContext
 from avocado_iofuzz.vm.image import ImageGuestParams
+from avocado_iofuzz.vm.qemu_output import QEMU_OUTPUT_FILE, QEMU_OUTPUT_MODES, QEMU_OUTPUT_PARAM
 from avocado_iofuzz.vm.qom import parse_device_list
 from avocado_iofuzz.vt.image_params import read_image_guest
 from avocado_iofuzz.vt.params import (
@@ -164,6 +165,7 @@ class IofuzzParams:
     values: str = VALUES_UNIFORM  # fuzz_values: where write values come from (model/dma.py)
     layout: str = LAYOUT_AUTO  # dma_layout: the scratch memory's layout (model/layout_choice.py)
     pci_restore: bool = True  # put each pci range's function header back when leaving it (model/pci_restore.py)
+    qemu_output: str = QEMU_OUTPUT_FILE  # where QEMU's output lines go (vm/qemu_output.py; vt/startup.py applies it)
 
     @classmethod
     def from_params(cls, params: Params) -> IofuzzParams:
@@ -190,6 +192,7 @@ class IofuzzParams:
             values=choice(params, "fuzz_values", VALUE_MODES, VALUES_UNIFORM),
             layout=choice(params, "dma_layout", LAYOUT_CHOICES, LAYOUT_AUTO),
             pci_restore=yes_no(params, "pci_restore", True),
+            qemu_output=choice(params, QEMU_OUTPUT_PARAM, QEMU_OUTPUT_MODES, QEMU_OUTPUT_FILE),
         )
 
 

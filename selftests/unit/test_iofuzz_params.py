@@ -102,3 +102,10 @@ def test_bad_strategy_params_are_named(params, message):
 
     with pytest.raises(ParamError, match=message):
         read_guided(params)
+
+
+def test_qemu_output_is_file_unless_log_is_asked_for_and_nothing_else_is_accepted():
+    assert IofuzzParams.from_params({}).qemu_output == "file"
+    assert IofuzzParams.from_params({"qemu_output": "log"}).qemu_output == "log"
+    with pytest.raises(ParamError, match="qemu_output"):
+        IofuzzParams.from_params({"qemu_output": "debuglog"})
