@@ -16,6 +16,7 @@ every later round (blind rounds of 1.0 s for a 2 s target in 20 s runs).
 
 from __future__ import annotations
 
+import statistics
 from dataclasses import dataclass, field
 
 WINDOW = 8  # rounds: enough to average a mix of cheap and expensive rounds, short enough to forget the start
@@ -75,11 +76,8 @@ class RoundSizer:
         recent = self.rounds[1:][-WINDOW:]
         if len(recent) < 2:
             return None
-        mean_ops = sum(o for o, _ in recent) / len(recent)
-        mean_s = sum(s for _, s in recent) / len(recent)
-        spread = sum((o - mean_ops) ** 2 for o, _ in recent)
-        if spread <= 0:
+        try:
+            per_op, fixed = statistics.linear_regression([o for o, _ in recent], [s for _, s in recent])
+        except statistics.StatisticsError:  # all rounds of one size: no slope to fit
             return None
-        per_op = sum((o - mean_ops) * (s - mean_s) for o, s in recent) / spread
-        fixed = mean_s - per_op * mean_ops
         return (fixed, per_op) if per_op > 0 and fixed >= 0 else None
