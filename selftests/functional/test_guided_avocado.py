@@ -97,7 +97,7 @@ def test_a_second_guided_run_starts_from_the_corpus_the_first_saved(tmp_path):
     assert set(one["coverage"]["events"]) <= events  # real events of this QEMU
     corpus_file = next(corpus_dir.glob("corpus/qemu-*/*.json"))
     saved = json.loads(corpus_file.read_text())
-    assert saved["key"].endswith("-ich9-usb-ehci1")  # per machine and device
+    assert saved["key"] == "pc-ich9-usb-ehci1-usb-storage"  # per machine and devices (the row attaches a stick)
     assert 0 < len(saved["entries"]) == one["guided"]["corpus_entries"]
     reached = {e for entry in saved["entries"] for e in entry["events"]}
     assert reached <= set(one["coverage"]["events"])
