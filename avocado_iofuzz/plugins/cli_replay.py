@@ -38,6 +38,11 @@ def _add_finding_options(parser: Any) -> None:
         "--finding", dest="iofuzz_finding", choices=("crash", "hang", "reboot"), default=None,
         help="which finding of the trace to reproduce (default: the last one)",
     )  # fmt: skip
+    parser.add_argument(
+        "--occurrence", dest="iofuzz_occurrence", type=int, default=None, metavar="N",
+        help="the N-th finding (of --finding's kind, if given) in the trace, 1 for the first, -1 for the last "
+        "(default); a run that survived several hangs records each one",
+    )  # fmt: skip
     parser.add_argument("--qemu", dest="iofuzz_qemu", default=None, help="QEMU binary (default: the recorded one)")
 
 

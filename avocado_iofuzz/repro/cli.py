@@ -58,9 +58,21 @@ def is_trace(path: Path) -> bool:
         raise CliError(f"{path}: cannot read: {err.strerror}") from None
 
 
+def occurrence_index(value: int | None) -> int:
+    """``--occurrence``'s N (1-based, negative from the end) as a list index; the last finding by default."""
+    if value is None:
+        return -1
+    if value == 0:
+        raise CliError("--occurrence counts from 1 (the first finding) or from -1 (the last)")
+    return value - 1 if value > 0 else value
+
+
 def _extract(path: Path, config: dict[str, Any]) -> Extracted:
     try:
-        return extract(path, kind=config.get("iofuzz_finding"), qemu_binary=config.get("iofuzz_qemu"))
+        return extract(
+            path, kind=config.get("iofuzz_finding"), occurrence=occurrence_index(config.get("iofuzz_occurrence")),
+            qemu_binary=config.get("iofuzz_qemu"),
+        )  # fmt: skip
     except ExtractError as err:
         raise CliError(str(err)) from None
 
@@ -75,6 +87,7 @@ def _options(config: dict[str, Any], guest_fallback: bool = True) -> TriageOptio
         guest_fallback=guest_fallback and not config.get("iofuzz_no_guest"),
         qemu_binary=config.get("iofuzz_qemu"),
         kind=config.get("iofuzz_finding"),
+        occurrence=occurrence_index(config.get("iofuzz_occurrence")),
         outside_kills=bool(config.get("iofuzz_outside_kills")),
     )
 

@@ -102,6 +102,7 @@ class TriageOptions:
     timer_attempts: int = 3
     qemu_binary: str | None = None
     kind: str | None = None  # which finding: crash, hang, reboot (default: the last one)
+    occurrence: int = -1  # index among the trace's findings (of ``kind``): -1 the last, 0 the first
     # a QEMU killed by another process (SIGKILL/SIGTERM..., no fatal line) shows no bug of its own
     outside_kills: bool = False
 
@@ -189,7 +190,8 @@ def signature_matches(expected: CrashSignature, actual: CrashSignature) -> bool:
 
 def stage_extract(trace_path: str | os.PathLike[str], options: TriageOptions) -> Extracted:
     return extract(
-        trace_path, kind=options.kind, max_prefix_ops=options.max_prefix_ops, qemu_binary=options.qemu_binary
+        trace_path, kind=options.kind, occurrence=options.occurrence, max_prefix_ops=options.max_prefix_ops,
+        qemu_binary=options.qemu_binary,
     )
 
 

@@ -166,3 +166,27 @@ def test_triage_params_are_checked(tmp_path):
         read_triage({"minimize_budget": "-1"})
     with pytest.raises(ParamError, match="iofuzz_replay"):
         read_triage({"iofuzz_replay": str(tmp_path / "missing")})
+
+
+def test_the_cli_reaches_every_finding_of_a_trace_not_only_the_last(tmp_path):
+    # a run that survives hangs records each one (lsi53c895a's row: 8); the CLI reached only the last
+    from avocado_iofuzz.repro import cli
+
+    events = [
+        ("start", {"range": 0, "op": 0}),
+        ("hang", {"range": 0, "window": [0, 64], "detail": "x"}),
+        ("resume", {"range": 0, "op": 64}),
+        ("start", {"range": 0, "op": 64}),
+        ("hang", {"range": 1, "window": [64, 128], "detail": "y"}),
+    ]
+    path = write(tmp_path / "t", events)
+    windows = {
+        n: cli._extract(path, {"iofuzz_finding": "hang", "iofuzz_occurrence": n}).finding.window for n in (1, 2, -1)
+    }
+    assert windows == {1: (0, 64), 2: (64, 128), -1: (64, 128)}
+    assert cli._extract(path, {"iofuzz_finding": "hang"}).finding.window == (64, 128)
+    assert cli._options({"iofuzz_finding": "hang", "iofuzz_occurrence": 1}).occurrence == 0
+    with pytest.raises(cli.CliError, match="counts from 1"):
+        cli._extract(path, {"iofuzz_occurrence": 0})
+    with pytest.raises(cli.CliError, match="finding #2 asked for, the trace has 2"):
+        cli._extract(path, {"iofuzz_finding": "hang", "iofuzz_occurrence": 3})
