@@ -5,7 +5,10 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
+import signal
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -83,3 +86,28 @@ def use_checkout() -> None:
     """Import avocado_iofuzz from this checkout (what we measure), not from an installed copy."""
     if str(REPO) not in sys.path:
         sys.path.insert(0, str(REPO))
+
+
+def avocado_env() -> dict[str, str]:
+    """avocado runs the installed package, as for users (`pip install --no-deps .` after a change)."""
+    return {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+
+
+def run_in_own_group(command: list[str], workdir: Path, timeout: float, interrupt_grace: float) -> str:
+    """Run avocado in a process group of its own; after ``timeout`` interrupt it (avocado-vt then
+    destroys its VM), and kill what is left of the group if that does not end it in ``interrupt_grace``."""
+    proc = subprocess.Popen(
+        command, env=avocado_env(), cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        start_new_session=True,
+    )  # fmt: skip
+    try:
+        output, _ = proc.communicate(timeout=timeout)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGINT)
+            try:
+                proc.wait(interrupt_grace)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+    return output

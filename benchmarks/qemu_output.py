@@ -17,9 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import signal
-import subprocess
 import sys
 import tempfile
 from collections.abc import Sequence
@@ -29,33 +26,13 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from avocado_iofuzz.vm.qemu_output import expand_lines
-from benchmarks._common import BenchmarkError, print_figures, ratio, say, stopwatch
+from benchmarks._common import BenchmarkError, print_figures, ratio, run_in_own_group, say, stopwatch
 
 AVOCADO = Path(sys.executable).with_name("avocado")
 JOB_TIMEOUT = 3600.0  # the baseline of a warning row can take many minutes
 INTERRUPT_GRACE = 60.0
 MODES = ("log", "file")  # baseline first: a warm page cache then favours ours no more than it
 SEED = "1"
-
-
-def run_in_own_group(command: list[str], workdir: Path) -> str:
-    """avocado in a process group of its own; interrupted (then killed) on a timeout."""
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # the installed package, as users run it
-    proc = subprocess.Popen(
-        command, env=env, cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        start_new_session=True,
-    )  # fmt: skip
-    try:
-        output, _ = proc.communicate(timeout=JOB_TIMEOUT)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGINT)
-            try:
-                proc.wait(INTERRUPT_GRACE)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-    return output
 
 
 def count_lines(path: Path) -> tuple[int, int]:
@@ -74,7 +51,7 @@ def run_job(reference: str, params: Sequence[str], mode: str, workdir: Path) -> 
     for param in (f"fuzz_seed={SEED}", *params, f"qemu_output={mode}"):
         command += ["--vt-extra-params", param]
     with stopwatch() as job_seconds:
-        output = run_in_own_group(command, workdir)
+        output = run_in_own_group(command, workdir, JOB_TIMEOUT, INTERRUPT_GRACE)
     jobs = sorted(results.glob("job-*"))
     if not jobs:
         raise BenchmarkError(f"avocado left no job directory:\n{output}")

@@ -25,11 +25,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -41,7 +38,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's code is what we measure
 
 from avocado_iofuzz.guest.busybox import PROMPT_TEXT
-from benchmarks._common import BenchmarkError, print_figures, say, stopwatch
+from benchmarks._common import BenchmarkError, print_figures, run_in_own_group, say, stopwatch
 from benchmarks.console_timeline import ConsoleTimeline, read_serial_trace
 
 AVOCADO = Path(sys.executable).with_name("avocado")
@@ -87,31 +84,6 @@ def phase_seconds(launched: float, test_started: float, released: float, console
     return seconds
 
 
-def avocado_env() -> dict[str, str]:
-    """avocado runs the installed package, as for users (`pip install --no-deps .` after a change)."""
-    return {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-
-
-def run_in_own_group(command: list[str], workdir: Path) -> str:
-    """Run avocado in a process group of its own; on a timeout interrupt it (avocado-vt then
-    destroys its VM), and kill what is left of the group if that does not end it."""
-    proc = subprocess.Popen(
-        command, env=avocado_env(), cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        start_new_session=True,
-    )  # fmt: skip
-    try:
-        output, _ = proc.communicate(timeout=JOB_TIMEOUT)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGINT)
-            try:
-                proc.wait(INTERRUPT_GRACE)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-    return output
-
-
 def run_job(reference: str, workdir: Path) -> dict[str, Any]:
     """One ``avocado run``; its phases, job time, result and trace size."""
     console_log = workdir / "serial-events.log"
@@ -122,7 +94,7 @@ def run_job(reference: str, workdir: Path) -> dict[str, Any]:
     ]  # fmt: skip
     launched = time.time()
     with stopwatch() as job_seconds:
-        output = run_in_own_group(command, workdir)
+        output = run_in_own_group(command, workdir, JOB_TIMEOUT, INTERRUPT_GRACE)
     jobs = sorted(results.glob("job-*"))
     if not jobs:
         raise BenchmarkError(f"avocado left no job directory:\n{output}")
