@@ -191,6 +191,7 @@ class Campaign:
         )
         # the op the executor named with @HANG in the current invocation (range index, op index)
         self._named_stop: tuple[int, int] | None = None
+        self._in_flight = False  # the executor runs, its window not booked yet (see _book_interrupted)
         # position: index into self.plans and op index within that plan
         self._range = 0
         self._op = 0
@@ -222,6 +223,7 @@ class Campaign:
                     self.trace.event("stop", reason=self.result.stopped_early)
                     break
                 stop = self._execute()
+                self._in_flight = False  # each way out books the window itself
                 if stop.how == "done":
                     watch_started = self.clock()
                     died = self._dies_after_done()
@@ -238,6 +240,10 @@ class Campaign:
                 self._record_window(stop)
                 if not self._recover(stop):
                     break
+        except BaseException as cut:
+            if not isinstance(cut, Exception):
+                self._book_interrupted(cut)
+            raise
         finally:
             self.result.elapsed = self.clock() - start
             if self.observer is not None:
@@ -265,6 +271,7 @@ class Campaign:
         self.trace.event("start", range=self.plans[self._range].index, op=self._op, **restoring)
         self._named_stop = None
         LOG.debug("executor: %s", command)
+        self._in_flight = True
         self._session.sendline(command)
         last_progress = self.clock()
         pending = ""
@@ -301,6 +308,20 @@ class Campaign:
                 return _Stop("hang", f"no progress for {now - last_progress:.1f} s")
             if now - self._last_log >= self.config.progress_log_interval:
                 self._log_progress(now)
+
+    def _book_interrupted(self, cut: BaseException) -> None:
+        """The test was cut (its time limit, an interrupt) while the executor ran: count the window in flight.
+
+        What the marks confirmed is counted already; the ops after the last
+        mark may have run (or, with the op the executor named, the ones before
+        it did). The trace says the run stopped here.
+        """
+        if not self._in_flight:
+            return
+        self._in_flight = False
+        self._book_window(resumes=False)
+        self.result.stopped_early = f"interrupted: {cut}" if str(cut) else f"interrupted ({type(cut).__name__})"
+        self.trace.event("stop", reason=self.result.stopped_early)
 
     def _dies_after_done(self) -> bool:
         # counted in sleeps, not on self.clock: nothing else advances a test's fake clock now

@@ -24,6 +24,7 @@ from avocado_iofuzz.guided.corpus import Corpus, corpus_key, corpus_path, load_c
 from avocado_iofuzz.guided.rounds import GuidedRun, bases_of
 from avocado_iofuzz.guided.schedule import GuidedSchedule
 from avocado_iofuzz.model.program import RangePlan
+from avocado_iofuzz.vm.process_guard import TimeUp
 from avocado_iofuzz.vt.iofuzz_params import IofuzzRun
 
 LOG = logging.getLogger("avocado.test.iofuzz")
@@ -38,6 +39,7 @@ class GuidedOutcome:
     summary: dict[str, Any]
     coverage_by_range: list[dict[str, Any]]
     error: str = ""  # a round could not go on (CampaignError): the test ERRORs after writing the summary
+    interrupted: str = ""  # the test's time limit cut a round: the test ends INTERRUPTED after writing it
 
 
 def guided_wanted(run: IofuzzRun, coverage: Any) -> bool:
@@ -79,7 +81,7 @@ def fuzz_guided(
         "guided: %d ops in rounds of about %d, from seed %d, over %d ranges; corpus %s",
         budget, run.guided.round_ops, seed, len(plans), path,
     )  # fmt: skip
-    error = ""
+    error = interrupted = ""
     try:
         while guided.ops_done < budget:
             left = budget - guided.ops_done
@@ -94,12 +96,14 @@ def fuzz_guided(
                 break
     except CampaignError as err:
         error = str(err)
+    except TimeUp as up:  # the rounds so far are the run: summed up below, then the test is interrupted
+        interrupted = str(up)
     finally:
         guided.close()
         save_corpus(corpus, path)
         LOG.info("guided: corpus of %d batch(es) saved to %s", len(corpus.entries), path)
     summary = {**guided.summary(), "corpus": str(path), "ops_budget": budget, "round_ops": run.guided.round_ops}
-    return GuidedOutcome(guided.plans(), guided.result(), summary, _coverage_by_range(guided), error)
+    return GuidedOutcome(guided.plans(), guided.result(), summary, _coverage_by_range(guided), error, interrupted)
 
 
 def _coverage_by_range(guided: GuidedRun) -> list[dict[str, Any]]:

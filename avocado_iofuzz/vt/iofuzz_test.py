@@ -48,6 +48,7 @@ from avocado_iofuzz.results.report import (
 )
 from avocado_iofuzz.results.rerun import RerunContext
 from avocado_iofuzz.vm.image import GuestLoginFailed, GuestNotMarked, ImageGuest, SshLog, session_devices
+from avocado_iofuzz.vm.process_guard import TimeUp
 from avocado_iofuzz.vm.qom import PERIPHERAL_CONTAINERS, avocado_vt_qmp, machine_type, missing_devices, peripheral_types
 from avocado_iofuzz.vm.vt import VtGuest
 from avocado_iofuzz.vt.compat import run_qemu_probes_under_bash
@@ -199,6 +200,7 @@ class Outcome:
     coverage: Any
     guided: dict[str, Any] | None = None  # a guided run's rounds and corpus (fuzz_strategy = guided)
     guided_coverage_by_range: list[dict[str, Any]] | None = None
+    interrupted: str = ""  # the test's time limit (iofuzz_test_timeout) cut the campaign: why
 
 
 def run_iofuzz(test: Any, params: Any, env: Any) -> None:
@@ -361,6 +363,11 @@ def fuzz(
             finish(test, outcome(campaign.result))
             test.error(str(err))
             raise  # test.error raises; this keeps the type checker and a fake test honest
+        except TimeUp as up:
+            # the test's time is up: what the campaign did goes into summary.json before the test ends
+            # INTERRUPTED (the trace has it already); guard.py turns TimeUp into the verdict
+            finish(test, replace(outcome(campaign.result), interrupted=str(up)))
+            raise
 
 
 def _fuzz_guided(
@@ -377,6 +384,9 @@ def _fuzz_guided(
         seed, settings, rerun, booted.accel, booted.reason, guided.plans, guided.result, trace_path, booted.guest,
         booted.coverage, guided.summary, guided.coverage_by_range,
     )  # fmt: skip
+    if guided.interrupted:
+        finish(test, replace(outcome, interrupted=guided.interrupted))
+        raise TimeUp(guided.interrupted)
     if guided.error:
         finish(test, outcome)
         test.error(guided.error)
@@ -402,6 +412,8 @@ def finish(test: Any, outcome: Outcome) -> dict[str, Any]:
     )
     summary["coverage"] = outcome.coverage.summary()
     summary["fuzz_strategy"] = "guided" if outcome.guided is not None else "blind"
+    if outcome.interrupted:
+        summary["interrupted"] = outcome.interrupted
     if outcome.guided is not None:
         summary["guided"] = outcome.guided
         if summary["coverage"].get("enabled") and outcome.guided_coverage_by_range is not None:

@@ -184,6 +184,10 @@ def test_a_cut_job_leaves_no_process_behind(tmp_path, how):
         result = read_job(job.returncode, output, tmp_path)
         assert result.tests[0]["status"] == "INTERRUPTED", output[-2000:]
         assert "test timeout of 120 s reached (param iofuzz_test_timeout)" in result.tests[0]["fail_reason"]
+        # and wrote down what ran: the executor named op 100 of range 0 (the injected hang), confirming 0..99
+        summary = result.summary()
+        assert summary["interrupted"] == "test timeout of 120 s reached (param iofuzz_test_timeout)"
+        assert summary["ranges"][0]["ops_confirmed"] == 100, summary["ranges"][0]
 
 
 def test_qemu_that_stops_answering_during_hang_recovery_is_replaced_in_bounded_time(tmp_path):

@@ -342,3 +342,56 @@ def test_the_watch_after_done_is_timed_apart_from_the_ops(tmp_path):
     assert 0.2 <= result.watched_after_done < result.elapsed
     assert result.ops_elapsed == pytest.approx(result.elapsed - result.watched_after_done)
     assert result.as_dict()["watched_after_done_s"] == round(result.watched_after_done, 3)
+
+
+class Cut(BaseException):
+    """What the test's time limit raises (process_guard.TimeUp is one): no Exception, so no recovery catches it."""
+
+
+def cut_when_hung(monkeypatch):
+    """The test's time runs out while the guest sits in its hang: the next console read raises Cut."""
+    read = ScriptedSession.read_nonblocking
+
+    def read_or_cut(self, internal_timeout=None, timeout=None):
+        if self.guest.hung and not self.pending:
+            raise Cut("test timeout of 1 s reached")
+        return read(self, internal_timeout, timeout)
+
+    monkeypatch.setattr(ScriptedSession, "read_nonblocking", read_or_cut)
+
+
+@pytest.mark.parametrize("announced", [True, False])
+def test_a_run_cut_while_the_executor_runs_books_its_window_and_says_why(tmp_path, monkeypatch, announced):
+    cut_when_hung(monkeypatch)
+    guest = ScriptedGuest(hang_at=[(1, 200)], announce_hang=announced)
+    campaign, writer = make_campaign(tmp_path, guest, hang_timeout=60)
+    with pytest.raises(Cut):
+        campaign.run()
+    writer.close()
+    result = campaign.result
+    assert result.findings == [] and result.ops_done[0] == PLANS[0].op_count
+    tally = result.tallies[1]
+    if announced:  # the executor named op 200: the ops before it ran
+        assert tally.confirmed == [(0, 200)] and tally.unconfirmed == []
+    else:  # the last mark was 192: any op of the window may have run
+        assert tally.confirmed == [(0, 192)] and tally.unconfirmed == [(192, 256)]
+    assert result.stopped_early == "interrupted: test timeout of 1 s reached"
+    (stop,) = [e for e in read_trace(tmp_path / "trace").events if e.kind == "stop"]
+    assert stop.data["reason"] == result.stopped_early
+
+
+def test_a_cut_between_executor_runs_books_nothing_twice(tmp_path, monkeypatch):
+    """Cut during the hang recovery (after the window was booked): the counts stay those of the hang."""
+    guest = ScriptedGuest(hang_at=[(1, 200)], announce_hang=True)
+    campaign, writer = make_campaign(tmp_path, guest)
+
+    def reset_cut():
+        raise Cut("test timeout of 1 s reached")
+
+    monkeypatch.setattr(guest, "reset", reset_cut)  # the silent guest's relogin fails first, then the reset is cut
+    with pytest.raises(Cut):
+        campaign.run()
+    writer.close()
+    tally = campaign.result.tallies[1]
+    assert tally.confirmed == [(0, 200)] and tally.skipped == [(200, 256)] and tally.unconfirmed == []
+    assert not any(e.kind == "stop" for e in read_trace(tmp_path / "trace").events)
