@@ -43,6 +43,7 @@ from avocado_iofuzz.executor.protocol import (
 from avocado_iofuzz.model import pci_restore
 from avocado_iofuzz.model.program import SPACE_PCI, RangePlan
 from avocado_iofuzz.vm.interface import GuestVM, QemuExit
+from avocado_iofuzz.vm.monitor_probe import PROBE_TIMEOUT, probe_monitor
 
 LOG = logging.getLogger("avocado.test.iofuzz")
 
@@ -73,6 +74,8 @@ class CampaignConfig:
     done_linger: float = 1.0
     # the executor puts each pci range's function header (BARs, command...) back when it leaves the range
     pci_restore: bool = True
+    # at a hang, how long QEMU's monitor gets to answer (vm/monitor_probe.py): silence means QEMU hangs
+    monitor_probe_timeout: float = PROBE_TIMEOUT
 
 
 class TraceSink(Protocol):
@@ -441,9 +444,15 @@ class Campaign:
         plan, window = self._window()
         span = f"{plan.start:#06x}-{plan.end:#06x}"
         op = self._named_op()
-        finding = Finding(stop.how, plan.index, plan.name, span, window, stop.detail, op=op)
+        detail, probed = stop.detail, {}
+        if stop.how == "hang":
+            # before any recovery touches the machine: is QEMU's main loop stuck, or only the guest?
+            probe = probe_monitor(self.vm, self.config.monitor_probe_timeout)
+            if probe is not None:
+                detail, probed = f"{detail}; {probe.describe()}", {"monitor": probe.as_dict()}
+        finding = Finding(stop.how, plan.index, plan.name, span, window, detail, op=op)
         self.result.findings.append(finding)
-        self.trace.event(stop.how, range=plan.index, window=list(window), detail=stop.detail, op=op)
+        self.trace.event(stop.how, range=plan.index, window=list(window), detail=detail, op=op, **probed)
         LOG.warning("%s in range %s (%s) ops [%d, %d): %s", stop.how, plan.name, span, *window, stop.detail)
 
     def _record_crash(self) -> None:

@@ -62,6 +62,7 @@ from avocado_iofuzz.repro.extract import Extracted
 from avocado_iofuzz.repro.qtest_ops import qtest_commands
 from avocado_iofuzz.repro.signature import HANG, NO_CRASH, CrashSignature, signature_of_exit
 from avocado_iofuzz.vm.interface import GuestVM
+from avocado_iofuzz.vm.monitor_probe import probe_monitor
 
 LOG = logging.getLogger("avocado.test.iofuzz")
 
@@ -308,6 +309,9 @@ class GuestReplayer:
                 return self._death(total, done, started)
             if self.clock() - last_progress > limit:
                 detail = f"no progress for {limit:.0f} s after op {done}"
+                probe = probe_monitor(self.vm)  # a QEMU hang or a guest hang (see vm/monitor_probe.py)
+                if probe is not None:
+                    detail += f"; {probe.describe()}"
                 return GuestOutcome(HANG, total, done, self.clock() - started, detail)
 
     def _after_done(self, total: int, started: float) -> GuestOutcome:

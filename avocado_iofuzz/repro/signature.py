@@ -97,7 +97,7 @@ class CrashSignature:
 
     def describe(self) -> str:
         if self.kind == KIND_HANG:
-            return "hang: no progress (QEMU alive, not answering)"
+            return "hang: no progress, QEMU alive"
         if self.kind == KIND_NONE:
             return "no crash and no hang"
         if self.signal is not None:

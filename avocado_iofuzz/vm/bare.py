@@ -343,6 +343,10 @@ class BareQemu:
         self._await_shell(session, deadline, nudge_first)
         return session
 
+    def query_status(self, timeout: float) -> str:
+        """The run state QMP reports, or QmpError when the monitor does not answer within ``timeout`` s."""
+        return str(self._require_qmp().execute_within(timeout, "query-status").get("status"))
+
     # -- helpers ----------------------------------------------------------------
     def qmp(self, command: str, **arguments: object) -> object:
         """Run a QMP command on this VM's monitor."""

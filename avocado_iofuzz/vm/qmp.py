@@ -98,6 +98,23 @@ class QmpClient:
                 return reply["return"]
             raise QmpError(f"unexpected QMP reply to {command}: {reply}")
 
+    def execute_within(self, seconds: float, command: str, **arguments: Any) -> Any:
+        """:meth:`execute` with a reply limit of its own; QmpError when no reply came within ``seconds``.
+
+        A reply that comes later would be taken for the next command's: the
+        connection is dropped then (see _read_message), and the next command reconnects.
+        """
+        saved = self.timeout
+        self.timeout = seconds  # also the limit of a reconnection
+        try:
+            if self._sock is not None:
+                self._sock.settimeout(seconds)
+            return self.execute(command, **arguments)
+        finally:
+            self.timeout = saved
+            if self._sock is not None:
+                self._sock.settimeout(saved)
+
     def close(self) -> None:
         """Drop the connection; a later ``execute`` reconnects if one was ever made."""
         if self._sock is not None:

@@ -121,6 +121,10 @@ class VtGuest:
                 if time.monotonic() >= deadline:
                     raise
 
+    def query_status(self, timeout: float) -> str:
+        """The run state QMP reports; avocado-vt's monitor raises when no answer came within ``timeout`` s."""
+        return str(self.vm.monitor.cmd("query-status", timeout=timeout, debug=False).get("status"))
+
     def reset(self) -> None:
         qmp = self.vm.monitor
         qmp.cmd("system_reset", timeout=QMP_TIMEOUT)

@@ -157,6 +157,8 @@ def test_hung_guest_is_detected_reset_and_the_run_goes_on(tmp_path):
     summary = job.summary()
     (hang,) = summary["findings"]
     assert hang["kind"] == "hang" and hang["window"] == [48, 64] and hang["op"] == 50
+    # avocado-vt's QMP monitor was asked at the stall: QEMU answered, the guest was the one stuck
+    assert "QEMU's monitor answered" in hang["detail"] and "the guest is stuck" in hang["detail"], hang["detail"]
     first, *rest = summary["ranges"]
     # the executor named op 50 (@HANG): ops 48 and 49 ran, 50..63 were left out
     assert first["ops_done"] == first["ops_planned"] - 14 and first["ops_skipped"] == 14

@@ -395,3 +395,21 @@ def test_a_cut_between_executor_runs_books_nothing_twice(tmp_path, monkeypatch):
     tally = campaign.result.tallies[1]
     assert tally.confirmed == [(0, 200)] and tally.skipped == [(200, 256)] and tally.unconfirmed == []
     assert not any(e.kind == "stop" for e in read_trace(tmp_path / "trace").events)
+
+
+def test_a_hang_finding_says_whether_qemus_monitor_answered(tmp_path):
+    """Asked before the recovery: a guest stuck in its own code leaves QEMU's main loop free to answer."""
+
+    class AnsweringGuest(ScriptedGuest):
+        def query_status(self, timeout):
+            assert self.hung, "the monitor must be asked at the stall, before any reset"
+            return "running"
+
+    campaign, writer = make_campaign(tmp_path, AnsweringGuest(hang_at=[(1, 200)]))
+    result = campaign.run()
+    writer.close()
+    (hang,) = result.findings
+    assert hang.detail.startswith("no progress for ")
+    assert hang.detail.endswith("(status running): the guest is stuck, QEMU's main loop is not")
+    (event,) = [e for e in read_trace(tmp_path / "trace").events if e.kind == "hang"]
+    assert event.data["monitor"]["verdict"] == "answered" and event.data["detail"] == hang.detail
