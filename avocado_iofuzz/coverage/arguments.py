@@ -44,9 +44,10 @@ TABLE_SECTION = "arguments"
 # BAR region the tabled events report. Larger integers are guest addresses, lengths and counters.
 EXACT_BELOW = 0x10000
 # Distinct values per (event, argument) and run. The sets the table's arguments enumerate fit whole: nvme's
-# admin or I/O opcodes (about a dozen each in QEMU 7.2), an AHCI port's 18 registers, a virtio device's
-# queues, EHCI's schedule states. A field the fuzzer writes freely (a random virtio status byte, any of 256)
-# would otherwise give 256 keys times 8 hit-count buckets to the corpus; past 32 it gives one key, ``*``.
+# admin or I/O opcodes (a dozen or so each in QEMU 7.2), the 32 register slots of an AHCI port (0x00-0x7c),
+# a virtio device's queues, EHCI's schedule states. A field the fuzzer writes freely (a random virtio
+# status byte, any of 256) would otherwise give 256 keys times 8 hit-count buckets to the corpus; past 32
+# it gives one key, ``*``.
 MAX_VALUES = 32
 # the values of an event's arguments multiply: two arguments of 32 values are already 1024 keys
 MAX_ARGUMENTS = 2
@@ -133,7 +134,8 @@ class ArgumentReader:
         if formats is None:
             LOG.info("coverage: QEMU's trace-events-all not found; events are counted by name only")
             return cls({})
-        return cls.for_events(table, watched, parse_declarations(formats.read_text(encoding="utf-8", errors="replace")))
+        text = formats.read_text(encoding="utf-8", errors="replace")
+        return cls.for_events(table, watched, parse_declarations(text, only=watched))
 
     def __contains__(self, event: str) -> bool:
         return event in self.readers

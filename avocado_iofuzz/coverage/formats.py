@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import re
 import shutil
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -76,12 +77,18 @@ def find_formats_file(qemu: str) -> Path | None:
     return next((c for c in candidates if c.is_file()), None)
 
 
-def parse_declarations(text: str) -> dict[str, Declaration]:
-    """Every event declared in ``text`` (a trace-events file); lines that are no declaration are skipped."""
+def parse_declarations(text: str, only: Collection[str] | None = None) -> dict[str, Declaration]:
+    """The events declared in ``text`` (a trace-events file), or those of them named in ``only``.
+
+    Lines that are no declaration are skipped. ``only`` spares a run the
+    parsing of QEMU's 5,000 declarations for the few dozen it reads.
+    """
     declarations: dict[str, Declaration] = {}
     for line in text.splitlines():
         line = line.strip()
         if not line or line.startswith("#"):
+            continue
+        if only is not None and line.partition("(")[0].rpartition(" ")[2] not in only:
             continue
         match = _DECLARATION.match(line)
         if match is None:

@@ -294,3 +294,7 @@ def test_a_blind_collector_reads_no_arguments(tmp_path):
     qemu.mark(0, PLANS[0].op_count)
     col.settle()
     assert col.hits == {} and set(col.first_seen) == {"dev_status"}
+
+
+def test_declarations_can_be_limited_to_the_events_a_run_reads():
+    assert set(parse_declarations(OWN_DECLARATIONS, only={"dev_reg", "dev_vcpu", "absent"})) == {"dev_reg", "dev_vcpu"}
