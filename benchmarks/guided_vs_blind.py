@@ -130,6 +130,12 @@ class Contender:
             "seconds": round(self.used, 1),
             "corpus_entries": len(self.run.corpus.entries),
             "corpus_features": len(self.run.corpus.features),
+            # of those, argument-qualified ones ("virtio_set_status(val=0xf)#1", coverage/arguments.py)
+            "corpus_argument_features": sum("(" in f for f in self.run.corpus.features),
+            # entries only argument features made: no new event, no new plain hit-count bucket
+            "corpus_entries_by_argument_only": sum(
+                not e.events and bool(e.features) and all("(" in f for f in e.features) for e in self.run.corpus.entries
+            ),
             "events": sorted(n for n, t in self.reached.items() if t <= seconds),
         }
 
@@ -271,7 +277,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"{r['events_available']} events (ratio {r['ratio']}); {name} reached blind's final count after "
             f"{r['guided_s_to_blind_final']} s; ops blind {b['ops']:,} {name} {g['ops']:,}; "
             f"rounds {b['rounds']}/{g['rounds']}, crashes {b['crashes']}/{g['crashes']}, "
-            f"corpus {g['corpus_entries']} ({g['corpus_features']} features), load {r['loadavg_1m_after']}; "
+            f"corpus {g['corpus_entries']} ({g['corpus_entries_by_argument_only']} by arguments alone; "
+            f"{g['corpus_features']} features, {g['corpus_argument_features']} by argument), "
+            f"load {r['loadavg_1m_after']}; "
             f"only {name}: {r['only_guided']}"
         )
     ratios = [r["ratio"] for r in rows.values() if r["ratio"]]

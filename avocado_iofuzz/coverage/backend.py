@@ -18,6 +18,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from avocado_iofuzz.coverage.formats import find_formats_file
+
 # fired by every QMP command the monitor handles: the probe causes it by talking
 PROBE_EVENT = "handle_qmp_command"
 PROBE_TIMEOUT = 20.0
@@ -28,6 +30,8 @@ class TraceBackend:
     usable: bool
     reason: str  # why not, or what was seen
     events: tuple[str, ...] = ()  # every event this QEMU has (``-trace help``)
+    # QEMU's installed trace-events-all (the events' arguments and formats), if found: argument features
+    formats_file: Path | None = None
 
 
 def list_events(qemu: str, timeout: float = PROBE_TIMEOUT) -> tuple[str, ...]:
@@ -69,7 +73,8 @@ def probe_backend(qemu: str, timeout: float = PROBE_TIMEOUT) -> TraceBackend:
             return TraceBackend(False, f"trace probe of {qemu} failed: {err}")
         text = log.read_text(encoding="utf-8", errors="replace") if log.exists() else ""
     if any(line.split(" ", 1)[0].endswith(PROBE_EVENT) for line in text.splitlines()):
-        return TraceBackend(True, f"log backend: {PROBE_EVENT} enabled over QMP was written to -trace file=", events)
+        reason = f"log backend: {PROBE_EVENT} enabled over QMP was written to -trace file="
+        return TraceBackend(True, reason, events, find_formats_file(qemu))
     stderr = run.stderr.strip().splitlines()
     detail = f" (QEMU said: {stderr[-1]})" if stderr else ""
     return TraceBackend(

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
 
+from avocado_iofuzz.coverage.arguments import parse_table
+
 TABLE = "events.toml"
 
 FALLBACK_NAME = "qom-name"  # the device's events were found by its QOM name
@@ -53,11 +55,16 @@ class Selection:
 
 @dataclass(frozen=True)
 class Catalog:
-    """``events.toml`` parsed: device -> prefixes (with groups expanded), range-name patterns, bus events."""
+    """``events.toml`` parsed: device -> prefixes (with groups expanded), range-name patterns, bus events.
+
+    ``arguments``: the ``[arguments]`` table, event -> the arguments that qualify
+    its hit counts (:mod:`avocado_iofuzz.coverage.arguments`).
+    """
 
     prefixes: dict[str, tuple[str, ...]]
     range_patterns: dict[str, tuple[re.Pattern[str], ...]]
     bus: tuple[str, ...]
+    arguments: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     @classmethod
     def load(cls, text: str | None = None) -> Catalog:
@@ -78,7 +85,8 @@ class Catalog:
             shared = tuple(p for g in entry.get("groups", []) for p in groups[g])
             prefixes[device] = own + shared
             patterns[device] = tuple(re.compile(r) for r in entry.get("ranges", []))
-        return cls(prefixes, patterns, tuple(table.get("bus", {}).get("events", [])))
+        bus = tuple(table.get("bus", {}).get("events", []))
+        return cls(prefixes, patterns, bus, parse_table(table, TABLE))
 
     def device_for_range(self, name: str) -> str | None:
         """The device whose ``ranges`` patterns match a /proc/ioports range name, if any."""

@@ -37,6 +37,15 @@ the next range's first mark. The executor has run on by then, so a hot
 event's count in the range after a capped one can come out low: a count is a
 lower bound, never more than what QEMU wrote. Blind runs keep the names-only
 cost: each event off at first sight.
+
+With an :class:`~avocado_iofuzz.coverage.arguments.ArgumentReader` (guided
+rounds, the events of the ``[arguments]`` table) a counted line also counts
+under its argument-qualified key, ``virtio_set_status(val=0xf)``, in the same
+per-range :attr:`~CoverageCollector.hits`: the steps that take a device deeper
+fire the same event with other arguments. The cap stays the event's: once its
+name has HIT_CAP hits QEMU writes no more lines, qualified or not. Events
+*reached* (:attr:`~CoverageCollector.first_seen`, the summaries' and the
+benchmarks' metric) stay keyed by name.
 """
 
 from __future__ import annotations
@@ -50,6 +59,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from avocado_iofuzz.coverage.arguments import ArgumentReader
 from avocado_iofuzz.coverage.catalog import Selection
 from avocado_iofuzz.executor.protocol import Progress, parse_line
 from avocado_iofuzz.model.program import RangePlan
@@ -92,9 +102,12 @@ class CoverageCollector:
         background_seconds: float = BACKGROUND_SECONDS,
         sleep: Callable[[float], None] = time.sleep,
         count_hits: bool = False,
+        arguments: ArgumentReader | None = None,
     ) -> None:
         self.selection = selection
         self.count_hits = count_hits
+        # qualified keys only go with counting: a names-only (blind) run never parses an argument
+        self.arguments = arguments if count_hits and arguments is not None and arguments.readers else None
         self.trace_file = Path(trace_file)
         self.qmp = qmp
         self.clock = clock
@@ -114,7 +127,8 @@ class CoverageCollector:
         self._pending: dict[str, float] = {}  # new events since the last mark in the file -> when read
         self._started = 0.0
         self._qmp_failed = False
-        # count_hits: range index (None: after the last mark) -> event -> hits, since start or next_round
+        # count_hits: range index (None: after the last mark) -> event -> hits, since start or next_round;
+        # with arguments also argument-qualified keys -> hits
         self.hits: dict[int | None, dict[str, int]] = {}
         self._pending_hits: dict[str, int] = {}  # hits since the last mark in the file
         self._capped: set[str] = set()  # switched off for reaching HIT_CAP in the range in flight
@@ -206,6 +220,7 @@ class CoverageCollector:
         now = self.clock()
         new: list[str] = []
         counting = self.count_hits
+        arguments = self.arguments
         for line in lines:
             name, _, args = _TIMESTAMP.sub(b"", line).partition(b" ")
             event = name.decode("ascii", "replace")
@@ -217,6 +232,8 @@ class CoverageCollector:
                     new.append(event)
                 if counting and event not in self.background:
                     self._count(event, new)
+                    if arguments is not None and event in arguments:
+                        self._count_qualified(arguments, event, args)
         # off at once, before the mark that attributes them is in the file: a hot event stops costing now
         # (counting: only the events that reached the cap in this range)
         self._switch_off(new if not counting else [e for e in new if e in self._capped])
@@ -231,6 +248,12 @@ class CoverageCollector:
             self._capped.add(event)
             if event not in capped_now:
                 capped_now.append(event)
+
+    def _count_qualified(self, arguments: ArgumentReader, event: str, args: bytes) -> None:
+        """One more hit of the event's argument-qualified key (a line that does not parse counts by name only)."""
+        key = arguments.key(event, args.decode("ascii", "replace"))
+        if key is not None:
+            self._pending_hits[key] = self._pending_hits.get(key, 0) + 1
 
     def _uncap(self) -> None:
         """A new range is in flight: the events capped in the last one count again."""

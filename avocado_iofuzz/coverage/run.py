@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from avocado_iofuzz.coverage.arguments import ArgumentReader
 from avocado_iofuzz.coverage.backend import TraceBackend, probe_backend
 from avocado_iofuzz.coverage.catalog import FALLBACK_BUS, Catalog
 from avocado_iofuzz.coverage.collector import CoverageCollector, QmpCall
@@ -101,9 +102,15 @@ class RunCoverage:
             if device.fallback == FALLBACK_BUS:
                 LOG.info("coverage: %s has no trace events in this QEMU; watching the bus events only", device.device)
         LOG.info("coverage: watching %d trace events (%s)", len(selection.events), ", ".join(selection.patterns()))
+        arguments = None
+        if self.count_hits:  # the guided signal: the events of the [arguments] table also by their arguments
+            arguments = ArgumentReader.from_file(catalog.arguments, selection.events, self.backend.formats_file)
+            if arguments.readers:
+                LOG.info("coverage: %d event(s) also counted by argument values", len(arguments.readers))
         self.collector = CoverageCollector(
-            selection, self.trace_file, self.qmp, count_hits=self.count_hits, **self.collector_args
-        )
+            selection, self.trace_file, self.qmp, count_hits=self.count_hits, arguments=arguments,
+            **self.collector_args,
+        )  # fmt: skip
         self.collector.start(plans)
 
     def progress(self, range_index: int, ops_done: int) -> None:

@@ -10,11 +10,20 @@ paired with a bucket of their hit count in the batch -- 1, 2, 3, 4-7, 8-15,
 had reached is new, even with no new name.
 
 A feature is spelled ``event#floor``: ``e1000e_rx_descr#8`` is 8 to 15 hits.
+
+Some steps fire no more hits but other *arguments*: a virtio status going
+ACK -> DRIVER -> DRIVER_OK, an nvme command with another opcode. For the
+events of ``events.toml``'s ``[arguments]`` table the hit counts also hold
+the event qualified by those arguments
+(:mod:`avocado_iofuzz.coverage.arguments`), and those keys become features
+the same way: ``virtio_set_status(val=0xf)#1`` is the status 0xf set once.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+
+from avocado_iofuzz.coverage.arguments import event_of_key
 
 # the floors of the buckets: a count falls in the bucket of the largest floor it reaches
 BUCKET_FLOORS = (1, 2, 3, 4, 8, 16, 32, 128)
@@ -37,5 +46,5 @@ def features_of(hits: Mapping[str, int]) -> set[str]:
 
 
 def event_of(spelled: str) -> str:
-    """The event of a feature (``e1000e_rx_descr#8`` -> ``e1000e_rx_descr``)."""
-    return spelled.rpartition("#")[0]
+    """The event of a feature (``e1000e_rx_descr#8``, ``virtio_set_status(val=0xf)#1`` -> the name alone)."""
+    return event_of_key(spelled.rpartition("#")[0])
