@@ -19,7 +19,7 @@ from avocado_jobs import run_avocado
 
 from avocado_iofuzz.campaign.trace import read_trace
 from avocado_iofuzz.guided.corpus import Corpus, load_corpus
-from avocado_iofuzz.guided.features import BUCKET_FLOORS
+from avocado_iofuzz.guided.features import BUCKET_FLOORS, event_of
 from avocado_iofuzz.guided.rebuild import bases_from, rebuild_rounds, recorded_batches, rounds_from_trace
 
 pytestmark = pytest.mark.guest
@@ -80,9 +80,9 @@ def check_batches_have_their_own_seeds_and_features(summary, events: set[str]):
     assert any(len({b["seed"] for b in r["batches"]}) > 1 for r in rounds[1:])
     features = [f for r in rounds for b in r["batches"] for f in b["new_features"]]
     assert features  # round 0's sweeps alone fire events some number of times
-    for spelled in features:
-        event, _, floor = spelled.rpartition("#")
-        assert event in events and int(floor) in BUCKET_FLOORS, spelled
+    for spelled in features:  # event#floor, or event(arg=value)#floor for an event of the [arguments] table
+        floor = spelled.rpartition("#")[2]
+        assert event_of(spelled) in events and int(floor) in BUCKET_FLOORS, spelled
 
 
 def test_a_second_guided_run_starts_from_the_corpus_the_first_saved(tmp_path):
