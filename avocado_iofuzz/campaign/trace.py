@@ -85,6 +85,8 @@ _INT_FIELDS = re.compile(r"(\d+) (\d+)\Z")
 _BATCH_FIELDS = re.compile(r"(\d+) (\d+) (\d+)\Z")
 _READ = re.compile(r"r([0-9a-f]+)\Z")
 _WRITE = re.compile(r"w([0-9a-f]+) ([0-9a-f]+)\Z")
+
+
 class TraceError(ValueError):
     """A trace file is malformed; the message starts with ``<path>:<line>:``."""
 

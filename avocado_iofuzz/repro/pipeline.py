@@ -190,7 +190,10 @@ def signature_matches(expected: CrashSignature, actual: CrashSignature) -> bool:
 
 def stage_extract(trace_path: str | os.PathLike[str], options: TriageOptions) -> Extracted:
     return extract(
-        trace_path, kind=options.kind, occurrence=options.occurrence, max_prefix_ops=options.max_prefix_ops,
+        trace_path,
+        kind=options.kind,
+        occurrence=options.occurrence,
+        max_prefix_ops=options.max_prefix_ops,
         qemu_binary=options.qemu_binary,
     )
 
@@ -268,9 +271,7 @@ def qtest_judge(
     return judge
 
 
-def stage_replay_qtest(
-    extracted: Extracted, options: TriageOptions, notes: list[str]
-) -> Reproduction | None:
+def stage_replay_qtest(extracted: Extracted, options: TriageOptions, notes: list[str]) -> Reproduction | None:
     """Each candidate (PCI setup in front) as a qtest replay, until one shows the finding's signature.
 
     First with the clock stopped (``-S``), then, if none reproduced, with it
@@ -725,8 +726,7 @@ def _verify_guest(result: TriageResult, guest: GuestReplayer, options: TriageOpt
             result.notes.append(f"verification replay failed: {err}")
     if hits:
         result.notes.append(
-            f"the verified reproducer is {REPRODUCER_GUEST} (in a guest of the recorded machine, {hits}/{runs}): "
-            f"{why}"
+            f"the verified reproducer is {REPRODUCER_GUEST} (in a guest of the recorded machine, {hits}/{runs}): {why}"
         )
     else:
         _withdraw(result, ("guest_script",))
