@@ -100,6 +100,9 @@ class TriageOptions:
     # running-clock replays of a candidate before it counts as not showing the finding: a device
     # timer's crash depends on when the timer fires, which pacing makes likely, not certain
     timer_attempts: int = 3
+    # running-clock minimization rounds: replays of a candidate before it counts as not showing the
+    # finding, each watching twice as long; every candidate that truly loses the finding pays them all
+    round_attempts: int = 2
     qemu_binary: str | None = None
     kind: str | None = None  # which finding: crash, hang, reboot (default: the last one)
     occurrence: int = -1  # index among the trace's findings (of ``kind``): -1 the last, 0 the first
@@ -539,7 +542,7 @@ def _minimize_and_hand_over(
             stall = options.hang_stall_timeout if reproduction.signature.kind != KIND_CRASH else options.stall_timeout
             linger = round_linger(reproduction, options.linger)
             # a stopped clock replays the same way every time; a running one depends on when its timer fires
-            attempts = options.timer_attempts if reproduction.target.clock == CLOCK_RUNNING else 1
+            attempts = options.round_attempts if reproduction.target.clock == CLOCK_RUNNING else 1
             judge = CachedJudge(
                 qtest_judge(reproduction.target, reproduction.signature, linger, stall, attempts, options.linger),
                 Budget(options.budget),
