@@ -93,11 +93,19 @@ def avocado_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
 
 
+# A benchmark started in the background by a shell without job control inherits SIGINT ignored, and
+# so would avocado: restore SIGINT's default action in the child, then become avocado (same PID).
+_DEFAULT_SIGINT = (
+    "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); os.execv(sys.argv[1], sys.argv[1:])"
+)
+
+
 def run_in_own_group(command: list[str], workdir: Path, timeout: float, interrupt_grace: float) -> str:
     """Run avocado in a process group of its own; after ``timeout`` interrupt it (avocado-vt then
     destroys its VM), and kill what is left of the group if that does not end it in ``interrupt_grace``."""
     proc = subprocess.Popen(
-        command, env=avocado_env(), cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        [sys.executable, "-c", _DEFAULT_SIGINT, *command], env=avocado_env(), cwd=workdir,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         start_new_session=True,
     )  # fmt: skip
     try:

@@ -8,7 +8,7 @@ and the hang/crash events carry the exact window the campaign pinned down.
 
 Format 2, one record per ``\\n``-terminated line::
 
-    #IOFUZZ-TRACE {"format": 2, "generator": "<fingerprint>", "seed": ..., "ranges": [...], <caller's keys>}
+    #IOFUZZ-TRACE {"format": 2, "generator": "<fingerprint>", "generator_parts": {...}, "seed": ..., <caller's keys>}
     R {"index": 0, "start": 96, "end": 100, "name": "keyboard", "seed": ..., "fuzz_count": 2, ...}
                                         (with "values": "dma" for DMA-aware values; no key: uniform)
     G <range_index> <first> <stop>      ops first..stop-1 of that range, as its generator makes them
@@ -22,9 +22,12 @@ Why ``G``: the ops are a pure function of the range record (seed, bounds,
 fuzz_count, width), so naming them costs a few bytes per batch however many
 ops it holds, and writing them ahead costs one fsync, where listing them
 costs ~7 bytes and ~2 µs of Python per op (a 10 M ops/s executor would wait
-for its trace). The header's ``generator`` fingerprint pins the generator
-that gives ``G`` records their meaning: a reader with a different generator
-refuses the trace instead of expanding it into other ops. ``B`` records
+for its trace). The header's ``generator`` and ``generator_parts``
+fingerprints pin the generator that gives ``G`` records their meaning: a
+reader refuses a range whose ops (or scratch fills) its own generator would
+make differently, instead of expanding it into other ops; a range that
+uses only parts made the same way is read (see
+:mod:`avocado_iofuzz.campaign.generator_parts`). ``B`` records
 (format 1's only kind) list the ops for readers without the generator; they
 are verified against it when read.
 
@@ -42,8 +45,6 @@ event -- then the window is wider, never wrong.
 
 from __future__ import annotations
 
-import functools
-import hashlib
 import json
 import os
 import re
@@ -53,9 +54,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
+from avocado_iofuzz.campaign.generator_parts import (
+    format_op,
+    generator_fingerprint,
+    part_fingerprints,
+    plan_parts,
+    unchanged_parts,
+)
 from avocado_iofuzz.campaign.trace_ops import RangeOps
 from avocado_iofuzz.model import dma
-from avocado_iofuzz.model.dma_layouts import LAYOUT_GENERIC, LAYOUTS
+from avocado_iofuzz.model.dma_layouts import LAYOUT_GENERIC
 from avocado_iofuzz.model.program import Op, RangePlan
 
 FORMAT_VERSION = 2
@@ -77,36 +85,10 @@ _INT_FIELDS = re.compile(r"(\d+) (\d+)\Z")
 _BATCH_FIELDS = re.compile(r"(\d+) (\d+) (\d+)\Z")
 _READ = re.compile(r"r([0-9a-f]+)\Z")
 _WRITE = re.compile(r"w([0-9a-f]+) ([0-9a-f]+)\Z")
-# Reference plans whose ops make the generator fingerprint: every phase and width.
-_FINGERPRINT_PLANS = (
-    RangePlan(0, 0x0, 0x3F, "fingerprint", 0x5EED5EED5EED5EED, 8, 1),
-    RangePlan(1, 0x100, 0x13F, "fingerprint", 0x5EED5EED5EED5EED, 8, 2),
-    RangePlan(2, 0xFFC0, 0xFFFF, "fingerprint", 0x5EED5EED5EED5EED, 8, 4),
-    RangePlan(3, 0xFEBF0000, 0xFEBF003F, "fingerprint", 0x5EED5EED5EED5EED, 8, 8, "mmio"),
-    RangePlan(4, 0xFEBF0000, 0xFEBF003F, "fingerprint", 0x5EED5EED5EED5EED, 8, 4, "mmio", values=dma.VALUES_DMA),
-    *(
-        RangePlan(5 + n, 0xC000, 0xC01F, "fingerprint", 0x5EED5EED5EED5EED, 8, 2, values=dma.VALUES_DMA, layout=layout)
-        for n, layout in enumerate(LAYOUTS[1:])
-    ),
-)
 
 
 class TraceError(ValueError):
     """A trace file is malformed; the message starts with ``<path>:<line>:``."""
-
-
-@functools.cache
-def generator_fingerprint() -> str:
-    """A short hash of the ops this package's generator makes for fixed reference plans."""
-    digest = hashlib.sha256()
-    for plan in _FINGERPRINT_PLANS:
-        digest.update("".join(_format_op(op) for op in plan.ops()).encode())
-        if plan.values == dma.VALUES_DMA:
-            digest.update(f"{dma.SCRATCH_BASE:x} {dma.SCRATCH_EPOCH_OPS:x}".encode())
-            if plan.layout != LAYOUT_GENERIC:
-                digest.update(plan.layout.encode())
-            digest.update(dma.scratch_fill(plan.range_seed, 0, plan.layout))
-    return digest.hexdigest()[:16]
 
 
 def scratch_header() -> dict[str, int | str]:
@@ -127,10 +109,7 @@ def _plan_record(plan: RangePlan) -> dict[str, Any]:
     return record
 
 
-def _format_op(op: Op) -> str:
-    if op.kind == "r":
-        return f"r{op.port:x}\n"
-    return f"w{op.port:x} {op.value:x}\n"
+_format_op = format_op
 
 
 class TraceWriter:
@@ -160,10 +139,15 @@ class TraceWriter:
         self._clock = clock
         self._last_mark_time: float | None = None
         self._held_mark: tuple[int, int] | None = None
-        for reserved in ("format", "generator"):
+        for reserved in ("format", "generator", "generator_parts"):
             if reserved in header:
                 raise ValueError(f"trace header: {reserved!r} is reserved (set by the writer)")
-        full_header = {"format": FORMAT_VERSION, "generator": generator_fingerprint(), **header}
+        full_header = {
+            "format": FORMAT_VERSION,
+            "generator": generator_fingerprint(),
+            "generator_parts": part_fingerprints(),
+            **header,
+        }
         if plans:
             if len({(p.seed, p.fuzz_count) for p in plans}) != 1:
                 raise ValueError("trace plans must share seed and fuzz_count")
@@ -390,6 +374,8 @@ class _TraceReader:
         self.next_op = 0
         self.listed: dict[int, dict[int, Op]] = {}  # range -> op index -> op, from B records
         self.spans: dict[int, list[tuple[int, int]]] = {}  # range -> op slices held
+        self.unchanged: frozenset[str] = frozenset()  # parts of the generator made as the writer made them
+        self.generator: object = None  # the header's generator fingerprint, for messages
 
     def fail(self, what: str, lineno: int | None = None) -> TraceError:
         return TraceError(f"{self.path}:{lineno or self.lineno}: {what}")
@@ -450,12 +436,9 @@ class _TraceReader:
                 f"trace format {header.get('format')!r} is not supported (expected one of {READABLE_FORMATS})"
             )
         self.format = header["format"]
-        if self.format >= 2 and self.verify and header.get("generator") != generator_fingerprint():
-            raise self.fail(
-                f"written by a different op generator (fingerprint {header.get('generator')!r}, this "
-                f"avocado-iofuzz has {generator_fingerprint()!r}): its G records would expand into other ops; "
-                "read it with the avocado-iofuzz version that wrote it, or with verify=False"
-            )
+        # checked per range record: a trace needs only the parts of the generator its ranges use
+        self.unchanged = unchanged_parts(header)
+        self.generator = header.get("generator")
         return header
 
     def parse_json(self, text: str, what: str) -> dict[str, Any]:
@@ -516,6 +499,14 @@ class _TraceReader:
             plan = RangePlan(**record)
         except ValueError as exc:
             raise self.fail(f"range record: {exc}") from None
+        changed = [part for part in plan_parts(plan) if part not in self.unchanged]
+        if self.format >= 2 and self.verify and changed:
+            raise self.fail(
+                f"range {plan.index} needs the op generator's {', '.join(changed)}, which this avocado-iofuzz "
+                f"makes differently from the version that wrote the trace (its generator {self.generator!r}, "
+                f"this one {generator_fingerprint()!r}): its G records would expand into other ops; "
+                "read it with the avocado-iofuzz version that wrote it, or with verify=False"
+            )
         known = trace.plans.get(plan.index)
         if known is not None and known != plan:
             raise self.fail(f"range record contradicts the earlier one for range {plan.index}")

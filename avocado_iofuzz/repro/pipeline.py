@@ -100,6 +100,9 @@ class TriageOptions:
     # running-clock replays of a candidate before it counts as not showing the finding: a device
     # timer's crash depends on when the timer fires, which pacing makes likely, not certain
     timer_attempts: int = 3
+    # running-clock minimization rounds: replays of a candidate before it counts as not showing the
+    # finding, each watching twice as long; every candidate that truly loses the finding pays them all
+    round_attempts: int = 2
     qemu_binary: str | None = None
     kind: str | None = None  # which finding: crash, hang, reboot (default: the last one)
     occurrence: int = -1  # index among the trace's findings (of ``kind``): -1 the last, 0 the first
@@ -190,7 +193,10 @@ def signature_matches(expected: CrashSignature, actual: CrashSignature) -> bool:
 
 def stage_extract(trace_path: str | os.PathLike[str], options: TriageOptions) -> Extracted:
     return extract(
-        trace_path, kind=options.kind, occurrence=options.occurrence, max_prefix_ops=options.max_prefix_ops,
+        trace_path,
+        kind=options.kind,
+        occurrence=options.occurrence,
+        max_prefix_ops=options.max_prefix_ops,
         qemu_binary=options.qemu_binary,
     )
 
@@ -224,17 +230,51 @@ def round_linger(reproduction: Reproduction, default: float) -> float:
     return min(default, max(SYNCHRONOUS_LINGER, TIMER_LINGER_FACTOR * reproduction.late))
 
 
-def qtest_judge(target: QtestTarget, expected: CrashSignature, linger: float, stall_timeout: float) -> Callable:
+def qtest_judge(
+    target: QtestTarget,
+    expected: CrashSignature,
+    linger: float,
+    stall_timeout: float,
+    attempts: int = 1,
+    max_linger: float | None = None,
+) -> Callable:
+    """Whether a candidate's qtest replay shows ``expected``.
+
+    With the clock running, a timer's crash comes when QEMU's timer fires,
+    not at a fixed op: on a loaded host, or when the rounds' linger came from
+    a replay whose timer was armed before its last op (a long candidate), a
+    replay can stop watching before the timer fired. Such a replay (QEMU
+    alive, no failure) does not yet mean "the finding is gone": it is
+    replayed, up to ``attempts`` times in all, each watching twice as long
+    as the one before, and a linger that showed the finding on a retry is
+    where later rounds start (at most ``max_linger``, default ``linger``).
+    A replay that ended another way (another crash, a hang) is final.
+    """
+    start = {"linger": linger}
+    cap = max(linger, max_linger if max_linger is not None else linger)
+
     def judge(ops: Sequence[Op]) -> bool:
-        outcome = run_qtest(target, ops, linger=linger, stall_timeout=stall_timeout)
-        return signature_matches(expected, outcome.signature)
+        watch = start["linger"]
+        for attempt in range(1, max(1, attempts) + 1):
+            outcome = run_qtest(target, ops, linger=watch, stall_timeout=stall_timeout)
+            if signature_matches(expected, outcome.signature):
+                if attempt > 1:
+                    start["linger"] = min(max(start["linger"], watch), cap)
+                    LOG.info(
+                        "minimize: the finding showed in running-clock replay %d (linger %.2f s); "
+                        "rounds now linger %.2f s",
+                        attempt, watch, start["linger"],
+                    )  # fmt: skip
+                return True
+            if outcome.signature.is_failure:
+                return False
+            watch *= 2
+        return False
 
     return judge
 
 
-def stage_replay_qtest(
-    extracted: Extracted, options: TriageOptions, notes: list[str]
-) -> Reproduction | None:
+def stage_replay_qtest(extracted: Extracted, options: TriageOptions, notes: list[str]) -> Reproduction | None:
     """Each candidate (PCI setup in front) as a qtest replay, until one shows the finding's signature.
 
     First with the clock stopped (``-S``), then, if none reproduced, with it
@@ -501,8 +541,11 @@ def _minimize_and_hand_over(
         if reproduction.target is not None:
             stall = options.hang_stall_timeout if reproduction.signature.kind != KIND_CRASH else options.stall_timeout
             linger = round_linger(reproduction, options.linger)
+            # a stopped clock replays the same way every time; a running one depends on when its timer fires
+            attempts = options.round_attempts if reproduction.target.clock == CLOCK_RUNNING else 1
             judge = CachedJudge(
-                qtest_judge(reproduction.target, reproduction.signature, linger, stall), Budget(options.budget)
+                qtest_judge(reproduction.target, reproduction.signature, linger, stall, attempts, options.linger),
+                Budget(options.budget),
             )
         else:
             judge = CachedJudge(_guest_judge(guest, reproduction.signature), guest_budget)  # type: ignore[arg-type]
@@ -686,8 +729,7 @@ def _verify_guest(result: TriageResult, guest: GuestReplayer, options: TriageOpt
             result.notes.append(f"verification replay failed: {err}")
     if hits:
         result.notes.append(
-            f"the verified reproducer is {REPRODUCER_GUEST} (in a guest of the recorded machine, {hits}/{runs}): "
-            f"{why}"
+            f"the verified reproducer is {REPRODUCER_GUEST} (in a guest of the recorded machine, {hits}/{runs}): {why}"
         )
     else:
         _withdraw(result, ("guest_script",))

@@ -40,7 +40,7 @@ def _firmware_lines() -> list[str]:
     return [
         "# the machine runs on a firmware that halts at once (64 KiB of hlt, cli;hlt;jmp at the reset",
         "# vector): virtual time passes and device timers fire, but no guest code touches a device",
-        'fw=$(mktemp) || exit 2',
+        "fw=$(mktemp) || exit 2",
         "trap 'rm -f \"$fw\"' EXIT",
         "{",
         f"    head -c {head} /dev/zero | tr '\\000' '\\364'",
@@ -50,9 +50,7 @@ def _firmware_lines() -> list[str]:
     ]
 
 
-def shell_script(
-    target: QtestTarget, ops: Sequence[Op], comments: Sequence[str], wait: float = DEFAULT_WAIT
-) -> str:
+def shell_script(target: QtestTarget, ops: Sequence[Op], comments: Sequence[str], wait: float = DEFAULT_WAIT) -> str:
     """The text of ``reproducer.sh`` for ``ops`` on ``target``."""
     words = [*target.argv_without_binary(firmware="@FIRMWARE@"), "-qtest", "stdio"]
     command = " ".join(['"$QEMU"', *(shlex.quote(w) if w != "@FIRMWARE@" else '"$fw"' for w in words)])
@@ -115,9 +113,7 @@ def shell_signature(status: int, stderr: str) -> CrashSignature | None:
     return crash_signature(status, None, stderr)
 
 
-def verify_shell(
-    path: Path, matches: Callable[[CrashSignature], bool], runs: int, qemu: str | None = None
-) -> int:
+def verify_shell(path: Path, matches: Callable[[CrashSignature], bool], runs: int, qemu: str | None = None) -> int:
     """How many of ``runs`` runs of the file as written ended the way ``matches`` wants."""
     hits = 0
     for _ in range(runs):

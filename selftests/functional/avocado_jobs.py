@@ -151,6 +151,21 @@ def avocado_env() -> dict[str, str]:
     return user_env()
 
 
+# A shell that starts a command in the background without job control (``cmd &`` in a script, or a
+# CI runner's) makes it ignore SIGINT, and an ignored signal stays ignored across fork and exec: an
+# avocado started under such a pytest never sees the SIGINT a test sends, and runs on (its test
+# too) until it is killed. The ``-c`` program restores SIGINT's default action, as a terminal's
+# Ctrl+C finds it, then becomes the command (same PID).
+_DEFAULT_SIGINT = (
+    "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); os.execv(sys.argv[1], sys.argv[1:])"
+)
+
+
+def interruptible(command: list[str]) -> list[str]:
+    """``command`` started with SIGINT at its default action, whatever this process inherited."""
+    return [sys.executable, "-c", _DEFAULT_SIGINT, *command]
+
+
 def avocado_command(reference: str, results_dir: Path, params: dict[str, str] | None = None) -> list[str]:
     command = [str(AVOCADO), "run", reference, "--job-results-dir", str(results_dir), "--disable-sysinfo"]
     for key, value in (params or {}).items():

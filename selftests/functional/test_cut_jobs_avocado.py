@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 import pytest
-from avocado_jobs import avocado_command, avocado_env, read_job
+from avocado_jobs import avocado_command, avocado_env, interruptible, read_job
 
 from avocado_iofuzz.vm.process_guard import process_alive
 
@@ -135,9 +135,18 @@ def stop_all(pids: set[int]) -> None:
             os.kill(pid, signal.SIGKILL)
 
 
+def ignored_signals(pid: int) -> set[int]:
+    """The signals ``pid`` ignores (``SigIgn`` in /proc: a bit per signal, signal 1 the lowest)."""
+    for line in _read(Path(f"/proc/{pid}/status")).decode().splitlines():
+        if line.startswith("SigIgn:"):
+            mask = int(line.split()[1], 16)
+            return {number for number in range(1, 65) if mask >> (number - 1) & 1}
+    return set()
+
+
 def start_job(results_dir: Path, reference: str, params: dict[str, str], *extra: str) -> subprocess.Popen:
     return subprocess.Popen(
-        avocado_command(reference, results_dir, params) + list(extra),
+        interruptible(avocado_command(reference, results_dir, params) + list(extra)),
         env=avocado_env(),
         cwd=results_dir,
         stdout=subprocess.PIPE,
@@ -165,6 +174,8 @@ def test_a_cut_job_leaves_no_process_behind(tmp_path, how):
     try:
         tree = wait_for_qemu(tmp_path, job)
         if how.startswith("SIG"):
+            # an ignored SIGINT (inherited from a shell that ran CI in the background) would look like a hang
+            assert getattr(signal, how) not in ignored_signals(job.pid), f"avocado ignores {how}"
             job.send_signal(getattr(signal, how))
         output = finish(job, 120 if how.startswith("SIG") else QEMU_UP_TIMEOUT + 150)
         left = leftovers(tree)

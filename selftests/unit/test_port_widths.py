@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from avocado_iofuzz.campaign import trace
+from avocado_iofuzz.campaign import generator_parts
 from avocado_iofuzz.coverage.catalog import Catalog
 from avocado_iofuzz.model.kinds import KindParams, Listings, choose_targets, plan_kinds, target_name, units
 from avocado_iofuzz.model.port_widths import aligned_interior, port_spans
@@ -90,7 +90,7 @@ def test_op_count_is_fuzz_count_plus_two_times_the_slots_of_every_width():
 
 def test_the_generator_fingerprint_covers_ports_at_every_width():
     # a generator that changed its 2- or 4-byte port ops would otherwise expand old traces into other ops
-    covered = {(plan.space, plan.width) for plan in trace._FINGERPRINT_PLANS}
+    covered = {(plan.space, plan.width) for plan in generator_parts.REFERENCE_PLANS}
     assert {("pio", 1), ("pio", 2), ("pio", 4)} <= covered
 
 

@@ -268,3 +268,34 @@ def test_running_clock_replays_are_tried_again_before_a_candidate_counts_as_not_
     replays.clear()
     assert pipeline.stage_replay_qtest(extract(trace), TriageOptions(timer_attempts=2), notes) is None
     assert replays == ["stopped", "running", "running"]
+
+
+def test_a_running_clock_round_that_shows_nothing_is_replayed_watching_longer(monkeypatch):
+    """A timer can fire after a round's linger: "nothing" is replayed watching longer, a different ending is final."""
+    from avocado_iofuzz.repro import pipeline
+    from avocado_iofuzz.repro.qtest_run import QtestOutcome, QtestTarget
+
+    expected = crash_signature(None, 6, ABORT)
+    other = crash_signature(None, 11, "")
+    target = QtestTarget("qemu-system-x86_64", ("-machine", "pc"))
+    endings: list[object] = []
+    lingers: list[float] = []
+
+    def replay(target, ops, linger, **_):
+        lingers.append(linger)
+        return QtestOutcome(endings.pop(0), len(ops), len(ops), 0.1)
+
+    def rounds(judge, *shown):
+        endings[:], lingers[:] = list(shown), []
+        return judge([PLAN.op(1)]), list(lingers)
+
+    monkeypatch.setattr(pipeline, "run_qtest", replay)
+    judge = pipeline.qtest_judge(target, expected, 0.1, 5.0, attempts=3, max_linger=0.3)
+    assert rounds(judge, NO_CRASH, NO_CRASH, NO_CRASH, expected) == (False, [0.1, 0.2, 0.4])  # then it counts as gone
+    assert rounds(judge, other, expected) == (False, [0.1])  # another crash: no retry makes it this finding's
+    assert rounds(judge, NO_CRASH, expected) == (True, [0.1, 0.2])
+    # the linger that showed it is where the next rounds start
+    assert rounds(judge, NO_CRASH, NO_CRASH, expected) == (True, [0.2, 0.4, 0.8])
+    assert rounds(judge, expected) == (True, [0.3])  # ... at most max_linger
+    stopped = pipeline.qtest_judge(target, expected, 0.1, 5.0)
+    assert rounds(stopped, NO_CRASH, expected) == (False, [0.1])  # a stopped clock: one replay decides

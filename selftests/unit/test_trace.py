@@ -141,7 +141,7 @@ def garbage_cases(path: Path) -> list[tuple[str, int, str]]:
         ("hello\n", 1, "not an iofuzz trace"),
         ("#IOFUZZ-TRACE {bad json\n", 1, "header: bad JSON"),
         ('#IOFUZZ-TRACE {"format": 9}\n', 1, "trace format 9 is not supported"),
-        ('#IOFUZZ-TRACE {"format": 2, "generator": "0123"}\n', 1, "written by a different op generator"),
+        ('#IOFUZZ-TRACE {"format": 2, "generator": "0123"}\n' + r0, 2, "range 0 needs the op generator's ops"),
         (header.replace('"format": 2', '"format": 1') + r0 + "G 0 0 3\n", 3, "unknown record 'G 0 0 3'"),
         (header + r0 + "G 0 x 3\n", 3, "batch record must be 'G <range_index>"),
         (header + r0 + "G 0 0 999\n", 3, "not within range 0's ops"),
@@ -342,8 +342,10 @@ def test_generator_fingerprint_guards_compact_batches(tmp_path):
     text = path.read_text()
     fingerprint = read_trace(path).header["generator"]
     assert re.fullmatch(r"[0-9a-f]{16}", fingerprint)
-    path.write_text(text.replace(fingerprint, "feedfacefeedface"))
-    with pytest.raises(TraceError, match=r":1: written by a different op generator"):
+    header = json.loads(text.split("\n", 1)[0].removeprefix("#IOFUZZ-TRACE "))
+    header.update(generator="feedfacefeedface", generator_parts={"ops": "feedfacefeedface"})
+    path.write_text("#IOFUZZ-TRACE " + json.dumps(header) + "\n" + text.split("\n", 1)[1])
+    with pytest.raises(TraceError, match=r":2: range 0 needs the op generator.s ops, which this avocado-iofuzz"):
         read_trace(path)
     trace = read_trace(path, verify=False)  # plans, marks and events stay readable
     assert trace.plans == {p.index: p for p in PLANS}
