@@ -71,6 +71,7 @@ _OPTIONAL_PLAN_FIELDS: dict[str, str | int] = {
     "pause_every": 0,
     "pause_us": 0,
     "layout": LAYOUT_GENERIC,
+    "fuzz_only": False,
 }
 _EVENT_KIND = re.compile(r"[a-z][a-z0-9_]*\Z")
 _INT_FIELDS = re.compile(r"(\d+) (\d+)\Z")
@@ -88,6 +89,7 @@ _FINGERPRINT_PLANS = (
         RangePlan(5 + n, 0xC000, 0xC01F, "fingerprint", 0x5EED5EED5EED5EED, 8, 2, values=dma.VALUES_DMA, layout=layout)
         for n, layout in enumerate(LAYOUTS[1:])
     ),
+    RangePlan(5 + len(LAYOUTS), 0xC000, 0xC007, "fingerprint", 0x5EED5EED5EED5EED, 8, 4, fuzz_only=True),
 )
 
 
