@@ -14,6 +14,11 @@ it and of other entries, each made by one to three program mutations
 repeat an element, splice with another program of the device), until the
 round's program budget (:data:`PROGRAM_SHARE` of its ops,
 :data:`MAX_PROGRAMS` programs, :data:`MAX_ROUND_ELEMENTS` elements) is spent.
+Then :data:`STRETCH_CHILDREN` batch mutations (:mod:`avocado_iofuzz.guided.mutate`)
+of elements of the parent and other entries (of a step: a fresh stretch of
+its range), each a program of one plain batch of a twelfth of the round: programs are short in ops, and what a
+device reaches by volume (a random walk over its registers) still needs
+volume.
 A child's big elements (a sweep it descends from) are cut to
 :data:`CHILD_ELEMENT_OPS` ops (a range too wide for that: a stretch of it):
 a child is about its sequence. The rest of the
@@ -32,7 +37,7 @@ from dataclasses import dataclass, replace
 
 from avocado_iofuzz.guided.batch import Base, Batch
 from avocado_iofuzz.guided.corpus import Corpus
-from avocado_iofuzz.guided.mutate import MAX_STRETCH_SLOTS, fresh, stretch, sweep
+from avocado_iofuzz.guided.mutate import MAX_STRETCH_SLOTS, fresh, mutate, stretch, sweep
 from avocado_iofuzz.guided.program import Program, op_count
 from avocado_iofuzz.guided.program_mutate import context_for, mutate_program
 from avocado_iofuzz.guided.rng import Stream
@@ -41,9 +46,12 @@ from avocado_iofuzz.model.program import SPACES
 BATCHES_PER_ROUND = 12  # sizes a fresh stretch: a twelfth of the round
 FRESH_PER_ROUND = 3
 SWEEP_EVERY = 5  # rounds
-PROGRAM_SHARE = (1, 2)  # of a round's ops, at most, for the parent and its children
-MAX_PROGRAMS = 48
-MAX_ROUND_ELEMENTS = 512  # every element is a range: two progress marks on the console, a trace record
+PROGRAM_SHARE = (1, 3)  # of a round's ops, at most, for the parent and its children
+MAX_PROGRAMS = 32
+# every element is a range: two progress marks on the console, a trace record, a campaign's bookkeeping
+# (measured on nic.virtio_net: 512 elements a round halved guided's ops against blind's in the same time)
+MAX_ROUND_ELEMENTS = 256
+STRETCH_CHILDREN = 5  # batch mutations of an element, a twelfth of the round each: the volume of the batch schedule
 CHILD_ELEMENT_OPS = 2048
 MAX_STACK = 3  # mutations per child
 
@@ -140,6 +148,14 @@ class GuidedSchedule:
                     break
                 picked.append((name, child))
                 spent, elements = spent + op_count(child), elements + len(child)
+            for _ in range(STRETCH_CHILDREN):
+                source = parent if stream.chance(2, 3) else stream.weighted(usable, energies)
+                element = stream.choice(corpus.entries[source].program)
+                if element.slots > 1:
+                    name, batch = mutate(element, stream)
+                else:  # a step hammered alone is no walk: a random stretch of its range instead
+                    name, batch = "fresh", fresh(element.base, stream.word() >> 1, per_batch, stream)
+                picked.append((name, (_volume(batch, per_batch),)))
         if number % SWEEP_EVERY == 0:
             picked.append(("sweep", (sweep(stream.choice(self.bases), seed, per_batch),)))
         left = ops - sum(op_count(program) for _, program in picked)
@@ -169,6 +185,11 @@ class BlindSchedule:
             replace(sweep(base, seed, per_base), pause_every=every, pause_us=us) for base in in_kind_order(self.bases)
         )
         return Round(number, seed, batches, ("sweep",) * len(batches))
+
+
+def _volume(element: Batch, ops: int) -> Batch:
+    """A stretch child as the batch schedule ran it: read, zero and fuzz phases, about ``ops`` ops."""
+    return replace(element, fuzz_only=False, fuzz_count=max(1, ops // element.slots - 2))
 
 
 def _narrowed(element: Batch, stream: Stream) -> Batch:
