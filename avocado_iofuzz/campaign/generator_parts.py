@@ -13,10 +13,12 @@ Each part has a fingerprint of its own: the ops (and fills) the generator
 makes for a fixed reference plan. Writers record them all in the header's
 ``generator_parts``. Traces written before that key existed carry only the
 one ``generator`` fingerprint, a running hash over the reference plans in
-order; the hash after the first *k* plans is the fingerprint a version with
-only those plans wrote (the pre-DMA and pre-layout versions, and each that
-added a layout). Such a fingerprint stands for the parts of those *k* plans,
-provided this package's first *k* plans hash to it.
+order (the pre-DMA and pre-layout versions, and each that added a layout,
+wrote the hash of the plans they had). A table maps each such hash to the
+parts it stood for and their fingerprints at the time; the parts this
+package still makes the same way are readable. (The page-frame-number kind
+of the DMA dictionary changed the ``dma`` part after them: their uniform
+ranges stay readable, their DMA-aware ones are refused.)
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from avocado_iofuzz.model.program import Op, RangePlan
 
 PART_OPS = "ops"  # addresses, kinds, widths and uniform values: every range's ops
 PART_DMA = "dma"  # DMA-aware write values and the generic scratch fill
+PART_FUZZ_ONLY = "fuzz_only"  # ranges of seeded writes alone (a guided program's steps)
 _REFERENCE_SEED = 0x5EED5EED5EED5EED
 # Reference plans, in the order the running hash has always taken them: every phase and width, then
 # DMA-aware values, then one plan per device layout (a layout added later goes last).
@@ -45,10 +48,8 @@ REFERENCE_PLANS = (
         RangePlan(5 + n, 0xC000, 0xC01F, "fingerprint", _REFERENCE_SEED, 8, 2, values=dma.VALUES_DMA, layout=layout)
         for n, layout in enumerate(LAYOUTS[1:])
     ),
+    RangePlan(5 + len(LAYOUTS), 0xC000, 0xC007, "fingerprint", _REFERENCE_SEED, 8, 4, fuzz_only=True),
 )
-# The oldest running hash that stands for whole parts: the one after the MMIO plan (the pre-DMA
-# version's). Earlier hashes (port ranges only) name no part whole and are not accepted.
-_FIRST_WHOLE_PREFIX = 4
 
 
 def layout_part(layout: str) -> str:
@@ -62,6 +63,8 @@ def plan_parts(plan: RangePlan) -> tuple[str, ...]:
         parts.append(PART_DMA)
         if plan.layout != LAYOUT_GENERIC:
             parts.append(layout_part(plan.layout))
+    if plan.fuzz_only:
+        parts.append(PART_FUZZ_ONLY)
     return tuple(parts)
 
 
@@ -105,22 +108,47 @@ def part_fingerprints() -> dict[str, str]:
     return {part: digest.hexdigest()[:16] for part, digest in digests.items()}
 
 
-@functools.cache
-def _parts_of_running_hashes() -> dict[str, frozenset[str]]:
-    """Running hash after plan k -> the parts the plans up to k make (from the MMIO plan on)."""
-    covered: dict[str, frozenset[str]] = {}
-    parts: set[str] = set()
-    for k, fingerprint in enumerate(_running_hashes()):
-        parts.update(plan_parts(REFERENCE_PLANS[k]))
-        if k + 1 >= _FIRST_WHOLE_PREFIX:
-            covered[fingerprint] = frozenset(parts)
-    return covered
+# The part fingerprints of the generator before the page-frame-number dictionary kind and fuzz-only
+# ranges (8e95d90): the DMA part and the layouts' (whose reference plans draw DMA values) changed then,
+# the ops part did not.
+_PARTS_8E95D90 = {
+    PART_OPS: "447309041c86fc80",
+    PART_DMA: "33953ebc5066e82b",
+    "layout:uhci": "6c3347f772ac5f24",
+    "layout:ehci": "9549e0ea1c1ce10c",
+    "layout:e1000": "e7bcce13c650a59c",
+    "layout:virtio": "7ec79658c7f82aed",
+    "layout:nvme": "2e91c23fd6d61cc4",
+    "layout:megasas": "477f3db9220e3cd4",
+    "layout:ahci": "26a56237ad814025",
+}
+_LAYOUTS_IN_ORDER = ("uhci", "ehci", "e1000", "virtio", "nvme", "megasas", "ahci")
+# the running hash after each layout's reference plan, in that order
+_LAYOUT_RUNNING_HASHES = (
+    "8ebe23bf8112f707", "09e472bc3c231835", "f1d8b54534e4b52f", "6ce65884f9f78938", "6e2be337687b5c7b",
+    "4381f187351dfab1", "e5a9a8fcc90b9ccb",
+)  # fmt: skip
+# Headers without ``generator_parts`` carry one running hash: the parts each historic one stood for
+# (the pre-DMA version, the pre-layout one, then one per layout added), with their fingerprints then.
+_HISTORIC_RUNNING_HASHES: dict[str, tuple[str, ...]] = {
+    "447309041c86fc80": (PART_OPS,),
+    "bf619ad35beb1ffa": (PART_OPS, PART_DMA),
+    **{
+        fingerprint: (PART_OPS, PART_DMA, *(layout_part(name) for name in _LAYOUTS_IN_ORDER[: n + 1]))
+        for n, fingerprint in enumerate(_LAYOUT_RUNNING_HASHES)
+    },
+}
+
+
+def _historic_parts(fingerprint: str) -> dict[str, str]:
+    """The part fingerprints a header's one ``generator`` hash stands for ({} for one this package never wrote)."""
+    return {part: _PARTS_8E95D90[part] for part in _HISTORIC_RUNNING_HASHES.get(fingerprint, ())}
 
 
 def unchanged_parts(header: Mapping[str, Any]) -> frozenset[str]:
     """The parts of the generator this package makes as the trace's writer did, from the trace's header."""
     recorded = header.get("generator_parts")
-    if isinstance(recorded, Mapping):
-        current = part_fingerprints()
-        return frozenset(part for part, fingerprint in recorded.items() if current.get(part) == fingerprint)
-    return _parts_of_running_hashes().get(str(header.get("generator")), frozenset())
+    if not isinstance(recorded, Mapping):
+        recorded = _historic_parts(str(header.get("generator")))
+    current = part_fingerprints()
+    return frozenset(part for part, fingerprint in recorded.items() if current.get(part) == fingerprint)

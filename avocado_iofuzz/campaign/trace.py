@@ -79,6 +79,7 @@ _OPTIONAL_PLAN_FIELDS: dict[str, str | int] = {
     "pause_every": 0,
     "pause_us": 0,
     "layout": LAYOUT_GENERIC,
+    "fuzz_only": False,
 }
 _EVENT_KIND = re.compile(r"[a-z][a-z0-9_]*\Z")
 _INT_FIELDS = re.compile(r"(\d+) (\d+)\Z")

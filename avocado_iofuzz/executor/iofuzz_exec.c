@@ -12,7 +12,7 @@
  *   iofuzz-exec [--dry-run | --check] [--limit-loop | --bare-loop] --seed S --fuzz-count N
  *               [--report-every K] [--resume I:J] [--hang-at I:J] [--scratch 0xBASE-0xEND]
  *               [--no-pci-restore | --pci-saved I:TYPE:0xCMD[:0xV...]] (RANGE... | --ranges-stdin)
- *   RANGE is [I:][SPACE:]0xSTART-0xEND[/W][,N][+dma][@S][~E:U]: inclusive bounds in hex,
+ *   RANGE is [I:][SPACE:]0xSTART-0xEND[/W][,N][!][+dma][@S][~E:U]: inclusive bounds in hex,
  *   optional range index I (default: position in the argument list), address
  *   space SPACE (pio, the default; mmio; pci), access width W (1, 2 or 4
  *   bytes, 8 too for mmio; default 1), fuzz count N (default --fuzz-count)
@@ -22,6 +22,9 @@
  *   executor sleeps U microseconds, so QEMU's main loop runs the timers and
  *   bottom halves (USB frames, NIC and storage DMA) a flat-out loop starves.
  *   Pauses depend on the op index only: a resume pauses where a run did.
+ *   ! makes the range fuzz-only: no read and zero phases, its ops are the N * slots
+ *   seeded writes alone (a guided program's step: a zero write to a status or
+ *   address register would undo the step before it).
  *   @S gives the range its own seed S (decimal or 0x hex) instead of --seed:
  *   the range's generator is derived from S and its bounds as from --seed,
  *   so a range without @S makes the ops it always made.
@@ -166,6 +169,7 @@ struct range {
 	uint64_t rseed;
 	enum space space;
 	int dma; /* write values from the dictionary, scratch memory filled per epoch */
+	uint64_t lead; /* ops before the fuzz phase: 2 * slots (read, zero), 0 for a ! (fuzz-only) range */
 	int layout; /* the scratch memory's layout (enum layout): generic, or one device family's */
 	uint64_t pause_every, pause_us; /* ~E:U: sleep U us before op indices that are multiples of E (0: never) */
 	/* mmio: the byte of address `start` in our mapping; pci: the config file */
@@ -222,6 +226,9 @@ static inline __attribute__((always_inline)) uint64_t dictionary_value(uint64_t 
 	uint64_t bits = 8 * width, value, lanes;
 
 	switch (word >> 60) {
+	case 5: /* the page frame number of a scratch page: virtio legacy's QUEUE_PFN */
+		value = (scratch_base + (word & (scratch_size - 1) & ~0xFFFULL)) >> 12;
+		break;
 	case 6:
 		value = scratch_base + (word & (scratch_size - 1) & ~0xFULL);
 		break;
@@ -709,13 +716,13 @@ static inline __attribute__((always_inline)) struct op gen_op_values(const struc
 	uint64_t n = r->slots;
 	struct op op = { 'r', 0, r->width, 0 };
 
-	if (i < n) {
+	if (i < n && r->lead) {
 		op.port = r->start + i * r->width;
-	} else if (i < 2 * n) {
+	} else if (i < r->lead) {
 		op.kind = 'w';
 		op.port = r->start + (i - n) * r->width;
 	} else {
-		uint64_t k = i - 2 * n;
+		uint64_t k = i - r->lead;
 		uint64_t slot = (uint64_t)(((unsigned __int128)random_word(r->rseed, 2 * k) * n) >> 64);
 		uint64_t value = random_word(r->rseed, 2 * k + 1);
 
@@ -1341,7 +1348,7 @@ static void parse_range(const char *arg, uint64_t default_index, uint64_t seed, 
 			struct range *r)
 {
 	char buf[128];
-	char *bounds, *dash, *slash, *colon, *comma, *plus, *tilde, *at;
+	char *bounds, *dash, *slash, *colon, *comma, *plus, *tilde, *at, *bang;
 	int have_index = 0, have_space = 0;
 
 	if (strlen(arg) >= sizeof(buf))
@@ -1352,6 +1359,9 @@ static void parse_range(const char *arg, uint64_t default_index, uint64_t seed, 
 	r->space = SPACE_PIO;
 	r->mmio = NULL;
 	r->config_fd = -1;
+	bang = strchr(buf, '!'); /* fuzz-only: cut out first, wherever it stands */
+	if (bang)
+		memmove(bang, bang + 1, strlen(bang));
 	tilde = strchr(buf, '~'); /* first: its ':' is not a prefix's */
 	r->pause_every = r->pause_us = 0;
 	if (tilde) {
@@ -1441,7 +1451,10 @@ static void parse_range(const char *arg, uint64_t default_index, uint64_t seed, 
 	r->slots = (r->end - r->start + 1) / r->width;
 	if (fuzz_count + 2 > (MAX_OP_COUNT - 1) / r->slots)
 		fail(EXIT_USAGE, "range '%s': too many ops (2**62 or more)", arg);
-	r->op_count = (fuzz_count + 2) * r->slots;
+	if (bang && !fuzz_count)
+		fail(EXIT_USAGE, "range '%s': a fuzz-only (!) range needs a fuzz count of at least 1", arg);
+	r->lead = bang ? 0 : 2 * r->slots;
+	r->op_count = fuzz_count * r->slots + r->lead;
 	r->rseed = range_seed(seed, r->start, r->end);
 }
 

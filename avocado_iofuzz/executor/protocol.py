@@ -219,18 +219,21 @@ def format_dry_run_fill(range_index: int, op_index: int, data: bytes) -> str:
 
 
 def range_argument(plan: RangePlan, fuzz_count: int | None = None, seed: int | None = None) -> str:
-    """How the executor's command line names a range: ``I:[SPACE:]0xSTART-0xEND[/W][,N][+VALUES][@S][~E:U]``.
+    """How the executor's command line names a range: ``I:[SPACE:]0xSTART-0xEND[/W][,N][!][+VALUES][@S][~E:U]``.
 
     ``,N`` is written when the plan's fuzz count differs from ``fuzz_count``
     (the command's ``--fuzz-count``), ``@S`` when its seed differs from
     ``seed`` (the command's ``--seed``: a guided round's batches each have
     their own); ``SPACE:`` for every space but pio; ``+VALUES`` for every
     value mode but uniform (``+dma=LAYOUT`` for a device layout of the
-    scratch memory); ``~E:U`` for a paced range.
+    scratch memory); ``~E:U`` for a paced range; ``!`` for a fuzz-only one
+    (with ``,N`` always: its ops are N writes per slot and nothing else).
     """
     space = f"{plan.space}:" if plan.space != SPACE_PIO else ""
     width = f"/{plan.width}" if plan.width != 1 else ""
     count = f",{plan.fuzz_count}" if fuzz_count is not None and plan.fuzz_count != fuzz_count else ""
+    if plan.fuzz_only:
+        count = f",{plan.fuzz_count}!"
     values = f"+{plan.values}" if plan.values != VALUES_UNIFORM else ""
     if plan.layout != LAYOUT_GENERIC:
         values += f"={plan.layout}"  # +dma=LAYOUT: the scratch memory laid out like the device's structures

@@ -88,6 +88,8 @@ class Batch:
     # time for the device's timers and bottom halves, which a flat-out executor starves
     pause_every: int = 0
     pause_us: int = 0
+    # the fuzz phase alone (RangePlan's fuzz_only): a program's step, which a read and zero write would undo
+    fuzz_only: bool = False
 
     def __post_init__(self) -> None:
         where = f"batch {self.base.key()} {self.start:#x}-{self.end:#x}"
@@ -108,6 +110,10 @@ class Batch:
             raise BatchError(f"{where}: value mode {self.values!r} is not one the op model offers {value_modes()}")
         if self.values not in (UNIFORM, self.base.values):
             raise BatchError(f"{where}: value mode {self.values!r} was not planned for its range ({self.base.values})")
+        if not isinstance(self.fuzz_only, bool):
+            raise BatchError(f"{where}: fuzz_only must be a bool, got {self.fuzz_only!r}")
+        if self.fuzz_only and self.fuzz_count < 1:
+            raise BatchError(f"{where}: a fuzz-only batch needs fuzz_count >= 1 (it has no other ops)")
         every, us = self.pause_every, self.pause_us
         if every < 0 or not 0 <= us <= MAX_PAUSE_US or bool(every) != bool(us):
             raise BatchError(f"{where}: pacing {every}/{us} is not E >= 1 with 1..{MAX_PAUSE_US} us, nor 0/0")
@@ -118,7 +124,7 @@ class Batch:
 
     @property
     def op_count(self) -> int:
-        return (self.fuzz_count + 2) * self.slots
+        return (self.fuzz_count + (0 if self.fuzz_only else 2)) * self.slots
 
     @property
     def whole(self) -> bool:
@@ -132,6 +138,8 @@ class Batch:
             extra["layout"] = self.base.layout
         if self.pause_every:
             extra.update(pause_every=self.pause_every, pause_us=self.pause_us)
+        if self.fuzz_only:
+            extra["fuzz_only"] = True
         return RangePlan(
             index, self.start, self.end, self.base.name, self.seed, self.fuzz_count, self.width, self.base.space,
             **extra,
@@ -139,9 +147,10 @@ class Batch:
 
     def describe(self) -> str:
         pace = f" pause {self.pause_us} us/{self.pause_every} ops" if self.pause_every else ""
+        only = " fuzz-only" if self.fuzz_only else ""
         return (
             f"{self.base.name} {self.start:#x}-{self.end:#x} ({self.slots} x {self.width} bytes) seed {self.seed} "
-            f"x{self.fuzz_count} {self.values}{pace}"
+            f"x{self.fuzz_count}{only} {self.values}{pace}"
         )
 
     # -- JSON ---------------------------------------------------------------------
@@ -157,6 +166,7 @@ class Batch:
             "width": self.width,
             "values": self.values,
             **({"pause_every": self.pause_every, "pause_us": self.pause_us} if self.pause_every else {}),
+            **({"fuzz_only": True} if self.fuzz_only else {}),
         }  # fmt: skip
 
     @classmethod
@@ -173,6 +183,7 @@ class Batch:
                 ),
                 record["start"], record["end"], record["seed"], record["fuzz_count"], record.get("width", 0),
                 record.get("values", UNIFORM), record.get("pause_every", 0), record.get("pause_us", 0),
+                record.get("fuzz_only", False),
             )  # fmt: skip
         except KeyError as err:
             raise BatchError(f"a batch record lacks the field {err}") from None

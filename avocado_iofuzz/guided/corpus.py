@@ -1,4 +1,4 @@
-"""The corpus: batches that reached trace events no batch before them had reached, kept per device and QEMU version.
+"""The corpus: programs that reached trace events no program before them had reached, per device and QEMU version.
 
 One JSON file per (QEMU version, device key) under avocado's data dir
 (``<data_dir>/avocado-iofuzz/corpus/qemu-<version>/<key>.json``), so the next
@@ -7,7 +7,12 @@ A file that cannot be used -- not JSON, another format, another QEMU version,
 another op generator (its batches would make other ops) -- is never fatal:
 the run says why, sets the file aside (``<name>.unusable``) and starts empty.
 
-Each entry keeps the events its batch reached first, the *features*
+An entry is a *program* (:mod:`avocado_iofuzz.guided.program`: batches run
+in order), cut right after the last element that reached something new: the
+steps after it bought nothing. Format 2 keeps programs; a format-1 file (one
+batch per entry) loads as programs of one element.
+
+Each entry keeps the events its program reached first, the *features*
 (event and hit-count bucket, :mod:`avocado_iofuzz.guided.features`) it
 reached first, and two counters the scheduler reads: ``picks`` (rounds it was
 the parent of) and ``finds`` (what those rounds reached first: a new event
@@ -30,13 +35,15 @@ from typing import TYPE_CHECKING, Any
 
 from avocado_iofuzz.campaign.trace import generator_fingerprint
 from avocado_iofuzz.guided.batch import Base, Batch, BatchError
+from avocado_iofuzz.guided.program import Program, program_as_list, program_from_list
 
 if TYPE_CHECKING:  # schedule.py imports this module
     from avocado_iofuzz.guided.schedule import Round
 
 LOG = logging.getLogger("avocado.test.iofuzz")
 
-CORPUS_FORMAT = 1
+CORPUS_FORMAT = 2
+READABLE_CORPUS_FORMATS = (1, 2)  # 1: an entry is one batch (a program of one element)
 CORPUS_DIRNAME = "corpus"
 # a new event name is worth this many new (event, bucket) features, in energy and in a parent's finds:
 # a name is a part of the device reached at all, a bucket a known part driven further
@@ -46,11 +53,16 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9._+-]+")
 
 @dataclass
 class Entry:
-    batch: Batch
+    program: Program
     events: tuple[str, ...]
     picks: int = 0
     finds: int = 0
-    features: tuple[str, ...] = ()  # "event#bucket" first reached by this batch
+    features: tuple[str, ...] = ()  # "event#bucket" first reached by this program
+
+    @property
+    def batch(self) -> Batch:
+        """The program's first element: its device range is the entry's."""
+        return self.program[0]
 
     def energy(self) -> int:
         """How often the scheduler picks it: more for what it and its children found, less for each pick."""
@@ -58,7 +70,8 @@ class Entry:
         return max(1, (4 * (found + 2 * self.finds)) // (1 + self.picks))
 
     def as_dict(self) -> dict[str, Any]:
-        record = {"batch": self.batch.as_dict(), "events": list(self.events), "picks": self.picks, "finds": self.finds}
+        record = {"program": program_as_list(self.program), "events": list(self.events), "picks": self.picks,
+                  "finds": self.finds}  # fmt: skip
         return {**record, "features": list(self.features)} if self.features else record
 
     @classmethod
@@ -74,7 +87,12 @@ class Entry:
         features = record.get("features", [])  # absent in files written before the hit-count signal
         if not isinstance(features, list) or not all(isinstance(f, str) and "#" in f for f in features):
             raise BatchError("a corpus entry's 'features' must be a list of 'event#bucket' strings")
-        return cls(Batch.from_dict(record.get("batch")), tuple(events), picks, finds, tuple(features))
+        # format 1 kept one batch per entry: a program of one element
+        if "program" in record:
+            program = program_from_list(record["program"])
+        else:
+            program = (Batch.from_dict(record.get("batch")),)
+        return cls(program, tuple(events), picks, finds, tuple(features))
 
 
 @dataclass
@@ -97,10 +115,11 @@ class Corpus:
     def usable(self, bases: Sequence[Base]) -> list[int]:
         """Indices of the entries whose device range is one of this run's (the rest wait for a run that has it)."""
         present = set(bases)
-        return [i for i, entry in enumerate(self.entries) if entry.batch.base in present]
+        return [i for i, entry in enumerate(self.entries) if all(e.base in present for e in entry.program)]
 
-    def add(self, batch: Batch, events: Sequence[str], features: Sequence[str] = ()) -> None:
-        self.entries.append(Entry(batch, tuple(sorted(events)), features=tuple(sorted(features))))
+    def add(self, program: Program | Batch, events: Sequence[str], features: Sequence[str] = ()) -> None:
+        elements = (program,) if isinstance(program, Batch) else tuple(program)
+        self.entries.append(Entry(elements, tuple(sorted(events)), features=tuple(sorted(features))))
 
     def absorb(
         self,
@@ -108,28 +127,39 @@ class Corpus:
         new_events: Mapping[int, Sequence[str]],
         features: Mapping[int, Sequence[str]] | None = None,
     ) -> dict[int, list[str]]:
-        """After a round: each batch that reached an event or a feature the corpus lacks becomes an entry.
+        """After a round: each program that reached an event or a feature the corpus lacks becomes an entry.
 
-        ``features``: per batch index, the features it reached (all of them; the
-        corpus keeps the new ones). Returns the new features per batch, in
-        batch order (a feature two batches reached is the first one's): what
-        the round's record keeps, and what a rebuild passes in again. Events
-        and features the corpus holds already add nothing; the round's parent
-        is credited with what its round reached first.
+        ``new_events`` and ``features`` are per batch index of the round (its
+        programs' elements, in order); ``features`` holds all a batch reached
+        (the corpus keeps the new ones). A program that reached something new
+        joins cut right after its last element that did. Returns the new
+        features per batch, in batch order (a feature two batches reached is
+        the first one's): what the round's record keeps, and what a rebuild
+        passes in again. Events and features the corpus holds already add
+        nothing; the round's parent is credited with what its round reached first.
         """
         features = features or {}
         known_events, known_features = self.events, self.features
         new_features: dict[int, list[str]] = {}
         score = 0
-        for index in sorted(set(new_events) | set(features)):
-            names = sorted({e for e in new_events.get(index, ()) if e not in known_events})
-            found = sorted({f for f in features.get(index, ()) if f not in known_features})
-            if names or found:
-                self.add(played.batches[index], names, found)
+        for first, program in played.spans():
+            names: set[str] = set()
+            found: set[str] = set()
+            last = -1
+            for offset in range(len(program)):
+                index = first + offset
+                these = sorted({e for e in new_events.get(index, ()) if e not in known_events and e not in names})
+                those = sorted({f for f in features.get(index, ()) if f not in known_features and f not in found})
+                if these or those:
+                    last = offset
+                names.update(these)
+                found.update(those)
+                if those:
+                    new_features[index] = those
+            if last >= 0:
+                self.add(program[: last + 1], sorted(names), sorted(found))
                 known_events.update(names)
                 known_features.update(found)
-            if found:
-                new_features[index] = found
             score += NAME_WEIGHT * len(names) + len(found)
         self.credit(played.parent, score)
         return new_features
@@ -186,7 +216,7 @@ def load_corpus(path: Path, version: str, key: str) -> tuple[Corpus, str]:
         aside = _set_aside(path)
         return empty, f"corpus {path} is unusable ({err}); set aside as {aside}, starting empty"
     return corpus, (
-        f"loaded {corpus.loaded} batch(es) reaching {len(corpus.events)} event(s) "
+        f"loaded {corpus.loaded} program(s) reaching {len(corpus.events)} event(s) "
         f"({len(corpus.features)} hit-count feature(s)) from {path}"
     )
 
@@ -194,8 +224,10 @@ def load_corpus(path: Path, version: str, key: str) -> tuple[Corpus, str]:
 def _corpus_from(record: Any, version: str, key: str) -> Corpus:
     if not isinstance(record, dict):
         raise ValueError(f"expected a JSON object, got {type(record).__name__}")
-    if record.get("format") != CORPUS_FORMAT:
-        raise ValueError(f"format {record.get('format')!r}, this avocado-iofuzz reads format {CORPUS_FORMAT}")
+    if record.get("format") not in READABLE_CORPUS_FORMATS:
+        raise ValueError(
+            f"format {record.get('format')!r}, this avocado-iofuzz reads formats {READABLE_CORPUS_FORMATS}"
+        )
     if record.get("qemu_version") != version:
         raise ValueError(f"it was found with QEMU {record.get('qemu_version')!r}, this is QEMU {version}")
     if record.get("generator") != generator_fingerprint():

@@ -34,9 +34,9 @@ PACINGS = ((0, 0), (64, 100), (256, 500), (1024, 1000), (4096, 2000))
 def fresh(base: Base, seed: int, ops: int, stream: Stream) -> Batch:
     """A random stretch of ``base``: 1 to 2**k slots (k uniform: small stretches as often as big ones),
     at the planned width half the time, else at any width the address space allows."""
-    widths = [w for w in WIDTHS[base.space] if _slot_grid(base, w)[1] > 0]
+    widths = [w for w in WIDTHS[base.space] if slot_grid(base, w)[1] > 0]
     size = base.width if stream.chance(1, 2) or not widths else stream.choice(widths)
-    low, count = _slot_grid(base, size)
+    low, count = slot_grid(base, size)
     longest = min(count, MAX_STRETCH_SLOTS)
     slots = min(longest, 1 << stream.below(longest.bit_length()))
     start = low + stream.below(count - slots + 1) * size
@@ -56,24 +56,25 @@ def _count_for(ops: int, slots: int) -> int:
     return max(1, ops // max(1, slots) - 2)
 
 
-def _stretch(batch: Batch, first_slot: int, slots: int, ops: int | None = None) -> Batch:
+def stretch(batch: Batch, first_slot: int, slots: int, ops: int | None = None) -> Batch:
     """``slots`` slots of the batch's width from slot ``first_slot`` (counted from the first aligned one), clamped."""
-    low, count = _slot_grid(batch.base, batch.width)
+    low, count = slot_grid(batch.base, batch.width)
     slots = max(1, min(slots, count, MAX_STRETCH_SLOTS))
     first_slot = max(0, min(first_slot, count - slots))
     start = low + first_slot * batch.width
     ops = batch.op_count if ops is None else ops
-    return replace(batch, start=start, end=start + slots * batch.width - 1, fuzz_count=_count_for(ops, slots))
+    fuzz_count = max(1, ops // slots) if batch.fuzz_only else _count_for(ops, slots)  # no read/zero ops to leave out
+    return replace(batch, start=start, end=start + slots * batch.width - 1, fuzz_count=fuzz_count)
 
 
-def _slot_grid(base: Base, width: int) -> tuple[int, int]:
+def slot_grid(base: Base, width: int) -> tuple[int, int]:
     """The first address of ``width``-byte slots in ``base`` (aligned, but for ports) and how many fit."""
     low = base.start if base.space == "pio" else -(-base.start // width) * width
     return low, max(0, (base.end + 1 - low) // width)
 
 
 def _first_slot(batch: Batch) -> int:
-    low, _ = _slot_grid(batch.base, batch.width)
+    low, _ = slot_grid(batch.base, batch.width)
     return (batch.start - low) // batch.width
 
 
@@ -90,17 +91,17 @@ def reseed(batch: Batch, stream: Stream) -> Batch:
 
 def narrow(batch: Batch, stream: Stream) -> Batch:
     slots = max(1, batch.slots // 2 if batch.slots > 1 else 1)
-    return _stretch(batch, _first_slot(batch) + stream.below(batch.slots - slots + 1), slots)
+    return stretch(batch, _first_slot(batch) + stream.below(batch.slots - slots + 1), slots)
 
 
 def widen(batch: Batch, stream: Stream) -> Batch:
     slots = batch.slots * 2
-    return _stretch(batch, _first_slot(batch) - stream.below(batch.slots + 1), slots)
+    return stretch(batch, _first_slot(batch) - stream.below(batch.slots + 1), slots)
 
 
 def shift(batch: Batch, stream: Stream) -> Batch:
     move = stream.between(1, max(1, batch.slots))
-    return _stretch(batch, _first_slot(batch) + (move if stream.chance(1, 2) else -move), batch.slots)
+    return stretch(batch, _first_slot(batch) + (move if stream.chance(1, 2) else -move), batch.slots)
 
 
 def count(batch: Batch, stream: Stream) -> Batch:
@@ -122,14 +123,14 @@ def pace(batch: Batch, stream: Stream) -> Batch:
 
 def width(batch: Batch, stream: Stream) -> Batch:
     """The stretch at another width: aligned down to it, about as many bytes, inside the range."""
-    choices = [w for w in WIDTHS[batch.base.space] if w != batch.width and _slot_grid(batch.base, w)[1] > 0]
+    choices = [w for w in WIDTHS[batch.base.space] if w != batch.width and slot_grid(batch.base, w)[1] > 0]
     if not choices:
         return count(batch, stream)
     new = stream.choice(choices)
-    low, _ = _slot_grid(batch.base, new)
+    low, _ = slot_grid(batch.base, new)
     first = max(0, (batch.start - low) // new)
     wider = replace(batch, width=new, start=low, end=low + new - 1)
-    return _stretch(wider, first, max(1, (batch.end + 1 - batch.start) // new), batch.op_count)
+    return stretch(wider, first, max(1, (batch.end + 1 - batch.start) // new), batch.op_count)
 
 
 Mutation = Callable[[Batch, Stream], Batch]

@@ -28,6 +28,12 @@ def rebuild_rounds(
     rebuilt = []
     for number, record in enumerate(rounds):
         played = schedule.next_round(number, corpus, int(record["ops_asked"]))
+        recorded = record.get("programs")  # absent in records from before programs: one batch each
+        if recorded is not None and tuple(recorded) != played.program_lengths:
+            raise ValueError(
+                f"round {number}: the schedule makes programs of {list(played.program_lengths)} elements, "
+                f"the record has {list(recorded)}"
+            )
         rebuilt.append(played)
         batches = record["batches"]
         new_events = {i: list(batch["new_events"]) for i, batch in enumerate(batches) if batch["new_events"]}
@@ -56,9 +62,10 @@ def _base(record: Mapping[str, Any]) -> Base:
 def rounds_from_trace(events: Sequence[Any]) -> list[dict[str, Any]]:
     """Per round, what :func:`rebuild_rounds` needs, from a guided run's trace events (``Trace.events``).
 
-    ``guided_round`` gives the op budget asked and how many batches the round
-    had; ``guided_events`` what each batch reached first (ranges numbered as
-    in the trace, from the round's ``first_range``).
+    ``guided_round`` gives the op budget asked, how many batches the round
+    had and how many of them each program has; ``guided_events`` what each
+    batch reached first (ranges numbered as in the trace, from the round's
+    ``first_range``).
     """
     rounds: dict[int, dict[str, Any]] = {}
     for event in events:
@@ -67,6 +74,8 @@ def rounds_from_trace(events: Sequence[Any]) -> list[dict[str, Any]]:
             blank: list[dict[str, list[str]]] = [{"new_events": [], "new_features": []} for _ in data["origins"]]
             rounds[int(data["round"])] = {"ops_asked": int(data["ops"]), "first_range": data["first_range"],
                                           "batches": blank}  # fmt: skip
+            if "programs" in data:  # elements per program (traces from before programs: one batch each)
+                rounds[int(data["round"])]["programs"] = [int(n) for n in data["programs"]]
         elif event.kind == "guided_events" and int(data["round"]) in rounds:
             record = rounds[int(data["round"])]
             for field, key in (("new", "new_events"), ("features", "new_features")):

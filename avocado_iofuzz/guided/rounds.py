@@ -1,9 +1,10 @@
-"""Guided fuzzing on one VM: rounds of batches, each an ordinary campaign, the corpus fed by what each reached.
+"""Guided fuzzing on one VM: rounds of programs, each round an ordinary campaign, the corpus fed by what each reached.
 
 Every round is a :class:`~avocado_iofuzz.campaign.runner.Campaign` over the
-round's batches as range plans, written through a :class:`RoundTrace` into
-the run's one trace: round *k*'s batches are ranges ``offset_k ..`` of it.
-Before a round its composition goes into the trace (event ``guided_round``),
+round's batches (its programs' elements, in order) as range plans, written
+through a :class:`RoundTrace` into the run's one trace: round *k*'s batches
+are ranges ``offset_k ..`` of it. Before a round its composition goes into
+the trace (event ``guided_round``, with ``programs``: elements per program),
 after it the events each batch reached first (``guided_events``): the trace
 alone rebuilds every op, and the corpus as it grew (:mod:`.rebuild`).
 Hangs, reboots, crashes, findings, replay and triage work as on a blind run.
@@ -14,7 +15,9 @@ credited to the batch that was running (an event after a round's last mark:
 to its last batch); so are the hit counts it makes per batch, as features
 (event, hit-count bucket: :mod:`avocado_iofuzz.guided.features`). A batch
 that reached an event or a feature the corpus did not hold becomes a corpus
-entry; ``guided_events`` records both, so the rebuild needs nothing else.
+entry -- the whole program it belongs to, cut after its last element that
+reached something new (:meth:`Corpus.absorb`); ``guided_events`` records
+both, so the rebuild needs nothing else.
 """
 
 from __future__ import annotations
@@ -72,6 +75,7 @@ class RoundRecord:
             "ops_done": self.result.total_done,
             "elapsed_s": round(self.result.elapsed, 3),
             "findings": [f.kind for f in self.result.findings],
+            "programs": list(self.round.program_lengths),  # elements per program, in batch order
             "batches": [
                 {**batch.as_dict(), "origin": origin, "new_events": self.new_events.get(i, []),
                  "new_features": self.new_features.get(i, [])}
@@ -120,7 +124,7 @@ class GuidedRun:
         plans = [batch.plan(i) for i, batch in enumerate(planned.batches)]
         self.trace.event(
             "guided_round", round=number, seed=planned.seed, parent=planned.parent, first_range=offset,
-            ops=ops, origins=list(planned.origins),
+            ops=ops, origins=list(planned.origins), programs=list(planned.program_lengths),
         )  # fmt: skip
         config = self.config if last else replace(self.config, done_linger=min(self.config.done_linger, ROUND_LINGER))
         known = self.events

@@ -1,18 +1,30 @@
 """What the next round runs: a pure function of the run seed, the round number, the corpus and the op budget.
 
+A round is a list of *programs* (:mod:`avocado_iofuzz.guided.program`:
+batches run in order), run back to back as the round's ranges.
+
 Round 0 sweeps every range whole (what a blind run does, briefly): the events
-any op reaches are found there, and the corpus starts from them. Each later
-round is built around one *parent* entry, picked by energy (entries that
-found events and features, and whose rounds found more, are picked more
-often; each pick lowers it). Every batch carries its own seed (the executor
-takes one per range): the parent runs with its own seed (its ops come back
-on a device state grown since) or a neighbour of it (the round's seed),
-another entry of the same device runs right after it with *its* seed
-(*splicing*), mutations of the parent and of other entries
-(:mod:`avocado_iofuzz.guided.mutate`) keep their source's seed unless the
-``seed`` mutation moves it, and fresh random stretches (always some) draw
-seeds of their own; every few rounds one range is swept whole again, with
-the round's seed. Without a usable corpus a round is all fresh stretches.
+any op reaches are found there, and the corpus starts from them (programs of
+one element). Each later round is built around one *parent* entry, picked by
+energy (entries that found events and features, and whose rounds found more,
+are picked more often; each pick lowers it): the parent program runs again
+as it is (its ops come back on a device state grown since), then children of
+it and of other entries, each made by one to three program mutations
+(:mod:`avocado_iofuzz.guided.program_mutate`: insert a step, drop, change or
+repeat an element, splice with another program of the device), until the
+round's program budget (:data:`PROGRAM_SHARE` of its ops,
+:data:`MAX_PROGRAMS` programs, :data:`MAX_ROUND_ELEMENTS` elements) is spent.
+Then :data:`STRETCH_CHILDREN` batch mutations (:mod:`avocado_iofuzz.guided.mutate`)
+of elements of the parent and other entries (of a step: a fresh stretch of
+its range), each a program of one plain batch of a twelfth of the round: programs are short in ops, and what a
+device reaches by volume (a random walk over its registers) still needs
+volume.
+A child's big elements (a sweep it descends from) are cut to
+:data:`CHILD_ELEMENT_OPS` ops (a range too wide for that: a stretch of it):
+a child is about its sequence. The rest of the
+round is fresh random stretches (always some, each its own seed) and, every
+few rounds, one range swept whole again with the round's seed. Without a
+usable corpus a round is all fresh stretches.
 
 The blind schedule (:class:`BlindSchedule`) is the benchmark's control: every
 range whole, seeds run_seed, run_seed+1, ...
@@ -20,18 +32,28 @@ range whole, seeds run_seed, run_seed+1, ...
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 
 from avocado_iofuzz.guided.batch import Base, Batch
 from avocado_iofuzz.guided.corpus import Corpus
-from avocado_iofuzz.guided.mutate import fresh, mutate, neighbour_seed, sweep, with_seed
+from avocado_iofuzz.guided.mutate import MAX_STRETCH_SLOTS, fresh, mutate, stretch, sweep
+from avocado_iofuzz.guided.program import Program, op_count
+from avocado_iofuzz.guided.program_mutate import context_for, mutate_program
 from avocado_iofuzz.guided.rng import Stream
 from avocado_iofuzz.model.program import SPACES
 
-BATCHES_PER_ROUND = 12
+BATCHES_PER_ROUND = 12  # sizes a fresh stretch: a twelfth of the round
 FRESH_PER_ROUND = 3
 SWEEP_EVERY = 5  # rounds
+PROGRAM_SHARE = (1, 3)  # of a round's ops, at most, for the parent and its children
+MAX_PROGRAMS = 32
+# every element is a range: two progress marks on the console, a trace record, a campaign's bookkeeping
+# (measured on nic.virtio_net: 512 elements a round halved guided's ops against blind's in the same time)
+MAX_ROUND_ELEMENTS = 256
+STRETCH_CHILDREN = 5  # batch mutations of an element, a twelfth of the round each: the volume of the batch schedule
+CHILD_ELEMENT_OPS = 2048
+MAX_STACK = 3  # mutations per child
 
 
 def in_kind_order(bases: Sequence[Base]) -> list[Base]:
@@ -46,11 +68,39 @@ def in_kind_order(bases: Sequence[Base]) -> list[Base]:
 
 @dataclass(frozen=True)
 class Round:
+    """A round's batches in order; ``lengths``: how many of them each program has (none given: one each)."""
+
     number: int
-    seed: int  # the round's: the parent's (or a neighbour), the sweeps'; each batch has its own
+    seed: int  # the round's: the sweeps'; each batch has its own
     batches: tuple[Batch, ...]
-    origins: tuple[str, ...]  # per batch: sweep, parent, splice, fresh, mutation names (narrow, ...)
+    origins: tuple[str, ...]  # per batch: its program's (sweep, parent, fresh, mutation names: insert+change, ...)
     parent: int | None = None  # the corpus entry the round grew from
+    lengths: tuple[int, ...] = ()
+
+    def __post_init__(self) -> None:
+        if len(self.origins) != len(self.batches):
+            raise ValueError(f"round {self.number}: {len(self.origins)} origins for {len(self.batches)} batches")
+        if self.lengths and (sum(self.lengths) != len(self.batches) or min(self.lengths) < 1):
+            raise ValueError(f"round {self.number}: program lengths {self.lengths} do not cover its batches")
+
+    @classmethod
+    def of_programs(
+        cls, number: int, seed: int, programs: Sequence[tuple[str, Program]], parent: int | None = None
+    ) -> Round:
+        batches = tuple(element for _, program in programs for element in program)
+        origins = tuple(name for name, program in programs for _ in program)
+        return cls(number, seed, batches, origins, parent, tuple(len(program) for _, program in programs))
+
+    @property
+    def program_lengths(self) -> tuple[int, ...]:
+        return self.lengths or (1,) * len(self.batches)
+
+    def spans(self) -> Iterator[tuple[int, Program]]:
+        """(index of its first batch, program) per program, in order."""
+        first = 0
+        for length in self.program_lengths:
+            yield first, self.batches[first : first + length]
+            first += length
 
     @property
     def op_count(self) -> int:
@@ -71,36 +121,48 @@ class GuidedSchedule:
         """Round ``number`` of about ``ops`` ops, from the corpus as it is now."""
         if number == 0:
             per_base = max(1, ops // len(self.bases))
-            batches = tuple(sweep(base, self.seed, per_base) for base in in_kind_order(self.bases))
-            return Round(0, self.seed, batches, ("sweep",) * len(batches))
+            sweeps = [("sweep", (sweep(base, self.seed, per_base),)) for base in in_kind_order(self.bases)]
+            return Round.of_programs(0, self.seed, sweeps)
         stream = Stream(self.seed).fork(number)
         per_batch = max(1, ops // self.batches_per_round)
         usable = corpus.usable(self.bases)
-        picked: list[tuple[str, Batch]] = []
+        picked: list[tuple[str, Program]] = []
         parent: int | None = None
+        seed = stream.word() >> 1
         if usable:
-            parent = stream.weighted(usable, [corpus.entries[i].energy() for i in usable])
-            parent_batch = corpus.entries[parent].batch
-            mates = [i for i in usable if i != parent and _same_device(corpus.entries[i].batch, parent_batch)]
-            seed = parent_batch.seed if stream.chance(1, 2) else neighbour_seed(parent_batch.seed, stream)
-            picked.append(("parent", with_seed(parent_batch, seed)))
-            if mates and stream.chance(1, 4):
-                picked.append(("splice", corpus.entries[stream.choice(mates)].batch))  # with its own seed
-            while len(picked) < self.batches_per_round - FRESH_PER_ROUND:
-                if stream.chance(2, 3):
-                    source = parent_batch
-                else:
-                    source = corpus.entries[stream.weighted(usable, [corpus.entries[i].energy() for i in usable])].batch
-                name, child = mutate(source, stream)
+            energies = [corpus.entries[i].energy() for i in usable]
+            parent = stream.weighted(usable, energies)
+            programs = [corpus.entries[i].program for i in usable]
+            budget = ops * PROGRAM_SHARE[0] // PROGRAM_SHARE[1]
+            # a parent found by a sweep would take the whole budget: its elements get a quarter of it at most
+            picked.append(("parent", tuple(_cut(element, budget // 4) for element in corpus.entries[parent].program)))
+            spent, elements = op_count(picked[0][1]), len(picked[0][1])
+            while len(picked) < MAX_PROGRAMS and spent < budget:
+                source = parent if stream.chance(2, 3) else stream.weighted(usable, energies)
+                program = corpus.entries[source].program
+                name, child = mutate_program(
+                    program, context_for(program, self.bases, programs), stream, stream.between(1, MAX_STACK)
+                )
+                child = tuple(_cut(_narrowed(element, stream)) for element in child)
+                if elements + len(child) > MAX_ROUND_ELEMENTS:
+                    break
                 picked.append((name, child))
-        else:
-            seed = stream.word() >> 1
+                spent, elements = spent + op_count(child), elements + len(child)
+            for _ in range(STRETCH_CHILDREN):
+                source = parent if stream.chance(2, 3) else stream.weighted(usable, energies)
+                element = stream.choice(corpus.entries[source].program)
+                if element.slots > 1:
+                    name, batch = mutate(element, stream)
+                else:  # a step hammered alone is no walk: a random stretch of its range instead
+                    name, batch = "fresh", fresh(element.base, stream.word() >> 1, per_batch, stream)
+                picked.append((name, (_volume(batch, per_batch),)))
         if number % SWEEP_EVERY == 0:
-            picked.append(("sweep", sweep(stream.choice(self.bases), seed, per_batch)))
-        while len(picked) < self.batches_per_round:
-            picked.append(("fresh", fresh(stream.choice(self.bases), stream.word() >> 1, per_batch, stream)))
-        batches = _fit([batch for _, batch in picked], ops)
-        return Round(number, seed, batches, tuple(name for name, _ in picked), parent)
+            picked.append(("sweep", (sweep(stream.choice(self.bases), seed, per_batch),)))
+        left = ops - sum(op_count(program) for _, program in picked)
+        per_fresh = max(per_batch // 4, left // FRESH_PER_ROUND)
+        for _ in range(FRESH_PER_ROUND):
+            picked.append(("fresh", (fresh(stream.choice(self.bases), stream.word() >> 1, per_fresh, stream),)))
+        return _fit(Round.of_programs(number, seed, picked, parent), ops)
 
 
 class BlindSchedule:
@@ -125,12 +187,33 @@ class BlindSchedule:
         return Round(number, seed, batches, ("sweep",) * len(batches))
 
 
-def _same_device(a: Batch, b: Batch) -> bool:
-    """Ranges of one device: the same name's first word (``e1000e``, ``0000:00:03.0``) -- or the same range."""
-    return a.base == b.base or a.base.name.split()[:1] == b.base.name.split()[:1]
+def _volume(element: Batch, ops: int) -> Batch:
+    """A stretch child as the batch schedule ran it: read, zero and fuzz phases, about ``ops`` ops."""
+    return replace(element, fuzz_only=False, fuzz_count=max(1, ops // element.slots - 2))
 
 
-def _fit(batches: list[Batch], round_ops: int) -> tuple[Batch, ...]:
+def _narrowed(element: Batch, stream: Stream) -> Batch:
+    """An element too wide to cut to :data:`CHILD_ELEMENT_OPS` ops: a stretch of it that fits, somewhere in it."""
+    lead = 0 if element.fuzz_only else 2
+    if element.slots * (lead + 1) <= CHILD_ELEMENT_OPS:
+        return element
+    return stretch(element, stream.below(element.slots), MAX_STRETCH_SLOTS, CHILD_ELEMENT_OPS)
+
+
+def _cut(element: Batch, most: int = CHILD_ELEMENT_OPS) -> Batch:
+    """``element`` with at most about ``most`` ops (fewer fuzz writes; the stretch and seed kept)."""
+    if element.op_count <= most:
+        return element
+    lead = 0 if element.fuzz_only else 2
+    return replace(element, fuzz_count=max(1, most // element.slots - lead))
+
+
+def _fit(played: Round, round_ops: int) -> Round:
+    """``played`` with its batches fitted to about ``round_ops`` (:func:`_fit_batches`), its programs kept."""
+    return replace(played, batches=_fit_batches(list(played.batches), round_ops))
+
+
+def _fit_batches(batches: list[Batch], round_ops: int) -> tuple[Batch, ...]:
     """The round about as long as asked: the largest batch's fuzz count halved until the round fits (or cannot shrink).
 
     Mutations multiply counts and a parent may come from a run with bigger

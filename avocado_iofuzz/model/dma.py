@@ -7,8 +7,9 @@ come from:
     a uniform random word of the op's width (what iofuzz always did);
 ``dma``
     a dictionary draw (:func:`dictionary_value`): addresses inside the
-    scratch memory, offsets into it, 0, all-ones, small integers, powers of
-    two, sizes -- and in 6 draws of 16 a uniform word, as before.
+    scratch memory, their page frame numbers, offsets into it, 0, all-ones,
+    small integers, powers of two, sizes -- and in 5 draws of 16 a uniform
+    word, as before.
 
 A device DMAs from guest-physical memory whose address a register holds. The
 scratch memory is guest RAM at a fixed guest-physical address
@@ -129,8 +130,11 @@ def dictionary_value(word: int, width: int) -> int:
     bits = 8 * width
     mask = (1 << bits) - 1
     kind = word >> 60
-    if kind <= 5:
+    if kind <= 4:
         value = word  # uniform, as in the uniform mode
+    elif kind == 5:
+        # a scratch page's frame number: a register that takes an address >> 12 (virtio legacy's QUEUE_PFN)
+        value = (SCRATCH_BASE + (word & (SCRATCH_SIZE - 1) & ~0xFFF)) >> 12
     elif kind == 6:
         value = SCRATCH_BASE + (word & (SCRATCH_SIZE - 1) & ~0xF)  # a descriptor or buffer address
     elif kind == 7:

@@ -12,6 +12,10 @@ For each range ``[start, end]`` (inclusive) the ops are, in order:
   uniform words, or with ``values="dma"`` draws from the DMA-aware dictionary
   (:mod:`avocado_iofuzz.model.dma`: scratch memory addresses, sizes, 0...).
 
+A *fuzz-only* range (``fuzz_only=True``, the executor's ``!``) has the fuzz
+phase alone: a guided program's step on one register, which a read and a zero
+write first would undo (0 to virtio's status or queue PFN resets the device).
+
 A *slot* is an access of the range's width: with width 1 every port is a slot,
 with width 2 the slots are ``start, start+2, ...``.
 
@@ -136,6 +140,8 @@ class RangePlan:
     # the scratch memory's layout for ``dma`` values (avocado_iofuzz.model.dma_layouts.LAYOUTS):
     # the generic descriptor ring, or one device family's structures
     layout: str = LAYOUT_GENERIC
+    # the fuzz phase alone (no read, no zero write): a guided program's step
+    fuzz_only: bool = False
     range_seed: int = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -153,25 +159,28 @@ class RangePlan:
         return self.size // self.width
 
     @property
+    def lead(self) -> int:
+        """Ops before the fuzz phase: a read and a zero write per slot, none for a fuzz-only range."""
+        return 0 if self.fuzz_only else 2 * self.slots
+
+    @property
     def op_count(self) -> int:
-        return (self.fuzz_count + 2) * self.slots
+        return self.fuzz_count * self.slots + self.lead
 
     def phase_of(self, i: int) -> str:
         self._check_index(i)
-        if i < self.slots:
-            return PHASE_READ
-        if i < 2 * self.slots:
-            return PHASE_ZERO
-        return PHASE_FUZZ
+        if i >= self.lead:
+            return PHASE_FUZZ
+        return PHASE_READ if i < self.slots else PHASE_ZERO
 
     def op(self, i: int) -> Op:
         self._check_index(i)
         n = self.slots
-        if i < n:
-            return Op("r", self.start + i * self.width, self.width, 0, self.space)
-        if i < 2 * n:
+        if i < self.lead:
+            if i < n:
+                return Op("r", self.start + i * self.width, self.width, 0, self.space)
             return Op("w", self.start + (i - n) * self.width, self.width, 0, self.space)
-        k = i - 2 * n
+        k = i - self.lead
         # Two words per fuzz op, one for the slot and one for the value, so
         # that values can use the full width (8 bytes for MMIO later).
         slot = (random_word(self.range_seed, 2 * k) * n) >> 64  # multiply-shift: no modulo bias worth noting
@@ -259,6 +268,10 @@ def _validate_range(plan: RangePlan) -> None:
         raise ValueError(f"{where}: start {plan.start:#x} is not aligned to width {plan.width}")
     if plan.space == SPACE_PCI and plan.start >> 12 != plan.end >> 12:
         raise ValueError(f"{where}: PCI config range {plan.start:#x}-{plan.end:#x} spans more than one function")
+    if not isinstance(plan.fuzz_only, bool):
+        raise ValueError(f"{where}: fuzz_only must be a bool, got {plan.fuzz_only!r}")
+    if plan.fuzz_only and plan.fuzz_count < 1:
+        raise ValueError(f"{where}: a fuzz-only range needs fuzz_count >= 1 (it has no other ops)")
     if not 0 <= plan.fuzz_count <= MAX_FUZZ_COUNT:
         raise ValueError(f"{where}: fuzz_count must be within 0..{MAX_FUZZ_COUNT}, got {plan.fuzz_count}")
     if (plan.fuzz_count + 2) * (plan.size // plan.width) >= MAX_OP_COUNT:

@@ -101,7 +101,7 @@ def fuzz_guided(
     finally:
         guided.close()
         save_corpus(corpus, path)
-        LOG.info("guided: corpus of %d batch(es) saved to %s", len(corpus.entries), path)
+        LOG.info("guided: corpus of %d program(s) saved to %s", len(corpus.entries), path)
     summary = {**guided.summary(), "corpus": str(path), "ops_budget": budget, "round_ops": run.guided.round_ops}
     return GuidedOutcome(guided.plans(), guided.result(), summary, _coverage_by_range(guided), error, interrupted)
 

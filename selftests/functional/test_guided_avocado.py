@@ -110,7 +110,7 @@ def test_a_second_guided_run_starts_from_the_corpus_the_first_saved(tmp_path):
     two = second.summary()
     assert two["guided"]["corpus_loaded"] == len(saved["entries"])
     log = (second.test_dir() / "debug.log").read_text()
-    assert f"guided: loaded {len(saved['entries'])} batch(es)" in log
+    assert f"guided: loaded {len(saved['entries'])} program(s)" in log
     assert set(two["coverage"]["events"]) <= events
     assert any(r["parent"] is not None for r in two["guided"]["rounds"])  # it grew from the loaded corpus
     check_trace_replays(two)

@@ -96,6 +96,13 @@ def test_dictionary_holds_every_kind_of_value():
     assert all(v < 1 << 32 for v in values)
 
 
+def test_dictionary_holds_the_scratch_pages_frame_numbers():
+    """Kind 5: a scratch page >> 12, what virtio legacy's QUEUE_PFN takes."""
+    values = {dictionary_value(random_word(777, k), 4) for k in range(4000)}
+    frames = {page >> 12 for page in range(SCRATCH_BASE, SCRATCH_BASE + SCRATCH_SIZE, 0x1000)}
+    assert frames <= values
+
+
 @pytest.mark.parametrize("width", [1, 2, 4, 8])
 def test_dictionary_values_fit_the_width_and_carry_the_address_lanes(width):
     values = {dictionary_value(random_word(7, k), width) for k in range(20_000)}

@@ -270,3 +270,23 @@ def test_compile_failure_is_reported(tmp_path, monkeypatch):
     with pytest.raises(ExecutorBuildError, match=r"compilation failed(.|\n)*undefined_thing"):
         build_executor(tmp_path / "out")
     assert not any((tmp_path / "out").iterdir())  # no half-built leftovers
+
+
+@pytest.mark.parametrize("resume", [None, (1, 0), (1, 5), (2, 3)])
+def test_c_fuzz_only_ranges_identical_to_python(executor, resume):
+    """Fuzz-only ranges (``!``, a guided program's steps): no read or zero phase, in C as in the model."""
+    plans = [
+        RangePlan(0, 0xC000, 0xC01F, "whole", seed=3, fuzz_count=4, width=2),
+        RangePlan(1, 0xC010, 0xC013, "one register", seed=4, fuzz_count=9, width=4, fuzz_only=True),
+        RangePlan(2, 0xC000, 0xC007, "two registers", seed=5, fuzz_count=6, width=2, fuzz_only=True),
+    ]
+    assert plans[1].op_count == 9 and plans[2].op_count == 24
+    assert all(op.kind == "w" for plan in plans[1:] for op in plan.ops())
+    assert op_lines(run_plans(executor, plans, report_every=4, resume=resume)) == python_lines(plans, resume)
+
+
+def test_fuzz_only_range_is_the_fuzz_phase_of_its_plain_twin():
+    plain = RangePlan(0, 0xC000, 0xC00F, "r", seed=8, fuzz_count=5, width=4)
+    bare = replace(plain, fuzz_only=True)
+    assert list(bare.ops()) == list(plain.ops(plain.lead))
+    assert {bare.phase_of(i) for i in range(bare.op_count)} == {"fuzz"}

@@ -13,10 +13,20 @@ from avocado_iofuzz.campaign.trace import generator_fingerprint
 from avocado_iofuzz.coverage.collector import FirstSeen
 from avocado_iofuzz.guided.batch import Base, Batch, BatchError, value_modes
 from avocado_iofuzz.guided.corpus import Corpus, corpus_key, corpus_path, load_corpus, save_corpus
-from avocado_iofuzz.guided.mutate import MUTATIONS, fresh, mutate
+from avocado_iofuzz.guided.mutate import MUTATIONS, fresh, mutate, sweep
+from avocado_iofuzz.guided.program import MAX_ELEMENTS
+from avocado_iofuzz.guided.program_mutate import PROGRAM_MUTATIONS
 from avocado_iofuzz.guided.rng import Stream
 from avocado_iofuzz.guided.rounds import GuidedRun
-from avocado_iofuzz.guided.schedule import FRESH_PER_ROUND, BlindSchedule, GuidedSchedule
+from avocado_iofuzz.guided.schedule import (
+    CHILD_ELEMENT_OPS,
+    FRESH_PER_ROUND,
+    MAX_ROUND_ELEMENTS,
+    STRETCH_CHILDREN,
+    BlindSchedule,
+    GuidedSchedule,
+    Round,
+)
 from avocado_iofuzz.model.program import RangePlan
 
 BAR = Base("mmio", 0xFEB80000, 0xFEB9FFFF, 4, "0000:00:02.0 BAR0")
@@ -25,10 +35,10 @@ CONFIG = Base("pci", 0x10000, 0x100FF, 4, "0000:00:02.0 config")
 BASES = [BAR, IO, CONFIG]
 
 
-def corpus_with(*batches: Batch) -> Corpus:
+def corpus_with(*programs: Batch | tuple[Batch, ...]) -> Corpus:
     corpus = Corpus("7.2.15", "pc-e1000e")
-    for i, batch in enumerate(batches):
-        corpus.add(batch, [f"e1000e_event_{i}"])
+    for i, program in enumerate(programs):
+        corpus.add(program, [f"e1000e_event_{i}"])
     return corpus
 
 
@@ -95,7 +105,7 @@ def test_the_corpus_persists_and_loads_per_device_and_qemu_version(tmp_path):
     loaded, message = load_corpus(path, "7.2.15", "pc-e1000e")
     assert loaded.entries == corpus.entries
     assert loaded.loaded == 2
-    assert message.startswith(f"loaded 2 batch(es) reaching 2 event(s) (0 hit-count feature(s)) from {path}")
+    assert message.startswith(f"loaded 2 program(s) reaching 2 event(s) (0 hit-count feature(s)) from {path}")
     assert not list(path.parent.glob("*.tmp"))  # written through a temporary file, renamed into place
 
 
@@ -122,7 +132,7 @@ def good_record(**change) -> str:
         ('{"format": 1, "entries": [', "Expecting value"),
         (b'{"format": 1, "key": "\xff"}', "can't decode byte 0xff"),
         ("[]", "expected a JSON object, got list"),
-        (good_record(format=9), "format 9, this avocado-iofuzz reads format 1"),
+        (good_record(format=9), "format 9, this avocado-iofuzz reads formats (1, 2)"),
         (good_record(qemu_version="8.2.0"), "found with QEMU '8.2.0', this is QEMU 7.2.15"),
         (good_record(generator="0123"), "its batches would make other ops"),
         (good_record(key="q35-nvme"), "the corpus of 'q35-nvme', not of 'pc-e1000e'"),
@@ -201,25 +211,37 @@ def test_the_same_seed_and_corpus_state_give_the_same_rounds():
     assert [GuidedSchedule(BASES, 5).next_round(n, corpus, 100_000) for n in range(1, 8)] != first[1:]
 
 
-def test_round_zero_sweeps_every_range_and_later_rounds_grow_from_the_corpus():
-    corpus = corpus_with(Batch(BAR, BAR.start + 0x100, BAR.start + 0x10F, 42, 30))
+def test_round_zero_sweeps_every_range_and_later_rounds_grow_programs_from_the_corpus():
+    parent = (Batch(BAR, BAR.start + 0x100, BAR.start + 0x10F, 42, 30),)
+    corpus = corpus_with(parent)
     schedule = GuidedSchedule(BASES, 5)
     zero = schedule.next_round(0, corpus, 90_000)
     assert {b.base for b in zero.batches} == set(BASES) and all(b.whole for b in zero.batches)
+    assert zero.program_lengths == (1, 1, 1)
     origins: set[str] = set()
-    seeds: set[int] = set()
+    longest = 0
     for n in range(1, 20):
         r = schedule.next_round(n, corpus, 90_000)
-        assert r.seed == r.batches[0].seed and abs(r.seed - 42) <= 8  # the parent's seed or a neighbour
+        programs = list(r.spans())
+        assert programs[0] == (0, parent) and r.parent == 0 and r.origins[0] == "parent"
         fresh_seeds = {b.seed for b, o in zip(r.batches, r.origins, strict=True) if o == "fresh"}
-        assert len(fresh_seeds) == r.origins.count("fresh")  # each fresh stretch its own seed
-        seeds |= {b.seed for b in r.batches}
-        assert r.origins.count("fresh") >= FRESH_PER_ROUND - (n % 5 == 0)
-        assert r.parent == 0 and r.origins[0] == "parent"
+        assert len(fresh_seeds) == r.origins.count("fresh") == FRESH_PER_ROUND  # each fresh stretch its own seed
         assert r.op_count <= 90_000 * 5 // 4 or any(b.whole and b.fuzz_count == 1 for b in r.batches)
-        origins |= set(r.origins)
-    assert {"parent", "fresh", "sweep"} <= origins and origins & set(MUTATIONS)
-    assert 42 in seeds and len(seeds) > 19  # the parent's own seed comes back, the others vary per batch
+        assert len(r.batches) <= MAX_ROUND_ELEMENTS + STRETCH_CHILDREN + FRESH_PER_ROUND + 1
+        for first, program in programs:
+            assert set(r.origins[first : first + len(program)]) == {r.origins[first]}  # one origin per program
+            assert len(program) <= MAX_ELEMENTS
+        longest = max(longest, *(len(p) for _, p in programs))
+        origins |= {name for o in r.origins for name in o.split("+")}
+    assert {"parent", "fresh", "sweep", "insert", "change"} <= origins
+    assert longest > 2  # children stack insertions on the parent
+
+
+def test_a_child_program_is_cut_to_its_sequence_not_its_parents_sweep():
+    corpus = corpus_with((sweep(BAR, 1, 1_000_000),))
+    r = GuidedSchedule(BASES, 5).next_round(1, corpus, 1_000_000)
+    children = [p for first, p in r.spans() if set(r.origins[first].split("+")) <= set(PROGRAM_MUTATIONS)]
+    assert children and all(e.op_count <= CHILD_ELEMENT_OPS for p in children for e in p)
 
 
 def test_without_a_corpus_a_round_is_fresh_stretches():
@@ -241,20 +263,6 @@ def test_sweeps_run_the_kinds_as_a_run_plans_them_config_space_last():
     assert [b.base.space for b in zero.batches] == kinds
     blind = [BlindSchedule(BASES, 100).next_round(n, Corpus("7.2.15", "k"), 30_000) for n in range(2)]
     assert all([b.base.space for b in r.batches] == kinds for r in blind)
-
-
-def test_splicing_runs_two_entries_of_one_device_back_to_back_each_with_its_own_seed():
-    a, b = Batch(BAR, BAR.start, BAR.start + 15, 42, 30), Batch(CONFIG, CONFIG.start, CONFIG.start + 15, 77, 8)
-    corpus = corpus_with(a, b)
-    spliced = [r for r in (GuidedSchedule(BASES, 5).next_round(n, corpus, 50_000) for n in range(1, 40))
-               if "splice" in r.origins]  # fmt: skip
-    assert spliced
-    for r in spliced:
-        parent, mate = r.batches[:2]
-        assert {(parent.start, parent.end), (mate.start, mate.end)} == {(a.start, a.end), (b.start, b.end)}
-        own = {(a.start, a.end): 42, (b.start, b.end): 77}
-        assert mate.seed == own[(mate.start, mate.end)]  # the mate keeps its seed, whatever the parent's is
-        assert abs(parent.seed - own[(parent.start, parent.end)]) <= 8
 
 
 # -- attribution to batches ---------------------------------------------------------------
@@ -378,7 +386,7 @@ def test_hit_counts_fall_in_afl_buckets_and_spell_features():
 def test_a_batch_that_only_drives_a_known_event_further_joins_the_corpus_and_names_weigh_more():
     a, b, c = (Batch(BAR, BAR.start + 16 * i, BAR.start + 16 * i + 15, i, 4) for i in range(3))
     corpus = Corpus("7.2.15", "pc-e1000e")
-    played = SimpleNamespace(batches=(a, b, c), parent=None)
+    played = Round(1, 0, (a, b, c), ("fresh",) * 3)  # three programs of one batch
     new = corpus.absorb(played, {0: ["e1000e_tx_descr"]}, {0: ["e1000e_tx_descr#1"], 1: ["e1000e_tx_descr#1"]})
     assert new == {0: ["e1000e_tx_descr#1"]} and len(corpus.entries) == 1  # b reached nothing a had not
     new = corpus.absorb(played, {}, {1: ["e1000e_tx_descr#1"], 2: ["e1000e_tx_descr#16", "e1000e_tx_descr#1"]})
@@ -399,7 +407,7 @@ def test_a_corpus_file_from_before_features_loads_and_features_round_trip(tmp_pa
     del record["entries"][0]["features"]  # as written before the hit-count signal
     path.write_text(json.dumps(record))
     old, message = load_corpus(path, "7.2.15", "pc-e1000e")
-    assert old.entries[0].features == () and "loaded 1 batch(es)" in message
+    assert old.entries[0].features == () and "loaded 1 program(s)" in message
     record["entries"][0]["features"] = ["no bucket"]
     path.write_text(json.dumps(record))
     bad, message = load_corpus(path, "7.2.15", "pc-e1000e")
@@ -418,7 +426,7 @@ def test_the_trace_alone_rebuilds_a_runs_rounds_and_corpus(tmp_path):
         for number in range(6):
             played = schedule.next_round(number, live, 20_000)
             writer.event("guided_round", round=number, seed=played.seed, parent=played.parent, first_range=offset,
-                         ops=20_000, origins=list(played.origins))  # fmt: skip
+                         ops=20_000, origins=list(played.origins), programs=list(played.program_lengths))  # fmt: skip
             names = {number % len(played.batches): [f"event_{number}"]}
             hits = {i: [f"e1000e_event_0#{1 << (number % 4)}"] for i in range(2)}
             new = live.absorb(played, names, hits)
@@ -426,8 +434,14 @@ def test_the_trace_alone_rebuilds_a_runs_rounds_and_corpus(tmp_path):
                          features={str(offset + i): f for i, f in new.items()}, ran_to=None)  # fmt: skip
             offset += len(played.batches)
     rounds = rounds_from_trace(read_trace(tmp_path / "t.iofuzz").events)
-    rebuild_rounds(9, BASES, start, rounds)
+    rebuilt = rebuild_rounds(9, BASES, start, rounds)
     assert start.entries == live.entries and any(e.features and not e.events for e in live.entries)
+    assert [r["programs"] for r in rounds] == [list(r.program_lengths) for r in rebuilt]
+    assert any(length > 1 for r in rebuilt for length in r.program_lengths)  # programs, not batches
+    assert any(len(e.program) > 1 for e in live.entries)  # and the corpus grew programs
+    rounds[3]["programs"] = [len(rounds[3]["batches"])]
+    with pytest.raises(ValueError, match="round 3: the schedule makes programs of"):
+        rebuild_rounds(9, BASES, corpus_with(Batch(BAR, BAR.start + 0x100, BAR.start + 0x10F, 42, 30)), rounds)
 
 
 # -- round sizing --------------------------------------------------------------------------

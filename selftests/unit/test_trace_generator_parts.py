@@ -49,12 +49,17 @@ def test_traces_of_versions_before_dma_and_layouts_are_read_where_their_ops_are_
 def test_an_old_fingerprint_does_not_stand_for_parts_its_version_did_not_have(tmp_path):
     before_dma, before_layouts = header_line(BEFORE_DMA)["generator"], header_line(BEFORE_LAYOUTS)["generator"]
     written = write_trace(tmp_path / "dma.iofuzz", [UNIFORM, DMA_GENERIC])
-    # the version before layouts had DMA-aware values (generic scratch fill): its DMA ranges read
-    assert read_trace(with_header(written, generator=before_layouts, generator_parts=None)).plans[1] == DMA_GENERIC
+    # the version before layouts had DMA-aware values, drawn from a dictionary without the page-frame-number
+    # kind: its DMA ranges would make other values now, while its uniform ranges make the same ops
+    with pytest.raises(TraceError, match=rf":3: range 1 needs the op generator's {PART_DMA},"):
+        read_trace(with_header(written, generator=before_layouts, generator_parts=None))
+    uniform_only = write_trace(tmp_path / "uniform.iofuzz", [UNIFORM])
+    assert read_trace(with_header(uniform_only, generator=before_layouts, generator_parts=None)).plans[0] == UNIFORM
     with pytest.raises(TraceError, match=rf":3: range 1 needs the op generator's {PART_DMA},"):
         read_trace(with_header(written, generator=before_dma))
     with_layout = write_trace(tmp_path / "uhci.iofuzz", [UNIFORM, DMA_UHCI])
-    with pytest.raises(TraceError, match=r":3: range 2 needs the op generator's layout:uhci, .* 'bf619ad35beb1ffa'"):
+    refused = r":3: range 2 needs the op generator's dma, layout:uhci, .* 'bf619ad35beb1ffa'"
+    with pytest.raises(TraceError, match=refused):
         read_trace(with_header(with_layout, generator=before_layouts, generator_parts=None))
     read_trace(with_header(with_layout, generator=before_layouts, generator_parts=None), verify=False)
 
