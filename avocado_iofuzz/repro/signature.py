@@ -32,6 +32,9 @@ _CONDITION = re.compile(
     r"(?:Spice|GLib)(?:-(?:CRITICAL|ERROR) \*\*)?:.*?"
     r"(?P<file>[^\s:]+\.(?:c|cc|cpp|h)):(?P<line>\d+):(?P<func>[^:\s]+): (?P<text>.+)"
 )
+# QEMU logs a library's GLib warnings as "qemu-system-x86_64: warning: Spice: ...": SPICE goes on after
+# those (a qxl run prints dozens before the one CRITICAL condition that aborts), so they name no crash
+_WARNING_BEFORE = re.compile(r"\bwarning: *$")
 _HW_ERROR = re.compile(r"hardware error: (?P<text>.+)")
 _ASAN = re.compile(r"ERROR: (?P<tool>AddressSanitizer|MemorySanitizer|ThreadSanitizer): (?P<what>\S+)")
 _ASAN_FRAME = re.compile(r"#0 0x[0-9a-fA-F]+ in (?P<func>\S+) (?P<file>[^\s:]+)(?::(?P<line>\d+))?")
@@ -163,7 +166,7 @@ def fatal_message(stderr: str) -> tuple[str, str, str]:
             path = _source_path(match["file"])
             return f"{path}: runtime error: {match['text'].strip()}", f"{path}:{match['line']}", ""
         match = _CONDITION.search(line)
-        if match:
+        if match and not _WARNING_BEFORE.search(line[: match.start()]):
             path = _source_path(match["file"])
             return f"{path}: {match['func'].strip()}: {match['text'].strip()}", f"{path}:{match['line']}", ""
         match = _HW_ERROR.search(line)

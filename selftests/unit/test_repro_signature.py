@@ -201,3 +201,26 @@ def test_a_hardware_error_cut_off_by_its_register_dump_stays_in_the_tail():
     tail = stderr_tail(output, output[-200:])
     assert crash_signature(None, signal.SIGABRT, tail).message.startswith("hardware error: EDU: DMA range")
     assert stderr_tail("x\nshort tail\n", "short tail\n") == "short tail\n"
+
+
+def test_spice_warnings_before_the_abort_are_not_its_signature():
+    # the stderr of the qxl-vga abort of the q35 findings run (QEMU 7.2.22): two SPICE conditions
+    # logged as warnings, QEMU's own notes, then the CRITICAL condition that aborts
+    stderr = (
+        "qemu-system-x86_64: warning: Spice: ../server/red-worker.cpp:389:dev_create_primary_surface: "
+        "condition `surface.height != 0' failed\n"
+        "qemu-system-x86_64: warning: Spice: ../server/red-worker.cpp:396:dev_create_primary_surface: "
+        "wrong primary surface creation request\n"
+        "qxl_render_resize: unhandled format: 0\n"
+        "qxl_send_events: spice-server bug: guest stopped, ignoring\n"
+        "qemu-system-x86_64: Spice: ../server/red-worker.cpp:367:handle_dev_destroy_surface_wait: "
+        "condition `msg->surface_id == 0' failed\n"
+    )
+    signature = crash_signature(None, signal.SIGABRT, stderr)
+    assert signature.location == "server/red-worker.cpp:367"
+    assert signature.message == (
+        "server/red-worker.cpp: handle_dev_destroy_surface_wait: condition `msg->surface_id == 0' failed"
+    )
+    # with the warnings only, no SPICE line is the fatal message
+    warnings_only = "".join(stderr.splitlines(keepends=True)[:2])
+    assert crash_signature(None, signal.SIGABRT, warnings_only).message == ""
