@@ -90,7 +90,7 @@ class TriageOptions:
     minimize: bool = True
     qtest: bool = True
     guest_fallback: bool = True  # used only when a GuestReplayer is given
-    budget: float = 300.0  # seconds for qtest minimization
+    budget: float = 300.0  # seconds for qtest minimization, and again for the qtest replays that look for the finding
     guest_budget: float = 900.0  # seconds for in-guest replays and minimization
     linger: float = DEFAULT_LINGER
     stall_timeout: float = 5.0  # qtest: seconds without an answer = QEMU hung
@@ -285,7 +285,12 @@ def stage_replay_qtest(extracted: Extracted, options: TriageOptions, notes: list
     shows how late it comes, which sets the rounds' linger; then paced (see
     :class:`~avocado_iofuzz.repro.qtest_run.Pacing`), so that timers fire
     between the ops as they did in the guest (e1000e's interrupt throttling).
+
+    The replays together get ``options.budget`` seconds (the first always
+    runs): a candidate of millions of ops takes minutes per replay, and
+    triage must end in a time the user chose.
     """
+    budget = Budget(seconds=options.budget)
     stopped = extracted.qtest_target
     if stopped is None:
         notes.append(f"no qtest replay: {extracted.qtest_problem}")
@@ -301,6 +306,13 @@ def stage_replay_qtest(extracted: Extracted, options: TriageOptions, notes: list
             for candidate in extracted.candidates:
                 if candidate.name in settled:
                     continue
+                if budget.tests and budget.exhausted():
+                    notes.append(
+                        f"qtest replays stopped after {budget.tests} in {budget.elapsed:.0f} s "
+                        f"(minimize_budget {options.budget:.0f} s), before {candidate.name} (clock {clock})"
+                    )
+                    return None
+                budget.tests += 1
                 ops = extracted.setup + candidate.ops
                 # a paced replay stretches the script: a late timer's crash would land mid-script and
                 # pass for the op's own (50 ms linger); unpaced, it comes after the ops, its delay measured

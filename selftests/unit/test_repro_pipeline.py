@@ -270,6 +270,33 @@ def test_running_clock_replays_are_tried_again_before_a_candidate_counts_as_not_
     assert replays == ["stopped", "running", "running"]
 
 
+def test_the_replays_looking_for_the_finding_stop_when_the_budget_is_spent(tmp_path, monkeypatch):
+    """Each replay of a huge candidate takes minutes: the stage ends within minimize_budget, the first always runs."""
+    from avocado_iofuzz.repro import pipeline
+    from avocado_iofuzz.repro.extract import extract
+    from avocado_iofuzz.repro.qtest_run import QtestOutcome
+
+    trace = write_trace(tmp_path / "trace.iofuzz", {"qemu_cmdline": "/usr/bin/qemu-system-x86_64 -machine pc"})
+    clock = [0.0]
+    replays: list[str] = []
+
+    def slow_replay_showing_nothing(target, ops, **_):
+        replays.append(target.clock)
+        clock[0] += 100.0
+        return QtestOutcome(NO_CRASH, len(ops), len(ops), 100.0)
+
+    monkeypatch.setattr(pipeline, "run_qtest", slow_replay_showing_nothing)
+    real_budget = pipeline.Budget
+    monkeypatch.setattr(pipeline, "Budget", lambda seconds: real_budget(seconds=seconds, clock=lambda: clock[0]))
+    notes: list[str] = []
+    assert pipeline.stage_replay_qtest(extract(trace), TriageOptions(budget=250.0, timer_attempts=3), notes) is None
+    assert replays == ["stopped", "running", "running"]  # 300 s spent: no fourth replay
+    assert notes == ["qtest replays stopped after 3 in 300 s (minimize_budget 250 s), before window (clock running)"]
+    replays.clear()
+    assert pipeline.stage_replay_qtest(extract(trace), TriageOptions(budget=0.0), notes) is None
+    assert replays == ["stopped"]  # the first replay runs whatever the budget
+
+
 def test_a_running_clock_round_that_shows_nothing_is_replayed_watching_longer(monkeypatch):
     """A timer can fire after a round's linger: "nothing" is replayed watching longer, a different ending is final."""
     from avocado_iofuzz.repro import pipeline
