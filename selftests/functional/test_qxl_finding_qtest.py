@@ -16,65 +16,36 @@ package runs.
 
 from __future__ import annotations
 
-import os
 import shutil
-import signal
-import subprocess
 from pathlib import Path
 
 import pytest
+from reproducer_scripts import NOT_HAPPENED, REPRODUCERS, SIGABRT_STATUS, run_script, script_variant, whole_line
 
 pytestmark = pytest.mark.skipif(shutil.which("qemu-system-x86_64") is None, reason="qemu-system-x86_64 not installed")
 
-REPRODUCER = Path(__file__).resolve().parents[2] / "docs" / "results" / "reproducers" / "qxl-destroy-surface-wait.sh"
+REPRODUCER = REPRODUCERS / "qxl-destroy-surface-wait.sh"
 CONDITION = "red-worker.cpp:367:handle_dev_destroy_surface_wait: condition `msg->surface_id == 0' failed"
-SIGABRT_STATUS = 128 + signal.SIGABRT  # what sh reports for a child killed by SIGABRT
 RUNS = 5
-SHELL_TIMEOUT = 40.0  # the reproducer stops QEMU itself after 10 s; this bounds the shell too
-NOT_HAPPENED = "the crash did NOT happen"
 CREATE_PRIMARY_ASYNC = "outb 0xd052 0x0"  # port 18 of the I/O BAR at 0xd040
 DESTROY_SURFACE_64, DESTROY_SURFACE_0 = "outb 0xd04e 0x40", "outb 0xd04e 0x0"  # port 14
 Q35_ARGS, PC_ARGS = "-machine q35 -device pcie-root-port -nodefaults", "-machine pc -nodefaults"
 QEMU_TRACE = "-trace qxl_io_write -qtest stdio"
 
 
-def run(path: Path) -> tuple[int, str]:
-    """``sh path`` in its own session; its exit status and stderr. Killed by PID if it outlives the bound."""
-    proc = subprocess.Popen(
-        ["sh", str(path)], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-        start_new_session=True,
-    )  # fmt: skip
-    try:
-        _, stderr = proc.communicate(timeout=SHELL_TIMEOUT)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)  # the shell and the QEMU it started
-        proc.communicate()
-        pytest.fail(f"{path.name} still running after {SHELL_TIMEOUT:.0f} s")
-    return proc.returncode, stderr.decode(errors="replace")
-
-
 def variant(tmp_path: Path, name: str, old: str, new: str) -> Path:
     """The reproducer with its text ``old`` (once in it) made ``new``."""
-    text = REPRODUCER.read_text()
-    assert text.count(old) == 1, f"{old!r} is not once in {REPRODUCER.name}"
-    path = tmp_path / name
-    path.write_text(text.replace(old, new))
-    return path
-
-
-def line(text: str) -> str:
-    """A whole script line, so a comment that quotes it is never the one replaced."""
-    return f"\n{text}\n"
+    return script_variant(REPRODUCER, tmp_path, name, old, new)
 
 
 def test_the_reproducer_aborts_qemu_on_the_spice_condition_every_time():
-    outcomes = [run(REPRODUCER) for _ in range(RUNS)]
+    outcomes = [run_script(REPRODUCER) for _ in range(RUNS)]
     aborts = sum(status == SIGABRT_STATUS and CONDITION in stderr for status, stderr in outcomes)
     assert aborts == RUNS, [(status, stderr[-600:]) for status, stderr in outcomes]
 
 
 def test_qemus_trace_names_the_two_port_writes_before_the_abort(tmp_path):
-    status, stderr = run(variant(tmp_path, "traced.sh", "-qtest stdio", QEMU_TRACE))
+    status, stderr = run_script(variant(tmp_path, "traced.sh", "-qtest stdio", QEMU_TRACE))
     assert status == SIGABRT_STATUS and CONDITION in stderr, (status, stderr[-600:])
     writes = [entry for entry in stderr.splitlines() if entry.startswith("qxl_io_write")]
     assert len(writes) == 2, writes
@@ -85,16 +56,16 @@ def test_qemus_trace_names_the_two_port_writes_before_the_abort(tmp_path):
 
 
 def test_the_same_ops_abort_qemu_on_pc(tmp_path):
-    status, stderr = run(variant(tmp_path, "pc.sh", Q35_ARGS, PC_ARGS))
+    status, stderr = run_script(variant(tmp_path, "pc.sh", Q35_ARGS, PC_ARGS))
     assert status == SIGABRT_STATUS and CONDITION in stderr, (status, stderr[-600:])
 
 
 @pytest.mark.parametrize(
     ("old", "new"),
-    [(line(CREATE_PRIMARY_ASYNC), "\n"), (line(DESTROY_SURFACE_64), line(DESTROY_SURFACE_0))],
+    [(whole_line(CREATE_PRIMARY_ASYNC), "\n"), (whole_line(DESTROY_SURFACE_64), whole_line(DESTROY_SURFACE_0))],
     ids=["no-create-primary", "surface-0"],
 )
 def test_without_native_mode_or_with_surface_0_qemu_lives(tmp_path, old, new):
-    status, stderr = run(variant(tmp_path, "control.sh", old, new))
+    status, stderr = run_script(variant(tmp_path, "control.sh", old, new))
     # the reproducer says so when QEMU was still alive after the script: it stopped it itself
     assert status == 0 and NOT_HAPPENED in stderr and CONDITION not in stderr, (status, stderr[-600:])

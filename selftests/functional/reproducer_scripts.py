@@ -1,0 +1,44 @@
+"""Running a hand-over reproducer as a QEMU developer does (``sh FILE``), and editing one for a control run."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+from pathlib import Path
+
+import pytest
+
+REPRODUCERS = Path(__file__).resolve().parents[2] / "docs" / "results" / "reproducers"
+SIGABRT_STATUS = 128 + signal.SIGABRT  # what sh reports for a child killed by SIGABRT
+SHELL_TIMEOUT = 40.0  # the reproducers stop QEMU themselves after 10 s; this bounds the shell too
+NOT_HAPPENED = "the crash did NOT happen"  # what a reproducer prints when QEMU lived
+
+
+def run_script(path: Path, timeout: float = SHELL_TIMEOUT) -> tuple[int, str]:
+    """``sh path`` in its own session; its exit status and stderr. Killed by PID if it outlives ``timeout``."""
+    proc = subprocess.Popen(
+        ["sh", str(path)], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        start_new_session=True,
+    )  # fmt: skip
+    try:
+        _, stderr = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)  # the shell and the QEMU it started
+        proc.communicate()
+        pytest.fail(f"{path.name} still running after {timeout:.0f} s")
+    return proc.returncode, stderr.decode(errors="replace")
+
+
+def script_variant(source: Path, tmp_path: Path, name: str, old: str, new: str) -> Path:
+    """``source`` with its text ``old`` (exactly once in it) made ``new``, written to ``tmp_path / name``."""
+    text = source.read_text()
+    assert text.count(old) == 1, f"{old!r} is not once in {source.name}"
+    path = tmp_path / name
+    path.write_text(text.replace(old, new))
+    return path
+
+
+def whole_line(text: str) -> str:
+    """A whole script line, so a comment that quotes it is never the one replaced."""
+    return f"\n{text.rstrip()}\n"
