@@ -349,7 +349,8 @@ def replay_trace_in_guest(
     header = {
         key: value
         for key, value in extracted.header.items()
-        if key not in ("format", "generator", "seed", "fuzz_count", "ranges") and not key.startswith("replay")
+        if key not in ("format", "generator", "generator_parts", "seed", "fuzz_count", "ranges")
+        and not key.startswith("replay")
     }
     header["replay_of"] = str(extracted.trace_path)
     header["qemu_cmdline"] = vm.qemu_cmdline()
