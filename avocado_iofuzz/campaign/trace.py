@@ -69,6 +69,8 @@ from avocado_iofuzz.model.program import Op, RangePlan
 FORMAT_VERSION = 2
 READABLE_FORMATS = (1, 2)
 MAGIC = "#IOFUZZ-TRACE "
+# header keys the writer sets itself: a caller passing one (a replay copying a trace's header) is refused
+WRITER_HEADER_KEYS = ("format", "generator", "generator_parts")
 DEFAULT_MARK_INTERVAL = 1.0  # seconds between written progress marks
 # Fields of a range record: everything RangePlan needs to regenerate the ops.
 _PLAN_FIELDS = ("index", "start", "end", "name", "seed", "fuzz_count", "width", "space")
@@ -140,7 +142,7 @@ class TraceWriter:
         self._clock = clock
         self._last_mark_time: float | None = None
         self._held_mark: tuple[int, int] | None = None
-        for reserved in ("format", "generator", "generator_parts"):
+        for reserved in WRITER_HEADER_KEYS:
             if reserved in header:
                 raise ValueError(f"trace header: {reserved!r} is reserved (set by the writer)")
         full_header = {

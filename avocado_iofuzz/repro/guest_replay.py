@@ -46,7 +46,7 @@ from typing import Any
 import aexpect
 
 from avocado_iofuzz.campaign.runner import Campaign, CampaignConfig, CampaignError
-from avocado_iofuzz.campaign.trace import TraceWriter
+from avocado_iofuzz.campaign.trace import WRITER_HEADER_KEYS, TraceWriter
 from avocado_iofuzz.executor.protocol import (
     DEFAULT_BINARY,
     Done,
@@ -349,8 +349,7 @@ def replay_trace_in_guest(
     header = {
         key: value
         for key, value in extracted.header.items()
-        if key not in ("format", "generator", "generator_parts", "seed", "fuzz_count", "ranges")
-        and not key.startswith("replay")
+        if key not in (*WRITER_HEADER_KEYS, "seed", "fuzz_count", "ranges") and not key.startswith("replay")
     }
     header["replay_of"] = str(extracted.trace_path)
     header["qemu_cmdline"] = vm.qemu_cmdline()
