@@ -33,6 +33,7 @@ from avocado_iofuzz.executor.protocol import (
     ExecError,
     Hang,
     Progress,
+    ReadBack,
     Ready,
     Restore,
     Saved,
@@ -76,6 +77,8 @@ class CampaignConfig:
     pci_restore: bool = True
     # at a hang, how long QEMU's monitor gets to answer (vm/monitor_probe.py): silence means QEMU hangs
     monitor_probe_timeout: float = PROBE_TIMEOUT
+    # the executor reports what each range's reads returned (@RB): guided rounds' device-state signal
+    readback: bool = False
 
 
 class TraceSink(Protocol):
@@ -123,6 +126,8 @@ class CampaignResult:
     elapsed: float = 0.0  # wall time of the whole run, the watch after @DONE included
     # seconds spent watching QEMU after @DONE (done_linger): a fixed cost per run, not op time
     watched_after_done: float = 0.0
+    # range index -> the @RB digest its reads gave ((offset, class) pairs), with CampaignConfig.readback
+    readbacks: dict[int, tuple[tuple[int, str], ...]] = field(default_factory=dict)
 
     @property
     def ops_elapsed(self) -> float:
@@ -267,6 +272,7 @@ class Campaign:
             binary=self.config.executor,
             pci_restore=self.config.pci_restore,
             pci_saved=self._saved_for_resume(),
+            readback=self.config.readback,
         )
         restoring = {}
         if any(plan.space == SPACE_PCI for plan in self.plans):
@@ -300,6 +306,8 @@ class Campaign:
                     self._record_restore(message)
                 elif isinstance(message, Saved):
                     self._saved[message.range_index] = message
+                elif isinstance(message, ReadBack):
+                    self.result.readbacks[message.range_index] = message.pairs
                 elif isinstance(message, Done):
                     return _Stop("done")
                 elif isinstance(message, ExecError):

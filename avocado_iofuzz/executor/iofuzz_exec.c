@@ -11,7 +11,7 @@
  * Usage:
  *   iofuzz-exec [--dry-run | --check] [--limit-loop | --bare-loop] --seed S --fuzz-count N
  *               [--report-every K] [--resume I:J] [--hang-at I:J] [--scratch 0xBASE-0xEND]
- *               [--no-pci-restore | --pci-saved I:TYPE:0xCMD[:0xV...]] (RANGE... | --ranges-stdin)
+ *               [--no-pci-restore | --pci-saved I:TYPE:0xCMD[:0xV...]] [--readback] (RANGE... | --ranges-stdin)
  *   RANGE is [I:][SPACE:]0xSTART-0xEND[/W][,N][!][+dma][@S][~E:U]: inclusive bounds in hex,
  *   optional range index I (default: position in the argument list), address
  *   space SPACE (pio, the default; mmio; pci), access width W (1, 2 or 4
@@ -62,6 +62,8 @@
  *   @RESTORE <range_index> <op> REG:W:0xV...  leaving a pci range at op <op>: the config writes
  *                                        that put its function's header back (see below), in
  *                                        order, printed (and drained) before they are made
+ *   @RB <range_index> [OFF:CLASS...]     under --readback, at a range's end: what its reads
+ *                                        returned (see "read-backs" below)
  *   @DENIED <range_index> <reason>       the guest kernel refuses access to that
  *                                        range (lockdown, no /dev/mem, iomem=strict...)
  *   @ERR <message>                       failure; the exit status is non-zero
@@ -1097,6 +1099,178 @@ static void run_print(const struct range *r, uint64_t first, uint64_t stop)
 	}
 }
 
+/* ---- read-backs (--readback): what the device answers, for guided fuzzing ----
+ *
+ * A guided program's step can put a device into a new state without firing a
+ * trace event (a queue address latched, an enable bit that a status register
+ * now shows). The registers' answers show it: with --readback the executor
+ * prints, at each range's end, a digest of what its reads returned --
+ *   @RB <range_index> [<offset>:<class>...]
+ * <offset> in hex from the range's start. A range with a read phase reports
+ * the values of that phase (as many of its reads as this invocation made); a
+ * fuzz-only (!) range gets one extra read of each slot it wrote, after its
+ * last op, classed against the last value written there. At most
+ * RB_MAX_PAIRS pairs, the lowest offsets first; a zero answer (the reset
+ * state of nearly every register) makes no pair. Classes (keep identical to
+ * avocado_iofuzz/guided/readback.py):
+ *   f      all ones at the access width (nothing decodes, or a register full)
+ *   w      the last value the range wrote to that slot (a latch)
+ *   s      an address inside the scratch memory (a DMA base the device kept)
+ *   p      a page frame number inside the scratch memory
+ *   bNK    otherwise: N = the low 4 bits in hex, K = the bucket of the value's
+ *          set bits (1, 2, 3-4, 5-8, 9-16, 17+ -> 0..5)
+ * Without --readback nothing here runs: the loops and the output are as before. */
+
+#define RB_MAX_PAIRS 16
+
+struct rb_pair {
+	uint64_t offset;
+	char class[4];
+};
+
+static int readback;			 /* --readback */
+static struct rb_pair rb_pairs[RB_MAX_PAIRS]; /* the digest of the current range */
+static int rb_count;
+
+static unsigned rb_popcount_bucket(uint64_t value)
+{
+	unsigned bits = (unsigned)__builtin_popcountll(value);
+
+	return bits <= 2 ? bits - 1 : bits <= 4 ? 2 : bits <= 8 ? 3 : bits <= 16 ? 4 : 5;
+}
+
+/* The class of `value` read from a slot of `width` bytes into `out`; 0 for a zero answer (no pair). */
+static int rb_class(uint64_t value, uint64_t width, int written_known, uint64_t written, char out[4])
+{
+	uint64_t mask = width >= 8 ? ~0ULL : (1ULL << (8 * width)) - 1;
+	uint64_t scratch_end = scratch_base + scratch_size;
+
+	value &= mask;
+	if (!value)
+		return 0;
+	if (value == mask)
+		strcpy(out, "f");
+	else if (written_known && value == (written & mask))
+		strcpy(out, "w");
+	else if (scratch_size && value >= scratch_base && value < scratch_end)
+		strcpy(out, "s");
+	else if (scratch_size && value >= scratch_base >> 12 && value < (scratch_end + PAGE_SIZE_BYTES - 1) >> 12)
+		strcpy(out, "p");
+	else
+		snprintf(out, 4, "b%x%u", (unsigned)(value & 0xf), rb_popcount_bucket(value));
+	return 1;
+}
+
+static void rb_note(const struct range *r, uint64_t slot, uint64_t value, int written_known, uint64_t written)
+{
+	if (rb_count < RB_MAX_PAIRS &&
+	    rb_class(value, r->width, written_known, written, rb_pairs[rb_count].class))
+		rb_pairs[rb_count++].offset = slot * r->width;
+}
+
+/* One read of `width` bytes at `address` of r's space, returning the value. */
+static uint64_t rb_read(const struct range *r, uint64_t address, uint64_t slot_op)
+{
+	if (r->space == SPACE_PIO) {
+		uint16_t port = (uint16_t)address;
+
+		if (r->width == 1) {
+			uint8_t v;
+			__asm__ __volatile__("inb %w1, %b0" : "=a"(v) : "Nd"(port));
+			return v;
+		}
+		if (r->width == 2) {
+			uint16_t v;
+			__asm__ __volatile__("inw %w1, %w0" : "=a"(v) : "Nd"(port));
+			return v;
+		}
+		uint32_t v;
+		__asm__ __volatile__("inl %w1, %0" : "=a"(v) : "Nd"(port));
+		return v;
+	}
+	if (r->space == SPACE_MMIO) {
+		volatile uint8_t *p = r->mmio + (address - r->start);
+
+		if (r->width == 1)
+			return *p;
+		if (r->width == 2)
+			return *(volatile uint16_t *)p;
+		if (r->width == 4)
+			return *(volatile uint32_t *)p;
+		return *(volatile uint64_t *)p;
+	}
+	uint32_t value = 0;
+
+	if (stop_signal) {
+		pci_position = slot_op;
+		leave_pci_range(1);
+	}
+	if (pread(r->config_fd, &value, r->width, (off_t)(address & 0xfff)) != (ssize_t)r->width) {
+		pci_position = slot_op;
+		fail(EXIT_RUNTIME, "range %" PRIu64 ": read-back of config register 0x%llx failed: %s", r->index,
+		     (unsigned long long)(address & 0xfff), strerror(errno));
+	}
+	return value;
+}
+
+/* run_range, keeping what the read phase (ops 0..slots-1 of a range with one) returns. */
+static void run_range_read_back(const struct range *r, uint64_t first, uint64_t stop)
+{
+	uint64_t reads_end = r->lead ? (stop < r->slots ? stop : r->slots) : first;
+	uint64_t i;
+
+	for (i = first; i < reads_end; i++)
+		rb_note(r, i, rb_read(r, r->start + i * r->width, i), 0, 0);
+	if (i < stop)
+		run_range(r, i, stop);
+}
+
+/* A fuzz-only range's end: read back the lowest RB_MAX_PAIRS slots it wrote, against their last values. */
+static void read_back_writes(const struct range *r)
+{
+	uint64_t slots[RB_MAX_PAIRS], last[RB_MAX_PAIRS];
+	int n = 0;
+
+	for (uint64_t i = 0; i < r->op_count; i++) { /* the ops again: a pure function of the range */
+		struct op op = gen_op_values(r, i, r->dma);
+		uint64_t slot = (op.port - r->start) / r->width;
+		int k = 0;
+
+		while (k < n && slots[k] < slot)
+			k++;
+		if (k < n && slots[k] == slot) {
+			last[k] = op.value;
+			continue;
+		}
+		if (k == RB_MAX_PAIRS)
+			continue;
+		if (n == RB_MAX_PAIRS)
+			n--; /* the highest slot makes room */
+		memmove(&slots[k + 1], &slots[k], (size_t)(n - k) * sizeof(slots[0]));
+		memmove(&last[k + 1], &last[k], (size_t)(n - k) * sizeof(last[0]));
+		slots[k] = slot;
+		last[k] = op.value;
+		n++;
+	}
+	for (int k = 0; k < n; k++)
+		rb_note(r, slots[k], rb_read(r, r->start + slots[k] * r->width, r->op_count), 1, last[k]);
+}
+
+/* At a range's end under --readback: the fuzz-only read-backs, then the @RB line. */
+static void report_read_back(const struct range *r)
+{
+	char line[16 + RB_MAX_PAIRS * 24];
+	int len;
+
+	if (!r->lead)
+		read_back_writes(r);
+	len = snprintf(line, sizeof(line), "@RB %" PRIu64, r->index);
+	for (int k = 0; k < rb_count; k++)
+		len += snprintf(line + len, sizeof(line) - (size_t)len, " %" PRIx64 ":%s", rb_pairs[k].offset,
+				rb_pairs[k].class);
+	emit("%s", line);
+}
+
 /* Dry --limit-loop: generate without printing, to time the generator alone. */
 static volatile uint64_t sink;
 
@@ -1508,6 +1682,7 @@ static void usage(void)
 	      "  --scratch 0xBASE-0xEND  the scratch memory of +dma ranges (reserved with memmap=SIZE$BASE)\n"
 	      "  --no-pci-restore  leave a pci range's function header as its ops left it (BARs, command...)\n"
 	      "  --pci-saved I:TYPE:0xCMD[:0xV...]  the header to put back for range I (as @SAVED printed it)\n"
+	      "  --readback      print @RB, a digest of what each range's reads returned, at its end\n"
 	      "   or: iofuzz-exec [--dry-run] [--report-every K] --script FILE|-\n"
 	      "  --script FILE   replay a qtest script's port I/O and MMIO (outb/inb, writel/readl...; - is stdin)\n",
 	      stderr);
@@ -2078,6 +2253,7 @@ int main(int argc, char **argv)
 		{ "hang-at", required_argument, NULL, 'H' },   { "help", no_argument, NULL, 'h' },
 		{ "script", required_argument, NULL, 'S' },    { "scratch", required_argument, NULL, 'M' },
 		{ "no-pci-restore", no_argument, NULL, 'N' }, { "pci-saved", required_argument, NULL, 'V' },
+		{ "readback", no_argument, NULL, 'B' },
 		{ NULL, 0, NULL, 0 },
 	};
 	static struct range ranges[MAX_RANGES];
@@ -2108,12 +2284,13 @@ int main(int argc, char **argv)
 		case 'M': parse_scratch(optarg); break;
 		case 'N': pci_restore = 0; break;
 		case 'V': parse_pci_saved(optarg); break;
+		case 'B': readback = 1; break;
 		default: fail(EXIT_USAGE, "unknown option or missing value: '%s'", argv[optind - 1]);
 		}
 	}
 	if (script) {
 		if (have_seed || have_fuzz || limit_loop || bare_loop || check || ranges_stdin || resume.set ||
-		    hang.set || scratch_size || !pci_restore || pci_given_set || optind < argc)
+		    hang.set || scratch_size || !pci_restore || pci_given_set || readback || optind < argc)
 			fail(EXIT_USAGE, "--script combines only with --dry-run and --report-every");
 		if (report_every == 0)
 			fail(EXIT_USAGE, "--report-every must be at least 1");
@@ -2127,6 +2304,8 @@ int main(int argc, char **argv)
 		fail(EXIT_USAGE, "--check combines with none of --dry-run, --limit-loop, --bare-loop");
 	if (report_every == 0)
 		fail(EXIT_USAGE, "--report-every must be at least 1");
+	if (readback && (limit_loop || bare_loop))
+		fail(EXIT_USAGE, "--readback combines with neither --limit-loop nor --bare-loop (they print no lines)");
 	if (ranges_stdin) {
 		if (optind < argc)
 			fail(EXIT_USAGE, "--ranges-stdin: ranges come from stdin, not also from the command line");
@@ -2238,6 +2417,7 @@ int main(int argc, char **argv)
 		uint64_t entered = j;
 
 		emit("@P %" PRIu64 " %" PRIu64, r->index, j);
+		rb_count = 0;
 		if (!dry_run)
 			enter_pci_range(r, j);
 		for (;;) {
@@ -2256,13 +2436,16 @@ int main(int argc, char **argv)
 				stop = hang.op_index;
 				clamped = 1;
 			}
-			run_paced(r, j, stop, entered, dry_run, dry_run ? run_print : run_range);
+			run_paced(r, j, stop, entered, dry_run,
+				  dry_run ? run_print : readback ? run_range_read_back : run_range);
 			total += stop - j;
 			j = stop;
 			if (!clamped)
 				emit("@P %" PRIu64 " %" PRIu64, r->index, j);
 		}
 		pci_position = j;
+		if (readback && !dry_run)
+			report_read_back(r); /* before the header restore: the reads see what the ops left */
 		leave_pci_range(1);
 	}
 	emit("@DONE %" PRIu64, total);

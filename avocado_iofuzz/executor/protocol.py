@@ -27,6 +27,15 @@ guest's serial console:
     :mod:`avocado_iofuzz.model.pci_restore`), in the order the executor makes
     them, right after this line. Not with ``--no-pci-restore``; nothing when
     nothing changed.
+``@RB <range_index> [<offset>:<class> ...]``
+    under ``--readback`` (guided rounds only; a blind run's command never
+    has it), at the end of each range, after its last ``@P``: a digest of
+    what the range's reads returned -- the read phase of a sweep, or one
+    extra read of each slot a fuzz-only range wrote, made after its last op.
+    ``<offset>`` is hex from the range's start, ``<class>`` one of ``f w s p
+    bNK`` (:mod:`avocado_iofuzz.guided.readback`); zero answers make no
+    pair, at most 16 pairs, lowest offsets first: at most 16 x 9 bytes more
+    per range on the console.
 ``@DENIED <range_index> <reason>``
     the guest kernel refuses access to that range (lockdown, no ``/dev/mem``,
     a BAR claimed under ``iomem=strict``...); printed while the access paths
@@ -110,6 +119,14 @@ class NoScratch:
 
 
 @dataclass(frozen=True)
+class ReadBack:
+    """What a range's reads returned, as (offset from the range's start, value class) pairs."""
+
+    range_index: int
+    pairs: tuple[tuple[int, str], ...]
+
+
+@dataclass(frozen=True)
 class Restore:
     """The executor puts a pci range's function header back with ``writes``, leaving it at ``op_index``."""
 
@@ -134,7 +151,7 @@ class Saved:
         )
 
 
-Message = Ready | Progress | Hang | Done | ExecError | Denied | NoScratch | Restore | Saved
+Message = Ready | Progress | Hang | Done | ExecError | Denied | NoScratch | Restore | Saved | ReadBack
 
 # CSI sequences such as the ESC[6n (cursor position query) busybox ash prints
 # after its prompt, and the bracketed-paste toggles of bash.
@@ -149,6 +166,7 @@ _MESSAGE = re.compile(
     r"|DONE (?P<total>\d+)"
     r"|SAVED (?P<s_range>\d+) (?P<s_type>\d+) 0x(?P<s_command>[0-9a-f]+)(?P<s_values>(?: 0x[0-9a-f]+)*)"
     r"|RESTORE (?P<r_range>\d+) (?P<r_op>\d+)(?P<r_writes>(?: 0x[0-9a-f]+:[124]:0x[0-9a-f]+)+)"
+    r"|RB (?P<rb_range>\d+)(?P<rb_pairs>(?: [0-9a-f]{1,16}:(?:[fwsp]|b[0-9a-f][0-5]))*)"
     r"|DENIED (?P<d_range>\d+) (?P<reason>.*?)"
     r"|NOSCRATCH (?P<no_scratch>.*?)"
     r"|ERR (?P<message>.*?)"
@@ -183,6 +201,9 @@ def parse_line(line: str) -> Message | None:
             return Restore(int(g["r_range"]), int(g["r_op"]), parse_writes(g["r_writes"].split()))
         except RestoreError:  # a line the console garbled: no restore the executor announced
             return None
+    if g["rb_range"] is not None:
+        pairs = tuple((int(offset, 16), cls) for offset, _, cls in (p.partition(":") for p in g["rb_pairs"].split()))
+        return ReadBack(int(g["rb_range"]), pairs)
     if g["d_range"] is not None:
         return Denied(int(g["d_range"]), g["reason"])
     if g["no_scratch"] is not None:
@@ -259,6 +280,7 @@ def executor_command(
     check: bool = False,
     pci_restore: bool = True,
     pci_saved: Saved | None = None,
+    readback: bool = False,
 ) -> str:
     """The shell command that runs ``plans`` in the guest.
 
@@ -276,6 +298,8 @@ def executor_command(
     ops left it (``--no-pci-restore``, written only when a plan is ``pci``).
     ``pci_saved``: the header the executor saved when it entered the range
     ``resume`` goes back into, to be put back instead of the one it finds.
+    ``readback``: each range ends with ``@RB``, the digest of what its reads
+    returned (a fuzz-only range reads back the slots it wrote first).
     """
     if not plans:
         raise ValueError("executor_command: no range plans given")
@@ -299,6 +323,10 @@ def executor_command(
         raise ValueError("executor_command: bare_loop does not combine with dry_run")
     if bare_loop and any(p.space != SPACE_PIO for p in plans):
         raise ValueError("executor_command: bare_loop replays port I/O only")
+    if readback:
+        if limit_loop or bare_loop:
+            raise ValueError("executor_command: readback does not combine with limit_loop or bare_loop")
+        args.append("--readback")
     if limit_loop:
         args.append("--limit-loop")
     if bare_loop:

@@ -17,7 +17,9 @@ Each entry keeps the events its program reached first, the *features*
 reached first, and two counters the scheduler reads: ``picks`` (rounds it was
 the parent of) and ``finds`` (what those rounds reached first: a new event
 weighs :data:`NAME_WEIGHT` new features). A file written before features
-existed loads with none.
+existed loads with none. Read-back features (``rb:...``,
+:mod:`avocado_iofuzz.guided.readback`: a register answering in a new class)
+count like the others.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from avocado_iofuzz.campaign.trace import generator_fingerprint
+from avocado_iofuzz.guided import readback
 from avocado_iofuzz.guided.batch import Base, Batch, BatchError
 from avocado_iofuzz.guided.program import Program, program_as_list, program_from_list
 
@@ -85,8 +88,12 @@ class Entry:
         if not isinstance(picks, int) or not isinstance(finds, int) or picks < 0 or finds < 0:
             raise BatchError("a corpus entry's 'picks' and 'finds' must be counts (ints >= 0)")
         features = record.get("features", [])  # absent in files written before the hit-count signal
-        if not isinstance(features, list) or not all(isinstance(f, str) and "#" in f for f in features):
-            raise BatchError("a corpus entry's 'features' must be a list of 'event#bucket' strings")
+        if not isinstance(features, list) or not all(
+            isinstance(f, str) and ("#" in f or readback.is_feature(f)) for f in features
+        ):
+            raise BatchError(
+                "a corpus entry's 'features' must be a list of 'event#bucket' strings (or read-back 'rb:...' ones)"
+            )
         # format 1 kept one batch per entry: a program of one element
         if "program" in record:
             program = program_from_list(record["program"])

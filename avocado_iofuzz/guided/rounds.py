@@ -18,6 +18,12 @@ that reached an event or a feature the corpus did not hold becomes a corpus
 entry -- the whole program it belongs to, cut after its last element that
 reached something new (:meth:`Corpus.absorb`); ``guided_events`` records
 both, so the rebuild needs nothing else.
+
+Read-backs (:mod:`avocado_iofuzz.guided.readback`) add the device's side: a
+guided round's executor reports what each batch's reads returned, and those
+classes are features too (``rb:<base>+0xOFF=<class>``), so a step that only
+moved the device into a new state -- a register that now reads back
+another class -- counts as reaching something. They change no op.
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ from avocado_iofuzz.campaign.runner import Campaign, CampaignConfig, CampaignRes
 from avocado_iofuzz.campaign.tally import RangeTally
 from avocado_iofuzz.campaign.trace import TraceWriter
 from avocado_iofuzz.coverage.run import RunCoverage
+from avocado_iofuzz.guided import readback
 from avocado_iofuzz.guided.batch import Base
 from avocado_iofuzz.guided.corpus import Corpus
 from avocado_iofuzz.guided.features import features_of
@@ -98,10 +105,15 @@ class GuidedRun:
     rounds: list[RoundRecord] = field(default_factory=list)
     # hit counts per batch (the guided signal); a blind control goes without and pays a blind run's cost
     count_hits: bool = True
+    # what the batches' registers read back, as features (None: as count_hits -- a blind control's
+    # executor command stays the blind one)
+    read_backs: bool | None = None
 
     def __post_init__(self) -> None:
         if not self.coverage.enabled:
             raise ValueError(f"guided fuzzing needs coverage, which is off: {self.coverage.off_reason}")
+        if self.read_backs is None:
+            self.read_backs = self.count_hits
         self.coverage.keep_armed(count_hits=self.count_hits)
 
     @property
@@ -127,6 +139,7 @@ class GuidedRun:
             ops=ops, origins=list(planned.origins), programs=list(planned.program_lengths),
         )  # fmt: skip
         config = self.config if last else replace(self.config, done_linger=min(self.config.done_linger, ROUND_LINGER))
+        config = replace(config, readback=bool(self.read_backs))
         known = self.events
         campaign = Campaign(self.vm, plans, RoundTrace(self.trace, offset), config, session=session,
                             observer=self.coverage)  # fmt: skip
@@ -135,7 +148,11 @@ class GuidedRun:
         finally:
             # also when the round could not go on (CampaignError): what it did is part of the run
             new_events = self._attribute(plans, known)
-            new_features = self.corpus.absorb(planned, new_events, self._features(plans))
+            features = self._features(plans)
+            for index, pairs in campaign.result.readbacks.items():
+                if 0 <= index < len(planned.batches):
+                    features.setdefault(index, []).extend(readback.features_of(planned.batches[index], pairs))
+            new_features = self.corpus.absorb(planned, new_events, features)
             record = RoundRecord(planned, offset, ops, campaign.result, new_events, new_features)
             self.rounds.append(record)
             done = campaign.result
@@ -143,8 +160,8 @@ class GuidedRun:
             if not done.crashed and not done.stopped_early and done.total_done and plans:
                 ran_to = [offset + len(plans) - 1, plans[-1].op_count]  # triage's history: the round ran whole
             new = {str(offset + i): e for i, e in new_events.items()}
-            features = {str(offset + i): f for i, f in new_features.items()}
-            self.trace.event("guided_events", round=number, new=new, features=features, ran_to=ran_to)
+            spelled = {str(offset + i): f for i, f in new_features.items()}
+            self.trace.event("guided_events", round=number, new=new, features=spelled, ran_to=ran_to)
         LOG.info(
             "guided round %d: %d batches, %d ops in %.1f s, %d new event(s), %d new feature(s), %d reached, corpus %d",
             number, len(plans), result.total_done, result.elapsed, sum(len(e) for e in new_events.values()),
