@@ -55,6 +55,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's code is what we measure
 
+from avocado_iofuzz.guided.readback import is_feature
 from avocado_iofuzz.guided.sizing import RoundSizer
 from benchmarks._common import print_figures, say
 from benchmarks._rows import coverage_for, row_devices, row_params, row_plans, row_qemu_args
@@ -135,6 +136,12 @@ class Contender:
             # entries only argument features made: no new event, no new plain hit-count bucket
             "corpus_entries_by_argument_only": sum(
                 not e.events and bool(e.features) and all("(" in f for f in e.features) for e in self.run.corpus.entries
+            ),
+            # read-back features ("rb:<base>+0xOFF=<class>", guided/readback.py): registers answering in a new class
+            "corpus_readback_features": sum(is_feature(f) for f in self.run.corpus.features),
+            "corpus_entries_by_readback_only": sum(
+                not e.events and bool(e.features) and all(is_feature(f) for f in e.features)
+                for e in self.run.corpus.entries
             ),
             "events": sorted(n for n, t in self.reached.items() if t <= seconds),
         }
@@ -278,7 +285,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"{r['guided_s_to_blind_final']} s; ops blind {b['ops']:,} {name} {g['ops']:,}; "
             f"rounds {b['rounds']}/{g['rounds']}, crashes {b['crashes']}/{g['crashes']}, "
             f"corpus {g['corpus_entries']} ({g['corpus_entries_by_argument_only']} by arguments alone; "
-            f"{g['corpus_features']} features, {g['corpus_argument_features']} by argument), "
+            f"{g['corpus_features']} features, {g['corpus_argument_features']} by argument, "
+            f"{g['corpus_readback_features']} read-backs; {g['corpus_entries_by_readback_only']} entries by read-backs "
+            "alone), "
             f"load {r['loadavg_1m_after']}; "
             f"only {name}: {r['only_guided']}"
         )

@@ -1108,68 +1108,92 @@ static void run_print(const struct range *r, uint64_t first, uint64_t stop)
  *   @RB <range_index> [<offset>:<class>...]
  * <offset> in hex from the range's start. A range with a read phase reports
  * the values of that phase (as many of its reads as this invocation made); a
- * fuzz-only (!) range gets one extra read of each slot it wrote, after its
- * last op, classed against the last value written there. At most
- * RB_MAX_PAIRS pairs, the lowest offsets first; a zero answer (the reset
- * state of nearly every register) makes no pair. Classes (keep identical to
- * avocado_iofuzz/guided/readback.py):
+ * fuzz-only (!) range gets one extra read of each of the lowest RB_MAX_PAIRS
+ * slots it wrote, after its last op. At most RB_MAX_PAIRS pairs, the lowest
+ * offsets first; a zero answer (the reset state of nearly every register)
+ * makes no pair. Classes (keep identical to avocado_iofuzz/guided/readback.py):
  *   f      all ones at the access width (nothing decodes, or a register full)
- *   w      the last value the range wrote to that slot (a latch)
+ *   w      the last value this invocation wrote to that address at that width
+ *          (a latch: what a register holds because we put it there is no news)
  *   s      an address inside the scratch memory (a DMA base the device kept)
  *   p      a page frame number inside the scratch memory
+ *   m      more than 8 bits set (an address or a random value held)
  *   bNK    otherwise: N = the low 4 bits in hex, K = the bucket of the value's
- *          set bits (1, 2, 3-4, 5-8, 9-16, 17+ -> 0..5)
- * Without --readback nothing here runs: the loops and the output are as before. */
+ *          set bits (1, 2, 3-4, 5-8 -> 0..3)
+ * The writes are remembered in a direct-mapped table of RB_LATCHES entries
+ * (index: mix64 of the key), per invocation: a write evicts whatever shared
+ * its entry. Without --readback nothing here runs: the loops and the output
+ * are as before. */
 
 #define RB_MAX_PAIRS 16
+#define RB_LATCHES 4096
 
 struct rb_pair {
 	uint64_t offset;
 	char class[4];
 };
 
+struct rb_latch {
+	uint64_t key; /* 0: empty */
+	uint64_t value;
+};
+
 static int readback;			 /* --readback */
 static struct rb_pair rb_pairs[RB_MAX_PAIRS]; /* the digest of the current range */
 static int rb_count;
+static struct rb_latch rb_latches[RB_LATCHES];
 
-static unsigned rb_popcount_bucket(uint64_t value)
+static inline uint64_t rb_key(const struct range *r, uint64_t address)
 {
-	unsigned bits = (unsigned)__builtin_popcountll(value);
-
-	return bits <= 2 ? bits - 1 : bits <= 4 ? 2 : bits <= 8 ? 3 : bits <= 16 ? 4 : 5;
+	return address << 8 | (uint64_t)r->space << 4 | r->width; /* never 0: width >= 1 */
 }
 
-/* The class of `value` read from a slot of `width` bytes into `out`; 0 for a zero answer (no pair). */
-static int rb_class(uint64_t value, uint64_t width, int written_known, uint64_t written, char out[4])
+static inline struct rb_latch *rb_latch_of(uint64_t key)
 {
-	uint64_t mask = width >= 8 ? ~0ULL : (1ULL << (8 * width)) - 1;
+	return &rb_latches[mix64(key) & (RB_LATCHES - 1)];
+}
+
+static unsigned rb_popcount_bucket(unsigned bits)
+{
+	return bits <= 2 ? bits - 1 : bits <= 4 ? 2 : 3;
+}
+
+/* The class of `value` read from `address` of r into `out`; 0 for a zero answer (no pair). */
+static int rb_class(const struct range *r, uint64_t address, uint64_t value, char out[4])
+{
+	uint64_t mask = r->width >= 8 ? ~0ULL : (1ULL << (8 * r->width)) - 1;
 	uint64_t scratch_end = scratch_base + scratch_size;
+	uint64_t key = rb_key(r, address);
+	const struct rb_latch *latch = rb_latch_of(key);
+	unsigned bits;
 
 	value &= mask;
 	if (!value)
 		return 0;
+	bits = (unsigned)__builtin_popcountll(value);
 	if (value == mask)
 		strcpy(out, "f");
-	else if (written_known && value == (written & mask))
+	else if (latch->key == key && value == (latch->value & mask))
 		strcpy(out, "w");
 	else if (scratch_size && value >= scratch_base && value < scratch_end)
 		strcpy(out, "s");
 	else if (scratch_size && value >= scratch_base >> 12 && value < (scratch_end + PAGE_SIZE_BYTES - 1) >> 12)
 		strcpy(out, "p");
+	else if (bits > 8)
+		strcpy(out, "m");
 	else
-		snprintf(out, 4, "b%x%u", (unsigned)(value & 0xf), rb_popcount_bucket(value));
+		snprintf(out, 4, "b%x%u", (unsigned)(value & 0xf), rb_popcount_bucket(bits));
 	return 1;
 }
 
-static void rb_note(const struct range *r, uint64_t slot, uint64_t value, int written_known, uint64_t written)
+static void rb_note(const struct range *r, uint64_t slot, uint64_t value)
 {
-	if (rb_count < RB_MAX_PAIRS &&
-	    rb_class(value, r->width, written_known, written, rb_pairs[rb_count].class))
+	if (rb_count < RB_MAX_PAIRS && rb_class(r, r->start + slot * r->width, value, rb_pairs[rb_count].class))
 		rb_pairs[rb_count++].offset = slot * r->width;
 }
 
-/* One read of `width` bytes at `address` of r's space, returning the value. */
-static uint64_t rb_read(const struct range *r, uint64_t address, uint64_t slot_op)
+/* One read of r's width at `address` of r's space, returning the value; `op_index` for a pci failure. */
+static uint64_t rb_read(const struct range *r, uint64_t address, uint64_t op_index)
 {
 	if (r->space == SPACE_PIO) {
 		uint16_t port = (uint16_t)address;
@@ -1202,58 +1226,57 @@ static uint64_t rb_read(const struct range *r, uint64_t address, uint64_t slot_o
 	uint32_t value = 0;
 
 	if (stop_signal) {
-		pci_position = slot_op;
+		pci_position = op_index;
 		leave_pci_range(1);
 	}
 	if (pread(r->config_fd, &value, r->width, (off_t)(address & 0xfff)) != (ssize_t)r->width) {
-		pci_position = slot_op;
+		pci_position = op_index;
 		fail(EXIT_RUNTIME, "range %" PRIu64 ": read-back of config register 0x%llx failed: %s", r->index,
 		     (unsigned long long)(address & 0xfff), strerror(errno));
 	}
 	return value;
 }
 
-/* run_range, keeping what the read phase (ops 0..slots-1 of a range with one) returns. */
+/* run_range one op at a time: the read phase's values kept, every write remembered. */
 static void run_range_read_back(const struct range *r, uint64_t first, uint64_t stop)
 {
-	uint64_t reads_end = r->lead ? (stop < r->slots ? stop : r->slots) : first;
-	uint64_t i;
+	for (uint64_t i = first; i < stop; i++) {
+		struct op op = gen_op_values(r, i, r->dma);
 
-	for (i = first; i < reads_end; i++)
-		rb_note(r, i, rb_read(r, r->start + i * r->width, i), 0, 0);
-	if (i < stop)
-		run_range(r, i, stop);
+		if (op.kind == 'r') { /* only the read phase reads */
+			rb_note(r, i, rb_read(r, op.port, i));
+			continue;
+		}
+		run_range(r, i, i + 1);
+		struct rb_latch *latch = rb_latch_of(rb_key(r, op.port));
+
+		latch->key = rb_key(r, op.port);
+		latch->value = op.value;
+	}
 }
 
-/* A fuzz-only range's end: read back the lowest RB_MAX_PAIRS slots it wrote, against their last values. */
+/* A fuzz-only range's end: read back the lowest RB_MAX_PAIRS slots it wrote. */
 static void read_back_writes(const struct range *r)
 {
-	uint64_t slots[RB_MAX_PAIRS], last[RB_MAX_PAIRS];
+	uint64_t slots[RB_MAX_PAIRS];
 	int n = 0;
 
 	for (uint64_t i = 0; i < r->op_count; i++) { /* the ops again: a pure function of the range */
-		struct op op = gen_op_values(r, i, r->dma);
-		uint64_t slot = (op.port - r->start) / r->width;
+		uint64_t slot = (gen_op_values(r, i, r->dma).port - r->start) / r->width;
 		int k = 0;
 
 		while (k < n && slots[k] < slot)
 			k++;
-		if (k < n && slots[k] == slot) {
-			last[k] = op.value;
-			continue;
-		}
-		if (k == RB_MAX_PAIRS)
+		if ((k < n && slots[k] == slot) || k == RB_MAX_PAIRS)
 			continue;
 		if (n == RB_MAX_PAIRS)
 			n--; /* the highest slot makes room */
 		memmove(&slots[k + 1], &slots[k], (size_t)(n - k) * sizeof(slots[0]));
-		memmove(&last[k + 1], &last[k], (size_t)(n - k) * sizeof(last[0]));
 		slots[k] = slot;
-		last[k] = op.value;
 		n++;
 	}
 	for (int k = 0; k < n; k++)
-		rb_note(r, slots[k], rb_read(r, r->start + slots[k] * r->width, r->op_count), 1, last[k]);
+		rb_note(r, slots[k], rb_read(r, r->start + slots[k] * r->width, r->op_count));
 }
 
 /* At a range's end under --readback: the fuzz-only read-backs, then the @RB line. */

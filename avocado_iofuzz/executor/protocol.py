@@ -33,7 +33,7 @@ guest's serial console:
     what the range's reads returned -- the read phase of a sweep, or one
     extra read of each slot a fuzz-only range wrote, made after its last op.
     ``<offset>`` is hex from the range's start, ``<class>`` one of ``f w s p
-    bNK`` (:mod:`avocado_iofuzz.guided.readback`); zero answers make no
+    m bNK`` (:mod:`avocado_iofuzz.guided.readback`); zero answers make no
     pair, at most 16 pairs, lowest offsets first: at most 16 x 9 bytes more
     per range on the console.
 ``@DENIED <range_index> <reason>``
@@ -166,7 +166,7 @@ _MESSAGE = re.compile(
     r"|DONE (?P<total>\d+)"
     r"|SAVED (?P<s_range>\d+) (?P<s_type>\d+) 0x(?P<s_command>[0-9a-f]+)(?P<s_values>(?: 0x[0-9a-f]+)*)"
     r"|RESTORE (?P<r_range>\d+) (?P<r_op>\d+)(?P<r_writes>(?: 0x[0-9a-f]+:[124]:0x[0-9a-f]+)+)"
-    r"|RB (?P<rb_range>\d+)(?P<rb_pairs>(?: [0-9a-f]{1,16}:(?:[fwsp]|b[0-9a-f][0-5]))*)"
+    r"|RB (?P<rb_range>\d+)(?P<rb_pairs>(?: [0-9a-f]{1,16}:(?:[fwspm]|b[0-9a-f][0-3]))*)"
     r"|DENIED (?P<d_range>\d+) (?P<reason>.*?)"
     r"|NOSCRATCH (?P<no_scratch>.*?)"
     r"|ERR (?P<message>.*?)"

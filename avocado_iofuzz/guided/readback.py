@@ -12,27 +12,31 @@ a fuzz-only step (a program's element) one extra read of each slot it wrote.
 
 A digest is at most :data:`MAX_PAIRS` pairs (register offset, value class),
 lowest offsets first. A raw value would be useless as a feature: counters,
-timestamps and random latches would give every batch a "new" one, and the
-corpus would fill with noise. The classes keep what tells state apart:
+timestamps and the random values earlier batches left in latching registers
+would give every batch a "new" one, and the corpus would fill with noise.
+The classes keep what tells state apart:
 
 ``f``
     all ones at the access width: nothing decodes there, or a register full.
 ``w``
-    the last value the step wrote to that slot (fuzz-only steps only): the
-    register latches -- an address, a length, a queue size it accepted.
+    the last value this executor invocation (this round) wrote to that
+    address at that width: the register latches, and holding what we put
+    there is no news. (Writes are remembered in a direct-mapped table of
+    :data:`LATCHES` entries, :class:`Latches`; a collision forgets.)
 ``s``
     an address inside the scratch memory: a DMA base the device kept.
 ``p``
     a page frame number inside the scratch memory (virtio legacy's queue PFN).
+``m``
+    more than 8 bits set: an address or a random value held, one class.
 ``bNK``
     anything else: ``N`` the low four bits (enable, ready, halted and run bits
-    sit there), ``K`` the bucket of the number of set bits (1, 2, 3-4, 5-8,
-    9-16, 17+ as 0..5): a status register gaining a flag moves, a counter's
-    upper bits do not multiply it past 16 x 6 classes.
+    sit there), ``K`` the bucket of the number of set bits (1, 2, 3-4, 5-8 as
+    0..3): a status register gaining a flag moves.
 
 A zero answer makes no pair: it is the reset state of nearly every register,
 and leaving it out keeps the line short (the serial console is slow). So a
-register reads as one of at most 100 classes, a range as at most 16 pairs:
+register reads as one of at most 69 classes, a range as at most 16 pairs:
 the features a device can add are bounded.
 
 A feature is spelled ``rb:<base key>+0xOFF=<class>`` with the offset from
@@ -53,21 +57,51 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 
 from avocado_iofuzz.guided.batch import Batch
+from avocado_iofuzz.model.generator import mix64
+from avocado_iofuzz.model.program import SPACE_MMIO, SPACE_PCI, SPACE_PIO
 
 MAX_PAIRS = 16
+LATCHES = 4096
 PREFIX = "rb:"
 PAGE = 4096
-CLASSES = frozenset({"f", "w", "s", "p"} | {f"b{n:x}{k}" for n in range(16) for k in range(6)})
+MANY_BITS = 8
+CLASSES = frozenset({"f", "w", "s", "p", "m"} | {f"b{n:x}{k}" for n in range(16) for k in range(4)})
+SPACE_CODES = {SPACE_PIO: 0, SPACE_MMIO: 1, SPACE_PCI: 2}  # the executor's enum space
 
 Pair = tuple[int, str]  # (offset from the range's start, class)
 
 
+class Latches:
+    """The executor's memory of its writes in one invocation: the last value per (space, address, width).
+
+    Direct-mapped like the executor's table (``rb_latches``): a write takes the
+    entry its key hashes to, evicting whatever was there.
+    """
+
+    def __init__(self) -> None:
+        self._entries: dict[int, tuple[int, int]] = {}
+
+    @staticmethod
+    def _key(space: str, address: int, width: int) -> int:
+        return ((address << 8) | (SPACE_CODES[space] << 4) | width) & (2**64 - 1)
+
+    def store(self, space: str, address: int, width: int, value: int) -> None:
+        key = self._key(space, address, width)
+        self._entries[mix64(key) % LATCHES] = (key, value)
+
+    def last(self, space: str, address: int, width: int) -> int | None:
+        """The value last written there, or None if the table does not hold it."""
+        key = self._key(space, address, width)
+        held = self._entries.get(mix64(key) % LATCHES)
+        return held[1] if held is not None and held[0] == key else None
+
+
 def popcount_bucket(value: int) -> int:
-    """0..5 for 1, 2, 3-4, 5-8, 9-16, 17+ set bits (``value`` != 0)."""
+    """0..3 for 1, 2, 3-4, 5-8 set bits (``value`` != 0 with at most :data:`MANY_BITS`)."""
     bits = bin(value).count("1")
-    if bits < 1:
-        raise ValueError("a zero value has no popcount bucket")
-    return bits - 1 if bits <= 2 else 2 if bits <= 4 else 3 if bits <= 8 else 4 if bits <= 16 else 5
+    if not 1 <= bits <= MANY_BITS:
+        raise ValueError(f"a popcount bucket is for 1..{MANY_BITS} set bits, {value:#x} has {bits}")
+    return bits - 1 if bits <= 2 else 2 if bits <= 4 else 3
 
 
 def value_class(
@@ -75,7 +109,7 @@ def value_class(
 ) -> str | None:
     """The class of ``value`` read from a ``width``-byte register; None for zero (no pair).
 
-    ``written``: the last value written there by the step (fuzz-only read-backs);
+    ``written``: the last value the invocation wrote there (:meth:`Latches.last`);
     ``scratch``: the scratch memory's (base, size) when the run has one.
     """
     mask = (1 << (8 * width)) - 1
@@ -92,6 +126,8 @@ def value_class(
             return "s"
         if base // PAGE <= value < (base + size + PAGE - 1) // PAGE:
             return "p"
+    if bin(value).count("1") > MANY_BITS:
+        return "m"
     return f"b{value & 0xF:x}{popcount_bucket(value)}"
 
 
@@ -103,7 +139,7 @@ def digest(
 ) -> tuple[Pair, ...]:
     """The executor's digest of ``reads`` ((offset, value) in the order made, offsets ascending).
 
-    ``written``: offset -> last value written, for a fuzz-only step's read-backs.
+    ``written``: offset -> the last value the invocation wrote there, when it is known.
     """
     pairs: list[Pair] = []
     for offset, value in reads:

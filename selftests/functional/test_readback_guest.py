@@ -11,7 +11,8 @@ executor's. A piix3-usb-uhci gives the observer a device with trace events
 Guided rounds grow programs of fuzz-only steps from a corpus program
 (round 0 sweeps the register: reads first). QEMU's accesses are walked in
 the order of the rounds' records: each batch's ops, and after a fuzz-only
-step its read-backs of the slots it wrote. The values QEMU says it returned
+step its read-backs of the slots it wrote; the round's writes so far give
+what the executor remembers writing (``w``). The values QEMU says it returned
 give, through the host's copy of the classification
 (:mod:`avocado_iofuzz.guided.readback`), a digest per batch: it must equal
 what the executor printed in its ``@RB`` line. And the read-back features
@@ -83,9 +84,13 @@ def qemu_accesses(log: Path, skip_bytes: int) -> list[Access]:
 
 
 def digests_from_qemu(records: list[RoundRecord], accesses: list[Access]) -> Iterator[tuple[int, int, tuple]]:
-    """Per batch (round, batch index, digest), from QEMU's accesses walked in the records' order."""
+    """Per batch (round, batch index, digest), from QEMU's accesses walked in the records' order.
+
+    Each round is one executor invocation: its memory of writes (``w``) starts empty.
+    """
     stream = iter(accesses)
     for record in records:
+        latches = readback.Latches()
         for index, plan in enumerate(record.plans):
             reads, written = [], {}
             for number, op in enumerate(plan.ops()):
@@ -93,15 +98,22 @@ def digests_from_qemu(records: list[RoundRecord], accesses: list[Access]) -> Ite
                 assert (kind, port, size) == (op.kind, op.port, op.width), f"batch {plan.index} op {number}"
                 if op.kind == "w":
                     assert value == op.value
+                    latches.store(plan.space, op.port, op.width, op.value)
                     written[op.port - plan.start] = op.value
-                elif number < plan.slots:  # the read phase of a sweep
-                    reads.append((op.port - plan.start, value))
+                else:  # only the read phase reads: before the batch's own writes
+                    known = latches.last(plan.space, op.port, op.width)
+                    reads.append((op.port - plan.start, value, known))
             if plan.fuzz_only:
                 for offset in readback.read_back_slots(written):
                     kind, port, size, value = next(stream)
                     assert (kind, port, size) == ("r", plan.start + offset, plan.width), f"read-back of {plan.index}"
-                    reads.append((offset, value))
-            yield record.round.number, index, readback.digest(reads, plan.width, written if plan.fuzz_only else None)
+                    reads.append((offset, value, latches.last(plan.space, port, size)))
+            pairs = readback.digest(
+                [(offset, value) for offset, value, _ in reads],
+                plan.width,
+                {offset: known for offset, _, known in reads if known is not None},
+            )
+            yield record.round.number, index, pairs
     assert next(stream, None) is None, "QEMU logged accesses no batch made"
 
 

@@ -13,7 +13,9 @@ from avocado_iofuzz.guided.batch import Base, Batch
 from avocado_iofuzz.guided.corpus import Corpus, load_corpus, save_corpus
 from avocado_iofuzz.guided.readback import (
     CLASSES,
+    LATCHES,
     MAX_PAIRS,
+    Latches,
     digest,
     features_of,
     is_feature,
@@ -23,6 +25,7 @@ from avocado_iofuzz.guided.readback import (
 )
 from avocado_iofuzz.guided.schedule import Round
 from avocado_iofuzz.model.dma import SCRATCH_BASE, SCRATCH_SIZE
+from avocado_iofuzz.model.generator import mix64
 
 BAR = Base("mmio", 0xFEB80000, 0xFEB8FFFF, 4, "0000:00:03.0 BAR0")
 SCRATCH = (SCRATCH_BASE, SCRATCH_SIZE)
@@ -34,7 +37,7 @@ SCRATCH = (SCRATCH_BASE, SCRATCH_SIZE)
         (0, 4, None, None, None),  # the reset state: no pair
         (0x1_0000_0000, 4, None, None, None),  # wider than the register: only its bytes count
         (0xFF, 1, None, None, "f"),
-        (0xFFFF, 4, None, None, "bf4"),  # all ones of two bytes is no all-ones of four
+        (0xFFFF, 4, None, None, "m"),  # all ones of two bytes is no all-ones of four: many bits
         (0x1234, 2, 0x1234, None, "w"),
         (0xFFFF, 2, 0xFFFF, None, "f"),  # all ones first: an unassigned port also "returns" it
         (SCRATCH_BASE + 0x40, 4, None, SCRATCH, "s"),
@@ -44,7 +47,8 @@ SCRATCH = (SCRATCH_BASE, SCRATCH_SIZE)
         (0x1, 4, None, None, "b10"),  # nvme CSTS.RDY
         (0x3, 1, None, None, "b31"),  # virtio ACKNOWLEDGE | DRIVER
         (0x8011, 4, None, None, "b12"),  # ahci PxCMD.ST | FRE | CR
-        (0xFFFF_FFFF_FFFF_FFF0, 8, None, None, "b05"),
+        (0x1FF, 4, None, None, "m"),
+        (0xFFFF_FFFF_FFFF_FFF0, 8, None, None, "m"),
     ],
 )
 def test_values_fall_into_classes(value, width, written, scratch, expected):
@@ -52,11 +56,23 @@ def test_values_fall_into_classes(value, width, written, scratch, expected):
 
 
 def test_every_class_is_one_the_line_and_the_features_accept():
-    assert len(CLASSES) == 4 + 16 * 6
-    values = (1, 3, 7, 0xF, 0x1F, 0xFF, 0x1FF, 0xFFFF, 0x1FFFF)
-    assert [popcount_bucket(v) for v in values] == [0, 1, 2, 2, 3, 3, 4, 4, 5]
-    with pytest.raises(ValueError, match="zero"):
-        popcount_bucket(0)
+    assert len(CLASSES) == 5 + 16 * 4
+    assert [popcount_bucket(v) for v in (1, 3, 7, 0xF, 0x1F, 0xFF)] == [0, 1, 2, 2, 3, 3]
+    for many_or_none in (0, 0x1FF):
+        with pytest.raises(ValueError, match=r"popcount bucket is for 1\.\.8 set bits"):
+            popcount_bucket(many_or_none)
+
+
+def test_the_latches_remember_the_last_write_per_address_width_and_space_and_forget_on_a_collision():
+    latches = Latches()
+    latches.store("pio", 0x80, 1, 5)
+    latches.store("pio", 0x80, 1, 6)
+    assert latches.last("pio", 0x80, 1) == 6
+    assert latches.last("pio", 0x80, 2) is None and latches.last("mmio", 0x80, 1) is None
+    slot = mix64(Latches._key("pio", 0x80, 1)) % LATCHES
+    other = next(a for a in range(0x81, 1 << 20) if mix64(Latches._key("pio", a, 1)) % LATCHES == slot)
+    latches.store("pio", other, 1, 7)  # shares the entry: the executor's table forgets 0x80
+    assert latches.last("pio", 0x80, 1) is None and latches.last("pio", other, 1) == 7
 
 
 def test_a_digest_skips_zeros_and_keeps_the_first_pairs_only():
@@ -73,7 +89,8 @@ def test_the_rb_line_parses_and_a_garbled_one_is_no_message():
         7, ((0, "w"), (0x1C, "b10"), (0x40, "s"), (0x44, "p"), (0x48, "f"))
     )
     assert parse_line("\x1b[6n# @RB 3") == ReadBack(3, ())  # nothing but zeros read
-    for garbled in ("@RB 7 0:x", "@RB 7 0:b16", "@RB 7 0w", "@RB x"):
+    assert parse_line("@RB 2 8:m") == ReadBack(2, ((8, "m"),))
+    for garbled in ("@RB 7 0:x", "@RB 7 0:b14", "@RB 7 0w", "@RB x"):
         assert parse_line(garbled) is None
 
 
