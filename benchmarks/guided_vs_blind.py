@@ -26,6 +26,9 @@ blind with every sweep paced (a pause of U us before every E-th op), the
 same ops as the first, so what it reaches more is what the pauses let the
 device's timers and bottom halves do. Its figures are under ``paced``.
 
+``--readback steps|all`` gives guided read-back features (``guided_readback``;
+default off, the blind control never has them).
+
 ``--kinds "pio mmio"`` overrides the rows' ``fuzz_kinds`` for both
 strategies: config-space writes move a device's BARs away (QEMU 7.2,
 usb.ich9_ehci: BAR0 at 0xff112000 after round 0's config sweep, not one
@@ -33,7 +36,7 @@ usb_ehci_* event in any later round), so without restoring BARs every round
 after the first fuzzes memory no device decodes, whatever the strategy.
 
 Usage: python benchmarks/guided_vs_blind.py [--quick] [--seconds S] [--rows nic.e1000e,...] [--values dma]
-       [--kinds "pio mmio"]
+       [--kinds "pio mmio"] [--readback off|steps|all]
 The last line is JSON: per row the events available and reached by each
 strategy, their curves, ``ratio`` (guided / blind), ``guided_s_to_blind_final``
 (guided's own seconds until it had blind's final count; null if never), and
@@ -55,6 +58,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's code is what we measure
 
+from avocado_iofuzz.guided.readback import MODES as READBACK_MODES
 from avocado_iofuzz.guided.readback import is_feature
 from avocado_iofuzz.guided.sizing import RoundSizer
 from benchmarks._common import print_figures, say
@@ -148,7 +152,8 @@ class Contender:
 
 
 def contender(
-    name: str, vm: Any, params: dict[str, Any], reference: str, workdir: Path, seed: int, pace: tuple[int, int]
+    name: str, vm: Any, params: dict[str, Any], reference: str, workdir: Path, seed: int, pace: tuple[int, int],
+    read_backs: str = "off",
 ) -> Contender:
     from avocado_iofuzz.campaign.trace import TraceWriter
     from avocado_iofuzz.guided.corpus import Corpus
@@ -167,7 +172,10 @@ def contender(
     trace = TraceWriter(workdir / "trace.iofuzz", {"benchmark": "guided_vs_blind", "strategy": name})
     config = campaign_config_of(reference, hang_timeout=HANG_TIMEOUT)
     # hit counts feed guided's corpus only: the blind controls pay what a blind run pays for coverage
-    run = GuidedRun(vm, schedule, Corpus("benchmark", name), coverage, config, trace, count_hits=name == "guided")
+    # read-backs likewise: guided's alone, in the mode asked (the blind controls' commands stay blind)
+    guided = name == "guided"
+    run = GuidedRun(vm, schedule, Corpus("benchmark", name), coverage, config, trace, count_hits=guided,
+                    read_backs=read_backs if guided else "off")  # fmt: skip
     return Contender(name, vm, run)
 
 
@@ -186,6 +194,7 @@ def compare(
     pace: tuple[int, int] = (0, 0),
     layout: str = "auto",
     kinds: str = "",
+    read_backs: str = "off",
 ) -> dict[str, Any]:
     from avocado_iofuzz.coverage.run import trace_args
     from avocado_iofuzz.guest.build import default_guest
@@ -207,7 +216,7 @@ def compare(
             extra = [*row_qemu_args(params), *trace_args(workdir / "qemu-trace.log")]
             vm = BareQemu(guest, workdir / "vm", machine=machine, extra_args=extra).start()
             vms.append(vm)
-            contenders.append(contender(name, vm, params, reference, workdir, seed, pace))
+            contenders.append(contender(name, vm, params, reference, workdir, seed, pace, read_backs))
         while any(c.used < seconds for c in contenders):
             for c in contenders:
                 if c.used < seconds:
@@ -259,6 +268,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--pace", default="", metavar="E:U", help="blind vs blind paced: a pause of U us before every E-th op"
     )
+    parser.add_argument(
+        "--readback", default="off", choices=READBACK_MODES,
+        help="guided's guided_readback: which batches' read-backs become features (%(default)s)",
+    )  # fmt: skip
     parser.add_argument("--kinds", default="", help="both strategies' fuzz_kinds, not the rows' (e.g. 'pio mmio')")
     args = parser.parse_args(argv)
     args.seconds = args.seconds or (QUICK_SECONDS if args.quick else SECONDS)
@@ -275,8 +288,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     for row in [r.strip() for r in args.rows.split(",") if r.strip()]:
         with tempfile.TemporaryDirectory(prefix="iofuzz-guided-") as tmp:
             rows[row] = r = compare(
-                row, args.seconds, args.seed, Path(tmp), args.values, args.pace_pair, args.layout, args.kinds
-            )
+                row, args.seconds, args.seed, Path(tmp), args.values, args.pace_pair, args.layout, args.kinds,
+                args.readback,
+            )  # fmt: skip
         name = r["challenger"]
         b, g = r["blind"], r[name]
         say(
@@ -300,6 +314,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "layout": args.layout,
             "pace": args.pace or None,
             "kinds": args.kinds or "the rows'",
+            "readback": args.readback,
             "round_seconds": ROUND_SECONDS,
             "rows": rows,
             "rows_without_blind_events": sorted(k for k, r in rows.items() if not r["ratio"]),

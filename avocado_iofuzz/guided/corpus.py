@@ -20,8 +20,9 @@ reached first, and two counters the scheduler reads: ``picks`` (rounds it was
 the parent of) and ``finds`` (what those rounds reached first: a new event
 weighs :data:`NAME_WEIGHT` new features). A file written before features
 existed loads with none. Read-back features (``rb:...``,
-:mod:`avocado_iofuzz.guided.readback`: a register answering in a new class)
-count like the others.
+:mod:`avocado_iofuzz.guided.readback`: a register answering in a new class,
+with ``guided_readback`` on) make entries like the others, but an entry they
+alone made starts with the energy of one feature (:meth:`Entry.energy`).
 """
 
 from __future__ import annotations
@@ -54,6 +55,8 @@ CORPUS_DIRNAME = "corpus"
 # a new event name is worth this many new (event, bucket) features, in energy and in a parent's finds:
 # a name is a part of the device reached at all, a bucket a known part driven further
 NAME_WEIGHT = 4
+# what an entry made by read-back features alone counts as found, in energy: one feature's worth
+READBACK_ALONE_FOUND = 1
 _UNSAFE = re.compile(r"[^A-Za-z0-9._+-]+")
 
 
@@ -70,9 +73,21 @@ class Entry:
         """The program's first element: its device range is the entry's."""
         return self.program[0]
 
+    @property
+    def by_readback_alone(self) -> bool:
+        """Whether only read-back features made this entry (no event, no hit-count feature)."""
+        return not self.events and bool(self.features) and all(readback.is_feature(f) for f in self.features)
+
     def energy(self) -> int:
-        """How often the scheduler picks it: more for what it and its children found, less for each pick."""
-        found = NAME_WEIGHT * len(self.events) + len(self.features)
+        """How often the scheduler picks it: more for what it and its children found, less for each pick.
+
+        An entry read-backs alone made starts as if it had found one feature,
+        however many registers answered anew: a sweep's random writes move
+        many registers at once, and giving such entries full weight had the
+        scheduler spend its rounds on them (docs/results/performance.rst,
+        perf-readback). What its children reach still raises it.
+        """
+        found = READBACK_ALONE_FOUND if self.by_readback_alone else NAME_WEIGHT * len(self.events) + len(self.features)
         return max(1, (4 * (found + 2 * self.finds)) // (1 + self.picks))
 
     def as_dict(self) -> dict[str, Any]:

@@ -46,6 +46,12 @@ no op: a batch's ops are its fields' alone, and the same seed, strategy and
 corpus make the same ops (:mod:`.rebuild` rebuilds the corpus from the
 features the trace's ``guided_events`` recorded).
 
+Read-backs are opt-in (``guided_readback``, :data:`MODES`): ``off`` (the
+default) runs guided rounds without them, ``steps`` takes features from
+fuzz-only steps' read-backs only (a sweep's read phase reads every register
+after random writes, and those answers flooded the corpus), ``all`` from
+every range's. :func:`kept` says which batches' digests count.
+
 This module is the host's copy of the executor's classification (keep it
 identical to ``rb_class`` in ``iofuzz_exec.c``): the functional test checks
 the executor's digest against one computed here from QEMU's own trace of the
@@ -69,6 +75,8 @@ CLASSES = frozenset({"f", "w", "s", "p", "m"} | {f"b{n:x}{k}" for n in range(16)
 SPACE_CODES = {SPACE_PIO: 0, SPACE_MMIO: 1, SPACE_PCI: 2}  # the executor's enum space
 
 Pair = tuple[int, str]  # (offset from the range's start, class)
+MODES = ("off", "steps", "all")  # guided_readback: none, fuzz-only steps' read-backs, every range's
+DEFAULT_MODE = "off"
 
 
 class Latches:
@@ -166,3 +174,15 @@ def is_feature(spelled: str) -> bool:
     """A read-back feature as :func:`features_of` spells it."""
     head, _, cls = spelled.rpartition("=")
     return spelled.startswith(PREFIX) and "+0x" in head and cls in CLASSES
+
+
+def check_mode(mode: str) -> str:
+    """``mode`` if it is one of :data:`MODES`, else a ValueError naming them."""
+    if mode not in MODES:
+        raise ValueError(f"read-back mode {mode!r}: expected one of {', '.join(MODES)}")
+    return mode
+
+
+def kept(mode: str, batch: Batch) -> bool:
+    """Whether ``batch``'s read-backs become features under ``mode`` (``steps``: fuzz-only steps' alone)."""
+    return check_mode(mode) == "all" or (mode == "steps" and batch.fuzz_only)

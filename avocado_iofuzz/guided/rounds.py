@@ -57,6 +57,13 @@ class Schedule(Protocol):
     def next_round(self, number: int, corpus: Corpus, ops: int) -> Round: ...
 
 
+def round_config(config: CampaignConfig, last: bool, read_backs: str) -> CampaignConfig:
+    """A round's campaign config: a short linger unless ``last``; ``--readback`` unless ``read_backs`` is off."""
+    if not last:
+        config = replace(config, done_linger=min(config.done_linger, ROUND_LINGER))
+    return replace(config, readback=readback.check_mode(read_backs) != "off")
+
+
 @dataclass
 class RoundRecord:
     """One round as it ran: its batches (ranges ``offset ..`` of the trace), ops done, what each batch reached."""
@@ -105,15 +112,18 @@ class GuidedRun:
     rounds: list[RoundRecord] = field(default_factory=list)
     # hit counts per batch (the guided signal); a blind control goes without and pays a blind run's cost
     count_hits: bool = True
-    # what the batches' registers read back, as features (None: as count_hits -- a blind control's
-    # executor command stays the blind one)
-    read_backs: bool | None = None
+    # which batches' read-backs become features (readback.MODES); "off": the executor runs without
+    # --readback, the rounds are what they were before read-backs. A blind control keeps "off".
+    read_backs: str = readback.DEFAULT_MODE
 
     def __post_init__(self) -> None:
         if not self.coverage.enabled:
             raise ValueError(f"guided fuzzing needs coverage, which is off: {self.coverage.off_reason}")
-        if self.read_backs is None:
-            self.read_backs = self.count_hits
+        readback.check_mode(self.read_backs)
+        if self.read_backs != "off" and not self.count_hits:
+            raise ValueError(
+                f"read-backs ({self.read_backs}) feed a guided corpus; a blind control (no hit counts) runs without"
+            )
         self.coverage.keep_armed(count_hits=self.count_hits)
 
     @property
@@ -138,8 +148,7 @@ class GuidedRun:
             "guided_round", round=number, seed=planned.seed, parent=planned.parent, first_range=offset,
             ops=ops, origins=list(planned.origins), programs=list(planned.program_lengths),
         )  # fmt: skip
-        config = self.config if last else replace(self.config, done_linger=min(self.config.done_linger, ROUND_LINGER))
-        config = replace(config, readback=bool(self.read_backs))
+        config = round_config(self.config, last, self.read_backs)
         known = self.events
         campaign = Campaign(self.vm, plans, RoundTrace(self.trace, offset), config, session=session,
                             observer=self.coverage)  # fmt: skip
@@ -150,7 +159,7 @@ class GuidedRun:
             new_events = self._attribute(plans, known)
             features = self._features(plans)
             for index, pairs in campaign.result.readbacks.items():
-                if 0 <= index < len(planned.batches):
+                if 0 <= index < len(planned.batches) and readback.kept(self.read_backs, planned.batches[index]):
                     features.setdefault(index, []).extend(readback.features_of(planned.batches[index], pairs))
             new_features = self.corpus.absorb(planned, new_events, features)
             record = RoundRecord(planned, offset, ops, campaign.result, new_events, new_features)

@@ -75,7 +75,8 @@ def fuzz_guided(
 ) -> GuidedOutcome:  # fmt: skip
     """Rounds until the blind budget is spent, QEMU died or max_hangs hangs/reboots came; the corpus saved."""
     corpus, path = open_corpus(run, guest.qemu_cmdline())
-    guided = GuidedRun(guest, GuidedSchedule(bases_of(plans), seed), corpus, coverage, config, trace)
+    guided = GuidedRun(guest, GuidedSchedule(bases_of(plans), seed), corpus, coverage, config, trace,
+                       read_backs=run.guided.readback)  # fmt: skip
     budget = sum(plan.op_count for plan in plans)
     LOG.info(
         "guided: %d ops in rounds of about %d, from seed %d, over %d ranges; corpus %s",

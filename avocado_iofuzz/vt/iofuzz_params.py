@@ -25,6 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from avocado_iofuzz.guided.readback import DEFAULT_MODE as READBACK_DEFAULT
+from avocado_iofuzz.guided.readback import MODES as READBACK_MODES
 from avocado_iofuzz.model.dma import VALUE_MODES, VALUES_UNIFORM
 from avocado_iofuzz.model.iomem import DEFAULT_MAX_SIZE, DEFAULT_SKIP_IOMEM, parse_address_spans, parse_extra_iomem
 from avocado_iofuzz.model.kinds import KindParams
@@ -290,6 +292,7 @@ class GuidedParams:
     strategy: str = DEFAULT_STRATEGY
     round_ops: int = 200_000
     corpus_dir: str = ""  # empty: <avocado data_dir>/avocado-iofuzz
+    readback: str = READBACK_DEFAULT  # which batches' read-backs become corpus features (guided/readback.py)
 
 
 def read_guided(params: Params) -> GuidedParams:
@@ -303,6 +306,7 @@ def read_guided(params: Params) -> GuidedParams:
         strategy=strategy,
         round_ops=integer(params, "guided_round_ops", 200_000, 1000),
         corpus_dir=text(params, "guided_corpus_dir"),
+        readback=choice(params, "guided_readback", READBACK_MODES, READBACK_DEFAULT),
     )
 
 
