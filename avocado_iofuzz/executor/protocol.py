@@ -28,7 +28,7 @@ guest's serial console:
     them, right after this line. Not with ``--no-pci-restore``; nothing when
     nothing changed.
 ``@RB <range_index> [<offset>:<class> ...]``
-    under ``--readback`` (guided rounds only; a blind run's command never
+    under ``--readback`` (guided rounds with ``guided_readback`` steps or all; a blind run's command never
     has it), at the end of each range, after its last ``@P``: a digest of
     what the range's reads returned -- the read phase of a sweep, or one
     extra read of each slot a fuzz-only range wrote, made after its last op.

@@ -117,13 +117,13 @@ class GuidedRun:
     read_backs: str = readback.DEFAULT_MODE
 
     def __post_init__(self) -> None:
-        if not self.coverage.enabled:
-            raise ValueError(f"guided fuzzing needs coverage, which is off: {self.coverage.off_reason}")
         readback.check_mode(self.read_backs)
         if self.read_backs != "off" and not self.count_hits:
             raise ValueError(
                 f"read-backs ({self.read_backs}) feed a guided corpus; a blind control (no hit counts) runs without"
             )
+        if not self.coverage.enabled:
+            raise ValueError(f"guided fuzzing needs coverage, which is off: {self.coverage.off_reason}")
         self.coverage.keep_armed(count_hits=self.count_hits)
 
     @property

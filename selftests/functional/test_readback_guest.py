@@ -137,7 +137,8 @@ def guided(tmp_path_factory):
         coverage = RunCoverage(probe_backend(vm.qemu_binary), ["piix3-usb-uhci"], log, qmp, catalog=catalog)
         trace = TraceWriter(run_dir / "trace.iofuzz", {"test": "read-backs", "seed": SEED})
         config = CampaignConfig(hang_timeout=60.0, login_timeout=120.0)
-        run = GuidedRun(vm, GuidedSchedule([TESTDEV], SEED), copy.deepcopy(start), coverage, config, trace)
+        run = GuidedRun(vm, GuidedSchedule([TESTDEV], SEED), copy.deepcopy(start), coverage, config, trace,
+                        read_backs="all")  # fmt: skip
         try:
             for number in range(ROUNDS):
                 run.run_round(ROUND_OPS, last=number == ROUNDS - 1)

@@ -8,21 +8,25 @@ from pathlib import Path
 
 import pytest
 
+from avocado_iofuzz.campaign.runner import CampaignConfig
 from avocado_iofuzz.executor.protocol import ReadBack, executor_command, parse_line
 from avocado_iofuzz.guided.batch import Base, Batch
-from avocado_iofuzz.guided.corpus import Corpus, load_corpus, save_corpus
+from avocado_iofuzz.guided.corpus import READBACK_ALONE_FOUND, Corpus, Entry, load_corpus, save_corpus
 from avocado_iofuzz.guided.readback import (
     CLASSES,
     LATCHES,
     MAX_PAIRS,
     Latches,
+    check_mode,
     digest,
     features_of,
     is_feature,
+    kept,
     popcount_bucket,
     read_back_slots,
     value_class,
 )
+from avocado_iofuzz.guided.rounds import GuidedRun, round_config
 from avocado_iofuzz.guided.schedule import Round
 from avocado_iofuzz.model.dma import SCRATCH_BASE, SCRATCH_SIZE
 from avocado_iofuzz.model.generator import mix64
@@ -100,6 +104,59 @@ def test_features_name_registers_from_the_device_ranges_start():
     assert features == [f"rb:{BAR.key()}+0x100=s", f"rb:{BAR.key()}+0x10c=b10"]
     assert all(is_feature(f) for f in features)
     assert not is_feature("rb:pio:0xe0-0xe3/1+0x0=zz") and not is_feature("e1000e_tx_descr#1")
+
+
+@pytest.mark.parametrize("last", [False, True])
+def test_a_round_with_read_backs_off_runs_the_command_it_ran_before_read_backs(last):
+    plans = [
+        Batch(BAR, BAR.start, BAR.start + 0xF, 5, 3).plan(0),
+        Batch(BAR, BAR.start, BAR.start + 7, 2, 1, fuzz_only=True).plan(1),
+    ]
+    base = CampaignConfig()
+    off = round_config(base, last, "off")
+    assert not off.readback
+    assert off.done_linger == (base.done_linger if last else min(base.done_linger, 0.2))
+    assert "--readback" not in executor_command(plans, readback=off.readback).split()
+    for mode in ("steps", "all"):  # steps needs the digests too (the host keeps the fuzz-only steps' ones)
+        assert "--readback" in executor_command(plans, readback=round_config(base, last, mode).readback).split()
+    with pytest.raises(ValueError, match="read-back mode 'on': expected one of off, steps, all"):
+        round_config(base, last, "on")
+
+
+def test_the_mode_says_which_batches_read_backs_become_features():
+    sweep = Batch(BAR, BAR.start, BAR.start + 0xF, 5, 3)
+    step = Batch(BAR, BAR.start, BAR.start + 7, 2, 1, fuzz_only=True)
+    assert [(kept(m, sweep), kept(m, step)) for m in ("off", "steps", "all")] == [
+        (False, False), (False, True), (True, True),
+    ]  # fmt: skip
+    assert check_mode("steps") == "steps"
+    with pytest.raises(ValueError, match="expected one of off, steps, all"):
+        kept("sweeps", step)
+
+
+def test_a_blind_control_cannot_take_read_backs():
+    run = GuidedRun.__new__(GuidedRun)  # __post_init__ alone: no VM, no coverage needed before the check
+    run.read_backs, run.count_hits = "all", False
+    with pytest.raises(ValueError, match=r"read-backs \(all\) feed a guided corpus"):
+        GuidedRun.__post_init__(run)
+
+
+def test_an_entry_read_backs_alone_made_starts_with_one_features_energy():
+    program = (Batch(BAR, BAR.start, BAR.start + 0xF, 5, 3),)
+    flood = [f"rb:{BAR.key()}+{o:#x}=b{o % 16:x}0" for o in range(0, 64, 4)]  # a sweep moving 16 registers
+    alone = Entry(program, (), features=tuple(flood))
+    assert alone.by_readback_alone
+    assert alone.energy() == 4 * READBACK_ALONE_FOUND  # not 4 * 16
+    one_hit = Entry(program, (), features=("virtio_blk_req#1",))
+    assert alone.energy() == one_hit.energy()
+    # with a hit-count feature or an event beside them, read-backs count in full
+    mixed = Entry(program, (), features=("virtio_blk_req#1", *flood))
+    assert not mixed.by_readback_alone and mixed.energy() == 4 * 17
+    evented = Entry(program, ("virtio_blk_req",), features=tuple(flood))
+    assert not evented.by_readback_alone and evented.energy() == 4 * (4 + 16)
+    # what its children find still raises it; picks still lower it
+    alone.finds, alone.picks = 10, 1
+    assert alone.energy() == (4 * (READBACK_ALONE_FOUND + 20)) // 2
 
 
 def test_only_a_readback_command_carries_the_flag():
