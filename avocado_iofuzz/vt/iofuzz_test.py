@@ -379,6 +379,7 @@ def _fuzz_guided(
     with TraceWriter(trace_path, {**header, "fuzz_strategy": "guided"}) as trace:
         guided = fuzz_guided(run, booted.guest, booted.session, booted.coverage, seed, plans, trace, config)
     # a batch reruns as a blind run of that one stretch: same seed, bounds, width and count, hence the same ops
+    # (a program's step, fuzz-only or fixed, gets a note pointing to the trace replay instead: results/rerun.py)
     rerun = replace(run.rerun, cmdline=(*run.rerun.cmdline, ("fuzz_strategy", "blind")))
     outcome = Outcome(
         seed, settings, rerun, booted.accel, booted.reason, guided.plans, guided.result, trace_path, booted.guest,
