@@ -12,7 +12,7 @@
  *   iofuzz-exec [--dry-run | --check] [--limit-loop | --bare-loop] --seed S --fuzz-count N
  *               [--report-every K] [--resume I:J] [--hang-at I:J] [--scratch 0xBASE-0xEND]
  *               [--no-pci-restore | --pci-saved I:TYPE:0xCMD[:0xV...]] (RANGE... | --ranges-stdin)
- *   RANGE is [I:][SPACE:]0xSTART-0xEND[/W][,N][!][+dma][@S][~E:U]: inclusive bounds in hex,
+ *   RANGE is [I:][SPACE:]0xSTART-0xEND[/W][,N][!|!0xV][+dma][@S][~E:U]: inclusive bounds in hex,
  *   optional range index I (default: position in the argument list), address
  *   space SPACE (pio, the default; mmio; pci), access width W (1, 2 or 4
  *   bytes, 8 too for mmio; default 1), fuzz count N (default --fuzz-count)
@@ -24,7 +24,10 @@
  *   Pauses depend on the op index only: a resume pauses where a run did.
  *   ! makes the range fuzz-only: no read and zero phases, its ops are the N * slots
  *   seeded writes alone (a guided program's step: a zero write to a status or
- *   address register would undo the step before it).
+ *   address register would undo the step before it). !0xV (V in hex, at most
+ *   the width's bits) is fuzz-only with a fixed value: every write writes V to
+ *   the slot the generator picks (one register: V, N times), an exact
+ *   bring-up step; with +dma the scratch memory is filled as usual.
  *   @S gives the range its own seed S (decimal or 0x hex) instead of --seed:
  *   the range's generator is derived from S and its bounds as from --seed,
  *   so a range without @S makes the ops it always made.
@@ -120,6 +123,7 @@
 #define PROTOCOL_VERSION 1
 #define GAMMA 0x9E3779B97F4A7C15ULL
 #define MAX_RANGES 4096
+#define MAX_RANGE_WORD 160 /* bytes of one RANGE word with its NUL: every field at its longest fits */
 #define MAX_PORT 0xffffULL
 #define MAX_PCI_ADDRESS 0xfffffffULL
 #define MAX_OP_COUNT (1ULL << 62)
@@ -170,6 +174,8 @@ struct range {
 	enum space space;
 	int dma; /* write values from the dictionary, scratch memory filled per epoch */
 	uint64_t lead; /* ops before the fuzz phase: 2 * slots (read, zero), 0 for a ! (fuzz-only) range */
+	int has_fixed; /* !0xV: every write writes `fixed` (the slots are still drawn from the generator) */
+	uint64_t fixed;
 	int layout; /* the scratch memory's layout (enum layout): generic, or one device family's */
 	uint64_t pause_every, pause_us; /* ~E:U: sleep U us before op indices that are multiples of E (0: never) */
 	/* mmio: the byte of address `start` in our mapping; pci: the config file */
@@ -711,7 +717,16 @@ static void fill_layout(int layout, uint64_t seed, volatile uint32_t *dwords)
 		fill_e1000(seed, dwords);
 }
 
-static inline __attribute__((always_inline)) struct op gen_op_values(const struct range *r, uint64_t i, int dma)
+/* Where a range's write values come from; a constant in every hot loop, so each loop carries no branch for it. */
+enum value_mode { VALUES_UNIFORM, VALUES_DMA, VALUES_FIXED };
+
+static inline enum value_mode value_mode(const struct range *r)
+{
+	return r->has_fixed ? VALUES_FIXED : r->dma ? VALUES_DMA : VALUES_UNIFORM;
+}
+
+static inline __attribute__((always_inline)) struct op gen_op_values(const struct range *r, uint64_t i,
+								   enum value_mode mode)
 {
 	uint64_t n = r->slots;
 	struct op op = { 'r', 0, r->width, 0 };
@@ -724,12 +739,17 @@ static inline __attribute__((always_inline)) struct op gen_op_values(const struc
 	} else {
 		uint64_t k = i - r->lead;
 		uint64_t slot = (uint64_t)(((unsigned __int128)random_word(r->rseed, 2 * k) * n) >> 64);
-		uint64_t value = random_word(r->rseed, 2 * k + 1);
+		uint64_t value;
 
-		if (dma) /* a constant in every caller: the uniform loops carry no branch for it */
-			value = dictionary_value(value, r->width);
-		if (r->width < 8)
-			value &= (1ULL << (8 * r->width)) - 1;
+		if (mode == VALUES_FIXED) { /* checked against the width when parsed */
+			value = r->fixed;
+		} else {
+			value = random_word(r->rseed, 2 * k + 1);
+			if (mode == VALUES_DMA)
+				value = dictionary_value(value, r->width);
+			if (r->width < 8)
+				value &= (1ULL << (8 * r->width)) - 1;
+		}
 		op.kind = 'w';
 		op.port = r->start + slot * r->width;
 		op.value = value;
@@ -739,7 +759,7 @@ static inline __attribute__((always_inline)) struct op gen_op_values(const struc
 
 static inline __attribute__((always_inline)) struct op gen_op(const struct range *r, uint64_t i)
 {
-	return gen_op_values(r, i, 0);
+	return gen_op_values(r, i, VALUES_UNIFORM);
 }
 
 /* ---- port access ----------------------------------------------------- */
@@ -1012,10 +1032,10 @@ static void leave_pci_range(int fatal)
 }
 
 static inline __attribute__((always_inline)) void mmio_loop(const struct range *r, uint64_t first, uint64_t stop,
-							      int dma)
+							      enum value_mode mode)
 {
 	for (uint64_t i = first; i < stop; i++) {
-		struct op op = gen_op_values(r, i, dma);
+		struct op op = gen_op_values(r, i, mode);
 		volatile uint8_t *p = r->mmio + (op.port - r->start);
 
 		if (op.kind == 'r')
@@ -1028,10 +1048,10 @@ static inline __attribute__((always_inline)) void mmio_loop(const struct range *
 /* Config space through sysfs: the kernel turns each pread/pwrite of 1, 2 or 4
  * aligned bytes into one config cycle of that size. */
 static inline __attribute__((always_inline)) void pci_loop(const struct range *r, uint64_t first, uint64_t stop,
-							     int dma)
+							     enum value_mode mode)
 {
 	for (uint64_t i = first; i < stop; i++) {
-		struct op op = gen_op_values(r, i, dma);
+		struct op op = gen_op_values(r, i, mode);
 		uint32_t value = (uint32_t)op.value; /* little endian: the low bytes go first */
 		off_t reg = (off_t)(op.port & 0xfff);
 		ssize_t n;
@@ -1057,10 +1077,10 @@ static inline __attribute__((always_inline)) void pci_loop(const struct range *r
 
 /* The hot loop: no output, no syscall, one generated op per access. */
 static inline __attribute__((always_inline)) void io_loop(const struct range *r, uint64_t first, uint64_t stop,
-							    int dma)
+							    enum value_mode mode)
 {
 	for (uint64_t i = first; i < stop; i++) {
-		struct op op = gen_op_values(r, i, dma);
+		struct op op = gen_op_values(r, i, mode);
 
 		if (op.kind == 'r')
 			port_read((uint16_t)op.port, op.width);
@@ -1070,27 +1090,34 @@ static inline __attribute__((always_inline)) void io_loop(const struct range *r,
 }
 
 /* One specialised loop per space and value mode: the value mode is chosen per range, not per op. */
-static void run_io(const struct range *r, uint64_t first, uint64_t stop) { io_loop(r, first, stop, 0); }
-static void run_io_dma(const struct range *r, uint64_t first, uint64_t stop) { io_loop(r, first, stop, 1); }
-static void run_mmio(const struct range *r, uint64_t first, uint64_t stop) { mmio_loop(r, first, stop, 0); }
-static void run_mmio_dma(const struct range *r, uint64_t first, uint64_t stop) { mmio_loop(r, first, stop, 1); }
-static void run_pci(const struct range *r, uint64_t first, uint64_t stop) { pci_loop(r, first, stop, 0); }
-static void run_pci_dma(const struct range *r, uint64_t first, uint64_t stop) { pci_loop(r, first, stop, 1); }
+static void run_io(const struct range *r, uint64_t first, uint64_t stop) { io_loop(r, first, stop, VALUES_UNIFORM); }
+static void run_io_dma(const struct range *r, uint64_t first, uint64_t stop) { io_loop(r, first, stop, VALUES_DMA); }
+static void run_io_fixed(const struct range *r, uint64_t first, uint64_t stop) { io_loop(r, first, stop, VALUES_FIXED); }
+static void run_mmio(const struct range *r, uint64_t first, uint64_t stop) { mmio_loop(r, first, stop, VALUES_UNIFORM); }
+static void run_mmio_dma(const struct range *r, uint64_t first, uint64_t stop) { mmio_loop(r, first, stop, VALUES_DMA); }
+static void run_mmio_fixed(const struct range *r, uint64_t first, uint64_t stop) { mmio_loop(r, first, stop, VALUES_FIXED); }
+static void run_pci(const struct range *r, uint64_t first, uint64_t stop) { pci_loop(r, first, stop, VALUES_UNIFORM); }
+static void run_pci_dma(const struct range *r, uint64_t first, uint64_t stop) { pci_loop(r, first, stop, VALUES_DMA); }
+static void run_pci_fixed(const struct range *r, uint64_t first, uint64_t stop) { pci_loop(r, first, stop, VALUES_FIXED); }
+
+typedef void (*range_loop)(const struct range *, uint64_t, uint64_t);
 
 static void run_range(const struct range *r, uint64_t first, uint64_t stop)
 {
-	if (r->space == SPACE_MMIO)
-		(r->dma ? run_mmio_dma : run_mmio)(r, first, stop);
-	else if (r->space == SPACE_PCI)
-		(r->dma ? run_pci_dma : run_pci)(r, first, stop);
-	else
-		(r->dma ? run_io_dma : run_io)(r, first, stop);
+	/* [space][value mode] */
+	static const range_loop loops[][3] = {
+		[SPACE_PIO] = { run_io, run_io_dma, run_io_fixed },
+		[SPACE_MMIO] = { run_mmio, run_mmio_dma, run_mmio_fixed },
+		[SPACE_PCI] = { run_pci, run_pci_dma, run_pci_fixed },
+	};
+
+	loops[r->space][value_mode(r)](r, first, stop);
 }
 
 static void run_print(const struct range *r, uint64_t first, uint64_t stop)
 {
 	for (uint64_t i = first; i < stop; i++) {
-		struct op op = gen_op_values(r, i, r->dma); /* printing dominates: one branch is nothing here */
+		struct op op = gen_op_values(r, i, value_mode(r)); /* printing dominates: a branch is nothing here */
 
 		printf("%" PRIu64 " %" PRIu64 " %c 0x%" PRIx64 " %" PRIu64 " 0x%" PRIx64 "\n", r->index, i,
 		       op.kind, op.port, op.width, op.value);
@@ -1101,12 +1128,12 @@ static void run_print(const struct range *r, uint64_t first, uint64_t stop)
 static volatile uint64_t sink;
 
 static inline __attribute__((always_inline)) void sink_loop(const struct range *r, uint64_t first, uint64_t stop,
-							      int dma)
+							      enum value_mode mode)
 {
 	uint64_t acc = 0;
 
 	for (uint64_t i = first; i < stop; i++) {
-		struct op op = gen_op_values(r, i, dma);
+		struct op op = gen_op_values(r, i, mode);
 
 		acc += op.port ^ op.value ^ (uint64_t)op.kind;
 	}
@@ -1115,10 +1142,12 @@ static inline __attribute__((always_inline)) void sink_loop(const struct range *
 
 static void run_sink(const struct range *r, uint64_t first, uint64_t stop)
 {
-	if (r->dma)
-		sink_loop(r, first, stop, 1);
+	if (value_mode(r) == VALUES_FIXED)
+		sink_loop(r, first, stop, VALUES_FIXED);
+	else if (r->dma)
+		sink_loop(r, first, stop, VALUES_DMA);
 	else
-		sink_loop(r, first, stop, 0);
+		sink_loop(r, first, stop, VALUES_UNIFORM);
 }
 
 /*
@@ -1142,7 +1171,7 @@ static void run_bare(const struct range *r, uint64_t first, uint64_t stop)
 	uint64_t width = r->width;
 
 	for (uint64_t j = 0; j < period; j++) {
-		struct op op = gen_op_values(r, first + j, r->dma);
+		struct op op = gen_op_values(r, first + j, value_mode(r));
 
 		bare_table[j] = (struct table_op){ (uint16_t)op.port, op.kind == 'r', (uint32_t)op.value };
 	}
@@ -1347,7 +1376,7 @@ static void parse_position(const char *option, const char *text, struct position
 static void parse_range(const char *arg, uint64_t default_index, uint64_t seed, uint64_t fuzz_count,
 			struct range *r)
 {
-	char buf[128];
+	char buf[MAX_RANGE_WORD];
 	char *bounds, *dash, *slash, *colon, *comma, *plus, *tilde, *at, *bang;
 	int have_index = 0, have_space = 0;
 
@@ -1359,9 +1388,31 @@ static void parse_range(const char *arg, uint64_t default_index, uint64_t seed, 
 	r->space = SPACE_PIO;
 	r->mmio = NULL;
 	r->config_fd = -1;
-	bang = strchr(buf, '!'); /* fuzz-only: cut out first, wherever it stands */
-	if (bang)
-		memmove(bang, bang + 1, strlen(bang));
+	bang = strchr(buf, '!'); /* fuzz-only, maybe with a fixed value: cut out first, wherever it stands */
+	r->has_fixed = 0;
+	r->fixed = 0;
+	if (bang) {
+		char *after = bang + 1;
+
+		if (after[0] >= '0' && after[0] <= '9') { /* !0xV: no other field starts with a digit */
+			char saved, *digits = after + 2;
+			int n = 0;
+
+			if (after[0] != '0' || (after[1] != 'x' && after[1] != 'X'))
+				fail(EXIT_USAGE, "range '%s': a fixed value must be hex with a 0x prefix (!0xVALUE)", arg);
+			while (digits[n] && strchr("0123456789abcdefABCDEF", digits[n]))
+				n++;
+			if (n == 0 || n > 16)
+				fail(EXIT_USAGE, "range '%s': a fixed value needs 1 to 16 hex digits after !0x", arg);
+			saved = digits[n];
+			digits[n] = '\0';
+			r->fixed = strtoull(digits, NULL, 16);
+			digits[n] = saved;
+			r->has_fixed = 1;
+			after = digits + n;
+		}
+		memmove(bang, after, strlen(after) + 1);
+	}
 	tilde = strchr(buf, '~'); /* first: its ':' is not a prefix's */
 	r->pause_every = r->pause_us = 0;
 	if (tilde) {
@@ -1453,6 +1504,9 @@ static void parse_range(const char *arg, uint64_t default_index, uint64_t seed, 
 		fail(EXIT_USAGE, "range '%s': too many ops (2**62 or more)", arg);
 	if (bang && !fuzz_count)
 		fail(EXIT_USAGE, "range '%s': a fuzz-only (!) range needs a fuzz count of at least 1", arg);
+	if (r->has_fixed && r->width < 8 && r->fixed >> (8 * r->width))
+		fail(EXIT_USAGE, "range '%s': fixed value 0x%" PRIx64 " does not fit in %" PRIu64 " byte(s)", arg, r->fixed,
+		     r->width);
 	r->lead = bang ? 0 : 2 * r->slots;
 	r->op_count = fuzz_count * r->slots + r->lead;
 	r->rseed = range_seed(seed, r->start, r->end);
@@ -1473,7 +1527,7 @@ static struct range *find_range(struct range *ranges, int n, const char *option,
  */
 static char **read_range_words(int *count)
 {
-	static char words[MAX_RANGES][128];
+	static char words[MAX_RANGES][MAX_RANGE_WORD];
 	static char *pointers[MAX_RANGES];
 	char format[16];
 	int n = 0;
@@ -1495,8 +1549,11 @@ static void usage(void)
 {
 	fputs("usage: iofuzz-exec [--dry-run | --check] [--limit-loop | --bare-loop] --seed S --fuzz-count N\n"
 	      "                   [--report-every K] [--resume I:J] [--hang-at I:J]\n"
-	      "                   [--scratch 0xBASE-0xEND] [--no-pci-restore] [I:][pio:|mmio:|pci:]0xSTART-0xEND[/W][,N][+dma][@S][~E:U]...\n"
+	      "                   [--scratch 0xBASE-0xEND] [--no-pci-restore]\n"
+	      "                   [I:][pio:|mmio:|pci:]0xSTART-0xEND[/W][,N][!|!0xV][+dma[=LAYOUT]][@S][~E:U]...\n"
 	      "  RANGE@S         the range's own seed S instead of --seed (~E:U: pause U us every E ops)\n"
+	      "  RANGE,N!        fuzz-only: the N seeded writes per slot alone (no read, no zero phase)\n"
+	      "  RANGE,N!0xV     fuzz-only with a fixed value: every write writes V (hex, fits width W)\n"
 	      "  --dry-run       print the ops instead of performing them (safe anywhere)\n"
 	      "  --check         set up every range's access path, report refusals (@DENIED), no op\n"
 	      "  --ranges-stdin  read the RANGE words from stdin (blank separated) instead\n"

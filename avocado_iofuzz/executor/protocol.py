@@ -45,6 +45,11 @@ guest's serial console:
 <width> 0x<value>`` in between, without touching any port, and each fill of
 the scratch memory of a ``+dma`` range as ``M <range_index> <op_index>
 <hex bytes>`` before the op it precedes.
+
+A range word (:func:`range_argument`) is
+``I:[SPACE:]0xSTART-0xEND[/W][,N][!|!0xV][+dma[=LAYOUT]][@S][~E:U]``: ``!``
+makes the range fuzz-only (its N seeded writes per slot alone), ``!0xV``
+fuzz-only with a fixed value (every write writes V, hex, within the width).
 """
 
 from __future__ import annotations
@@ -219,7 +224,7 @@ def format_dry_run_fill(range_index: int, op_index: int, data: bytes) -> str:
 
 
 def range_argument(plan: RangePlan, fuzz_count: int | None = None, seed: int | None = None) -> str:
-    """How the executor's command line names a range: ``I:[SPACE:]0xSTART-0xEND[/W][,N][!][+VALUES][@S][~E:U]``.
+    """How the executor's command line names a range: ``I:[SPACE:]0xSTART-0xEND[/W][,N][!|!0xV][+VALUES][@S][~E:U]``.
 
     ``,N`` is written when the plan's fuzz count differs from ``fuzz_count``
     (the command's ``--fuzz-count``), ``@S`` when its seed differs from
@@ -227,13 +232,14 @@ def range_argument(plan: RangePlan, fuzz_count: int | None = None, seed: int | N
     their own); ``SPACE:`` for every space but pio; ``+VALUES`` for every
     value mode but uniform (``+dma=LAYOUT`` for a device layout of the
     scratch memory); ``~E:U`` for a paced range; ``!`` for a fuzz-only one
-    (with ``,N`` always: its ops are N writes per slot and nothing else).
+    (with ``,N`` always: its ops are N writes per slot and nothing else),
+    ``!0xV`` for a fuzz-only one whose writes all write the fixed value V.
     """
     space = f"{plan.space}:" if plan.space != SPACE_PIO else ""
     width = f"/{plan.width}" if plan.width != 1 else ""
     count = f",{plan.fuzz_count}" if fuzz_count is not None and plan.fuzz_count != fuzz_count else ""
     if plan.fuzz_only:
-        count = f",{plan.fuzz_count}!"
+        count = f",{plan.fuzz_count}!" + (f"{plan.fixed:#x}" if plan.fixed is not None else "")
     values = f"+{plan.values}" if plan.values != VALUES_UNIFORM else ""
     if plan.layout != LAYOUT_GENERIC:
         values += f"={plan.layout}"  # +dma=LAYOUT: the scratch memory laid out like the device's structures

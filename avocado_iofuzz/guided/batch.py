@@ -6,7 +6,9 @@ of that range it fuzzes (``start..end``), its access width (the base's, or
 another its address space allows: a 4-byte register a 1-byte port plan never
 reaches whole), the seed, the fuzz count, the value mode and the pacing. :meth:`Batch.plan` turns it into an
 ordinary :class:`~avocado_iofuzz.model.program.RangePlan`, so the executor,
-the trace, replay and triage see nothing new.
+the trace, replay and triage see nothing new. A fuzz-only batch may carry a
+fixed value (``fixed``): all its writes write it (an exact register write of a
+device's bring-up, see :func:`~avocado_iofuzz.guided.program.fixed_step`).
 
 ``values`` names how write values are drawn (:func:`value_modes`, the op
 model's ``uniform`` and ``dma``). A base carries the mode the run planned for
@@ -90,6 +92,8 @@ class Batch:
     pause_us: int = 0
     # the fuzz phase alone (RangePlan's fuzz_only): a program's step, which a read and zero write would undo
     fuzz_only: bool = False
+    # every write writes this value (RangePlan's fixed; fuzz-only batches only): an exact step, None: seeded
+    fixed: int | None = None
 
     def __post_init__(self) -> None:
         where = f"batch {self.base.key()} {self.start:#x}-{self.end:#x}"
@@ -114,6 +118,13 @@ class Batch:
             raise BatchError(f"{where}: fuzz_only must be a bool, got {self.fuzz_only!r}")
         if self.fuzz_only and self.fuzz_count < 1:
             raise BatchError(f"{where}: a fuzz-only batch needs fuzz_count >= 1 (it has no other ops)")
+        if self.fixed is not None:
+            if not isinstance(self.fixed, int) or isinstance(self.fixed, bool):
+                raise BatchError(f"{where}: fixed must be an int or None, got {self.fixed!r}")
+            if not 0 <= self.fixed < 1 << (8 * self.width):
+                raise BatchError(f"{where}: fixed value {self.fixed:#x} does not fit in {self.width} byte(s)")
+            if not self.fuzz_only:
+                raise BatchError(f"{where}: a fixed value ({self.fixed:#x}) is for fuzz-only batches (fuzz_only=True)")
         every, us = self.pause_every, self.pause_us
         if every < 0 or not 0 <= us <= MAX_PAUSE_US or bool(every) != bool(us):
             raise BatchError(f"{where}: pacing {every}/{us} is not E >= 1 with 1..{MAX_PAUSE_US} us, nor 0/0")
@@ -140,6 +151,8 @@ class Batch:
             extra.update(pause_every=self.pause_every, pause_us=self.pause_us)
         if self.fuzz_only:
             extra["fuzz_only"] = True
+        if self.fixed is not None:
+            extra["fixed"] = self.fixed
         return RangePlan(
             index, self.start, self.end, self.base.name, self.seed, self.fuzz_count, self.width, self.base.space,
             **extra,
@@ -148,6 +161,8 @@ class Batch:
     def describe(self) -> str:
         pace = f" pause {self.pause_us} us/{self.pause_every} ops" if self.pause_every else ""
         only = " fuzz-only" if self.fuzz_only else ""
+        if self.fixed is not None:
+            only += f" fixed {self.fixed:#x}"
         return (
             f"{self.base.name} {self.start:#x}-{self.end:#x} ({self.slots} x {self.width} bytes) seed {self.seed} "
             f"x{self.fuzz_count}{only} {self.values}{pace}"
@@ -167,6 +182,7 @@ class Batch:
             "values": self.values,
             **({"pause_every": self.pause_every, "pause_us": self.pause_us} if self.pause_every else {}),
             **({"fuzz_only": True} if self.fuzz_only else {}),
+            **({"fixed": self.fixed} if self.fixed is not None else {}),
         }  # fmt: skip
 
     @classmethod
@@ -183,7 +199,7 @@ class Batch:
                 ),
                 record["start"], record["end"], record["seed"], record["fuzz_count"], record.get("width", 0),
                 record.get("values", UNIFORM), record.get("pause_every", 0), record.get("pause_us", 0),
-                record.get("fuzz_only", False),
+                record.get("fuzz_only", False), record.get("fixed"),
             )  # fmt: skip
         except KeyError as err:
             raise BatchError(f"a batch record lacks the field {err}") from None

@@ -6,7 +6,9 @@ queue PFN, status, notify; nvme: admin queue addresses, CC.EN, a doorbell),
 and a program keeps the order and the values (each element's seed) that made
 it. A *step* is a one-register fuzz-only element (:func:`step`): ``count``
 seeded writes to that register and nothing else (a read and a zero write
-first would undo the step before it). Any batch is an element too: a corpus
+first would undo the step before it). A *fixed step* (:func:`fixed_step`)
+writes one exact value instead of seeded ones: a device's bring-up sequence
+(status 1, 3, a queue address, DRIVER_OK, a doorbell) is a program of them. Any batch is an element too: a corpus
 entry found by a sweep is a program of one element, and a mutation may put
 steps after it.
 
@@ -20,7 +22,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from avocado_iofuzz.guided.batch import Base, Batch, BatchError
+from avocado_iofuzz.guided.batch import UNIFORM, Base, Batch, BatchError
 
 Program = tuple[Batch, ...]
 
@@ -45,6 +47,23 @@ def op_count(program: Program) -> int:
 def step(base: Base, address: int, width: int, seed: int, count: int, values: str) -> Batch:
     """A fuzz-only element on the one register at ``address``: ``count`` seeded writes to it."""
     return Batch(base, address, address + width - 1, seed, max(1, count), width, values, fuzz_only=True)
+
+
+def fixed_step(
+    base: Base, address: int, width: int, value: int, count: int = 1, values: str = UNIFORM, seed: int = 0
+) -> Batch:
+    """A fuzz-only element writing exactly ``value`` to the register at ``address``, ``count`` times.
+
+    ``values="dma"`` (a base planned with it) fills the scratch memory with
+    the base's layout right before the writes: the step that points the
+    device at the scratch memory. Every ``dma`` element fills it afresh when
+    it starts (contents drawn from its seed and bounds), overwriting what the
+    device wrote there, so the other steps of a bring-up stay ``uniform``
+    (the default), which leaves the memory alone. The seed picks nothing
+    else on one register; :class:`BatchError` if the value does not fit
+    ``width`` bytes.
+    """
+    return Batch(base, address, address + width - 1, seed, max(1, count), width, values, fuzz_only=True, fixed=value)
 
 
 def registers(programs: Iterable[Program]) -> list[tuple[Base, int, int]]:

@@ -15,6 +15,12 @@ For each range ``[start, end]`` (inclusive) the ops are, in order:
 A *fuzz-only* range (``fuzz_only=True``, the executor's ``!``) has the fuzz
 phase alone: a guided program's step on one register, which a read and a zero
 write first would undo (0 to virtio's status or queue PFN resets the device).
+A fuzz-only range may carry a *fixed* value (``fixed``, the executor's
+``!0xV``): its writes go to the slots the generator draws, as ever, but all
+write that value -- an exact step of a device's bring-up (virtio's status 1,
+then 3; a queue PFN that is the scratch memory's frame). With ``dma`` values
+the scratch memory is filled as for any ``dma`` range: a fixed value that
+points into it finds the layout there.
 
 A *slot* is an access of the range's width: with width 1 every port is a slot,
 with width 2 the slots are ``start, start+2, ...``.
@@ -142,6 +148,8 @@ class RangePlan:
     layout: str = LAYOUT_GENERIC
     # the fuzz phase alone (no read, no zero write): a guided program's step
     fuzz_only: bool = False
+    # every fuzz write writes this value (fuzz-only ranges only): an exact step, None for seeded values
+    fixed: int | None = None
     range_seed: int = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -184,6 +192,8 @@ class RangePlan:
         # Two words per fuzz op, one for the slot and one for the value, so
         # that values can use the full width (8 bytes for MMIO later).
         slot = (random_word(self.range_seed, 2 * k) * n) >> 64  # multiply-shift: no modulo bias worth noting
+        if self.fixed is not None:
+            return Op("w", self.start + slot * self.width, self.width, self.fixed, self.space)
         word = random_word(self.range_seed, 2 * k + 1)
         if self.values == VALUES_UNIFORM:
             value = word & ((1 << (8 * self.width)) - 1)
@@ -272,6 +282,8 @@ def _validate_range(plan: RangePlan) -> None:
         raise ValueError(f"{where}: fuzz_only must be a bool, got {plan.fuzz_only!r}")
     if plan.fuzz_only and plan.fuzz_count < 1:
         raise ValueError(f"{where}: a fuzz-only range needs fuzz_count >= 1 (it has no other ops)")
+    if plan.fixed is not None:
+        _validate_fixed(where, plan.fixed, plan.width, plan.fuzz_only)
     if not 0 <= plan.fuzz_count <= MAX_FUZZ_COUNT:
         raise ValueError(f"{where}: fuzz_count must be within 0..{MAX_FUZZ_COUNT}, got {plan.fuzz_count}")
     if (plan.fuzz_count + 2) * (plan.size // plan.width) >= MAX_OP_COUNT:
@@ -283,6 +295,17 @@ def _validate_range(plan: RangePlan) -> None:
             f"{where}: pacing must be pause_every >= 1 with 1..{MAX_PAUSE_US} us, or both 0, "
             f"got {plan.pause_every} / {plan.pause_us}"
         )
+
+
+def _validate_fixed(where: str, fixed: object, width: int, fuzz_only: bool) -> None:
+    if not isinstance(fixed, int) or isinstance(fixed, bool):
+        raise ValueError(f"{where}: fixed must be an int or None, got {fixed!r}")
+    if not 0 <= fixed < 1 << (8 * width):
+        most = (1 << 8 * width) - 1
+        raise ValueError(f"{where}: fixed value {fixed:#x} does not fit in {width} byte(s) (0..{most:#x})")
+    if not fuzz_only:
+        # a read and a zero write before it would undo what the fixed writes set up
+        raise ValueError(f"{where}: a fixed value is for fuzz-only ranges (fuzz_only=True), fixed={fixed:#x}")
 
 
 def plan_ranges(
