@@ -26,7 +26,8 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
-from avocado_iofuzz.guided.batch import WIDTHS, Base
+from avocado_iofuzz.guided.batch import UNIFORM, WIDTHS, Base, Batch
+from avocado_iofuzz.guided.program import Program, fixed_step
 from avocado_iofuzz.model.dma import SCRATCH_BASE, SCRATCH_SIZE, VALUES_DMA
 from avocado_iofuzz.model.dma_layouts import LAYOUT_GENERIC, LAYOUTS
 from avocado_iofuzz.model.layout_choice import family_layout
@@ -36,6 +37,7 @@ from avocado_iofuzz.model.program import SPACE_MMIO, SPACE_PCI, SPACE_PIO
 LOG = logging.getLogger("avocado.iofuzz.guided")
 
 CONFIG = "config"
+ORIGIN_PREFIX = "recipe:"
 STEP_WIDTHS = (1, 2, 4)  # what every space takes (mmio also 8, config space not: recipes keep to these)
 CONFIG_SIZE = 0x100  # the type-1 config cycle's reach (the pci kind's)
 BARS = range(ROM_RESOURCE)
@@ -71,12 +73,26 @@ class Recipe:
 
 @dataclass(frozen=True, order=True)
 class RecipeWrite:
-    """One exact write of an applied recipe: on the run's range ``base``."""
+    """One exact write of an applied recipe: on the run's range ``base``.
+
+    ``points``: the value is a scratch address (or page frame): its element
+    fills the scratch memory with the base's layout right before the write.
+    """
 
     base: Base
     address: int
     width: int
     value: int
+    points: bool = False
+
+    def element(self, seed: int) -> Batch:
+        """The write as a fixed-value step; a pointer's step fills the scratch memory (its ``dma`` values)."""
+        values = self.base.values if self.points else UNIFORM
+        return fixed_step(self.base, self.address, self.width, self.value, values=values, seed=seed)
+
+    def as_dict(self) -> dict[str, Any]:
+        base = self.element(0).as_dict()["base"]
+        return {"base": base, "address": self.address, "width": self.width, "value": self.value, "points": self.points}
 
 
 @dataclass(frozen=True)
@@ -87,8 +103,30 @@ class AppliedRecipe:
 
     @property
     def origin(self) -> str:
-        """What the corpus records as the entry's origin."""
-        return f"recipe:{self.name}"
+        """The origin its program has in a round's record and in the corpus."""
+        return f"{ORIGIN_PREFIX}{self.name}"
+
+    def program(self, seed: int) -> Program:
+        """The recipe as a program of fixed-value steps; ``seed`` draws the scratch fills of its pointer steps."""
+        return tuple(write.element(seed) for write in self.writes)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "function": self.function, "writes": [w.as_dict() for w in self.writes]}
+
+    @classmethod
+    def from_dict(cls, record: Any) -> AppliedRecipe:
+        """An applied recipe from :meth:`as_dict` (summary.json's ``guided.recipes``); :class:`RecipeError` else."""
+        try:
+            writes = []
+            for write in record["writes"]:
+                b = write["base"]
+                base = Base(str(b["space"]), int(b["start"]), int(b["end"]), int(b["width"]), str(b["name"]),
+                            str(b.get("values", UNIFORM)), str(b.get("layout", LAYOUT_GENERIC)))  # fmt: skip
+                writes.append(RecipeWrite(base, int(write["address"]), int(write["width"]), int(write["value"]),
+                                          bool(write.get("points", False))))  # fmt: skip
+            return cls(str(record["name"]), str(record["function"]), tuple(writes))
+        except (KeyError, TypeError, ValueError) as err:
+            raise RecipeError(f"an applied recipe record is not usable: {err!r:.200}") from None
 
 
 def function_family(function: PciFunction) -> str:
@@ -228,7 +266,8 @@ def _writes(
             return None, f"step {number}: no {space} range of the run holds {address:#x} ({step.width} bytes)"
         if base.values != VALUES_DMA:
             return None, f"step {number}: range {base.name!r} has {base.values} values (no scratch memory)"
-        writes.append(RecipeWrite(base, address, step.width, resolve_value(step.value)))
+        points = isinstance(step.value, str)
+        writes.append(RecipeWrite(base, address, step.width, resolve_value(step.value), points))
     return tuple(writes), ""
 
 
@@ -251,3 +290,17 @@ def _base_for(bases: Sequence[Base], space: str, address: int, width: int) -> Ba
         if base.space == space and base.start <= address and address + width - 1 <= base.end:
             return base
     return None
+
+
+def recipes_for_run(enabled: bool, functions: Sequence[PciFunction], bases: Sequence[Base]) -> list[AppliedRecipe]:
+    """The recipes a guided run seeds its corpus with (``guided_recipes``), each reason for none logged once."""
+    if not enabled:
+        LOG.info("guided: bring-up recipes off (guided_recipes = no)")
+        return []
+    if not any(base.values == VALUES_DMA for base in bases):
+        LOG.info("guided: no bring-up recipes: they point devices at the scratch memory, and no range has dma values")
+        return []
+    applied = applicable(load(), functions, bases)
+    names = ", ".join(f"{r.name} on {r.function}" for r in applied) or "none applies to this run's ranges"
+    LOG.info("guided: bring-up recipes: %s", names)
+    return applied

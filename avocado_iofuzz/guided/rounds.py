@@ -213,6 +213,7 @@ class GuidedRun:
             "corpus_loaded": self.corpus.loaded,
             "corpus_entries": len(self.corpus.entries),
             "ranges": [vars(base) for base in getattr(self.schedule, "bases", [])],
+            "recipes": [recipe.as_dict() for recipe in getattr(self.schedule, "recipes", ())],
             "rounds": [r.as_dict() for r in self.rounds],
         }
 

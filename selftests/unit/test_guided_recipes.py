@@ -6,8 +6,8 @@ import logging
 
 import pytest
 
-from avocado_iofuzz.guided.batch import Base
-from avocado_iofuzz.guided.recipes import RecipeError, applicable, load, resolve_value
+from avocado_iofuzz.guided.batch import Base, Batch
+from avocado_iofuzz.guided.recipes import AppliedRecipe, RecipeError, applicable, load, recipes_for_run, resolve_value
 from avocado_iofuzz.model.dma import SCRATCH_BASE
 from avocado_iofuzz.model.dma_layouts import LAYOUTS
 from avocado_iofuzz.model.pci import IORESOURCE_IO, IORESOURCE_MEM, PciFunction, PciResource
@@ -109,3 +109,88 @@ def test_a_recipe_on_a_range_the_run_does_not_fuzz_or_without_scratch_is_dropped
     unassigned = PciFunction(0, 0, 3, 0, 0x1AF4, 0x1001, 0x010000, ())
     assert applicable(load(), [unassigned], [BLK_IO]) == []
     assert "the function has no assigned BAR0" in caplog.text
+
+
+# --- the guided schedule with recipes ---------------------------------------------------------------
+
+
+def _run_recipes():
+    return applicable(load(), [VIRTIO_BLK, NVME], [BLK_IO, NVME_BAR])
+
+
+def test_round_zero_runs_each_recipe_with_several_fills_before_the_sweeps():
+    from avocado_iofuzz.guided.corpus import Corpus
+    from avocado_iofuzz.guided.schedule import RECIPE_TRIES, GuidedSchedule
+
+    recipes = _run_recipes()
+    played = GuidedSchedule([BLK_IO, NVME_BAR], 9, recipes=recipes).next_round(0, Corpus("q", "k"), 50_000)
+    programs = list(played.spans())
+    recipe_programs = [p for first, p in programs if played.origins[first].startswith("recipe:")]
+    assert len(recipe_programs) == RECIPE_TRIES * len(recipes)
+    assert [played.origins[first] for first, _ in programs[: len(recipes)]] == [r.origin for r in recipes]
+    assert [played.origins[first] for first, _ in programs[len(recipe_programs) :]] == ["sweep", "sweep"]
+    blk = recipe_programs[0]
+    assert [(e.start, e.width, e.fixed, e.fuzz_count) for e in blk] == [
+        (w.address, w.width, w.value, 1) for w in recipes[0].writes
+    ]
+    # only the pointer step fills the scratch memory (dma values); the others leave it as the device wrote it
+    assert [e.values for e in blk] == ["uniform"] * 5 + ["dma"] + ["uniform"] * 2
+    fills = {blk_try[5].seed for blk_try in recipe_programs[:: len(recipes)]}
+    assert len(fills) == RECIPE_TRIES  # each try its own scratch fill
+    plans = [e.plan(i) for i, e in enumerate(blk)]
+    assert [op.value for plan in plans for op in plan.ops()] == [w.value for w in recipes[0].writes]
+
+
+def test_the_schedule_with_recipes_is_a_pure_function_and_rebuilds_from_the_summary():
+    import json
+
+    from avocado_iofuzz.guided.corpus import Corpus
+    from avocado_iofuzz.guided.rebuild import rebuild_rounds, recipes_from
+    from avocado_iofuzz.guided.schedule import GuidedSchedule
+
+    recipes = _run_recipes()
+    live = Corpus("q", "k")
+    schedule = GuidedSchedule([BLK_IO, NVME_BAR], 9, recipes=recipes)
+    records = []
+    for number in range(5):
+        played = schedule.next_round(number, live, 20_000)
+        new = {len(played.batches) - 1 - number: [f"event_{number}"], 7: ["virtqueue_pop"]}
+        live.absorb(played, new)
+        batches = [{**b.as_dict(), "new_events": new.get(i, [])} for i, b in enumerate(played.batches)]
+        records.append({"ops_asked": 20_000, "batches": batches})
+    # the blk recipe's notify (element 7 of round 0) reached virtqueue_pop: the recipe is a corpus entry
+    assert live.entries[0].origin == "recipe:virtio-legacy-queue0" and live.entries[0].events == ("virtqueue_pop",)
+    assert all(e.fixed is not None for e in live.entries[0].program)
+    stored = json.loads(json.dumps([r.as_dict() for r in recipes]))
+    rebuilt = rebuild_rounds(9, [BLK_IO, NVME_BAR], Corpus("q", "k"), records, recipes_from(stored))
+    again = GuidedSchedule([BLK_IO, NVME_BAR], 9, recipes=recipes_from(stored)).next_round(0, Corpus("q", "k"), 20_000)
+    assert rebuilt[0].batches == again.batches
+    assert [tuple(r.batches) for r in rebuilt] == [
+        tuple(Batch.from_dict(b) for b in record["batches"]) for record in records
+    ]
+    without = rebuild_rounds(9, [BLK_IO, NVME_BAR], Corpus("q", "k"), records[:1])
+    assert without[0].batches != rebuilt[0].batches  # the recipes are part of what the rounds depend on
+
+
+def test_a_schedule_refuses_recipes_on_ranges_it_does_not_fuzz():
+    from avocado_iofuzz.guided.schedule import GuidedSchedule
+
+    with pytest.raises(ValueError, match="recipes \\['nvme-admin-queue'\\] write to ranges the run does not fuzz"):
+        GuidedSchedule([BLK_IO], 9, recipes=_run_recipes())
+
+
+def test_an_applied_recipe_round_trips_and_a_bad_record_is_named():
+    recipe = _run_recipes()[1]
+    assert AppliedRecipe.from_dict(recipe.as_dict()) == recipe
+    with pytest.raises(RecipeError, match="applied recipe record is not usable"):
+        AppliedRecipe.from_dict({"name": "x", "function": "y", "writes": [{"address": 1}]})
+
+
+def test_recipes_for_a_run_say_why_there_are_none(caplog):
+    caplog.set_level(logging.INFO, logger="avocado.iofuzz.guided")
+    assert recipes_for_run(False, [VIRTIO_BLK], [BLK_IO]) == []
+    assert "recipes off (guided_recipes = no)" in caplog.text
+    uniform = Base("pio", 0xC000, 0xC03F, 1, "0000:00:03.0 BAR0 virtio-pci")
+    assert recipes_for_run(True, [VIRTIO_BLK], [uniform]) == []
+    assert "no range has dma values" in caplog.text
+    assert [r.name for r in recipes_for_run(True, [VIRTIO_BLK], [BLK_IO])] == ["virtio-legacy-queue0"]
