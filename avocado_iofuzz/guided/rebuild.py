@@ -59,6 +59,14 @@ def recipes_from(records: Sequence[Any]) -> list[AppliedRecipe]:
     return [AppliedRecipe.from_dict(record) for record in records]
 
 
+def recipes_from_trace(events: Sequence[Any]) -> list[AppliedRecipe]:
+    """The applied recipes, from round 0's ``guided_round`` trace event (none in traces from before recipes)."""
+    for event in events:
+        if event.kind == "guided_round" and int(event.data["round"]) == 0:
+            return recipes_from(event.data.get("recipes", []))
+    return []
+
+
 def bases_from(records: Sequence[Mapping[str, Any]]) -> list[Base]:
     """summary.json's ``guided.ranges``."""
     return [_base(r) for r in records]

@@ -194,3 +194,17 @@ def test_recipes_for_a_run_say_why_there_are_none(caplog):
     assert recipes_for_run(True, [VIRTIO_BLK], [uniform]) == []
     assert "no range has dma values" in caplog.text
     assert [r.name for r in recipes_for_run(True, [VIRTIO_BLK], [BLK_IO])] == ["virtio-legacy-queue0"]
+
+
+def test_the_trace_carries_the_applied_recipes_in_round_zeros_record(tmp_path):
+    from avocado_iofuzz.campaign.trace import TraceWriter, read_trace
+    from avocado_iofuzz.guided.rebuild import recipes_from_trace
+
+    recipes = _run_recipes()
+    with TraceWriter(tmp_path / "t.iofuzz", {"seed": 9}) as writer:
+        writer.event("guided_round", round=0, seed=9, parent=None, first_range=0, ops=1, origins=[], programs=[],
+                     recipes=[r.as_dict() for r in recipes])  # fmt: skip
+    assert recipes_from_trace(read_trace(tmp_path / "t.iofuzz").events) == recipes
+    with TraceWriter(tmp_path / "old.iofuzz", {"seed": 9}) as writer:  # a trace from before recipes
+        writer.event("guided_round", round=0, seed=9, parent=None, first_range=0, ops=1, origins=[], programs=[])
+    assert recipes_from_trace(read_trace(tmp_path / "old.iofuzz").events) == []
