@@ -11,7 +11,11 @@ use it.
 
 Each part has a fingerprint of its own: the ops (and fills) the generator
 makes for a fixed reference plan. Writers record them all in the header's
-``generator_parts``. Traces written before that key existed carry only the
+``generator_parts``. Fixed-value ranges (:data:`PART_FIXED`) came after the
+running hash below was last extended: their part has a fingerprint, the
+running hash does not cover it (it stays what the version before wrote, so
+corpus files, checked against it, stay usable; a corpus records the part
+fingerprints too, see :func:`unusable_parts`). Traces written before that key existed carry only the
 one ``generator`` fingerprint, a running hash over the reference plans in
 order (the pre-DMA and pre-layout versions, and each that added a layout,
 wrote the hash of the plans they had). A table maps each such hash to the
@@ -25,7 +29,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from avocado_iofuzz.model import dma
@@ -35,6 +39,7 @@ from avocado_iofuzz.model.program import Op, RangePlan
 PART_OPS = "ops"  # addresses, kinds, widths and uniform values: every range's ops
 PART_DMA = "dma"  # DMA-aware write values and the generic scratch fill
 PART_FUZZ_ONLY = "fuzz_only"  # ranges of seeded writes alone (a guided program's steps)
+PART_FIXED = "fixed"  # fuzz-only ranges whose writes all write one value (exact steps)
 _REFERENCE_SEED = 0x5EED5EED5EED5EED
 # Reference plans, in the order the running hash has always taken them: every phase and width, then
 # DMA-aware values, then one plan per device layout (a layout added later goes last).
@@ -49,6 +54,12 @@ REFERENCE_PLANS = (
         for n, layout in enumerate(LAYOUTS[1:])
     ),
     RangePlan(5 + len(LAYOUTS), 0xC000, 0xC007, "fingerprint", _REFERENCE_SEED, 8, 4, fuzz_only=True),
+)
+# Reference plans of parts added after the running hash was frozen (fixed values): they have a part
+# fingerprint of their own and stay out of ``generator``, which corpus files are checked against -- a new
+# part must not set aside every corpus written before it (their batches make the same ops).
+PART_REFERENCE_PLANS = (
+    RangePlan(6 + len(LAYOUTS), 0xC000, 0xC007, "fingerprint", _REFERENCE_SEED, 8, 2, fuzz_only=True, fixed=0xA5C3),
 )
 
 
@@ -65,6 +76,8 @@ def plan_parts(plan: RangePlan) -> tuple[str, ...]:
             parts.append(layout_part(plan.layout))
     if plan.fuzz_only:
         parts.append(PART_FUZZ_ONLY)
+    if plan.fixed is not None:
+        parts.append(PART_FIXED)
     return tuple(parts)
 
 
@@ -94,7 +107,7 @@ def _running_hashes() -> list[str]:
 
 @functools.cache
 def generator_fingerprint() -> str:
-    """The header's ``generator``: the running hash over every reference plan."""
+    """The header's ``generator``: the running hash over :data:`REFERENCE_PLANS` (not the later parts')."""
     return _running_hashes()[-1]
 
 
@@ -102,7 +115,7 @@ def generator_fingerprint() -> str:
 def part_fingerprints() -> dict[str, str]:
     """The header's ``generator_parts``: one hash per part, each over the reference plans that are that part's."""
     digests: dict[str, Any] = {}
-    for plan in REFERENCE_PLANS:
+    for plan in (*REFERENCE_PLANS, *PART_REFERENCE_PLANS):
         part = plan_parts(plan)[-1]  # the plan's newest part: what it adds to the plans before it
         _feed(digests.setdefault(part, hashlib.sha256()), plan)
     return {part: digest.hexdigest()[:16] for part, digest in digests.items()}
@@ -145,10 +158,30 @@ def _historic_parts(fingerprint: str) -> dict[str, str]:
     return {part: _PARTS_8E95D90[part] for part in _HISTORIC_RUNNING_HASHES.get(fingerprint, ())}
 
 
+def unusable_parts(header: Mapping[str, Any], plans: Iterable[RangePlan]) -> list[str]:
+    """The parts ``plans`` need that this package makes differently from the writer of ``header`` (sorted)."""
+    unchanged = unchanged_parts(header)
+    return sorted({part for plan in plans for part in plan_parts(plan)} - unchanged)
+
+
+def running_hash_parts() -> frozenset[str]:
+    """The parts whose reference plans the running hash (``generator``) covers."""
+    return frozenset(part for plan in REFERENCE_PLANS for part in plan_parts(plan))
+
+
 def unchanged_parts(header: Mapping[str, Any]) -> frozenset[str]:
-    """The parts of the generator this package makes as the trace's writer did, from the trace's header."""
+    """The parts of the generator this package makes as the trace's writer did, from the trace's header.
+
+    A header without ``generator_parts`` stands for the parts of its one
+    running hash: a historic one's (:data:`_HISTORIC_RUNNING_HASHES`), or,
+    if it is this package's own, every part that hash covers (a corpus file
+    written before corpora recorded their parts).
+    """
     recorded = header.get("generator_parts")
-    if not isinstance(recorded, Mapping):
-        recorded = _historic_parts(str(header.get("generator")))
     current = part_fingerprints()
+    if not isinstance(recorded, Mapping):
+        if header.get("generator") == generator_fingerprint():
+            recorded = {part: current[part] for part in running_hash_parts()}
+        else:
+            recorded = _historic_parts(str(header.get("generator")))
     return frozenset(part for part, fingerprint in recorded.items() if current.get(part) == fingerprint)

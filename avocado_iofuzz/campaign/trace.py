@@ -76,12 +76,13 @@ DEFAULT_MARK_INTERVAL = 1.0  # seconds between written progress marks
 _PLAN_FIELDS = ("index", "start", "end", "name", "seed", "fuzz_count", "width", "space")
 # ...and those written only when they differ from RangePlan's default, so that
 # a uniform run's trace reads as it always did.
-_OPTIONAL_PLAN_FIELDS: dict[str, str | int] = {
+_OPTIONAL_PLAN_FIELDS: dict[str, str | int | None] = {
     "values": dma.VALUES_UNIFORM,
     "pause_every": 0,
     "pause_us": 0,
     "layout": LAYOUT_GENERIC,
     "fuzz_only": False,
+    "fixed": None,
 }
 _EVENT_KIND = re.compile(r"[a-z][a-z0-9_]*\Z")
 _INT_FIELDS = re.compile(r"(\d+) (\d+)\Z")

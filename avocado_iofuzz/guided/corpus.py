@@ -4,7 +4,9 @@ One JSON file per (QEMU version, device key) under avocado's data dir
 (``<data_dir>/avocado-iofuzz/corpus/qemu-<version>/<key>.json``), so the next
 run of the same row on the same QEMU starts from what the last one found.
 A file that cannot be used -- not JSON, another format, another QEMU version,
-another op generator (its batches would make other ops) -- is never fatal:
+another op generator (its batches would make other ops; the file records the
+running hash and the part fingerprints, and parts outside the running hash,
+such as fixed values, are checked for the programs that use them) -- is never fatal:
 the run says why, sets the file aside (``<name>.unusable``) and starts empty.
 
 An entry is a *program* (:mod:`avocado_iofuzz.guided.program`: batches run
@@ -33,6 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from avocado_iofuzz.campaign.generator_parts import part_fingerprints, unusable_parts
 from avocado_iofuzz.campaign.trace import generator_fingerprint
 from avocado_iofuzz.guided.batch import Base, Batch, BatchError
 from avocado_iofuzz.guided.program import Program, program_as_list, program_from_list
@@ -183,6 +186,8 @@ class Corpus:
         return {
             "format": CORPUS_FORMAT,
             "generator": generator_fingerprint(),
+            # parts the running hash does not cover (fixed values) are checked per part when the file is read
+            "generator_parts": part_fingerprints(),
             "qemu_version": self.qemu_version,
             "key": self.key,
             "entries": [entry.as_dict() for entry in self.entries],
@@ -249,6 +254,12 @@ def _corpus_from(record: Any, version: str, key: str) -> Corpus:
     if not isinstance(entries, list):
         raise ValueError("'entries' must be a list")
     parsed = [Entry.from_dict(entry) for entry in entries]
+    changed = unusable_parts(record, (element.plan(0) for entry in parsed for element in entry.program))
+    if changed:
+        raise ValueError(
+            f"its programs need the op generator's {', '.join(changed)}, which this avocado-iofuzz makes "
+            "differently: its batches would make other ops"
+        )
     return Corpus(version, key, parsed, loaded=len(parsed))
 
 

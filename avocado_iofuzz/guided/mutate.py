@@ -15,6 +15,12 @@
 Every other mutation keeps the parent's seed: each batch of a round carries
 its own (the executor takes one per range, ``@S``), so a child changes one
 thing at a time and the rest of the round is not moved by it.
+
+A fixed element (one exact value, :mod:`avocado_iofuzz.guided.fixed_mutate`)
+has mutations of its own (:data:`FIXED_ELEMENT_MUTATIONS`): its value's
+(``flip``, ``nudge``, ``redraw``), ``unfix``, and those above that keep the
+value meaningful (``count``, ``shift``, ``pace``). A seeded batch draws from
+:data:`MUTATIONS` exactly as before fixed values existed.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from collections.abc import Callable
 from dataclasses import replace
 
 from avocado_iofuzz.guided.batch import UNIFORM, WIDTHS, Base, Batch
+from avocado_iofuzz.guided.fixed_mutate import FIXED_MUTATIONS
 from avocado_iofuzz.guided.rng import Stream
 
 MAX_STRETCH_SLOTS = 256  # a stretch this big is a sweep already: the whole range does that better
@@ -146,7 +153,14 @@ MUTATIONS: dict[str, Mutation] = {
 }
 
 
+# of a fixed element: not width (the value is the register's, at its width), values (a fixed value draws
+# nothing; the scratch fill is the recipe's choice), seed (one register: the seed picks nothing), nor the
+# stretch edits that make a register sequence a sweep
+FIXED_ELEMENT_MUTATIONS: dict[str, Mutation] = {**FIXED_MUTATIONS, "count": count, "shift": shift, "pace": pace}
+
+
 def mutate(batch: Batch, stream: Stream) -> tuple[str, Batch]:
-    """One mutation of ``batch``, picked from ``stream``."""
-    name = stream.choice(sorted(MUTATIONS))
-    return name, MUTATIONS[name](batch, stream)
+    """One mutation of ``batch``, picked from ``stream`` (of a fixed element: one of its own)."""
+    table = MUTATIONS if batch.fixed is None else FIXED_ELEMENT_MUTATIONS
+    name = stream.choice(sorted(table))
+    return name, table[name](batch, stream)

@@ -11,7 +11,11 @@ its parent reached:
   another seed, count, width, value mode, pacing, or a neighbouring register
   or stretch), the others untouched;
 * ``repeat``: one element twice in a row, the copy half the time with a neighbouring seed;
-* ``splice``: a prefix of the program and a suffix of another program of the same device.
+* ``splice``: a prefix of the program and a suffix of another program of the same device;
+* ``freeze``: a short seeded step turned into the fixed steps that make exactly its writes
+  (:func:`~avocado_iofuzz.guided.fixed_mutate.frozen`: the model knows every value it wrote), one
+  of which then gets another value (flip, nudge, redraw): the writes that reached something,
+  refined one value at a time. A program without such a step gets ``insert`` instead.
 
 Programs stay within :data:`~avocado_iofuzz.guided.program.MAX_ELEMENTS` elements.
 """
@@ -22,6 +26,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
 from avocado_iofuzz.guided.batch import Base
+from avocado_iofuzz.guided.fixed_mutate import VALUE_MUTATIONS, freezable, frozen
 from avocado_iofuzz.guided.mutate import mutate, neighbour_seed, slot_grid
 from avocado_iofuzz.guided.program import STEP_COUNTS, Program, bounded, device_of, program_device, step
 from avocado_iofuzz.guided.rng import Stream
@@ -102,6 +107,17 @@ def splice(program: Program, context: Context, stream: Stream) -> Program:
     return bounded((*head, *tail))
 
 
+def freeze(program: Program, context: Context, stream: Stream) -> Program:
+    candidates = [at for at, element in enumerate(program) if freezable(element)]
+    if not candidates:
+        return insert(program, context, stream)
+    at = stream.choice(candidates)
+    steps = list(frozen(program[at]))
+    which = stream.below(len(steps))
+    steps[which] = VALUE_MUTATIONS[stream.choice(sorted(VALUE_MUTATIONS))](steps[which], stream)
+    return bounded((*program[:at], *steps, *program[at + 1 :]))
+
+
 ProgramMutation = Callable[[Program, Context, Stream], Program]
 PROGRAM_MUTATIONS: dict[str, ProgramMutation] = {
     "insert": insert,
@@ -109,9 +125,10 @@ PROGRAM_MUTATIONS: dict[str, ProgramMutation] = {
     "change": change,
     "repeat": repeat,
     "splice": splice,
+    "freeze": freeze,
 }
 # insert twice as often as the rest: programs grow step by step from what reached something
-_WEIGHTS = {"insert": 2, "drop": 1, "change": 2, "repeat": 1, "splice": 1}
+_WEIGHTS = {"insert": 2, "drop": 1, "change": 2, "repeat": 1, "splice": 1, "freeze": 1}
 
 
 def mutate_program(program: Program, context: Context, stream: Stream, stack: int = 1) -> tuple[str, Program]:

@@ -230,8 +230,8 @@ class BlindSchedule:
 
 
 def _volume(element: Batch, ops: int) -> Batch:
-    """A stretch child as the batch schedule ran it: read, zero and fuzz phases, about ``ops`` ops."""
-    return replace(element, fuzz_only=False, fuzz_count=max(1, ops // element.slots - 2))
+    """A stretch child as the batch schedule ran it: read, zero and fuzz phases, seeded values, about ``ops`` ops."""
+    return replace(element, fuzz_only=False, fixed=None, fuzz_count=max(1, ops // element.slots - 2))
 
 
 def _narrowed(element: Batch, stream: Stream) -> Batch:

@@ -14,6 +14,8 @@ from dataclasses import replace
 
 import pytest
 from dry_run_model import c_lines, python_lines
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from avocado_iofuzz.executor.protocol import ExecError, executor_command, parse_line, range_argument
 from avocado_iofuzz.guided.batch import Base, Batch, BatchError
@@ -88,6 +90,28 @@ def test_c_fixed_ranges_identical_to_python(executor, resume):
     assert got == python_lines(plans, resume)
     fills = [line for line in got if line.startswith("M 2 ")]
     assert len(fills) == (1 if resume is None or resume[0] <= 2 else 0)  # +dma: the scratch memory filled as usual
+
+
+@st.composite
+def fixed_plan(draw: st.DrawFn, index: int) -> RangePlan:
+    space, width = draw(st.sampled_from([("pio", 1), ("pio", 2), ("pio", 4), ("mmio", 4), ("mmio", 8), ("pci", 2)]))
+    start = {"pio": 0xC000, "mmio": 0xFEBF0000, "pci": 0x18000}[space] + width * draw(st.integers(0, 15))
+    slots = draw(st.integers(1, 4))
+    return RangePlan(
+        index, start, start + slots * width - 1, f"r{index}", draw(st.integers(0, 2**64 - 1)),
+        draw(st.integers(1, 9)), width, space, fuzz_only=True,
+        fixed=draw(st.integers(0, (1 << 8 * width) - 1)), values=draw(st.sampled_from(["uniform", VALUES_DMA])),
+    )  # fmt: skip
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data(), count=st.integers(1, 4))
+def test_c_matches_python_on_random_fixed_plans(executor, data, count):
+    plans = [data.draw(fixed_plan(index)) for index in range(count)]
+    at = data.draw(st.integers(0, count - 1))
+    resume = (at, data.draw(st.integers(0, plans[at].op_count - 1)))
+    assert c_lines(executor, plans, report_every=3) == python_lines(plans)
+    assert c_lines(executor, plans, report_every=3, resume=resume) == python_lines(plans, resume)
 
 
 def test_c_fixed_range_resumed_in_a_later_scratch_epoch(executor):
