@@ -208,3 +208,23 @@ def test_the_trace_carries_the_applied_recipes_in_round_zeros_record(tmp_path):
     with TraceWriter(tmp_path / "old.iofuzz", {"seed": 9}) as writer:  # a trace from before recipes
         writer.event("guided_round", round=0, seed=9, parent=None, first_range=0, ops=1, origins=[], programs=[])
     assert recipes_from_trace(read_trace(tmp_path / "old.iofuzz").events) == []
+
+
+def test_rounds_grown_from_recipe_programs_stay_valid():
+    """Children of recipe programs (fixed steps mutated, spliced, widened...) are batches the model accepts.
+
+    Before fixed-step mutations existed, a width mutation kept a 4-byte fixed value on a 1-byte step and
+    the schedule raised BatchError in one run of two.
+    """
+    from avocado_iofuzz.guided.corpus import Corpus
+    from avocado_iofuzz.guided.schedule import GuidedSchedule
+
+    recipes = _run_recipes()
+    for seed in range(10):
+        live = Corpus("q", "k")
+        schedule = GuidedSchedule([BLK_IO, NVME_BAR], seed, recipes=recipes)
+        for number in range(8):
+            played = schedule.next_round(number, live, 20_000)
+            assert all(batch.plan(i) for i, batch in enumerate(played.batches))
+            live.absorb(played, {i: [f"e{number}_{i}"] for i in range(0, len(played.batches), 3)})
+        assert any(entry.origin.startswith("recipe:") for entry in live.entries)
