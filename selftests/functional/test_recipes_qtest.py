@@ -8,7 +8,9 @@ assigns), the scratch memory gets the family's layout fill (``write`` of
 maps onto that function's BAR ranges -- the same mapping a guided run uses.
 
 QEMU's own trace is the observer: every event a case lists must be in it,
-and the failure names the ones missing. These are events the device fires
+and the failure names the ones missing; an event by which the device refuses
+a register write (``megasas_mmio_invalid_writel``: the recipe had the MFI
+doorbell at 0x00, not 0x20) must not be. These are events the device fires
 only once its DMA engine walks structures in memory (a virtqueue element
 popped, an NVMe admin command parsed, an AHCI command FIS read, an e1000e
 transmit descriptor fetched, EHCI queue heads and qTDs, UHCI TDs, MFI frames,
@@ -69,6 +71,7 @@ class Case:
     trace: tuple[str, ...]  # -trace patterns
     expected: tuple[str, ...]  # events that must be in the trace
     fill_seed: int = FILL_SEED
+    refused: tuple[str, ...] = ()  # events of a register write the device refuses: a wrong offset in the recipe
 
 
 CASES = (
@@ -88,7 +91,8 @@ CASES = (
         "nvme-admin-queue",
         ("-device", f"nvme,serial=iofuzz,addr={SLOT}"),
         (0x1B36, 0x0010, 0x010802), LAYOUT_NVME, ((0, "mem", True),),
-        ("pci_nvme_*",), ("pci_nvme_mmio_start_success", "pci_nvme_admin_cmd"),
+        ("pci_nvme_*",), ("pci_nvme_mmio_start_success", "pci_nvme_admin_cmd"), FILL_SEED,
+        ("pci_nvme_ub_mmiowr_invalid",),
     ),
     Case(
         "ahci-port0-slots",
@@ -97,7 +101,8 @@ CASES = (
         ("-device", f"ich9-ahci,id=ahci,addr={SLOT}", "-blockdev", "driver=null-co,node-name=d0",
          "-device", "ide-hd,drive=d0,bus=ahci.0"),
         (0x8086, 0x2922, 0x010601), LAYOUT_AHCI, ((5, "mem", False),),
-        ("handle_cmd_*", "ahci_*"), ("handle_cmd_fis_dump", "ahci_cmd_done", "ahci_populate_sglist"),
+        ("handle_cmd_*", "ahci_*"), ("handle_cmd_fis_dump", "ahci_cmd_done", "ahci_populate_sglist"), FILL_SEED,
+        ("ahci_port_write_unimpl",),
     ),
     Case(
         "e1000-transmit",
@@ -121,7 +126,7 @@ CASES = (
         "megasas-frames",
         ("-device", f"megasas,addr={SLOT}"),
         (0x1000, 0x0060, 0x010400), LAYOUT_MEGASAS, ((0, "mem", True),),
-        ("megasas_*",), ("megasas_qf_new",),
+        ("megasas_*",), ("megasas_qf_new", "megasas_handle_dcmd"), FILL_SEED, ("megasas_mmio_invalid_writel",),
     ),
     Case(
         "lsi-scripts",
@@ -179,3 +184,5 @@ def test_recipe_reaches_its_deep_events(case: Case, tmp_path: Path) -> None:
     assert outcome.answered == outcome.ops, f"QEMU stopped at op {outcome.answered} of {outcome.ops}: {outcome}"
     missing = [event for event in case.expected if event not in seen]
     assert not missing, f"{case.recipe}: QEMU's trace lacks {missing}; it has {sorted(seen)}"
+    refused = [event for event in case.refused if event in seen]
+    assert not refused, f"{case.recipe}: the device refused a write of the recipe ({refused})"
