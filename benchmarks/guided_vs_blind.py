@@ -26,6 +26,10 @@ blind with every sweep paced (a pause of U us before every E-th op), the
 same ops as the first, so what it reaches more is what the pauses let the
 device's timers and bottom halves do. Its figures are under ``paced``.
 
+``--no-recipes`` runs guided without the bring-up recipes
+(``guided_recipes = no``): what coverage feedback alone reaches; by default
+guided's round 0 runs the recipes that apply (they need ``--values dma``).
+
 ``--kinds "pio mmio"`` overrides the rows' ``fuzz_kinds`` for both
 strategies: config-space writes move a device's BARs away (QEMU 7.2,
 usb.ich9_ehci: BAR0 at 0xff112000 after round 0's config sweep, not one
@@ -33,7 +37,7 @@ usb_ehci_* event in any later round), so without restoring BARs every round
 after the first fuzzes memory no device decodes, whatever the strategy.
 
 Usage: python benchmarks/guided_vs_blind.py [--quick] [--seconds S] [--rows nic.e1000e,...] [--values dma]
-       [--kinds "pio mmio"]
+       [--kinds "pio mmio"] [--no-recipes]
 The last line is JSON: per row the events available and reached by each
 strategy, their curves, ``ratio`` (guided / blind), ``guided_s_to_blind_final``
 (guided's own seconds until it had blind's final count; null if never), and
@@ -57,7 +61,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's 
 
 from avocado_iofuzz.guided.sizing import RoundSizer
 from benchmarks._common import print_figures, say
-from benchmarks._rows import coverage_for, row_devices, row_params, row_plans, row_qemu_args
+from benchmarks._rows import coverage_for, row_devices, row_functions, row_params, row_plans, row_qemu_args
 from benchmarks.coverage_growth import ROWS
 from benchmarks.iofuzz_throughput import campaign_config_of
 
@@ -107,6 +111,16 @@ class Contender:
             self.vm.restart()
         self.used += time.monotonic() - started
 
+    def recipe_events(self) -> list[str]:
+        """The events the recipe programs reached first (their batches' origin is ``recipe:NAME``)."""
+        return sorted(
+            event
+            for record in self.run.rounds
+            for index, origin in enumerate(record.round.origins)
+            if origin.startswith("recipe:")
+            for event in record.new_events.get(index, [])
+        )
+
     def count_within(self, seconds: float) -> int:
         return sum(t <= seconds for t in self.reached.values())
 
@@ -137,23 +151,30 @@ class Contender:
                 not e.events and bool(e.features) and all("(" in f for f in e.features) for e in self.run.corpus.entries
             ),
             "events": sorted(n for n, t in self.reached.items() if t <= seconds),
+            "recipes": [f"{r.name} on {r.function}" for r in getattr(self.run.schedule, "recipes", ())],
+            # what the recipe programs themselves reached first (round records: origin recipe:NAME)
+            "recipe_events": self.recipe_events(),
         }
 
 
 def contender(
-    name: str, vm: Any, params: dict[str, Any], reference: str, workdir: Path, seed: int, pace: tuple[int, int]
-) -> Contender:
+    name: str, vm: Any, params: dict[str, Any], reference: str, workdir: Path, seed: int, pace: tuple[int, int],
+    recipes: bool = True,
+) -> Contender:  # fmt: skip
     from avocado_iofuzz.campaign.trace import TraceWriter
     from avocado_iofuzz.guided.corpus import Corpus
+    from avocado_iofuzz.guided.recipes import recipes_for_run
     from avocado_iofuzz.guided.rounds import GuidedRun, bases_of
     from avocado_iofuzz.guided.schedule import BlindSchedule, GuidedSchedule
 
     session = vm.login(60)
     plans = row_plans(session, params, seed, 1)
+    functions = row_functions(session, params) if name == "guided" else []
     session.close()
     bases = bases_of(plans)
     if name == "guided":
-        schedule: GuidedSchedule | BlindSchedule = GuidedSchedule(bases, seed)
+        applied = recipes_for_run(recipes, functions, bases)
+        schedule: GuidedSchedule | BlindSchedule = GuidedSchedule(bases, seed, recipes=applied)
     else:
         schedule = BlindSchedule(bases, seed, pace if name == "paced" else (0, 0))
     coverage = coverage_for(vm, row_devices(params), workdir / "qemu-trace.log")
@@ -179,6 +200,7 @@ def compare(
     pace: tuple[int, int] = (0, 0),
     layout: str = "auto",
     kinds: str = "",
+    recipes: bool = True,
 ) -> dict[str, Any]:
     from avocado_iofuzz.coverage.run import trace_args
     from avocado_iofuzz.guest.build import default_guest
@@ -200,7 +222,7 @@ def compare(
             extra = [*row_qemu_args(params), *trace_args(workdir / "qemu-trace.log")]
             vm = BareQemu(guest, workdir / "vm", machine=machine, extra_args=extra).start()
             vms.append(vm)
-            contenders.append(contender(name, vm, params, reference, workdir, seed, pace))
+            contenders.append(contender(name, vm, params, reference, workdir, seed, pace, recipes))
         while any(c.used < seconds for c in contenders):
             for c in contenders:
                 if c.used < seconds:
@@ -253,6 +275,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--pace", default="", metavar="E:U", help="blind vs blind paced: a pause of U us before every E-th op"
     )
     parser.add_argument("--kinds", default="", help="both strategies' fuzz_kinds, not the rows' (e.g. 'pio mmio')")
+    parser.add_argument(
+        "--no-recipes", dest="recipes", action="store_false",
+        help="guided without the bring-up recipes (guided_recipes = no): what feedback alone reaches",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     args.seconds = args.seconds or (QUICK_SECONDS if args.quick else SECONDS)
     every, _, us = args.pace.partition(":")
@@ -268,8 +294,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     for row in [r.strip() for r in args.rows.split(",") if r.strip()]:
         with tempfile.TemporaryDirectory(prefix="iofuzz-guided-") as tmp:
             rows[row] = r = compare(
-                row, args.seconds, args.seed, Path(tmp), args.values, args.pace_pair, args.layout, args.kinds
-            )
+                row, args.seconds, args.seed, Path(tmp), args.values, args.pace_pair, args.layout, args.kinds,
+                args.recipes,
+            )  # fmt: skip
         name = r["challenger"]
         b, g = r["blind"], r[name]
         say(
@@ -280,7 +307,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"corpus {g['corpus_entries']} ({g['corpus_entries_by_argument_only']} by arguments alone; "
             f"{g['corpus_features']} features, {g['corpus_argument_features']} by argument), "
             f"load {r['loadavg_1m_after']}; "
-            f"only {name}: {r['only_guided']}"
+            f"only {name}: {r['only_guided']}; recipes {g.get('recipes')} first reached {g.get('recipe_events')}"
         )
     ratios = [r["ratio"] for r in rows.values() if r["ratio"]]
     mean = geomean(ratios)
@@ -291,6 +318,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "layout": args.layout,
             "pace": args.pace or None,
             "kinds": args.kinds or "the rows'",
+            "recipes": args.recipes,
             "round_seconds": ROUND_SECONDS,
             "rows": rows,
             "rows_without_blind_events": sorted(k for k, r in rows.items() if not r["ratio"]),

@@ -290,6 +290,7 @@ class GuidedParams:
     strategy: str = DEFAULT_STRATEGY
     round_ops: int = 200_000
     corpus_dir: str = ""  # empty: <avocado data_dir>/avocado-iofuzz
+    recipes: bool = True  # round 0 runs the bring-up recipes that apply (avocado_iofuzz/guided/recipes.toml)
 
 
 def read_guided(params: Params) -> GuidedParams:
@@ -303,6 +304,7 @@ def read_guided(params: Params) -> GuidedParams:
         strategy=strategy,
         round_ops=integer(params, "guided_round_ops", 200_000, 1000),
         corpus_dir=text(params, "guided_corpus_dir"),
+        recipes=yes_no(params, "guided_recipes", True),
     )
 
 

@@ -87,6 +87,7 @@ def test_the_strategy_params():
     assert read_guided({}).strategy == "blind"
     guided = read_guided({"fuzz_strategy": "guided", "guided_round_ops": "5000", "guided_corpus_dir": "/tmp/c"})
     assert (guided.strategy, guided.round_ops, guided.corpus_dir) == ("guided", 5000, "/tmp/c")
+    assert guided.recipes and not read_guided({"guided_recipes": "no"}).recipes
 
 
 @pytest.mark.parametrize(
@@ -95,6 +96,7 @@ def test_the_strategy_params():
         ({"fuzz_strategy": "clever"}, "param fuzz_strategy = 'clever': expected blind or guided"),
         ({"fuzz_strategy": "guided", "guided_round_ops": "10"}, "param guided_round_ops = '10': must be >= 1000"),
         ({"fuzz_strategy": "guided", "iofuzz_debug_hang_at": "0:5"}, "works with fuzz_strategy = blind only"),
+        ({"fuzz_strategy": "guided", "guided_recipes": "maybe"}, "param guided_recipes = 'maybe'"),
     ],
 )
 def test_bad_strategy_params_are_named(params, message):
