@@ -36,6 +36,7 @@ setup(
         "avocado_iofuzz.data.tests": ["*.py"],
         "avocado_iofuzz.executor": ["*.c"],
         "avocado_iofuzz.coverage": ["*.toml"],
+        "avocado_iofuzz.guided": ["*.toml"],
     },
     install_requires=[
         "avocado-framework>=113.0,<114",

@@ -22,6 +22,7 @@ from avocado_iofuzz.coverage.run import RunCoverage, trace_args
 from avocado_iofuzz.executor.protocol import DEFAULT_BINARY
 from avocado_iofuzz.model.kinds import choose_targets, plan_kinds
 from avocado_iofuzz.model.layout_choice import choose_layouts, pci_functions
+from avocado_iofuzz.model.pci import PciFunction
 from avocado_iofuzz.model.program import RangePlan
 from avocado_iofuzz.model.ranges import fuzz_targets
 from avocado_iofuzz.vm.qom import parse_device_list
@@ -58,6 +59,11 @@ def row_plans(session: Any, params: dict[str, Any], seed: int, fuzz_count: int) 
     plans = [replace(plan, values=settings.values) for plan in plans]  # fuzz_values, as the VT test does
     plans = choose_layouts(plans, pci_functions(listings.pci), settings.layout)  # dma_layout, likewise
     return check_access(session, plans, DEFAULT_BINARY)
+
+
+def row_functions(session: Any, params: dict[str, Any]) -> list[PciFunction]:
+    """The guest's PCI functions (what the bring-up recipes are applied to), as the VT test reads them."""
+    return pci_functions(read_listings(session, read_kinds(params)).pci)
 
 
 def row_devices(params: dict[str, Any]) -> list[str]:

@@ -29,6 +29,10 @@ device's timers and bottom halves do. Its figures are under ``paced``.
 ``--readback steps|all`` gives guided read-back features (``guided_readback``;
 default off, the blind control never has them).
 
+``--no-recipes`` runs guided without the bring-up recipes
+(``guided_recipes = no``): what coverage feedback alone reaches; by default
+guided's round 0 runs the recipes that apply (they need ``--values dma``).
+
 ``--kinds "pio mmio"`` overrides the rows' ``fuzz_kinds`` for both
 strategies: config-space writes move a device's BARs away (QEMU 7.2,
 usb.ich9_ehci: BAR0 at 0xff112000 after round 0's config sweep, not one
@@ -36,7 +40,7 @@ usb_ehci_* event in any later round), so without restoring BARs every round
 after the first fuzzes memory no device decodes, whatever the strategy.
 
 Usage: python benchmarks/guided_vs_blind.py [--quick] [--seconds S] [--rows nic.e1000e,...] [--values dma]
-       [--kinds "pio mmio"] [--readback off|steps|all]
+       [--kinds "pio mmio"] [--no-recipes] [--readback off|steps|all]
 The last line is JSON: per row the events available and reached by each
 strategy, their curves, ``ratio`` (guided / blind), ``guided_s_to_blind_final``
 (guided's own seconds until it had blind's final count; null if never), and
@@ -62,7 +66,7 @@ from avocado_iofuzz.guided.readback import MODES as READBACK_MODES
 from avocado_iofuzz.guided.readback import is_feature
 from avocado_iofuzz.guided.sizing import RoundSizer
 from benchmarks._common import print_figures, say
-from benchmarks._rows import coverage_for, row_devices, row_params, row_plans, row_qemu_args
+from benchmarks._rows import coverage_for, row_devices, row_functions, row_params, row_plans, row_qemu_args
 from benchmarks.coverage_growth import ROWS
 from benchmarks.iofuzz_throughput import campaign_config_of
 
@@ -112,6 +116,16 @@ class Contender:
             self.vm.restart()
         self.used += time.monotonic() - started
 
+    def recipe_events(self) -> list[str]:
+        """The events the recipe programs reached first (their batches' origin is ``recipe:NAME``)."""
+        return sorted(
+            event
+            for record in self.run.rounds
+            for index, origin in enumerate(record.round.origins)
+            if origin.startswith("recipe:")
+            for event in record.new_events.get(index, [])
+        )
+
     def count_within(self, seconds: float) -> int:
         return sum(t <= seconds for t in self.reached.values())
 
@@ -148,24 +162,31 @@ class Contender:
                 for e in self.run.corpus.entries
             ),
             "events": sorted(n for n, t in self.reached.items() if t <= seconds),
+            "recipes": [f"{r.name} on {r.function}" for r in getattr(self.run.schedule, "recipes", ())],
+            # what the recipe programs themselves reached first (round records: origin recipe:NAME)
+            "recipe_events": self.recipe_events(),
         }
 
 
 def contender(
     name: str, vm: Any, params: dict[str, Any], reference: str, workdir: Path, seed: int, pace: tuple[int, int],
+    recipes: bool = True,
     read_backs: str = "off",
-) -> Contender:
+) -> Contender:  # fmt: skip
     from avocado_iofuzz.campaign.trace import TraceWriter
     from avocado_iofuzz.guided.corpus import Corpus
+    from avocado_iofuzz.guided.recipes import recipes_for_run
     from avocado_iofuzz.guided.rounds import GuidedRun, bases_of
     from avocado_iofuzz.guided.schedule import BlindSchedule, GuidedSchedule
 
     session = vm.login(60)
     plans = row_plans(session, params, seed, 1)
+    functions = row_functions(session, params) if name == "guided" else []
     session.close()
     bases = bases_of(plans)
     if name == "guided":
-        schedule: GuidedSchedule | BlindSchedule = GuidedSchedule(bases, seed)
+        applied = recipes_for_run(recipes, functions, bases)
+        schedule: GuidedSchedule | BlindSchedule = GuidedSchedule(bases, seed, recipes=applied)
     else:
         schedule = BlindSchedule(bases, seed, pace if name == "paced" else (0, 0))
     coverage = coverage_for(vm, row_devices(params), workdir / "qemu-trace.log")
@@ -194,6 +215,7 @@ def compare(
     pace: tuple[int, int] = (0, 0),
     layout: str = "auto",
     kinds: str = "",
+    recipes: bool = True,
     read_backs: str = "off",
 ) -> dict[str, Any]:
     from avocado_iofuzz.coverage.run import trace_args
@@ -216,7 +238,7 @@ def compare(
             extra = [*row_qemu_args(params), *trace_args(workdir / "qemu-trace.log")]
             vm = BareQemu(guest, workdir / "vm", machine=machine, extra_args=extra).start()
             vms.append(vm)
-            contenders.append(contender(name, vm, params, reference, workdir, seed, pace, read_backs))
+            contenders.append(contender(name, vm, params, reference, workdir, seed, pace, recipes, read_backs))
         while any(c.used < seconds for c in contenders):
             for c in contenders:
                 if c.used < seconds:
@@ -273,6 +295,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="guided's guided_readback: which batches' read-backs become features (%(default)s)",
     )  # fmt: skip
     parser.add_argument("--kinds", default="", help="both strategies' fuzz_kinds, not the rows' (e.g. 'pio mmio')")
+    parser.add_argument(
+        "--no-recipes", dest="recipes", action="store_false",
+        help="guided without the bring-up recipes (guided_recipes = no): what feedback alone reaches",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     args.seconds = args.seconds or (QUICK_SECONDS if args.quick else SECONDS)
     every, _, us = args.pace.partition(":")
@@ -289,7 +315,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         with tempfile.TemporaryDirectory(prefix="iofuzz-guided-") as tmp:
             rows[row] = r = compare(
                 row, args.seconds, args.seed, Path(tmp), args.values, args.pace_pair, args.layout, args.kinds,
-                args.readback,
+                args.recipes, args.readback,
             )  # fmt: skip
         name = r["challenger"]
         b, g = r["blind"], r[name]
@@ -303,7 +329,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"{g['corpus_readback_features']} read-backs; {g['corpus_entries_by_readback_only']} entries by read-backs "
             "alone), "
             f"load {r['loadavg_1m_after']}; "
-            f"only {name}: {r['only_guided']}"
+            f"only {name}: {r['only_guided']}; recipes {g.get('recipes')} first reached {g.get('recipe_events')}"
         )
     ratios = [r["ratio"] for r in rows.values() if r["ratio"]]
     mean = geomean(ratios)
@@ -314,6 +340,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "layout": args.layout,
             "pace": args.pace or None,
             "kinds": args.kinds or "the rows'",
+            "recipes": args.recipes,
             "readback": args.readback,
             "round_seconds": ROUND_SECONDS,
             "rows": rows,

@@ -169,8 +169,8 @@ def running_hash_parts() -> frozenset[str]:
     return frozenset(part for plan in REFERENCE_PLANS for part in plan_parts(plan))
 
 
-def unchanged_parts(header: Mapping[str, Any]) -> frozenset[str]:
-    """The parts of the generator this package makes as the trace's writer did, from the trace's header.
+def writer_parts(header: Mapping[str, Any]) -> dict[str, str]:
+    """The part fingerprints of the generator that wrote ``header`` (a trace's or a corpus file's).
 
     A header without ``generator_parts`` stands for the parts of its one
     running hash: a historic one's (:data:`_HISTORIC_RUNNING_HASHES`), or,
@@ -178,10 +178,34 @@ def unchanged_parts(header: Mapping[str, Any]) -> frozenset[str]:
     written before corpora recorded their parts).
     """
     recorded = header.get("generator_parts")
+    if isinstance(recorded, Mapping):
+        return {str(part): str(fingerprint) for part, fingerprint in recorded.items()}
+    if header.get("generator") == generator_fingerprint():
+        current = part_fingerprints()
+        return {part: current[part] for part in running_hash_parts()}
+    return _historic_parts(str(header.get("generator")))
+
+
+def unchanged_parts(header: Mapping[str, Any]) -> frozenset[str]:
+    """The parts of the generator this package makes as the writer of ``header`` did (see :func:`writer_parts`)."""
     current = part_fingerprints()
-    if not isinstance(recorded, Mapping):
-        if header.get("generator") == generator_fingerprint():
-            recorded = {part: current[part] for part in running_hash_parts()}
+    return frozenset(part for part, fingerprint in writer_parts(header).items() if current.get(part) == fingerprint)
+
+
+def describe_changed_parts(header: Mapping[str, Any], parts: Iterable[str]) -> str:
+    """Each part of ``parts`` with the writer's fingerprint and this package's: why a reader refuses.
+
+    The running hash (``generator``) is no help here: it covers only some
+    parts and can be the same for both while one part differs.
+    """
+    writer, current = writer_parts(header), part_fingerprints()
+    described = []
+    for part in parts:
+        if part in writer:
+            theirs = f"the writer's {writer[part]}"
+        elif isinstance(header.get("generator_parts"), Mapping):
+            theirs = "the writer recorded none (the part is newer than it)"
         else:
-            recorded = _historic_parts(str(header.get("generator")))
-    return frozenset(part for part, fingerprint in recorded.items() if current.get(part) == fingerprint)
+            theirs = f"the writer's generator {header.get('generator')!r} stands for no such part"
+        described.append(f"part {part}: {theirs}, this package's {current.get(part, 'none')}")
+    return "; ".join(described)

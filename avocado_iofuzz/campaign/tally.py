@@ -49,9 +49,9 @@ def _overlap(a: Span, b: Span) -> int:
 
 
 def phase_spans(plan: RangePlan) -> dict[str, Span]:
-    """Op index spans [first, stop) of each phase of a range."""
-    n = plan.slots
-    return {PHASE_READ: (0, n), PHASE_ZERO: (n, 2 * n), PHASE_FUZZ: (2 * n, plan.op_count)}
+    """Op index spans [first, stop) of each phase of a range (a fuzz-only range's read and zero spans are empty)."""
+    reads = plan.lead // 2  # a read and a zero write per slot before the fuzz phase, none for a fuzz-only range
+    return {PHASE_READ: (0, reads), PHASE_ZERO: (reads, plan.lead), PHASE_FUZZ: (plan.lead, plan.op_count)}
 
 
 @dataclass

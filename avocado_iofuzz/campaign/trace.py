@@ -55,6 +55,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from avocado_iofuzz.campaign.generator_parts import (
+    describe_changed_parts,
     format_op,
     generator_fingerprint,
     part_fingerprints,
@@ -379,7 +380,7 @@ class _TraceReader:
         self.listed: dict[int, dict[int, Op]] = {}  # range -> op index -> op, from B records
         self.spans: dict[int, list[tuple[int, int]]] = {}  # range -> op slices held
         self.unchanged: frozenset[str] = frozenset()  # parts of the generator made as the writer made them
-        self.generator: object = None  # the header's generator fingerprint, for messages
+        self.header: dict[str, Any] = {}  # the trace's header: its generator's fingerprints, for messages
 
     def fail(self, what: str, lineno: int | None = None) -> TraceError:
         return TraceError(f"{self.path}:{lineno or self.lineno}: {what}")
@@ -442,7 +443,7 @@ class _TraceReader:
         self.format = header["format"]
         # checked per range record: a trace needs only the parts of the generator its ranges use
         self.unchanged = unchanged_parts(header)
-        self.generator = header.get("generator")
+        self.header = header
         return header
 
     def parse_json(self, text: str, what: str) -> dict[str, Any]:
@@ -507,8 +508,8 @@ class _TraceReader:
         if self.format >= 2 and self.verify and changed:
             raise self.fail(
                 f"range {plan.index} needs the op generator's {', '.join(changed)}, which this avocado-iofuzz "
-                f"makes differently from the version that wrote the trace (its generator {self.generator!r}, "
-                f"this one {generator_fingerprint()!r}): its G records would expand into other ops; "
+                f"makes differently from the version that wrote the trace "
+                f"({describe_changed_parts(self.header, changed)}): its G records would expand into other ops; "
                 "read it with the avocado-iofuzz version that wrote it, or with verify=False"
             )
         known = trace.plans.get(plan.index)

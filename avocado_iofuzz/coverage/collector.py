@@ -75,6 +75,8 @@ _TIMESTAMP = re.compile(rb"^\d+@\d+\.\d+:")
 # the console's clock: every byte written to a 16550's registers ("serial_write write addr 0x00 val 0x40")
 CONSOLE_EVENT = "serial_write"
 _CONSOLE_BYTE = re.compile(rb"addr 0x0*([0-9a-f]+) val 0x([0-9a-f]+)")
+_CONSOLE_NAME = CONSOLE_EVENT.encode()
+_CONSOLE_CACHE = 4096  # distinct serial_write texts remembered (8 registers x 256 values fit)
 # with count_hits: hits of one event in one range past which it is switched off until the next range
 # (the guided signal's top bucket, see avocado_iofuzz.guided.features)
 HIT_CAP = 128
@@ -114,6 +116,13 @@ class CoverageCollector:
         self.sleep = sleep
         self.background_seconds = background_seconds
         self.watched = frozenset(selection.events) - {CONSOLE_EVENT}
+        # the names as they stand in the file: no decoding per line (a name that is no ASCII is not watched)
+        self._watched_names = {event.encode("ascii"): event for event in self.watched if event.isascii()}
+        # the names whose lines' argument text is kept for the argument reader (guided runs only)
+        self._qualify = frozenset(
+            raw for raw, event in self._watched_names.items() if self.arguments is not None and event in self.arguments
+        )
+        self._console_values: dict[bytes, int | None] = {}
         self.first_seen: dict[str, FirstSeen] = {}
         self.background: set[str] = set()
         self.plans: list[RangePlan] = []
@@ -203,7 +212,15 @@ class CoverageCollector:
 
     # -- reading the trace file -------------------------------------------------
     def _read(self) -> None:
-        """Go through the lines QEMU appended since the last read: console bytes move the position, events wait."""
+        """Go through the lines QEMU appended since the last read: console bytes move the position, events wait.
+
+        A guided run reads millions of lines (nvme: 3.5 M in 30 s, HIT_CAP lines per event and range), so
+        the loop does per line only what must be done in order: split off the name, follow the console's
+        bytes, and keep the argument text of the events that qualify by arguments. Counting and knowing are
+        per *segment* (the lines between two console newlines): nothing they depend on (the range in
+        flight, the background, the caps switched on again) changes inside one, so a segment's events are
+        counted once each, in the order they first appeared.
+        """
         if self._file is None:
             try:
                 self._file = open(self.trace_file, "rb")  # noqa: SIM115 -- kept open across marks
@@ -219,28 +236,60 @@ class CoverageCollector:
         self._partial = lines.pop()
         now = self.clock()
         new: list[str] = []
-        counting = self.count_hits
-        arguments = self.arguments
+        segment: dict[bytes, int] = {}  # name -> lines since the last console newline, in first-seen order
+        qualifying: list[tuple[bytes, bytes]] = []  # (name, argument text) of events read by arguments, in order
+        qualify = self._qualify
         for line in lines:
-            name, _, args = _TIMESTAMP.sub(b"", line).partition(b" ")
-            event = name.decode("ascii", "replace")
-            if event == CONSOLE_EVENT:
-                self._console_byte(args)
-            elif event in self.watched:
-                if not self._known(event):
-                    self._pending[event] = now
-                    new.append(event)
-                if counting and event not in self.background:
-                    self._count(event, new)
-                    if arguments is not None and event in arguments:
-                        self._count_qualified(arguments, event, args)
+            space = line.find(b" ")
+            name = line if space < 0 else line[:space]
+            if name[:1].isdigit():  # "pid@seconds.micros:NAME": QEMU run with -msg timestamp=on
+                line = _TIMESTAMP.sub(b"", line)
+                space = line.find(b" ")
+                name = line if space < 0 else line[:space]
+            if name == _CONSOLE_NAME:
+                byte = self._console_value(b"" if space < 0 else line[space + 1 :])
+                if byte is None:
+                    continue
+                if byte != 0x0A:
+                    self._console.append(byte)
+                    continue
+                self._tally(segment, qualifying, now, new)  # before the mark that may attribute them
+                segment, qualifying = {}, []
+                self._console_line()
+                continue
+            segment[name] = segment.get(name, 0) + 1
+            if name in qualify:
+                qualifying.append((name, b"" if space < 0 else line[space + 1 :]))
+        self._tally(segment, qualifying, now, new)
         # off at once, before the mark that attributes them is in the file: a hot event stops costing now
         # (counting: only the events that reached the cap in this range)
-        self._switch_off(new if not counting else [e for e in new if e in self._capped])
+        self._switch_off(new if not self.count_hits else [e for e in new if e in self._capped])
 
-    def _count(self, event: str, capped_now: list[str]) -> None:
-        """One more hit since the last mark; at the cap the event goes off (``capped_now``) till the next range."""
-        hits = self._pending_hits.get(event, 0) + 1
+    def _tally(
+        self, segment: dict[bytes, int], qualifying: list[tuple[bytes, bytes]], now: float, new: list[str]
+    ) -> None:
+        """One segment's lines: new events wait for their mark, hits count (``new``: events to switch off)."""
+        counting = self.count_hits
+        for raw, lines in segment.items():
+            event = self._watched_names.get(raw)
+            if event is None:
+                continue
+            if not self._known(event):
+                self._pending[event] = now
+                new.append(event)
+            if counting and event not in self.background:
+                self._count(event, new, lines)
+        arguments = self.arguments
+        if arguments is None:
+            return
+        for raw, args in qualifying:
+            event = self._watched_names[raw]
+            if event not in self.background:  # counting: qualify is empty otherwise
+                self._count_qualified(arguments, event, args)
+
+    def _count(self, event: str, capped_now: list[str], lines: int = 1) -> None:
+        """``lines`` more hits since the last mark; at the cap it goes off (``capped_now``) till the next range."""
+        hits = self._pending_hits.get(event, 0) + lines
         self._pending_hits[event] = hits
         if event in self._capped:
             return
@@ -273,14 +322,20 @@ class CoverageCollector:
     def _known(self, event: str) -> bool:
         return event in self.first_seen or event in self._pending or event in self.background
 
-    def _console_byte(self, args: bytes) -> None:
+    def _console_value(self, args: bytes) -> int | None:
+        """The text byte of a ``serial_write`` line (None: not the data register), read once per distinct text."""
+        cache = self._console_values
+        if args in cache:
+            return cache[args]
         match = _CONSOLE_BYTE.search(args)
-        if match is None or int(match[1], 16) != 0:  # only the data register (THR) carries text
-            return
-        byte = int(match[2], 16)
-        if byte != 0x0A:
-            self._console.append(byte)
-            return
+        value = None if match is None or int(match[1], 16) != 0 else int(match[2], 16)  # THR carries the text
+        if len(cache) >= _CONSOLE_CACHE:  # any text QEMU may print: the cache must not grow without bound
+            cache.clear()
+        cache[args] = value
+        return value
+
+    def _console_line(self) -> None:
+        """A console newline: the line is complete; a progress mark attributes what waits and moves the position."""
         message = parse_line(self._console.decode("ascii", "replace"))
         self._console.clear()
         if isinstance(message, Progress) and 0 <= message.range_index < len(self.plans):

@@ -67,6 +67,7 @@ class Entry:
     picks: int = 0
     finds: int = 0
     features: tuple[str, ...] = ()  # "event#bucket" first reached by this program
+    origin: str = ""  # how its round made it ("recipe:NAME", "sweep", "insert+change", ...); "" in older files
 
     @property
     def batch(self) -> Batch:
@@ -93,7 +94,9 @@ class Entry:
     def as_dict(self) -> dict[str, Any]:
         record = {"program": program_as_list(self.program), "events": list(self.events), "picks": self.picks,
                   "finds": self.finds}  # fmt: skip
-        return {**record, "features": list(self.features)} if self.features else record
+        if self.features:
+            record["features"] = list(self.features)
+        return {**record, "origin": self.origin} if self.origin else record
 
     @classmethod
     def from_dict(cls, record: Any) -> Entry:
@@ -117,7 +120,10 @@ class Entry:
             program = program_from_list(record["program"])
         else:
             program = (Batch.from_dict(record.get("batch")),)
-        return cls(program, tuple(events), picks, finds, tuple(features))
+        origin = record.get("origin", "")
+        if not isinstance(origin, str):
+            raise BatchError(f"a corpus entry's 'origin' must be a string, got {origin!r:.80}")
+        return cls(program, tuple(events), picks, finds, tuple(features), origin)
 
 
 @dataclass
@@ -142,9 +148,11 @@ class Corpus:
         present = set(bases)
         return [i for i, entry in enumerate(self.entries) if all(e.base in present for e in entry.program)]
 
-    def add(self, program: Program | Batch, events: Sequence[str], features: Sequence[str] = ()) -> None:
+    def add(
+        self, program: Program | Batch, events: Sequence[str], features: Sequence[str] = (), origin: str = ""
+    ) -> None:
         elements = (program,) if isinstance(program, Batch) else tuple(program)
-        self.entries.append(Entry(elements, tuple(sorted(events)), features=tuple(sorted(features))))
+        self.entries.append(Entry(elements, tuple(sorted(events)), features=tuple(sorted(features)), origin=origin))
 
     def absorb(
         self,
@@ -182,7 +190,7 @@ class Corpus:
                 if those:
                     new_features[index] = those
             if last >= 0:
-                self.add(program[: last + 1], sorted(names), sorted(found))
+                self.add(program[: last + 1], sorted(names), sorted(found), played.origins[first])
                 known_events.update(names)
                 known_features.update(found)
             score += NAME_WEIGHT * len(names) + len(found)

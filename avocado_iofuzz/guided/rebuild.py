@@ -16,15 +16,21 @@ from typing import Any
 
 from avocado_iofuzz.guided.batch import UNIFORM, Base, Batch
 from avocado_iofuzz.guided.corpus import Corpus
+from avocado_iofuzz.guided.recipes import AppliedRecipe
 from avocado_iofuzz.guided.schedule import GuidedSchedule, Round
 from avocado_iofuzz.model.dma_layouts import LAYOUT_GENERIC
 
 
 def rebuild_rounds(
-    seed: int, bases: Sequence[Base], corpus: Corpus, rounds: Sequence[Mapping[str, Any]]
+    seed: int,
+    bases: Sequence[Base],
+    corpus: Corpus,
+    rounds: Sequence[Mapping[str, Any]],
+    recipes: Sequence[AppliedRecipe] = (),
 ) -> list[Round]:
-    """The rounds the schedule makes again; ``rounds``: summary.json's ``guided.rounds`` (ops asked, new events)."""
-    schedule = GuidedSchedule(bases, seed)
+    """The rounds the schedule makes again; ``rounds``: summary.json's ``guided.rounds`` (ops asked, new events);
+    ``recipes``: its ``guided.recipes`` (:func:`recipes_from`)."""
+    schedule = GuidedSchedule(bases, seed, recipes=recipes)
     rebuilt = []
     for number, record in enumerate(rounds):
         played = schedule.next_round(number, corpus, int(record["ops_asked"]))
@@ -46,6 +52,19 @@ def rebuild_rounds(
 def recorded_batches(record: Mapping[str, Any]) -> tuple[Batch, ...]:
     """A round's batches as summary.json's ``guided.rounds[k].batches`` recorded them."""
     return tuple(Batch.from_dict(batch) for batch in record["batches"])
+
+
+def recipes_from(records: Sequence[Any]) -> list[AppliedRecipe]:
+    """summary.json's ``guided.recipes`` (absent before recipes: none)."""
+    return [AppliedRecipe.from_dict(record) for record in records]
+
+
+def recipes_from_trace(events: Sequence[Any]) -> list[AppliedRecipe]:
+    """The applied recipes, from round 0's ``guided_round`` trace event (none in traces from before recipes)."""
+    for event in events:
+        if event.kind == "guided_round" and int(event.data["round"]) == 0:
+            return recipes_from(event.data.get("recipes", []))
+    return []
 
 
 def bases_from(records: Sequence[Mapping[str, Any]]) -> list[Base]:

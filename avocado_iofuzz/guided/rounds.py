@@ -144,9 +144,11 @@ class GuidedRun:
         number, offset = len(self.rounds), self.next_offset
         planned = self.schedule.next_round(number, self.corpus, ops)
         plans = [batch.plan(i) for i, batch in enumerate(planned.batches)]
+        recipes = getattr(self.schedule, "recipes", ()) if number == 0 else ()
         self.trace.event(
             "guided_round", round=number, seed=planned.seed, parent=planned.parent, first_range=offset,
             ops=ops, origins=list(planned.origins), programs=list(planned.program_lengths),
+            **({"recipes": [recipe.as_dict() for recipe in recipes]} if recipes else {}),
         )  # fmt: skip
         config = round_config(self.config, last, self.read_backs)
         known = self.events
@@ -239,6 +241,7 @@ class GuidedRun:
             "corpus_loaded": self.corpus.loaded,
             "corpus_entries": len(self.corpus.entries),
             "ranges": [vars(base) for base in getattr(self.schedule, "bases", [])],
+            "recipes": [recipe.as_dict() for recipe in getattr(self.schedule, "recipes", ())],
             "rounds": [r.as_dict() for r in self.rounds],
         }
 

@@ -3,9 +3,12 @@
 A round is a list of *programs* (:mod:`avocado_iofuzz.guided.program`:
 batches run in order), run back to back as the round's ranges.
 
-Round 0 sweeps every range whole (what a blind run does, briefly): the events
-any op reaches are found there, and the corpus starts from them (programs of
-one element). Each later round is built around one *parent* entry, picked by
+Round 0 runs the bring-up recipes that apply to the run
+(:mod:`avocado_iofuzz.guided.recipes`: exact register sequences that point a
+device's DMA engine at the scratch memory, which feedback cannot find by
+itself), then sweeps every range whole (what a blind run does, briefly): the
+events any op reaches are found there, and the corpus starts from them
+(recipe programs, and sweeps as programs of one element). Each later round is built around one *parent* entry, picked by
 energy (entries that found events and features, and whose rounds found more,
 are picked more often; each pick lowers it): the parent program runs again
 as it is (its ops come back on a device state grown since), then children of
@@ -40,6 +43,7 @@ from avocado_iofuzz.guided.corpus import Corpus
 from avocado_iofuzz.guided.mutate import MAX_STRETCH_SLOTS, fresh, mutate, stretch, sweep
 from avocado_iofuzz.guided.program import Program, op_count
 from avocado_iofuzz.guided.program_mutate import context_for, mutate_program
+from avocado_iofuzz.guided.recipes import AppliedRecipe
 from avocado_iofuzz.guided.rng import Stream
 from avocado_iofuzz.model.program import SPACES
 
@@ -54,6 +58,9 @@ MAX_ROUND_ELEMENTS = 256
 STRETCH_CHILDREN = 5  # batch mutations of an element, a twelfth of the round each: the volume of the batch schedule
 CHILD_ELEMENT_OPS = 2048
 MAX_STACK = 3  # mutations per child
+RECIPE_TRIES = 4  # round 0 runs each bring-up recipe with this many scratch fills
+MAX_RECIPE_ELEMENTS = MAX_ROUND_ELEMENTS // 2
+RECIPE_SALT = 0x7265636970  # the stream of the recipe fills' seeds, apart from the rounds' (fork(number))
 
 
 def in_kind_order(bases: Sequence[Base]) -> list[Base]:
@@ -108,7 +115,15 @@ class Round:
 
 
 class GuidedSchedule:
-    def __init__(self, bases: Sequence[Base], seed: int, batches_per_round: int = BATCHES_PER_ROUND) -> None:
+    """``recipes``: the bring-up recipes that apply to the run (:func:`~avocado_iofuzz.guided.recipes.applicable`)."""
+
+    def __init__(
+        self,
+        bases: Sequence[Base],
+        seed: int,
+        batches_per_round: int = BATCHES_PER_ROUND,
+        recipes: Sequence[AppliedRecipe] = (),
+    ) -> None:
         if not bases:
             raise ValueError("guided schedule: no range to fuzz")
         if batches_per_round < FRESH_PER_ROUND + 2:
@@ -116,13 +131,17 @@ class GuidedSchedule:
         self.bases = sorted(set(bases))
         self.seed = seed
         self.batches_per_round = batches_per_round
+        outside = [r.name for r in recipes if any(w.base not in self.bases for w in r.writes)]
+        if outside:
+            raise ValueError(f"guided schedule: recipes {outside} write to ranges the run does not fuzz")
+        self.recipes = tuple(recipes)
 
     def next_round(self, number: int, corpus: Corpus, ops: int) -> Round:
         """Round ``number`` of about ``ops`` ops, from the corpus as it is now."""
         if number == 0:
             per_base = max(1, ops // len(self.bases))
             sweeps = [("sweep", (sweep(base, self.seed, per_base),)) for base in in_kind_order(self.bases)]
-            return Round.of_programs(0, self.seed, sweeps)
+            return Round.of_programs(0, self.seed, [*self.recipe_programs(), *sweeps])
         stream = Stream(self.seed).fork(number)
         per_batch = max(1, ops // self.batches_per_round)
         usable = corpus.usable(self.bases)
@@ -163,6 +182,29 @@ class GuidedSchedule:
         for _ in range(FRESH_PER_ROUND):
             picked.append(("fresh", (fresh(stream.choice(self.bases), stream.word() >> 1, per_fresh, stream),)))
         return _fit(Round.of_programs(number, seed, picked, parent), ops)
+
+
+    def recipe_programs(self) -> list[tuple[str, Program]]:
+        """Round 0's recipe programs: each recipe :data:`RECIPE_TRIES` times, each time other scratch fills.
+
+        They run before the sweeps, on the devices as the guest left them
+        (a config sweep may move BARs), and each begins with its device's
+        reset. A device's DMA engine goes deep only when the memory it walks
+        holds a well-formed request (a virtio chain: about one fill in
+        twelve), hence several fills. At most :data:`MAX_RECIPE_ELEMENTS`
+        elements in all (a run over every device has many functions).
+        """
+        stream = Stream(self.seed).fork(RECIPE_SALT)
+        seeds = [stream.word() >> 1 for _ in range(RECIPE_TRIES)]
+        programs: list[tuple[str, Program]] = []
+        elements = 0
+        for seed in seeds:
+            for recipe in self.recipes:
+                if elements + len(recipe.writes) > MAX_RECIPE_ELEMENTS:
+                    return programs
+                programs.append((recipe.origin, recipe.program(seed)))
+                elements += len(recipe.writes)
+        return programs
 
 
 class BlindSchedule:

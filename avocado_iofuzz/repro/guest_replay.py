@@ -34,8 +34,10 @@ a trace of its own.
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import hashlib
+import itertools
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -85,9 +87,24 @@ class GuestReplayError(RuntimeError):
 class GuestOutcome:
     signature: CrashSignature
     ops: int
-    done: int  # ops the executor confirmed with progress marks
+    done: int  # ops the executor confirmed with progress marks, counted as ``ops`` is (an op of the list is one)
     elapsed: float
     detail: str = ""
+
+
+class ScriptProgress:
+    """The executor's progress through a script (its lines) as ops of the list the script was made of.
+
+    A script line is one access; a PCI config op takes two (the 0xcf8 address
+    write, then the 0xcfc data access), every other op one. An op counts as
+    done once all its lines ran.
+    """
+
+    def __init__(self, ops: Sequence[Op]) -> None:
+        self.op_ends = list(itertools.accumulate(len(qtest_commands(op)) for op in ops))
+
+    def ops_done(self, lines_done: int) -> int:
+        return bisect.bisect_right(self.op_ends, lines_done)
 
 
 def guest_script(ops: Sequence[Op]) -> str:
@@ -243,13 +260,18 @@ class GuestReplayer:
                 f"{self.max_script_bytes / 1e6:.1f} MB the serial console carries in reasonable time"
             )
         command = checked_upload_command(script, self.executor, self.report_every)
-        return self._run(command, script, len(ops), fresh)
+        return self._run(command, script, len(ops), fresh, ScriptProgress(ops).ops_done)
 
     def run_command(self, command: str, total: int, fresh: bool = True) -> GuestOutcome:
-        """Run an executor command that needs no upload (see :func:`regenerating_command`), judged like ``run_ops``."""
-        return self._run(command, "", total, fresh)
+        """Run an executor command that needs no upload (see :func:`regenerating_command`), judged like ``run_ops``.
 
-    def _run(self, command: str, script: str, total: int, fresh: bool) -> GuestOutcome:
+        Its progress marks count the ops of the range running (as the trace does), which ``done`` reports.
+        """
+        return self._run(command, "", total, fresh, lambda ops_done: ops_done)
+
+    def _run(
+        self, command: str, script: str, total: int, fresh: bool, ops_done: Callable[[int], int]
+    ) -> GuestOutcome:
         if fresh:
             self.fresh_machine()
         self.runs += 1
@@ -261,12 +283,14 @@ class GuestReplayer:
                 return self._death(total, 0, started)
             raise GuestReplayError(f"no shell in the replay guest: {err}") from err
         try:
-            return self._watch(session, command, script, total, started)
+            return self._watch(session, command, script, total, started, ops_done)
         finally:
             with contextlib.suppress(Exception):  # a dead console cannot be closed cleanly
                 session.close()
 
-    def _watch(self, session: Any, command: str, script: str, total: int, started: float) -> GuestOutcome:
+    def _watch(
+        self, session: Any, command: str, script: str, total: int, started: float, ops_done: Callable[[int], int]
+    ) -> GuestOutcome:
         session.sendline(command)
         done = 0
         last_progress = self.clock()
@@ -299,7 +323,7 @@ class GuestReplayer:
                 if isinstance(message, Ready):
                     last_progress, limit = self.clock(), self.hang_timeout
                 elif isinstance(message, Progress):
-                    done = message.ops_done
+                    done = ops_done(message.ops_done)  # the executor's count: script lines, or a range's ops
                     last_progress = self.clock()
                 elif isinstance(message, Done):
                     return self._after_done(total, started)

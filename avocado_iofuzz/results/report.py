@@ -152,6 +152,10 @@ def range_counts(plan: RangePlan, result: CampaignResult) -> dict[str, Any]:
         "width": plan.width,
         "values": plan.values,
         **({"layout": plan.layout} if plan.values != VALUES_UNIFORM else {}),  # the dma scratch memory's
+        # a guided program's step: only when set, as the trace's range records have them (readers of
+        # summaries written before read a range without them as the blind range it was)
+        **({"fuzz_only": True} if plan.fuzz_only else {}),
+        **({"fixed": plan.fixed} if plan.fixed is not None else {}),
         "range_fuzz_count": plan.fuzz_count,
         "ops_planned": plan.op_count,
         "ops_confirmed": tally.ops_confirmed,

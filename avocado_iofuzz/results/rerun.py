@@ -25,7 +25,10 @@ same ops in the same order. So the command names:
 
 A range the params cannot single out gets a note saying why instead of a
 command that would fuzz something else; its trace replay
-(``avocado iofuzz replay``) stays the exact reproducer.
+(``avocado iofuzz replay``) stays the exact reproducer. So does a guided
+program's step (``fuzz_only``, and ``fixed``): no param makes a blind run
+leave out the read and zero phases or write one value, so a rerun by params
+would run other ops.
 """
 
 from __future__ import annotations
@@ -156,6 +159,20 @@ def _list_entry_problem(name: str) -> str:
     return ""
 
 
+def _step_problem(plan: RangePlan) -> str:
+    """Why the params cannot rerun a guided program's step ("" for a blind range, which they can)."""
+    if not plan.fuzz_only:
+        return ""
+    where = f"range {plan.index} {plan.name!r} ({plan.start:#x}-{plan.end:#x})"
+    if plan.fixed is not None:
+        what = f"a fixed step of a guided program (each of its writes writes {plan.fixed:#x})"
+        differs = "reads and zeroes every slot first and then writes seeded values"
+    else:
+        what = "a fuzz-only step of a guided program (its seeded writes alone)"
+        differs = "reads and zeroes every slot before those writes"
+    return f"{where} is {what}: no param expresses it, a rerun by params {differs}, which are other ops"
+
+
 def base_name(plan: RangePlan, context: RerunContext) -> str:
     """The target's name: a run at several widths of a kind names each plan ``NAME (W-byte)`` (kinds.plan_kinds)."""
     widths = {SPACE_PIO: context.pio_widths, SPACE_MMIO: context.mmio_widths}.get(plan.space, ())
@@ -169,6 +186,9 @@ def rerun_range(plan: RangePlan, context: RerunContext, plans: Sequence[RangePla
     """The rerun of ``plan`` (one of the run's ``plans``, which the selection must not also match)."""
     if context.problem:
         return Rerun(context.reference, note=context.problem)
+    step = _step_problem(plan)
+    if step:
+        return Rerun(context.reference, note=step)
     name = base_name(plan, context)
     selection: list[tuple[str, str]]
     if plan.space == SPACE_PIO:

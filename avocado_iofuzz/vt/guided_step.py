@@ -21,8 +21,10 @@ from typing import Any
 from avocado_iofuzz.campaign.runner import CampaignConfig, CampaignError, CampaignResult
 from avocado_iofuzz.campaign.trace import TraceWriter
 from avocado_iofuzz.guided.corpus import Corpus, corpus_key, corpus_path, load_corpus, qemu_version, save_corpus
+from avocado_iofuzz.guided.recipes import recipes_for_run
 from avocado_iofuzz.guided.rounds import GuidedRun, bases_of
 from avocado_iofuzz.guided.schedule import GuidedSchedule
+from avocado_iofuzz.model.pci import PciFunction
 from avocado_iofuzz.model.program import RangePlan
 from avocado_iofuzz.vm.process_guard import TimeUp
 from avocado_iofuzz.vt.iofuzz_params import IofuzzRun
@@ -71,11 +73,16 @@ def open_corpus(run: IofuzzRun, qemu_cmdline: str) -> tuple[Corpus, Path]:
 
 def fuzz_guided(
     run: IofuzzRun, guest: Any, session: Any, coverage: Any, seed: int, plans: Sequence[RangePlan],
-    trace: TraceWriter, config: CampaignConfig,
+    trace: TraceWriter, config: CampaignConfig, functions: Sequence[PciFunction] = (),
 ) -> GuidedOutcome:  # fmt: skip
-    """Rounds until the blind budget is spent, QEMU died or max_hangs hangs/reboots came; the corpus saved."""
+    """Rounds until the blind budget is spent, QEMU died or max_hangs hangs/reboots came; the corpus saved.
+
+    ``functions``: the guest's PCI functions, which the bring-up recipes are applied to.
+    """
     corpus, path = open_corpus(run, guest.qemu_cmdline())
-    guided = GuidedRun(guest, GuidedSchedule(bases_of(plans), seed), corpus, coverage, config, trace,
+    bases = bases_of(plans)
+    recipes = recipes_for_run(run.guided.recipes, functions, bases)
+    guided = GuidedRun(guest, GuidedSchedule(bases, seed, recipes=recipes), corpus, coverage, config, trace,
                        read_backs=run.guided.readback)  # fmt: skip
     budget = sum(plan.op_count for plan in plans)
     LOG.info(

@@ -293,6 +293,7 @@ class GuidedParams:
     round_ops: int = 200_000
     corpus_dir: str = ""  # empty: <avocado data_dir>/avocado-iofuzz
     readback: str = READBACK_DEFAULT  # which batches' read-backs become corpus features (guided/readback.py)
+    recipes: bool = True  # round 0 runs the bring-up recipes that apply (avocado_iofuzz/guided/recipes.toml)
 
 
 def read_guided(params: Params) -> GuidedParams:
@@ -307,6 +308,7 @@ def read_guided(params: Params) -> GuidedParams:
         round_ops=integer(params, "guided_round_ops", 200_000, 1000),
         corpus_dir=text(params, "guided_corpus_dir"),
         readback=choice(params, "guided_readback", READBACK_MODES, READBACK_DEFAULT),
+        recipes=yes_no(params, "guided_recipes", True),
     )
 
 

@@ -27,7 +27,7 @@ from avocado_iofuzz.executor.protocol import DEFAULT_BINARY
 from avocado_iofuzz.model.dma import VALUES_DMA, VALUES_UNIFORM
 from avocado_iofuzz.model.kinds import AccessRefused, KindParams, Listings, choose_targets, plan_kinds, renumber
 from avocado_iofuzz.model.layout_choice import choose_layouts, pci_functions
-from avocado_iofuzz.model.pci import PCI_LISTING_COMMAND
+from avocado_iofuzz.model.pci import PCI_LISTING_COMMAND, PciFunction
 from avocado_iofuzz.model.program import RangePlan, new_seed
 from avocado_iofuzz.model.ranges import (
     RangeError,
@@ -329,6 +329,7 @@ def fuzz(
         pci_restore=settings.pci_restore,
     )
     trace_path = outdir / "trace.iofuzz"
+    pci_listing = listings.pci or booted.session.cmd_output(PCI_LISTING_COMMAND, timeout=120)
     header = {
         "seed": seed,
         "fuzz_count": settings.fuzz_count,
@@ -339,7 +340,7 @@ def fuzz(
         "ranges": [[p.start, p.end, p.name] for p in plans],
         # what a replay needs beyond the command line: the firmware's PCI setup, the fault injection
         **header_extras(
-            listings.pci or booted.session.cmd_output(PCI_LISTING_COMMAND, timeout=120),
+            pci_listing,
             settings.debug_hang_at,
             settings.report_every,
         ),
@@ -354,7 +355,7 @@ def fuzz(
     if any(plan.values != VALUES_UNIFORM for plan in plans):
         header["scratch"] = scratch_header()  # where the fills of the DMA-aware ranges went
     if guided_wanted(run, booted.coverage):
-        return _fuzz_guided(test, run, booted, seed, plans, trace_path, header, config)
+        return _fuzz_guided(test, run, booted, seed, plans, trace_path, header, config, pci_functions(pci_listing))
     with TraceWriter(trace_path, header) as trace:
         campaign = Campaign(booted.guest, plans, trace, config, session=booted.session, observer=booted.coverage)
         try:
@@ -372,13 +373,16 @@ def fuzz(
 
 def _fuzz_guided(
     test: Any, run: IofuzzRun, booted: Booted, seed: int, plans: list[RangePlan], trace_path: Path,
-    header: dict[str, Any], config: CampaignConfig,
+    header: dict[str, Any], config: CampaignConfig, functions: Sequence[PciFunction],
 ) -> Outcome:  # fmt: skip
     """fuzz() for ``fuzz_strategy = guided``: the Outcome's ranges are the batches of every round."""
     settings = run.fuzz
     with TraceWriter(trace_path, {**header, "fuzz_strategy": "guided"}) as trace:
-        guided = fuzz_guided(run, booted.guest, booted.session, booted.coverage, seed, plans, trace, config)
+        guided = fuzz_guided(
+            run, booted.guest, booted.session, booted.coverage, seed, plans, trace, config, functions
+        )
     # a batch reruns as a blind run of that one stretch: same seed, bounds, width and count, hence the same ops
+    # (a program's step, fuzz-only or fixed, gets a note pointing to the trace replay instead: results/rerun.py)
     rerun = replace(run.rerun, cmdline=(*run.rerun.cmdline, ("fuzz_strategy", "blind")))
     outcome = Outcome(
         seed, settings, rerun, booted.accel, booted.reason, guided.plans, guided.result, trace_path, booted.guest,

@@ -20,7 +20,14 @@ from avocado_jobs import run_avocado
 from avocado_iofuzz.campaign.trace import read_trace
 from avocado_iofuzz.guided.corpus import Corpus, load_corpus
 from avocado_iofuzz.guided.features import BUCKET_FLOORS, event_of
-from avocado_iofuzz.guided.rebuild import bases_from, rebuild_rounds, recorded_batches, rounds_from_trace
+from avocado_iofuzz.guided.rebuild import (
+    bases_from,
+    rebuild_rounds,
+    recipes_from,
+    recipes_from_trace,
+    recorded_batches,
+    rounds_from_trace,
+)
 
 pytestmark = pytest.mark.guest
 
@@ -41,6 +48,7 @@ def guided_run(tmp_path, name, corpus_dir):
         "fuzz_count": "200",
         "guided_round_ops": "10000",
         "guided_corpus_dir": str(corpus_dir),
+        "fuzz_values": "dma",  # the EHCI bring-up recipe points the controller at the scratch memory
     }
     job = run_avocado(ROW, tmp_path / name, params, timeout=900)
     assert job.tests[0]["status"] == "PASS", job.output
@@ -66,12 +74,24 @@ def check_rounds_rebuild(summary, start: Corpus, saved: dict | None = None):
     guided = summary["guided"]
     bases = bases_from(guided["ranges"])
     from_trace = copy.deepcopy(start)  # the rebuild credits entries: each its own
-    rebuilt = rebuild_rounds(summary["seed"], bases, start, guided["rounds"])
+    rebuilt = rebuild_rounds(summary["seed"], bases, start, guided["rounds"], recipes_from(guided["recipes"]))
     assert [r.batches for r in rebuilt] == [recorded_batches(r) for r in guided["rounds"]]
-    again = rebuild_rounds(summary["seed"], bases, from_trace, rounds_from_trace(read_trace(summary["trace"]).events))
+    events = read_trace(summary["trace"]).events
+    again = rebuild_rounds(summary["seed"], bases, from_trace, rounds_from_trace(events), recipes_from_trace(events))
     assert [r.batches for r in again] == [r.batches for r in rebuilt]
     if saved is not None:  # the corpus the run saved is the one its record grows
         assert [e.as_dict() for e in from_trace.entries] == saved["entries"]
+
+
+def check_recipes_ran(summary):
+    """Round 0 ran the EHCI bring-up recipe (fixed-value steps) before its sweeps; the trace has its writes."""
+    guided = summary["guided"]
+    assert [r["name"] for r in guided["recipes"]] == ["ehci-schedules"]
+    first = guided["rounds"][0]["batches"]
+    recipe = [b for b in first if b["origin"] == "recipe:ehci-schedules"]
+    assert len(recipe) == 4 * len(guided["recipes"][0]["writes"])  # four scratch fills
+    assert [b["fixed"] for b in recipe[:5]] == [w["value"] for w in guided["recipes"][0]["writes"]]
+    assert first[0]["origin"] == "recipe:ehci-schedules"
 
 
 def check_batches_have_their_own_seeds_and_features(summary, events: set[str]):
@@ -102,6 +122,7 @@ def test_a_second_guided_run_starts_from_the_corpus_the_first_saved(tmp_path):
     reached = {e for entry in saved["entries"] for e in entry["events"]}
     assert reached <= set(one["coverage"]["events"])
     check_trace_replays(one)
+    check_recipes_ran(one)
     check_batches_have_their_own_seeds_and_features(one, events)
     check_rounds_rebuild(one, Corpus(saved["qemu_version"], saved["key"]), saved)
     start_of_second = corpus_file.read_bytes()

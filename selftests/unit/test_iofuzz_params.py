@@ -89,6 +89,7 @@ def test_the_strategy_params():
     assert (guided.strategy, guided.round_ops, guided.corpus_dir) == ("guided", 5000, "/tmp/c")
     assert guided.readback == "off"  # read-backs are opt-in
     assert [read_guided({"guided_readback": m}).readback for m in ("off", "steps", "all")] == ["off", "steps", "all"]
+    assert guided.recipes and not read_guided({"guided_recipes": "no"}).recipes
 
 
 @pytest.mark.parametrize(
@@ -98,6 +99,7 @@ def test_the_strategy_params():
         ({"fuzz_strategy": "guided", "guided_round_ops": "10"}, "param guided_round_ops = '10': must be >= 1000"),
         ({"fuzz_strategy": "guided", "iofuzz_debug_hang_at": "0:5"}, "works with fuzz_strategy = blind only"),
         ({"guided_readback": "yes"}, "param guided_readback = 'yes': expected off, steps or all"),
+        ({"fuzz_strategy": "guided", "guided_recipes": "maybe"}, "param guided_recipes = 'maybe'"),
     ],
 )
 def test_bad_strategy_params_are_named(params, message):

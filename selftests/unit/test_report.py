@@ -8,7 +8,7 @@ import pytest
 
 from avocado_iofuzz.campaign.runner import CampaignResult, Finding
 from avocado_iofuzz.campaign.tally import RangeTally
-from avocado_iofuzz.model.program import plan_ranges
+from avocado_iofuzz.model.program import RangePlan, plan_ranges
 from avocado_iofuzz.results.report import (
     build_summary,
     finding_signature,
@@ -162,3 +162,30 @@ def test_whiteboard_names_the_op_the_executor_stopped_at():
     hang = Finding("hang", 1, "pic1", "0x0020-0x0021", (0, 8), "x", op=3)
     _, summary = _summary(findings=[hang])
     assert whiteboard_line(summary).endswith("; hang in pic1 ops [0, 8) at op 3")
+
+
+def test_a_guided_programs_steps_show_fuzz_only_and_fixed_and_plan_only_their_writes():
+    """ops_planned is the model's op count: (count + 2) x slots for a blind range, count x slots for a step."""
+    blind = RangePlan(0, 0xC000, 0xC01F, "virtio BAR0", 7, 4, 2)
+    seeded = RangePlan(1, 0xC010, 0xC011, "virtio BAR0", 9, 3, 2, fuzz_only=True)
+    status = RangePlan(2, 0xC012, 0xC012, "virtio BAR0", 9, 1, 1, fuzz_only=True, fixed=0x3)
+    plans = [blind, seeded, status]
+    result = CampaignResult(ops_done={p.index: p.op_count for p in plans}, tallies={}, findings=[], elapsed=1.0)
+    summary = build_summary(
+        seed=7, fuzz_count=4, accel="tcg", accel_reason="test", plans=plans, result=result,
+        trace_path=Path("/r/trace.iofuzz"), qemu_cmdline="qemu",
+    )  # fmt: skip
+    entries = summary["ranges"]
+    assert "fuzz_only" not in entries[0] and "fixed" not in entries[0]  # a blind range's entry is what it was
+    assert entries[1]["fuzz_only"] is True and "fixed" not in entries[1]
+    assert entries[2]["fuzz_only"] is True and entries[2]["fixed"] == 3
+    for plan, entry in zip(plans, entries, strict=True):
+        slots = (plan.end - plan.start + 1) // entry["width"]
+        lead = 0 if entry.get("fuzz_only") else 2
+        assert entry["ops_planned"] == plan.op_count == (entry["range_fuzz_count"] + lead) * slots
+        assert sum(entry["ops_by_phase"].values()) == entry["ops_planned"]
+    assert [e["ops_planned"] for e in entries] == [96, 3, 1]
+    assert entries[1]["ops_by_phase"] == {"read": 0, "zero": 0, "fuzz": 3} and entries[2]["writes"] == 1
+    # readers of summaries: the table and the merge take the new keys as they come
+    assert "virtio BAR0" in summary_table(summary)
+    assert merge_summaries([summary])["ranges"][2]["fixed"] == 3

@@ -7,7 +7,8 @@ import subprocess
 
 import pytest
 
-from avocado_iofuzz.model.program import SPACE_MMIO, Op
+from avocado_iofuzz.model.pci import config_address
+from avocado_iofuzz.model.program import SPACE_MMIO, SPACE_PCI, Op
 from avocado_iofuzz.repro.guest_replay import (
     END_OF_FILE,
     GUEST_SCRIPT_PATH,
@@ -137,3 +138,36 @@ def test_an_upload_that_never_ends_is_still_judged():
     outcome = replay([])
     assert outcome.signature.kind == KIND_HANG and outcome.done == 0
     assert upload_timeout("x" * 100_000, 20.0) == 40.0
+
+
+# a PCI config op is two script lines (0xcf8, then 0xcfc), the others one: 2 + 2 + 1 + 2 + 1 lines
+MIXED = [
+    Op("w", config_address(0, 3, 0, 0x10), 4, 0xFEA00000, SPACE_PCI),
+    Op("r", config_address(0, 3, 0, 0x04), 2, 0, SPACE_PCI),
+    Op("w", 0x80, 1, 0x5),
+    Op("w", config_address(0, 3, 0, 0x3C), 1, 0xB, SPACE_PCI),
+    Op("r", 0xFEA00080, 4, 0, SPACE_MMIO),
+]
+
+
+def _executor_marks(executor, ops: list[Op], report_every: int) -> list[str]:
+    """The progress lines the real executor prints for the ops' script (--dry-run: no port or memory touched)."""
+    done = subprocess.run(
+        [str(executor), "--dry-run", "--report-every", str(report_every), "--script", "-"],
+        input=guest_script(ops), capture_output=True, text=True, timeout=60, check=True,
+    )  # fmt: skip
+    return [line for line in done.stdout.splitlines() if line.startswith("@")]
+
+
+def test_done_counts_ops_as_the_trace_does_not_the_executors_script_lines(executor):
+    marks = _executor_marks(executor, MIXED, report_every=3)
+    assert marks[1:] == ["@P 0 0", "@P 0 3", "@P 0 6", "@P 0 8", "@DONE 8"]  # the executor counts 8 lines
+    # it stops after its mark at line 6: the two PCI ops and the port write ran (lines 1-5), the third
+    # PCI op only its address write (line 6), so 3 of the 5 ops are done
+    hung = replay([(1.0, UPLOAD_READY), *((2.0, line) for line in marks[:4])], ops=MIXED)
+    assert hung.signature.kind == KIND_HANG and (hung.done, hung.ops) == (3, 5)
+    assert "no progress for 20 s after op 3" in hung.detail
+    at_line_3 = replay([(1.0, UPLOAD_READY), *((2.0, line) for line in marks[:3])], ops=MIXED)
+    assert at_line_3.done == 1  # the second PCI op's address write ran, its data access not
+    whole = replay([(1.0, UPLOAD_READY), *((2.0, line) for line in marks)], ops=MIXED)
+    assert whole.signature.kind == KIND_NONE and whole.done == whole.ops == len(MIXED)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import shlex
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -279,3 +280,38 @@ def test_a_variants_shortname_reruns_that_variant_alone():
     assert len(every) > 1000
     for params in every[::37] + every[-3:]:
         assert [d["shortname"] for d in CATALOG.variants(params["shortname"])] == [params["shortname"]]
+
+
+def test_a_guided_step_gets_a_note_naming_it_and_the_replay_a_blind_range_its_command():
+    """A fuzz-only or fixed step: no param expresses it, so no command that would run other ops."""
+    params = run_params(*RUNS[3][::2])
+    plans = plan_run(params, "pc")
+    context = read_rerun_context(params)
+    blind = next(p for p in plans if p.width == 1 and p.slots >= 2)
+    # the blind range: its command, which plans exactly it again (as before steps existed)
+    rerun = rerun_range(blind, context, plans)
+    assert rerun.command and not rerun.note
+    again = plan_run(run_params(*parse_command(rerun.command)), "pc")
+    assert [key(p) for p in again] == [key(blind)] and not again[0].fuzz_only
+    seeded = replace(blind, fuzz_only=True)
+    fixed = replace(blind, fuzz_only=True, fixed=0x3)
+    # what that command would run for either step is not the step's ops: it reads first, the step writes
+    assert again[0].op(0).kind == "r" and seeded.op(0).kind == fixed.op(0).kind == "w"
+    assert {op.value for op in fixed.ops()} == {3} != {op.value for op in again[0].ops(again[0].lead)}
+    for step, what in ((seeded, "a fuzz-only step"), (fixed, "a fixed step")):
+        note = rerun_range(step, context, [step]).note
+        assert rerun_range(step, context, [step]).command is None
+        assert note.startswith(f"range {blind.index} {blind.name!r} ({blind.start:#x}-{blind.end:#x}) is {what}")
+    assert "writes 0x3" in rerun_range(fixed, context, [fixed]).note
+    # in summary.json: the step's entry and its finding's reproducer point to the trace's replay
+    crash = Finding("crash", fixed.index, fixed.name, "", (0, 1), "killed", {"signal": 6, "status": None})
+    result = CampaignResult(ops_done={fixed.index: 1}, ops_skipped={}, findings=[crash])
+    summary = build_summary(
+        seed=1, fuzz_count=3, accel="tcg", accel_reason="test", plans=[fixed], result=result,
+        trace_path=Path("/r/trace.iofuzz"), qemu_cmdline="qemu", rerun_context=context,
+    )  # fmt: skip
+    (entry,) = summary["ranges"]
+    assert entry["rerun"] is None and entry["fixed"] == 3
+    assert entry["rerun_note"].startswith(f"range {fixed.index} ")
+    assert entry["rerun_note"].endswith("the trace is the exact reproducer: avocado iofuzz replay /r/trace.iofuzz")
+    assert summary["findings"][0]["reproducer"]["rerun_note"] == entry["rerun_note"]

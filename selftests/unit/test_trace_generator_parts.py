@@ -82,3 +82,53 @@ def test_each_part_has_its_own_fingerprint_and_a_new_trace_records_them():
     assert len(set(parts.values())) == len(parts)
     with pytest.raises(ValueError, match="generator_parts"):
         TraceWriter(Path("/nonexistent/never-written"), {"generator_parts": {}}, [UNIFORM])
+
+
+BEFORE_FIXED = DATA / "trace-before-fixed.iofuzz"
+
+
+def _a_package_whose_part_changed(monkeypatch: pytest.MonkeyPatch, part: str, fingerprint: str) -> dict[str, str]:
+    """This package as if ``part`` were made differently (its fingerprint); the running hash stays what it is."""
+    from avocado_iofuzz.campaign import generator_parts
+
+    changed = {**part_fingerprints(), part: fingerprint}
+    monkeypatch.setattr(generator_parts, "part_fingerprints", lambda: changed)
+    return changed
+
+
+def test_a_refused_trace_names_the_part_that_differs_with_its_old_and_new_fingerprint(monkeypatch):
+    """The real trace of 67c4b2f, its virtio layout made differently: the part, not two equal running hashes."""
+    header = header_line(BEFORE_FIXED)
+    old = header["generator_parts"]["layout:virtio"]
+    _a_package_whose_part_changed(monkeypatch, "layout:virtio", "0123456789abcdef")
+    with pytest.raises(TraceError) as refused:
+        read_trace(BEFORE_FIXED)
+    message = str(refused.value)
+    assert message.startswith(f"{BEFORE_FIXED}:3: range 1 needs the op generator's layout:virtio, ")
+    assert f"(part layout:virtio: the writer's {old}, this package's 0123456789abcdef)" in message
+    assert header["generator"] not in message  # the running hash, the same for both, says nothing here
+
+
+def test_a_refused_historic_trace_names_what_its_running_hash_stood_for(monkeypatch):
+    """A trace with one running hash (before generator_parts): the ops part it stood for, then and now."""
+    assert "generator_parts" not in header_line(BEFORE_LAYOUTS)
+    _a_package_whose_part_changed(monkeypatch, PART_OPS, "fedcba9876543210")
+    with pytest.raises(TraceError) as refused:
+        read_trace(BEFORE_LAYOUTS)
+    assert (
+        ":2: range 0 needs the op generator's ops, which this avocado-iofuzz makes differently from the version "
+        "that wrote the trace (part ops: the writer's 447309041c86fc80, this package's fedcba9876543210)"
+    ) in str(refused.value)
+
+
+def test_a_part_the_writer_never_had_is_named_as_such(tmp_path):
+    fixed = RangePlan(0, 0xC012, 0xC012, "status", 7, 1, 1, fuzz_only=True, fixed=0x3)
+    path = write_trace(tmp_path / "t.iofuzz", [fixed])
+    recorded = {k: v for k, v in header_line(path)["generator_parts"].items() if k != "fixed"}
+    new = part_fingerprints()["fixed"]
+    with pytest.raises(TraceError, match=rf"\(part fixed: the writer recorded none \(the part is newer than it\), "
+                       rf"this package's {new}\)"):  # fmt: skip
+        read_trace(with_header(path, generator_parts=recorded))
+    with pytest.raises(TraceError, match=rf"\(part fixed: the writer's generator '\w+' stands for no such part, "
+                       rf"this package's {new}\)"):  # fmt: skip
+        read_trace(with_header(path, generator_parts=None))

@@ -1,0 +1,120 @@
+"""The guided signal read from recorded QEMU trace files: the collector's fast read gives what it gave before.
+
+The samples are slices of the ``-trace file=`` logs of guided rounds (QEMU
+7.2, busybox guest, ``benchmarks/guided_vs_blind.py --values dma``): nvme
+and virtio-net-pci, each from an executor's command line through some 60-120
+ranges' marks (see data/README). ``data/collector-recorded-expected.json``
+holds what the collector of main 67c4b2f (line by line, before the read loop
+was made cheaper) made of them -- hits per range with the argument-qualified
+keys, where each event was first seen, the background, the trace-event
+switches -- written by running this module as a script against that tree:
+``PYTHONPATH=<main> python selftests/unit/test_collector_recorded.py``.
+"""
+
+from __future__ import annotations
+
+import collections
+import gzip
+import json
+import re
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from avocado_iofuzz.coverage.arguments import ArgumentReader
+from avocado_iofuzz.coverage.backend import list_events
+from avocado_iofuzz.coverage.catalog import Catalog
+from avocado_iofuzz.coverage.collector import CoverageCollector
+from avocado_iofuzz.coverage.formats import find_formats_file
+from avocado_iofuzz.guided.features import features_of
+from avocado_iofuzz.model.program import RangePlan
+
+DATA = Path(__file__).parent / "data"
+SAMPLES = {"nvme": "trace-guided-nvme-qemu72.log.gz", "virtio-net-pci": "trace-guided-virtio-net-qemu72.log.gz"}
+EXPECTED = DATA / "collector-recorded-expected.json"
+QEMU = shutil.which("qemu-system-x86_64")
+FORMATS = find_formats_file(QEMU) if QEMU else None
+CHUNK = 65_536  # bytes QEMU "appended" between two reads: lines and console marks get cut anywhere
+_MARK_BYTE = re.compile(rb"^serial_write write addr 0x00 val 0x([0-9a-f]+)$")
+_PROGRESS = re.compile(r"^@P (\d+) (\d+)")
+
+
+def recorded_plans(sample: bytes) -> list[RangePlan]:
+    """One plan per range the sample's marks name, as many ops as its last mark (the sample ends at a mark)."""
+    text, ops = bytearray(), collections.Counter[int]()
+    for line in sample.split(b"\n"):
+        match = _MARK_BYTE.match(line)
+        if match is None:
+            continue
+        byte = int(match[1], 16)
+        if byte != 0x0A:
+            text.append(byte)
+            continue
+        progress = _PROGRESS.match(text.decode("ascii", "replace"))
+        text.clear()
+        if progress is not None:
+            ops[int(progress[1])] = max(ops[int(progress[1])], int(progress[2]))
+    return [
+        RangePlan(index=i, start=0, end=0, name=f"r{i}", seed=1, fuzz_count=max(1, ops[i]), fuzz_only=True)
+        for i in range(max(ops) + 1)
+    ]
+
+
+def observe(device: str, tmp: Path) -> dict[str, Any]:
+    """What a counting collector makes of the sample, read in CHUNK pieces as a run reads a growing file."""
+    sample = gzip.decompress((DATA / SAMPLES[device]).read_bytes())
+    assert QEMU is not None
+    catalog = Catalog.load()
+    selection = catalog.select([device], [], list_events(QEMU))
+    arguments = ArgumentReader.from_file(catalog.arguments, selection.events, FORMATS)
+    switches: collections.Counter[str] = collections.Counter()
+    enabled: set[str] = set()
+
+    def qmp(command: str, args: dict[str, Any]) -> None:
+        switches[f"{args['name']}={args['enable']}"] += 1
+        (enabled.add if args["enable"] else enabled.discard)(args["name"])
+
+    log = tmp / f"{device}.log"
+    log.write_bytes(b"")
+    collector = CoverageCollector(selection, log, qmp, clock=lambda: 0.0, sleep=lambda s: None, count_hits=True,
+                                  arguments=arguments)  # fmt: skip
+    collector.start(recorded_plans(sample))
+    with open(log, "ab") as out:
+        for at in range(0, len(sample), CHUNK):
+            out.write(sample[at : at + CHUNK])
+            out.flush()
+            collector.progress(0, 0)
+    collector.settle()
+    return {
+        "hits": {str(r): dict(sorted(counts.items())) for r, counts in collector.hits.items()},
+        "features": {str(r): sorted(features_of(counts)) for r, counts in collector.hits.items()},
+        "first_seen": {name: [s.range_index, s.op, s.ops_total] for name, s in sorted(collector.first_seen.items())},
+        "background": sorted(collector.background),
+        "switches": dict(sorted(switches.items())),
+        "enabled_at_end": sorted(enabled),
+    }
+
+
+@pytest.mark.skipif(FORMATS is None, reason="QEMU's trace-events-all (and QEMU) are not installed")
+@pytest.mark.parametrize("device", sorted(SAMPLES))
+def test_the_collector_reads_a_recorded_guided_trace_as_before(device, tmp_path):
+    expected = json.loads(EXPECTED.read_text(encoding="utf-8"))[device]
+    seen = observe(device, tmp_path)
+    assert seen["features"] == expected["features"]  # the guided signal, range by range
+    assert seen == expected
+    # the sample is one that exercises what the fast read must keep: caps, argument keys, several ranges
+    assert any(n >= 128 for counts in seen["hits"].values() for n in counts.values())
+    assert any("(" in key for counts in seen["hits"].values() for key in counts)
+    assert len(seen["hits"]) > 10
+
+
+if __name__ == "__main__":  # writes the expected figures with the collector on sys.path (see the docstring)
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as scratch:
+        figures = {device: observe(device, Path(scratch)) for device in sorted(SAMPLES)}
+    EXPECTED.write_text(json.dumps(figures, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+    print(f"wrote {EXPECTED}", file=sys.stderr)
