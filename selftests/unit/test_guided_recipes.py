@@ -85,6 +85,7 @@ def test_recipes_map_onto_the_functions_bar_ranges_with_resolved_values():
         ("virtio-legacy-queue0", "0000:00:04.0"),
         ("virtio-net-legacy-tx", "0000:00:04.0"),  # only virtio-net has a transmit queue 1
         ("nvme-admin-queue", "0000:00:05.0"),
+        ("nvme-io-queues", "0000:00:05.0"),
     }
     blk = applied["virtio-legacy-queue0", "0000:00:03.0"]
     assert blk.origin == "recipe:virtio-legacy-queue0"
@@ -175,7 +176,8 @@ def test_the_schedule_with_recipes_is_a_pure_function_and_rebuilds_from_the_summ
 def test_a_schedule_refuses_recipes_on_ranges_it_does_not_fuzz():
     from avocado_iofuzz.guided.schedule import GuidedSchedule
 
-    with pytest.raises(ValueError, match="recipes \\['nvme-admin-queue'\\] write to ranges the run does not fuzz"):
+    refused = "recipes \\['nvme-admin-queue', 'nvme-io-queues'\\] write to ranges the run does not fuzz"
+    with pytest.raises(ValueError, match=refused):
         GuidedSchedule([BLK_IO], 9, recipes=_run_recipes())
 
 
