@@ -41,7 +41,7 @@ _CLASS_ETHERNET = 0x0200  # class and subclass, any interface
 _CLASS_NVME = 0x010802
 _CLASS_AHCI = 0x010601  # SATA, AHCI 1.0 interface
 _LSI = 0x1000
-_MEGARAID = (0x0060, 0x005B)  # megasas (SAS 1078), megasas-gen2 (SAS 2108)
+_MEGARAID = (0x0060, 0x0079)  # megasas (SAS 1078), megasas-gen2 (SAS 2108: QEMU 7.2 gives it 1000:0079)
 
 def family_layout(function: PciFunction) -> str:
     """The layout of a function's device family: USB, NVMe and AHCI controllers by class, Intel's NICs (e1000,

@@ -351,3 +351,15 @@ def test_rerun_and_summary_name_the_layout_a_range_had():
     assert (params["fuzz_values"], params["dma_layout"]) == ("dma", "ehci")
     uniform = RangePlan(0, 0x60, 0x60, "keyboard", 5, 7)
     assert "dma_layout" not in dict(rerun_range(uniform, RerunContext(reference="iofuzz")).params)
+
+
+def test_megasas_gen2_gets_the_megasas_layout_by_the_id_qemu_gives_it():
+    """QEMU 7.2's megasas-gen2 is 1000:0079 (cfg/devices.cfg's only_pci); an earlier table named 1000:005b."""
+    from avocado_iofuzz.model.layout_choice import family_layout, pci_functions
+
+    listing = (
+        "== /sys/bus/pci/devices/0000:00:04.0 0x1000 0x0079 0x010400\n"  # megasas-gen2
+        "0x00000000febf0000 0x00000000febf3fff 0x0000000000140204\n" + ZERO * 12
+    )  # fmt: skip
+    (function,) = pci_functions(listing)
+    assert family_layout(function) == "megasas"
