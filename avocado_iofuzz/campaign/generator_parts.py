@@ -153,8 +153,28 @@ _HISTORIC_RUNNING_HASHES: dict[str, tuple[str, ...]] = {
 }
 
 
+# The running hash before the virtio layout shaped its chains as requests (issue 13), and its parts'
+# fingerprints then: corpus files of that version that recorded no parts stand for these. Their
+# programs that need no virtio layout stay usable; the others are refused, naming layout:virtio.
+_PARTS_BEFORE_VIRTIO_REQUESTS = {
+    PART_OPS: "447309041c86fc80",
+    PART_DMA: "cac8b9e1d386d010",
+    PART_FUZZ_ONLY: "3339c85bd0558ee5",
+    "layout:uhci": "d6553962e599f6dd",
+    "layout:ehci": "759237c25c101ff4",
+    "layout:e1000": "5a7772789297d2f5",
+    "layout:virtio": "86125fb80868b53a",
+    "layout:nvme": "d5d62300b7420b87",
+    "layout:megasas": "79b62e4bdd3d4072",
+    "layout:ahci": "94bc2a05ac0217cd",
+}
+_RUNNING_HASH_BEFORE_VIRTIO_REQUESTS = "4e4288ed64cd02c2"
+
+
 def _historic_parts(fingerprint: str) -> dict[str, str]:
     """The part fingerprints a header's one ``generator`` hash stands for ({} for one this package never wrote)."""
+    if fingerprint == _RUNNING_HASH_BEFORE_VIRTIO_REQUESTS:
+        return dict(_PARTS_BEFORE_VIRTIO_REQUESTS)
     return {part: _PARTS_8E95D90[part] for part in _HISTORIC_RUNNING_HASHES.get(fingerprint, ())}
 
 

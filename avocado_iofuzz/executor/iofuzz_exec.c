@@ -517,18 +517,44 @@ static void fill_e1000(uint64_t seed, volatile uint32_t *dw)
 }
 
 #define VIRTIO_QUEUE 256ULL
+#define VIRTIO_CHAIN 3ULL
+#define VIRTIO_CHAINS (VIRTIO_QUEUE / VIRTIO_CHAIN)
 #define VIRTIO_AVAIL_WORDS 0x400ULL
 #define VIRTIO_HEADERS 0x3000ULL
+#define VIRTIO_STATUS 0x3600ULL
+#define VIRTIO_DATA 0x3800ULL
+#define BLK_OUTHDR 16ULL
+#define BLK_SECTOR 512ULL
+
+static void virtio_put(volatile uint32_t *out, uint64_t address, uint64_t length, uint64_t flags_next)
+{
+	out[0] = (uint32_t)address;
+	out[1] = (uint32_t)(address >> 32);
+	out[2] = (uint32_t)length;
+	out[3] = (uint32_t)flags_next;
+}
+
+/* A request chain as virtio-blk parses one: readable header -> data (writable for IN and GET_ID) -> status. */
+static void virtio_request(uint64_t chain, uint64_t type, uint64_t word, volatile uint32_t *dw)
+{
+	uint64_t first = VIRTIO_CHAIN * chain, blocks = 1 + ((word >> 20) & 1);
+	uint64_t data = scratch_base + VIRTIO_DATA + BLK_SECTOR * (((word >> 21) & 3) % (5 - blocks));
+	uint64_t writable = (type == 0 || type == 8) ? 2 : 0;
+
+	virtio_put(dw + 4 * first, scratch_base + VIRTIO_HEADERS + BLK_OUTHDR * chain, BLK_OUTHDR, 1 | (first + 1) << 16);
+	virtio_put(dw + 4 * (first + 1), data, BLK_SECTOR * blocks, 1 | writable | (first + 2) << 16);
+	virtio_put(dw + 4 * (first + 2), scratch_base + VIRTIO_STATUS + chain, 1, 2);
+}
 
 static void fill_virtio(uint64_t seed, volatile uint32_t *dw)
 {
-	static const uint64_t blk_types[] = { 0, 1, 4, 8, 0, 1, 0 };
+	static const uint64_t blk_types[] = { 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 4, 8 };
 	uint64_t head = random_word(seed, VIRTIO_AVAIL_WORDS);
 	volatile uint16_t *avail = (volatile uint16_t *)(dw + PAGE_BYTES / 4);
 
 	for (uint64_t c = 0; c < LAYOUT_DWORDS; c++)
 		dw[c] = 0;
-	for (uint64_t c = 0; c < VIRTIO_QUEUE; c++) {
+	for (uint64_t c = 0; c < VIRTIO_QUEUE; c++) { /* every descriptor at random, most chains then requests */
 		uint64_t w0 = random_word(seed, STRUCT_WORDS + 2 * c), w1 = random_word(seed, STRUCT_WORDS + 2 * c + 1);
 		uint64_t flags = (w0 & 1) | ((w0 >> 1) & 1) << 1, address, length;
 
@@ -540,22 +566,27 @@ static void fill_virtio(uint64_t seed, volatile uint32_t *dw)
 			address = scratch_base + VIRTIO_HEADERS + ((w1 >> 8) & 0x7F) * 16;
 			length = 16 + ((w1 >> 16) & 0x1F0);
 		}
-		dw[4 * c] = (uint32_t)address;
-		dw[4 * c + 1] = (uint32_t)(address >> 32);
-		dw[4 * c + 2] = (uint32_t)length;
-		dw[4 * c + 3] = (uint32_t)(flags | ((c + 1 + ((w0 >> 8) & 3)) % VIRTIO_QUEUE) << 16);
+		virtio_put(dw + 4 * c, address, length, flags | ((c + 1 + ((w0 >> 8) & 3)) % VIRTIO_QUEUE) << 16);
+	}
+	for (uint64_t chain = 0; chain < VIRTIO_CHAINS; chain++) {
+		uint64_t cell = VIRTIO_HEADERS / 16 + chain;
+		uint64_t word = random_word(seed, STRUCT_WORDS + 2 * cell), shape = random_word(seed, STRUCT_WORDS + 2 * cell + 1);
+		uint64_t type = (word & 15) < 14 ? blk_types[word & 15] : (word >> 32) & 0xFF;
+
+		dw[4 * cell] = (uint32_t)type;
+		dw[4 * cell + 2] = (uint32_t)((word >> 8) & 0xFF);
+		if (!maybe(shape, 0, 5))
+			virtio_request(chain, type, shape, dw);
 	}
 	avail[0] = (uint16_t)(head & 1);
 	avail[1] = (uint16_t)(1 + ((head >> 8) & 0xFF));
-	for (uint64_t j = 0; j < VIRTIO_QUEUE; j++)
-		avail[2 + j] = (uint16_t)(random_word(seed, VIRTIO_AVAIL_WORDS + 1 + j) & 0xFF);
-	avail[2 + VIRTIO_QUEUE] = (uint16_t)((head >> 16) & 0xFF);
-	for (uint64_t t = 0; t < PAGE_BYTES / 16; t++) {
-		uint64_t c = VIRTIO_HEADERS / 16 + t, word = random_word(seed, STRUCT_WORDS + 2 * c);
+	for (uint64_t j = 0; j < VIRTIO_QUEUE; j++) {
+		uint64_t word = random_word(seed, VIRTIO_AVAIL_WORDS + 1 + j);
 
-		dw[4 * c] = (uint32_t)((word & 7) < 7 ? blk_types[word & 7] : (word >> 32) & 0xFF);
-		dw[4 * c + 2] = (uint32_t)((word >> 8) & 0xFF);
+		avail[2 + j] = (uint16_t)(maybe(word, 8, 5) ? word & 0xFF : VIRTIO_CHAIN * ((word >> 16) % VIRTIO_CHAINS));
 	}
+	avail[2 + VIRTIO_QUEUE] = (uint16_t)((head >> 16) & 0xFF);
+	fill_random_tail(seed, dw, VIRTIO_DATA);
 }
 
 static void fill_nvme(uint64_t seed, volatile uint32_t *dw)

@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from avocado_iofuzz.campaign.generator_parts import part_fingerprints, unusable_parts
+from avocado_iofuzz.campaign.generator_parts import part_fingerprints, unusable_parts, writer_parts
 from avocado_iofuzz.campaign.trace import generator_fingerprint
 from avocado_iofuzz.guided import readback
 from avocado_iofuzz.guided.batch import Base, Batch, BatchError
@@ -265,7 +265,9 @@ def _corpus_from(record: Any, version: str, key: str) -> Corpus:
         )
     if record.get("qemu_version") != version:
         raise ValueError(f"it was found with QEMU {record.get('qemu_version')!r}, this is QEMU {version}")
-    if record.get("generator") != generator_fingerprint():
+    # Another running hash is no reason to refuse by itself: where the writer's parts are known (recorded,
+    # or a historic hash's), only the parts its programs need must be made the same way (below).
+    if record.get("generator") != generator_fingerprint() and not writer_parts(record):
         raise ValueError(
             f"written with op generator {record.get('generator')!r}, this one is {generator_fingerprint()!r}: "
             "its batches would make other ops"

@@ -190,8 +190,8 @@ class GuidedSchedule:
         They run before the sweeps, on the devices as the guest left them
         (a config sweep may move BARs), and each begins with its device's
         reset. A device's DMA engine goes deep only when the memory it walks
-        holds a well-formed request (a virtio chain: about one fill in
-        twelve), hence several fills. At most :data:`MAX_RECIPE_ELEMENTS`
+        holds well-formed requests (a virtio device stops its queue at the
+        first malformed chain, about one ring head in 20), hence several fills. At most :data:`MAX_RECIPE_ELEMENTS`
         elements in all (a run over every device has many functions).
         """
         stream = Stream(self.seed).fork(RECIPE_SALT)

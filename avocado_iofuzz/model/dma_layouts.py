@@ -261,18 +261,35 @@ def _e1000(base: int, seed: int) -> list[int]:
 # --- virtio -------------------------------------------------------------------------
 # One split virtqueue of 256 entries, each part page aligned: page 0 the
 # descriptor table, page 1 the available ring, page 2 the used ring (zero: the
-# device writes it), page 3 request headers (virtio-blk's type and sector;
-# read by a NIC as a virtio-net header) that the descriptors point at.
+# device writes it), page 3 the requests' memory: 16-byte request headers
+# (virtio-blk's type and sector; a NIC reads the first 10 or 12 bytes as its
+# virtio-net header), then status bytes, then four 512-byte data buffers.
+#
+# The table is cut in 85 chains of three descriptors (the last one spare), each
+# shaped like a driver's request, as virtio-blk parses it: a readable 16-byte
+# header, a 512- or 1024-byte data buffer (readable for a write, writable for a
+# read or GET_ID), a writable status byte. A NIC's transmit path takes the
+# readable part (header and, for a write, the buffer) as header plus frame. One
+# chain in 32 is drawn descriptor by descriptor at random instead, and one
+# available-ring entry in 32 names any descriptor: malformed chains find bugs too.
 
 VIRTIO_QUEUE = 256
 VIRTQ_NEXT, VIRTQ_WRITE, VIRTQ_INDIRECT = 1, 2, 4
+VIRTIO_CHAIN = 3  # descriptors of a request: header, data, status
+VIRTIO_CHAINS = VIRTIO_QUEUE // VIRTIO_CHAIN
+BLK_OUTHDR = 16  # type, ioprio, sector
 _VIRTIO_AVAIL_WORDS = 0x400  # generator words of the available ring
 _VIRTIO_HEADERS = 0x3000
-BLK_TYPES = (0, 1, 4, 8, 0, 1, 0)  # IN, OUT, FLUSH, GET_ID; one in 8 any
+_VIRTIO_STATUS = 0x3600  # one byte per chain
+_VIRTIO_DATA = 0x3800  # four 512-byte buffers
+BLK_SECTOR = 512
+BLK_T_IN, BLK_T_OUT, BLK_T_FLUSH, BLK_T_GET_ID = 0, 1, 4, 8
+# IN and OUT 3 in 4 (what reaches the block layer), FLUSH, GET_ID; one in 8 any
+BLK_TYPES = (0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 4, 8)
 
 
 def virtio_descriptor(base: int, index: int, w0: int, w1: int) -> list[int]:
-    """A descriptor: chained on (1 in 2) to one of the next 4, device-writable 1 in 2, indirect 1 in 32."""
+    """A random descriptor: chained on (1 in 2) to one of the next 4, device-writable 1 in 2, indirect 1 in 32."""
     flags = (w0 & 1) * VIRTQ_NEXT | ((w0 >> 1) & 1) * VIRTQ_WRITE
     following = (index + 1 + ((w0 >> 8) & 3)) % VIRTIO_QUEUE
     if _maybe(w0, 2, 5):  # an indirect table: descriptors of the table itself
@@ -285,25 +302,52 @@ def virtio_descriptor(base: int, index: int, w0: int, w1: int) -> list[int]:
     return [address & 0xFFFF_FFFF, address >> 32, length, flags | following << 16]
 
 
+def virtio_blk_type(word: int) -> int:
+    kind = word & 15
+    return BLK_TYPES[kind] if kind < len(BLK_TYPES) else (word >> 32) & 0xFF
+
+
+def virtio_request(base: int, chain: int, request_type: int, word: int) -> list[int]:
+    """The three descriptors of chain ``chain``: header -> data (its direction by ``request_type``) -> status."""
+    first = VIRTIO_CHAIN * chain
+    blocks = 1 + ((word >> 20) & 1)
+    data = base + _VIRTIO_DATA + BLK_SECTOR * (((word >> 21) & 3) % (5 - blocks))  # stays in page 3
+    writable = VIRTQ_WRITE if request_type in (BLK_T_IN, BLK_T_GET_ID) else 0
+    header = base + _VIRTIO_HEADERS + BLK_OUTHDR * chain
+    status = base + _VIRTIO_STATUS + chain
+    return [
+        header & 0xFFFF_FFFF, header >> 32, BLK_OUTHDR, VIRTQ_NEXT | (first + 1) << 16,
+        data & 0xFFFF_FFFF, data >> 32, BLK_SECTOR * blocks, VIRTQ_NEXT | writable | (first + 2) << 16,
+        status & 0xFFFF_FFFF, status >> 32, 1, VIRTQ_WRITE,
+    ]  # fmt: skip
+
+
 def _virtio(base: int, seed: int) -> list[int]:
     dwords = [0] * DWORDS
-    for c in range(VIRTIO_QUEUE):
+    for c in range(VIRTIO_QUEUE):  # every descriptor drawn at random, then most chains overwritten as requests
         w0, w1 = _word(seed, STRUCT_WORDS + 2 * c), _word(seed, STRUCT_WORDS + 2 * c + 1)
         dwords[4 * c : 4 * c + 4] = virtio_descriptor(base, c, w0, w1)
+    for chain in range(VIRTIO_CHAINS):
+        cell = _VIRTIO_HEADERS // 16 + chain
+        word = _word(seed, STRUCT_WORDS + 2 * cell)
+        request_type = virtio_blk_type(word)
+        sector = (word >> 8) & 0xFF
+        dwords[4 * cell : 4 * cell + 4] = [request_type, 0, sector, 0]
+        shape = _word(seed, STRUCT_WORDS + 2 * cell + 1)
+        if not _maybe(shape, 0, 5):
+            first = 4 * VIRTIO_CHAIN * chain
+            dwords[first : first + 4 * VIRTIO_CHAIN] = virtio_request(base, chain, request_type, shape)
     head = _word(seed, _VIRTIO_AVAIL_WORDS)
     avail = [head & 1, 1 + ((head >> 8) & 0xFF)]  # flags (NO_INTERRUPT at random), idx 1..256
-    avail += [_word(seed, _VIRTIO_AVAIL_WORDS + 1 + j) & 0xFF for j in range(VIRTIO_QUEUE)]  # head indices
+    for j in range(VIRTIO_QUEUE):  # head indices: a chain's first descriptor, any descriptor one in 32
+        word = _word(seed, _VIRTIO_AVAIL_WORDS + 1 + j)
+        avail.append(word & 0xFF if _maybe(word, 8, 5) else VIRTIO_CHAIN * ((word >> 16) % VIRTIO_CHAINS))
     avail.append((head >> 16) & 0xFF)  # used_event
     avail.append(0)
     first = PAGE // 4
     for j in range(0, len(avail), 2):
         dwords[first + j // 2] = avail[j] | avail[j + 1] << 16
-    for t in range(PAGE // 16):
-        c = _VIRTIO_HEADERS // 16 + t
-        word = _word(seed, STRUCT_WORDS + 2 * c)
-        kind = word & 7
-        request = BLK_TYPES[kind] if kind < 7 else (word >> 32) & 0xFF
-        dwords[4 * c : 4 * c + 4] = [request, 0, (word >> 8) & 0xFF, 0]
+    _random_tail(dwords, _VIRTIO_DATA, seed)  # data buffers: a write's sectors, a NIC's frames
     return dwords
 
 

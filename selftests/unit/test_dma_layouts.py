@@ -149,16 +149,63 @@ def test_virtio_queue_is_a_well_formed_split_ring_pointing_at_request_headers():
     data = scratch_fill(0xFEED, 0, LAYOUT_VIRTIO)
     descriptors = [struct.unpack_from("<QIHH", data, 16 * i) for i in range(256)]
     indirect = [d for d in descriptors if d[2] & 4]
-    assert 0 < len(indirect) < 24 and all(d[2] == 4 and d[1] % 16 == 0 and inside(d[0], d[1]) for d in indirect)
+    assert len(indirect) < 8 and all(d[2] == 4 and d[1] % 16 == 0 and inside(d[0], d[1]) for d in indirect)
     direct = [d for d in descriptors if not d[2] & 4]
-    assert all(d[0] >= SCRATCH_BASE + 0x3000 and inside(d[0], d[1]) and 16 <= d[1] <= 512 for d in direct)
-    assert 0.35 < sum(d[2] & 1 for d in direct) / len(direct) < 0.65  # chains
+    assert all(d[0] >= SCRATCH_BASE + 0x3000 and inside(d[0], d[1]) and 1 <= d[1] <= 1024 for d in direct)
     assert all(d[3] < 256 for d in descriptors)
     flags, idx, *ring = struct.unpack_from("<HH256H", data, 0x1000)
     assert flags in (0, 1) and 1 <= idx <= 256 and all(head < 256 for head in ring)
     assert data[0x2000:0x3000] == bytes(0x1000)  # the used ring: the device's to write
-    types = [struct.unpack_from("<I", data, 0x3000 + 16 * t)[0] for t in range(256)]
+    types = [struct.unpack_from("<I", data, 0x3000 + 16 * t)[0] for t in range(85)]
     assert {0, 1, 4, 8} <= set(types) and sum(t in (0, 1, 4, 8) for t in types) / len(types) > 0.85
+
+
+def blk_request(data: bytes, head: int) -> str:
+    """What virtio-blk makes of the chain at ``head``, parsed as the device does: 'ok' or why it is not a request.
+
+    Readable descriptors first, then writable ones; the readable part starts
+    with the 16-byte header, the last writable byte is the status; a read or
+    write moves whole 512-byte sectors.
+    """
+    out, into, index, seen = [], [], head, set()
+    while True:
+        address, length, flags, following = struct.unpack_from("<QIHH", data, 16 * index)
+        if flags & 4:
+            return "indirect"
+        if index in seen or len(seen) > 16:
+            return "loop"
+        seen.add(index)
+        if flags & 2:
+            into.append((address, length))
+        elif into:
+            return "readable after writable"
+        else:
+            out.append((address, length))
+        if not flags & 1:
+            break
+        index = following
+    if not out or not into or sum(n for _, n in out) < 16:
+        return "no header or no status"
+    request_type = struct.unpack_from("<I", data, out[0][0] - SCRATCH_BASE)[0]
+    size = sum(n for _, n in out) - 16 if request_type == 1 else sum(n for _, n in into) - 1
+    if request_type in (0, 1) and (size == 0 or size % 512):
+        return "not whole sectors"
+    return "ok"
+
+
+def test_most_virtio_ring_heads_start_a_request_that_virtio_blk_accepts_and_some_do_not():
+    """The chains virtio-blk parses as a request (a random chaining made one in twelve first heads one)."""
+    verdicts = []
+    first_ok = 0
+    for seed in range(0x5EED0000, 0x5EED0010):
+        data = scratch_fill(seed, 0, LAYOUT_VIRTIO)
+        _, idx, *ring = struct.unpack_from("<HH256H", data, 0x1000)
+        heads = [blk_request(data, head) for head in ring[:idx]]
+        first_ok += heads[0] == "ok"
+        verdicts += heads
+    ok = verdicts.count("ok") / len(verdicts)
+    assert 0.85 < ok < 0.98, f"{ok:.2f} of the heads are requests: {set(verdicts)}"  # some malformed
+    assert first_ok >= 12, f"the first head is a request in {first_ok} of 16 fills"
 
 
 def test_nvme_queue_holds_known_commands_with_prps_into_the_scratch_memory():

@@ -134,7 +134,9 @@ def good_record(**change) -> str:
         ("[]", "expected a JSON object, got list"),
         (good_record(format=9), "format 9, this avocado-iofuzz reads formats (1, 2)"),
         (good_record(qemu_version="8.2.0"), "found with QEMU '8.2.0', this is QEMU 7.2.15"),
-        (good_record(generator="0123"), "its batches would make other ops"),
+        (good_record(generator="0123", generator_parts=None), "written with op generator '0123'"),
+        # another running hash with known parts: refused only for a part its programs need, named
+        (good_record(generator="0123", generator_parts={"ops": "0123"}), "need the op generator's ops"),
         (good_record(key="q35-nvme"), "the corpus of 'q35-nvme', not of 'pc-e1000e'"),
         (good_record(entries=[{"batch": {"base": {}}}]), "lacks the field"),
         (good_record(entries=[{"batch": None}]), "must be an object with a 'base' object"),
