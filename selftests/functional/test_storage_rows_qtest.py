@@ -95,7 +95,7 @@ def traced_events(case: Case, args: list[str], trace: tuple[str, ...], pacing: P
     firmware = write_halt_firmware(tmp / "halt.bin")
     patterns = [arg for pattern in trace for arg in ("-trace", pattern)]
     argv = ("-machine", "pc", "-m", "256", "-nodefaults", *args, *patterns, "-D", str(log))
-    ops = recipe_ops(case)
+    ops = recipe_ops(case, case.fill_seed)
     outcome = run_qtest(QtestTarget(QEMU, argv).running(firmware), ops, linger=2.0, pacing=pacing)
     assert outcome.answered == outcome.ops, f"QEMU stopped at op {outcome.answered} of {outcome.ops}: {outcome}"
     return set(EVENT.findall(log.read_text(errors="replace"))) if log.exists() else set()
