@@ -31,7 +31,7 @@ default off, the blind control never has them).
 
 ``--no-recipes`` runs guided without the bring-up recipes
 (``guided_recipes = no``): what coverage feedback alone reaches; by default
-guided's round 0 runs the recipes that apply (they need ``--values dma``).
+guided's round 0 runs the recipes that apply (with either ``--values``: they need the guest's scratch memory).
 
 ``--kinds "pio mmio"`` overrides the rows' ``fuzz_kinds`` for both
 strategies: config-space writes move a device's BARs away (QEMU 7.2,
@@ -173,7 +173,9 @@ def contender(
     recipes: bool = True,
     read_backs: str = "off",
 ) -> Contender:  # fmt: skip
+    from avocado_iofuzz.campaign.guest_access import scratch_reserved
     from avocado_iofuzz.campaign.trace import TraceWriter
+    from avocado_iofuzz.executor.protocol import DEFAULT_BINARY
     from avocado_iofuzz.guided.corpus import Corpus
     from avocado_iofuzz.guided.recipes import recipes_for_run
     from avocado_iofuzz.guided.rounds import GuidedRun, bases_of
@@ -182,10 +184,11 @@ def contender(
     session = vm.login(60)
     plans = row_plans(session, params, seed, 1)
     functions = row_functions(session, params) if name == "guided" else []
+    scratch = name == "guided" and recipes and scratch_reserved(session, plans, DEFAULT_BINARY)
     session.close()
     bases = bases_of(plans)
     if name == "guided":
-        applied = recipes_for_run(recipes, functions, bases)
+        applied = recipes_for_run(recipes, functions, bases, scratch)
         schedule: GuidedSchedule | BlindSchedule = GuidedSchedule(bases, seed, recipes=applied)
     else:
         schedule = BlindSchedule(bases, seed, pace if name == "paced" else (0, 0))

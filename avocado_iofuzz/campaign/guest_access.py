@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from avocado_iofuzz.executor.protocol import NoScratch, executor_command, parse_line
-from avocado_iofuzz.model.dma import VALUES_UNIFORM
+from avocado_iofuzz.model.dma import VALUES_DMA, VALUES_UNIFORM
 from avocado_iofuzz.model.dma_layouts import LAYOUT_GENERIC
 from avocado_iofuzz.model.kinds import KindParams, Listings, check_output, drop_refused
 from avocado_iofuzz.model.pci import PCI_LISTING_COMMAND
@@ -51,6 +51,34 @@ def check_access(session: Any, plans: Sequence[RangePlan], binary: str, timeout:
     return kept
 
 
+def scratch_reserved(session: Any, plans: Sequence[RangePlan], binary: str, timeout: float = 120) -> bool:
+    """Whether the guest has the scratch memory reserved (what the bring-up recipes point devices at).
+
+    ``plans``: as :func:`check_access` left them. A kept ``dma`` plan answers
+    yes already (the check found the memory); in a uniform run the check
+    never looked, so the executor's ``--check`` runs once more with the first
+    plan switched to ``dma``: a probe that touches no register, only asks.
+    """
+    if not plans:
+        return False
+    if any(plan.values == VALUES_DMA for plan in plans):
+        return True
+    probe = [replace(plans[0], values=VALUES_DMA)]
+    output = session.cmd_output(executor_command(probe, check=True, binary=binary), timeout=timeout)
+    reason = no_scratch_reason(output)
+    if reason is not None:
+        LOG.info("no scratch memory in this guest (%s)", reason)
+    return reason is None
+
+
+def no_scratch_reason(check_output_text: str) -> str | None:
+    """The first ``@NOSCRATCH`` reason of an executor ``--check`` output, None if it reports none."""
+    for message in map(parse_line, check_output_text.splitlines()):
+        if isinstance(message, NoScratch):
+            return message.reason
+    return None
+
+
 def uniform_without_scratch(plans: Sequence[RangePlan], check_output_text: str) -> list[RangePlan]:
     """The plans, with uniform values instead of DMA-aware ones if the check found no scratch memory.
 
@@ -58,13 +86,13 @@ def uniform_without_scratch(plans: Sequence[RangePlan], check_output_text: str) 
     image, a kernel booted without the embedded guests' ``memmap=``) is still
     fuzzed, as before DMA-aware values existed; the log says why.
     """
-    reasons = [m.reason for m in map(parse_line, check_output_text.splitlines()) if isinstance(m, NoScratch)]
-    if not reasons:
+    reason = no_scratch_reason(check_output_text)
+    if reason is None:
         return list(plans)
     changed = [p for p in plans if p.values != VALUES_UNIFORM]
     LOG.warning(
         "fuzz_values: no scratch memory in this guest (%s): %d range(s) get uniform values instead",
-        reasons[0],
+        reason,
         len(changed),
     )
     return [replace(p, values=VALUES_UNIFORM, layout=LAYOUT_GENERIC) for p in plans]

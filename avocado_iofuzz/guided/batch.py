@@ -14,7 +14,11 @@ device's bring-up, see :func:`~avocado_iofuzz.guided.program.fixed_step`).
 model's ``uniform`` and ``dma``). A base carries the mode the run planned for
 its range (``fuzz_values``): a batch uses it or ``uniform``, never a mode the
 run did not ask for -- ``dma`` needs the guest's scratch memory and can send a
-device's DMA into the guest kernel, so only a run that chose it gets it.
+device's DMA into the guest kernel, so only a run that chose it gets it. The
+one exception is a batch that names its own scratch ``layout``: a bring-up
+recipe's pointer step (:mod:`avocado_iofuzz.guided.recipes`), which a run with
+uniform ranges gets only once the guest showed it has scratch memory, so that
+the device it points at the memory finds its family's requests there.
 """
 
 from __future__ import annotations
@@ -23,7 +27,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from avocado_iofuzz.model import program
-from avocado_iofuzz.model.dma_layouts import LAYOUT_GENERIC
+from avocado_iofuzz.model.dma import VALUES_DMA
+from avocado_iofuzz.model.dma_layouts import LAYOUT_GENERIC, LAYOUTS
 from avocado_iofuzz.model.program import (
     MAX_PAUSE_US,
     MMIO_WIDTHS,
@@ -94,9 +99,14 @@ class Batch:
     fuzz_only: bool = False
     # every write writes this value (RangePlan's fixed; fuzz-only batches only): an exact step, None: seeded
     fixed: int | None = None
+    # the scratch layout of a dma batch on a range the run planned uniform (a bring-up recipe's pointer step,
+    # which fills the scratch memory with its device family's layout); "": the base's layout
+    layout: str = ""
 
     def __post_init__(self) -> None:
         where = f"batch {self.base.key()} {self.start:#x}-{self.end:#x}"
+        if self.values == UNIFORM:
+            object.__setattr__(self, "layout", "")  # uniform values fill nothing: no layout to keep
         if self.width == 0:
             object.__setattr__(self, "width", self.base.width)
         for name in ("start", "end", "seed", "fuzz_count", "width", "pause_every", "pause_us"):
@@ -112,8 +122,13 @@ class Batch:
             raise BatchError(f"{where}: the stretch is not made of whole aligned {self.width}-byte slots")
         if self.values not in value_modes():
             raise BatchError(f"{where}: value mode {self.values!r} is not one the op model offers {value_modes()}")
-        if self.values not in (UNIFORM, self.base.values):
-            raise BatchError(f"{where}: value mode {self.values!r} was not planned for its range ({self.base.values})")
+        if self.layout and self.layout not in LAYOUTS:
+            raise BatchError(f"{where}: scratch layout {self.layout!r} is not one of {', '.join(LAYOUTS)}")
+        if self.values not in (UNIFORM, self.base.values) and not (self.values == VALUES_DMA and self.layout):
+            raise BatchError(
+                f"{where}: value mode {self.values!r} was not planned for its range ({self.base.values})"
+                + (" and the batch names no scratch layout of its own" if self.values == VALUES_DMA else "")
+            )
         if not isinstance(self.fuzz_only, bool):
             raise BatchError(f"{where}: fuzz_only must be a bool, got {self.fuzz_only!r}")
         if self.fuzz_only and self.fuzz_count < 1:
@@ -146,7 +161,7 @@ class Batch:
         extra: dict[str, Any] = {}
         if self.values != UNIFORM:
             extra["values"] = self.values  # a mode model/program.py offers, hence a RangePlan field
-            extra["layout"] = self.base.layout
+            extra["layout"] = self.layout or self.base.layout
         if self.pause_every:
             extra.update(pause_every=self.pause_every, pause_us=self.pause_us)
         if self.fuzz_only:
@@ -183,6 +198,7 @@ class Batch:
             **({"pause_every": self.pause_every, "pause_us": self.pause_us} if self.pause_every else {}),
             **({"fuzz_only": True} if self.fuzz_only else {}),
             **({"fixed": self.fixed} if self.fixed is not None else {}),
+            **({"layout": self.layout} if self.layout else {}),
         }  # fmt: skip
 
     @classmethod
@@ -199,7 +215,7 @@ class Batch:
                 ),
                 record["start"], record["end"], record["seed"], record["fuzz_count"], record.get("width", 0),
                 record.get("values", UNIFORM), record.get("pause_every", 0), record.get("pause_us", 0),
-                record.get("fuzz_only", False), record.get("fixed"),
+                record.get("fuzz_only", False), record.get("fixed"), str(record.get("layout", "")),
             )  # fmt: skip
         except KeyError as err:
             raise BatchError(f"a batch record lacks the field {err}") from None

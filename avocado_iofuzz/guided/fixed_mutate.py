@@ -120,7 +120,9 @@ def frozen(element: Batch) -> tuple[Batch, ...]:
     steps = []
     for i, op in enumerate(element.plan(0).ops()):
         mode = element.values if i == 0 else UNIFORM
-        steps.append(fixed_step(element.base, op.port, element.width, op.value, values=mode, seed=element.seed))
+        layout = element.layout if i == 0 else ""
+        steps.append(fixed_step(element.base, op.port, element.width, op.value, values=mode, seed=element.seed,
+                                layout=layout))  # fmt: skip
     return tuple(steps)
 
 

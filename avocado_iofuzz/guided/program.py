@@ -50,7 +50,8 @@ def step(base: Base, address: int, width: int, seed: int, count: int, values: st
 
 
 def fixed_step(
-    base: Base, address: int, width: int, value: int, count: int = 1, values: str = UNIFORM, seed: int = 0
+    base: Base, address: int, width: int, value: int, count: int = 1, values: str = UNIFORM, seed: int = 0,
+    layout: str = "",
 ) -> Batch:
     """A fuzz-only element writing exactly ``value`` to the register at ``address``, ``count`` times.
 
@@ -61,9 +62,11 @@ def fixed_step(
     device wrote there, so the other steps of a bring-up stay ``uniform``
     (the default), which leaves the memory alone. The seed picks nothing
     else on one register; :class:`BatchError` if the value does not fit
-    ``width`` bytes.
+    ``width`` bytes. ``layout``: the fill's layout when the base was not
+    planned with ``dma`` values (a recipe's pointer step in a uniform run).
     """
-    return Batch(base, address, address + width - 1, seed, max(1, count), width, values, fuzz_only=True, fixed=value)
+    return Batch(base, address, address + width - 1, seed, max(1, count), width, values, fuzz_only=True, fixed=value,
+                 layout=layout)  # fmt: skip
 
 
 def registers(programs: Iterable[Program]) -> list[tuple[Base, int, int]]:

@@ -12,8 +12,14 @@ and, if it names IDs, only to those devices. :func:`applicable` turns it into
 :class:`RecipeWrite` s on the run's ranges (guided :class:`Base` s): the BAR
 offset becomes the address the guest's firmware assigned, ``scratch``
 expressions become :data:`~avocado_iofuzz.model.dma.SCRATCH_BASE` arithmetic.
-A step on a range the run does not fuzz, or on a range without ``dma`` values
-(no scratch memory to point at), drops the recipe, with a debug line saying why.
+A step on a range the run does not fuzz drops the recipe, with a debug line
+saying why. A pointer step on a range the run planned ``uniform`` (the default
+``fuzz_values``) fills the scratch memory all the same: its element carries
+``dma`` values and the recipe family's layout itself (:attr:`Batch.layout`),
+the recipe's other steps and the rest of the run stay uniform. Whether the
+guest has scratch memory at all is the caller's question
+(:func:`~avocado_iofuzz.campaign.guest_access.scratch_reserved`): without it,
+no recipe runs (:func:`recipes_for_run`).
 """
 
 from __future__ import annotations
@@ -76,7 +82,8 @@ class RecipeWrite:
     """One exact write of an applied recipe: on the run's range ``base``.
 
     ``points``: the value is a scratch address (or page frame): its element
-    fills the scratch memory with the base's layout right before the write.
+    fills the scratch memory right before the write, with the base's layout
+    on a ``dma`` range, with ``family``'s (the recipe's) on a uniform one.
     """
 
     base: Base
@@ -84,15 +91,19 @@ class RecipeWrite:
     width: int
     value: int
     points: bool = False
+    family: str = LAYOUT_GENERIC
 
     def element(self, seed: int) -> Batch:
-        """The write as a fixed-value step; a pointer's step fills the scratch memory (its ``dma`` values)."""
-        values = self.base.values if self.points else UNIFORM
-        return fixed_step(self.base, self.address, self.width, self.value, values=values, seed=seed)
+        """The write as a fixed-value step; a pointer's step fills the scratch memory (``dma`` values)."""
+        if not self.points:
+            return fixed_step(self.base, self.address, self.width, self.value, seed=seed)
+        own = "" if self.base.values == VALUES_DMA else self.family  # a uniform range's fill names its layout
+        return fixed_step(self.base, self.address, self.width, self.value, values=VALUES_DMA, seed=seed, layout=own)
 
     def as_dict(self) -> dict[str, Any]:
         base = self.element(0).as_dict()["base"]
-        return {"base": base, "address": self.address, "width": self.width, "value": self.value, "points": self.points}
+        return {"base": base, "address": self.address, "width": self.width, "value": self.value, "points": self.points,
+                **({"family": self.family} if self.family != LAYOUT_GENERIC else {})}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -123,7 +134,8 @@ class AppliedRecipe:
                 base = Base(str(b["space"]), int(b["start"]), int(b["end"]), int(b["width"]), str(b["name"]),
                             str(b.get("values", UNIFORM)), str(b.get("layout", LAYOUT_GENERIC)))  # fmt: skip
                 writes.append(RecipeWrite(base, int(write["address"]), int(write["width"]), int(write["value"]),
-                                          bool(write.get("points", False))))  # fmt: skip
+                                          bool(write.get("points", False)),
+                                          str(write.get("family", LAYOUT_GENERIC))))  # fmt: skip
             return cls(str(record["name"]), str(record["function"]), tuple(writes))
         except (KeyError, TypeError, ValueError) as err:
             raise RecipeError(f"an applied recipe record is not usable: {err!r:.200}") from None
@@ -235,7 +247,7 @@ def _address_of(expression: str) -> int:
 def applicable(
     recipes: Iterable[Recipe], functions: Sequence[PciFunction], bases: Sequence[Base]
 ) -> list[AppliedRecipe]:
-    """The recipes that apply to the run: every matching function's, with every step on a ``dma`` range it fuzzes.
+    """The recipes that apply to the run: every matching function's, with every step on a range it fuzzes.
 
     In recipe table order, then function order: a pure function of its inputs.
     """
@@ -264,10 +276,8 @@ def _writes(
         base = _base_for(bases, space, address, step.width)
         if base is None:
             return None, f"step {number}: no {space} range of the run holds {address:#x} ({step.width} bytes)"
-        if base.values != VALUES_DMA:
-            return None, f"step {number}: range {base.name!r} has {base.values} values (no scratch memory)"
         points = isinstance(step.value, str)
-        writes.append(RecipeWrite(base, address, step.width, resolve_value(step.value), points))
+        writes.append(RecipeWrite(base, address, step.width, resolve_value(step.value), points, recipe.family))
     return tuple(writes), ""
 
 
@@ -292,13 +302,19 @@ def _base_for(bases: Sequence[Base], space: str, address: int, width: int) -> Ba
     return None
 
 
-def recipes_for_run(enabled: bool, functions: Sequence[PciFunction], bases: Sequence[Base]) -> list[AppliedRecipe]:
-    """The recipes a guided run seeds its corpus with (``guided_recipes``), each reason for none logged once."""
+def recipes_for_run(
+    enabled: bool, functions: Sequence[PciFunction], bases: Sequence[Base], scratch: bool
+) -> list[AppliedRecipe]:
+    """The recipes a guided run seeds its corpus with (``guided_recipes``), each reason for none logged once.
+
+    ``scratch``: the guest has the scratch memory reserved (the recipes point
+    devices at it); whatever the ranges' ``fuzz_values``.
+    """
     if not enabled:
         LOG.info("guided: bring-up recipes off (guided_recipes = no)")
         return []
-    if not any(base.values == VALUES_DMA for base in bases):
-        LOG.info("guided: no bring-up recipes: they point devices at the scratch memory, and no range has dma values")
+    if not scratch:
+        LOG.info("guided: no bring-up recipes: they point devices at the scratch memory, and this guest has none")
         return []
     applied = applicable(load(), functions, bases)
     names = ", ".join(f"{r.name} on {r.function}" for r in applied) or "none applies to this run's ranges"

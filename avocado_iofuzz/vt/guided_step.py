@@ -73,15 +73,16 @@ def open_corpus(run: IofuzzRun, qemu_cmdline: str) -> tuple[Corpus, Path]:
 
 def fuzz_guided(
     run: IofuzzRun, guest: Any, session: Any, coverage: Any, seed: int, plans: Sequence[RangePlan],
-    trace: TraceWriter, config: CampaignConfig, functions: Sequence[PciFunction] = (),
+    trace: TraceWriter, config: CampaignConfig, functions: Sequence[PciFunction] = (), scratch: bool = False,
 ) -> GuidedOutcome:  # fmt: skip
     """Rounds until the blind budget is spent, QEMU died or max_hangs hangs/reboots came; the corpus saved.
 
-    ``functions``: the guest's PCI functions, which the bring-up recipes are applied to.
+    ``functions``: the guest's PCI functions, which the bring-up recipes are applied to; ``scratch``: the guest
+    has the scratch memory they point devices at (:func:`~avocado_iofuzz.campaign.guest_access.scratch_reserved`).
     """
     corpus, path = open_corpus(run, guest.qemu_cmdline())
     bases = bases_of(plans)
-    recipes = recipes_for_run(run.guided.recipes, functions, bases)
+    recipes = recipes_for_run(run.guided.recipes, functions, bases, scratch)
     guided = GuidedRun(guest, GuidedSchedule(bases, seed, recipes=recipes), corpus, coverage, config, trace,
                        read_backs=run.guided.readback)  # fmt: skip
     budget = sum(plan.op_count for plan in plans)

@@ -20,7 +20,7 @@ from typing import Any
 
 from virttest import env_process, utils_logfile
 
-from avocado_iofuzz.campaign.guest_access import check_access, read_listings
+from avocado_iofuzz.campaign.guest_access import check_access, read_listings, scratch_reserved
 from avocado_iofuzz.campaign.runner import Campaign, CampaignConfig, CampaignError, CampaignResult
 from avocado_iofuzz.campaign.trace import TraceWriter, scratch_header
 from avocado_iofuzz.executor.protocol import DEFAULT_BINARY
@@ -377,9 +377,13 @@ def _fuzz_guided(
 ) -> Outcome:  # fmt: skip
     """fuzz() for ``fuzz_strategy = guided``: the Outcome's ranges are the batches of every round."""
     settings = run.fuzz
+    # the recipes fill the scratch memory in a uniform run too: asked only when they may run
+    scratch = run.guided.recipes and scratch_reserved(booted.session, plans, booted.executor)
+    if scratch:
+        header = {**header, "scratch": scratch_header()}
     with TraceWriter(trace_path, {**header, "fuzz_strategy": "guided"}) as trace:
         guided = fuzz_guided(
-            run, booted.guest, booted.session, booted.coverage, seed, plans, trace, config, functions
+            run, booted.guest, booted.session, booted.coverage, seed, plans, trace, config, functions, scratch
         )
     # a batch reruns as a blind run of that one stretch: same seed, bounds, width and count, hence the same ops
     # (a program's step, fuzz-only or fixed, gets a note pointing to the trace replay instead: results/rerun.py)

@@ -254,6 +254,14 @@ def test_a_guest_without_scratch_memory_gets_uniform_values(caplog):
     assert "5 range(s) get uniform values instead" in caplog.text
 
 
+def test_the_first_no_scratch_reason_of_a_check_output_is_found():
+    from avocado_iofuzz.campaign.guest_access import no_scratch_reason
+
+    assert no_scratch_reason("@DONE 0\n") is None
+    output = "@DENIED 1 pci\n@NOSCRATCH no memmap= here\n@NOSCRATCH again\n@DONE 0\n"
+    assert no_scratch_reason(output) == "no memmap= here"
+
+
 def test_renumbering_and_rerun_keep_the_value_mode():
     from avocado_iofuzz.model.kinds import renumber
     from avocado_iofuzz.results.rerun import RerunContext, rerun_range

@@ -81,6 +81,21 @@ def test_a_batch_uses_only_the_value_mode_its_run_planned_or_uniform():
     assert dma_bar.key() != BAR.key()  # a dma run's corpus entries are not a uniform run's
 
 
+def test_only_a_batch_naming_its_own_scratch_layout_has_dma_values_on_a_uniform_range():
+    """A bring-up recipe's pointer step in a uniform run: dma values with its family's layout, in plan and record."""
+    pointer = Batch(BAR, BAR.start, BAR.start + 3, 1, 1, 4, "dma", fuzz_only=True, fixed=0x7000, layout="nvme")
+    assert (pointer.plan(0).values, pointer.plan(0).layout) == ("dma", "nvme")
+    assert Batch.from_dict(pointer.as_dict()) == pointer and pointer.as_dict()["layout"] == "nvme"
+    with pytest.raises(BatchError, match=r"'dma' was not planned for its range .* names no scratch layout of its own"):
+        Batch(BAR, BAR.start, BAR.start + 3, 1, 1, 4, "dma")
+    with pytest.raises(BatchError, match="scratch layout 'floppy' is not one of"):
+        Batch(BAR, BAR.start, BAR.start + 3, 1, 1, 4, "dma", layout="floppy")
+    # toggled back to uniform values (the values mutation), the layout goes: the batch is an ordinary one
+    assert replace(pointer, values="uniform") == Batch(BAR, BAR.start, BAR.start + 3, 1, 1, 4, fuzz_only=True,
+                                                       fixed=0x7000)  # fmt: skip
+    assert "layout" not in replace(pointer, values="uniform").as_dict()
+
+
 def test_the_values_mutation_toggles_between_uniform_and_the_runs_mode_only():
     from avocado_iofuzz.guided.mutate import sweep, values
 

@@ -20,6 +20,9 @@ NVME = PciFunction(0, 0, 5, 0, 0x1B36, 0x0010, 0x010802, (PciResource(0, 0xFEB10
 BLK_IO = Base("pio", 0xC000, 0xC03F, 1, "0000:00:03.0 BAR0 virtio-pci", "dma", "virtio")
 NET_IO = Base("pio", 0xC040, 0xC05F, 1, "0000:00:04.0 BAR0 virtio-pci", "dma", "virtio")
 NVME_BAR = Base("mmio", 0xFEB10000, 0xFEB13FFF, 4, "0000:00:05.0 BAR0 nvme", "dma", "nvme")
+# the same ranges in a run with the default fuzz_values = uniform (generic layout)
+BLK_UNIFORM = Base("pio", 0xC000, 0xC03F, 1, "0000:00:03.0 BAR0 virtio-pci")
+NVME_UNIFORM = Base("mmio", 0xFEB10000, 0xFEB13FFF, 4, "0000:00:05.0 BAR0 nvme")
 
 GOOD = """
 [[recipe]]
@@ -99,14 +102,11 @@ def test_recipes_map_onto_the_functions_bar_ranges_with_resolved_values():
     assert nvme.writes[-1].address == 0xFEB11000  # the admin doorbell
 
 
-def test_a_recipe_on_a_range_the_run_does_not_fuzz_or_without_scratch_is_dropped(caplog):
+def test_a_recipe_on_a_range_the_run_does_not_fuzz_is_dropped(caplog):
     caplog.set_level(logging.DEBUG, logger="avocado.iofuzz.guided")
     narrow = Base("mmio", 0xFEB10000, 0xFEB10FFF, 4, "0000:00:05.0 BAR0 nvme", "dma", "nvme")  # no doorbell page
     assert applicable(load(), [NVME], [narrow]) == []
     assert "nvme-admin-queue does not apply to 0000:00:05.0: step 8: no mmio range" in caplog.text
-    uniform = Base("pio", 0xC000, 0xC03F, 1, "0000:00:03.0 BAR0 virtio-pci")
-    assert applicable(load(), [VIRTIO_BLK], [uniform]) == []
-    assert "has uniform values (no scratch memory)" in caplog.text
     unassigned = PciFunction(0, 0, 3, 0, 0x1AF4, 0x1001, 0x010000, ())
     assert applicable(load(), [unassigned], [BLK_IO]) == []
     assert "the function has no assigned BAR0" in caplog.text
@@ -190,12 +190,15 @@ def test_an_applied_recipe_round_trips_and_a_bad_record_is_named():
 
 def test_recipes_for_a_run_say_why_there_are_none(caplog):
     caplog.set_level(logging.INFO, logger="avocado.iofuzz.guided")
-    assert recipes_for_run(False, [VIRTIO_BLK], [BLK_IO]) == []
+    assert recipes_for_run(False, [VIRTIO_BLK], [BLK_IO], scratch=True) == []
     assert "recipes off (guided_recipes = no)" in caplog.text
-    uniform = Base("pio", 0xC000, 0xC03F, 1, "0000:00:03.0 BAR0 virtio-pci")
-    assert recipes_for_run(True, [VIRTIO_BLK], [uniform]) == []
-    assert "no range has dma values" in caplog.text
-    assert [r.name for r in recipes_for_run(True, [VIRTIO_BLK], [BLK_IO])] == ["virtio-legacy-queue0"]
+    caplog.clear()
+    for bases in ([BLK_IO], [BLK_UNIFORM]):  # without scratch memory no recipe, whatever the ranges' values
+        assert recipes_for_run(True, [VIRTIO_BLK], bases, scratch=False) == []
+    none = "no bring-up recipes: they point devices at the scratch memory, and this guest has none"
+    assert caplog.text.count(none) == 2
+    for bases in ([BLK_IO], [BLK_UNIFORM]):
+        assert [r.name for r in recipes_for_run(True, [VIRTIO_BLK], bases, scratch=True)] == ["virtio-legacy-queue0"]
 
 
 def test_the_trace_carries_the_applied_recipes_in_round_zeros_record(tmp_path):
@@ -230,3 +233,95 @@ def test_rounds_grown_from_recipe_programs_stay_valid():
             assert all(batch.plan(i) for i, batch in enumerate(played.batches))
             live.absorb(played, {i: [f"e{number}_{i}"] for i in range(0, len(played.batches), 3)})
         assert any(entry.origin.startswith("recipe:") for entry in live.entries)
+
+
+# --- recipes in a run with uniform values ----------------------------------------------------------
+
+
+def _uniform_recipes():
+    return applicable(load(), [VIRTIO_BLK, NVME], [BLK_UNIFORM, NVME_UNIFORM])
+
+
+def test_in_a_uniform_run_only_the_pointer_steps_fill_the_scratch_with_the_family_layout():
+    from avocado_iofuzz.guided.corpus import Corpus
+    from avocado_iofuzz.guided.schedule import GuidedSchedule
+
+    recipes = _uniform_recipes()
+    assert [r.name for r in recipes] == [r.name for r in _run_recipes()]  # the same recipes as in a dma run
+    played = GuidedSchedule([BLK_UNIFORM, NVME_UNIFORM], 9, recipes=recipes).next_round(0, Corpus("q", "k"), 50_000)
+    seen_pointers = 0
+    for first, program in played.spans():
+        origin = played.origins[first]
+        for element in program:
+            plan = element.plan(0)
+            pointer = origin.startswith("recipe:") and element.values == "dma"
+            if pointer:
+                seen_pointers += 1
+                family = "virtio" if element.base == BLK_UNIFORM else "nvme"
+                assert (plan.values, plan.layout) == ("dma", family)
+            else:  # every other recipe step and every sweep: uniform values, as the run planned
+                assert (plan.values, plan.layout) == ("uniform", "generic")
+    pointers_per_try = sum(w.points for r in recipes for w in r.writes)
+    assert pointers_per_try >= 3 and seen_pointers % pointers_per_try == 0 and seen_pointers
+    # the pointer steps are the recipes' scratch expressions, exactly
+    for recipe in recipes:
+        program = recipe.program(5)
+        assert [e.values == "dma" for e in program] == [w.points for w in recipe.writes]
+
+
+def test_a_uniform_run_with_recipes_is_a_pure_function_and_rebuilds_exactly():
+    import json
+
+    from avocado_iofuzz.guided.corpus import Corpus
+    from avocado_iofuzz.guided.rebuild import rebuild_rounds, recipes_from
+    from avocado_iofuzz.guided.schedule import GuidedSchedule
+
+    bases = [BLK_UNIFORM, NVME_UNIFORM]
+    recipes = _uniform_recipes()
+
+    def rounds(schedule_recipes):
+        corpus, played_rounds = Corpus("q", "k"), []
+        schedule = GuidedSchedule(bases, 4, recipes=schedule_recipes)
+        for number in range(6):
+            played = schedule.next_round(number, corpus, 20_000)
+            corpus.absorb(played, {i: [f"e{number}_{i}"] for i in range(0, len(played.batches), 4)})
+            played_rounds.append(played)
+        return played_rounds
+
+    first, second = rounds(recipes), rounds(recipes)
+    assert [r.batches for r in first] == [r.batches for r in second]
+    assert any(b.layout for r in first[1:] for b in r.batches)  # children of recipe programs keep their fills
+    records = [{"ops_asked": 20_000, "batches": [
+        {**b.as_dict(), "new_events": [f"e{n}_{i}"] if i % 4 == 0 else []} for i, b in enumerate(r.batches)
+    ]} for n, r in enumerate(first)]  # fmt: skip
+    stored = json.loads(json.dumps([r.as_dict() for r in recipes]))
+    assert recipes_from(stored) == recipes
+    records = json.loads(json.dumps(records))
+    rebuilt = rebuild_rounds(4, bases, Corpus("q", "k"), records, recipes_from(stored))
+    assert [r.batches for r in rebuilt] == [r.batches for r in first]
+    for record, played in zip(records, first, strict=True):  # the trace's batches replay as the same plans
+        assert [Batch.from_dict(b).plan(i) for i, b in enumerate(record["batches"])] == [
+            b.plan(i) for i, b in enumerate(played.batches)
+        ]
+
+
+def test_without_recipes_a_uniform_guided_run_and_a_blind_one_are_unchanged():
+    """The layout field is only ever set on recipe pointer steps: no other batch record or command changes."""
+    from avocado_iofuzz.executor.protocol import executor_command
+    from avocado_iofuzz.guided.corpus import Corpus
+    from avocado_iofuzz.guided.schedule import BlindSchedule, GuidedSchedule
+
+    bases = [BLK_UNIFORM, NVME_UNIFORM]
+    blind = BlindSchedule(bases, 4).next_round(2, Corpus("q", "k"), 20_000)
+    corpus = Corpus("q", "k")
+    schedule = GuidedSchedule(bases, 4)
+    for number in range(4):
+        played = schedule.next_round(number, corpus, 20_000)
+        corpus.absorb(played, {0: [f"e{number}"]})
+        for i, batch in enumerate(played.batches):
+            assert "layout" not in batch.as_dict() and batch.values == "uniform"
+            assert (batch.plan(i).values, batch.plan(i).layout) == ("uniform", "generic")
+            command = executor_command([batch.plan(i)])
+            assert "--scratch" not in command
+    assert all("layout" not in b.as_dict() for b in blind.batches)
+    assert "--scratch" not in executor_command([b.plan(i) for i, b in enumerate(blind.batches)])
