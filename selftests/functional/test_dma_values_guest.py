@@ -217,3 +217,32 @@ def test_a_guest_without_the_reservation_falls_back_to_uniform_values(tmp_path, 
     assert "no scratch memory in this guest (the kernel command line reserves no memory at 0x7000000" in caplog.text
     assert "@ERR scratch memory of the +dma ranges: the kernel command line reserves no memory" in forced
     assert "status=3" in forced
+
+
+
+def test_without_the_reservation_a_uniform_guided_run_gets_no_recipes_said_once(tmp_path, caplog):
+    """The probe a uniform run asks the guest with (scratch_reserved) says no; recipes_for_run logs why, once."""
+    from avocado_iofuzz.campaign.guest_access import read_listings, scratch_reserved
+    from avocado_iofuzz.guided.batch import Base
+    from avocado_iofuzz.guided.recipes import recipes_for_run
+    from avocado_iofuzz.model.layout_choice import pci_functions
+    from avocado_iofuzz.vt.iofuzz_params import read_kinds
+
+    guest = default_guest()
+    plain = dataclasses.replace(guest, kernel_params=guest.kernel_params.replace(SCRATCH_KERNEL_PARAM, "").strip())
+    post = RangePlan(0, 0x80, 0x80, "post", SEED, 10, 1)  # uniform values: the plain check never asks for scratch
+    with BareQemu(guest, tmp_path / "with", accel="tcg") as vm:
+        session = vm.login(120)
+        assert check_access(session, [post], DEFAULT_BINARY) == [post]
+        assert scratch_reserved(session, [post], DEFAULT_BINARY) is True
+    with BareQemu(plain, tmp_path / "without", accel="tcg") as vm:
+        session = vm.login(120)
+        functions = pci_functions(read_listings(session, read_kinds({"fuzz_kinds": "pio pci"})).pci)
+        with caplog.at_level(logging.INFO):
+            assert check_access(session, [post], DEFAULT_BINARY) == [post]  # the plain check does not notice
+            scratch = scratch_reserved(session, [post], DEFAULT_BINARY)
+            caplog.clear()
+            recipes = recipes_for_run(True, functions, [Base.of(post)], scratch)
+    assert scratch is False and recipes == []
+    assert caplog.text.count("guided: no bring-up recipes") == 1
+    assert "this guest has none" in caplog.text

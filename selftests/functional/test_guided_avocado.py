@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 import shutil
 import subprocess
 
@@ -40,7 +41,7 @@ def qemu_events() -> set[str]:
     return {line.strip() for line in out.splitlines() if line.strip()}
 
 
-def guided_run(tmp_path, name, corpus_dir):
+def guided_run(tmp_path, name, corpus_dir, values="dma"):
     (tmp_path / name).mkdir()
     params = {
         "fuzz_strategy": "guided",
@@ -48,7 +49,7 @@ def guided_run(tmp_path, name, corpus_dir):
         "fuzz_count": "200",
         "guided_round_ops": "10000",
         "guided_corpus_dir": str(corpus_dir),
-        "fuzz_values": "dma",  # the EHCI bring-up recipe points the controller at the scratch memory
+        "fuzz_values": values,  # the EHCI bring-up recipe points the controller at the scratch memory
     }
     job = run_avocado(ROW, tmp_path / name, params, timeout=900)
     assert job.tests[0]["status"] == "PASS", job.output
@@ -138,6 +139,60 @@ def test_a_second_guided_run_starts_from_the_corpus_the_first_saved(tmp_path):
     (tmp_path / "start.json").write_bytes(start_of_second)
     start, _ = load_corpus(tmp_path / "start.json", saved["qemu_version"], saved["key"])
     check_rounds_rebuild(two, start)
+
+
+# the EHCI periodic schedule walked from the recipe's frame list: queue heads and their transfer descriptors,
+# which a controller whose frame list is not in memory we filled never reports
+EHCI_DEEP_EVENTS = ("usb_ehci_qh_ptrs", "usb_ehci_qh_fields", "usb_ehci_qtd_ptrs", "usb_ehci_qtd_fields")
+
+
+def qemu_trace_events(job) -> set[str]:
+    """The event names in the QEMU's own trace log (``-trace file=``), the coverage's raw input."""
+    log = job.data_file("qemu-trace.log")
+    names = set()
+    for line in log.read_text(errors="replace").splitlines():
+        match = re.match(r"^(?:\d+@\d+\.\d+:)?([a-z0-9_]+) ", line)
+        if match:
+            names.add(match.group(1))
+    return names
+
+
+def test_a_uniform_guided_run_runs_the_recipes_and_qemu_traces_their_deep_events(tmp_path):
+    """fuzz_values = uniform (the default): round 0 still runs the EHCI recipe, its pointer steps alone fill."""
+    job = guided_run(tmp_path, "uniform", tmp_path / "corpora", values="uniform")
+    summary = job.summary()
+    guided = summary["guided"]
+    assert {r["values"] for r in guided["ranges"]} == {"uniform"}, guided["ranges"]
+    check_recipes_ran(summary)
+    recipe = guided["recipes"][0]
+    first = [b for b in guided["rounds"][0]["batches"] if b["origin"] == "recipe:ehci-schedules"]
+    points = [w["points"] for w in recipe["writes"]] * 4
+    assert [b["values"] == "dma" for b in first] == points  # the frame list and queue head pointers only
+    assert {b.get("layout") for b in first if b["values"] == "dma"} == {"ehci"}
+    sweeps = [b for r in guided["rounds"] for b in r["batches"] if b["origin"] in ("sweep", "fresh")]
+    assert sweeps and all(b["values"] == "uniform" and "layout" not in b for b in sweeps)
+    check_trace_replays(summary)  # the pointer steps' plans in the trace carry dma + the ehci layout
+    trace = read_trace(summary["trace"])
+    assert trace.header["scratch"]["kernel_param"] in trace.header["qemu_cmdline"]
+    dma_plans = [p for p in trace.plans.values() if p.values == "dma"]
+    assert dma_plans and {p.layout for p in dma_plans} == {"ehci"}
+    # QEMU's own trace: the controller walked the periodic schedule the recipe pointed it at
+    reached = qemu_trace_events(job)
+    assert reached & set(EHCI_DEEP_EVENTS), sorted(e for e in reached if e.startswith("usb_ehci"))
+    # ... and the run credits them to a program that carries the recipe's scratch fills (round 0's recipe
+    # programs, or one grown from them: RS|PSE right before the next try's HCRESET leaves the frame timer
+    # no time, a child that lingers on USBCMD gives it some)
+    credited = []
+    for record in guided["rounds"]:
+        batches, first_index = record["batches"], 0
+        for length in record["programs"]:
+            program = batches[first_index : first_index + length]
+            first_index += length
+            if any(set(b["new_events"]) & set(EHCI_DEEP_EVENTS) for b in program):
+                credited.append(any(b["values"] == "dma" and b.get("layout") == "ehci" for b in program))
+    assert credited and all(credited), credited
+    log = (job.test_dir() / "debug.log").read_text()
+    assert "guided: bring-up recipes: ehci-schedules on" in log
 
 
 def test_guided_without_coverage_says_so_and_fuzzes_blind(tmp_path):
