@@ -41,7 +41,7 @@ def qemu_events() -> set[str]:
     return {line.strip() for line in out.splitlines() if line.strip()}
 
 
-def guided_run(tmp_path, name, corpus_dir, values="dma"):
+def guided_run(tmp_path, name, corpus_dir, values="uniform"):
     (tmp_path / name).mkdir()
     params = {
         "fuzz_strategy": "guided",
@@ -49,7 +49,10 @@ def guided_run(tmp_path, name, corpus_dir, values="dma"):
         "fuzz_count": "200",
         "guided_round_ops": "10000",
         "guided_corpus_dir": str(corpus_dir),
-        "fuzz_values": values,  # the EHCI bring-up recipe points the controller at the scratch memory
+        # uniform (the default) still runs the EHCI recipe (its pointer steps fill the scratch); dma sweeps
+        # point the async schedule at layouts whose non-queue-head links abort QEMU 7.2 (usb_ep_get, a
+        # known EHCI finding) in some runs, depending on timing: this test is about the corpus, not that bug
+        "fuzz_values": values,
     }
     job = run_avocado(ROW, tmp_path / name, params, timeout=900)
     assert job.tests[0]["status"] == "PASS", job.output
