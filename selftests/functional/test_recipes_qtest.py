@@ -34,7 +34,6 @@ from avocado_iofuzz.model.dma_layouts import (
     LAYOUT_AHCI,
     LAYOUT_E1000,
     LAYOUT_EHCI,
-    LAYOUT_GENERIC,
     LAYOUT_MEGASAS,
     LAYOUT_NVME,
     LAYOUT_UHCI,
@@ -141,12 +140,6 @@ CASES = (
         ("-device", f"megasas,addr={SLOT}"),
         (0x1000, 0x0060, 0x010400), LAYOUT_MEGASAS, ((0, "mem", True),),
         ("megasas_*",), ("megasas_qf_new", "megasas_handle_dcmd"), FILL_SEED, ("megasas_mmio_invalid_writel",),
-    ),
-    Case(
-        "lsi-scripts",
-        ("-device", f"lsi53c895a,addr={SLOT}"),
-        (0x1000, 0x0012, 0x010000), LAYOUT_GENERIC, ((1, "mem", False),),
-        ("lsi_execute_script*", "lsi_reset"), ("lsi_reset", "lsi_execute_script"),
     ),
 )  # fmt: skip
 
