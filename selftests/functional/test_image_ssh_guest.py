@@ -9,7 +9,6 @@ but the params a user would give.
 from __future__ import annotations
 
 import re
-import time
 from pathlib import Path
 
 import pytest
@@ -73,19 +72,16 @@ def test_image_fuzzed_over_ssh_through_a_loopback_forward(tmp_path, ssh_disk):
 
 
 def test_wrong_password_fails_fast_naming_the_credentials(tmp_path, ssh_disk):
-    started = time.monotonic()
     job = run_avocado("iofuzz.quick.image", tmp_path, _params(ssh_disk, "not-the-password"))
-    elapsed = time.monotonic() - started
     test = job.tests[0]
     assert test["status"] == "ERROR", job.output
     assert re.match(
         r"SSH login as 'root' to 127\.0\.0\.1:\d+ \(forwarded to the guest's port 22\) failed: the guest refused "
         r"the credentials \(iofuzz_username = 'root', iofuzz_password\)",
         test["fail_reason"],
-    ), test["fail_reason"]
+    ), test["fail_reason"]  # refused at the first answer: a login retried until login_timeout says "did not succeed
+    # within N s" instead (this test's wall-clock bound of 45 s failed under CI load, boot alone took most of it)
     assert not job.data_file("trace.iofuzz").exists()  # nothing was fuzzed
-    # refused at the first answer, not retried until login_timeout (60 s) ran out
-    assert elapsed < 45, f"{elapsed:.1f} s"
 
 
 def _files_holding(root: Path, secret: bytes) -> list[str]:
