@@ -134,12 +134,10 @@ class Batch:
         if self.fuzz_only and self.fuzz_count < 1:
             raise BatchError(f"{where}: a fuzz-only batch needs fuzz_count >= 1 (it has no other ops)")
         if self.fixed is not None:
-            if not isinstance(self.fixed, int) or isinstance(self.fixed, bool):
-                raise BatchError(f"{where}: fixed must be an int or None, got {self.fixed!r}")
-            if not 0 <= self.fixed < 1 << (8 * self.width):
-                raise BatchError(f"{where}: fixed value {self.fixed:#x} does not fit in {self.width} byte(s)")
-            if not self.fuzz_only:
-                raise BatchError(f"{where}: a fixed value ({self.fixed:#x}) is for fuzz-only batches (fuzz_only=True)")
+            try:
+                program.validate_fixed(where, self.fixed, self.width, self.fuzz_only, units="batches")
+            except ValueError as err:
+                raise BatchError(str(err)) from None
         every, us = self.pause_every, self.pause_us
         if every < 0 or not 0 <= us <= MAX_PAUSE_US or bool(every) != bool(us):
             raise BatchError(f"{where}: pacing {every}/{us} is not E >= 1 with 1..{MAX_PAUSE_US} us, nor 0/0")

@@ -19,9 +19,9 @@ entry -- the whole program it belongs to, cut after its last element that
 reached something new (:meth:`Corpus.absorb`); ``guided_events`` records
 both, so the rebuild needs nothing else.
 
-Read-backs (:mod:`avocado_iofuzz.guided.readback`) add the device's side: a
-guided round's executor reports what each batch's reads returned, and those
-classes are features too (``rb:<base>+0xOFF=<class>``), so a step that only
+Read-backs (:mod:`avocado_iofuzz.guided.readback`, opt-in: ``guided_readback``
+other than ``off``) add the device's side: the round's executor reports what
+each batch's reads returned, and those classes are features too (``rb:<base>+0xOFF=<class>``), so a step that only
 moved the device into a new state -- a register that now reads back
 another class -- counts as reaching something. They change no op.
 """

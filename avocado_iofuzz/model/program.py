@@ -283,7 +283,7 @@ def _validate_range(plan: RangePlan) -> None:
     if plan.fuzz_only and plan.fuzz_count < 1:
         raise ValueError(f"{where}: a fuzz-only range needs fuzz_count >= 1 (it has no other ops)")
     if plan.fixed is not None:
-        _validate_fixed(where, plan.fixed, plan.width, plan.fuzz_only)
+        validate_fixed(where, plan.fixed, plan.width, plan.fuzz_only)
     if not 0 <= plan.fuzz_count <= MAX_FUZZ_COUNT:
         raise ValueError(f"{where}: fuzz_count must be within 0..{MAX_FUZZ_COUNT}, got {plan.fuzz_count}")
     if (plan.fuzz_count + 2) * (plan.size // plan.width) >= MAX_OP_COUNT:
@@ -297,7 +297,9 @@ def _validate_range(plan: RangePlan) -> None:
         )
 
 
-def _validate_fixed(where: str, fixed: object, width: int, fuzz_only: bool) -> None:
+def validate_fixed(where: str, fixed: object, width: int, fuzz_only: bool, units: str = "ranges") -> None:
+    """ValueError naming ``where`` unless ``fixed`` is a value of ``width`` bytes on fuzz-only ``units``
+    (ranges here, guided batches in :class:`~avocado_iofuzz.guided.batch.Batch`)."""
     if not isinstance(fixed, int) or isinstance(fixed, bool):
         raise ValueError(f"{where}: fixed must be an int or None, got {fixed!r}")
     if not 0 <= fixed < 1 << (8 * width):
@@ -305,7 +307,7 @@ def _validate_fixed(where: str, fixed: object, width: int, fuzz_only: bool) -> N
         raise ValueError(f"{where}: fixed value {fixed:#x} does not fit in {width} byte(s) (0..{most:#x})")
     if not fuzz_only:
         # a read and a zero write before it would undo what the fixed writes set up
-        raise ValueError(f"{where}: a fixed value is for fuzz-only ranges (fuzz_only=True), fixed={fixed:#x}")
+        raise ValueError(f"{where}: a fixed value is for fuzz-only {units} (fuzz_only=True), fixed={fixed:#x}")
 
 
 def plan_ranges(
