@@ -50,7 +50,7 @@ BARS = range(ROM_RESOURCE)
 PAGE_SHIFT = 12
 _EXPRESSION = re.compile(r"^\s*(scratch|scratch_pfn)\s*(?:\+\s*(0x[0-9a-fA-F]+|[0-9]+)\s*)?$")
 _IDS = re.compile(r"^[0-9a-f]{4}:[0-9a-f]{4}$")
-_RECIPE_KEYS = {"name", "family", "ids", "bar", "steps"}
+_RECIPE_KEYS = {"name", "family", "ids", "bar", "steps", "layout"}
 _STEP_KEYS = {"at", "width", "value", "bar"}
 
 
@@ -72,6 +72,9 @@ class Recipe:
     family: str  # a scratch layout name (the function's, :func:`function_family`)
     ids: tuple[str, ...]  # vendor:device, lower case; empty: every device of the family
     steps: tuple[Step, ...]
+    # the scratch layout its pointer steps fill, whatever the range was planned with; "": the range's
+    # (dma) or the family's (uniform). A layout only recipes name reaches what blind's fills do not.
+    layout: str = ""
 
     def matches(self, function: PciFunction) -> bool:
         return function_family(function) == self.family and (not self.ids or function.ids in self.ids)
@@ -92,18 +95,22 @@ class RecipeWrite:
     value: int
     points: bool = False
     family: str = LAYOUT_GENERIC
+    layout: str = ""  # the recipe's own scratch layout (Recipe.layout); "": as ``family`` says
 
     def element(self, seed: int) -> Batch:
         """The write as a fixed-value step; a pointer's step fills the scratch memory (``dma`` values)."""
         if not self.points:
             return fixed_step(self.base, self.address, self.width, self.value, seed=seed)
         own = "" if self.base.values == VALUES_DMA else self.family  # a uniform range's fill names its layout
+        if self.layout:
+            own = self.layout  # the recipe's own layout, on dma and uniform ranges alike
         return fixed_step(self.base, self.address, self.width, self.value, values=VALUES_DMA, seed=seed, layout=own)
 
     def as_dict(self) -> dict[str, Any]:
         base = self.element(0).as_dict()["base"]
         return {"base": base, "address": self.address, "width": self.width, "value": self.value, "points": self.points,
-                **({"family": self.family} if self.family != LAYOUT_GENERIC else {})}  # fmt: skip
+                **({"family": self.family} if self.family != LAYOUT_GENERIC else {}),
+                **({"layout": self.layout} if self.layout else {})}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -135,7 +142,8 @@ class AppliedRecipe:
                             str(b.get("values", UNIFORM)), str(b.get("layout", LAYOUT_GENERIC)))  # fmt: skip
                 writes.append(RecipeWrite(base, int(write["address"]), int(write["width"]), int(write["value"]),
                                           bool(write.get("points", False)),
-                                          str(write.get("family", LAYOUT_GENERIC))))  # fmt: skip
+                                          str(write.get("family", LAYOUT_GENERIC)),
+                                          str(write.get("layout", ""))))  # fmt: skip
             return cls(str(record["name"]), str(record["function"]), tuple(writes))
         except (KeyError, TypeError, ValueError) as err:
             raise RecipeError(f"an applied recipe record is not usable: {err!r:.200}") from None
@@ -199,8 +207,13 @@ def _recipe(record: Any, where: str) -> Recipe:
     steps = record.get("steps")
     if not isinstance(steps, list) or not steps:
         raise RecipeError(f"{where}: 'steps' must be a non-empty list")
+    layout = record.get("layout", "")
+    if layout != "" and (layout not in LAYOUTS or layout == LAYOUT_GENERIC):
+        device_layouts = ", ".join(name for name in LAYOUTS if name != LAYOUT_GENERIC)
+        raise RecipeError(f"{where}: layout {layout!r} is not a device scratch layout ({device_layouts})")
     bar = record.get("bar")
-    return Recipe(name, family, tuple(ids), tuple(_step(s, bar, f"{where} step {n}") for n, s in enumerate(steps, 1)))
+    steps_read = tuple(_step(s, bar, f"{where} step {n}") for n, s in enumerate(steps, 1))
+    return Recipe(name, family, tuple(ids), steps_read, layout)
 
 
 def _step(record: Any, recipe_bar: Any, where: str) -> Step:
@@ -277,7 +290,8 @@ def _writes(
         if base is None:
             return None, f"step {number}: no {space} range of the run holds {address:#x} ({step.width} bytes)"
         points = isinstance(step.value, str)
-        writes.append(RecipeWrite(base, address, step.width, resolve_value(step.value), points, recipe.family))
+        writes.append(RecipeWrite(base, address, step.width, resolve_value(step.value), points, recipe.family,
+                                  recipe.layout if points else ""))  # fmt: skip
     return tuple(writes), ""
 
 

@@ -64,6 +64,8 @@ def test_scratch_expressions_resolve_on_the_host():
         (("bar = 0", "bar = 0\nids = [\"1AF4:1000\"]"), "recipe 'x': 'ids' must be a list of 'vvvv:dddd'"),
         (("steps = [", "steps = [] #"), "recipe 'x': 'steps' must be a non-empty list"),
         (("family = \"virtio\"", "family = \"generic\""), "generic family must name its devices' ids"),
+        (("bar = 0", "bar = 0\nlayout = \"floppy\""), "recipe 'x': layout 'floppy' is not a device scratch layout"),
+        (("bar = 0", "bar = 0\nlayout = \"generic\""), "recipe 'x': layout 'generic' is not a device scratch"),
     ],
 )
 def test_a_bad_table_is_refused_naming_the_recipe_and_step(change, message):
@@ -240,6 +242,21 @@ def test_rounds_grown_from_recipe_programs_stay_valid():
 
 def _uniform_recipes():
     return applicable(load(), [VIRTIO_BLK, NVME], [BLK_UNIFORM, NVME_UNIFORM])
+
+
+def test_a_recipe_that_names_its_own_layout_fills_it_on_dma_and_uniform_ranges_alike():
+    own = GOOD.replace("bar = 0", "bar = 0\nlayout = \"nvme\"")  # any device layout but the range's
+    (recipe,) = load(own)
+    assert recipe.layout == "nvme" and load(GOOD)[0].layout == ""
+    for base in (BLK_IO, BLK_UNIFORM):
+        (applied,) = applicable([recipe], [VIRTIO_BLK], [base])
+        reset, pointer = applied.program(7)
+        assert (reset.values, reset.layout) == ("uniform", "")  # a plain register write fills nothing
+        assert (pointer.plan(0).values, pointer.plan(0).layout) == ("dma", "nvme")
+        assert AppliedRecipe.from_dict(applied.as_dict()) == applied  # the summary keeps the layout
+    (plain,) = applicable(load(GOOD), [VIRTIO_BLK], [BLK_IO])
+    assert plain.program(7)[1].plan(0).layout == "virtio"  # no layout named: the range's, as before
+    assert "layout" not in plain.as_dict()["writes"][1]
 
 
 def test_in_a_uniform_run_only_the_pointer_steps_fill_the_scratch_with_the_family_layout():
