@@ -437,7 +437,7 @@ def test_ehci_msd_list_enumerates_at_address_0_then_runs_bulk_only_on_the_new_ad
     lap = _ehci_msd_walk(seed)
     assert len(lap) == 14 and [head for _, _, head, _ in lap] == [1] + [0] * 13
     (first, _, _, enumerate_), (address, _, _, configure) = lap[0], lap[1]
-    assert first == 0 and 1 <= address <= 127 and {device for device, *_ in lap[1:]} == {address}
+    assert first == 0 and 4 <= address <= 127 and {device for device, *_ in lap[1:]} == {address}
     memory = scratch_fill(seed, 0, LAYOUT_EHCI_MSD)
 
     def setup(qtd: list[int]) -> bytes:

@@ -6,7 +6,8 @@ freshly reset bulk-only mass-storage device, so one walk of the async list
 takes the stick from address 0 to SCSI commands:
 
 * QH 0, device 0, endpoint 0, the head of the list (H bit): GET_DESCRIPTOR
-  (device), then SET_ADDRESS to the address ``N`` the fill seed draws;
+  (device), then SET_ADDRESS to the address ``N`` (4-127) the fill seed
+  draws;
 * QH 1, device ``N``, endpoint 0: GET_DESCRIPTOR (configuration),
   SET_CONFIGURATION 1, GET MAX LUN, then one more request the seed picks
   (a string, the device qualifier, the BOS descriptor, or none);
@@ -92,6 +93,7 @@ MSD_COMMANDS = (
 MODE_PAGES = (0x3F, 0x08, 0x1C, 0x0A, 0x01, 0x05, 0x2A, 0x00)
 VPD_PAGES = (0x00, 0x80, 0x83, 0xB0)
 DEVICE_DESCRIPTOR_LENGTHS = (18, 8, 64, 18)
+FIRST_ADDRESS = 4  # the addresses SET_ADDRESS gives: 4-127
 
 
 class _Schedule:
@@ -246,7 +248,9 @@ def command_slot(schedule: _Schedule, slot: int, first_qh: int, device: int, wor
 def ehci_msd(base: int, seed: int) -> list[int]:
     """The layout's dwords at guest-physical ``base`` for the fill seed ``seed``."""
     choice = random_word(seed, STRUCT_WORDS)
-    device = 1 + (choice & 0x7F) % 127
+    # 4-127: the plain ehci layout's queue heads name devices 0-3, so when a sweep refills the memory under
+    # the running list they find no stick there (a SETUP of theirs on a bulk endpoint aborts QEMU 7.2)
+    device = FIRST_ADDRESS + (choice & 0x7F) % (128 - FIRST_ADDRESS)
     schedule = _Schedule(base)
     enumerate_ = schedule.control(request(0x80, 6, 0x0100, 0, DEVICE_DESCRIPTOR_LENGTHS[(choice >> 12) & 3]))
     enumerate_ += schedule.control(request(0x00, 5, device, 0, 0))  # SET_ADDRESS
