@@ -21,7 +21,9 @@ interface):
   counts past the device's limit, and two segments (refused);
 * one request in 16 through an indirect descriptor table (page 2, past the
   used ring), data lengths that are not whole sectors one in 16, one header
-  too short in 64 (the device stops the queue there: bugs live there too);
+  descriptor shorter than 16 bytes in 64: the device takes the rest of the
+  header from the next readable buffer (an OUT's data, a segment), or, with
+  none, marks itself broken and stops the queue there (bugs live there too);
 * 16-85 heads per notify, in order, with ``used_event`` for the event index.
 
 Every word comes from the fill seed (request ``j`` reads generator words
@@ -105,7 +107,7 @@ def build(base: int, seed: int, word: Callable[[int, int], int], struct_words: i
         previous, next_sector = plain, sector + blocks
         header = HEADERS + HEADER_BYTES * j
         dwords[header // 4 : header // 4 + 4] = [kind, 0, sector & 0xFFFF_FFFF, sector >> 32]
-        header_length = (w1 >> 40) & 15 if _maybe(w0, 40, 6) else HEADER_BYTES  # too short: the queue stops
+        header_length = (w1 >> 40) & 15 if _maybe(w0, 40, 6) else HEADER_BYTES  # too short (see the docstring)
         whole = not _maybe(w0, 46, 4)
         length = SECTOR * blocks if whole else 1 + ((w1 >> 48) & 0x1FE)  # not whole sectors 1 in 16
         data = base + DATA + (SECTOR if whole and blocks == 1 and (w0 >> 11) & 1 else 0)
