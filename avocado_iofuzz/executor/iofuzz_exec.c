@@ -154,10 +154,16 @@
 
 enum layout {
 	LAYOUT_GENERIC, LAYOUT_UHCI, LAYOUT_EHCI, LAYOUT_E1000, LAYOUT_VIRTIO, LAYOUT_NVME, LAYOUT_MEGASAS, LAYOUT_AHCI,
-	LAYOUT_EHCI_MSD, LAYOUT_COUNT
+	/* the layouts only bring-up recipes name, one per line (model/dma_layouts.py's LAYOUTS, same order) */
+	LAYOUT_EHCI_MSD,
+	LAYOUT_VIRTIO_BLK_REQ,
+	LAYOUT_COUNT
 };
-static const char *const layout_names[] = { "generic", "uhci", "ehci", "e1000", "virtio", "nvme", "megasas", "ahci",
-					      "ehci_msd" };
+static const char *const layout_names[] = {
+	"generic", "uhci", "ehci", "e1000", "virtio", "nvme", "megasas", "ahci",
+	"ehci_msd",
+	"virtio_blk_req",
+};
 
 #define EXIT_RUNTIME 1
 #define EXIT_USAGE 2
@@ -958,6 +964,105 @@ static void fill_ehci_msd(uint64_t seed, volatile uint32_t *dw)
 			(uint32_t)s.memory[4 * d + 3] << 24;
 }
 
+/* ---- virtio_blk_req: virtio-blk requests of every type, named by recipes only (model/virtio_blk_layout.py) ---- */
+#define VBR_SLOTS 85ULL
+#define VBR_AVAIL 0x1000ULL
+#define VBR_TABLES 0x2810ULL
+#define VBR_INDIRECT_SLOTS 42ULL
+#define VBR_HEADERS 0x3000ULL
+#define VBR_STATUS 0x3560ULL
+#define VBR_SEGMENTS 0x35C0ULL
+#define VBR_DATA 0x3C00ULL
+#define VBR_CAPACITY (0x4000000ULL / 512)
+#define VBR_ANY_TYPE 0xFFULL /* the type table's entry that takes a random 32-bit type */
+#define VBR_BARRIER 0x80000000ULL
+
+static uint64_t vbr_sector(uint64_t word, uint64_t blocks)
+{
+	uint64_t kind = (word >> 12) & 15;
+
+	if (kind == 0)
+		return VBR_CAPACITY + ((word >> 16) & 0xFFFF);
+	if (kind == 1)
+		return VBR_CAPACITY - 1;
+	return ((word >> 16) & 0x1FFFF) % (VBR_CAPACITY - blocks);
+}
+
+struct vbr_part {
+	uint64_t address, length, flags;
+};
+
+static void fill_virtio_blk_req(uint64_t seed, volatile uint32_t *dw)
+{
+	static const uint64_t types[] = { 0, 0, 0, 1, 1, 1, 4, 8, 11, 11, 13, 13, 2, 10, 5, VBR_ANY_TYPE };
+	uint64_t previous = 0, next_sector = 0, head;
+	int has_previous = 0;
+	volatile uint16_t *avail = (volatile uint16_t *)(dw + VBR_AVAIL / 4);
+
+	for (uint64_t c = 0; c < LAYOUT_DWORDS; c++)
+		dw[c] = 0;
+	for (uint64_t j = 0; j < VBR_SLOTS; j++) {
+		uint64_t w0 = random_word(seed, STRUCT_WORDS + 6 * j), w1 = random_word(seed, STRUCT_WORDS + 6 * j + 1);
+		int follows = has_previous && previous <= 1 && ((w0 >> 4) & 1);
+		uint64_t type = follows ? previous : types[w0 & 15], plain, blocks = 1 + ((w0 >> 10) & 1), sector;
+		uint64_t header = VBR_HEADERS + 16 * j, header_length, length, data;
+		int whole = !maybe(w0, 46, 4);
+		struct vbr_part parts[3];
+		unsigned count = 0;
+
+		if (!follows && type == VBR_ANY_TYPE)
+			type = (w0 >> 32) & 0xFFFFFFFFULL;
+		plain = type;
+		if (maybe(w0, 5, 5))
+			type |= VBR_BARRIER;
+		sector = follows ? next_sector : vbr_sector(w0, blocks);
+		previous = plain;
+		has_previous = 1;
+		next_sector = sector + blocks;
+		dw[header / 4] = (uint32_t)type;
+		dw[header / 4 + 2] = (uint32_t)sector;
+		dw[header / 4 + 3] = (uint32_t)(sector >> 32);
+		header_length = maybe(w0, 40, 6) ? (w1 >> 40) & 15 : 16;
+		length = whole ? 512 * blocks : 1 + ((w1 >> 48) & 0x1FE);
+		data = scratch_base + VBR_DATA + ((whole && blocks == 1 && ((w0 >> 11) & 1)) ? 512 : 0);
+		parts[count++] = (struct vbr_part){ scratch_base + header, header_length, 0 };
+		if (plain == 11 || plain == 13 || plain == 10) {
+			uint64_t segment = VBR_SEGMENTS + 16 * j;
+			uint64_t sectors = maybe(w1, 8, 4) ? (0xFFFFFF00ULL | (w1 & 0xFF)) : 1 + (w1 & 0xFF);
+			uint64_t flags = ((w1 >> 12) & 1) | (maybe(w1, 13, 4) ? 2 : 0);
+			uint64_t segment_sector = ((w1 >> 17) & 1) ? vbr_sector(w1 >> 16, 1) : vbr_sector(w0, 1);
+
+			dw[segment / 4] = (uint32_t)segment_sector;
+			dw[segment / 4 + 1] = (uint32_t)(segment_sector >> 32);
+			dw[segment / 4 + 2] = (uint32_t)sectors;
+			dw[segment / 4 + 3] = (uint32_t)flags;
+			parts[count++] = (struct vbr_part){ scratch_base + segment, maybe(w1, 24, 3) ? 32 : 16, 0 };
+		} else if (plain != 4 && plain != 5) {
+			parts[count++] = (struct vbr_part){ data, length, plain == 1 ? 0 : 2 };
+		}
+		parts[count++] = (struct vbr_part){ scratch_base + VBR_STATUS + j, 1, 2 };
+		if (j < VBR_INDIRECT_SLOTS && maybe(w1, 28, 4)) { /* its own table: next indices count from 0 */
+			uint64_t table = VBR_TABLES + 48 * j;
+
+			for (unsigned n = 0; n < count; n++)
+				virtio_put(dw + table / 4 + 4 * n, parts[n].address, parts[n].length,
+					   parts[n].flags | (n + 1 < count ? 1 : 0) | (uint64_t)(n + 1) << 16);
+			virtio_put(dw + 4 * 3 * j, scratch_base + table, 16 * count, 4);
+		} else {
+			for (unsigned n = 0; n < count; n++)
+				virtio_put(dw + 4 * (3 * j + n), parts[n].address, parts[n].length,
+					   parts[n].flags | (n + 1 < count ? 1 : 0) | (3 * j + n + 1) << 16);
+		}
+	}
+	head = random_word(seed, STRUCT_WORDS + 6 * VBR_SLOTS);
+	avail[0] = (uint16_t)(head & 1);
+	avail[1] = (uint16_t)(16 + (head >> 8) % (VBR_SLOTS - 15));
+	for (uint64_t k = 0; k < VIRTIO_QUEUE; k++)
+		avail[2 + k] = (uint16_t)(k < avail[1] ? 3 * k : 0);
+	avail[2 + VIRTIO_QUEUE] = (uint16_t)((head >> 16) & 0xFF);
+	fill_random_tail(seed, dw, VBR_DATA);
+}
+
 /* The scratch memory (16 KiB) laid out like one device family's structures, for the fill seed. */
 static void fill_layout(int layout, uint64_t seed, volatile uint32_t *dwords)
 {
@@ -975,6 +1080,8 @@ static void fill_layout(int layout, uint64_t seed, volatile uint32_t *dwords)
 		fill_ahci(seed, dwords);
 	else if (layout == LAYOUT_EHCI_MSD)
 		fill_ehci_msd(seed, dwords);
+	else if (layout == LAYOUT_VIRTIO_BLK_REQ)
+		fill_virtio_blk_req(seed, dwords);
 	else
 		fill_e1000(seed, dwords);
 }
@@ -1830,6 +1937,19 @@ static void parse_position(const char *option, const char *text, struct position
 	pos->set = 1;
 }
 
+/* a range names a scratch layout this executor does not have: the message lists the ones it has */
+static void __attribute__((noreturn)) fail_unknown_layout(const char *arg, const char *name)
+{
+	char known[512] = "";
+
+	for (int layout = LAYOUT_GENERIC + 1; layout < LAYOUT_COUNT; layout++) {
+		strncat(known, layout_names[layout], sizeof(known) - strlen(known) - 3);
+		if (layout + 1 < LAYOUT_COUNT)
+			strncat(known, ", ", sizeof(known) - strlen(known) - 1);
+	}
+	fail(EXIT_USAGE, "range '%s': scratch layout '%s' is not one of %s", arg, name, known);
+}
+
 static void parse_range(const char *arg, uint64_t default_index, uint64_t seed, uint64_t fuzz_count,
 			struct range *r)
 {
@@ -1918,8 +2038,7 @@ static void parse_range(const char *arg, uint64_t default_index, uint64_t seed, 
 				if (strcmp(equals + 1, layout_names[r->layout]) == 0)
 					break;
 			if (r->layout == LAYOUT_COUNT)
-				fail(EXIT_USAGE, "range '%s': scratch layout '%s' is not one of uhci, ehci, e1000, virtio, nvme, megasas, ahci, ehci_msd", arg,
-				     equals + 1);
+				fail_unknown_layout(arg, equals + 1);
 		}
 		if (strcmp(plus + 1, "dma") != 0)
 			fail(EXIT_USAGE, "range '%s': value mode '%s' is not dma (uniform has no suffix)", arg, plus + 1);
