@@ -33,7 +33,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from avocado_iofuzz.model import dma
-from avocado_iofuzz.model.dma_layouts import LAYOUT_GENERIC, LAYOUTS
+from avocado_iofuzz.model.dma_layouts import LAYOUT_AHCI, LAYOUT_GENERIC, LAYOUTS
 from avocado_iofuzz.model.program import Op, RangePlan
 
 PART_OPS = "ops"  # addresses, kinds, widths and uniform values: every range's ops
@@ -41,6 +41,10 @@ PART_DMA = "dma"  # DMA-aware write values and the generic scratch fill
 PART_FUZZ_ONLY = "fuzz_only"  # ranges of seeded writes alone (a guided program's steps)
 PART_FIXED = "fixed"  # fuzz-only ranges whose writes all write one value (exact steps)
 _REFERENCE_SEED = 0x5EED5EED5EED5EED
+# The layouts the running hash covers (up to ahci); a layout added after it was frozen has a part
+# fingerprint of its own (PART_REFERENCE_PLANS), so adding one leaves every corpus and trace readable.
+_RUNNING_HASH_LAYOUTS = LAYOUTS[1 : LAYOUTS.index(LAYOUT_AHCI) + 1]
+_LATER_LAYOUTS = LAYOUTS[LAYOUTS.index(LAYOUT_AHCI) + 1 :]
 # Reference plans, in the order the running hash has always taken them: every phase and width, then
 # DMA-aware values, then one plan per device layout (a layout added later goes last).
 REFERENCE_PLANS = (
@@ -51,16 +55,22 @@ REFERENCE_PLANS = (
     RangePlan(4, 0xFEBF0000, 0xFEBF003F, "fingerprint", _REFERENCE_SEED, 8, 4, "mmio", values=dma.VALUES_DMA),
     *(
         RangePlan(5 + n, 0xC000, 0xC01F, "fingerprint", _REFERENCE_SEED, 8, 2, values=dma.VALUES_DMA, layout=layout)
-        for n, layout in enumerate(LAYOUTS[1:])
+        for n, layout in enumerate(_RUNNING_HASH_LAYOUTS)
     ),
-    RangePlan(5 + len(LAYOUTS), 0xC000, 0xC007, "fingerprint", _REFERENCE_SEED, 8, 4, fuzz_only=True),
+    RangePlan(6 + len(_RUNNING_HASH_LAYOUTS), 0xC000, 0xC007, "fingerprint", _REFERENCE_SEED, 8, 4, fuzz_only=True),
 )
 # Reference plans of parts added after the running hash was frozen (fixed values): they have a part
 # fingerprint of their own and stay out of ``generator``, which corpus files are checked against -- a new
 # part must not set aside every corpus written before it (their batches make the same ops).
 PART_REFERENCE_PLANS = (
-    RangePlan(6 + len(LAYOUTS), 0xC000, 0xC007, "fingerprint", _REFERENCE_SEED, 8, 2, fuzz_only=True, fixed=0xA5C3),
-)
+    RangePlan(7 + len(_RUNNING_HASH_LAYOUTS), 0xC000, 0xC007, "fingerprint", _REFERENCE_SEED, 8, 2, fuzz_only=True,
+              fixed=0xA5C3),
+    *(
+        RangePlan(8 + len(_RUNNING_HASH_LAYOUTS) + n, 0xC000, 0xC01F, "fingerprint", _REFERENCE_SEED, 8, 2,
+                  values=dma.VALUES_DMA, layout=layout)
+        for n, layout in enumerate(_LATER_LAYOUTS)
+    ),
+)  # fmt: skip
 
 
 def layout_part(layout: str) -> str:
