@@ -60,7 +60,7 @@ IO_CASES = (
         # an LD read or write, SCSI commands and DCMDs handled, and the disk reading or writing by DMA
         "megasas_handle_io", "megasas_handle_scsi", "megasas_dcmd_enter", "scsi_disk_dma_command_*",
     ), (
-        # 16 frames a fill: these need a few fills (each is in 2 or more of the 8)
+        # these need a few fills (each was in 2 or more of the 8 with 16 frames a fill)
         "megasas_io_read_start", "megasas_io_write_start", "megasas_scsi_write_start", "scsi_disk_emulate_write_data",
         "megasas_scsi_nodata", "scsi_disk_emulate_command_SEEK_10", "scsi_disk_emulate_command_FORMAT_UNIT",
         "megasas_dcmd_pd_list_query", "megasas_dcmd_unsupported",
