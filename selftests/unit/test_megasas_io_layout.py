@@ -10,7 +10,7 @@ import pytest
 from avocado_iofuzz.guided.recipes import load
 from avocado_iofuzz.model.dma_layouts import LAYOUT_MEGASAS, LAYOUT_MEGASAS_IO, layout_fill
 from avocado_iofuzz.model.layout_choice import LAYOUT_AUTO, choose_layouts, family_layout
-from avocado_iofuzz.model.megasas_io_layout import (
+from avocado_iofuzz.model.layouts.megasas_io import (
     CONSUMER,
     CONTEXT_BASE,
     DATA,
