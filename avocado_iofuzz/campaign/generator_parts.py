@@ -41,6 +41,11 @@ PART_DMA = "dma"  # DMA-aware write values and the generic scratch fill
 PART_FUZZ_ONLY = "fuzz_only"  # ranges of seeded writes alone (a guided program's steps)
 PART_FIXED = "fixed"  # fuzz-only ranges whose writes all write one value (exact steps)
 _REFERENCE_SEED = 0x5EED5EED5EED5EED
+# The device layouts the running hash covers: those it had when it was frozen. A layout added since
+# (one that only recipes name) has a part fingerprint of its own (PART_REFERENCE_PLANS), so adding it
+# leaves every corpus file checked against the running hash usable.
+RUNNING_HASH_LAYOUTS = ("uhci", "ehci", "e1000", "virtio", "nvme", "megasas", "ahci")
+_FROZEN_LAYOUTS = 1 + len(RUNNING_HASH_LAYOUTS)  # with generic: the plan indices the running hash was taken with
 # Reference plans, in the order the running hash has always taken them: every phase and width, then
 # DMA-aware values, then one plan per device layout (a layout added later goes last).
 REFERENCE_PLANS = (
@@ -51,15 +56,20 @@ REFERENCE_PLANS = (
     RangePlan(4, 0xFEBF0000, 0xFEBF003F, "fingerprint", _REFERENCE_SEED, 8, 4, "mmio", values=dma.VALUES_DMA),
     *(
         RangePlan(5 + n, 0xC000, 0xC01F, "fingerprint", _REFERENCE_SEED, 8, 2, values=dma.VALUES_DMA, layout=layout)
-        for n, layout in enumerate(LAYOUTS[1:])
+        for n, layout in enumerate(RUNNING_HASH_LAYOUTS)
     ),
-    RangePlan(5 + len(LAYOUTS), 0xC000, 0xC007, "fingerprint", _REFERENCE_SEED, 8, 4, fuzz_only=True),
+    RangePlan(5 + _FROZEN_LAYOUTS, 0xC000, 0xC007, "fingerprint", _REFERENCE_SEED, 8, 4, fuzz_only=True),
 )
 # Reference plans of parts added after the running hash was frozen (fixed values): they have a part
 # fingerprint of their own and stay out of ``generator``, which corpus files are checked against -- a new
 # part must not set aside every corpus written before it (their batches make the same ops).
 PART_REFERENCE_PLANS = (
-    RangePlan(6 + len(LAYOUTS), 0xC000, 0xC007, "fingerprint", _REFERENCE_SEED, 8, 2, fuzz_only=True, fixed=0xA5C3),
+    RangePlan(6 + _FROZEN_LAYOUTS, 0xC000, 0xC007, "fingerprint", _REFERENCE_SEED, 8, 2, fuzz_only=True, fixed=0xA5C3),
+    *(
+        RangePlan(7 + _FROZEN_LAYOUTS + n, 0xC000, 0xC01F, "fingerprint", _REFERENCE_SEED, 8, 2,
+                  values=dma.VALUES_DMA, layout=layout)
+        for n, layout in enumerate(name for name in LAYOUTS[1:] if name not in RUNNING_HASH_LAYOUTS)
+    ),
 )
 
 
@@ -135,7 +145,7 @@ _PARTS_8E95D90 = {
     "layout:megasas": "477f3db9220e3cd4",
     "layout:ahci": "26a56237ad814025",
 }
-_LAYOUTS_IN_ORDER = ("uhci", "ehci", "e1000", "virtio", "nvme", "megasas", "ahci")
+_LAYOUTS_IN_ORDER = RUNNING_HASH_LAYOUTS
 # the running hash after each layout's reference plan, in that order
 _LAYOUT_RUNNING_HASHES = (
     "8ebe23bf8112f707", "09e472bc3c231835", "f1d8b54534e4b52f", "6ce65884f9f78938", "6e2be337687b5c7b",

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from avocado_iofuzz.model import e1000e_net_layout
 from avocado_iofuzz.model.generator import random_word
 
 LAYOUT_GENERIC = "generic"
@@ -33,10 +34,12 @@ LAYOUT_VIRTIO = "virtio"
 LAYOUT_NVME = "nvme"
 LAYOUT_MEGASAS = "megasas"
 LAYOUT_AHCI = "ahci"
+LAYOUT_E1000E_NET = "e1000e_net"  # only recipes name it (model/e1000e_net_layout.py)
 # The layouts a RangePlan may carry (its ``layout`` field); the first is the default; the
 # executor's enum follows this order.
 LAYOUTS = (
     LAYOUT_GENERIC, LAYOUT_UHCI, LAYOUT_EHCI, LAYOUT_E1000, LAYOUT_VIRTIO, LAYOUT_NVME, LAYOUT_MEGASAS, LAYOUT_AHCI,
+    LAYOUT_E1000E_NET,
 )  # fmt: skip
 LAYOUT_SIZE = 0x4000  # device layouts are drawn for 16 KiB (the executor refuses another size for them)
 PAGE = 0x1000
@@ -498,6 +501,7 @@ _DEVICE_LAYOUTS: dict[str, Callable[[int, int], list[int]]] = {
     LAYOUT_NVME: _nvme,
     LAYOUT_MEGASAS: _megasas,
     LAYOUT_AHCI: _ahci,
+    LAYOUT_E1000E_NET: e1000e_net_layout.build,
 }
 
 

@@ -13,7 +13,9 @@ from test_trace_generator_parts import header_line, with_header
 from avocado_iofuzz.campaign.generator_parts import (
     PART_FIXED,
     PART_FUZZ_ONLY,
+    RUNNING_HASH_LAYOUTS,
     generator_fingerprint,
+    layout_part,
     part_fingerprints,
     plan_parts,
 )
@@ -22,6 +24,7 @@ from avocado_iofuzz.guided.batch import Base
 from avocado_iofuzz.guided.corpus import Corpus, load_corpus, save_corpus
 from avocado_iofuzz.guided.program import fixed_step, step
 from avocado_iofuzz.model.dma import SCRATCH_BASE, SCRATCH_SIZE, VALUES_DMA, scratch_fill
+from avocado_iofuzz.model.dma_layouts import LAYOUTS
 from avocado_iofuzz.model.program import RangePlan
 
 DATA = Path(__file__).parent / "data"
@@ -55,7 +58,8 @@ def test_the_older_parts_are_what_they_were_but_the_virtio_layout():
     before = header_line(BEFORE_FIXED)["generator_parts"]
     changed = {part for part in before if part_fingerprints()[part] != before[part]}
     assert changed == {"layout:virtio"}
-    assert set(part_fingerprints()) - set(before) == {PART_FIXED}
+    layouts_since = {layout_part(name) for name in LAYOUTS[1:] if name not in RUNNING_HASH_LAYOUTS}  # recipes' own
+    assert set(part_fingerprints()) - set(before) == {PART_FIXED, *layouts_since}
     assert plan_parts(STATUS) == ("ops", PART_FUZZ_ONLY, PART_FIXED)
     assert plan_parts(PFN) == ("ops", "dma", "layout:virtio", PART_FUZZ_ONLY, PART_FIXED)
 
