@@ -111,7 +111,7 @@ def test_only_recipes_name_the_layout():
     e1000e = PciFunction(0, 0, 3, 0, 0x8086, 0x10D3, 0x020000, ())
     assert family_layout(e1000e) == LAYOUT_E1000  # blind's choice is unchanged
     named = {r.name for r in load() if r.layout == LAYOUT_E1000E_NET}
-    assert named == {"e1000e-net-legacy", "e1000e-net-extended-rss", "e1000e-net-packet-split"}
+    assert named == {"e1000e-net-legacy", "e1000e-net-extended-rss"}
     assert all(r.ids == ("8086:10d3",) for r in load() if r.layout == LAYOUT_E1000E_NET)
 
 
@@ -123,8 +123,8 @@ def test_recipes_write_bar0_only_where_a_run_fuzzes_it():
 
 
 def test_recipes_leave_the_high_ring_addresses_at_their_reset_zero():
-    # a flipped bit of a 0 written to RDBAH puts a packet-split ring above RAM, where QEMU 7.2's receive
-    # path spins for good (recipes.toml): no step is there for a mutation to change
+    # a flipped bit of a 0 written to RDBAH puts the ring above RAM, where QEMU 7.2's receive path spins
+    # for good in packet-split mode (recipes.toml): no step is there for a mutation to change
     high = {0x2804, 0x2904, 0x3804}  # RDBAH0, RDBAH1, TDBAH
     for recipe in (r for r in load() if r.layout == LAYOUT_E1000E_NET):
         assert not [hex(s.offset) for s in recipe.steps if s.bar == 0 and s.offset in high], recipe.name
