@@ -44,8 +44,9 @@ _REFERENCE_SEED = 0x5EED5EED5EED5EED
 # The device layouts the running hash covers: those it had when fixed values froze it. A layout added
 # since (one only recipes name, such as ehci_msd) is a part of its own in PART_REFERENCE_PLANS, so
 # adding it sets aside no corpus checked against the running hash.
-_RUNNING_HASH_LAYOUTS = LAYOUTS[1:8]
-_LATER_LAYOUTS = LAYOUTS[8:]
+RUNNING_HASH_LAYOUTS = ("uhci", "ehci", "e1000", "virtio", "nvme", "megasas", "ahci")
+_RUNNING_HASH_LAYOUTS = RUNNING_HASH_LAYOUTS
+_LATER_LAYOUTS = tuple(name for name in LAYOUTS[1:] if name not in RUNNING_HASH_LAYOUTS)
 # Reference plans, in the order the running hash has always taken them: every phase and width, then
 # DMA-aware values, then one plan per device layout (a layout added later goes last).
 REFERENCE_PLANS = (
@@ -146,7 +147,7 @@ _PARTS_8E95D90 = {
     "layout:megasas": "477f3db9220e3cd4",
     "layout:ahci": "26a56237ad814025",
 }
-_LAYOUTS_IN_ORDER = ("uhci", "ehci", "e1000", "virtio", "nvme", "megasas", "ahci")
+_LAYOUTS_IN_ORDER = RUNNING_HASH_LAYOUTS
 # the running hash after each layout's reference plan, in that order
 _LAYOUT_RUNNING_HASHES = (
     "8ebe23bf8112f707", "09e472bc3c231835", "f1d8b54534e4b52f", "6ce65884f9f78938", "6e2be337687b5c7b",

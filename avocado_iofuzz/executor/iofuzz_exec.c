@@ -158,6 +158,7 @@ enum layout {
 	LAYOUT_EHCI_MSD,
 	LAYOUT_VIRTIO_BLK_REQ,
 	LAYOUT_MEGASAS_IO,
+	LAYOUT_E1000E_NET,
 	LAYOUT_COUNT
 };
 static const char *const layout_names[] = {
@@ -165,6 +166,7 @@ static const char *const layout_names[] = {
 	"ehci_msd",
 	"virtio_blk_req",
 	"megasas_io",
+	"e1000e_net",
 };
 
 #define EXIT_RUNTIME 1
@@ -1303,6 +1305,293 @@ static void fill_megasas_io(uint64_t seed, volatile uint32_t *dw)
 	fill_random_tail(seed, dw, MIO_DATA);
 }
 
+/* ---- the e1000e_net layout: keep identical to avocado_iofuzz/model/e1000e_net_layout.py ----
+ * Frames QEMU's user network answers (ARP, ICMP echo, DHCP; a TCP segment for TSO) behind a transmit
+ * ring of legacy, context and extended data descriptors (page 0), a receive ring of packet-split
+ * descriptors (page 1), the frames (page 2) and receive buffers (page 3). Only recipes name it. */
+#define EN_TX_RING 0x0000ULL
+#define EN_RX_RING 0x1000ULL
+#define EN_FRAMES 0x2000ULL
+#define EN_RX_BUFFERS 0x3000ULL
+#define EN_SLOT 0x100ULL
+#define EN_TX_DESCRIPTORS 256ULL
+#define EN_RX_DESCRIPTORS 128ULL
+#define EN_ETH 14U
+#define EN_IPV4 20U
+#define EN_BOOTP_MIN 576U
+enum en_kind { EN_ARP, EN_ICMP, EN_DHCP, EN_TCP };
+static const struct { enum en_kind kind; unsigned first; } en_frame_slots[] = {
+	{ EN_ARP, 0 }, { EN_ARP, 1 }, { EN_ARP, 2 }, { EN_ARP, 3 }, { EN_ICMP, 4 },
+	{ EN_ICMP, 5 }, { EN_ICMP, 6 }, { EN_ICMP, 7 }, { EN_DHCP, 8 }, { EN_TCP, 11 },
+};
+#define EN_FRAME_COUNT (sizeof(en_frame_slots) / sizeof(en_frame_slots[0]))
+static const uint8_t en_guest_mac[6] = { 0x52, 0x54, 0x00, 0x12, 0x34, 0x56 };
+static const uint8_t en_slirp_mac[6] = { 0x52, 0x55, 0x0a, 0x00, 0x02, 0x02 };
+static const uint8_t en_broadcast[6] = { 0xff, 0xff, 0xff, 0xff, 0xff, 0xff };
+static const uint8_t en_guest_ip[4] = { 10, 0, 2, 15 }, en_gateway_ip[4] = { 10, 0, 2, 2 };
+static const uint8_t en_dns_ip[4] = { 10, 0, 2, 3 }, en_any_ip[4] = { 0, 0, 0, 0 };
+static const uint8_t en_all_ip[4] = { 255, 255, 255, 255 };
+static uint8_t en_memory[LAYOUT_SIZE];
+
+/* the Internet checksum (RFC 1071) */
+static uint16_t en_checksum(const uint8_t *data, unsigned length)
+{
+	uint64_t total = 0;
+
+	for (unsigned i = 0; i + 1 < length; i += 2)
+		total += (uint64_t)data[i] << 8 | data[i + 1];
+	if (length % 2)
+		total += (uint64_t)data[length - 1] << 8;
+	while (total >> 16)
+		total = (total & 0xffff) + (total >> 16);
+	return (uint16_t)~total;
+}
+
+static void en_put_be16(uint8_t *at, uint64_t value)
+{
+	at[0] = (uint8_t)(value >> 8);
+	at[1] = (uint8_t)value;
+}
+
+static void en_put_le(uint8_t *at, uint64_t value, unsigned bytes)
+{
+	for (unsigned i = 0; i < bytes; i++)
+		at[i] = (uint8_t)(value >> (8 * i));
+}
+
+/* Ethernet header from the guest's address; returns its length */
+static unsigned en_ethernet(uint8_t *frame, const uint8_t *destination, uint64_t ethertype)
+{
+	memcpy(frame, destination, 6);
+	memcpy(frame + 6, en_guest_mac, 6);
+	en_put_be16(frame + 12, ethertype);
+	return EN_ETH;
+}
+
+static void en_ipv4(uint8_t *frame, uint64_t total, uint64_t ident, uint8_t protocol, const uint8_t *source,
+		    const uint8_t *destination)
+{
+	uint8_t *ip = frame + EN_ETH;
+
+	memset(ip, 0, EN_IPV4);
+	ip[0] = 0x45;
+	en_put_be16(ip + 2, total);
+	en_put_be16(ip + 4, ident);
+	ip[8] = 64;
+	ip[9] = protocol;
+	memcpy(ip + 12, source, 4);
+	memcpy(ip + 16, destination, 4);
+	en_put_be16(ip + 10, en_checksum(ip, EN_IPV4));
+}
+
+static unsigned en_arp(uint8_t *frame, uint64_t word)
+{
+	static const uint8_t head[8] = { 0, 1, 8, 0, 6, 4, 0, 1 };
+	unsigned n = en_ethernet(frame, en_broadcast, 0x0806);
+
+	memcpy(frame + n, head, 8);
+	memcpy(frame + n + 8, en_guest_mac, 6);
+	memcpy(frame + n + 14, en_guest_ip, 4);
+	memset(frame + n + 18, 0, 6);
+	memcpy(frame + n + 24, maybe(word, 0, 2) ? en_dns_ip : en_gateway_ip, 4);
+	memset(frame + n + 28, 0, 60 - (n + 28));
+	return 60;
+}
+
+static unsigned en_icmp(uint8_t *frame, uint64_t word)
+{
+	unsigned payload = 8 + ((word >> 8) & 0x7F), at = EN_ETH + EN_IPV4;
+	uint64_t ident = (word >> 16) & 0xFFFF;
+	uint8_t *icmp = frame + at;
+
+	en_ethernet(frame, en_slirp_mac, 0x0800);
+	memset(icmp, 0, 8);
+	icmp[0] = 8;
+	en_put_be16(icmp + 4, ident);
+	icmp[7] = (uint8_t)word;
+	for (unsigned i = 0; i < payload; i++)
+		icmp[8 + i] = (uint8_t)((word >> 32) + i);
+	en_put_be16(icmp + 2, en_checksum(icmp, 8 + payload));
+	en_ipv4(frame, EN_IPV4 + 8 + payload, ident ^ 0x5A5A, 1, en_guest_ip, en_gateway_ip);
+	return at + 8 + payload;
+}
+
+static unsigned en_dhcp(uint8_t *frame, uint64_t word)
+{
+	unsigned at = EN_ETH + EN_IPV4, bootp_length = EN_BOOTP_MIN - EN_IPV4 - 8, o;
+	uint8_t *udp = frame + at, *bootp = udp + 8;
+	int request = maybe(word, 0, 2);
+
+	en_ethernet(frame, en_broadcast, 0x0800);
+	memset(bootp, 0, bootp_length);
+	bootp[0] = 1;
+	bootp[1] = 1;
+	bootp[2] = 6;
+	for (unsigned i = 0; i < 4; i++)
+		bootp[4 + i] = (uint8_t)(word >> (32 + 8 * (3 - i)));
+	memcpy(bootp + 28, en_guest_mac, 6);
+	o = 236;
+	bootp[o++] = 99;
+	bootp[o++] = 130;
+	bootp[o++] = 83;
+	bootp[o++] = 99;
+	bootp[o++] = 53;
+	bootp[o++] = 1;
+	bootp[o++] = request ? 3 : 1;
+	if (request) {
+		bootp[o++] = 50;
+		bootp[o++] = 4;
+		memcpy(bootp + o, en_guest_ip, 4);
+		o += 4;
+	}
+	bootp[o] = 255;
+	en_put_be16(udp, 68);
+	en_put_be16(udp + 2, 67);
+	en_put_be16(udp + 4, 8 + bootp_length);
+	en_put_be16(udp + 6, 0);
+	en_ipv4(frame, EN_IPV4 + 8 + bootp_length, (word >> 8) & 0xFFFF, 17, en_any_ip, en_all_ip);
+	return at + 8 + bootp_length;
+}
+
+static unsigned en_tcp(uint8_t *frame, uint64_t word)
+{
+	unsigned payload = 64 + ((word >> 8) & 0x3FF) % 1088, at = EN_ETH + EN_IPV4;
+	uint8_t *tcp = frame + at;
+	uint64_t sequence = (word >> 16) & 0xffffffffULL;
+
+	en_ethernet(frame, en_slirp_mac, 0x0800);
+	memset(tcp, 0, 20);
+	en_put_be16(tcp, 0xC001);
+	en_put_be16(tcp + 2, 1024 + ((word >> 24) & 0x7FFF));
+	en_put_be16(tcp + 4, sequence >> 16);
+	en_put_be16(tcp + 6, sequence);
+	tcp[12] = 0x50;
+	tcp[13] = 0x18;
+	tcp[14] = 0x10;
+	for (unsigned i = 0; i < payload; i++)
+		tcp[20 + i] = (uint8_t)((word >> 40) + 3 * i);
+	en_ipv4(frame, EN_IPV4 + 20 + payload, word & 0xFFFF, 6, en_guest_ip, en_gateway_ip);
+	return at + 20 + payload;
+}
+
+/* a slot's frame, or 0 when it stays random bytes (one in eight) */
+static unsigned en_slot_frame(enum en_kind kind, unsigned first, uint64_t seed, uint8_t *frame)
+{
+	uint64_t word = random_word(seed, STRUCT_WORDS + 2 * ((EN_FRAMES + first * EN_SLOT) / 16));
+
+	if (maybe(word, 61, 3))
+		return 0;
+	if (kind == EN_ARP)
+		return en_arp(frame, word);
+	if (kind == EN_ICMP)
+		return en_icmp(frame, word);
+	if (kind == EN_DHCP)
+		return en_dhcp(frame, word);
+	return en_tcp(frame, word);
+}
+
+static void en_descriptor(uint64_t d, uint64_t a, uint64_t b, uint64_t c, uint64_t e)
+{
+	uint8_t *at = en_memory + EN_TX_RING + 16 * d;
+
+	en_put_le(at, a, 4);
+	en_put_le(at + 4, b, 4);
+	en_put_le(at + 8, c, 4);
+	en_put_le(at + 12, e, 4);
+}
+
+/* the descriptors of the packet that starts at descriptor `first`; returns how many */
+static unsigned en_tx_packet(uint64_t seed, uint64_t first, const unsigned *lengths)
+{
+	uint64_t w0 = random_word(seed, STRUCT_WORDS + 2 * first), w1 = random_word(seed, STRUCT_WORDS + 2 * first + 1);
+	uint64_t style = (w0 >> 4) & 7, address, length, cut, vlan, special, at[2], size[2];
+	unsigned pick, pieces, n = 0;
+	enum en_kind kind;
+
+	if (style == 7) { /* malformed */
+		address = scratch_base + (w1 & (LAYOUT_SIZE - 1));
+		en_descriptor(first, address, address >> 32, ((w1 >> 32) & 0xffff0000ULL) | ((w1 >> 16) & 0x3FFF),
+			      w0 >> 32);
+		return 1;
+	}
+	pick = (unsigned)((w0 & 0xF) % EN_FRAME_COUNT);
+	kind = en_frame_slots[pick].kind;
+	length = lengths[pick] ? lengths[pick] : 60 + (w1 & 0xFF);
+	address = scratch_base + EN_FRAMES + en_frame_slots[pick].first * EN_SLOT;
+	cut = (w0 >> 8) & 1 ? EN_ETH + (w0 >> 16) % (length - EN_ETH) : length;
+	pieces = cut < length ? 2 : 1;
+	at[0] = address;
+	size[0] = cut < length ? cut : length;
+	at[1] = address + cut;
+	size[1] = length - cut;
+	vlan = maybe(w0, 9, 3) ? TX_VLE : 0;
+	special = (w1 >> 48) & 0xFFFF;
+	if (style < 3) { /* legacy */
+		uint64_t insert = (kind == EN_ICMP || kind == EN_TCP) ? (w0 >> 12) & 1 : 0;
+		uint64_t sum_at = kind == EN_ICMP ? 36 : 50;
+
+		for (unsigned p = 0; p < pieces; p++) {
+			int last = p == pieces - 1;
+			uint64_t command = TX_IFCS | TX_RS | (last ? TX_EOP | vlan | TX_IC_TSE * insert : 0);
+
+			en_descriptor(first + p, at[p], at[p] >> 32, size[p] | sum_at << 16 | command << 24,
+				      (EN_ETH + EN_IPV4) << 8 | special << 16);
+		}
+		return pieces;
+	}
+	{ /* a context descriptor, then extended data descriptors */
+		uint64_t l4 = EN_ETH + EN_IPV4, header = l4 + 20, mss = 64 + ((w1 >> 41) & 0x1FF);
+		uint64_t sum_at = kind == EN_DHCP ? l4 + 6 : kind == EN_TCP ? l4 + 16 : l4 + 2;
+		int tso = kind == EN_TCP && !maybe(w1, 40, 1);
+		uint64_t tucmd = TX_DEXT | TX_RS | 0x02 | (kind == EN_TCP ? 0x01 : 0) | (tso ? TX_IC_TSE : 0);
+		uint64_t paylen = tso ? (length > header ? length - header : 0) : length;
+		uint64_t popts = style != 6 ? 3 : (w1 >> 20) & 3;
+
+		en_descriptor(first, EN_ETH | (EN_ETH + 10) << 8 | (l4 - 1) << 16, l4 | sum_at << 8,
+			      (paylen & 0xFFFFF) | tucmd << 24, header << 8 | mss << 16);
+		n = 1;
+		for (unsigned p = 0; p < pieces; p++) {
+			int last = p == pieces - 1;
+			uint64_t command = TX_DEXT | TX_IFCS | TX_RS | (tso ? TX_IC_TSE : 0) | (last ? TX_EOP | vlan : 0);
+
+			en_descriptor(first + n + p, at[p], at[p] >> 32, size[p] | 1ULL << 20 | command << 24,
+				      popts << 8 | special << 16);
+		}
+		return n + pieces;
+	}
+}
+
+static void fill_e1000e_net(uint64_t seed, volatile uint32_t *dw)
+{
+	unsigned lengths[EN_FRAME_COUNT];
+
+	memset(en_memory, 0, sizeof(en_memory));
+	for (uint64_t offset = EN_FRAMES; offset < LAYOUT_SIZE; offset += 8)
+		en_put_le(en_memory + offset, random_word(seed, offset / 8), 8);
+	for (unsigned f = 0; f < EN_FRAME_COUNT; f++) {
+		uint8_t frame[EN_SLOT * 5];
+		unsigned first = en_frame_slots[f].first;
+
+		lengths[f] = en_slot_frame(en_frame_slots[f].kind, first, seed, frame);
+		memcpy(en_memory + EN_FRAMES + first * EN_SLOT, frame, lengths[f]);
+	}
+	for (uint64_t d = 0; d < EN_TX_DESCRIPTORS - 2;)
+		d += en_tx_packet(seed, d, lengths);
+	for (uint64_t e = 0; e < EN_RX_DESCRIPTORS; e++) {
+		uint64_t word = random_word(seed, STRUCT_WORDS + 2 * ((EN_RX_RING + 32 * e) / 16));
+
+		for (unsigned j = 0; j < 4; j++) {
+			uint64_t buffer = maybe(word, 32 + 4 * j, 4) ? 0 :
+				scratch_base + EN_RX_BUFFERS + ((word >> (8 * j)) & 7) * EN_SLOT;
+
+			en_put_le(en_memory + EN_RX_RING + 32 * e + 8 * j, buffer, 8);
+		}
+	}
+	for (uint64_t d = 0; d < LAYOUT_DWORDS; d++)
+		dw[d] = (uint32_t)en_memory[4 * d] | (uint32_t)en_memory[4 * d + 1] << 8 |
+			(uint32_t)en_memory[4 * d + 2] << 16 | (uint32_t)en_memory[4 * d + 3] << 24;
+}
+
 /* The scratch memory (16 KiB) laid out like one device family's structures, for the fill seed. */
 static void fill_layout(int layout, uint64_t seed, volatile uint32_t *dwords)
 {
@@ -1324,6 +1613,8 @@ static void fill_layout(int layout, uint64_t seed, volatile uint32_t *dwords)
 		fill_virtio_blk_req(seed, dwords);
 	else if (layout == LAYOUT_MEGASAS_IO)
 		fill_megasas_io(seed, dwords);
+	else if (layout == LAYOUT_E1000E_NET)
+		fill_e1000e_net(seed, dwords);
 	else
 		fill_e1000(seed, dwords);
 }

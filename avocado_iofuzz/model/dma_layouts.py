@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from avocado_iofuzz.model import virtio_blk_layout
+from avocado_iofuzz.model import e1000e_net_layout, virtio_blk_layout
 from avocado_iofuzz.model.generator import random_word
 from avocado_iofuzz.model.layouts.ehci_msd import ehci_msd
 from avocado_iofuzz.model.layouts.megasas_io import megasas_io
@@ -39,6 +39,7 @@ LAYOUT_AHCI = "ahci"
 LAYOUT_EHCI_MSD = "ehci_msd"  # only the ehci-msd recipe names it (model/layouts/ehci_msd.py)
 LAYOUT_VIRTIO_BLK_REQ = "virtio_blk_req"  # only a recipe names it (model/virtio_blk_layout.py)
 LAYOUT_MEGASAS_IO = "megasas_io"  # recipes only (recipes.toml): MFI frames a driver would post
+LAYOUT_E1000E_NET = "e1000e_net"  # only recipes name it (model/e1000e_net_layout.py)
 # The layouts a RangePlan may carry (its ``layout`` field); the first is the default; the
 # executor's enum follows this order.
 LAYOUTS = (
@@ -46,6 +47,7 @@ LAYOUTS = (
     LAYOUT_EHCI_MSD,
     LAYOUT_VIRTIO_BLK_REQ,
     LAYOUT_MEGASAS_IO,
+    LAYOUT_E1000E_NET,
 )  # fmt: skip
 LAYOUT_SIZE = 0x4000  # device layouts are drawn for 16 KiB (the executor refuses another size for them)
 PAGE = 0x1000
@@ -515,6 +517,7 @@ _DEVICE_LAYOUTS: dict[str, Callable[[int, int], list[int]]] = {
     LAYOUT_EHCI_MSD: ehci_msd,
     LAYOUT_VIRTIO_BLK_REQ: _virtio_blk_req,
     LAYOUT_MEGASAS_IO: megasas_io,
+    LAYOUT_E1000E_NET: e1000e_net_layout.build,
 }
 
 
