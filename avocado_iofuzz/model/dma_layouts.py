@@ -33,10 +33,12 @@ LAYOUT_VIRTIO = "virtio"
 LAYOUT_NVME = "nvme"
 LAYOUT_MEGASAS = "megasas"
 LAYOUT_AHCI = "ahci"
+LAYOUT_VIRTIO_NET_MODERN = "virtio_net_modern"  # recipe-only: avocado_iofuzz/model/virtio_net_layout.py
 # The layouts a RangePlan may carry (its ``layout`` field); the first is the default; the
 # executor's enum follows this order.
 LAYOUTS = (
     LAYOUT_GENERIC, LAYOUT_UHCI, LAYOUT_EHCI, LAYOUT_E1000, LAYOUT_VIRTIO, LAYOUT_NVME, LAYOUT_MEGASAS, LAYOUT_AHCI,
+    LAYOUT_VIRTIO_NET_MODERN,
 )  # fmt: skip
 LAYOUT_SIZE = 0x4000  # device layouts are drawn for 16 KiB (the executor refuses another size for them)
 PAGE = 0x1000
@@ -499,6 +501,12 @@ _DEVICE_LAYOUTS: dict[str, Callable[[int, int], list[int]]] = {
     LAYOUT_MEGASAS: _megasas,
     LAYOUT_AHCI: _ahci,
 }
+
+# --- virtio_net_modern (recipe-only) ---------------------------------------------------
+from avocado_iofuzz.model import virtio_net_layout  # noqa: E402  (its builder needs nothing of this module)
+
+assert virtio_net_layout.LAYOUT_VIRTIO_NET_MODERN == LAYOUT_VIRTIO_NET_MODERN and virtio_net_layout.SIZE == LAYOUT_SIZE
+_DEVICE_LAYOUTS[LAYOUT_VIRTIO_NET_MODERN] = virtio_net_layout.virtio_net_modern_dwords
 
 
 def layout_fill(layout: str, base: int, seed: int) -> bytes:
