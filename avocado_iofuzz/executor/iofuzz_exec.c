@@ -154,11 +154,10 @@
 
 enum layout {
 	LAYOUT_GENERIC, LAYOUT_UHCI, LAYOUT_EHCI, LAYOUT_E1000, LAYOUT_VIRTIO, LAYOUT_NVME, LAYOUT_MEGASAS, LAYOUT_AHCI,
-	LAYOUT_VIRTIO_NET_MODERN,
-	LAYOUT_COUNT
+	LAYOUT_EHCI_MSD, LAYOUT_VIRTIO_NET_MODERN, LAYOUT_COUNT
 };
 static const char *const layout_names[] = { "generic", "uhci", "ehci", "e1000", "virtio", "nvme", "megasas", "ahci",
-					      "virtio_net_modern" };
+					      "ehci_msd", "virtio_net_modern" };
 
 #define EXIT_RUNTIME 1
 #define EXIT_USAGE 2
@@ -733,7 +732,233 @@ static void fill_ahci(uint64_t seed, volatile uint32_t *dw)
 	fill_random_tail(seed, dw, AHCI_DATA);
 }
 
-/* ---- virtio_net_modern (recipe-only): keep identical to model/virtio_net_layout.py ---- */
+/* ---- ehci_msd: an async schedule that enumerates a USB stick and runs SCSI on it
+ * (only the ehci-msd recipe names it; keep identical to model/layouts/ehci_msd.py) ---- */
+
+#define MSD_QTD_AREA 0x1000U
+#define MSD_BULK_QTD_AREA 0x1800U /* slot k: OUT qTDs at +0x100k, IN qTDs 0x80 after */
+#define MSD_SETUP_AREA 0x2000U
+#define MSD_CBW_AREA 0x2800U
+#define MSD_DATA_AREA 0x3000U
+#define MSD_CSW_AREA 0x3800U
+#define MSD_CONTROL_DATA 0x3C00U
+#define MSD_SLOTS 4U
+#define MSD_NONE 0U
+#define MSD_IN 1U
+#define MSD_OUT 2U
+
+struct msd_schedule {
+	uint8_t memory[LAYOUT_SIZE];
+	unsigned qtds, setups;
+};
+
+static void msd_dword(struct msd_schedule *s, unsigned at, uint64_t value)
+{
+	for (unsigned i = 0; i < 4; i++)
+		s->memory[at + i] = (uint8_t)(value >> (8 * i));
+}
+
+/* an active qTD at `at` (0: the next free one of the control area), chained by msd_queue_head; its offset */
+static unsigned msd_qtd(struct msd_schedule *s, unsigned pid, unsigned length, unsigned buffer, unsigned toggle,
+			unsigned at)
+{
+	uint64_t page = scratch_base + MSD_DATA_AREA;
+
+	if (!at)
+		at = MSD_QTD_AREA + 32 * s->qtds++;
+	msd_dword(s, at, 1);
+	msd_dword(s, at + 4, 1);
+	msd_dword(s, at + 8, 0x80U | pid << 8 | 3U << 10 | (uint64_t)length << 16 | (toggle ? 1ULL << 31 : 0));
+	msd_dword(s, at + 12, scratch_base + buffer);
+	for (unsigned i = 0; i < 4; i++)
+		msd_dword(s, at + 16 + 4 * i, page);
+	return at;
+}
+
+static void msd_request(uint8_t *out, unsigned kind, unsigned code, unsigned value, unsigned index, unsigned length)
+{
+	out[0] = (uint8_t)kind, out[1] = (uint8_t)code;
+	out[2] = (uint8_t)value, out[3] = (uint8_t)(value >> 8);
+	out[4] = (uint8_t)index, out[5] = (uint8_t)(index >> 8);
+	out[6] = (uint8_t)length, out[7] = (uint8_t)(length >> 8);
+}
+
+/* SETUP, the IN data stage wLength asks for, the status stage: appended to qtds, their number returned */
+static unsigned msd_control(struct msd_schedule *s, const uint8_t *request, unsigned *qtds)
+{
+	unsigned length = request[6] | (unsigned)request[7] << 8, at = MSD_SETUP_AREA + 8 * s->setups++, n = 0;
+
+	memcpy(s->memory + at, request, 8);
+	qtds[n++] = msd_qtd(s, 2, 8, at, 0, 0);
+	if (length)
+		qtds[n++] = msd_qtd(s, 1, length, MSD_CONTROL_DATA, 1, 0);
+	qtds[n++] = msd_qtd(s, length ? 0 : 1, 0, 0, 1, 0);
+	return n;
+}
+
+static void msd_queue_head(struct msd_schedule *s, unsigned index, unsigned device, unsigned endpoint,
+			   const unsigned *qtds, unsigned n, unsigned following)
+{
+	unsigned at = 64 * index, control = endpoint == 0;
+	uint64_t epchar = device | endpoint << 8 | 2U << 12 | (control ? 1U << 14 : 0) | (index == 0 ? 1U << 15 : 0) |
+			  (control ? 64U : 512U) << 16;
+
+	for (unsigned i = 0; i + 1 < n; i++)
+		msd_dword(s, qtds[i], scratch_base + qtds[i + 1]);
+	msd_dword(s, at, (scratch_base + 64 * following) | 2);
+	msd_dword(s, at + 4, epchar);
+	msd_dword(s, at + 8, 1U << 30);
+	msd_dword(s, at + 12, 0);
+	msd_dword(s, at + 16, n ? scratch_base + qtds[0] : 1);
+	msd_dword(s, at + 20, 1);
+}
+
+static void msd_put_be(uint8_t *out, uint64_t value, unsigned bytes)
+{
+	for (unsigned i = 0; i < bytes; i++)
+		out[i] = (uint8_t)(value >> (8 * (bytes - 1 - i)));
+}
+
+/* the CDB for the table entry word & 15, its length, direction and data bytes */
+static void msd_command_block(uint64_t word, uint64_t detail, uint8_t *cdb, unsigned *cdb_length, unsigned *direction,
+			      unsigned *data)
+{
+	static const unsigned commands[16][4] = {
+		{ 0x12, 6, 36, MSD_IN },   { 0x00, 6, 0, MSD_NONE },   { 0x25, 10, 8, MSD_IN },	 { 0x28, 10, 512, MSD_IN },
+		{ 0x2A, 10, 512, MSD_OUT }, { 0x03, 6, 18, MSD_IN },   { 0x1A, 6, 192, MSD_IN },	 { 0x5A, 10, 192, MSD_IN },
+		{ 0xA0, 12, 64, MSD_IN },   { 0x9E, 16, 32, MSD_IN },   { 0x1B, 6, 0, MSD_NONE },	 { 0x35, 10, 0, MSD_NONE },
+		{ 0x2F, 10, 0, MSD_NONE },  { 0x08, 6, 512, MSD_IN },   { 0x0A, 6, 512, MSD_OUT }, { 0x00, 16, 0, MSD_NONE },
+	};
+	static const uint8_t mode_pages[] = { 0x3F, 0x08, 0x1C, 0x0A, 0x01, 0x05, 0x2A, 0x00 };
+	static const uint8_t vpd_pages[] = { 0x00, 0x80, 0x83, 0xB0 };
+	const unsigned *entry = commands[word & 15];
+	unsigned opcode = entry[0];
+	uint64_t lba = (detail >> 16) & (((detail >> 12) & 15) == 0 ? 0xFFFFFFFFULL : 0xFFULL);
+
+	memset(cdb, 0, 16);
+	cdb[0] = (uint8_t)opcode;
+	*cdb_length = entry[1], *data = entry[2], *direction = entry[3];
+	if (opcode == 0x12) {
+		cdb[4] = (uint8_t)*data;
+		if (((detail >> 8) & 3) == 0)
+			cdb[1] = 1, cdb[2] = vpd_pages[(detail >> 10) & 3];
+	} else if (opcode == 0x03) {
+		cdb[4] = (uint8_t)*data;
+	} else if (opcode == 0x1A || opcode == 0x5A) {
+		cdb[2] = (uint8_t)(mode_pages[(detail >> 8) & 7] | ((detail >> 11) & 3) << 6);
+		if (opcode == 0x1A)
+			cdb[4] = (uint8_t)*data;
+		else
+			msd_put_be(cdb + 7, *data, 2);
+	} else if (opcode == 0xA0) {
+		msd_put_be(cdb + 6, *data, 4);
+	} else if (opcode == 0x9E) {
+		cdb[1] = 0x10;
+		msd_put_be(cdb + 10, *data, 4);
+	} else if (opcode == 0x28 || opcode == 0x2A || opcode == 0x2F) {
+		msd_put_be(cdb + 2, lba, 4);
+		cdb[8] = 1;
+	} else if (opcode == 0x08 || opcode == 0x0A) {
+		msd_put_be(cdb + 1, lba & 0x1FFFFF, 3);
+		cdb[4] = 1;
+	} else if (opcode == 0x1B) {
+		cdb[4] = (uint8_t)((detail >> 8) & 3);
+	} else if ((word & 15) == 15) {
+		cdb[0] = (uint8_t)(detail >> 56);
+		for (unsigned i = 0; i < 7; i++)
+			cdb[1 + i] = (uint8_t)(detail >> (8 + 8 * i));
+	}
+}
+
+/* slot `slot`'s queue heads from `first`: CBW (+ data out) on endpoint 2, data in + CSW on 1, then endpoint 0 */
+static void msd_command_slot(struct msd_schedule *s, unsigned slot, unsigned first, unsigned device, uint64_t word,
+			     uint64_t detail)
+{
+	uint8_t cdb[16], after[8];
+	unsigned cdb_length, direction, data, out[2], into[2], control[3], n_out = 0, n_into = 0, n_control;
+	uint32_t signature = 0x43425355U;
+	unsigned cbw_bytes = 31, lun = 0, flags, buffer = MSD_DATA_AREA + 512 * slot, cbw = MSD_CBW_AREA + 64 * slot;
+	uint8_t *p = s->memory + cbw;
+	static const unsigned after_requests[4][5] = {
+		{ 0xA1, 0xFE, 0, 0, 1 }, { 0x21, 0xFF, 0, 0, 0 }, { 0x02, 0x01, 0, 0x81, 0 }, { 0x21, 0xFF, 0, 0, 0 },
+	};
+	const unsigned *r = after_requests[(word >> 9) & 3];
+	unsigned last = first + 2 == 1 + 3 * MSD_SLOTS, out_at = MSD_BULK_QTD_AREA + 0x100 * slot;
+
+	msd_command_block(word, detail, cdb, &cdb_length, &direction, &data);
+	flags = direction == MSD_IN ? 0x80 : 0;
+	if (((word >> 4) & 7) == 0) { /* malformed: one CBW in eight */
+		unsigned fault = (word >> 7) & 3;
+
+		if (fault == 0)
+			signature ^= 1U << ((word >> 16) & 31);
+		else if (fault == 1)
+			cbw_bytes = 30;
+		else if (fault == 2)
+			lun = 1;
+		else
+			flags ^= 0x80;
+	}
+	msd_dword(s, cbw, signature);
+	msd_dword(s, cbw + 4, (word >> 32) & 0xFFFFF0FFULL); /* bits 8-11 zero: a queue head's endpoint, 0 */
+	msd_dword(s, cbw + 8, data);
+	p[12] = (uint8_t)flags, p[13] = (uint8_t)lun, p[14] = (uint8_t)cdb_length;
+	memcpy(p + 15, cdb, 16);
+	out[n_out++] = msd_qtd(s, 0, cbw_bytes, cbw, 0, out_at);
+	if (direction == MSD_OUT)
+		out[n_out++] = msd_qtd(s, 0, data, buffer, 1, out_at + 32);
+	if (direction == MSD_IN)
+		into[n_into++] = msd_qtd(s, 1, data, buffer, 0, out_at + 0x80);
+	into[n_into] = msd_qtd(s, 1, 13, MSD_CSW_AREA + 64 * slot, n_into, out_at + 0x80 + 32 * n_into);
+	n_into++;
+	msd_request(after, r[0], r[1], r[2], r[3], r[4]);
+	msd_queue_head(s, first, device, 2, out, n_out, first + 1);
+	msd_queue_head(s, first + 1, device, 1, into, n_into, first + 2);
+	n_control = msd_control(s, after, control);
+	msd_queue_head(s, first + 2, device, 0, control, n_control, last ? 0 : first + 3);
+}
+
+static void fill_ehci_msd(uint64_t seed, volatile uint32_t *dw)
+{
+	static struct msd_schedule s;
+	static const unsigned device_lengths[] = { 18, 8, 64, 18 };
+	uint64_t choice = random_word(seed, STRUCT_WORDS);
+	/* 4-127: the plain ehci layout's queue heads (devices 0-3) find no stick when a sweep refills the memory */
+	unsigned device = 4 + (unsigned)((choice & 0x7F) % 124), enumerate[6], configure[12], n_enum, n_conf;
+	uint8_t request[8];
+	unsigned pick = (choice >> 8) & 3, string = (choice >> 10) & 3;
+
+	memset(&s, 0, sizeof(s));
+	msd_request(request, 0x80, 6, 0x0100, 0, device_lengths[(choice >> 12) & 3]);
+	n_enum = msd_control(&s, request, enumerate);
+	msd_request(request, 0x00, 5, device, 0, 0); /* SET_ADDRESS */
+	n_enum += msd_control(&s, request, enumerate + n_enum);
+	msd_request(request, 0x80, 6, 0x0200, 0, ((choice >> 7) & 1) ? 32 : 9);
+	n_conf = msd_control(&s, request, configure);
+	msd_request(request, 0x00, 9, 1, 0, 0); /* SET_CONFIGURATION 1 */
+	n_conf += msd_control(&s, request, configure + n_conf);
+	msd_request(request, 0xA1, 0xFE, 0, 0, 1); /* GET MAX LUN */
+	n_conf += msd_control(&s, request, configure + n_conf);
+	if (pick) { /* a string, the device qualifier, the BOS descriptor */
+		if (pick == 1)
+			msd_request(request, 0x80, 6, 0x0300 | string, 0, 64);
+		else if (pick == 2)
+			msd_request(request, 0x80, 6, 0x0600, 0, 10);
+		else
+			msd_request(request, 0x80, 6, 0x0F00, 0, 64);
+		n_conf += msd_control(&s, request, configure + n_conf);
+	}
+	msd_queue_head(&s, 0, 0, 0, enumerate, n_enum, 1);
+	msd_queue_head(&s, 1, device, 0, configure, n_conf, 2);
+	for (unsigned slot = 0; slot < MSD_SLOTS; slot++)
+		msd_command_slot(&s, slot, 2 + 3 * slot, device, random_word(seed, STRUCT_WORDS + 8 + slot),
+				 random_word(seed, STRUCT_WORDS + 16 + slot));
+	for (uint64_t d = 0; d < LAYOUT_DWORDS; d++)
+		dw[d] = (uint32_t)s.memory[4 * d] | (uint32_t)s.memory[4 * d + 1] << 8 | (uint32_t)s.memory[4 * d + 2] << 16 |
+			(uint32_t)s.memory[4 * d + 3] << 24;
+}
+
+/* ---- virtio_net_modern (recipe-only): keep identical to model/layouts/virtio_net.py ---- */
 #define VNM_QUEUE 16ULL
 #define VNM_RX 0x000ULL
 #define VNM_TX 0x400ULL
@@ -1005,6 +1230,8 @@ static void fill_layout(int layout, uint64_t seed, volatile uint32_t *dwords)
 		fill_megasas(seed, dwords);
 	else if (layout == LAYOUT_AHCI)
 		fill_ahci(seed, dwords);
+	else if (layout == LAYOUT_EHCI_MSD)
+		fill_ehci_msd(seed, dwords);
 	else if (layout == LAYOUT_VIRTIO_NET_MODERN)
 		fill_virtio_net_modern(seed, dwords);
 	else
@@ -1950,7 +2177,7 @@ static void parse_range(const char *arg, uint64_t default_index, uint64_t seed, 
 				if (strcmp(equals + 1, layout_names[r->layout]) == 0)
 					break;
 			if (r->layout == LAYOUT_COUNT)
-				fail(EXIT_USAGE, "range '%s': scratch layout '%s' is not one of uhci, ehci, e1000, virtio, nvme, megasas, ahci, virtio_net_modern", arg,
+				fail(EXIT_USAGE, "range '%s': scratch layout '%s' is not one of uhci, ehci, e1000, virtio, nvme, megasas, ahci, ehci_msd, virtio_net_modern", arg,
 				     equals + 1);
 		}
 		if (strcmp(plus + 1, "dma") != 0)

@@ -24,6 +24,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from avocado_iofuzz.model.generator import random_word
+from avocado_iofuzz.model.layouts import virtio_net
+from avocado_iofuzz.model.layouts.ehci_msd import ehci_msd
 
 LAYOUT_GENERIC = "generic"
 LAYOUT_UHCI = "uhci"
@@ -33,11 +35,13 @@ LAYOUT_VIRTIO = "virtio"
 LAYOUT_NVME = "nvme"
 LAYOUT_MEGASAS = "megasas"
 LAYOUT_AHCI = "ahci"
-LAYOUT_VIRTIO_NET_MODERN = "virtio_net_modern"  # recipe-only: avocado_iofuzz/model/virtio_net_layout.py
+LAYOUT_EHCI_MSD = "ehci_msd"  # only the ehci-msd recipe names it (model/layouts/ehci_msd.py)
+LAYOUT_VIRTIO_NET_MODERN = "virtio_net_modern"  # only virtio-net-modern-* recipes name it (layouts/virtio_net.py)
 # The layouts a RangePlan may carry (its ``layout`` field); the first is the default; the
 # executor's enum follows this order.
 LAYOUTS = (
     LAYOUT_GENERIC, LAYOUT_UHCI, LAYOUT_EHCI, LAYOUT_E1000, LAYOUT_VIRTIO, LAYOUT_NVME, LAYOUT_MEGASAS, LAYOUT_AHCI,
+    LAYOUT_EHCI_MSD,
     LAYOUT_VIRTIO_NET_MODERN,
 )  # fmt: skip
 LAYOUT_SIZE = 0x4000  # device layouts are drawn for 16 KiB (the executor refuses another size for them)
@@ -500,13 +504,11 @@ _DEVICE_LAYOUTS: dict[str, Callable[[int, int], list[int]]] = {
     LAYOUT_NVME: _nvme,
     LAYOUT_MEGASAS: _megasas,
     LAYOUT_AHCI: _ahci,
+    LAYOUT_EHCI_MSD: ehci_msd,
 }
 
-# --- virtio_net_modern (recipe-only) ---------------------------------------------------
-from avocado_iofuzz.model import virtio_net_layout  # noqa: E402  (its builder needs nothing of this module)
-
-assert virtio_net_layout.LAYOUT_VIRTIO_NET_MODERN == LAYOUT_VIRTIO_NET_MODERN and virtio_net_layout.SIZE == LAYOUT_SIZE
-_DEVICE_LAYOUTS[LAYOUT_VIRTIO_NET_MODERN] = virtio_net_layout.virtio_net_modern_dwords
+assert virtio_net.LAYOUT_VIRTIO_NET_MODERN == LAYOUT_VIRTIO_NET_MODERN and virtio_net.SIZE == LAYOUT_SIZE
+_DEVICE_LAYOUTS[LAYOUT_VIRTIO_NET_MODERN] = virtio_net.virtio_net_modern_dwords
 
 
 def layout_fill(layout: str, base: int, seed: int) -> bytes:

@@ -33,7 +33,7 @@ from test_storage_rows_qtest import at_slot, row_arguments
 
 from avocado_iofuzz.model.dma import SCRATCH_BASE
 from avocado_iofuzz.model.dma_layouts import LAYOUT_VIRTIO_NET_MODERN
-from avocado_iofuzz.model.virtio_net_layout import GUEST_IP, GUEST_MAC, NET_HDR
+from avocado_iofuzz.model.layouts.virtio_net import GUEST_IP, GUEST_MAC, NET_HDR
 from avocado_iofuzz.repro.qtest_run import QtestTarget, run_qtest, write_halt_firmware
 
 ROW = "iofuzz.quick.nic.virtio_net"

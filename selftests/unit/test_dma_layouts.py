@@ -14,6 +14,7 @@ from avocado_iofuzz.model.dma import SCRATCH_BASE, SCRATCH_EPOCH_OPS, SCRATCH_SI
 from avocado_iofuzz.model.dma_layouts import (
     LAYOUT_E1000,
     LAYOUT_EHCI,
+    LAYOUT_EHCI_MSD,
     LAYOUT_GENERIC,
     LAYOUT_NVME,
     LAYOUT_UHCI,
@@ -260,8 +261,8 @@ def test_ahci_headers_point_at_tables_with_an_h2d_fis_and_prds_into_the_scratch_
 
 
 def test_layout_is_validated_and_carried_by_the_range_argument():
-    expected = ("layout must be one of generic, uhci, ehci, e1000, virtio, nvme, megasas, ahci, virtio_net_modern, "
-                "got 'xhci'")
+    expected = ("layout must be one of generic, uhci, ehci, e1000, virtio, nvme, megasas, ahci, ehci_msd, "
+                "virtio_net_modern, got 'xhci'")
     with pytest.raises(ValueError, match=expected):
         RangePlan(0, 0x60, 0x64, "k", 1, 1, values=VALUES_DMA, layout="xhci")
     with pytest.raises(ValueError, match="layout 'uhci' lays out the scratch memory of dma values, not uniform"):
@@ -341,7 +342,7 @@ def test_auto_gives_each_range_its_device_family_layout():
     uniform = choose_layouts(listed_plans("uniform"), pci_functions(LISTING), "auto")
     assert {p.layout for p in uniform} == {"generic"}  # uniform values have no scratch memory to lay out
     expected = ("dma_layout 'ohci': expected one of auto, generic, uhci, ehci, e1000, virtio, nvme, megasas, ahci, "
-                "virtio_net_modern")
+                "ehci_msd, virtio_net_modern")
     with pytest.raises(ValueError, match=expected):
         choose_layouts(listed_plans(), [], "ohci")
 
@@ -412,3 +413,60 @@ def test_megasas_gen2_gets_the_megasas_layout_by_the_id_qemu_gives_it():
     )  # fmt: skip
     (function,) = pci_functions(listing)
     assert family_layout(function) == "megasas"
+
+
+def _ehci_msd_walk(seed: int) -> list[tuple[int, int, int, list[list[int]]]]:
+    """The async list of an ehci_msd fill from QH 0, one lap: (device, endpoint, head bit, qTDs) per queue head."""
+    data = dwords(scratch_fill(seed, 0, LAYOUT_EHCI_MSD))
+    at, lap = SCRATCH_BASE, []
+    while True:
+        qh = data[(at - SCRATCH_BASE) // 4 : (at - SCRATCH_BASE) // 4 + 12]
+        assert qh[0] & 0b111 == 0b010 and inside(qh[0] & ~0x1F, 48)  # a queue head, never terminated
+        qtds, link = [], qh[4]
+        while not link & 1:
+            assert inside(link, 32)
+            qtd = data[(link - SCRATCH_BASE) // 4 : (link - SCRATCH_BASE) // 4 + 8]
+            qtds.append(qtd)
+            link = qtd[0]
+        lap.append((qh[1] & 0x7F, (qh[1] >> 8) & 15, (qh[1] >> 15) & 1, qtds))
+        at = qh[0] & ~0x1F
+        if at == SCRATCH_BASE:
+            return lap
+
+
+@pytest.mark.parametrize("seed", [0x5EED0000, 0x5EED0003, 0xFEED])
+def test_ehci_msd_list_enumerates_at_address_0_then_runs_bulk_only_on_the_new_address(seed):
+    lap = _ehci_msd_walk(seed)
+    assert len(lap) == 14 and [head for _, _, head, _ in lap] == [1] + [0] * 13
+    (first, _, _, enumerate_), (address, _, _, configure) = lap[0], lap[1]
+    assert first == 0 and 4 <= address <= 127 and {device for device, *_ in lap[1:]} == {address}
+    memory = scratch_fill(seed, 0, LAYOUT_EHCI_MSD)
+
+    def setup(qtd: list[int]) -> bytes:
+        return memory[qtd[3] - SCRATCH_BASE : qtd[3] - SCRATCH_BASE + 8]
+
+    setups = [setup(qtd) for qtd in enumerate_ if (qtd[2] >> 8) & 3 == 2]  # PID SETUP
+    assert [s[:2] for s in setups] == [b"\x80\x06", b"\x00\x05"]  # GET_DESCRIPTOR, SET_ADDRESS
+    assert setups[1][2] == address
+    assert setup(configure[0])[:4] == b"\x80\x06\x00\x02"  # the configuration descriptor first
+    for _, endpoint, _, qtds in lap:
+        assert all(qtd[2] & 0x80 and qtd[2] & 0x7F == 0 for qtd in qtds)  # active, no error status
+        if endpoint != 0:  # the bulk endpoints never get SETUP (QEMU 7.2 aborts in usb_ep_get)
+            assert endpoint in (1, 2) and all((qtd[2] >> 8) & 3 == endpoint % 2 for qtd in qtds)
+    cbws = [memory[q[0][3] - SCRATCH_BASE : q[0][3] - SCRATCH_BASE + 31] for _, e, _, q in lap if e == 2]
+    assert len(cbws) == 4 and all(len(lap[2 + 3 * k + 1][3]) >= 1 for k in range(4))  # each slot ends with a CSW
+
+
+def test_ehci_msd_cbws_carry_the_tables_commands_and_some_are_malformed():
+    opcodes, malformed = set(), 0
+    for seed in range(200):
+        memory = scratch_fill(seed, 0, LAYOUT_EHCI_MSD)
+        for slot in range(4):
+            cbw = memory[0x2800 + 64 * slot : 0x2800 + 64 * slot + 31]
+            signature, _, length, flags, lun, cdb_length = struct.unpack("<IIIBBB", cbw[:15])
+            good = signature == 0x43425355 and lun == 0 and cdb_length in (6, 10, 12, 16)
+            malformed += not good
+            opcodes.add(cbw[15])
+            assert length <= 512 and flags in (0, 0x80)
+    assert {0x12, 0x00, 0x25, 0x28, 0x2A, 0x03, 0x1A, 0x5A, 0xA0, 0x9E} <= opcodes
+    assert 0.02 < malformed / 800 < 0.15  # one CBW in eight is malformed, half of those by signature or LUN

@@ -55,8 +55,8 @@ def test_the_older_parts_are_what_they_were_but_the_virtio_layout():
     before = header_line(BEFORE_FIXED)["generator_parts"]
     changed = {part for part in before if part_fingerprints()[part] != before[part]}
     assert changed == {"layout:virtio"}
-    # and the parts added since: fixed values, then layouts appended after them (their own parts)
-    assert set(part_fingerprints()) - set(before) == {PART_FIXED, "layout:virtio_net_modern"}
+    # parts added since: fixed values, then the recipe-only layouts (each its own part)
+    assert set(part_fingerprints()) - set(before) == {PART_FIXED, "layout:ehci_msd", "layout:virtio_net_modern"}
     assert plan_parts(STATUS) == ("ops", PART_FUZZ_ONLY, PART_FIXED)
     assert plan_parts(PFN) == ("ops", "dma", "layout:virtio", PART_FUZZ_ONLY, PART_FIXED)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 
-from avocado_iofuzz.model.virtio_net_layout import (
+from avocado_iofuzz.model.layouts.virtio_net import (
     ACKS,
     AVAIL,
     COMMAND_COUNT,

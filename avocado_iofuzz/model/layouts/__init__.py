@@ -1,0 +1,1 @@
+"""Scratch layouts that only bring-up recipes name: exact device structures, one module per layout."""
