@@ -159,6 +159,7 @@ enum layout {
 	LAYOUT_VIRTIO_BLK_REQ,
 	LAYOUT_MEGASAS_IO,
 	LAYOUT_E1000E_NET,
+	LAYOUT_VIRTIO_NET_MODERN,
 	LAYOUT_COUNT
 };
 static const char *const layout_names[] = {
@@ -167,6 +168,7 @@ static const char *const layout_names[] = {
 	"virtio_blk_req",
 	"megasas_io",
 	"e1000e_net",
+	"virtio_net_modern",
 };
 
 #define EXIT_RUNTIME 1
@@ -1592,6 +1594,263 @@ static void fill_e1000e_net(uint64_t seed, volatile uint32_t *dw)
 			(uint32_t)en_memory[4 * d + 2] << 16 | (uint32_t)en_memory[4 * d + 3] << 24;
 }
 
+/* ---- virtio_net_modern (recipe-only): keep identical to model/layouts/virtio_net.py ---- */
+#define VNM_QUEUE 16ULL
+#define VNM_RX 0x000ULL
+#define VNM_TX 0x400ULL
+#define VNM_CTRL 0x800ULL
+#define VNM_AVAIL 0x100ULL
+#define VNM_INDIRECT 0xC00ULL
+#define VNM_COMMANDS 0x1000ULL
+#define VNM_ACKS 0x1800ULL
+#define VNM_COMMAND_COUNT 8ULL
+#define VNM_FRAMES 0x2000ULL
+#define VNM_RX_BUFFERS 0x3000ULL
+#define VNM_BUFFER 0x100ULL
+#define VNM_NET_HDR 12ULL
+#define VNM_W_COMMANDS 0x1000ULL
+#define VNM_W_FRAMES 0x1100ULL
+#define VNM_W_RX 0x1200ULL
+#define VNM_W_AVAIL 0x1300ULL
+#define VNM_RSS_MAX_KEY 40ULL
+
+static const uint8_t vnm_mac[6] = { 0x52, 0x54, 0x00, 0x12, 0x34, 0x56 };
+
+static void vnm_le(volatile uint8_t *out, uint64_t value, unsigned size)
+{
+	for (unsigned i = 0; i < size; i++)
+		out[i] = (uint8_t)(value >> (8 * i));
+}
+
+static void vnm_descriptor(volatile uint8_t *out, uint64_t address, uint64_t length, uint64_t flags, uint64_t next)
+{
+	vnm_le(out, address, 8);
+	vnm_le(out + 8, length, 4);
+	vnm_le(out + 12, flags, 2);
+	vnm_le(out + 14, next, 2);
+}
+
+/* the first `length` bytes of the words' little-endian bytes */
+static void vnm_key(volatile uint8_t *out, const uint64_t *words, uint64_t length)
+{
+	for (uint64_t i = 0; i < length; i++)
+		out[i] = (uint8_t)(words[i / 8] >> (8 * (i % 8)));
+}
+
+/* an RSS / hash configuration (valid 7 in 8); returns its length */
+static uint64_t vnm_rss_config(volatile uint8_t *out, uint64_t word, const uint64_t *words)
+{
+	uint64_t entries = 1ULL << ((word >> 8) % 7), hash_types = ((word >> 16) & 0x1FF) | 1;
+	uint64_t key_length = 1 + (word >> 32) % VNM_RSS_MAX_KEY, unclassified = 0, max_tx_vq = 1, at;
+
+	if (maybe(word, 40, 3)) {
+		uint64_t fault = (word >> 44) & 3;
+
+		if (fault == 0)
+			entries = 3;
+		unclassified = fault == 1;
+		max_tx_vq = fault == 2 ? 0 : 1;
+		if (fault == 3)
+			key_length = VNM_RSS_MAX_KEY + 1;
+	}
+	vnm_le(out, hash_types, 4);
+	vnm_le(out + 4, entries - 1, 2);
+	vnm_le(out + 6, unclassified, 2);
+	for (at = 8; at < 8 + 2 * entries; at++)
+		out[at] = 0;
+	vnm_le(out + at, max_tx_vq, 2);
+	out[at + 2] = (uint8_t)key_length;
+	key_length = key_length < VNM_RSS_MAX_KEY ? key_length : VNM_RSS_MAX_KEY;
+	vnm_key(out + at + 3, words, key_length);
+	return at + 3 + key_length;
+}
+
+/* a MAC table: its entry count, then the MACs (the last byte of entry i from arg) */
+static uint64_t vnm_mac_table(volatile uint8_t *out, uint64_t count, uint64_t first, uint64_t arg)
+{
+	vnm_le(out, count, 4);
+	for (uint64_t i = 0; i < count; i++) {
+		for (unsigned b = 0; b < 5; b++)
+			out[4 + 6 * i + b] = vnm_mac[b];
+		out[4 + 6 * i + 5] = (uint8_t)(arg >> (4 + 3 * (first + i)));
+	}
+	return 4 + 6 * count;
+}
+
+/* one control command (class, command, data) from 8 words; returns its length */
+static uint64_t vnm_command(volatile uint8_t *out, const uint64_t *w)
+{
+	uint64_t word = w[0], kind = word & 15, arg = word >> 16;
+
+	if (kind < 2) {
+		out[0] = 0;
+		out[1] = (uint8_t)((word >> 8) % 6);
+		out[2] = (uint8_t)(arg & 1);
+		return 3;
+	}
+	if (kind == 2) { /* MAC filter table: unicast entries, then multicast ones */
+		uint64_t unicast = arg & 3, at = 2;
+
+		out[0] = 1;
+		out[1] = 0;
+		at += vnm_mac_table(out + at, unicast, 0, arg);
+		return at + vnm_mac_table(out + at, (arg >> 2) & 3, unicast, arg);
+	}
+	if (kind == 3) {
+		out[0] = 1;
+		out[1] = 1;
+		for (unsigned b = 0; b < 3; b++)
+			out[2 + b] = vnm_mac[b];
+		vnm_le(out + 5, arg & 0xFFFFFF, 3);
+		return 8;
+	}
+	if (kind < 6) {
+		out[0] = 2;
+		out[1] = (uint8_t)((word >> 8) & 1);
+		vnm_le(out + 2, arg & 0xFFF, 2);
+		return 4;
+	}
+	if (kind < 8) {
+		out[0] = 3;
+		out[1] = (uint8_t)(maybe(word, 8, 2) ? (word >> 12) & 3 : 0);
+		return 2;
+	}
+	if (kind < 12 || kind == 14) {
+		out[0] = 4;
+		out[1] = kind == 11 ? 2 : 1;
+		return 2 + vnm_rss_config(out + 2, word, w + 2);
+	}
+	if (kind == 12) {
+		out[0] = 4;
+		out[1] = 0;
+		vnm_le(out + 2, maybe(word, 8, 2) ? arg & 0xFFFF : 1, 2);
+		return 4;
+	}
+	if (kind == 13) {
+		out[0] = 5;
+		out[1] = 0;
+		vnm_le(out + 2, arg & 0x1F, 8);
+		return 10;
+	}
+	out[0] = (uint8_t)((word >> 8) & 7);
+	out[1] = (uint8_t)((word >> 12) & 7);
+	vnm_key(out + 2, w + 1, 2 + (arg & 0x1F));
+	return 4 + (arg & 0x1F);
+}
+
+static uint64_t vnm_arp(volatile uint8_t *out, const uint8_t *target, uint64_t operation, uint64_t hlen, uint64_t plen)
+{
+	static const uint8_t guest_ip[4] = { 10, 0, 2, 15 };
+
+	for (unsigned i = 0; i < 6; i++) {
+		out[i] = 0xFF;
+		out[6 + i] = vnm_mac[i];
+		out[22 + i] = vnm_mac[i];
+		out[32 + i] = 0;
+	}
+	out[12] = 0x08;
+	out[13] = 0x06;
+	out[14] = 0;
+	out[15] = 1;
+	out[16] = 0x08;
+	out[17] = 0;
+	out[18] = (uint8_t)hlen;
+	out[19] = (uint8_t)plen;
+	out[20] = (uint8_t)(operation >> 8);
+	out[21] = (uint8_t)operation;
+	for (unsigned i = 0; i < 4; i++) {
+		out[28 + i] = guest_ip[i];
+		out[38 + i] = target[i];
+	}
+	return 42;
+}
+
+/* a virtio-net header and a frame from 4 words; returns its length */
+static uint64_t vnm_transmit(volatile uint8_t *out, const uint64_t *w)
+{
+	static const uint8_t gateway[4] = { 10, 0, 2, 2 }, dns[4] = { 10, 0, 2, 3 };
+	uint64_t word = w[0], kind = (word >> 16) & 7;
+	uint8_t outside[4] = { 192, 0, 2, (uint8_t)(word >> 24) };
+	volatile uint8_t *frame = out + VNM_NET_HDR;
+
+	for (unsigned i = 0; i < VNM_NET_HDR; i++)
+		out[i] = 0;
+	if (maybe(word, 0, 4)) {
+		out[0] = 1;
+		vnm_le(out + 6, 14, 2);
+		vnm_le(out + 8, (word >> 8) & 0x3F, 2);
+	}
+	if (kind < 3)
+		return VNM_NET_HDR + vnm_arp(frame, gateway, 1, 6, 4);
+	if (kind == 3)
+		return VNM_NET_HDR + vnm_arp(frame, dns, 1, 6, 4);
+	if (kind == 4)
+		return VNM_NET_HDR + vnm_arp(frame, outside, 1, 6, 4);
+	if (kind == 5)
+		return VNM_NET_HDR + vnm_arp(frame, gateway, (word >> 24) & 3, 6, 4);
+	if (kind == 6) {
+		uint64_t length = 2 + (word >> 24) % 23;
+
+		for (unsigned i = 0; i < 6; i++) {
+			frame[i] = 0xFF;
+			frame[6 + i] = vnm_mac[i];
+		}
+		vnm_key(frame + 12, w + 1, length);
+		return VNM_NET_HDR + 12 + length;
+	}
+	return VNM_NET_HDR + vnm_arp(frame, gateway, 1, (word >> 24) & 0xFF, (word >> 32) & 0xFF);
+}
+
+static void vnm_avail(volatile uint8_t *m, uint64_t queue, uint64_t count, uint64_t step)
+{
+	vnm_le(m + queue + VNM_AVAIL, 0, 2);
+	vnm_le(m + queue + VNM_AVAIL + 2, count, 2);
+	for (uint64_t i = 0; i < (step == 1 ? VNM_QUEUE : VNM_COMMAND_COUNT); i++)
+		vnm_le(m + queue + VNM_AVAIL + 4 + 2 * i, step * i, 2);
+}
+
+static void fill_virtio_net_modern(uint64_t seed, volatile uint32_t *dw)
+{
+	volatile uint8_t *m = (volatile uint8_t *)dw;
+
+	for (uint64_t c = 0; c < LAYOUT_DWORDS; c++)
+		dw[c] = 0;
+	for (uint64_t i = 0; i < VNM_QUEUE; i++) {
+		uint64_t word = random_word(seed, VNM_W_RX + i);
+
+		vnm_descriptor(m + VNM_RX + 16 * i, scratch_base + VNM_RX_BUFFERS + VNM_BUFFER * i,
+			       maybe(word, 0, 4) ? (word >> 8) & 0xFF : VNM_BUFFER, maybe(word, 16, 5) ? 0 : 2, 0);
+	}
+	vnm_avail(m, VNM_RX, VNM_QUEUE, 1);
+	for (uint64_t i = 0; i < VNM_QUEUE; i++) {
+		uint64_t w[4], length, buffer = scratch_base + VNM_FRAMES + VNM_BUFFER * i;
+
+		for (unsigned j = 0; j < 4; j++)
+			w[j] = random_word(seed, VNM_W_FRAMES + 4 * i + j);
+		length = vnm_transmit(m + VNM_FRAMES + VNM_BUFFER * i, w);
+		if (maybe(w[0], 40, 2)) {
+			uint64_t table = VNM_INDIRECT + 32 * i;
+
+			vnm_descriptor(m + table, buffer, VNM_NET_HDR, 1, 1);
+			vnm_descriptor(m + table + 16, buffer + VNM_NET_HDR, length - VNM_NET_HDR, 0, 0);
+			vnm_descriptor(m + VNM_TX + 16 * i, scratch_base + table, 32, 4, 0);
+		} else {
+			vnm_descriptor(m + VNM_TX + 16 * i, buffer, length, maybe(w[0], 42, 5) ? 2 : 0, 0);
+		}
+	}
+	vnm_avail(m, VNM_TX, 1 + random_word(seed, VNM_W_AVAIL) % VNM_QUEUE, 1);
+	for (uint64_t k = 0; k < VNM_COMMAND_COUNT; k++) {
+		uint64_t w[8], length, slot = VNM_COMMANDS + VNM_BUFFER * k;
+
+		for (unsigned j = 0; j < 8; j++)
+			w[j] = random_word(seed, VNM_W_COMMANDS + 8 * k + j);
+		length = vnm_command(m + slot, w);
+		vnm_descriptor(m + VNM_CTRL + 32 * k, scratch_base + slot, length, 1, 2 * k + 1);
+		vnm_descriptor(m + VNM_CTRL + 32 * k + 16, scratch_base + VNM_ACKS + k, 1, maybe(w[1], 0, 5) ? 0 : 2, 0);
+	}
+	vnm_avail(m, VNM_CTRL, VNM_COMMAND_COUNT, 2);
+}
+
 /* The scratch memory (16 KiB) laid out like one device family's structures, for the fill seed. */
 static void fill_layout(int layout, uint64_t seed, volatile uint32_t *dwords)
 {
@@ -1615,6 +1874,8 @@ static void fill_layout(int layout, uint64_t seed, volatile uint32_t *dwords)
 		fill_megasas_io(seed, dwords);
 	else if (layout == LAYOUT_E1000E_NET)
 		fill_e1000e_net(seed, dwords);
+	else if (layout == LAYOUT_VIRTIO_NET_MODERN)
+		fill_virtio_net_modern(seed, dwords);
 	else
 		fill_e1000(seed, dwords);
 }

@@ -25,6 +25,7 @@ from collections.abc import Callable
 
 from avocado_iofuzz.model import e1000e_net_layout, virtio_blk_layout
 from avocado_iofuzz.model.generator import random_word
+from avocado_iofuzz.model.layouts import virtio_net
 from avocado_iofuzz.model.layouts.ehci_msd import ehci_msd
 from avocado_iofuzz.model.layouts.megasas_io import megasas_io
 
@@ -40,6 +41,7 @@ LAYOUT_EHCI_MSD = "ehci_msd"  # only the ehci-msd recipe names it (model/layouts
 LAYOUT_VIRTIO_BLK_REQ = "virtio_blk_req"  # only a recipe names it (model/virtio_blk_layout.py)
 LAYOUT_MEGASAS_IO = "megasas_io"  # recipes only (recipes.toml): MFI frames a driver would post
 LAYOUT_E1000E_NET = "e1000e_net"  # only recipes name it (model/e1000e_net_layout.py)
+LAYOUT_VIRTIO_NET_MODERN = "virtio_net_modern"  # only virtio-net-modern-* recipes name it (layouts/virtio_net.py)
 # The layouts a RangePlan may carry (its ``layout`` field); the first is the default; the
 # executor's enum follows this order.
 LAYOUTS = (
@@ -48,6 +50,7 @@ LAYOUTS = (
     LAYOUT_VIRTIO_BLK_REQ,
     LAYOUT_MEGASAS_IO,
     LAYOUT_E1000E_NET,
+    LAYOUT_VIRTIO_NET_MODERN,
 )  # fmt: skip
 LAYOUT_SIZE = 0x4000  # device layouts are drawn for 16 KiB (the executor refuses another size for them)
 PAGE = 0x1000
@@ -519,6 +522,9 @@ _DEVICE_LAYOUTS: dict[str, Callable[[int, int], list[int]]] = {
     LAYOUT_MEGASAS_IO: megasas_io,
     LAYOUT_E1000E_NET: e1000e_net_layout.build,
 }
+
+assert virtio_net.LAYOUT_VIRTIO_NET_MODERN == LAYOUT_VIRTIO_NET_MODERN and virtio_net.SIZE == LAYOUT_SIZE
+_DEVICE_LAYOUTS[LAYOUT_VIRTIO_NET_MODERN] = virtio_net.virtio_net_modern_dwords
 
 
 def layout_fill(layout: str, base: int, seed: int) -> bytes:
