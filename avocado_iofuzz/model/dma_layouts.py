@@ -24,6 +24,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from avocado_iofuzz.model.generator import random_word
+from avocado_iofuzz.model.lsi_scripts import LAYOUT_LSI_SCRIPTS, lsi_scripts
 
 LAYOUT_GENERIC = "generic"
 LAYOUT_UHCI = "uhci"
@@ -37,6 +38,7 @@ LAYOUT_AHCI = "ahci"
 # executor's enum follows this order.
 LAYOUTS = (
     LAYOUT_GENERIC, LAYOUT_UHCI, LAYOUT_EHCI, LAYOUT_E1000, LAYOUT_VIRTIO, LAYOUT_NVME, LAYOUT_MEGASAS, LAYOUT_AHCI,
+    LAYOUT_LSI_SCRIPTS,  # recipe-only (guided/recipes.toml, lsi-scripts): blind's layout choice never names it
 )  # fmt: skip
 LAYOUT_SIZE = 0x4000  # device layouts are drawn for 16 KiB (the executor refuses another size for them)
 PAGE = 0x1000
@@ -498,6 +500,7 @@ _DEVICE_LAYOUTS: dict[str, Callable[[int, int], list[int]]] = {
     LAYOUT_NVME: _nvme,
     LAYOUT_MEGASAS: _megasas,
     LAYOUT_AHCI: _ahci,
+    LAYOUT_LSI_SCRIPTS: lsi_scripts,
 }
 
 

@@ -260,7 +260,7 @@ def test_ahci_headers_point_at_tables_with_an_h2d_fis_and_prds_into_the_scratch_
 
 
 def test_layout_is_validated_and_carried_by_the_range_argument():
-    expected = "layout must be one of generic, uhci, ehci, e1000, virtio, nvme, megasas, ahci, got 'xhci'"
+    expected = f"layout must be one of {', '.join(LAYOUTS)}, got 'xhci'"  # every layout, recipe-only ones too
     with pytest.raises(ValueError, match=expected):
         RangePlan(0, 0x60, 0x64, "k", 1, 1, values=VALUES_DMA, layout="xhci")
     with pytest.raises(ValueError, match="layout 'uhci' lays out the scratch memory of dma values, not uniform"):
