@@ -995,7 +995,8 @@ static void fill_lsi_scripts(uint64_t seed, volatile uint32_t *dw)
 			dw[LSI_PROGRAM_BYTES * p / 4 + i] = 0;
 		fill_lsi_program(p, w, dw);
 	}
-	fill_random_tail(seed, dw, LSI_BUFFER);
+	for (uint64_t d = LSI_BUFFER / 4; d < LAYOUT_DWORDS; d++) /* the data buffer: zero */
+		dw[d] = 0;
 }
 
 /* The scratch memory (16 KiB) laid out like one device family's structures, for the fill seed. */
