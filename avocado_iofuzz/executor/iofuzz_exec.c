@@ -160,6 +160,7 @@ enum layout {
 	LAYOUT_MEGASAS_IO,
 	LAYOUT_E1000E_NET,
 	LAYOUT_VIRTIO_NET_MODERN,
+	LAYOUT_LSI_SCRIPTS,
 	LAYOUT_COUNT
 };
 static const char *const layout_names[] = {
@@ -169,6 +170,7 @@ static const char *const layout_names[] = {
 	"megasas_io",
 	"e1000e_net",
 	"virtio_net_modern",
+	"lsi_scripts",
 };
 
 #define EXIT_RUNTIME 1
@@ -1851,6 +1853,272 @@ static void fill_virtio_net_modern(uint64_t seed, volatile uint32_t *dw)
 	vnm_avail(m, VNM_CTRL, VNM_COMMAND_COUNT, 2);
 }
 
+/* ---- lsi_scripts: SCRIPTS programs doing SCSI I/O; keep identical to model/lsi_scripts.py ---- */
+
+#define LSI_PROGRAMS 16
+#define LSI_PROGRAM_BYTES 0x200ULL
+#define LSI_TABLES 0x2000ULL
+#define LSI_TABLE_BYTES 0x100ULL
+#define LSI_BUFFER 0x3000ULL
+#define LSI_BUFFER_BYTES 0x1000ULL
+#define LSI_DISK_BLOCKS (64ULL * 1024 * 1024 / 512)
+#define LSI_DISPATCH 23
+#define LSI_DISC 33
+#define LSI_DOUT 47
+#define LSI_DIN 65
+#define LSI_STATUS 83
+#define LSI_END 93
+#define LSI_ABORT 95
+#define LSI_PROGRAM_DWORDS 103
+enum lsi_form { F_NONE, F_RW6, F_LBA10, F_LBA12, F_LBA16, F_LEN_B4, F_LEN_B34, F_LEN_B78, F_LEN_B69, F_LEN_B1013 };
+enum lsi_page { PG_NONE, PG_VPD, PG_MODE, PG_REPORT };
+static const uint8_t lsi_commands[32][6] = {
+	{ 0x00, 6, F_NONE, 0, 0, PG_NONE },	   { 0x12, 6, F_LEN_B34, 0, 0x01, PG_VPD },
+	{ 0x12, 6, F_LEN_B34, 0x01, 0, PG_VPD },   { 0x25, 10, F_NONE, 0, 0, PG_NONE },
+	{ 0x9E, 16, F_LEN_B1013, 0x10, 0, PG_NONE }, { 0x08, 6, F_RW6, 0, 0, PG_NONE },
+	{ 0x28, 10, F_LBA10, 0, 0x08, PG_NONE },   { 0x28, 10, F_LBA10, 0, 0x08, PG_NONE },
+	{ 0xA8, 12, F_LBA12, 0, 0x08, PG_NONE },   { 0x88, 16, F_LBA16, 0, 0x08, PG_NONE },
+	{ 0x0A, 6, F_RW6, 0, 0, PG_NONE },	   { 0x2A, 10, F_LBA10, 0, 0x08, PG_NONE },
+	{ 0x2A, 10, F_LBA10, 0, 0x08, PG_NONE },   { 0xAA, 12, F_LBA12, 0, 0x08, PG_NONE },
+	{ 0x8A, 16, F_LBA16, 0, 0x08, PG_NONE },   { 0x2F, 10, F_LBA10, 0, 0x02, PG_NONE },
+	{ 0x8F, 16, F_LBA16, 0, 0x02, PG_NONE },   { 0x35, 10, F_LBA10, 0, 0x02, PG_NONE },
+	{ 0x91, 16, F_LBA16, 0, 0x02, PG_NONE },   { 0x1A, 6, F_LEN_B4, 0, 0x08, PG_MODE },
+	{ 0x5A, 10, F_LEN_B78, 0, 0x08, PG_MODE }, { 0x15, 6, F_LEN_B4, 0x10, 0x01, PG_NONE },
+	{ 0x55, 10, F_LEN_B78, 0x10, 0x01, PG_NONE }, { 0x03, 6, F_LEN_B4, 0, 0, PG_NONE },
+	{ 0x1B, 6, F_LEN_B4, 0, 0x01, PG_NONE },   { 0x42, 10, F_LEN_B78, 0, 0x01, PG_NONE },
+	{ 0x41, 10, F_LBA10, 0, 0x08, PG_NONE },   { 0x93, 16, F_LBA16, 0, 0x08, PG_NONE },
+	{ 0xA0, 12, F_LEN_B69, 0, 0, PG_REPORT },  { 0x2B, 10, F_LBA10, 0, 0, PG_NONE },
+	{ 0x1E, 6, F_LEN_B4, 0, 0, PG_NONE },	   { 0x04, 6, F_NONE, 0, 0, PG_NONE },
+};
+static const uint8_t lsi_vpd_pages[8] = { 0x00, 0x80, 0x83, 0xB0, 0xB1, 0xB2, 0x89, 0xC0 };
+static const uint8_t lsi_mode_pages[8] = { 0x3F, 0x08, 0x01, 0x04, 0x05, 0x0A, 0x1C, 0x00 };
+static const uint8_t lsi_prefixes[9][9] = {
+	/* length, then the message bytes */
+	{ 0 }, { 5, 0x01, 0x03, 0x01, 0x0C, 0x08 }, { 4, 0x01, 0x02, 0x03, 0x01 },
+	{ 8, 0x01, 0x06, 0x04, 0x09, 0, 0x3E, 0x01, 0x02 }, { 1, 0x08 }, { 1, 0x06 }, { 1, 0x0C }, { 1, 0x0D }, { 1, 0x07 },
+};
+
+static uint64_t lsi_blocks(uint64_t word)
+{
+	uint64_t pick = (word >> 40) & 15;
+
+	if (pick == 0)
+		return 0;
+	if (pick <= 12)
+		return 1 + ((word >> 44) & 7);
+	if (pick <= 14)
+		return 9 + ((word >> 48) & 15) % 23;
+	return 0x100 + ((word >> 48) & 0xFFFF);
+}
+
+static uint64_t lsi_lba(uint64_t word)
+{
+	if (maybe(word, 0, 3)) {
+		const uint64_t edges[4] = { LSI_DISK_BLOCKS - 1, LSI_DISK_BLOCKS, 0xFFFFFFFFULL,
+					    LSI_DISK_BLOCKS + ((word >> 8) & 0xFFFF) };
+
+		return edges[(word >> 3) & 3];
+	}
+	return ((word >> 8) & 0xFFFFFFFFULL) % (LSI_DISK_BLOCKS - 32);
+}
+
+static void put_be(uint8_t *out, uint64_t value, unsigned bytes)
+{
+	for (unsigned i = 0; i < bytes; i++)
+		out[i] = (uint8_t)(value >> (8 * (bytes - 1 - i)));
+}
+
+/* a command descriptor block (16 bytes) from the command table; returns its length */
+static unsigned lsi_cdb(uint64_t w1, uint64_t w2, uint8_t *out)
+{
+	static const uint8_t read_write[8] = { 5, 6, 8, 9, 10, 11, 13, 14 }; /* one command in two */
+	const uint8_t *c = lsi_commands[maybe(w1, 5, 1) ? read_write[(w1 >> 6) & 7] : w1 & 31];
+	uint64_t count = lsi_blocks(w2), address = lsi_lba(w2), amount = 4 + ((w1 >> 24) & 0xFF);
+
+	memset(out, 0, 16);
+	out[0] = c[0];
+	out[1] = (uint8_t)(c[3] | ((w1 >> 8) & 0xFF & c[4]));
+	if (c[5] == PG_VPD)
+		out[2] = lsi_vpd_pages[(w1 >> 16) & 7];
+	else if (c[5] == PG_MODE)
+		out[2] = (uint8_t)(((w1 >> 19) & 3) << 6 | lsi_mode_pages[(w1 >> 16) & 7]);
+	else if (c[5] == PG_REPORT)
+		out[2] = (uint8_t)((w1 >> 16) & 3);
+	switch (c[2]) {
+	case F_RW6:
+		out[1] = (uint8_t)((address >> 16) & 0x1F);
+		out[2] = (uint8_t)(address >> 8);
+		out[3] = (uint8_t)address;
+		out[4] = (uint8_t)count;
+		break;
+	case F_LBA10:
+		put_be(out + 2, address & 0xFFFFFFFFULL, 4);
+		put_be(out + 7, count & 0xFFFF, 2);
+		break;
+	case F_LBA12:
+		put_be(out + 2, address & 0xFFFFFFFFULL, 4);
+		put_be(out + 6, count, 4);
+		break;
+	case F_LBA16:
+		put_be(out + 2, address, 8);
+		put_be(out + 10, count, 4);
+		break;
+	case F_LEN_B4:
+		out[4] = (uint8_t)amount;
+		break;
+	case F_LEN_B34:
+		put_be(out + 3, amount, 2);
+		break;
+	case F_LEN_B78:
+		put_be(out + 7, amount, 2);
+		break;
+	case F_LEN_B69:
+		put_be(out + 6, amount, 4);
+		break;
+	case F_LEN_B1013:
+		put_be(out + 10, amount, 4);
+		break;
+	}
+	return c[1];
+}
+
+static void put_bytes(volatile uint32_t *dw, const uint8_t *bytes, unsigned n)
+{
+	for (unsigned i = 0; i < n; i += 4) {
+		uint32_t v = 0;
+
+		for (unsigned j = 0; j < 4 && i + j < n; j++)
+			v |= (uint32_t)bytes[i + j] << (8 * j);
+		dw[i / 4] = v;
+	}
+}
+
+static void fill_lsi_program(uint64_t p, const uint64_t *w, volatile uint32_t *dw)
+{
+	uint64_t w0 = w[0], w1 = w[1], w2 = w[2], w3 = w[3];
+	uint64_t prog = scratch_base + LSI_PROGRAM_BYTES * p, table = scratch_base + LSI_TABLES + LSI_TABLE_BYTES * p;
+	int start = p % 8 == 0; /* where the recipes start SCRIPTS: never malformed, never the last */
+	int malformed = !start && maybe(w0, 20, 3), kind = malformed ? (int)((w0 >> 23) & 3) : -1;
+	uint64_t pmj = !maybe(w0, 0, 4), target = kind == 3 ? (w0 >> 10) & 7 : 0;
+	uint64_t lun = maybe(w0, 28, 3) ? (w0 >> 31) & 7 : 0;
+	int tagged = maybe(w0, 26, 2), last = p == LSI_PROGRAMS - 1 || (!start && maybe(w0, 13, 4));
+	uint64_t data_count = !maybe(w0, 14, 2) ? LSI_BUFFER_BYTES : 512 * (1 + ((w0 >> 16) & 7));
+	uint64_t msg_phase = kind == 0 ? 2 : 6, cmd_phase = kind == 0 ? 6 : 2, in_phase = kind == 2 ? 0 : 1;
+	uint64_t code[LSI_PROGRAM_DWORDS], n = 0;
+	uint64_t rows[LSI_TABLE_BYTES / 4] = { 0 };
+	uint8_t message[16], command[16];
+	unsigned message_len = 0, cdb_len;
+
+#define AT(label) (prog + 4 * (label))
+#define EMIT(a, b) (code[n++] = (a), code[n++] = (b))
+	EMIT(0x72420000ULL, 0); /* read SIST0, SIST1: clears an earlier program's select timeout */
+	EMIT(0x72430000ULL, 0);
+	EMIT(0xE1100004ULL, table + 0x98);
+	EMIT(0xF1C00004ULL, 0x90);
+	EMIT(0x78560000ULL | (pmj ? 0x80 : 0) << 8, 0);
+	if (maybe(w0, 3, 2)) {
+		EMIT(0xC0000000ULL | (1 + ((w0 >> 44) & 15)), table + 0x50);
+		code[n++] = table + 0xA0;
+	} else {
+		EMIT(0x80000000ULL, 0);
+		code[n++] = 0;
+	}
+	if ((w0 >> 5) & 1)
+		EMIT(0x43000000ULL | 0x38, AT(LSI_DISPATCH));
+	else
+		EMIT(0x41000008ULL | target << 16, AT(LSI_DISPATCH));
+	EMIT(0x72430000ULL, 0); /* clear a select timeout; not selected: the next program */
+	EMIT(0x86020000ULL, AT(LSI_END));
+	EMIT(0x18000000ULL | msg_phase << 24, 0x00);
+	EMIT(0x18000000ULL | cmd_phase << 24, 0x08);
+	EMIT(0x800A0000ULL | 3ULL << 24, AT(LSI_STATUS));
+	EMIT(0x800A0000ULL | 7ULL << 24, AT(LSI_DISC));
+	EMIT(0x880A0000ULL, AT(LSI_DOUT));
+	EMIT(0x880A0000ULL | 1ULL << 24, AT(LSI_DIN));
+	EMIT(0x80080000ULL, AT(LSI_STATUS));
+	EMIT(0x1F000000ULL, 0x28);
+	EMIT(0x48000000ULL, 0);
+	EMIT(0x50000000ULL, AT(LSI_ABORT));
+	EMIT(0x1F000000ULL, 0x30);
+	EMIT(0x880A0000ULL, AT(LSI_DOUT));
+	EMIT(0x880A0000ULL | 1ULL << 24, AT(LSI_DIN));
+	EMIT(0x80080000ULL, AT(LSI_STATUS));
+	for (int dir = 0; dir < 2; dir++) {
+		uint64_t phase = dir == 0 ? 0 : in_phase;
+
+		for (int m = 0; m < 4; m++) {
+			EMIT(0x18000000ULL | phase << 24, 0x10);
+			EMIT(0x90020000ULL | phase << 24, 0);
+		}
+		EMIT(0x90080000ULL, 0);
+	}
+	EMIT(0x83020000ULL, AT(LSI_ABORT));
+	EMIT(0x1B000000ULL, 0x18);
+	EMIT(0x1F000000ULL, 0x20);
+	EMIT(0x48000000ULL, 0);
+	EMIT(0xF0340004ULL, 0x80);
+	if (last)
+		EMIT(0x98080000ULL, 0x1000 | p);
+	else
+		EMIT(0x80080000ULL, prog + LSI_PROGRAM_BYTES);
+	EMIT(0x58000008ULL, 0); /* abort: SET ATN, MOVE ABORT WHEN MSG_OUT, CLEAR ATN, JUMP end */
+	EMIT(0x1E000000ULL, 0xB0);
+	EMIT(0x60000008ULL, 0);
+	EMIT(0x80080000ULL, AT(LSI_END));
+#undef EMIT
+	for (unsigned i = 0; i < LSI_PROGRAM_DWORDS; i++)
+		dw[LSI_PROGRAM_BYTES * p / 4 + i] = (uint32_t)code[i];
+
+	if (maybe(w3, 4, 2) || kind == 1) {
+		const uint8_t *prefix = lsi_prefixes[(w3 & 15) % 9];
+
+		for (unsigned i = 0; i < prefix[0]; i++)
+			message[message_len++] = prefix[1 + i];
+	}
+	message[message_len++] = (uint8_t)((((w0 >> 34) & 1) ? 0xC0 : 0x80) | lun);
+	if (tagged) {
+		message[message_len++] = 0x20;
+		message[message_len++] = (uint8_t)(w0 >> 40);
+	}
+	cdb_len = lsi_cdb(w1, w2, command);
+	if (kind == 2)
+		cdb_len = (unsigned)(1 + ((w3 >> 8) & 15));
+	{
+		const uint64_t entries[16] = { message_len, table + 0x40, cdb_len, table + 0x50, data_count,
+					       scratch_base + LSI_BUFFER, 1, table + 0x60, 1, table + 0x68, 2, table + 0x70,
+					       3, table + 0x78, target << 16, 0 };
+		volatile uint32_t *t = dw + (LSI_TABLES + LSI_TABLE_BYTES * p) / 4;
+
+		for (unsigned i = 0; i < 16; i++)
+			rows[i] = entries[i];
+		rows[0x90 / 4] = AT(LSI_STATUS);
+		rows[0x98 / 4] = table;
+		rows[0xB0 / 4] = 1;
+		rows[0xB4 / 4] = table + 0xB8;
+		rows[0xB8 / 4] = 0x06; /* ABORT */
+		for (unsigned i = 0; i < LSI_TABLE_BYTES / 4; i++)
+			t[i] = (uint32_t)rows[i];
+		put_bytes(t + 0x40 / 4, message, message_len);
+		put_bytes(t + 0x50 / 4, command, 16);
+	}
+#undef AT
+}
+
+static void fill_lsi_scripts(uint64_t seed, volatile uint32_t *dw)
+{
+	for (uint64_t p = 0; p < LSI_PROGRAMS; p++) {
+		uint64_t w[4];
+
+		for (unsigned j = 0; j < 4; j++)
+			w[j] = random_word(seed, STRUCT_WORDS + 16 * p + j);
+		for (unsigned i = LSI_PROGRAM_DWORDS; i < LSI_PROGRAM_BYTES / 4; i++)
+			dw[LSI_PROGRAM_BYTES * p / 4 + i] = 0;
+		fill_lsi_program(p, w, dw);
+	}
+	for (uint64_t d = LSI_BUFFER / 4; d < LAYOUT_DWORDS; d++) /* the data buffer: zero */
+		dw[d] = 0;
+}
+
 /* The scratch memory (16 KiB) laid out like one device family's structures, for the fill seed. */
 static void fill_layout(int layout, uint64_t seed, volatile uint32_t *dwords)
 {
@@ -1876,6 +2144,8 @@ static void fill_layout(int layout, uint64_t seed, volatile uint32_t *dwords)
 		fill_e1000e_net(seed, dwords);
 	else if (layout == LAYOUT_VIRTIO_NET_MODERN)
 		fill_virtio_net_modern(seed, dwords);
+	else if (layout == LAYOUT_LSI_SCRIPTS)
+		fill_lsi_scripts(seed, dwords);
 	else
 		fill_e1000(seed, dwords);
 }

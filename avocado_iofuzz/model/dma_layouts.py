@@ -28,6 +28,7 @@ from avocado_iofuzz.model.generator import random_word
 from avocado_iofuzz.model.layouts import virtio_net
 from avocado_iofuzz.model.layouts.ehci_msd import ehci_msd
 from avocado_iofuzz.model.layouts.megasas_io import megasas_io
+from avocado_iofuzz.model.lsi_scripts import LAYOUT_LSI_SCRIPTS, lsi_scripts
 
 LAYOUT_GENERIC = "generic"
 LAYOUT_UHCI = "uhci"
@@ -51,6 +52,7 @@ LAYOUTS = (
     LAYOUT_MEGASAS_IO,
     LAYOUT_E1000E_NET,
     LAYOUT_VIRTIO_NET_MODERN,
+    LAYOUT_LSI_SCRIPTS,  # recipe-only (guided/recipes.toml, lsi-scripts): blind's layout choice never names it
 )  # fmt: skip
 LAYOUT_SIZE = 0x4000  # device layouts are drawn for 16 KiB (the executor refuses another size for them)
 PAGE = 0x1000
@@ -521,6 +523,7 @@ _DEVICE_LAYOUTS: dict[str, Callable[[int, int], list[int]]] = {
     LAYOUT_VIRTIO_BLK_REQ: _virtio_blk_req,
     LAYOUT_MEGASAS_IO: megasas_io,
     LAYOUT_E1000E_NET: e1000e_net_layout.build,
+    LAYOUT_LSI_SCRIPTS: lsi_scripts,
 }
 
 assert virtio_net.LAYOUT_VIRTIO_NET_MODERN == LAYOUT_VIRTIO_NET_MODERN and virtio_net.SIZE == LAYOUT_SIZE
