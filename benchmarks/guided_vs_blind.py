@@ -38,6 +38,11 @@ time (benchmarks/_round_profile.py: QEMU's CPU, the trace lines QEMU wrote,
 the collector's QMP switches, login, linger, between-round gaps) and prints
 guided / blind of the per-op costs, measured in the same run.
 
+``--counting`` measures what guided's collector costs alone: the second
+contender is blind, the same ops as the first, under a counting collector
+(seen events stay on, hits counted per range, capped, exhausted ones
+retired), as guided's is. Its figures are under ``counting``.
+
 ``--kinds "pio mmio"`` overrides the rows' ``fuzz_kinds`` for both
 strategies: config-space writes move a device's BARs away (QEMU 7.2,
 usb.ich9_ehci: BAR0 at 0xff112000 after round 0's config sweep, not one
@@ -45,7 +50,7 @@ usb_ehci_* event in any later round), so without restoring BARs every round
 after the first fuzzes memory no device decodes, whatever the strategy.
 
 Usage: python benchmarks/guided_vs_blind.py [--quick] [--seconds S] [--rows nic.e1000e,...] [--values dma]
-       [--kinds "pio mmio"] [--no-recipes] [--readback off|steps|all] [--profile]
+       [--kinds "pio mmio"] [--no-recipes] [--readback off|steps|all] [--profile] [--counting]
 The last line is JSON: per row the events available and reached by each
 strategy, their curves, ``ratio`` (guided / blind), ``guided_s_to_blind_final``
 (guided's own seconds until it had blind's final count; null if never), and
@@ -215,7 +220,9 @@ def contender(
     # hit counts feed guided's corpus only: the blind controls pay what a blind run pays for coverage
     # read-backs likewise: guided's alone, in the mode asked (the blind controls' commands stay blind)
     guided = name == "guided"
-    run = GuidedRun(vm, schedule, Corpus("benchmark", name), coverage, config, trace, count_hits=guided,
+    # "counting": blind's ops under guided's collector (hits counted, seen events on): what counting costs
+    run = GuidedRun(vm, schedule, Corpus("benchmark", name), coverage, config, trace,
+                    count_hits=guided or name == "counting",
                     read_backs=read_backs if guided else "off")  # fmt: skip
     measured = None
     if profile:
@@ -242,6 +249,7 @@ def compare(
     recipes: bool = True,
     read_backs: str = "off",
     profile: bool = False,
+    counting: bool = False,
 ) -> dict[str, Any]:
     from avocado_iofuzz.coverage.run import trace_args
     from avocado_iofuzz.guest.build import default_guest
@@ -255,7 +263,7 @@ def compare(
     guest = default_guest()
     contenders: list[Contender] = []
     vms: list[Any] = []
-    challenger = "paced" if pace[0] else "guided"
+    challenger = "paced" if pace[0] else "counting" if counting else "guided"
     try:
         for name in ("blind", challenger):
             workdir = tmp / name
@@ -330,6 +338,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--profile", action="store_true",
         help="also measure where each strategy's round time goes (QEMU CPU, trace lines, QMP, collector, gaps)",
     )  # fmt: skip
+    parser.add_argument(
+        "--counting", action="store_true",
+        help="blind vs blind counting: the second contender runs blind's ops under guided's collector",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     args.seconds = args.seconds or (QUICK_SECONDS if args.quick else SECONDS)
     every, _, us = args.pace.partition(":")
@@ -346,7 +358,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         with tempfile.TemporaryDirectory(prefix="iofuzz-guided-") as tmp:
             rows[row] = r = compare(
                 row, args.seconds, args.seed, Path(tmp), args.values, args.pace_pair, args.layout, args.kinds,
-                args.recipes, args.readback, args.profile,
+                args.recipes, args.readback, args.profile, args.counting,
             )  # fmt: skip
         name = r["challenger"]
         b, g = r["blind"], r[name]
