@@ -46,6 +46,14 @@ fire the same event with other arguments. The cap stays the event's: once its
 name has HIT_CAP hits QEMU writes no more lines, qualified or not. Events
 *reached* (:attr:`~CoverageCollector.first_seen`, the summaries' and the
 benchmarks' metric) stay keyed by name.
+
+The collector keeps what it has switched on in QEMU and sends no switch to
+the state an event is in already (a capped event taken on again at the next
+range's mark while the read that capped it has not switched it off yet): the
+same transitions in QEMU, fewer QMP round trips. A guided run may
+:meth:`~CoverageCollector.retire` events that can teach nothing more (every
+hit-count bucket in the corpus): off for the rest of the run, on again
+neither at the next range nor after a restart, and not counted.
 """
 
 from __future__ import annotations
@@ -434,6 +442,7 @@ class CoverageCollector:
         try:
             self.qmp("trace-event-set-state", {"name": name, "enable": enable})
         except Exception as err:  # a dead or busy monitor must not cost the run: coverage only gets coarser
+            self._on = None  # whether QEMU took the switch is not known: from now on every switch is sent
             if not self._qmp_failed:
                 LOG.warning("coverage: trace-event-set-state %s failed (%s); later failures not logged", name, err)
             self._qmp_failed = True

@@ -452,3 +452,28 @@ def test_a_counting_collector_retires_seen_events_for_the_rest_of_the_run(tmp_pa
     names_only = collector(tmp_path, FakeQemu(tmp_path / "other.log"))
     names_only.start(PLANS)
     assert names_only.retire(["e1000e_core_write"]) == []
+
+
+def test_after_a_failed_switch_the_collector_sends_every_switch_again(tmp_path):
+    """Whether QEMU took a switch whose call failed is not known: later switches are sent, not skipped as no-ops."""
+    from avocado_iofuzz.coverage.collector import HIT_CAP
+
+    qemu = FakeQemu(tmp_path / "trace.log")
+    selection = catalog().select(["e1000e"], [p.name for p in PLANS], AVAILABLE)
+    failing = {"on": True}
+
+    def flaky(command, arguments):
+        if failing["on"] and not arguments["enable"]:
+            failing["on"] = False
+            raise TimeoutError("monitor busy")
+        qemu.qmp(command, arguments)
+
+    col = CoverageCollector(selection, qemu.path, flaky, sleep=lambda s: None, count_hits=True)
+    col.start(PLANS)
+    qemu.mark(0, 0)
+    qemu.fire(*["e1000e_core_write"] * HIT_CAP)
+    qemu.mark(0, 8)
+    col.progress(0, 8)  # capped: the switch off fails, QEMU keeps it on
+    assert "e1000e_core_write" in qemu.enabled
+    assert col.retire(["e1000e_core_write"]) == ["e1000e_core_write"]
+    assert "e1000e_core_write" not in qemu.enabled  # sent although the collector had asked for off already
