@@ -33,6 +33,16 @@ default off, the blind control never has them).
 (``guided_recipes = no``): what coverage feedback alone reaches; by default
 guided's round 0 runs the recipes that apply (with either ``--values``: they need the guest's scratch memory).
 
+``--profile`` also measures where each strategy's rounds spend their wall
+time (benchmarks/_round_profile.py: QEMU's CPU, the trace lines QEMU wrote,
+the collector's QMP switches, login, linger, between-round gaps) and prints
+guided / blind of the per-op costs, measured in the same run.
+
+``--counting`` measures what guided's collector costs alone: the second
+contender is blind, the same ops as the first, under a counting collector
+(seen events stay on, hits counted per range, capped, exhausted ones
+retired), as guided's is. Its figures are under ``counting``.
+
 ``--kinds "pio mmio"`` overrides the rows' ``fuzz_kinds`` for both
 strategies: config-space writes move a device's BARs away (QEMU 7.2,
 usb.ich9_ehci: BAR0 at 0xff112000 after round 0's config sweep, not one
@@ -40,7 +50,7 @@ usb_ehci_* event in any later round), so without restoring BARs every round
 after the first fuzzes memory no device decodes, whatever the strategy.
 
 Usage: python benchmarks/guided_vs_blind.py [--quick] [--seconds S] [--rows nic.e1000e,...] [--values dma]
-       [--kinds "pio mmio"] [--no-recipes] [--readback off|steps|all]
+       [--kinds "pio mmio"] [--no-recipes] [--readback off|steps|all] [--profile] [--counting]
 The last line is JSON: per row the events available and reached by each
 strategy, their curves, ``ratio`` (guided / blind), ``guided_s_to_blind_final``
 (guided's own seconds until it had blind's final count; null if never), and
@@ -66,6 +76,8 @@ from avocado_iofuzz.guided.readback import MODES as READBACK_MODES
 from avocado_iofuzz.guided.readback import is_feature
 from avocado_iofuzz.guided.sizing import RoundSizer
 from benchmarks._common import print_figures, say
+from benchmarks._round_profile import RoundProfile
+from benchmarks._round_profile import ratios as profile_ratios
 from benchmarks._rows import coverage_for, row_devices, row_functions, row_params, row_plans, row_qemu_args
 from benchmarks.coverage_growth import ROWS
 from benchmarks.iofuzz_throughput import campaign_config_of
@@ -92,12 +104,18 @@ class Contender:
     sizer: RoundSizer = field(default_factory=lambda: RoundSizer(ROUND_SECONDS, FIRST_ROUND_OPS))
     crashes: int = 0
     reached: dict[str, float] = field(default_factory=dict)
+    profile: RoundProfile | None = None  # --profile: where the rounds' wall time went
 
     def step(self, seconds_left: float) -> None:
         started = time.monotonic()
         done = 0
         try:
-            record = self.run.run_round(self.sizer.next_ops(seconds_left))
+            ops = self.sizer.next_ops(seconds_left)
+            if self.profile is None:
+                record = self.run.run_round(ops)
+            else:
+                record = self.profile.round(self.vm, lambda: self.run.run_round(ops))
+                self.profile.book(record, self.run.coverage.collector)
             crashed = record.result.crashed
             done = record.result.total_done
         except Exception as err:  # a round that cannot go on (guest gone for good): a fresh QEMU
@@ -165,6 +183,9 @@ class Contender:
             "recipes": [f"{r.name} on {r.function}" for r in getattr(self.run.schedule, "recipes", ())],
             # what the recipe programs themselves reached first (round records: origin recipe:NAME)
             "recipe_events": self.recipe_events(),
+            **({"profile": self.profile.figures()} if self.profile is not None else {}),
+            # events whose every hit-count bucket the corpus held: off in QEMU for the rest of the run
+            "retired_events": sorted(getattr(self.run.coverage.collector, "retired", ())),
         }
 
 
@@ -172,6 +193,7 @@ def contender(
     name: str, vm: Any, params: dict[str, Any], reference: str, workdir: Path, seed: int, pace: tuple[int, int],
     recipes: bool = True,
     read_backs: str = "off",
+    profile: bool = False,
 ) -> Contender:  # fmt: skip
     from avocado_iofuzz.campaign.guest_access import scratch_reserved
     from avocado_iofuzz.campaign.trace import TraceWriter
@@ -198,9 +220,15 @@ def contender(
     # hit counts feed guided's corpus only: the blind controls pay what a blind run pays for coverage
     # read-backs likewise: guided's alone, in the mode asked (the blind controls' commands stay blind)
     guided = name == "guided"
-    run = GuidedRun(vm, schedule, Corpus("benchmark", name), coverage, config, trace, count_hits=guided,
+    # "counting": blind's ops under guided's collector (hits counted, seen events on): what counting costs
+    run = GuidedRun(vm, schedule, Corpus("benchmark", name), coverage, config, trace,
+                    count_hits=guided or name == "counting",
                     read_backs=read_backs if guided else "off")  # fmt: skip
-    return Contender(name, vm, run)
+    measured = None
+    if profile:
+        measured = RoundProfile()
+        measured.attach(vm, run)
+    return Contender(name, vm, run, profile=measured)
 
 
 def time_to_reach(contender: Contender, count: int) -> float | None:
@@ -220,6 +248,8 @@ def compare(
     kinds: str = "",
     recipes: bool = True,
     read_backs: str = "off",
+    profile: bool = False,
+    counting: bool = False,
 ) -> dict[str, Any]:
     from avocado_iofuzz.coverage.run import trace_args
     from avocado_iofuzz.guest.build import default_guest
@@ -233,7 +263,7 @@ def compare(
     guest = default_guest()
     contenders: list[Contender] = []
     vms: list[Any] = []
-    challenger = "paced" if pace[0] else "guided"
+    challenger = "paced" if pace[0] else "counting" if counting else "guided"
     try:
         for name in ("blind", challenger):
             workdir = tmp / name
@@ -241,7 +271,8 @@ def compare(
             extra = [*row_qemu_args(params), *trace_args(workdir / "qemu-trace.log")]
             vm = BareQemu(guest, workdir / "vm", machine=machine, extra_args=extra).start()
             vms.append(vm)
-            contenders.append(contender(name, vm, params, reference, workdir, seed, pace, recipes, read_backs))
+            contenders.append(contender(name, vm, params, reference, workdir, seed, pace, recipes, read_backs,
+                                         profile))  # fmt: skip
         while any(c.used < seconds for c in contenders):
             for c in contenders:
                 if c.used < seconds:
@@ -269,6 +300,7 @@ def compare(
         "only_blind": only_blind,
         "accelerator": vms[0].accel if vms else "",
         "loadavg_1m_after": round(os.getloadavg()[0], 2),  # a shared machine: how loaded it was
+        **({"profile_ratios": profile_ratios(guided["profile"], blind["profile"])} if profile else {}),
     }
 
 
@@ -302,6 +334,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--no-recipes", dest="recipes", action="store_false",
         help="guided without the bring-up recipes (guided_recipes = no): what feedback alone reaches",
     )  # fmt: skip
+    parser.add_argument(
+        "--profile", action="store_true",
+        help="also measure where each strategy's round time goes (QEMU CPU, trace lines, QMP, collector, gaps)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--counting", action="store_true",
+        help="blind vs blind counting: the second contender runs blind's ops under guided's collector",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     args.seconds = args.seconds or (QUICK_SECONDS if args.quick else SECONDS)
     every, _, us = args.pace.partition(":")
@@ -318,7 +358,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         with tempfile.TemporaryDirectory(prefix="iofuzz-guided-") as tmp:
             rows[row] = r = compare(
                 row, args.seconds, args.seed, Path(tmp), args.values, args.pace_pair, args.layout, args.kinds,
-                args.recipes, args.readback,
+                args.recipes, args.readback, args.profile, args.counting,
             )  # fmt: skip
         name = r["challenger"]
         b, g = r["blind"], r[name]
@@ -334,6 +374,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"load {r['loadavg_1m_after']}; "
             f"only {name}: {r['only_guided']}; recipes {g.get('recipes')} first reached {g.get('recipe_events')}"
         )
+        if "profile_ratios" in r:
+            say(f"{row}: profile blind {b['profile']}")
+            say(f"{row}: profile {name} {g['profile']}")
+            say(f"{row}: profile {name}/blind {r['profile_ratios']}")
     ratios = [r["ratio"] for r in rows.values() if r["ratio"]]
     mean = geomean(ratios)
     print_figures(

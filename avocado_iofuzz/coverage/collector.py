@@ -46,6 +46,14 @@ fire the same event with other arguments. The cap stays the event's: once its
 name has HIT_CAP hits QEMU writes no more lines, qualified or not. Events
 *reached* (:attr:`~CoverageCollector.first_seen`, the summaries' and the
 benchmarks' metric) stay keyed by name.
+
+The collector keeps what it has switched on in QEMU and sends no switch to
+the state an event is in already (a capped event taken on again at the next
+range's mark while the read that capped it has not switched it off yet): the
+same transitions in QEMU, fewer QMP round trips. A guided run may
+:meth:`~CoverageCollector.retire` events that can teach nothing more (every
+hit-count bucket in the corpus): off for the rest of the run, on again
+neither at the next range nor after a restart, and not counted.
 """
 
 from __future__ import annotations
@@ -141,6 +149,13 @@ class CoverageCollector:
         self.hits: dict[int | None, dict[str, int]] = {}
         self._pending_hits: dict[str, int] = {}  # hits since the last mark in the file
         self._capped: set[str] = set()  # switched off for reaching HIT_CAP in the range in flight
+        # counting: seen events no later line can teach anything (retire), off for the rest of the run
+        self.retired: set[str] = set()
+        # what this collector has switched on in QEMU (None: not known, every switch is sent): a switch to the
+        # state an event is in already changes nothing QEMU writes and costs a QMP round trip
+        self._on: set[str] | None = None
+        self.bytes_read = 0  # of the trace file since start, and its lines: what QEMU wrote while events were on
+        self.lines_read = 0
 
     @property
     def started_at(self) -> float:
@@ -157,7 +172,9 @@ class CoverageCollector:
             self._offsets.append(total)
             total += plan.op_count
         self._skip_history()
+        self._on = None
         self._enable([CONSOLE_EVENT, *self.selection.patterns()])
+        self._on = {CONSOLE_EVENT, *self.selection.events}  # the patterns enable exactly the selection's events
         self.sleep(self.background_seconds)
         self._read()
         self.background = set(self._pending)
@@ -179,7 +196,9 @@ class CoverageCollector:
             return
         self.settle()
         # leave QEMU as it was: triage replays and later runs in this VM must not pay for events never seen
+        self._on = None
         self._switch_off([CONSOLE_EVENT, *self.selection.patterns()])
+        self._on = set()
         if self._file is not None:
             self._file.close()
             self._file = None
@@ -234,6 +253,8 @@ class CoverageCollector:
         self._position += len(data)
         lines = (self._partial + data).split(b"\n")
         self._partial = lines.pop()
+        self.bytes_read += len(data)
+        self.lines_read += len(lines)
         now = self.clock()
         new: list[str] = []
         segment: dict[bytes, int] = {}  # name -> lines since the last console newline, in first-seen order
@@ -270,9 +291,10 @@ class CoverageCollector:
     ) -> None:
         """One segment's lines: new events wait for their mark, hits count (``new``: events to switch off)."""
         counting = self.count_hits
+        retired = self.retired
         for raw, lines in segment.items():
             event = self._watched_names.get(raw)
-            if event is None:
+            if event is None or event in retired:
                 continue
             if not self._known(event):
                 self._pending[event] = now
@@ -305,10 +327,29 @@ class CoverageCollector:
             self._pending_hits[key] = self._pending_hits.get(key, 0) + 1
 
     def _uncap(self) -> None:
-        """A new range is in flight: the events capped in the last one count again."""
+        """A new range is in flight: the events capped in the last one count again (retired ones stay off)."""
         if self._capped:
-            capped, self._capped = sorted(self._capped), set()
+            capped, self._capped = sorted(self._capped - self.retired), set()
             self._enable(capped)
+
+    def retire(self, events: Sequence[str]) -> list[str]:
+        """Counting: switch these seen events off for the rest of the run (the caller knows no line can add).
+
+        Only events this run has seen (:attr:`first_seen`) and that are counted by name alone retire: an
+        event the run has not reached must still be found, and one qualified by arguments can still give
+        keys with values not met yet. Their lines in the file from before QEMU took the switch are not
+        counted either. Returns the events newly retired.
+        """
+        if not self.count_hits:
+            return []
+        qualified = self.arguments.readers if self.arguments is not None else {}
+        newly = sorted(
+            e for e in set(events) - self.retired if e in self.first_seen and e in self.watched and e not in qualified
+        )
+        self.retired.update(newly)
+        self._capped -= set(newly)
+        self._switch_off(newly)
+        return newly
 
     def _skip_history(self) -> None:
         """Read from the file's end: lines already there are an earlier run's on this QEMU (its marks, its events)."""
@@ -357,8 +398,9 @@ class CoverageCollector:
         self._partial = b""
         self._console.clear()
         self._capped = set()
+        self._on = set()  # a new QEMU starts with every event off
         unseen = self.watched - self.background if self.count_hits else self.watched - set(self.first_seen)
-        self._enable([CONSOLE_EVENT, *sorted(unseen - self.background)])
+        self._enable([CONSOLE_EVENT, *sorted(unseen - self.background - self.retired)])
 
     def _resolve(self, range_index: int | None, op: int) -> None:
         """The events seen since the last mark came from this range, before this op."""
@@ -392,9 +434,15 @@ class CoverageCollector:
             self._set_state(name, False)
 
     def _set_state(self, name: str, enable: bool) -> None:
+        on = self._on
+        if on is not None:
+            if (name in on) == enable:
+                return
+            (on.add if enable else on.discard)(name)
         try:
             self.qmp("trace-event-set-state", {"name": name, "enable": enable})
         except Exception as err:  # a dead or busy monitor must not cost the run: coverage only gets coarser
+            self._on = None  # whether QEMU took the switch is not known: from now on every switch is sent
             if not self._qmp_failed:
                 LOG.warning("coverage: trace-event-set-state %s failed (%s); later failures not logged", name, err)
             self._qmp_failed = True

@@ -21,7 +21,7 @@ the same way: ``virtio_set_status(val=0xf)#1`` is the status 0xf set once.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Set
 
 from avocado_iofuzz.coverage.arguments import event_of_key
 
@@ -43,6 +43,17 @@ def feature(event: str, hits: int) -> str:
 def features_of(hits: Mapping[str, int]) -> set[str]:
     """A batch's features from its hit counts (events with no hit have none)."""
     return {feature(event, count) for event, count in hits.items() if count > 0}
+
+
+def exhausted(events: Iterable[str], known: Set[str]) -> set[str]:
+    """The events among ``events`` whose every bucket is a known feature: no hit count of theirs can be new.
+
+    A batch's plain-name features are its events' buckets, and a corpus keeps
+    only features it lacks; once all of an event's buckets are in ``known``
+    its hits can never add one. (Its argument-qualified keys can: the caller
+    leaves events read by arguments out.)
+    """
+    return {event for event in events if all(f"{event}#{floor}" in known for floor in BUCKET_FLOORS)}
 
 
 def event_of(spelled: str) -> str:

@@ -41,7 +41,7 @@ from avocado_iofuzz.coverage.run import RunCoverage
 from avocado_iofuzz.guided import readback
 from avocado_iofuzz.guided.batch import Base
 from avocado_iofuzz.guided.corpus import Corpus
-from avocado_iofuzz.guided.features import features_of
+from avocado_iofuzz.guided.features import exhausted, features_of
 from avocado_iofuzz.guided.round_trace import RoundTrace
 from avocado_iofuzz.guided.schedule import Round
 from avocado_iofuzz.model.program import RangePlan
@@ -164,6 +164,7 @@ class GuidedRun:
                 if 0 <= index < len(planned.batches) and readback.kept(self.read_backs, planned.batches[index]):
                     features.setdefault(index, []).extend(readback.features_of(planned.batches[index], pairs))
             new_features = self.corpus.absorb(planned, new_events, features)
+            self._retire_exhausted()
             record = RoundRecord(planned, offset, ops, campaign.result, new_events, new_features)
             self.rounds.append(record)
             done = campaign.result
@@ -191,6 +192,21 @@ class GuidedRun:
             index = seen.range_index if seen.range_index is not None else len(plans) - 1
             by_batch.setdefault(index, []).append(name)
         return by_batch
+
+    def _retire_exhausted(self) -> None:
+        """Events whose every hit-count bucket the corpus holds go off in QEMU for the rest of the run.
+
+        Their lines can add no feature and no event (:func:`exhausted`), so the corpus grows
+        exactly as with them on, while QEMU writes no more of them: on nvme the invalid-doorbell
+        and invalid-register events are half the lines of a guided round.
+        """
+        collector = self.coverage.collector
+        if collector is None or not self.count_hits:
+            return
+        retired = collector.retire(sorted(exhausted(collector.first_seen, self.corpus.features)))
+        if retired:
+            LOG.info("guided: %d event(s) have every hit-count bucket in the corpus, off for the run: %s",
+                     len(retired), ", ".join(retired))  # fmt: skip
 
     def _features(self, plans: Sequence[RangePlan]) -> dict[int, list[str]]:
         """Per batch, its hit-count features (hits after the round's last mark: its last batch's)."""

@@ -14,11 +14,13 @@ switches -- written by running this module as a script against that tree:
 from __future__ import annotations
 
 import collections
+import fnmatch
 import gzip
 import json
 import re
 import shutil
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -63,8 +65,14 @@ def recorded_plans(sample: bytes) -> list[RangePlan]:
     ]
 
 
-def observe(device: str, tmp: Path) -> dict[str, Any]:
-    """What a counting collector makes of the sample, read in CHUNK pieces as a run reads a growing file."""
+def observe(device: str, tmp: Path, retire: Sequence[str] = (), retire_at: int = 0) -> dict[str, Any]:
+    """What a counting collector makes of the sample, read in CHUNK pieces as a run reads a growing file.
+
+    ``transitions`` are the switches QEMU's events took, read by read, a pattern standing for the selection's
+    events it names (a switch to the state an event is in already is no transition). With ``retire``,
+    those events are retired once ``retire_at`` bytes of the sample are read, and their later lines left
+    out of the file, as QEMU writes no more of them.
+    """
     sample = gzip.decompress((DATA / SAMPLES[device]).read_bytes())
     assert QEMU is not None
     catalog = Catalog.load()
@@ -72,22 +80,39 @@ def observe(device: str, tmp: Path) -> dict[str, Any]:
     arguments = ArgumentReader.from_file(catalog.arguments, selection.events, FORMATS)
     switches: collections.Counter[str] = collections.Counter()
     enabled: set[str] = set()
+    on: set[str] = set()  # QEMU's side: the selection's events that are on
+    transitions: list[list[str]] = [[]]  # per read of the file (the order within one read does not matter)
 
     def qmp(command: str, args: dict[str, Any]) -> None:
         switches[f"{args['name']}={args['enable']}"] += 1
         (enabled.add if args["enable"] else enabled.discard)(args["name"])
+        for event in sorted(fnmatch.filter(selection.events, args["name"])):
+            if (event in on) != args["enable"]:
+                (on.add if args["enable"] else on.discard)(event)
+                transitions[-1].append(f"{event}={args['enable']}")
 
     log = tmp / f"{device}.log"
     log.write_bytes(b"")
     collector = CoverageCollector(selection, log, qmp, clock=lambda: 0.0, sleep=lambda s: None, count_hits=True,
                                   arguments=arguments)  # fmt: skip
     collector.start(recorded_plans(sample))
+    transitions.append([])
+    retired: list[str] = []
+    after_retiring = 0  # transitions before the retirement
+    at = 0
     with open(log, "ab") as out:
-        for at in range(0, len(sample), CHUNK):
+        while at < len(sample):
             out.write(sample[at : at + CHUNK])
             out.flush()
+            at += CHUNK
             collector.progress(0, 0)
+            transitions.append([])
+            if retire and not retired and at >= retire_at:
+                after_retiring = len(transitions)
+                retired = collector.retire(retire)
+                sample = sample[:at] + _without(sample[at:], retired)  # QEMU writes no more of them
     collector.settle()
+    later = [switch for read in transitions[after_retiring:] for switch in read]
     return {
         "hits": {str(r): dict(sorted(counts.items())) for r, counts in collector.hits.items()},
         "features": {str(r): sorted(features_of(counts)) for r, counts in collector.hits.items()},
@@ -95,7 +120,16 @@ def observe(device: str, tmp: Path) -> dict[str, Any]:
         "background": sorted(collector.background),
         "switches": dict(sorted(switches.items())),
         "enabled_at_end": sorted(enabled),
+        "transitions": [sorted(switched) for switched in transitions],
+        **({"retired": retired, "transitions_after_retiring": later} if retire else {}),
     }
+
+
+def _without(rest: bytes, events: Sequence[str]) -> bytes:
+    """``rest`` of the file without the events' lines (the first, cut by the last piece, stays as it is)."""
+    cut = rest.find(b"\n") + 1
+    names = tuple(e.encode() + b" " for e in events)
+    return rest[:cut] + b"\n".join(line for line in rest[cut:].split(b"\n") if not line.startswith(names))
 
 
 @pytest.mark.skipif(FORMATS is None, reason="QEMU's trace-events-all (and QEMU) are not installed")
@@ -104,11 +138,50 @@ def test_the_collector_reads_a_recorded_guided_trace_as_before(device, tmp_path)
     expected = json.loads(EXPECTED.read_text(encoding="utf-8"))[device]
     seen = observe(device, tmp_path)
     assert seen["features"] == expected["features"]  # the guided signal, range by range
-    assert seen == expected
+    for same in ("hits", "first_seen", "background"):
+        assert seen[same] == expected[same], same
+    # QEMU's events go on and off exactly as before, in the same order: the same lines written for the same ops
+    assert seen["transitions"] == expected["transitions"]
+    # a switch to the state an event is in already is no longer sent: fewer QMP calls, never more
+    assert all(seen["switches"].get(key, 0) <= calls for key, calls in expected["switches"].items())
+    assert set(seen["switches"]) <= set(expected["switches"])
     # the sample is one that exercises what the fast read must keep: caps, argument keys, several ranges
     assert any(n >= 128 for counts in seen["hits"].values() for n in counts.values())
     assert any("(" in key for counts in seen["hits"].values() for key in counts)
     assert len(seen["hits"]) > 10
+
+
+# hot events of the samples counted by name alone: what a guided run retires once the corpus has all their buckets
+HOT_BY_NAME = {
+    "nvme": ["pci_nvme_mmio_read", "pci_nvme_ub_db_wr_invalid_cq", "pci_nvme_ub_db_wr_invalid_sq"],
+    "virtio-net-pci": ["pci_update_mappings_add", "pci_update_mappings_del", "virtio_pci_notify_write"],
+}
+
+
+@pytest.mark.skipif(FORMATS is None, reason="QEMU's trace-events-all (and QEMU) are not installed")
+@pytest.mark.parametrize("device", sorted(SAMPLES))
+def test_retired_events_leave_every_other_key_of_the_signal_as_it_was(device, tmp_path):
+    """Retired half-way, with QEMU writing none of their lines after: every other event and argument key is
+    counted as in the full trace, range by range, and the retired ones are counted only before."""
+    expected = json.loads(EXPECTED.read_text(encoding="utf-8"))[device]
+    sample_size = len(gzip.decompress((DATA / SAMPLES[device]).read_bytes()))
+    retire = HOT_BY_NAME[device]
+    seen = observe(device, tmp_path, retire, retire_at=sample_size // 3)
+    qualified = {key for counts in expected["hits"].values() for key in counts if "(" in key}
+    retired = [event for event in retire if not any(key.startswith(f"{event}(") for key in qualified)]
+    assert seen["retired"] == sorted(retired) and retired  # the qualified ones stay: new argument keys may come
+
+    def others(hits: dict[str, dict[str, int]]) -> dict[str, dict[str, int]]:
+        kept = {r: {k: n for k, n in counts.items() if k not in retired} for r, counts in hits.items()}
+        return {r: counts for r, counts in kept.items() if counts}
+
+    assert others(seen["hits"]) == others(expected["hits"])
+    assert seen["first_seen"] == expected["first_seen"]
+    late = [r for r in seen["hits"] if any(k in retired for k in seen["hits"][r])]
+    early = [r for r in expected["hits"] if any(k in retired for k in expected["hits"][r])]
+    assert late and len(late) < len(early)  # counted before they retired, never after
+    after = seen["transitions_after_retiring"]
+    assert not {f"{event}=True" for event in retired} & set(after)  # never on again (a next range's uncap)
 
 
 if __name__ == "__main__":  # writes the expected figures with the collector on sys.path (see the docstring)

@@ -391,3 +391,89 @@ def test_a_counting_collector_leaves_busy_background_events_off_across_ranges(tm
     assert col.background == {"x86_gsi_interrupt", "pci_cfg_write"}
     assert not {"x86_gsi_interrupt", "pci_cfg_write"} & qemu.enabled  # the second range started: still off
     assert col.hits == {0: {"e1000e_core_write": 1}}
+
+
+def test_a_counting_collector_sends_no_switch_to_the_state_an_event_is_in(tmp_path):
+    """A capped event taken on again at the next range while QEMU still has it on (the cap was read in the same
+    read) costs no QMP call: a no-op for QEMU, a round trip for the run."""
+    from avocado_iofuzz.coverage.collector import HIT_CAP
+
+    qemu = FakeQemu(tmp_path / "trace.log")
+    selection = catalog().select(["e1000e"], [p.name for p in PLANS], AVAILABLE)
+    col = CoverageCollector(selection, qemu.path, qemu.qmp, sleep=lambda s: None, count_hits=True)
+    col.start(PLANS)
+    started = len(qemu.calls)
+    qemu.mark(0, 0)
+    qemu.fire(*["e1000e_core_write"] * HIT_CAP)  # capped in range 0...
+    qemu.mark(0, PLANS[0].op_count)
+    qemu.fire(*["e1000e_core_write"] * 3)  # ...and range 1 starts before the collector reads: it is still on
+    qemu.mark(1, 4)
+    col.progress(1, 4)
+    assert col.hits[0]["e1000e_core_write"] == HIT_CAP and col.hits[1]["e1000e_core_write"] == 3
+    assert qemu.calls[started:] == []  # nothing to switch: on all along, not capped in range 1
+    qemu.fire(*["e1000e_core_write"] * HIT_CAP)
+    col.progress(1, 4)
+    assert qemu.calls[started:] == [("e1000e_core_write", False)]
+    col.progress(1, 4)  # nothing new: no second switch off
+    qemu.mark(1, PLANS[1].op_count)
+    col.settle()
+    col.finish()
+    assert qemu.enabled == set()
+
+
+def test_a_counting_collector_retires_seen_events_for_the_rest_of_the_run(tmp_path):
+    """Retired: off in QEMU at once, never on again (next range, next round, a QEMU restart), lines not counted;
+    events not seen yet are refused (they must still be found), and a names-only collector retires nothing."""
+    qemu = FakeQemu(tmp_path / "trace.log")
+    selection = catalog().select(["e1000e"], [p.name for p in PLANS], AVAILABLE)
+    col = CoverageCollector(selection, qemu.path, qemu.qmp, sleep=lambda s: None, count_hits=True)
+    col.start(PLANS)
+    qemu.mark(0, 0)
+    qemu.fire("e1000e_core_write", "e1000e_core_read")
+    qemu.mark(0, 8)
+    col.progress(0, 8)
+    assert col.retire(["e1000e_core_write", "e1000e_irq_set", "lsi_reg_read"]) == ["e1000e_core_write"]
+    assert "e1000e_core_write" not in qemu.enabled and "e1000e_irq_set" in qemu.enabled
+    assert col.retire(["e1000e_core_write"]) == []  # once
+    with open(qemu.path, "a", encoding="utf-8") as f:  # lines QEMU wrote before it took the switch
+        f.write("e1000e_core_write some args 0x10\n")
+    qemu.fire("e1000e_core_read")
+    qemu.mark(0, PLANS[0].op_count)
+    qemu.mark(1, 4)
+    col.progress(1, 4)
+    assert col.hits[0] == {"e1000e_core_write": 1, "e1000e_core_read": 2}  # before retiring only
+    assert "e1000e_core_write" not in qemu.enabled  # the next range's uncap leaves it off
+    col.settle()
+    col.next_round(plan_ranges(2, [(0x20, 0x27, "BAR2")], 1))
+    qemu.restart()
+    col.progress(0, 0)  # the shorter file: every event not in the background on again, but not the retired one
+    assert "e1000e_core_read" in qemu.enabled and "e1000e_core_write" not in qemu.enabled
+    col.finish()
+    names_only = collector(tmp_path, FakeQemu(tmp_path / "other.log"))
+    names_only.start(PLANS)
+    assert names_only.retire(["e1000e_core_write"]) == []
+
+
+def test_after_a_failed_switch_the_collector_sends_every_switch_again(tmp_path):
+    """Whether QEMU took a switch whose call failed is not known: later switches are sent, not skipped as no-ops."""
+    from avocado_iofuzz.coverage.collector import HIT_CAP
+
+    qemu = FakeQemu(tmp_path / "trace.log")
+    selection = catalog().select(["e1000e"], [p.name for p in PLANS], AVAILABLE)
+    failing = {"on": True}
+
+    def flaky(command, arguments):
+        if failing["on"] and not arguments["enable"]:
+            failing["on"] = False
+            raise TimeoutError("monitor busy")
+        qemu.qmp(command, arguments)
+
+    col = CoverageCollector(selection, qemu.path, flaky, sleep=lambda s: None, count_hits=True)
+    col.start(PLANS)
+    qemu.mark(0, 0)
+    qemu.fire(*["e1000e_core_write"] * HIT_CAP)
+    qemu.mark(0, 8)
+    col.progress(0, 8)  # capped: the switch off fails, QEMU keeps it on
+    assert "e1000e_core_write" in qemu.enabled
+    assert col.retire(["e1000e_core_write"]) == ["e1000e_core_write"]
+    assert "e1000e_core_write" not in qemu.enabled  # sent although the collector had asked for off already

@@ -503,3 +503,14 @@ def test_the_first_rounds_one_time_costs_do_not_shrink_the_rounds_after_it():
         lengths.append(0.3 + ops / 3e6)
         sizer.record(ops, lengths[-1])
     assert all(abs(length - 2.0) < 0.1 for length in lengths[3:]), lengths
+
+
+def test_an_event_is_exhausted_once_the_corpus_holds_every_bucket_of_it():
+    from avocado_iofuzz.guided.features import BUCKET_FLOORS, exhausted
+
+    every = {f"e1000e_core_write#{floor}" for floor in BUCKET_FLOORS}
+    assert exhausted(["e1000e_core_write", "e1000e_irq_set"], every) == {"e1000e_core_write"}
+    for floor in BUCKET_FLOORS:  # one bucket missing: a batch may still land in it
+        assert exhausted(["e1000e_core_write"], every - {f"e1000e_core_write#{floor}"}) == set()
+    # argument-qualified keys are not the name's buckets
+    assert exhausted(["e1000e_core_write"], {f"e1000e_core_write(index=0x1)#{f}" for f in BUCKET_FLOORS}) == set()
