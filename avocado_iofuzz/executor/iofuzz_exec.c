@@ -154,10 +154,18 @@
 
 enum layout {
 	LAYOUT_GENERIC, LAYOUT_UHCI, LAYOUT_EHCI, LAYOUT_E1000, LAYOUT_VIRTIO, LAYOUT_NVME, LAYOUT_MEGASAS, LAYOUT_AHCI,
-	LAYOUT_EHCI_MSD, LAYOUT_COUNT
+	/* the layouts only bring-up recipes name, one per line (model/dma_layouts.py's LAYOUTS, same order) */
+	LAYOUT_EHCI_MSD,
+	LAYOUT_VIRTIO_BLK_REQ,
+	LAYOUT_MEGASAS_IO,
+	LAYOUT_COUNT
 };
-static const char *const layout_names[] = { "generic", "uhci", "ehci", "e1000", "virtio", "nvme", "megasas", "ahci",
-					      "ehci_msd" };
+static const char *const layout_names[] = {
+	"generic", "uhci", "ehci", "e1000", "virtio", "nvme", "megasas", "ahci",
+	"ehci_msd",
+	"virtio_blk_req",
+	"megasas_io",
+};
 
 #define EXIT_RUNTIME 1
 #define EXIT_USAGE 2
@@ -958,6 +966,343 @@ static void fill_ehci_msd(uint64_t seed, volatile uint32_t *dw)
 			(uint32_t)s.memory[4 * d + 3] << 24;
 }
 
+/* ---- virtio_blk_req: virtio-blk requests of every type, named by recipes only (model/virtio_blk_layout.py) ---- */
+#define VBR_SLOTS 85ULL
+#define VBR_AVAIL 0x1000ULL
+#define VBR_TABLES 0x2810ULL
+#define VBR_INDIRECT_SLOTS 42ULL
+#define VBR_HEADERS 0x3000ULL
+#define VBR_STATUS 0x3560ULL
+#define VBR_SEGMENTS 0x35C0ULL
+#define VBR_DATA 0x3C00ULL
+#define VBR_CAPACITY (0x4000000ULL / 512)
+#define VBR_ANY_TYPE 0xFFULL /* the type table's entry that takes a random 32-bit type */
+#define VBR_BARRIER 0x80000000ULL
+
+static uint64_t vbr_sector(uint64_t word, uint64_t blocks)
+{
+	uint64_t kind = (word >> 12) & 15;
+
+	if (kind == 0)
+		return VBR_CAPACITY + ((word >> 16) & 0xFFFF);
+	if (kind == 1)
+		return VBR_CAPACITY - 1;
+	return ((word >> 16) & 0x1FFFF) % (VBR_CAPACITY - blocks);
+}
+
+struct vbr_part {
+	uint64_t address, length, flags;
+};
+
+static void fill_virtio_blk_req(uint64_t seed, volatile uint32_t *dw)
+{
+	static const uint64_t types[] = { 0, 0, 0, 1, 1, 1, 4, 8, 11, 11, 13, 13, 2, 10, 5, VBR_ANY_TYPE };
+	uint64_t previous = 0, next_sector = 0, head;
+	int has_previous = 0;
+	volatile uint16_t *avail = (volatile uint16_t *)(dw + VBR_AVAIL / 4);
+
+	for (uint64_t c = 0; c < LAYOUT_DWORDS; c++)
+		dw[c] = 0;
+	for (uint64_t j = 0; j < VBR_SLOTS; j++) {
+		uint64_t w0 = random_word(seed, STRUCT_WORDS + 6 * j), w1 = random_word(seed, STRUCT_WORDS + 6 * j + 1);
+		int follows = has_previous && previous <= 1 && ((w0 >> 4) & 1);
+		uint64_t type = follows ? previous : types[w0 & 15], plain, blocks = 1 + ((w0 >> 10) & 1), sector;
+		uint64_t header = VBR_HEADERS + 16 * j, header_length, length, data;
+		int whole = !maybe(w0, 46, 4);
+		struct vbr_part parts[3];
+		unsigned count = 0;
+
+		if (!follows && type == VBR_ANY_TYPE)
+			type = (w0 >> 32) & 0xFFFFFFFFULL;
+		plain = type;
+		if (maybe(w0, 5, 5))
+			type |= VBR_BARRIER;
+		sector = follows ? next_sector : vbr_sector(w0, blocks);
+		previous = plain;
+		has_previous = 1;
+		next_sector = sector + blocks;
+		dw[header / 4] = (uint32_t)type;
+		dw[header / 4 + 2] = (uint32_t)sector;
+		dw[header / 4 + 3] = (uint32_t)(sector >> 32);
+		header_length = maybe(w0, 40, 6) ? (w1 >> 40) & 15 : 16;
+		length = whole ? 512 * blocks : 1 + ((w1 >> 48) & 0x1FE);
+		data = scratch_base + VBR_DATA + ((whole && blocks == 1 && ((w0 >> 11) & 1)) ? 512 : 0);
+		parts[count++] = (struct vbr_part){ scratch_base + header, header_length, 0 };
+		if (plain == 11 || plain == 13 || plain == 10) {
+			uint64_t segment = VBR_SEGMENTS + 16 * j;
+			uint64_t sectors = maybe(w1, 8, 4) ? (0xFFFFFF00ULL | (w1 & 0xFF)) : 1 + (w1 & 0xFF);
+			uint64_t flags = ((w1 >> 12) & 1) | (maybe(w1, 13, 4) ? 2 : 0);
+			uint64_t segment_sector = ((w1 >> 17) & 1) ? vbr_sector(w1 >> 16, 1) : vbr_sector(w0, 1);
+
+			dw[segment / 4] = (uint32_t)segment_sector;
+			dw[segment / 4 + 1] = (uint32_t)(segment_sector >> 32);
+			dw[segment / 4 + 2] = (uint32_t)sectors;
+			dw[segment / 4 + 3] = (uint32_t)flags;
+			parts[count++] = (struct vbr_part){ scratch_base + segment, maybe(w1, 24, 3) ? 32 : 16, 0 };
+		} else if (plain != 4 && plain != 5) {
+			parts[count++] = (struct vbr_part){ data, length, plain == 1 ? 0 : 2 };
+		}
+		parts[count++] = (struct vbr_part){ scratch_base + VBR_STATUS + j, 1, 2 };
+		if (j < VBR_INDIRECT_SLOTS && maybe(w1, 28, 4)) { /* its own table: next indices count from 0 */
+			uint64_t table = VBR_TABLES + 48 * j;
+
+			for (unsigned n = 0; n < count; n++)
+				virtio_put(dw + table / 4 + 4 * n, parts[n].address, parts[n].length,
+					   parts[n].flags | (n + 1 < count ? 1 : 0) | (uint64_t)(n + 1) << 16);
+			virtio_put(dw + 4 * 3 * j, scratch_base + table, 16 * count, 4);
+		} else {
+			for (unsigned n = 0; n < count; n++)
+				virtio_put(dw + 4 * (3 * j + n), parts[n].address, parts[n].length,
+					   parts[n].flags | (n + 1 < count ? 1 : 0) | (3 * j + n + 1) << 16);
+		}
+	}
+	head = random_word(seed, STRUCT_WORDS + 6 * VBR_SLOTS);
+	avail[0] = (uint16_t)(head & 1);
+	avail[1] = (uint16_t)(16 + (head >> 8) % (VBR_SLOTS - 15));
+	for (uint64_t k = 0; k < VIRTIO_QUEUE; k++)
+		avail[2 + k] = (uint16_t)(k < avail[1] ? 3 * k : 0);
+	avail[2 + VIRTIO_QUEUE] = (uint16_t)((head >> 16) & 0xFF);
+	fill_random_tail(seed, dw, VBR_DATA);
+}
+
+/* ---- megasas_io: keep identical to model/layouts/megasas_io.py ---- */
+
+#define MIO_QINFO 0x40ULL
+#define MIO_PRODUCER 0x60ULL
+#define MIO_CONSUMER 0x64ULL
+#define MIO_SENSE 0x80ULL
+#define MIO_SENSE_BYTES 32ULL
+#define MIO_FIRST_FRAME 0x100ULL
+#define MIO_FRAME_BYTES 128ULL
+#define MIO_FRAMES 62ULL
+#define MIO_DATA 0x2000ULL
+#define MIO_DATA_END 0x4000ULL
+#define MIO_REPLY_QUEUE 0x2000ULL
+#define MIO_REPLY_ENTRIES 64ULL
+#define MIO_CONTEXT_BASE 0x1000ULL
+#define MIO_BLOCK 512ULL
+#define MIO_SGL64 0x02ULL
+#define MIO_SENSE64 0x04ULL
+#define MIO_WRITE 0x08ULL
+#define MIO_READ 0x10ULL
+#define MIO_IEEE 0x20ULL
+enum { MIO_BROKEN_COMMAND, MIO_BROKEN_TARGET, MIO_BROKEN_CDB_LEN, MIO_NO_SGE, MIO_MANY_SGES, MIO_NULL_SGE,
+       MIO_SHORT_SGL, MIO_LONG_SGL };
+
+struct mio_scsi {
+	unsigned char head[14];
+	unsigned head_len, cdb_len;
+	int data_len; /* -1: a READ/WRITE of 1-8 blocks */
+	int out;
+};
+
+static const struct mio_scsi mio_scsi_commands[] = {
+	{ { 0x00 }, 1, 6, 0, 0 },
+	{ { 0x12, 0x00, 0x00, 0x00, 0x60 }, 5, 6, 96, 0 },
+	{ { 0x12, 0x01, 0x00, 0x00, 0xfc }, 5, 6, 252, 0 },
+	{ { 0x12, 0x01, 0x80, 0x00, 0xfc }, 5, 6, 252, 0 },
+	{ { 0x12, 0x01, 0x83, 0x00, 0xfc }, 5, 6, 252, 0 },
+	{ { 0x12, 0x01, 0xb0, 0x00, 0xfc }, 5, 6, 252, 0 },
+	{ { 0x12, 0x01, 0xb1, 0x00, 0xfc }, 5, 6, 252, 0 },
+	{ { 0x12, 0x01, 0xb2, 0x00, 0xfc }, 5, 6, 252, 0 },
+	{ { 0x03, 0x00, 0x00, 0x00, 0x12 }, 5, 6, 18, 0 },
+	{ { 0x1a, 0x00, 0x3f, 0x00, 0xff }, 5, 6, 255, 0 },
+	{ { 0x1a, 0x08, 0x08, 0x00, 0xff }, 5, 6, 255, 0 },
+	{ { 0x5a, 0x00, 0x3f, 0x00, 0x00, 0x00, 0x00, 0x02, 0x00 }, 9, 10, 512, 0 },
+	{ { 0x25 }, 1, 10, 8, 0 },
+	{ { 0x9e, 0x10, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x20 }, 14, 16, 32, 0 },
+	{ { 0x08 }, 1, 6, -1, 0 },
+	{ { 0x0a }, 1, 6, -1, 1 },
+	{ { 0x28 }, 1, 10, -1, 0 },
+	{ { 0x2a }, 1, 10, -1, 1 },
+	{ { 0xa8 }, 1, 12, -1, 0 },
+	{ { 0xaa }, 1, 12, -1, 1 },
+	{ { 0x88 }, 1, 16, -1, 0 },
+	{ { 0x8a }, 1, 16, -1, 1 },
+	{ { 0x35 }, 1, 10, 0, 0 },
+	{ { 0x2f }, 1, 10, 0, 0 },
+	{ { 0xa0, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x01, 0x00 }, 10, 12, 256, 0 },
+	{ { 0x1b, 0x00, 0x00, 0x00, 0x01 }, 5, 6, 0, 0 },
+	{ { 0x2b, 0x00, 0x00, 0x00, 0x00, 0x10 }, 6, 10, 0, 0 },
+	{ { 0x41, 0x00, 0x00, 0x00, 0x00, 0x10, 0x00, 0x00, 0x01 }, 9, 10, 512, 1 },
+	{ { 0x42, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x18 }, 9, 10, 24, 1 },
+	{ { 0x15, 0x10, 0x00, 0x00, 0x18 }, 5, 6, 24, 1 },
+	{ { 0x55, 0x10, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x18 }, 9, 10, 24, 1 },
+	{ { 0x04 }, 1, 6, 0, 0 },
+};
+#define MIO_SCSI_COMMANDS (sizeof(mio_scsi_commands) / sizeof(mio_scsi_commands[0]))
+
+static const uint32_t mio_dcmds[][3] = { /* opcode, data bytes, mailbox byte 0 */
+	{ 0x01010000, 2048, 0 }, { 0x01020100, 256, 0 }, { 0x01020200, 256, 0 }, { 0x01040100, 64, 0 },
+	{ 0x01040500, 512, 0 },	 { 0x01050000, 0, 0 },	 { 0x01080101, 8, 0 },	 { 0x01080102, 0, 0x12 },
+	{ 0x010C0100, 64, 0 },	 { 0x010E0201, 128, 0 }, { 0x01101000, 0, 3 },	 { 0x02010000, 512, 0 },
+	{ 0x02010100, 512, 0 },	 { 0x02020000, 512, 0 }, { 0x03010000, 512, 0 }, { 0x03010100, 64, 1 },
+	{ 0x03020000, 1024, 0 }, { 0x04010000, 4096, 0 }, { 0x08010200, 0, 0 },	 { 0x0100E100, 0, 0 },
+	{ 0x01030100, 8, 0 },	 { 0x01040300, 512, 0 }, { 0x01060000, 0, 0 },	 { 0x02030100, 0, 0 },
+	{ 0x03030000, 64, 0 },	 { 0x04020000, 0, 0 },	 { 0x05010000, 64, 0 },	 { 0x08000000, 0, 0 },
+	{ 0x08010100, 0, 0 },	 { 0x010C0200, 64, 0 },	 { 0x01030000, 0, 0 },	 { 0x0DEAD000, 512, 0 },
+};
+#define MIO_DCMDS (sizeof(mio_dcmds) / sizeof(mio_dcmds[0]))
+
+static void mio_put(uint8_t *buffer, uint64_t at, uint64_t value, unsigned size)
+{
+	for (unsigned i = 0; i < size; i++)
+		buffer[at + i] = (uint8_t)(value >> (8 * i));
+}
+
+static void mio_put_be(uint8_t *buffer, uint64_t at, uint64_t value, unsigned size)
+{
+	for (unsigned i = 0; i < size; i++)
+		buffer[at + i] = (uint8_t)(value >> (8 * (size - 1 - i)));
+}
+
+/* the SGL at `at`: `count` elements covering data_len bytes in the data pages */
+static void mio_sgl(uint8_t *frame, uint64_t at, uint64_t flags, uint64_t data_len, uint64_t word, int broken,
+		    uint64_t count)
+{
+	uint64_t covered = data_len > MIO_BLOCK ? data_len : MIO_BLOCK;
+	uint64_t room, start, size, piece;
+
+	if (broken == MIO_SHORT_SGL)
+		covered = covered - MIO_BLOCK > MIO_BLOCK ? covered - MIO_BLOCK : MIO_BLOCK;
+	else if (broken == MIO_LONG_SGL)
+		covered += MIO_BLOCK;
+	room = MIO_DATA_END - MIO_DATA - covered;
+	start = scratch_base + MIO_DATA + ((word >> 2) & 15) * MIO_BLOCK % (room + 1);
+	size = (flags & MIO_IEEE) ? 16 : (flags & MIO_SGL64) ? 12 : 8;
+	piece = covered / count;
+	for (uint64_t i = 0; i < count; i++) {
+		uint64_t length = i < count - 1 ? piece : covered - piece * (count - 1);
+		uint64_t address = broken == MIO_NULL_SGE && i == count - 1 ? 0 : start + piece * i;
+
+		if (size == 8) {
+			mio_put(frame, at + 8 * i, address, 4);
+			mio_put(frame, at + 8 * i + 4, length, 4);
+		} else {
+			mio_put(frame, at + size * i, address, 8);
+			mio_put(frame, at + size * i + 8, length, 4);
+		}
+	}
+}
+
+static void mio_frame(uint8_t *frame, uint64_t slot, uint64_t w0, uint64_t w1, uint64_t w2)
+{
+	static const uint64_t kinds[] = { 3, 3, 3, 4, 4, 4, 1, 1, 2, 2, 5, 5, 5, 5, 5, 6 };
+	static const uint64_t sgl_flags[] = { 0, MIO_SGL64, MIO_IEEE | MIO_SGL64, MIO_SGL64 };
+	uint64_t kind = kinds[w0 & 15], command = kind;
+	int broken = maybe(w0, 4, 3) ? (int)((w0 >> 7) & 7) : -1;
+	uint64_t flags = sgl_flags[(w0 >> 10) & 3] | ((w0 >> 12) & 1) * MIO_SENSE64;
+	uint64_t sense = scratch_base + MIO_SENSE + ((w0 >> 13) & 3) * MIO_SENSE_BYTES;
+	uint64_t target = 0, lun = 0, sges = 0, cdb_len = 0, data_len = 0;
+
+	memset(frame, 0, MIO_FRAME_BYTES);
+	if (kind == 3 || kind == 4) {
+		const struct mio_scsi *c = &mio_scsi_commands[w1 % MIO_SCSI_COMMANDS];
+		uint64_t word = w1 >> 8;
+
+		memcpy(frame + 32, c->head, c->head_len);
+		cdb_len = c->cdb_len;
+		if (c->data_len < 0) {
+			uint64_t blocks = 1 + (word & 7), lba = (word >> 8) & 0xFFFF;
+
+			data_len = blocks * MIO_BLOCK;
+			if (cdb_len == 6) {
+				mio_put_be(frame, 33, lba, 3);
+				frame[36] = (uint8_t)blocks;
+			} else if (cdb_len == 10) {
+				mio_put_be(frame, 34, lba, 4);
+				mio_put_be(frame, 39, blocks, 2);
+			} else if (cdb_len == 12) {
+				mio_put_be(frame, 34, lba, 4);
+				mio_put_be(frame, 38, blocks, 4);
+			} else {
+				mio_put_be(frame, 34, lba, 8);
+				mio_put_be(frame, 42, blocks, 4);
+			}
+		} else {
+			data_len = (uint64_t)c->data_len;
+		}
+		flags |= c->out ? MIO_WRITE : MIO_READ;
+		mio_put(frame, 24, sense, 4);
+		sges = 1 + w2 % 3;
+		mio_sgl(frame, 48, flags, data_len, w2, broken, sges);
+	} else if (kind == 1 || kind == 2) {
+		uint64_t blocks = 1 + ((w1 >> 8) & 7);
+
+		flags |= kind == 2 ? MIO_WRITE : MIO_READ;
+		mio_put(frame, 24, sense, 4);
+		mio_put(frame, 32, (w1 >> 16) & 0xFFFF, 4);
+		sges = 1 + w2 % 3;
+		mio_sgl(frame, 40, flags, blocks * MIO_BLOCK, w2, broken, sges);
+		data_len = blocks;
+	} else if (kind == 5) {
+		const uint32_t *d = mio_dcmds[w1 % MIO_DCMDS];
+
+		data_len = d[1];
+		flags |= MIO_READ;
+		mio_put(frame, 24, d[0], 4);
+		frame[28] = (uint8_t)d[2];
+		sges = 1;
+		mio_sgl(frame, 40, flags, data_len, w2, broken, sges);
+	} else {
+		uint64_t other = (w1 >> 8) % MIO_FRAMES;
+
+		mio_put(frame, 28, MIO_CONTEXT_BASE + other + (broken >= 0 ? 1 : 0), 8);
+		mio_put(frame, 36, scratch_base + MIO_FIRST_FRAME + MIO_FRAME_BYTES * other, 8);
+	}
+	if (broken == MIO_BROKEN_COMMAND) {
+		command = 7 + (w2 >> 56) % 249;
+	} else if (broken == MIO_BROKEN_TARGET) {
+		target = 1 + ((w2 >> 56) & 7);
+		lun = (w2 >> 60) & 1;
+	} else if (broken == MIO_BROKEN_CDB_LEN) {
+		cdb_len = 17 + ((w2 >> 56) & 15);
+	} else if (broken == MIO_NO_SGE) {
+		sges = 0;
+	} else if (broken == MIO_MANY_SGES) {
+		sges = 129 + ((w2 >> 56) & 63);
+	}
+	frame[0] = (uint8_t)command;
+	frame[1] = ((w0 >> 15) & 1) ? MIO_SENSE_BYTES : 18;
+	frame[4] = (uint8_t)target;
+	frame[5] = (uint8_t)lun;
+	frame[6] = (uint8_t)cdb_len;
+	frame[7] = (uint8_t)sges;
+	mio_put(frame, 8, MIO_CONTEXT_BASE + slot, 8);
+	mio_put(frame, 16, flags | ((w0 >> 16) & 0xFF) << 16, 4);
+	mio_put(frame, 20, data_len, 4);
+}
+
+static void fill_megasas_io(uint64_t seed, volatile uint32_t *dw)
+{
+	uint8_t bytes[MIO_FRAME_BYTES];
+	uint64_t word = random_word(seed, STRUCT_WORDS);
+
+	memset(bytes, 0, sizeof(bytes)); /* the init frame, queue info, producer, consumer */
+	mio_put(bytes, 8, MIO_CONTEXT_BASE - 1, 8);
+	mio_put(bytes, 24, scratch_base + MIO_QINFO, 4);
+	mio_put(bytes, MIO_QINFO, (word & 1) ? 2 : 0, 4);
+	mio_put(bytes, MIO_QINFO + 4, maybe(word, 4, 4) ? 0xFFFF : MIO_REPLY_ENTRIES, 4);
+	mio_put(bytes, MIO_QINFO + 8, scratch_base + MIO_REPLY_QUEUE, 8);
+	mio_put(bytes, MIO_QINFO + 16, scratch_base + MIO_PRODUCER, 8);
+	mio_put(bytes, MIO_QINFO + 24, scratch_base + MIO_CONSUMER, 8);
+	for (uint64_t i = 0; i < MIO_FRAME_BYTES / 4; i++)
+		dw[i] = (uint32_t)bytes[4 * i] | (uint32_t)bytes[4 * i + 1] << 8 | (uint32_t)bytes[4 * i + 2] << 16 |
+			(uint32_t)bytes[4 * i + 3] << 24;
+	for (uint64_t d = MIO_FRAME_BYTES / 4; d < MIO_FIRST_FRAME / 4; d++)
+		dw[d] = 0; /* the sense buffers */
+	for (uint64_t slot = 0; slot < MIO_FRAMES; slot++) {
+		uint64_t at = MIO_FIRST_FRAME + MIO_FRAME_BYTES * slot, cell = at / 16;
+
+		mio_frame(bytes, slot, random_word(seed, STRUCT_WORDS + 2 * cell), random_word(seed, STRUCT_WORDS + 2 * cell + 1),
+			  random_word(seed, STRUCT_WORDS + 2 * cell + 2));
+		for (uint64_t i = 0; i < MIO_FRAME_BYTES / 4; i++)
+			dw[at / 4 + i] = (uint32_t)bytes[4 * i] | (uint32_t)bytes[4 * i + 1] << 8 |
+					 (uint32_t)bytes[4 * i + 2] << 16 | (uint32_t)bytes[4 * i + 3] << 24;
+	}
+	fill_random_tail(seed, dw, MIO_DATA);
+}
+
 /* The scratch memory (16 KiB) laid out like one device family's structures, for the fill seed. */
 static void fill_layout(int layout, uint64_t seed, volatile uint32_t *dwords)
 {
@@ -975,6 +1320,10 @@ static void fill_layout(int layout, uint64_t seed, volatile uint32_t *dwords)
 		fill_ahci(seed, dwords);
 	else if (layout == LAYOUT_EHCI_MSD)
 		fill_ehci_msd(seed, dwords);
+	else if (layout == LAYOUT_VIRTIO_BLK_REQ)
+		fill_virtio_blk_req(seed, dwords);
+	else if (layout == LAYOUT_MEGASAS_IO)
+		fill_megasas_io(seed, dwords);
 	else
 		fill_e1000(seed, dwords);
 }
@@ -1830,6 +2179,19 @@ static void parse_position(const char *option, const char *text, struct position
 	pos->set = 1;
 }
 
+/* a range names a scratch layout this executor does not have: the message lists the ones it has */
+static void __attribute__((noreturn)) fail_unknown_layout(const char *arg, const char *name)
+{
+	char known[512] = "";
+
+	for (int layout = LAYOUT_GENERIC + 1; layout < LAYOUT_COUNT; layout++) {
+		strncat(known, layout_names[layout], sizeof(known) - strlen(known) - 3);
+		if (layout + 1 < LAYOUT_COUNT)
+			strncat(known, ", ", sizeof(known) - strlen(known) - 1);
+	}
+	fail(EXIT_USAGE, "range '%s': scratch layout '%s' is not one of %s", arg, name, known);
+}
+
 static void parse_range(const char *arg, uint64_t default_index, uint64_t seed, uint64_t fuzz_count,
 			struct range *r)
 {
@@ -1918,8 +2280,7 @@ static void parse_range(const char *arg, uint64_t default_index, uint64_t seed, 
 				if (strcmp(equals + 1, layout_names[r->layout]) == 0)
 					break;
 			if (r->layout == LAYOUT_COUNT)
-				fail(EXIT_USAGE, "range '%s': scratch layout '%s' is not one of uhci, ehci, e1000, virtio, nvme, megasas, ahci, ehci_msd", arg,
-				     equals + 1);
+				fail_unknown_layout(arg, equals + 1);
 		}
 		if (strcmp(plus + 1, "dma") != 0)
 			fail(EXIT_USAGE, "range '%s': value mode '%s' is not dma (uniform has no suffix)", arg, plus + 1);

@@ -23,8 +23,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from avocado_iofuzz.model import virtio_blk_layout
 from avocado_iofuzz.model.generator import random_word
 from avocado_iofuzz.model.layouts.ehci_msd import ehci_msd
+from avocado_iofuzz.model.layouts.megasas_io import megasas_io
 
 LAYOUT_GENERIC = "generic"
 LAYOUT_UHCI = "uhci"
@@ -35,11 +37,15 @@ LAYOUT_NVME = "nvme"
 LAYOUT_MEGASAS = "megasas"
 LAYOUT_AHCI = "ahci"
 LAYOUT_EHCI_MSD = "ehci_msd"  # only the ehci-msd recipe names it (model/layouts/ehci_msd.py)
+LAYOUT_VIRTIO_BLK_REQ = "virtio_blk_req"  # only a recipe names it (model/virtio_blk_layout.py)
+LAYOUT_MEGASAS_IO = "megasas_io"  # recipes only (recipes.toml): MFI frames a driver would post
 # The layouts a RangePlan may carry (its ``layout`` field); the first is the default; the
 # executor's enum follows this order.
 LAYOUTS = (
     LAYOUT_GENERIC, LAYOUT_UHCI, LAYOUT_EHCI, LAYOUT_E1000, LAYOUT_VIRTIO, LAYOUT_NVME, LAYOUT_MEGASAS, LAYOUT_AHCI,
     LAYOUT_EHCI_MSD,
+    LAYOUT_VIRTIO_BLK_REQ,
+    LAYOUT_MEGASAS_IO,
 )  # fmt: skip
 LAYOUT_SIZE = 0x4000  # device layouts are drawn for 16 KiB (the executor refuses another size for them)
 PAGE = 0x1000
@@ -493,6 +499,11 @@ def _ahci(base: int, seed: int) -> list[int]:
     return dwords
 
 
+# --- virtio_blk_req: virtio-blk requests of every type, only for recipes (model/virtio_blk_layout.py) ---
+def _virtio_blk_req(base: int, seed: int) -> list[int]:
+    return virtio_blk_layout.build(base, seed, _word, STRUCT_WORDS, DWORDS)
+
+
 _DEVICE_LAYOUTS: dict[str, Callable[[int, int], list[int]]] = {
     LAYOUT_UHCI: _uhci,
     LAYOUT_EHCI: _ehci,
@@ -502,6 +513,8 @@ _DEVICE_LAYOUTS: dict[str, Callable[[int, int], list[int]]] = {
     LAYOUT_MEGASAS: _megasas,
     LAYOUT_AHCI: _ahci,
     LAYOUT_EHCI_MSD: ehci_msd,
+    LAYOUT_VIRTIO_BLK_REQ: _virtio_blk_req,
+    LAYOUT_MEGASAS_IO: megasas_io,
 }
 
 

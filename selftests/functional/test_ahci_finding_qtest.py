@@ -8,8 +8,10 @@ SIGSEGV) and QEMU's trace events (``ide_sector_read``, ``ahci_reset``, then the
 second sector's ``ide_sector_read``) on its stderr. Nothing of this package runs.
 
 * ``ahci-pio-read-reset-segv.sh`` (11 qtest lines) crashes QEMU every time;
-* without the disk behind the port, without the HBA reset, or reading one
-  sector instead of two (nothing left to read after the reset), QEMU lives on.
+* without the disk behind the port, without the HBA reset, reading one
+  sector instead of two (nothing left to read after the reset), or without
+  starting the port again after the reset (which is what clears the port's
+  current command), QEMU lives on.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ REPRODUCER = REPRODUCERS / "ahci-pio-read-reset-segv.sh"
 SIGSEGV_STATUS = 128 + signal.SIGSEGV  # what sh reports for a child killed by SIGSEGV
 RUNS = 5
 HBA_RESET = "writel 0xfeb00004 0x1"  # GHC.HR
+PORT_START = "writel 0xfeb00118 0x11"  # P0CMD = FRE | ST (written before the reset and once more after it)
 DISK = " -device ide-hd,bus=hba.0,drive=disk"
 # the command table's FIS: H2D register, C bit, READ SECTORS, LBA mode; byte 12 is the sector count
 READ_2_SECTORS = "0x2780200000000040000000000200000000000000"
@@ -57,8 +60,9 @@ def test_qemus_trace_shows_the_read_then_the_reset_before_the_crash(tmp_path):
 
 @pytest.mark.parametrize(
     ("old", "new"),
-    [(DISK, ""), (whole_line(HBA_RESET), "\n"), (READ_2_SECTORS, READ_1_SECTOR)],
-    ids=["no-disk", "no-hba-reset", "one-sector"],
+    [(DISK, ""), (whole_line(HBA_RESET), "\n"), (READ_2_SECTORS, READ_1_SECTOR),
+     (whole_line(HBA_RESET) + PORT_START + "\n", whole_line(HBA_RESET))],
+    ids=["no-disk", "no-hba-reset", "one-sector", "no-port-restart"],
 )  # fmt: skip
 def test_without_the_disk_the_reset_or_a_second_sector_qemu_lives(tmp_path, old, new):
     status, stderr = run_script(variant(tmp_path, "control.sh", old, new))

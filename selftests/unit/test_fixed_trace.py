@@ -22,6 +22,7 @@ from avocado_iofuzz.guided.batch import Base
 from avocado_iofuzz.guided.corpus import Corpus, load_corpus, save_corpus
 from avocado_iofuzz.guided.program import fixed_step, step
 from avocado_iofuzz.model.dma import SCRATCH_BASE, SCRATCH_SIZE, VALUES_DMA, scratch_fill
+from avocado_iofuzz.model.dma_layouts import LAYOUTS
 from avocado_iofuzz.model.program import RangePlan
 
 DATA = Path(__file__).parent / "data"
@@ -55,7 +56,9 @@ def test_the_older_parts_are_what_they_were_but_the_virtio_layout():
     before = header_line(BEFORE_FIXED)["generator_parts"]
     changed = {part for part in before if part_fingerprints()[part] != before[part]}
     assert changed == {"layout:virtio"}
-    assert set(part_fingerprints()) - set(before) == {PART_FIXED, "layout:ehci_msd"}  # parts added since
+    # layouts appended since (each its own part) are new parts too, and change none of the older ones
+    later_layouts = {f"layout:{name}" for name in LAYOUTS} - set(before) - {"layout:generic"}
+    assert set(part_fingerprints()) - set(before) == {PART_FIXED, *later_layouts}
     assert plan_parts(STATUS) == ("ops", PART_FUZZ_ONLY, PART_FIXED)
     assert plan_parts(PFN) == ("ops", "dma", "layout:virtio", PART_FUZZ_ONLY, PART_FIXED)
 

@@ -89,6 +89,8 @@ def test_recipes_map_onto_the_functions_bar_ranges_with_resolved_values():
         ("virtio-legacy-queue0", "0000:00:03.0"),
         ("virtio-legacy-queue0", "0000:00:04.0"),
         ("virtio-net-legacy-tx", "0000:00:04.0"),  # only virtio-net has a transmit queue 1
+        ("virtio-blk-requests", "0000:00:03.0"),  # and only virtio-blk takes block requests
+        ("virtio-blk-requests-writethrough", "0000:00:03.0"),
         ("nvme-admin-queue", "0000:00:05.0"),
         ("nvme-io-queues", "0000:00:05.0"),
     }
@@ -117,8 +119,13 @@ def test_a_recipe_on_a_range_the_run_does_not_fuzz_is_dropped(caplog):
 # --- the guided schedule with recipes ---------------------------------------------------------------
 
 
+def _family_recipes():
+    """The package's recipes that fill their range's (or family's) layout; those naming their own have tests below."""
+    return [recipe for recipe in load() if not recipe.layout]
+
+
 def _run_recipes():
-    return applicable(load(), [VIRTIO_BLK, NVME], [BLK_IO, NVME_BAR])
+    return applicable(_family_recipes(), [VIRTIO_BLK, NVME], [BLK_IO, NVME_BAR])
 
 
 def test_round_zero_runs_each_recipe_with_several_fills_before_the_sweeps():
@@ -200,7 +207,8 @@ def test_recipes_for_a_run_say_why_there_are_none(caplog):
     none = "no bring-up recipes: they point devices at the scratch memory, and this guest has none"
     assert caplog.text.count(none) == 2
     for bases in ([BLK_IO], [BLK_UNIFORM]):
-        assert [r.name for r in recipes_for_run(True, [VIRTIO_BLK], bases, scratch=True)] == ["virtio-legacy-queue0"]
+        names = [r.name for r in recipes_for_run(True, [VIRTIO_BLK], bases, scratch=True)]
+        assert names == ["virtio-legacy-queue0", "virtio-blk-requests", "virtio-blk-requests-writethrough"]
 
 
 def test_the_trace_carries_the_applied_recipes_in_round_zeros_record(tmp_path):
@@ -241,7 +249,7 @@ def test_rounds_grown_from_recipe_programs_stay_valid():
 
 
 def _uniform_recipes():
-    return applicable(load(), [VIRTIO_BLK, NVME], [BLK_UNIFORM, NVME_UNIFORM])
+    return applicable(_family_recipes(), [VIRTIO_BLK, NVME], [BLK_UNIFORM, NVME_UNIFORM])
 
 
 def test_a_recipe_that_names_its_own_layout_fills_it_on_dma_and_uniform_ranges_alike():

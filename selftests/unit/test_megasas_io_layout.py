@@ -1,0 +1,128 @@
+"""The megasas_io layout: MFI frames whose fields agree, read back from the bytes as the controller reads them."""
+
+from __future__ import annotations
+
+import struct
+from collections import Counter
+
+import pytest
+
+from avocado_iofuzz.guided.recipes import load
+from avocado_iofuzz.model.dma_layouts import LAYOUT_MEGASAS, LAYOUT_MEGASAS_IO, layout_fill
+from avocado_iofuzz.model.layout_choice import LAYOUT_AUTO, choose_layouts, family_layout
+from avocado_iofuzz.model.layouts.megasas_io import (
+    CONSUMER,
+    CONTEXT_BASE,
+    DATA,
+    DATA_END,
+    DCMDS,
+    FIRST_FRAME,
+    FRAME_BYTES,
+    FRAMES,
+    PRODUCER,
+    QINFO,
+    REPLY_QUEUE,
+    SENSE,
+)
+from avocado_iofuzz.model.pci import IORESOURCE_MEM, PciFunction, PciResource
+from avocado_iofuzz.model.program import RangePlan
+
+BASE = 0x0700_0000
+SEEDS = range(0x5EED0000, 0x5EED0010)
+MEGASAS = PciFunction(0, 0, 5, 0, 0x1000, 0x0060, 0x010400, (PciResource(0, 0xFEB00000, 0xFEB03FFF, IORESOURCE_MEM),))
+
+
+def u32(memory: bytes, at: int) -> int:
+    return int(struct.unpack_from("<I", memory, at)[0])
+
+
+def u64(memory: bytes, at: int) -> int:
+    return int(struct.unpack_from("<Q", memory, at)[0])
+
+
+def frames(memory: bytes) -> list[bytes]:
+    return [memory[FIRST_FRAME + FRAME_BYTES * s : FIRST_FRAME + FRAME_BYTES * (s + 1)] for s in range(FRAMES)]
+
+
+def sgl(frame: bytes, at: int) -> list[tuple[int, int]]:
+    """(address, length) of the frame's SGL elements, read by the element size its flags give."""
+    flags, count = u32(frame, 16) & 0xFFFF, frame[7]
+    if flags & 0x20:
+        return [(u64(frame, at + 16 * i), u32(frame, at + 16 * i + 8)) for i in range(count)]
+    if flags & 0x02:
+        return [(u64(frame, at + 12 * i), u32(frame, at + 12 * i + 8)) for i in range(count)]
+    return [(u32(frame, at + 8 * i), u32(frame, at + 8 * i + 4)) for i in range(count)]
+
+
+def is_well_formed(frame: bytes) -> bool:
+    """Not one of the one-in-eight broken frames: a known command to target 0 LUN 0, 1-3 elements."""
+    return frame[0] <= 6 and frame[4] == frame[5] == 0 and 1 <= frame[7] <= 3 and frame[6] <= 16
+
+
+@pytest.mark.parametrize("seed", SEEDS[:4])
+def test_the_init_frame_names_a_reply_queue_producer_and_consumer_in_the_scratch_memory(seed):
+    memory = layout_fill(LAYOUT_MEGASAS_IO, BASE, seed)
+    assert memory[0] == 0 and u32(memory, 24) == BASE + QINFO  # MFI_CMD_INIT, the queue info's address
+    assert u64(memory, QINFO + 8) == BASE + REPLY_QUEUE
+    assert (u64(memory, QINFO + 16), u64(memory, QINFO + 24)) == (BASE + PRODUCER, BASE + CONSUMER)
+    assert u32(memory, PRODUCER) == u32(memory, CONSUMER) == 0
+
+
+def test_the_frames_sgls_cover_their_data_inside_the_data_pages_and_one_in_eight_is_broken():
+    broken = kinds = 0
+    commands: Counter[int] = Counter()
+    for seed in SEEDS:
+        for slot, frame in enumerate(frames(layout_fill(LAYOUT_MEGASAS_IO, BASE, seed))):
+            assert u64(frame, 8) == CONTEXT_BASE + slot  # an abort names a frame by this context
+            kinds += 1
+            if frame[0] == 6:  # abort: another frame's address and context (broken: the context one off)
+                commands[6] += 1
+                other = (u64(frame, 36) - BASE - FIRST_FRAME) // FRAME_BYTES
+                assert (u64(frame, 36) - BASE - FIRST_FRAME) % FRAME_BYTES == 0 and 0 <= other < FRAMES
+                broken += u64(frame, 28) != CONTEXT_BASE + other
+                continue
+            if not is_well_formed(frame):
+                broken += 1
+                continue
+            commands[frame[0]] += 1
+            elements = sgl(frame, 48 if frame[0] in (3, 4) else 40)
+            total = sum(length for _, length in elements)
+            if elements[-1][0] == 0:  # a null element (broken in the SGL, not the header)
+                broken += 1
+                continue
+            assert all(a >= BASE + DATA and a + n <= BASE + DATA_END for a, n in elements), elements
+            data_len = u32(frame, 20)
+            if frame[0] in (1, 2):  # LD read/write: the data length counts 512-byte blocks
+                data_len *= 512
+            if frame[0] == 5:
+                assert u32(frame, 24) in {opcode for opcode, _, _ in DCMDS} and frame[7] == 1
+            elif total != max(data_len, 512):
+                broken += 1  # an SGL one block short or long of the data
+    assert set(commands) == {1, 2, 3, 4, 5, 6}
+    assert 0.08 < broken / kinds < 0.2, f"{broken} of {kinds} frames broken"
+
+
+def test_a_dcmd_gets_the_buffer_its_handler_checks_for():
+    """CTRL_GET_INFO needs 2 KiB, LD_GET_LIST at most 1032 bytes, CFG_READ at most 4 KiB."""
+    sizes = {opcode: size for opcode, size, _ in DCMDS}
+    assert sizes[0x01010000] >= 2048 and 16 <= sizes[0x03010000] <= 1032 and sizes[0x04010000] <= 4096
+    for seed in SEEDS:
+        for frame in frames(layout_fill(LAYOUT_MEGASAS_IO, BASE, seed)):
+            if frame[0] == 5 and is_well_formed(frame) and frame[7] == 1:
+                ((address, length),) = sgl(frame, 40)
+                assert address == 0 or length in (max(sizes[u32(frame, 24)], 512) + d for d in (-512, 0, 512))
+
+
+def test_blind_never_gets_the_layout_only_recipes_name_it():
+    assert family_layout(MEGASAS) == LAYOUT_MEGASAS
+    plan = RangePlan(0, 0xFEB00000, 0xFEB03FFF, "BAR0", 1, 8, 4, "mmio", values="dma")
+    assert [p.layout for p in choose_layouts([plan], [MEGASAS], LAYOUT_AUTO)] == [LAYOUT_MEGASAS]
+    named = {recipe.name for recipe in load() if recipe.layout == LAYOUT_MEGASAS_IO}
+    assert named == {"megasas-io", "megasas-io-msix", "megasas-io-msi"}
+
+
+def test_the_fill_depends_on_the_seed_and_the_base():
+    one = layout_fill(LAYOUT_MEGASAS_IO, BASE, 1)
+    assert one != layout_fill(LAYOUT_MEGASAS_IO, BASE, 2)
+    moved = layout_fill(LAYOUT_MEGASAS_IO, BASE + 0x10000, 1)
+    assert u32(moved, 24) == u32(one, 24) + 0x10000 and u32(moved, SENSE) == u32(one, SENSE)
