@@ -14,7 +14,10 @@ SIGABRT) and the assertion on QEMU's stderr. Nothing of this package runs.
   from outside the bottom half) QEMU lives;
 * the same trigger writes one 1 KiB read of QEMU's later, when the block
   layer's completion has run and the read is no longer in flight, do not
-  abort either: the read in flight is needed too.
+  abort either: the read in flight is needed too;
+* QEMU's 1 KiB reads of the script decide it: with 40 more lines of padding
+  (the triggers still in the third kilobyte) it aborts, with 8 fewer (the
+  list move read with the walk's kilobyte, before the walk) it does not.
 """
 
 from __future__ import annotations
@@ -34,7 +37,11 @@ LIST_MOVE = "writel 0xfeb00038 0x7000100"  # ASYNCLISTADDR: the empty queue head
 DOORBELL, NO_DOORBELL = "writel 0xfeb00020 0x61", "writel 0xfeb00020 0x21"  # USBCMD with / without IAAD
 END = "IOFUZZ_QTEST_END"  # the script's last line; the end of reset is the trigger line right before it
 RESET_END = f"writel 0xfeb00064 0x1000\n{END}"  # PORTSC1: end of reset, the device is detached and attached
-KIB_OF_PADDING = "\n".join(["readl 0xfeb00020"] * 61)  # 61 lines of 17 bytes: the triggers move one read later
+KIB = 61  # lines of padding (17 bytes each, a USBCMD read): the triggers move one 1 KiB read later
+
+
+def padding(lines: int) -> str:
+    return "\n".join(["readl 0xfeb00020"] * lines)
 
 
 def variant(tmp_path: Path, name: str, old: str, new: str) -> Path:
@@ -54,11 +61,20 @@ def test_the_reproducer_aborts_qemu_on_the_assertion_every_time():
         (DOORBELL, NO_DOORBELL),
         (LIST_MOVE, ""),
         (RESET_END, END),
-        (LIST_MOVE, f"{KIB_OF_PADDING}\n{LIST_MOVE}"),
+        (LIST_MOVE, f"{padding(KIB)}\n{LIST_MOVE}"),
     ],
     ids=["no-doorbell", "list-not-moved", "no-reset-end", "read-completed"],
 )
 def test_without_each_ingredient_qemu_lives(tmp_path, old, new):
     status, stderr = run_script(variant(tmp_path, "control.sh", old, new))
     # the reproducer says so when QEMU was still alive after the script: it stopped it itself
+    assert status == 0 and NOT_HAPPENED in stderr and ASSERTION not in stderr, (status, stderr[-600:])
+
+
+def test_the_reads_of_the_script_decide_it(tmp_path):
+    later = variant(tmp_path, "later.sh", LIST_MOVE, f"{padding(40)}\n{LIST_MOVE}")
+    status, stderr = run_script(later)
+    assert status == SIGABRT_STATUS and ASSERTION in stderr, (status, stderr[-600:])
+    earlier = variant(tmp_path, "earlier.sh", f"{padding(8)}\n{LIST_MOVE}", LIST_MOVE)
+    status, stderr = run_script(earlier)
     assert status == 0 and NOT_HAPPENED in stderr and ASSERTION not in stderr, (status, stderr[-600:])

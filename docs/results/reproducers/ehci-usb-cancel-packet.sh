@@ -11,7 +11,7 @@
 #                                usb-storage keeps this packet (async) until the block layer answers
 #   0x7000100 QH E               an empty queue head that links to itself
 #   PORTSC1 reset, ASYNCLISTADDR = QH A, USBCMD = run + async schedule: the controller's bottom half
-#   walks A-B-C-D once, after this kilobyte of the script has been read (see below)
+#   walks A-B-C-D once, after the kilobyte of the script that holds this write (the second) is read
 #   readl 0xfeb00020 (x40)       padding: what follows is read as the next kilobyte
 #   ASYNCLISTADDR = QH E         while the schedule runs (QEMU prints its warning)
 #   USBCMD = run + async + doorbell   schedules the controller's bottom half again
