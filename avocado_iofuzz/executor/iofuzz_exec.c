@@ -972,7 +972,7 @@ static void fill_ehci_msd(uint64_t seed, volatile uint32_t *dw)
 			(uint32_t)s.memory[4 * d + 3] << 24;
 }
 
-/* ---- virtio_blk_req: virtio-blk requests of every type, named by recipes only (model/virtio_blk_layout.py) ---- */
+/* ---- virtio_blk_req: virtio-blk requests of every type, named by recipes only (model/layouts/virtio_blk_req.py) ---- */
 #define VBR_SLOTS 85ULL
 #define VBR_AVAIL 0x1000ULL
 #define VBR_TABLES 0x2810ULL
@@ -1309,7 +1309,7 @@ static void fill_megasas_io(uint64_t seed, volatile uint32_t *dw)
 	fill_random_tail(seed, dw, MIO_DATA);
 }
 
-/* ---- the e1000e_net layout: keep identical to avocado_iofuzz/model/e1000e_net_layout.py ----
+/* ---- the e1000e_net layout: keep identical to avocado_iofuzz/model/layouts/e1000e_net.py ----
  * Frames QEMU's user network answers (ARP, ICMP echo, DHCP; a TCP segment for TSO) behind a transmit
  * ring of legacy, context and extended data descriptors (page 0), a receive ring of packet-split
  * descriptors (page 1), the frames (page 2) and receive buffers (page 3). Only recipes name it. */
@@ -1853,7 +1853,7 @@ static void fill_virtio_net_modern(uint64_t seed, volatile uint32_t *dw)
 	vnm_avail(m, VNM_CTRL, VNM_COMMAND_COUNT, 2);
 }
 
-/* ---- lsi_scripts: SCRIPTS programs doing SCSI I/O; keep identical to model/lsi_scripts.py ---- */
+/* ---- lsi_scripts: SCRIPTS programs doing SCSI I/O; keep identical to model/layouts/lsi_scripts.py ---- */
 
 #define LSI_PROGRAMS 16
 #define LSI_PROGRAM_BYTES 0x200ULL

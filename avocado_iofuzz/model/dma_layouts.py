@@ -23,12 +23,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from avocado_iofuzz.model import e1000e_net_layout, virtio_blk_layout
 from avocado_iofuzz.model.generator import random_word
-from avocado_iofuzz.model.layouts import virtio_net
+from avocado_iofuzz.model.layouts import e1000e_net, virtio_blk_req, virtio_net
 from avocado_iofuzz.model.layouts.ehci_msd import ehci_msd
+from avocado_iofuzz.model.layouts.lsi_scripts import LAYOUT_LSI_SCRIPTS, lsi_scripts
 from avocado_iofuzz.model.layouts.megasas_io import megasas_io
-from avocado_iofuzz.model.lsi_scripts import LAYOUT_LSI_SCRIPTS, lsi_scripts
 
 LAYOUT_GENERIC = "generic"
 LAYOUT_UHCI = "uhci"
@@ -39,9 +38,9 @@ LAYOUT_NVME = "nvme"
 LAYOUT_MEGASAS = "megasas"
 LAYOUT_AHCI = "ahci"
 LAYOUT_EHCI_MSD = "ehci_msd"  # only the ehci-msd recipe names it (model/layouts/ehci_msd.py)
-LAYOUT_VIRTIO_BLK_REQ = "virtio_blk_req"  # only a recipe names it (model/virtio_blk_layout.py)
+LAYOUT_VIRTIO_BLK_REQ = "virtio_blk_req"  # only a recipe names it (model/layouts/virtio_blk_req.py)
 LAYOUT_MEGASAS_IO = "megasas_io"  # recipes only (recipes.toml): MFI frames a driver would post
-LAYOUT_E1000E_NET = "e1000e_net"  # only recipes name it (model/e1000e_net_layout.py)
+LAYOUT_E1000E_NET = "e1000e_net"  # only recipes name it (model/layouts/e1000e_net.py)
 LAYOUT_VIRTIO_NET_MODERN = "virtio_net_modern"  # only virtio-net-modern-* recipes name it (layouts/virtio_net.py)
 # The layouts a RangePlan may carry (its ``layout`` field); the first is the default; the
 # executor's enum follows this order.
@@ -506,9 +505,9 @@ def _ahci(base: int, seed: int) -> list[int]:
     return dwords
 
 
-# --- virtio_blk_req: virtio-blk requests of every type, only for recipes (model/virtio_blk_layout.py) ---
+# --- virtio_blk_req: virtio-blk requests of every type, only for recipes (model/layouts/virtio_blk_req.py) ---
 def _virtio_blk_req(base: int, seed: int) -> list[int]:
-    return virtio_blk_layout.build(base, seed, _word, STRUCT_WORDS, DWORDS)
+    return virtio_blk_req.build(base, seed, _word, STRUCT_WORDS, DWORDS)
 
 
 _DEVICE_LAYOUTS: dict[str, Callable[[int, int], list[int]]] = {
@@ -522,7 +521,7 @@ _DEVICE_LAYOUTS: dict[str, Callable[[int, int], list[int]]] = {
     LAYOUT_EHCI_MSD: ehci_msd,
     LAYOUT_VIRTIO_BLK_REQ: _virtio_blk_req,
     LAYOUT_MEGASAS_IO: megasas_io,
-    LAYOUT_E1000E_NET: e1000e_net_layout.build,
+    LAYOUT_E1000E_NET: e1000e_net.build,
     LAYOUT_LSI_SCRIPTS: lsi_scripts,
 }
 

@@ -33,9 +33,9 @@ from pathlib import Path
 import pytest
 from test_recipes_qtest import EVENT, MEM_BAR, QEMU, SLOT, Case, function_of, recipe_ops
 
-from avocado_iofuzz.model import e1000e_net_layout as net
 from avocado_iofuzz.model.dma import SCRATCH_BASE
 from avocado_iofuzz.model.dma_layouts import LAYOUT_E1000E_NET
+from avocado_iofuzz.model.layouts import e1000e_net as net
 from avocado_iofuzz.model.program import SPACE_MMIO, Op
 from avocado_iofuzz.repro.qtest import parse_script
 from avocado_iofuzz.repro.qtest_ops import pci_setup_commands

@@ -26,7 +26,7 @@ from test_storage_rows_qtest import at_slot, row_arguments
 from avocado_iofuzz.guided.recipes import applicable, load
 from avocado_iofuzz.model.dma import SCRATCH_BASE, scratch_fill
 from avocado_iofuzz.model.dma_layouts import LAYOUT_GENERIC
-from avocado_iofuzz.model.lsi_scripts import LAYOUT_LSI_SCRIPTS
+from avocado_iofuzz.model.layouts.lsi_scripts import LAYOUT_LSI_SCRIPTS
 from avocado_iofuzz.model.program import SPACE_MMIO, Op
 from avocado_iofuzz.repro.qtest import parse_script
 from avocado_iofuzz.repro.qtest_ops import pci_setup_commands

@@ -8,11 +8,11 @@ from collections import Counter
 import pytest
 
 from avocado_iofuzz.guided.recipes import load
-from avocado_iofuzz.model import e1000e_net_layout as net
 from avocado_iofuzz.model.dma import SCRATCH_BASE, SCRATCH_SIZE
 from avocado_iofuzz.model.dma_layouts import LAYOUT_E1000, LAYOUT_E1000E_NET, layout_fill
 from avocado_iofuzz.model.iomem import DEFAULT_MAX_SIZE
 from avocado_iofuzz.model.layout_choice import family_layout
+from avocado_iofuzz.model.layouts import e1000e_net as net
 from avocado_iofuzz.model.pci import PciFunction
 
 SEEDS = range(0x5EED0000, 0x5EED0040)

@@ -7,10 +7,10 @@ import struct
 from collections import Counter
 
 from avocado_iofuzz.guided.recipes import load
-from avocado_iofuzz.model import virtio_blk_layout as vbr
 from avocado_iofuzz.model.dma import SCRATCH_BASE, SCRATCH_SIZE
 from avocado_iofuzz.model.dma_layouts import LAYOUT_VIRTIO, LAYOUT_VIRTIO_BLK_REQ, layout_fill
 from avocado_iofuzz.model.layout_choice import family_layout
+from avocado_iofuzz.model.layouts import virtio_blk_req as vbr
 from avocado_iofuzz.model.pci import PciFunction
 
 SEEDS = range(0x5EED0000, 0x5EED0040)
