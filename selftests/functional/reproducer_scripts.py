@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
@@ -15,11 +16,12 @@ SHELL_TIMEOUT = 40.0  # the reproducers stop QEMU themselves after 10 s; this bo
 NOT_HAPPENED = "the crash did NOT happen"  # what a reproducer prints when QEMU lived
 
 
-def run_script(path: Path, timeout: float = SHELL_TIMEOUT) -> tuple[int, str]:
-    """``sh path`` in its own session; its exit status and stderr. Killed by PID if it outlives ``timeout``."""
+def run_script(path: Path, timeout: float = SHELL_TIMEOUT, env: Mapping[str, str] | None = None) -> tuple[int, str]:
+    """``sh path`` in its own session (``env``: its environment, e.g. a ``QEMU=`` override); its exit status and
+    stderr. Killed by PID if it outlives ``timeout``."""
     proc = subprocess.Popen(
         ["sh", str(path)], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-        start_new_session=True,
+        start_new_session=True, env=env,
     )  # fmt: skip
     try:
         _, stderr = proc.communicate(timeout=timeout)
