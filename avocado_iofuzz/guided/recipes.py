@@ -28,7 +28,7 @@ import logging
 import re
 import tomllib
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib import resources
 from typing import Any
 
@@ -48,6 +48,11 @@ STEP_WIDTHS = (1, 2, 4)  # what every space takes (mmio also 8, config space not
 CONFIG_SIZE = 0x100  # the type-1 config cycle's reach (the pci kind's)
 BARS = range(ROM_RESOURCE)
 PAGE_SHIFT = 12
+# A driver waits for the device between the steps of a bring-up; the executor does not, unless told:
+# a pause before each recipe step lets QEMU run what the last one started (a command's completion in a
+# bottom half, nvme's queue timer) before the next step, which may reset the device under it. 500 us:
+# a few main-loop turns under TCG, 25 ms for a 50-step program. Mutations may still unpace a step.
+STEP_PAUSE_US = 500
 _EXPRESSION = re.compile(r"^\s*(scratch|scratch_pfn)\s*(?:\+\s*(0x[0-9a-fA-F]+|[0-9]+)\s*)?$")
 _IDS = re.compile(r"^[0-9a-f]{4}:[0-9a-f]{4}$")
 _RECIPE_KEYS = {"name", "family", "ids", "bar", "steps", "layout"}
@@ -98,13 +103,17 @@ class RecipeWrite:
     layout: str = ""  # the recipe's own scratch layout (Recipe.layout); "": as ``family`` says
 
     def element(self, seed: int) -> Batch:
-        """The write as a fixed-value step; a pointer's step fills the scratch memory (``dma`` values)."""
+        """The write as a fixed-value step, paced (:data:`STEP_PAUSE_US`); a pointer's step fills the scratch
+        memory (``dma`` values)."""
         if not self.points:
-            return fixed_step(self.base, self.address, self.width, self.value, seed=seed)
-        own = "" if self.base.values == VALUES_DMA else self.family  # a uniform range's fill names its layout
-        if self.layout:
-            own = self.layout  # the recipe's own layout, on dma and uniform ranges alike
-        return fixed_step(self.base, self.address, self.width, self.value, values=VALUES_DMA, seed=seed, layout=own)
+            step = fixed_step(self.base, self.address, self.width, self.value, seed=seed)
+        else:
+            own = "" if self.base.values == VALUES_DMA else self.family  # a uniform range's fill names its layout
+            if self.layout:
+                own = self.layout  # the recipe's own layout, on dma and uniform ranges alike
+            step = fixed_step(self.base, self.address, self.width, self.value, values=VALUES_DMA, seed=seed,
+                              layout=own)  # fmt: skip
+        return replace(step, pause_every=1, pause_us=STEP_PAUSE_US)
 
     def as_dict(self) -> dict[str, Any]:
         base = self.element(0).as_dict()["base"]
