@@ -350,3 +350,13 @@ def test_without_recipes_a_uniform_guided_run_and_a_blind_one_are_unchanged():
             assert "--scratch" not in command
     assert all("layout" not in b.as_dict() for b in blind.batches)
     assert "--scratch" not in executor_command([b.plan(i) for i, b in enumerate(blind.batches)])
+
+
+def test_every_recipe_step_is_paced_before_it_runs_as_a_driver_waits():
+    from avocado_iofuzz.executor.protocol import range_argument
+    from avocado_iofuzz.guided.recipes import STEP_PAUSE_US
+
+    for recipe in _run_recipes():
+        for element in recipe.program(3):
+            assert (element.pause_every, element.pause_us) == (1, STEP_PAUSE_US)  # a sleep before its one write
+            assert range_argument(element.plan(0)).endswith(f"~1:{STEP_PAUSE_US}")
