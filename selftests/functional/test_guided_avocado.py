@@ -88,9 +88,10 @@ def check_rounds_rebuild(summary, start: Corpus, saved: dict | None = None):
 
 
 def check_recipes_ran(summary):
-    """Round 0 ran the EHCI bring-up recipe (fixed-value steps) before its sweeps; the trace has its writes."""
+    """Round 0 ran the EHCI bring-up recipes (fixed-value steps) before its sweeps; the trace has their writes."""
     guided = summary["guided"]
-    assert [r["name"] for r in guided["recipes"]] == ["ehci-schedules"]
+    # the controller's schedules, then the stick behind it (the ehci-msd recipe and its own ehci_msd layout)
+    assert [r["name"] for r in guided["recipes"]] == ["ehci-schedules", "ehci-msd"]
     first = guided["rounds"][0]["batches"]
     recipe = [b for b in first if b["origin"] == "recipe:ehci-schedules"]
     assert len(recipe) == 4 * len(guided["recipes"][0]["writes"])  # four scratch fills
@@ -172,13 +173,15 @@ def test_a_uniform_guided_run_runs_the_recipes_and_qemu_traces_their_deep_events
     points = [w["points"] for w in recipe["writes"]] * 4
     assert [b["values"] == "dma" for b in first] == points  # the frame list and queue head pointers only
     assert {b.get("layout") for b in first if b["values"] == "dma"} == {"ehci"}
+    stick = [b for b in guided["rounds"][0]["batches"] if b["origin"] == "recipe:ehci-msd"]
+    assert stick and {b.get("layout") for b in stick if b["values"] == "dma"} == {"ehci_msd"}  # its own layout
     sweeps = [b for r in guided["rounds"] for b in r["batches"] if b["origin"] in ("sweep", "fresh")]
     assert sweeps and all(b["values"] == "uniform" and "layout" not in b for b in sweeps)
     check_trace_replays(summary)  # the pointer steps' plans in the trace carry dma + the ehci layout
     trace = read_trace(summary["trace"])
     assert trace.header["scratch"]["kernel_param"] in trace.header["qemu_cmdline"]
     dma_plans = [p for p in trace.plans.values() if p.values == "dma"]
-    assert dma_plans and {p.layout for p in dma_plans} == {"ehci"}
+    assert dma_plans and {p.layout for p in dma_plans} == {"ehci", "ehci_msd"}
     # QEMU's own trace: the controller walked the periodic schedule the recipe pointed it at
     reached = qemu_trace_events(job)
     assert reached & set(EHCI_DEEP_EVENTS), sorted(e for e in reached if e.startswith("usb_ehci"))
@@ -192,7 +195,7 @@ def test_a_uniform_guided_run_runs_the_recipes_and_qemu_traces_their_deep_events
             program = batches[first_index : first_index + length]
             first_index += length
             if any(set(b["new_events"]) & set(EHCI_DEEP_EVENTS) for b in program):
-                credited.append(any(b["values"] == "dma" and b.get("layout") == "ehci" for b in program))
+                credited.append(any(b["values"] == "dma" and b.get("layout") in ("ehci", "ehci_msd") for b in program))
     assert credited and all(credited), credited
     log = (job.test_dir() / "debug.log").read_text()
     assert "guided: bring-up recipes: ehci-schedules on" in log
