@@ -359,6 +359,31 @@ static inline int maybe(uint64_t word, unsigned shift, unsigned bits)
 	return ((word >> shift) & ((1ULL << bits) - 1)) == 0;
 }
 
+/* Little- and big-endian fields of the structures the device layouts build in byte buffers. */
+static void put_le(volatile uint8_t *out, uint64_t value, unsigned bytes)
+{
+	for (unsigned i = 0; i < bytes; i++)
+		out[i] = (uint8_t)(value >> (8 * i));
+}
+
+static void put_be(volatile uint8_t *out, uint64_t value, unsigned bytes)
+{
+	for (unsigned i = 0; i < bytes; i++)
+		out[i] = (uint8_t)(value >> (8 * (bytes - 1 - i)));
+}
+
+/* n bytes built in a buffer, stored as the scratch memory's little-endian dwords (a last partial one zero-padded) */
+static void store_bytes(volatile uint32_t *dw, const uint8_t *bytes, uint64_t n)
+{
+	for (uint64_t i = 0; i < n; i += 4) {
+		uint32_t v = 0;
+
+		for (uint64_t j = 0; j < 4 && i + j < n; j++)
+			v |= (uint32_t)bytes[i + j] << (8 * j);
+		dw[i / 4] = v;
+	}
+}
+
 static uint32_t uhci_link(uint64_t word)
 {
 	int qh = maybe(word, 4, 2);
@@ -766,12 +791,6 @@ struct msd_schedule {
 	unsigned qtds, setups;
 };
 
-static void msd_dword(struct msd_schedule *s, unsigned at, uint64_t value)
-{
-	for (unsigned i = 0; i < 4; i++)
-		s->memory[at + i] = (uint8_t)(value >> (8 * i));
-}
-
 /* an active qTD at `at` (0: the next free one of the control area), chained by msd_queue_head; its offset */
 static unsigned msd_qtd(struct msd_schedule *s, unsigned pid, unsigned length, unsigned buffer, unsigned toggle,
 			unsigned at)
@@ -780,12 +799,12 @@ static unsigned msd_qtd(struct msd_schedule *s, unsigned pid, unsigned length, u
 
 	if (!at)
 		at = MSD_QTD_AREA + 32 * s->qtds++;
-	msd_dword(s, at, 1);
-	msd_dword(s, at + 4, 1);
-	msd_dword(s, at + 8, 0x80U | pid << 8 | 3U << 10 | (uint64_t)length << 16 | (toggle ? 1ULL << 31 : 0));
-	msd_dword(s, at + 12, scratch_base + buffer);
+	put_le(s->memory + at, 1, 4);
+	put_le(s->memory + (at + 4), 1, 4);
+	put_le(s->memory + (at + 8), 0x80U | pid << 8 | 3U << 10 | (uint64_t)length << 16 | (toggle ? 1ULL << 31 : 0), 4);
+	put_le(s->memory + (at + 12), scratch_base + buffer, 4);
 	for (unsigned i = 0; i < 4; i++)
-		msd_dword(s, at + 16 + 4 * i, page);
+		put_le(s->memory + (at + 16 + 4 * i), page, 4);
 	return at;
 }
 
@@ -818,19 +837,13 @@ static void msd_queue_head(struct msd_schedule *s, unsigned index, unsigned devi
 			  (control ? 64U : 512U) << 16;
 
 	for (unsigned i = 0; i + 1 < n; i++)
-		msd_dword(s, qtds[i], scratch_base + qtds[i + 1]);
-	msd_dword(s, at, (scratch_base + 64 * following) | 2);
-	msd_dword(s, at + 4, epchar);
-	msd_dword(s, at + 8, 1U << 30);
-	msd_dword(s, at + 12, 0);
-	msd_dword(s, at + 16, n ? scratch_base + qtds[0] : 1);
-	msd_dword(s, at + 20, 1);
-}
-
-static void msd_put_be(uint8_t *out, uint64_t value, unsigned bytes)
-{
-	for (unsigned i = 0; i < bytes; i++)
-		out[i] = (uint8_t)(value >> (8 * (bytes - 1 - i)));
+		put_le(s->memory + qtds[i], scratch_base + qtds[i + 1], 4);
+	put_le(s->memory + at, (scratch_base + 64 * following) | 2, 4);
+	put_le(s->memory + (at + 4), epchar, 4);
+	put_le(s->memory + (at + 8), 1U << 30, 4);
+	put_le(s->memory + (at + 12), 0, 4);
+	put_le(s->memory + (at + 16), n ? scratch_base + qtds[0] : 1, 4);
+	put_le(s->memory + (at + 20), 1, 4);
 }
 
 /* the CDB for the table entry word & 15, its length, direction and data bytes */
@@ -863,17 +876,17 @@ static void msd_command_block(uint64_t word, uint64_t detail, uint8_t *cdb, unsi
 		if (opcode == 0x1A)
 			cdb[4] = (uint8_t)*data;
 		else
-			msd_put_be(cdb + 7, *data, 2);
+			put_be(cdb + 7, *data, 2);
 	} else if (opcode == 0xA0) {
-		msd_put_be(cdb + 6, *data, 4);
+		put_be(cdb + 6, *data, 4);
 	} else if (opcode == 0x9E) {
 		cdb[1] = 0x10;
-		msd_put_be(cdb + 10, *data, 4);
+		put_be(cdb + 10, *data, 4);
 	} else if (opcode == 0x28 || opcode == 0x2A || opcode == 0x2F) {
-		msd_put_be(cdb + 2, lba, 4);
+		put_be(cdb + 2, lba, 4);
 		cdb[8] = 1;
 	} else if (opcode == 0x08 || opcode == 0x0A) {
-		msd_put_be(cdb + 1, lba & 0x1FFFFF, 3);
+		put_be(cdb + 1, lba & 0x1FFFFF, 3);
 		cdb[4] = 1;
 	} else if (opcode == 0x1B) {
 		cdb[4] = (uint8_t)((detail >> 8) & 3);
@@ -913,9 +926,9 @@ static void msd_command_slot(struct msd_schedule *s, unsigned slot, unsigned fir
 		else
 			flags ^= 0x80;
 	}
-	msd_dword(s, cbw, signature);
-	msd_dword(s, cbw + 4, (word >> 32) & 0xFFFFF0FFULL); /* bits 8-11 zero: a queue head's endpoint, 0 */
-	msd_dword(s, cbw + 8, data);
+	put_le(s->memory + cbw, signature, 4);
+	put_le(s->memory + (cbw + 4), (word >> 32) & 0xFFFFF0FFULL, 4); /* bits 8-11 zero: a queue head's endpoint, 0 */
+	put_le(s->memory + (cbw + 8), data, 4);
 	p[12] = (uint8_t)flags, p[13] = (uint8_t)lun, p[14] = (uint8_t)cdb_length;
 	memcpy(p + 15, cdb, 16);
 	out[n_out++] = msd_qtd(s, 0, cbw_bytes, cbw, 0, out_at);
@@ -967,9 +980,7 @@ static void fill_ehci_msd(uint64_t seed, volatile uint32_t *dw)
 	for (unsigned slot = 0; slot < MSD_SLOTS; slot++)
 		msd_command_slot(&s, slot, 2 + 3 * slot, device, random_word(seed, STRUCT_WORDS + 8 + slot),
 				 random_word(seed, STRUCT_WORDS + 16 + slot));
-	for (uint64_t d = 0; d < LAYOUT_DWORDS; d++)
-		dw[d] = (uint32_t)s.memory[4 * d] | (uint32_t)s.memory[4 * d + 1] << 8 | (uint32_t)s.memory[4 * d + 2] << 16 |
-			(uint32_t)s.memory[4 * d + 3] << 24;
+	store_bytes(dw, s.memory, LAYOUT_SIZE);
 }
 
 /* ---- virtio_blk_req: virtio-blk requests of every type, named by recipes only (model/layouts/virtio_blk_req.py) ---- */
@@ -1150,18 +1161,6 @@ static const uint32_t mio_dcmds[][3] = { /* opcode, data bytes, mailbox byte 0 *
 };
 #define MIO_DCMDS (sizeof(mio_dcmds) / sizeof(mio_dcmds[0]))
 
-static void mio_put(uint8_t *buffer, uint64_t at, uint64_t value, unsigned size)
-{
-	for (unsigned i = 0; i < size; i++)
-		buffer[at + i] = (uint8_t)(value >> (8 * i));
-}
-
-static void mio_put_be(uint8_t *buffer, uint64_t at, uint64_t value, unsigned size)
-{
-	for (unsigned i = 0; i < size; i++)
-		buffer[at + i] = (uint8_t)(value >> (8 * (size - 1 - i)));
-}
-
 /* the SGL at `at`: `count` elements covering data_len bytes in the data pages */
 static void mio_sgl(uint8_t *frame, uint64_t at, uint64_t flags, uint64_t data_len, uint64_t word, int broken,
 		    uint64_t count)
@@ -1182,11 +1181,11 @@ static void mio_sgl(uint8_t *frame, uint64_t at, uint64_t flags, uint64_t data_l
 		uint64_t address = broken == MIO_NULL_SGE && i == count - 1 ? 0 : start + piece * i;
 
 		if (size == 8) {
-			mio_put(frame, at + 8 * i, address, 4);
-			mio_put(frame, at + 8 * i + 4, length, 4);
+			put_le(frame + (at + 8 * i), address, 4);
+			put_le(frame + (at + 8 * i + 4), length, 4);
 		} else {
-			mio_put(frame, at + size * i, address, 8);
-			mio_put(frame, at + size * i + 8, length, 4);
+			put_le(frame + (at + size * i), address, 8);
+			put_le(frame + (at + size * i + 8), length, 4);
 		}
 	}
 }
@@ -1213,31 +1212,31 @@ static void mio_frame(uint8_t *frame, uint64_t slot, uint64_t w0, uint64_t w1, u
 
 			data_len = blocks * MIO_BLOCK;
 			if (cdb_len == 6) {
-				mio_put_be(frame, 33, lba, 3);
+				put_be(frame + 33, lba, 3);
 				frame[36] = (uint8_t)blocks;
 			} else if (cdb_len == 10) {
-				mio_put_be(frame, 34, lba, 4);
-				mio_put_be(frame, 39, blocks, 2);
+				put_be(frame + 34, lba, 4);
+				put_be(frame + 39, blocks, 2);
 			} else if (cdb_len == 12) {
-				mio_put_be(frame, 34, lba, 4);
-				mio_put_be(frame, 38, blocks, 4);
+				put_be(frame + 34, lba, 4);
+				put_be(frame + 38, blocks, 4);
 			} else {
-				mio_put_be(frame, 34, lba, 8);
-				mio_put_be(frame, 42, blocks, 4);
+				put_be(frame + 34, lba, 8);
+				put_be(frame + 42, blocks, 4);
 			}
 		} else {
 			data_len = (uint64_t)c->data_len;
 		}
 		flags |= c->out ? MIO_WRITE : MIO_READ;
-		mio_put(frame, 24, sense, 4);
+		put_le(frame + 24, sense, 4);
 		sges = 1 + w2 % 3;
 		mio_sgl(frame, 48, flags, data_len, w2, broken, sges);
 	} else if (kind == 1 || kind == 2) {
 		uint64_t blocks = 1 + ((w1 >> 8) & 7);
 
 		flags |= kind == 2 ? MIO_WRITE : MIO_READ;
-		mio_put(frame, 24, sense, 4);
-		mio_put(frame, 32, (w1 >> 16) & 0xFFFF, 4);
+		put_le(frame + 24, sense, 4);
+		put_le(frame + 32, (w1 >> 16) & 0xFFFF, 4);
 		sges = 1 + w2 % 3;
 		mio_sgl(frame, 40, flags, blocks * MIO_BLOCK, w2, broken, sges);
 		data_len = blocks;
@@ -1246,15 +1245,15 @@ static void mio_frame(uint8_t *frame, uint64_t slot, uint64_t w0, uint64_t w1, u
 
 		data_len = d[1];
 		flags |= MIO_READ;
-		mio_put(frame, 24, d[0], 4);
+		put_le(frame + 24, d[0], 4);
 		frame[28] = (uint8_t)d[2];
 		sges = 1;
 		mio_sgl(frame, 40, flags, data_len, w2, broken, sges);
 	} else {
 		uint64_t other = (w1 >> 8) % MIO_FRAMES;
 
-		mio_put(frame, 28, MIO_CONTEXT_BASE + other + (broken >= 0 ? 1 : 0), 8);
-		mio_put(frame, 36, scratch_base + MIO_FIRST_FRAME + MIO_FRAME_BYTES * other, 8);
+		put_le(frame + 28, MIO_CONTEXT_BASE + other + (broken >= 0 ? 1 : 0), 8);
+		put_le(frame + 36, scratch_base + MIO_FIRST_FRAME + MIO_FRAME_BYTES * other, 8);
 	}
 	if (broken == MIO_BROKEN_COMMAND) {
 		command = 7 + (w2 >> 56) % 249;
@@ -1274,9 +1273,9 @@ static void mio_frame(uint8_t *frame, uint64_t slot, uint64_t w0, uint64_t w1, u
 	frame[5] = (uint8_t)lun;
 	frame[6] = (uint8_t)cdb_len;
 	frame[7] = (uint8_t)sges;
-	mio_put(frame, 8, MIO_CONTEXT_BASE + slot, 8);
-	mio_put(frame, 16, flags | ((w0 >> 16) & 0xFF) << 16, 4);
-	mio_put(frame, 20, data_len, 4);
+	put_le(frame + 8, MIO_CONTEXT_BASE + slot, 8);
+	put_le(frame + 16, flags | ((w0 >> 16) & 0xFF) << 16, 4);
+	put_le(frame + 20, data_len, 4);
 }
 
 static void fill_megasas_io(uint64_t seed, volatile uint32_t *dw)
@@ -1285,16 +1284,14 @@ static void fill_megasas_io(uint64_t seed, volatile uint32_t *dw)
 	uint64_t word = random_word(seed, STRUCT_WORDS);
 
 	memset(bytes, 0, sizeof(bytes)); /* the init frame, queue info, producer, consumer */
-	mio_put(bytes, 8, MIO_CONTEXT_BASE - 1, 8);
-	mio_put(bytes, 24, scratch_base + MIO_QINFO, 4);
-	mio_put(bytes, MIO_QINFO, (word & 1) ? 2 : 0, 4);
-	mio_put(bytes, MIO_QINFO + 4, maybe(word, 4, 4) ? 0xFFFF : MIO_REPLY_ENTRIES, 4);
-	mio_put(bytes, MIO_QINFO + 8, scratch_base + MIO_REPLY_QUEUE, 8);
-	mio_put(bytes, MIO_QINFO + 16, scratch_base + MIO_PRODUCER, 8);
-	mio_put(bytes, MIO_QINFO + 24, scratch_base + MIO_CONSUMER, 8);
-	for (uint64_t i = 0; i < MIO_FRAME_BYTES / 4; i++)
-		dw[i] = (uint32_t)bytes[4 * i] | (uint32_t)bytes[4 * i + 1] << 8 | (uint32_t)bytes[4 * i + 2] << 16 |
-			(uint32_t)bytes[4 * i + 3] << 24;
+	put_le(bytes + 8, MIO_CONTEXT_BASE - 1, 8);
+	put_le(bytes + 24, scratch_base + MIO_QINFO, 4);
+	put_le(bytes + MIO_QINFO, (word & 1) ? 2 : 0, 4);
+	put_le(bytes + (MIO_QINFO + 4), maybe(word, 4, 4) ? 0xFFFF : MIO_REPLY_ENTRIES, 4);
+	put_le(bytes + (MIO_QINFO + 8), scratch_base + MIO_REPLY_QUEUE, 8);
+	put_le(bytes + (MIO_QINFO + 16), scratch_base + MIO_PRODUCER, 8);
+	put_le(bytes + (MIO_QINFO + 24), scratch_base + MIO_CONSUMER, 8);
+	store_bytes(dw, bytes, MIO_FRAME_BYTES);
 	for (uint64_t d = MIO_FRAME_BYTES / 4; d < MIO_FIRST_FRAME / 4; d++)
 		dw[d] = 0; /* the sense buffers */
 	for (uint64_t slot = 0; slot < MIO_FRAMES; slot++) {
@@ -1302,9 +1299,7 @@ static void fill_megasas_io(uint64_t seed, volatile uint32_t *dw)
 
 		mio_frame(bytes, slot, random_word(seed, STRUCT_WORDS + 2 * cell), random_word(seed, STRUCT_WORDS + 2 * cell + 1),
 			  random_word(seed, STRUCT_WORDS + 2 * cell + 2));
-		for (uint64_t i = 0; i < MIO_FRAME_BYTES / 4; i++)
-			dw[at / 4 + i] = (uint32_t)bytes[4 * i] | (uint32_t)bytes[4 * i + 1] << 8 |
-					 (uint32_t)bytes[4 * i + 2] << 16 | (uint32_t)bytes[4 * i + 3] << 24;
+		store_bytes(dw + at / 4, bytes, MIO_FRAME_BYTES);
 	}
 	fill_random_tail(seed, dw, MIO_DATA);
 }
@@ -1351,24 +1346,12 @@ static uint16_t en_checksum(const uint8_t *data, unsigned length)
 	return (uint16_t)~total;
 }
 
-static void en_put_be16(uint8_t *at, uint64_t value)
-{
-	at[0] = (uint8_t)(value >> 8);
-	at[1] = (uint8_t)value;
-}
-
-static void en_put_le(uint8_t *at, uint64_t value, unsigned bytes)
-{
-	for (unsigned i = 0; i < bytes; i++)
-		at[i] = (uint8_t)(value >> (8 * i));
-}
-
 /* Ethernet header from the guest's address; returns its length */
 static unsigned en_ethernet(uint8_t *frame, const uint8_t *destination, uint64_t ethertype)
 {
 	memcpy(frame, destination, 6);
 	memcpy(frame + 6, en_guest_mac, 6);
-	en_put_be16(frame + 12, ethertype);
+	put_be(frame + 12, ethertype, 2);
 	return EN_ETH;
 }
 
@@ -1379,13 +1362,13 @@ static void en_ipv4(uint8_t *frame, uint64_t total, uint64_t ident, uint8_t prot
 
 	memset(ip, 0, EN_IPV4);
 	ip[0] = 0x45;
-	en_put_be16(ip + 2, total);
-	en_put_be16(ip + 4, ident);
+	put_be(ip + 2, total, 2);
+	put_be(ip + 4, ident, 2);
 	ip[8] = 64;
 	ip[9] = protocol;
 	memcpy(ip + 12, source, 4);
 	memcpy(ip + 16, destination, 4);
-	en_put_be16(ip + 10, en_checksum(ip, EN_IPV4));
+	put_be(ip + 10, en_checksum(ip, EN_IPV4), 2);
 }
 
 static unsigned en_arp(uint8_t *frame, uint64_t word)
@@ -1411,11 +1394,11 @@ static unsigned en_icmp(uint8_t *frame, uint64_t word)
 	en_ethernet(frame, en_slirp_mac, 0x0800);
 	memset(icmp, 0, 8);
 	icmp[0] = 8;
-	en_put_be16(icmp + 4, ident);
+	put_be(icmp + 4, ident, 2);
 	icmp[7] = (uint8_t)word;
 	for (unsigned i = 0; i < payload; i++)
 		icmp[8 + i] = (uint8_t)((word >> 32) + i);
-	en_put_be16(icmp + 2, en_checksum(icmp, 8 + payload));
+	put_be(icmp + 2, en_checksum(icmp, 8 + payload), 2);
 	en_ipv4(frame, EN_IPV4 + 8 + payload, ident ^ 0x5A5A, 1, en_guest_ip, en_gateway_ip);
 	return at + 8 + payload;
 }
@@ -1449,10 +1432,10 @@ static unsigned en_dhcp(uint8_t *frame, uint64_t word)
 		o += 4;
 	}
 	bootp[o] = 255;
-	en_put_be16(udp, 68);
-	en_put_be16(udp + 2, 67);
-	en_put_be16(udp + 4, 8 + bootp_length);
-	en_put_be16(udp + 6, 0);
+	put_be(udp, 68, 2);
+	put_be(udp + 2, 67, 2);
+	put_be(udp + 4, 8 + bootp_length, 2);
+	put_be(udp + 6, 0, 2);
 	en_ipv4(frame, EN_IPV4 + 8 + bootp_length, (word >> 8) & 0xFFFF, 17, en_any_ip, en_all_ip);
 	return at + 8 + bootp_length;
 }
@@ -1465,10 +1448,10 @@ static unsigned en_tcp(uint8_t *frame, uint64_t word)
 
 	en_ethernet(frame, en_slirp_mac, 0x0800);
 	memset(tcp, 0, 20);
-	en_put_be16(tcp, 0xC001);
-	en_put_be16(tcp + 2, 1024 + ((word >> 24) & 0x7FFF));
-	en_put_be16(tcp + 4, sequence >> 16);
-	en_put_be16(tcp + 6, sequence);
+	put_be(tcp, 0xC001, 2);
+	put_be(tcp + 2, 1024 + ((word >> 24) & 0x7FFF), 2);
+	put_be(tcp + 4, sequence >> 16, 2);
+	put_be(tcp + 6, sequence, 2);
 	tcp[12] = 0x50;
 	tcp[13] = 0x18;
 	tcp[14] = 0x10;
@@ -1498,10 +1481,10 @@ static void en_descriptor(uint64_t d, uint64_t a, uint64_t b, uint64_t c, uint64
 {
 	uint8_t *at = en_memory + EN_TX_RING + 16 * d;
 
-	en_put_le(at, a, 4);
-	en_put_le(at + 4, b, 4);
-	en_put_le(at + 8, c, 4);
-	en_put_le(at + 12, e, 4);
+	put_le(at, a, 4);
+	put_le(at + 4, b, 4);
+	put_le(at + 8, c, 4);
+	put_le(at + 12, e, 4);
 }
 
 /* the descriptors of the packet that starts at descriptor `first`; returns how many */
@@ -1571,7 +1554,7 @@ static void fill_e1000e_net(uint64_t seed, volatile uint32_t *dw)
 
 	memset(en_memory, 0, sizeof(en_memory));
 	for (uint64_t offset = EN_FRAMES; offset < LAYOUT_SIZE; offset += 8)
-		en_put_le(en_memory + offset, random_word(seed, offset / 8), 8);
+		put_le(en_memory + offset, random_word(seed, offset / 8), 8);
 	for (unsigned f = 0; f < EN_FRAME_COUNT; f++) {
 		uint8_t frame[EN_SLOT * 5];
 		unsigned first = en_frame_slots[f].first;
@@ -1588,12 +1571,10 @@ static void fill_e1000e_net(uint64_t seed, volatile uint32_t *dw)
 			uint64_t buffer = maybe(word, 32 + 4 * j, 4) ? 0 :
 				scratch_base + EN_RX_BUFFERS + ((word >> (8 * j)) & 7) * EN_SLOT;
 
-			en_put_le(en_memory + EN_RX_RING + 32 * e + 8 * j, buffer, 8);
+			put_le(en_memory + EN_RX_RING + 32 * e + 8 * j, buffer, 8);
 		}
 	}
-	for (uint64_t d = 0; d < LAYOUT_DWORDS; d++)
-		dw[d] = (uint32_t)en_memory[4 * d] | (uint32_t)en_memory[4 * d + 1] << 8 |
-			(uint32_t)en_memory[4 * d + 2] << 16 | (uint32_t)en_memory[4 * d + 3] << 24;
+	store_bytes(dw, en_memory, LAYOUT_SIZE);
 }
 
 /* ---- virtio_net_modern (recipe-only): keep identical to model/layouts/virtio_net.py ---- */
@@ -1618,18 +1599,12 @@ static void fill_e1000e_net(uint64_t seed, volatile uint32_t *dw)
 
 static const uint8_t vnm_mac[6] = { 0x52, 0x54, 0x00, 0x12, 0x34, 0x56 };
 
-static void vnm_le(volatile uint8_t *out, uint64_t value, unsigned size)
-{
-	for (unsigned i = 0; i < size; i++)
-		out[i] = (uint8_t)(value >> (8 * i));
-}
-
 static void vnm_descriptor(volatile uint8_t *out, uint64_t address, uint64_t length, uint64_t flags, uint64_t next)
 {
-	vnm_le(out, address, 8);
-	vnm_le(out + 8, length, 4);
-	vnm_le(out + 12, flags, 2);
-	vnm_le(out + 14, next, 2);
+	put_le(out, address, 8);
+	put_le(out + 8, length, 4);
+	put_le(out + 12, flags, 2);
+	put_le(out + 14, next, 2);
 }
 
 /* the first `length` bytes of the words' little-endian bytes */
@@ -1655,12 +1630,12 @@ static uint64_t vnm_rss_config(volatile uint8_t *out, uint64_t word, const uint6
 		if (fault == 3)
 			key_length = VNM_RSS_MAX_KEY + 1;
 	}
-	vnm_le(out, hash_types, 4);
-	vnm_le(out + 4, entries - 1, 2);
-	vnm_le(out + 6, unclassified, 2);
+	put_le(out, hash_types, 4);
+	put_le(out + 4, entries - 1, 2);
+	put_le(out + 6, unclassified, 2);
 	for (at = 8; at < 8 + 2 * entries; at++)
 		out[at] = 0;
-	vnm_le(out + at, max_tx_vq, 2);
+	put_le(out + at, max_tx_vq, 2);
 	out[at + 2] = (uint8_t)key_length;
 	key_length = key_length < VNM_RSS_MAX_KEY ? key_length : VNM_RSS_MAX_KEY;
 	vnm_key(out + at + 3, words, key_length);
@@ -1670,7 +1645,7 @@ static uint64_t vnm_rss_config(volatile uint8_t *out, uint64_t word, const uint6
 /* a MAC table: its entry count, then the MACs (the last byte of entry i from arg) */
 static uint64_t vnm_mac_table(volatile uint8_t *out, uint64_t count, uint64_t first, uint64_t arg)
 {
-	vnm_le(out, count, 4);
+	put_le(out, count, 4);
 	for (uint64_t i = 0; i < count; i++) {
 		for (unsigned b = 0; b < 5; b++)
 			out[4 + 6 * i + b] = vnm_mac[b];
@@ -1703,13 +1678,13 @@ static uint64_t vnm_command(volatile uint8_t *out, const uint64_t *w)
 		out[1] = 1;
 		for (unsigned b = 0; b < 3; b++)
 			out[2 + b] = vnm_mac[b];
-		vnm_le(out + 5, arg & 0xFFFFFF, 3);
+		put_le(out + 5, arg & 0xFFFFFF, 3);
 		return 8;
 	}
 	if (kind < 6) {
 		out[0] = 2;
 		out[1] = (uint8_t)((word >> 8) & 1);
-		vnm_le(out + 2, arg & 0xFFF, 2);
+		put_le(out + 2, arg & 0xFFF, 2);
 		return 4;
 	}
 	if (kind < 8) {
@@ -1725,13 +1700,13 @@ static uint64_t vnm_command(volatile uint8_t *out, const uint64_t *w)
 	if (kind == 12) {
 		out[0] = 4;
 		out[1] = 0;
-		vnm_le(out + 2, maybe(word, 8, 2) ? arg & 0xFFFF : 1, 2);
+		put_le(out + 2, maybe(word, 8, 2) ? arg & 0xFFFF : 1, 2);
 		return 4;
 	}
 	if (kind == 13) {
 		out[0] = 5;
 		out[1] = 0;
-		vnm_le(out + 2, arg & 0x1F, 8);
+		put_le(out + 2, arg & 0x1F, 8);
 		return 10;
 	}
 	out[0] = (uint8_t)((word >> 8) & 7);
@@ -1779,8 +1754,8 @@ static uint64_t vnm_transmit(volatile uint8_t *out, const uint64_t *w)
 		out[i] = 0;
 	if (maybe(word, 0, 4)) {
 		out[0] = 1;
-		vnm_le(out + 6, 14, 2);
-		vnm_le(out + 8, (word >> 8) & 0x3F, 2);
+		put_le(out + 6, 14, 2);
+		put_le(out + 8, (word >> 8) & 0x3F, 2);
 	}
 	if (kind < 3)
 		return VNM_NET_HDR + vnm_arp(frame, gateway, 1, 6, 4);
@@ -1805,10 +1780,10 @@ static uint64_t vnm_transmit(volatile uint8_t *out, const uint64_t *w)
 
 static void vnm_avail(volatile uint8_t *m, uint64_t queue, uint64_t count, uint64_t step)
 {
-	vnm_le(m + queue + VNM_AVAIL, 0, 2);
-	vnm_le(m + queue + VNM_AVAIL + 2, count, 2);
+	put_le(m + queue + VNM_AVAIL, 0, 2);
+	put_le(m + queue + VNM_AVAIL + 2, count, 2);
 	for (uint64_t i = 0; i < (step == 1 ? VNM_QUEUE : VNM_COMMAND_COUNT); i++)
-		vnm_le(m + queue + VNM_AVAIL + 4 + 2 * i, step * i, 2);
+		put_le(m + queue + VNM_AVAIL + 4 + 2 * i, step * i, 2);
 }
 
 static void fill_virtio_net_modern(uint64_t seed, volatile uint32_t *dw)
@@ -1922,12 +1897,6 @@ static uint64_t lsi_lba(uint64_t word)
 	return ((word >> 8) & 0xFFFFFFFFULL) % (LSI_DISK_BLOCKS - 32);
 }
 
-static void put_be(uint8_t *out, uint64_t value, unsigned bytes)
-{
-	for (unsigned i = 0; i < bytes; i++)
-		out[i] = (uint8_t)(value >> (8 * (bytes - 1 - i)));
-}
-
 /* a command descriptor block (16 bytes) from the command table; returns its length */
 static unsigned lsi_cdb(uint64_t w1, uint64_t w2, uint8_t *out)
 {
@@ -1980,17 +1949,6 @@ static unsigned lsi_cdb(uint64_t w1, uint64_t w2, uint8_t *out)
 		break;
 	}
 	return c[1];
-}
-
-static void put_bytes(volatile uint32_t *dw, const uint8_t *bytes, unsigned n)
-{
-	for (unsigned i = 0; i < n; i += 4) {
-		uint32_t v = 0;
-
-		for (unsigned j = 0; j < 4 && i + j < n; j++)
-			v |= (uint32_t)bytes[i + j] << (8 * j);
-		dw[i / 4] = v;
-	}
 }
 
 static void fill_lsi_program(uint64_t p, const uint64_t *w, volatile uint32_t *dw)
@@ -2098,8 +2056,8 @@ static void fill_lsi_program(uint64_t p, const uint64_t *w, volatile uint32_t *d
 		rows[0xB8 / 4] = 0x06; /* ABORT */
 		for (unsigned i = 0; i < LSI_TABLE_BYTES / 4; i++)
 			t[i] = (uint32_t)rows[i];
-		put_bytes(t + 0x40 / 4, message, message_len);
-		put_bytes(t + 0x50 / 4, command, 16);
+		store_bytes(t + 0x40 / 4, message, message_len);
+		store_bytes(t + 0x50 / 4, command, 16);
 	}
 #undef AT
 }
