@@ -45,7 +45,6 @@ _REFERENCE_SEED = 0x5EED5EED5EED5EED
 # since (one only recipes name, such as ehci_msd) is a part of its own in PART_REFERENCE_PLANS, so
 # adding it sets aside no corpus checked against the running hash.
 RUNNING_HASH_LAYOUTS = ("uhci", "ehci", "e1000", "virtio", "nvme", "megasas", "ahci")
-_RUNNING_HASH_LAYOUTS = RUNNING_HASH_LAYOUTS
 _LATER_LAYOUTS = tuple(name for name in LAYOUTS[1:] if name not in RUNNING_HASH_LAYOUTS)
 # Reference plans, in the order the running hash has always taken them: every phase and width, then
 # DMA-aware values, then one plan per device layout (a layout added later goes last).
@@ -57,18 +56,18 @@ REFERENCE_PLANS = (
     RangePlan(4, 0xFEBF0000, 0xFEBF003F, "fingerprint", _REFERENCE_SEED, 8, 4, "mmio", values=dma.VALUES_DMA),
     *(
         RangePlan(5 + n, 0xC000, 0xC01F, "fingerprint", _REFERENCE_SEED, 8, 2, values=dma.VALUES_DMA, layout=layout)
-        for n, layout in enumerate(_RUNNING_HASH_LAYOUTS)
+        for n, layout in enumerate(RUNNING_HASH_LAYOUTS)
     ),
-    RangePlan(6 + len(_RUNNING_HASH_LAYOUTS), 0xC000, 0xC007, "fingerprint", _REFERENCE_SEED, 8, 4, fuzz_only=True),
+    RangePlan(6 + len(RUNNING_HASH_LAYOUTS), 0xC000, 0xC007, "fingerprint", _REFERENCE_SEED, 8, 4, fuzz_only=True),
 )
 # Reference plans of parts added after the running hash was frozen (fixed values): they have a part
 # fingerprint of their own and stay out of ``generator``, which corpus files are checked against -- a new
 # part must not set aside every corpus written before it (their batches make the same ops).
 PART_REFERENCE_PLANS = (
-    RangePlan(7 + len(_RUNNING_HASH_LAYOUTS), 0xC000, 0xC007, "fingerprint", _REFERENCE_SEED, 8, 2, fuzz_only=True,
+    RangePlan(7 + len(RUNNING_HASH_LAYOUTS), 0xC000, 0xC007, "fingerprint", _REFERENCE_SEED, 8, 2, fuzz_only=True,
               fixed=0xA5C3),
     *(
-        RangePlan(8 + len(_RUNNING_HASH_LAYOUTS) + n, 0xC000, 0xC01F, "fingerprint", _REFERENCE_SEED, 8, 2,
+        RangePlan(8 + len(RUNNING_HASH_LAYOUTS) + n, 0xC000, 0xC01F, "fingerprint", _REFERENCE_SEED, 8, 2,
                   values=dma.VALUES_DMA, layout=layout)
         for n, layout in enumerate(_LATER_LAYOUTS)
     ),
@@ -147,7 +146,6 @@ _PARTS_8E95D90 = {
     "layout:megasas": "477f3db9220e3cd4",
     "layout:ahci": "26a56237ad814025",
 }
-_LAYOUTS_IN_ORDER = RUNNING_HASH_LAYOUTS
 # the running hash after each layout's reference plan, in that order
 _LAYOUT_RUNNING_HASHES = (
     "8ebe23bf8112f707", "09e472bc3c231835", "f1d8b54534e4b52f", "6ce65884f9f78938", "6e2be337687b5c7b",
@@ -159,7 +157,7 @@ _HISTORIC_RUNNING_HASHES: dict[str, tuple[str, ...]] = {
     "447309041c86fc80": (PART_OPS,),
     "bf619ad35beb1ffa": (PART_OPS, PART_DMA),
     **{
-        fingerprint: (PART_OPS, PART_DMA, *(layout_part(name) for name in _LAYOUTS_IN_ORDER[: n + 1]))
+        fingerprint: (PART_OPS, PART_DMA, *(layout_part(name) for name in RUNNING_HASH_LAYOUTS[: n + 1]))
         for n, fingerprint in enumerate(_LAYOUT_RUNNING_HASHES)
     },
 }

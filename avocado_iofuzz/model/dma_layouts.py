@@ -24,10 +24,12 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from avocado_iofuzz.model.generator import random_word
-from avocado_iofuzz.model.layouts import e1000e_net, virtio_blk_req, virtio_net
+from avocado_iofuzz.model.layouts import e1000e_net, virtio_blk_req
+from avocado_iofuzz.model.layouts.common import LAYOUT_SIZE, maybe
 from avocado_iofuzz.model.layouts.ehci_msd import ehci_msd
 from avocado_iofuzz.model.layouts.lsi_scripts import LAYOUT_LSI_SCRIPTS, lsi_scripts
 from avocado_iofuzz.model.layouts.megasas_io import megasas_io
+from avocado_iofuzz.model.layouts.virtio_net import LAYOUT_VIRTIO_NET_MODERN, virtio_net_modern_dwords
 
 LAYOUT_GENERIC = "generic"
 LAYOUT_UHCI = "uhci"
@@ -41,7 +43,6 @@ LAYOUT_EHCI_MSD = "ehci_msd"  # only the ehci-msd recipe names it (model/layouts
 LAYOUT_VIRTIO_BLK_REQ = "virtio_blk_req"  # only a recipe names it (model/layouts/virtio_blk_req.py)
 LAYOUT_MEGASAS_IO = "megasas_io"  # recipes only (recipes.toml): MFI frames a driver would post
 LAYOUT_E1000E_NET = "e1000e_net"  # only recipes name it (model/layouts/e1000e_net.py)
-LAYOUT_VIRTIO_NET_MODERN = "virtio_net_modern"  # only virtio-net-modern-* recipes name it (layouts/virtio_net.py)
 # The layouts a RangePlan may carry (its ``layout`` field); the first is the default; the
 # executor's enum follows this order.
 LAYOUTS = (
@@ -53,7 +54,6 @@ LAYOUTS = (
     LAYOUT_VIRTIO_NET_MODERN,
     LAYOUT_LSI_SCRIPTS,  # recipe-only (guided/recipes.toml, lsi-scripts): blind's layout choice never names it
 )  # fmt: skip
-LAYOUT_SIZE = 0x4000  # device layouts are drawn for 16 KiB (the executor refuses another size for them)
 PAGE = 0x1000
 DWORDS = LAYOUT_SIZE // 4
 # First generator word of the structures; words 0..DWORDS-1 feed frame lists dword by dword.
@@ -85,10 +85,6 @@ def _random_tail(dwords: list[int], first_byte: int, seed: int) -> None:
         dwords[d : d + 2] = [word & 0xFFFF_FFFF, word >> 32]
 
 
-def _maybe(word: int, shift: int, bits: int) -> bool:
-    """True one time in 2**bits: the bit field of ``word`` at ``shift`` is zero."""
-    return (word >> shift) & ((1 << bits) - 1) == 0
-
 
 # --- uhci ---------------------------------------------------------------------------
 # Pages 0 and 2: frame lists (1024 link pointers each). Pages 1 and 3: 16-byte
@@ -104,8 +100,8 @@ def _uhci_cell_address(base: int, word: int, qh: bool) -> int:
 
 def uhci_link(base: int, word: int) -> int:
     """A UHCI link pointer: a TD or (one in four) a QH cell; terminate one in 16, depth-first at random."""
-    qh = _maybe(word, 4, 2)
-    terminate = 1 if _maybe(word, 0, 4) else 0
+    qh = maybe(word, 4, 2)
+    terminate = 1 if maybe(word, 0, 4) else 0
     return _uhci_cell_address(base, word, qh) | (2 if qh else 0) | ((word >> 6) & 1) << 2 | terminate
 
 
@@ -113,16 +109,16 @@ def uhci_td(base: int, w0: int, w1: int) -> tuple[int, int, int, int]:
     """A transfer descriptor: active (15 in 16), SETUP/IN/OUT to device 0 endpoint 0 mostly, <= 64 bytes."""
     link = uhci_link(base, w0 & 0xFFFF_FFFF)
     ctrl = UHCI_TD_CERR3 | 0x7FF
-    if not _maybe(w0, 32, 4):
+    if not maybe(w0, 32, 4):
         ctrl |= UHCI_TD_ACTIVE
-    ctrl |= ((w0 >> 36) & 1) << 24 | ((w0 >> 37) & 1) << 29 | (1 << 26 if _maybe(w0, 38, 3) else 0)
+    ctrl |= ((w0 >> 36) & 1) << 24 | ((w0 >> 37) & 1) << 29 | (1 << 26 if maybe(w0, 38, 3) else 0)
     pick = w1 & 7
     pid = (PID_SETUP, PID_SETUP, PID_IN, PID_IN, PID_IN, PID_OUT, PID_OUT, (w1 >> 56) & 0xFF)[pick]
     device = 0 if (w1 >> 5) & 3 else (w1 >> 3) & 3
     endpoint = 0 if (w1 >> 9) & 3 else (w1 >> 7) & 3
     if pid == PID_SETUP:
         maxlen = 7
-    elif _maybe(w1, 18, 4):
+    elif maybe(w1, 18, 4):
         maxlen = 0x7FF  # a null packet
     else:
         maxlen = (w1 >> 12) & 63
@@ -162,21 +158,21 @@ def _ehci_qh_address(base: int, word: int) -> int:
 
 def _ehci_qtd_pointer(base: int, word: int, terminate_bits: int) -> int:
     """A qTD pointer; terminate (bit 0) one time in 2**terminate_bits."""
-    return base + _EHCI_QTD_FIRST + ((word >> 8) & 127) * 32 | (1 if _maybe(word, 0, terminate_bits) else 0)
+    return base + _EHCI_QTD_FIRST + ((word >> 8) & 127) * 32 | (1 if maybe(word, 0, terminate_bits) else 0)
 
 
 def ehci_link(base: int, word: int) -> int:
     """A periodic or horizontal link: a QH (7 in 8, else any type), terminate one in 16."""
-    kind = EHCI_LINK_QH if not _maybe(word, 4, 3) else ((word >> 16) & 3) << 1
-    return _ehci_qh_address(base, word) | kind | (1 if _maybe(word, 0, 4) else 0)
+    kind = EHCI_LINK_QH if not maybe(word, 4, 3) else ((word >> 16) & 3) << 1
+    return _ehci_qh_address(base, word) | kind | (1 if maybe(word, 0, 4) else 0)
 
 
 def ehci_qtd_token(word: int) -> int:
     """A qTD token: active (15 in 16), PID OUT/IN/SETUP, 3 retries, <= 64 bytes (SETUP: 8)."""
     pid = (word >> 4) % 3
-    total = 8 if pid == 2 else (word >> 8) & 127 if _maybe(word, 15, 2) else (word >> 8) & 63
+    total = 8 if pid == 2 else (word >> 8) & 127 if maybe(word, 15, 2) else (word >> 8) & 63
     token = pid << 8 | EHCI_QTD_CERR3 | total << 16 | ((word >> 16) & 1) << 15 | ((word >> 17) & 1) << 31
-    return token | (0 if _maybe(word, 0, 4) else EHCI_QTD_ACTIVE)
+    return token | (0 if maybe(word, 0, 4) else EHCI_QTD_ACTIVE)
 
 
 def _ehci_buffers(base: int, word: int) -> list[int]:
@@ -189,14 +185,14 @@ def ehci_qh(base: int, words: list[int]) -> list[int]:
     w0, w1, w2, w3 = words
     device = 0 if (w0 >> 5) & 3 else (w0 >> 3) & 3
     endpoint = 0 if (w0 >> 9) & 3 else (w0 >> 7) & 3
-    speed = 2 if not _maybe(w0, 11, 2) else (w0 >> 13) & 3
+    speed = 2 if not maybe(w0, 11, 2) else (w0 >> 13) & 3
     maxpacket = (8, 64, 512, 64)[(w0 >> 15) & 3]
-    head = EHCI_QH_HEAD if _maybe(w0, 17, 2) else 0
+    head = EHCI_QH_HEAD if maybe(w0, 17, 2) else 0
     epchar = device | endpoint << 8 | speed << 12 | ((w0 >> 19) & 1) << 14 | head | maxpacket << 16
     epchar |= ((w0 >> 20) & 15) << 28  # NAK reload
-    smask = 0 if _maybe(w0, 24, 1) else (w0 >> 25) & 0xFF
+    smask = 0 if maybe(w0, 24, 1) else (w0 >> 25) & 0xFF
     epcap = smask | (1 + (w0 >> 33) % 3) << 30
-    overlay = ehci_qtd_token(w2 >> 32) if _maybe(w0, 40, 2) else 0  # mostly inactive: the walk fetches next_qtd
+    overlay = ehci_qtd_token(w2 >> 32) if maybe(w0, 40, 2) else 0  # mostly inactive: the walk fetches next_qtd
     return [
         ehci_link(base, w1 & 0xFFFF_FFFF),
         epchar,
@@ -254,8 +250,8 @@ def e1000_descriptor(base: int, w0: int, w1: int) -> list[int]:
         return [14 | 24 << 8 | 33 << 16, 34 | 50 << 8, paylen | tucmd << 24, 54 << 8 | mss << 16]
     address = base + _E1000_BUFFERS + ((w0 >> 8) & 0x7FE)
     length = MIN_FRAME + ((w0 >> 20) & 0x7FF) % (MAX_FRAME - MIN_FRAME + 1)
-    command = TX_IFCS | TX_RS | (0 if _maybe(w0, 32, 2) else TX_EOP)  # one in four continues a packet
-    command |= (TX_VLE if _maybe(w0, 34, 3) else 0) | ((w0 >> 37) & 1) * TX_IC_TSE
+    command = TX_IFCS | TX_RS | (0 if maybe(w0, 32, 2) else TX_EOP)  # one in four continues a packet
+    command |= (TX_VLE if maybe(w0, 34, 3) else 0) | ((w0 >> 37) & 1) * TX_IC_TSE
     special = (w1 >> 16) & 0xFFFF
     if kind < 4:  # legacy
         return [address & 0xFFFF_FFFF, address >> 32, length | command << 24, special << 16]
@@ -307,7 +303,7 @@ def virtio_descriptor(base: int, index: int, w0: int, w1: int) -> list[int]:
     """A random descriptor: chained on (1 in 2) to one of the next 4, device-writable 1 in 2, indirect 1 in 32."""
     flags = (w0 & 1) * VIRTQ_NEXT | ((w0 >> 1) & 1) * VIRTQ_WRITE
     following = (index + 1 + ((w0 >> 8) & 3)) % VIRTIO_QUEUE
-    if _maybe(w0, 2, 5):  # an indirect table: descriptors of the table itself
+    if maybe(w0, 2, 5):  # an indirect table: descriptors of the table itself
         flags = VIRTQ_INDIRECT
         address = base + ((w1 >> 8) & 0xFF) * 16
         length = 16 * (1 + ((w1 >> 16) & 7))
@@ -349,14 +345,14 @@ def _virtio(base: int, seed: int) -> list[int]:
         sector = (word >> 8) & 0xFF
         dwords[4 * cell : 4 * cell + 4] = [request_type, 0, sector, 0]
         shape = _word(seed, STRUCT_WORDS + 2 * cell + 1)
-        if not _maybe(shape, 0, 5):
+        if not maybe(shape, 0, 5):
             first = 4 * VIRTIO_CHAIN * chain
             dwords[first : first + 4 * VIRTIO_CHAIN] = virtio_request(base, chain, request_type, shape)
     head = _word(seed, _VIRTIO_AVAIL_WORDS)
     avail = [head & 1, 1 + ((head >> 8) & 0xFF)]  # flags (NO_INTERRUPT at random), idx 1..256
     for j in range(VIRTIO_QUEUE):  # head indices: a chain's first descriptor, any descriptor one in 32
         word = _word(seed, _VIRTIO_AVAIL_WORDS + 1 + j)
-        avail.append(word & 0xFF if _maybe(word, 8, 5) else VIRTIO_CHAIN * ((word >> 16) % VIRTIO_CHAINS))
+        avail.append(word & 0xFF if maybe(word, 8, 5) else VIRTIO_CHAIN * ((word >> 16) % VIRTIO_CHAINS))
     avail.append((head >> 16) & 0xFF)  # used_event
     avail.append(0)
     first = PAGE // 4
@@ -380,13 +376,13 @@ _NVME_ENTRIES = 128
 def nvme_command(base: int, w0: int, w1: int, w2: int) -> list[int]:
     """A submission queue entry: a known opcode, namespace 1 mostly, PRPs in the scratch memory, small fields."""
     opcode = NVME_OPCODES[w0 & 15]
-    nsid = 0xFFFF_FFFF if _maybe(w0, 4, 4) else 1 if not _maybe(w0, 8, 2) else (w0 >> 10) & 3
+    nsid = 0xFFFF_FFFF if maybe(w0, 4, 4) else 1 if not maybe(w0, 8, 2) else (w0 >> 10) & 3
     if opcode == NVME_CREATE_SQ:
         prp1 = base + ((w1 >> 4) & 1) * PAGE  # the new queue: a page of entries
     elif opcode == NVME_CREATE_CQ:
         prp1 = base + 2 * PAGE
     else:
-        prp1 = base + 3 * PAGE + (((w1 >> 4) & 0xFF) * 4 if _maybe(w1, 12, 2) else 0)
+        prp1 = base + 3 * PAGE + (((w1 >> 4) & 0xFF) * 4 if maybe(w1, 12, 2) else 0)
     prp2 = base + ((w1 >> 16) & 3) * PAGE
     cdw10 = (w2 & 3) | ((w2 >> 8) & 0x3F) << 16  # CNS, log page, feature, queue id or LBA; a size
     cdw11 = 1 | ((w2 >> 16) & 3) << 16  # physically contiguous, completion queue 0-3
@@ -425,7 +421,7 @@ def megasas_frame(base: int, w0: int, w1: int) -> list[int]:
     command = MFI_COMMANDS[w0 & 7]
     target = 0 if (w0 >> 3) & 3 else (w0 >> 5) & 3
     cdb_len = (6, 10, 12, 16)[(w0 >> 7) & 3]
-    sges = 1 if not _maybe(w0, 9, 2) else (w0 >> 11) & 3
+    sges = 1 if not maybe(w0, 9, 2) else (w0 >> 11) & 3
     flags = ((w0 >> 13) & 1) * MFI_FRAME_SGL64 | (0x10 if (w0 >> 14) & 1 else 0x08)
     data_len = 512 * (1 + ((w0 >> 15) & 7))
     data = base + _MFI_DATA  # the whole of page 3: 4096 bytes
@@ -474,8 +470,8 @@ _AHCI_DATA = 0x3000
 
 def ahci_header(base: int, word: int) -> list[int]:
     """A command header: a 5-dword FIS, ATAPI 1 in 8, write and prefetch at random, 1-8 PRD entries."""
-    flags = 5 | (0x20 if _maybe(word, 0, 3) else 0) | ((word >> 3) & 1) << 6 | ((word >> 4) & 1) << 7
-    prdtl = 1 + ((word >> 5) & 7 if _maybe(word, 8, 1) else (word >> 5) & 1)
+    flags = 5 | (0x20 if maybe(word, 0, 3) else 0) | ((word >> 3) & 1) << 6 | ((word >> 4) & 1) << 7
+    prdtl = 1 + ((word >> 5) & 7 if maybe(word, 8, 1) else (word >> 5) & 1)
     table = base + _AHCI_TABLES + ((word >> 16) & 31) * 256
     return [flags | prdtl << 16, 0, table & 0xFFFF_FFFF, table >> 32, 0, 0, 0, 0]
 
@@ -522,11 +518,9 @@ _DEVICE_LAYOUTS: dict[str, Callable[[int, int], list[int]]] = {
     LAYOUT_VIRTIO_BLK_REQ: _virtio_blk_req,
     LAYOUT_MEGASAS_IO: megasas_io,
     LAYOUT_E1000E_NET: e1000e_net.build,
+    LAYOUT_VIRTIO_NET_MODERN: virtio_net_modern_dwords,
     LAYOUT_LSI_SCRIPTS: lsi_scripts,
 }
-
-assert virtio_net.LAYOUT_VIRTIO_NET_MODERN == LAYOUT_VIRTIO_NET_MODERN and virtio_net.SIZE == LAYOUT_SIZE
-_DEVICE_LAYOUTS[LAYOUT_VIRTIO_NET_MODERN] = virtio_net.virtio_net_modern_dwords
 
 
 def layout_fill(layout: str, base: int, seed: int) -> bytes:

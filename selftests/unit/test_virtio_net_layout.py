@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 
+from avocado_iofuzz.model.layouts.common import LAYOUT_SIZE
 from avocado_iofuzz.model.layouts.virtio_net import (
     ACKS,
     AVAIL,
@@ -20,11 +21,11 @@ from avocado_iofuzz.model.layouts.virtio_net import (
     QUEUE_SIZE,
     RSS_MAX_KEY,
     RX_QUEUE,
-    SIZE,
     TX_QUEUE,
     virtio_net_modern,
 )
 
+SIZE = LAYOUT_SIZE
 BASE = 0x7000000
 SEEDS = range(64)
 

@@ -28,10 +28,10 @@ computes the same bytes.
 from __future__ import annotations
 
 from avocado_iofuzz.model.generator import random_word
+from avocado_iofuzz.model.layouts.common import LAYOUT_SIZE, dwords_of, maybe
 
-SIZE = 0x4000
 PAGE = 0x1000
-STRUCT_WORDS = SIZE // 4  # structures read generator words from here (cell c: STRUCT_WORDS + 2c, + 1)
+STRUCT_WORDS = LAYOUT_SIZE // 4  # structures read generator words from here (cell c: STRUCT_WORDS + 2c, + 1)
 TX_RING, RX_RING, FRAMES, RX_BUFFERS = 0x0000, 0x1000, 0x2000, 0x3000
 TX_DESCRIPTORS = 256
 RX_DESCRIPTORS = 128  # 32-byte packet-split descriptors
@@ -67,9 +67,6 @@ def _word(seed: int, k: int) -> int:
     return random_word(seed, k)
 
 
-def _maybe(word: int, shift: int, bits: int) -> bool:
-    return (word >> shift) & ((1 << bits) - 1) == 0
-
 
 def checksum(data: bytes | bytearray) -> int:
     """The Internet checksum (RFC 1071) of ``data``: one's complement of the one's complement sum of 16-bit words."""
@@ -99,7 +96,7 @@ def _ethernet(destination: bytes, ethertype: int) -> bytearray:
 
 def arp_request(word: int) -> bytes:
     """Who has 10.0.2.2 (10.0.2.3 one time in four), tell 10.0.2.15; padded to the 60-byte minimum."""
-    target = DNS_IP if _maybe(word, 0, 2) else GATEWAY_IP
+    target = DNS_IP if maybe(word, 0, 2) else GATEWAY_IP
     frame = _ethernet(BROADCAST_MAC, 0x0806)
     frame += bytes((0, 1, 8, 0, 6, 4, 0, 1)) + GUEST_MAC + GUEST_IP + bytes(6) + target
     return bytes(frame + bytes(60 - len(frame)))
@@ -119,7 +116,7 @@ def icmp_echo(word: int) -> bytes:
 
 def dhcp_discover(word: int) -> bytes:
     """A DHCP DISCOVER (REQUEST for 10.0.2.15 one time in four) from 0.0.0.0 to the broadcast address, UDP sum 0."""
-    request = _maybe(word, 0, 2)
+    request = maybe(word, 0, 2)
     xid = (word >> 32).to_bytes(4, "big")
     bootp = bytearray(bytes((1, 1, 6, 0)) + xid + bytes(20) + GUEST_MAC + bytes(10 + 64 + 128))
     bootp += bytes((99, 130, 83, 99, 53, 1, 3 if request else 1))
@@ -154,7 +151,7 @@ def _frame_word(first_slot: int, seed: int) -> int:
 def slot_frame(kind: str, first_slot: int, seed: int) -> bytes | None:
     """The frame of a slot, or None when it stays random bytes (one in eight)."""
     word = _frame_word(first_slot, seed)
-    if _maybe(word, 61, 3):
+    if maybe(word, 61, 3):
         return None
     return _BUILDERS[kind](word)
 
@@ -163,7 +160,7 @@ def _context(kind: str, payload_length: int, word: int) -> bytes:
     """A context descriptor for a frame of ``kind``: IP and L4 checksum offsets; TCP with TSO at random."""
     l4 = ETH + IPV4
     sum_at = {ICMP: l4 + 2, DHCP: l4 + 6, TCP: l4 + 16, ARP: l4 + 2}[kind]
-    tso = kind == TCP and not _maybe(word, 40, 1)
+    tso = kind == TCP and not maybe(word, 40, 1)
     tucmd = CMD_DEXT | CMD_RS | TUCMD_IP | (TUCMD_TCP if kind == TCP else 0) | (CMD_IC_TSE if tso else 0)
     header = l4 + TCP_HEADER
     mss = 64 + ((word >> 41) & 0x1FF)
@@ -182,7 +179,7 @@ def _tx_packet(base: int, seed: int, first: int, lengths: list[int]) -> list[byt
     w0, w1 = _word(seed, STRUCT_WORDS + 2 * first), _word(seed, STRUCT_WORDS + 2 * first + 1)
     style = (w0 >> 4) & 7
     if style == 7:  # malformed: any address in the scratch memory, any length and command
-        address = base + (w1 & (SIZE - 1))
+        address = base + (w1 & (LAYOUT_SIZE - 1))
         return [_dwords_le(address, address >> 32, w1 >> 32 & 0xFFFF_0000 | (w1 >> 16) & 0x3FFF, w0 >> 32)]
     pick = (w0 & 0xF) % len(FRAME_SLOTS)
     kind, slot, _ = FRAME_SLOTS[pick]
@@ -190,7 +187,7 @@ def _tx_packet(base: int, seed: int, first: int, lengths: list[int]) -> list[byt
     address = base + FRAMES + slot * SLOT
     cut = ETH + (w0 >> 16) % (length - ETH) if (w0 >> 8) & 1 else length  # split in two one time in two
     pieces = [(address, cut), (address + cut, length - cut)] if cut < length else [(address, length)]
-    vlan = CMD_VLE if _maybe(w0, 9, 3) else 0
+    vlan = CMD_VLE if maybe(w0, 9, 3) else 0
     special = (w1 >> 48) & 0xFFFF
     descriptors: list[bytes] = []
     if style < 3:  # legacy: ICMP and TCP insert their checksum one time in two (IC: no pseudo header, UDP's breaks)
@@ -203,7 +200,7 @@ def _tx_packet(base: int, seed: int, first: int, lengths: list[int]) -> list[byt
             descriptors.append(_dwords_le(at, at >> 32, lower, (ETH + IPV4) << 8 | special << 16))
         return descriptors
     descriptors.append(_context(kind, length, w1))
-    tso = kind == TCP and not _maybe(w1, 40, 1)
+    tso = kind == TCP and not maybe(w1, 40, 1)
     popts = POPTS_IXSM | POPTS_TXSM if style != 6 else (w1 >> 20) & 3
     for n, (at, size) in enumerate(pieces):
         last = n == len(pieces) - 1
@@ -214,8 +211,8 @@ def _tx_packet(base: int, seed: int, first: int, lengths: list[int]) -> list[byt
 
 def build(base: int, seed: int) -> list[int]:
     """The layout's 4096 dwords at guest-physical ``base`` for fill seed ``seed``."""
-    memory = bytearray(SIZE)
-    for offset in range(FRAMES, SIZE, 8):  # frames and receive buffers start as random bytes
+    memory = bytearray(LAYOUT_SIZE)
+    for offset in range(FRAMES, LAYOUT_SIZE, 8):  # frames and receive buffers start as random bytes
         memory[offset : offset + 8] = _word(seed, offset // 8).to_bytes(8, "little")
     lengths = []
     for kind, first, _ in FRAME_SLOTS:
@@ -233,7 +230,7 @@ def build(base: int, seed: int) -> list[int]:
     for e in range(RX_DESCRIPTORS):
         word = _word(seed, STRUCT_WORDS + 2 * ((RX_RING + 32 * e) // 16))
         for j in range(4):
-            buffer = 0 if _maybe(word, 32 + 4 * j, 4) else base + RX_BUFFERS + ((word >> 8 * j) & 7) * SLOT
+            buffer = 0 if maybe(word, 32 + 4 * j, 4) else base + RX_BUFFERS + ((word >> 8 * j) & 7) * SLOT
             at = RX_RING + 32 * e + 8 * j
             memory[at : at + 8] = buffer.to_bytes(8, "little")
-    return [int.from_bytes(memory[i : i + 4], "little") for i in range(0, SIZE, 4)]
+    return dwords_of(memory)

@@ -51,8 +51,8 @@ from __future__ import annotations
 import itertools
 
 from avocado_iofuzz.model.generator import random_word
+from avocado_iofuzz.model.layouts.common import LAYOUT_SIZE, dwords_of
 
-LAYOUT_SIZE = 0x4000
 QH_AREA, QTD_AREA, BULK_QTD_AREA, SETUP_AREA, CBW_AREA = 0x0000, 0x1000, 0x1800, 0x2000, 0x2800
 BULK_QTD_SLOT, BULK_IN_QTDS = 0x100, 0x80  # a slot's OUT qTDs, then (at +0x80) its IN qTDs
 DATA_AREA, CSW_AREA, CONTROL_DATA = 0x3000, 0x3800, 0x3C00
@@ -267,4 +267,4 @@ def ehci_msd(base: int, seed: int) -> list[int]:
         detail = random_word(seed, STRUCT_WORDS + 16 + slot)
         command_slot(schedule, slot, 2 + 3 * slot, device, word, detail)
     memory = schedule.memory
-    return [int.from_bytes(memory[at : at + 4], "little") for at in range(0, LAYOUT_SIZE, 4)]
+    return dwords_of(memory)

@@ -42,10 +42,10 @@ reads words ``STRUCT_WORDS + 16 p + j`` (j < 4). The C executor's
 from __future__ import annotations
 
 from avocado_iofuzz.model.generator import random_word
+from avocado_iofuzz.model.layouts.common import LAYOUT_SIZE, dwords_of, maybe
 
 LAYOUT_LSI_SCRIPTS = "lsi_scripts"
-SIZE = 0x4000
-DWORDS = SIZE // 4
+DWORDS = LAYOUT_SIZE // 4
 STRUCT_WORDS = DWORDS
 PROGRAMS = 16
 PROGRAM_BYTES = 0x200
@@ -119,9 +119,6 @@ PREFIXES = (
 )  # fmt: skip
 
 
-def _maybe(word: int, shift: int, bits: int) -> bool:
-    return (word >> shift) & ((1 << bits) - 1) == 0
-
 
 def blocks(word: int) -> int:
     """A transfer length in blocks: 1-8 mostly, 0 one in 16, 9-31 one in 8, a large one one in 16."""
@@ -137,14 +134,14 @@ def blocks(word: int) -> int:
 
 def lba(word: int) -> int:
     """An LBA inside the disk (7 in 8), else at or past its end."""
-    if _maybe(word, 0, 3):
+    if maybe(word, 0, 3):
         return (DISK_BLOCKS - 1, DISK_BLOCKS, 0xFFFF_FFFF, DISK_BLOCKS + ((word >> 8) & 0xFFFF))[(word >> 3) & 3]
     return ((word >> 8) & 0xFFFF_FFFF) % (DISK_BLOCKS - 32)
 
 
 def cdb(w1: int, w2: int) -> tuple[list[int], int]:
     """A command descriptor block (16 bytes, zero padded) and its length, from the command table."""
-    pick = READ_WRITE[(w1 >> 6) & 7] if _maybe(w1, 5, 1) else w1 & 31
+    pick = READ_WRITE[(w1 >> 6) & 7] if maybe(w1, 5, 1) else w1 & 31
     opcode, length, form, fixed, random_bits, page_kind = COMMANDS[pick]
     out = [0] * 16
     out[0] = opcode
@@ -183,9 +180,8 @@ def cdb(w1: int, w2: int) -> tuple[list[int], int]:
 
 def _put_bytes(dwords: list[int], at: int, data: list[int]) -> None:
     """Little-endian bytes at byte offset ``at`` (a multiple of 4) of the layout."""
-    padded = data + [0] * (-len(data) % 4)
-    for i in range(0, len(padded), 4):
-        dwords[(at + i) // 4] = int.from_bytes(bytes(padded[i : i + 4]), "little")
+    words = dwords_of(bytes(data))
+    dwords[at // 4 : at // 4 + len(words)] = words
 
 
 def _program(base: int, p: int, words: list[int]) -> tuple[list[int], list[int]]:
@@ -198,14 +194,14 @@ def _program(base: int, p: int, words: list[int]) -> tuple[list[int], list[int]]
         return prog + 4 * label
 
     start = p % CHAIN_STARTS == 0  # where a recipe starts SCRIPTS: never malformed, never the last
-    malformed = not start and _maybe(w0, 20, 3)
+    malformed = not start and maybe(w0, 20, 3)
     kind = (w0 >> 23) & 3 if malformed else -1
-    pmj = not _maybe(w0, 0, 4)
+    pmj = not maybe(w0, 0, 4)
     target = (w0 >> 10) & 7 if kind == 3 else 0
-    lun = (w0 >> 31) & 7 if _maybe(w0, 28, 3) else 0
-    tagged = _maybe(w0, 26, 2)
-    data_count = BUFFER_BYTES if not _maybe(w0, 14, 2) else 512 * (1 + ((w0 >> 16) & 7))
-    last = p == PROGRAMS - 1 or (not start and _maybe(w0, 13, 4))
+    lun = (w0 >> 31) & 7 if maybe(w0, 28, 3) else 0
+    tagged = maybe(w0, 26, 2)
+    data_count = BUFFER_BYTES if not maybe(w0, 14, 2) else 512 * (1 + ((w0 >> 16) & 7))
+    last = p == PROGRAMS - 1 or (not start and maybe(w0, 13, 4))
     msg_phase, cmd_phase = (COMMAND, MSG_OUT) if kind == 0 else (MSG_OUT, COMMAND)
 
     code = [
@@ -215,7 +211,7 @@ def _program(base: int, p: int, words: list[int]) -> tuple[list[int], list[int]]
         0xF1C0_0004, T_PMJAD,  # LOAD PMJAD1, 4 bytes, DSA-relative: the STATUS label
         0x7856_0000 | (0x80 if pmj else 0) << 8, 0,  # MOVE 0x80 TO CCNTL0: jump on phase mismatch
     ]
-    if _maybe(w0, 3, 2):  # MOVE MEMORY: a copy of the CDB (at most 16 bytes)
+    if maybe(w0, 3, 2):  # MOVE MEMORY: a copy of the CDB (at most 16 bytes)
         code += [0xC000_0000 | (1 + ((w0 >> 44) & 15)), table + T_CDB, table + T_COPY]
     else:  # a NOP, then an empty dword (the chip skips it)
         code += [0x8000_0000, 0, 0]
@@ -276,7 +272,7 @@ def _program(base: int, p: int, words: list[int]) -> tuple[list[int], list[int]]
     assert len(code) == PROGRAM_DWORDS
 
     identify = (0xC0 if (w0 >> 34) & 1 else 0x80) | lun
-    message = [*PREFIXES[(w3 & 15) % len(PREFIXES)]] if _maybe(w3, 4, 2) or kind == 1 else []
+    message = [*PREFIXES[(w3 & 15) % len(PREFIXES)]] if maybe(w3, 4, 2) or kind == 1 else []
     message += [identify] + ([0x20, (w0 >> 40) & 0xFF] if tagged else [])
     command, length = cdb(w1, w2)
     if kind == 2:

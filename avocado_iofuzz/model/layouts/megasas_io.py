@@ -30,9 +30,9 @@ same bytes.
 from __future__ import annotations
 
 from avocado_iofuzz.model.generator import random_word
+from avocado_iofuzz.model.layouts.common import LAYOUT_SIZE, dwords_of, maybe
 
-LAYOUT_BYTES = 0x4000
-STRUCT_WORDS = LAYOUT_BYTES // 4
+STRUCT_WORDS = LAYOUT_SIZE // 4
 QINFO, PRODUCER, CONSUMER, SENSE = 0x40, 0x60, 0x64, 0x80
 SENSE_BYTES = 32
 FIRST_FRAME, FRAME_BYTES, FRAMES = 0x100, 128, 62
@@ -127,9 +127,6 @@ DCMDS: tuple[tuple[int, int, int], ...] = (
 BROKEN_COMMAND, BROKEN_TARGET, BROKEN_CDB_LEN, NO_SGE, MANY_SGES, NULL_SGE, SHORT_SGL, LONG_SGL = range(8)
 
 
-def _maybe(word: int, shift: int, bits: int) -> bool:
-    return (word >> shift) & ((1 << bits) - 1) == 0
-
 
 def _put(buffer: bytearray, at: int, value: int, size: int = 4) -> None:
     buffer[at : at + size] = (value & ((1 << (8 * size)) - 1)).to_bytes(size, "little")
@@ -185,7 +182,7 @@ def megasas_io_frame(base: int, slot: int, w0: int, w1: int, w2: int) -> bytes:
     """The 128 bytes of the frame in ``slot``."""
     frame = bytearray(FRAME_BYTES)
     kind = FRAME_KINDS[w0 & 15]
-    broken = (w0 >> 7) & 7 if _maybe(w0, 4, 3) else -1
+    broken = (w0 >> 7) & 7 if maybe(w0, 4, 3) else -1
     flags = (0, FLAG_SGL64, FLAG_IEEE | FLAG_SGL64, FLAG_SGL64)[(w0 >> 10) & 3] | ((w0 >> 12) & 1) * FLAG_SENSE64
     sense = base + SENSE + ((w0 >> 13) & 3) * SENSE_BYTES
     target, lun, sges = 0, 0, 0
@@ -241,7 +238,7 @@ def megasas_io_init(base: int, word: int) -> bytes:
     head = bytearray(0x80)
     _put(head, 8, CONTEXT_BASE - 1, 8)
     _put(head, 24, base + QINFO)
-    entries = 0xFFFF if _maybe(word, 4, 4) else REPLY_ENTRIES
+    entries = 0xFFFF if maybe(word, 4, 4) else REPLY_ENTRIES
     _put(head, QINFO, QUEUE_CONTEXT64 if word & 1 else 0)
     _put(head, QINFO + 4, entries)
     _put(head, QINFO + 8, base + REPLY_QUEUE, 8)
@@ -252,12 +249,12 @@ def megasas_io_init(base: int, word: int) -> bytes:
 
 def megasas_io(base: int, seed: int) -> list[int]:
     """The layout's dwords for the fill seed (see the module docstring)."""
-    memory = bytearray(LAYOUT_BYTES)
+    memory = bytearray(LAYOUT_SIZE)
     memory[0:0x80] = megasas_io_init(base, random_word(seed, STRUCT_WORDS))
     for slot in range(FRAMES):
         at = FIRST_FRAME + FRAME_BYTES * slot
         words = [random_word(seed, STRUCT_WORDS + 2 * (at // 16) + j) for j in range(3)]
         memory[at : at + FRAME_BYTES] = megasas_io_frame(base, slot, *words)
-    for d in range(DATA // 4, LAYOUT_BYTES // 4, 2):
+    for d in range(DATA // 4, LAYOUT_SIZE // 4, 2):
         _put(memory, 4 * d, random_word(seed, d // 2), 8)
-    return [int.from_bytes(memory[i : i + 4], "little") for i in range(0, LAYOUT_BYTES, 4)]
+    return dwords_of(memory)

@@ -36,6 +36,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from avocado_iofuzz.model.layouts.common import maybe
+
 QUEUE = 256
 SLOTS = 85  # requests, three descriptors each (the last descriptor stays zero)
 AVAIL = 0x1000
@@ -59,9 +61,6 @@ TYPES = (
     T_WRITE_ZEROES, T_SCSI, 10, 5, ANY_TYPE,
 )  # fmt: skip
 
-
-def _maybe(word: int, shift: int, bits: int) -> bool:
-    return (word >> shift) & ((1 << bits) - 1) == 0
 
 
 def _sector(word: int, blocks: int) -> int:
@@ -87,7 +86,7 @@ def request_type(w0: int, previous: int) -> int:
         chosen = TYPES[w0 & 15]
         if chosen == ANY_TYPE:
             chosen = (w0 >> 32) & 0xFFFF_FFFF
-    return chosen | T_BARRIER if _maybe(w0, 5, 5) else chosen
+    return chosen | T_BARRIER if maybe(w0, 5, 5) else chosen
 
 
 def _descriptor(address: int, length: int, flags: int, following: int) -> list[int]:
@@ -107,26 +106,26 @@ def build(base: int, seed: int, word: Callable[[int, int], int], struct_words: i
         previous, next_sector = plain, sector + blocks
         header = HEADERS + HEADER_BYTES * j
         dwords[header // 4 : header // 4 + 4] = [kind, 0, sector & 0xFFFF_FFFF, sector >> 32]
-        header_length = (w1 >> 40) & 15 if _maybe(w0, 40, 6) else HEADER_BYTES  # too short (see the docstring)
-        whole = not _maybe(w0, 46, 4)
+        header_length = (w1 >> 40) & 15 if maybe(w0, 40, 6) else HEADER_BYTES  # too short (see the docstring)
+        whole = not maybe(w0, 46, 4)
         length = SECTOR * blocks if whole else 1 + ((w1 >> 48) & 0x1FE)  # not whole sectors 1 in 16
         data = base + DATA + (SECTOR if whole and blocks == 1 and (w0 >> 11) & 1 else 0)
         if plain in (T_FLUSH, 5):
             middle: list[tuple[int, int, int]] = []
         elif plain in (T_DISCARD, T_WRITE_ZEROES, 10):
             segment = SEGMENTS + 16 * j
-            count = 1 + (w1 & 0xFF) if not _maybe(w1, 8, 4) else 0xFFFF_FF00 | (w1 & 0xFF)  # past the limit
-            flags = UNMAP * ((w1 >> 12) & 1) | (2 if _maybe(w1, 13, 4) else 0)  # an unknown flag 1 in 16
+            count = 1 + (w1 & 0xFF) if not maybe(w1, 8, 4) else 0xFFFF_FF00 | (w1 & 0xFF)  # past the limit
+            flags = UNMAP * ((w1 >> 12) & 1) | (2 if maybe(w1, 13, 4) else 0)  # an unknown flag 1 in 16
             segment_sector = _sector(w1 >> 16, 1) if (w1 >> 17) & 1 else _sector(w0, 1)
             dwords[segment // 4 : segment // 4 + 4] = [segment_sector & 0xFFFF_FFFF, segment_sector >> 32, count, flags]
-            segments = 2 if _maybe(w1, 24, 3) else 1  # two segments: refused
+            segments = 2 if maybe(w1, 24, 3) else 1  # two segments: refused
             middle = [(base + segment, 16 * segments, 0)]
         else:  # IN, GET_ID and what the device refuses take a writable buffer, OUT a readable one
             writable = 0 if plain == T_OUT else WRITE
             middle = [(data, length, writable)]
         parts = [(base + header, header_length, 0), *middle, (base + STATUS + j, 1, WRITE)]
         first = 3 * j
-        if j < INDIRECT_SLOTS and _maybe(w1, 28, 4):  # through a table of its own: next indices count from 0
+        if j < INDIRECT_SLOTS and maybe(w1, 28, 4):  # through a table of its own: next indices count from 0
             table = TABLES + 48 * j
             for n, (address, size, flags) in enumerate(parts):
                 chained = NEXT if n + 1 < len(parts) else 0

@@ -31,9 +31,9 @@ address stays inside the scratch memory. ``executor/iofuzz_exec.c``
 from __future__ import annotations
 
 from avocado_iofuzz.model.generator import random_word
+from avocado_iofuzz.model.layouts.common import LAYOUT_SIZE, dwords_of, maybe
 
 LAYOUT_VIRTIO_NET_MODERN = "virtio_net_modern"
-SIZE = 0x4000
 QUEUE_SIZE = 16  # what the recipes write to queue_size: 16-entry queues
 RX_QUEUE, TX_QUEUE, CTRL_QUEUE = 0x000, 0x400, 0x800  # descriptor tables; available ring +0x100, used +0x200
 AVAIL, USED = 0x100, 0x200
@@ -60,10 +60,6 @@ GUEST_IP = bytes((10, 0, 2, 15))
 GATEWAY_IP, DNS_IP, OUTSIDE_NET = bytes((10, 0, 2, 2)), bytes((10, 0, 2, 3)), bytes((192, 0, 2))
 
 
-def _maybe(word: int, shift: int, bits: int) -> bool:
-    """True one time in 2**bits."""
-    return (word >> shift) & ((1 << bits) - 1) == 0
-
 
 def _le(value: int, size: int) -> bytes:
     return value.to_bytes(size, "little")
@@ -83,7 +79,7 @@ def _rss_config(word: int, words: list[int]) -> bytes:
     hash_types = ((word >> 16) & 0x1FF) | 1
     key_length = 1 + (word >> 32) % RSS_MAX_KEY
     unclassified, max_tx_vq = 0, 1
-    if _maybe(word, 40, 3):  # one of: a table size not a power of two, no such queue, no pairs, a long key
+    if maybe(word, 40, 3):  # one of: a table size not a power of two, no such queue, no pairs, a long key
         fault = (word >> 44) & 3
         entries = 3 if fault == 0 else entries
         unclassified = 1 if fault == 1 else 0
@@ -111,13 +107,13 @@ def control_command(words: list[int]) -> bytes:
     if kind < 6:  # VLAN filter: add or delete an id
         return bytes((CTRL_VLAN, (word >> 8) & 1)) + _le(arg & 0xFFF, 2)
     if kind < 8:  # announce acknowledgement (one in 4 another command)
-        return bytes((CTRL_ANNOUNCE, 0 if not _maybe(word, 8, 2) else (word >> 12) & 3))
+        return bytes((CTRL_ANNOUNCE, 0 if not maybe(word, 8, 2) else (word >> 12) & 3))
     if kind < 11 or kind == 14:  # RSS configuration
         return bytes((CTRL_MQ, MQ_RSS_CONFIG)) + _rss_config(word, words[2:8])
     if kind == 11:  # hash report configuration (the same layout; the row does not offer hash reports)
         return bytes((CTRL_MQ, MQ_HASH_CONFIG)) + _rss_config(word, words[2:8])
     if kind == 12:  # queue pairs: 1, or (one in 4) any
-        return bytes((CTRL_MQ, MQ_VQ_PAIRS_SET)) + _le(1 if not _maybe(word, 8, 2) else arg & 0xFFFF, 2)
+        return bytes((CTRL_MQ, MQ_VQ_PAIRS_SET)) + _le(1 if not maybe(word, 8, 2) else arg & 0xFFFF, 2)
     if kind == 13:  # guest offloads: checksum, TSO4/6, ECN, UFO bits
         return bytes((CTRL_GUEST_OFFLOADS, 0)) + _le(arg & 0x1F, 8)
     # a command of any class, with random data
@@ -133,7 +129,7 @@ def transmit_buffer(words: list[int]) -> bytes:
     """A virtio-net header and a frame from 4 generator words: mostly ARP requests the backend answers."""
     word = words[0]
     header = bytearray(NET_HDR)
-    if _maybe(word, 0, 4):  # NEEDS_CSUM with an offset in the frame (checksum offload is not negotiated)
+    if maybe(word, 0, 4):  # NEEDS_CSUM with an offset in the frame (checksum offload is not negotiated)
         header[0] = 1
         header[6:8] = _le(14, 2)
         header[8:10] = _le((word >> 8) & 0x3F, 2)
@@ -155,7 +151,7 @@ def transmit_buffer(words: list[int]) -> bytes:
 
 def virtio_net_modern(base: int, seed: int) -> bytes:
     """The layout's 16 KiB at guest-physical ``base`` for the fill seed ``seed``."""
-    memory = bytearray(SIZE)
+    memory = bytearray(LAYOUT_SIZE)
 
     def put(at: int, data: bytes) -> None:
         memory[at : at + len(data)] = data
@@ -165,8 +161,8 @@ def virtio_net_modern(base: int, seed: int) -> bytes:
 
     for i in range(QUEUE_SIZE):  # receive: one writable buffer each; a short or readable one now and then
         word = random_word(seed, _W_RX + i)
-        length = BUFFER if not _maybe(word, 0, 4) else (word >> 8) & 0xFF
-        flags = DESC_WRITE if not _maybe(word, 16, 5) else 0
+        length = BUFFER if not maybe(word, 0, 4) else (word >> 8) & 0xFF
+        flags = DESC_WRITE if not maybe(word, 16, 5) else 0
         put(RX_QUEUE + 16 * i, _descriptor(base + RX_BUFFERS + BUFFER * i, length, flags))
     avail(RX_QUEUE, QUEUE_SIZE, list(range(QUEUE_SIZE)))
 
@@ -175,7 +171,7 @@ def virtio_net_modern(base: int, seed: int) -> bytes:
         data = transmit_buffer(words)
         buffer = base + FRAMES + BUFFER * i
         put(FRAMES + BUFFER * i, data)
-        if _maybe(words[0], 40, 2):
+        if maybe(words[0], 40, 2):
             table = INDIRECT + 32 * i
             put(
                 table,
@@ -183,7 +179,7 @@ def virtio_net_modern(base: int, seed: int) -> bytes:
             )
             put(TX_QUEUE + 16 * i, _descriptor(base + table, 32, DESC_INDIRECT))
         else:
-            flags = 0 if not _maybe(words[0], 42, 5) else DESC_WRITE  # one in 32: a header the device may not read
+            flags = 0 if not maybe(words[0], 42, 5) else DESC_WRITE  # one in 32: a header the device may not read
             put(TX_QUEUE + 16 * i, _descriptor(buffer, len(data), flags))
     sent = 1 + random_word(seed, _W_AVAIL) % QUEUE_SIZE
     avail(TX_QUEUE, sent, list(range(QUEUE_SIZE)))
@@ -192,7 +188,7 @@ def virtio_net_modern(base: int, seed: int) -> bytes:
         words = [random_word(seed, _W_COMMANDS + 8 * k + j) for j in range(8)]
         command = control_command(words)
         put(COMMANDS + COMMAND_SLOT * k, command)
-        ack_flags = DESC_WRITE if not _maybe(words[1], 0, 5) else 0
+        ack_flags = DESC_WRITE if not maybe(words[1], 0, 5) else 0
         put(CTRL_QUEUE + 32 * k, _descriptor(base + COMMANDS + COMMAND_SLOT * k, len(command), DESC_NEXT, 2 * k + 1)
             + _descriptor(base + ACKS + k, 1, ack_flags))  # fmt: skip
     avail(CTRL_QUEUE, COMMAND_COUNT, [2 * k for k in range(COMMAND_COUNT)])
@@ -202,4 +198,4 @@ def virtio_net_modern(base: int, seed: int) -> bytes:
 def virtio_net_modern_dwords(base: int, seed: int) -> list[int]:
     """:func:`virtio_net_modern` as the 32-bit words the layout table holds."""
     memory = virtio_net_modern(base, seed)
-    return [int.from_bytes(memory[d : d + 4], "little") for d in range(0, SIZE, 4)]
+    return dwords_of(memory)
