@@ -326,12 +326,13 @@ def _base_for(bases: Sequence[Base], space: str, address: int, width: int) -> Ba
 
 
 def recipes_for_run(
-    enabled: bool, functions: Sequence[PciFunction], bases: Sequence[Base], scratch: bool
+    enabled: bool, functions: Sequence[PciFunction], bases: Sequence[Base], scratch: bool, skip: Sequence[str] = ()
 ) -> list[AppliedRecipe]:
     """The recipes a guided run seeds its corpus with (``guided_recipes``), each reason for none logged once.
 
     ``scratch``: the guest has the scratch memory reserved (the recipes point
-    devices at it); whatever the ranges' ``fuzz_values``.
+    devices at it); whatever the ranges' ``fuzz_values``. ``skip``: recipe
+    names left out (``guided_recipes_skip``, checked against the table).
     """
     if not enabled:
         LOG.info("guided: bring-up recipes off (guided_recipes = no)")
@@ -339,7 +340,11 @@ def recipes_for_run(
     if not scratch:
         LOG.info("guided: no bring-up recipes: they point devices at the scratch memory, and this guest has none")
         return []
-    applied = applicable(load(), functions, bases)
+    recipes = load()
+    if skip:
+        LOG.info("guided: bring-up recipes left out (guided_recipes_skip): %s", ", ".join(skip))
+        recipes = tuple(recipe for recipe in recipes if recipe.name not in skip)
+    applied = applicable(recipes, functions, bases)
     names = ", ".join(f"{r.name} on {r.function}" for r in applied) or "none applies to this run's ranges"
     LOG.info("guided: bring-up recipes: %s", names)
     return applied

@@ -82,7 +82,7 @@ def fuzz_guided(
     """
     corpus, path = open_corpus(run, guest.qemu_cmdline())
     bases = bases_of(plans)
-    recipes = recipes_for_run(run.guided.recipes, functions, bases, scratch)
+    recipes = recipes_for_run(run.guided.recipes, functions, bases, scratch, run.guided.skip_recipes)
     guided = GuidedRun(guest, GuidedSchedule(bases, seed, recipes=recipes), corpus, coverage, config, trace,
                        read_backs=run.guided.readback)  # fmt: skip
     budget = sum(plan.op_count for plan in plans)

@@ -211,6 +211,14 @@ def test_recipes_for_a_run_say_why_there_are_none(caplog):
         assert names == ["virtio-legacy-queue0", "virtio-blk-requests", "virtio-blk-requests-writethrough"]
 
 
+def test_recipes_left_out_by_name_are_left_out_and_said(caplog):
+    caplog.set_level(logging.INFO, logger="avocado.iofuzz.guided")
+    skip = ("virtio-blk-requests", "ehci-msd")  # one that applies, one that would not anyway
+    names = [r.name for r in recipes_for_run(True, [VIRTIO_BLK], [BLK_IO], scratch=True, skip=skip)]
+    assert names == ["virtio-legacy-queue0", "virtio-blk-requests-writethrough"]
+    assert "bring-up recipes left out (guided_recipes_skip): virtio-blk-requests, ehci-msd" in caplog.text
+
+
 def test_the_trace_carries_the_applied_recipes_in_round_zeros_record(tmp_path):
     from avocado_iofuzz.campaign.trace import TraceWriter, read_trace
     from avocado_iofuzz.guided.rebuild import recipes_from_trace

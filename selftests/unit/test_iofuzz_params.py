@@ -90,6 +90,9 @@ def test_the_strategy_params():
     assert guided.readback == "off"  # read-backs are opt-in
     assert [read_guided({"guided_readback": m}).readback for m in ("off", "steps", "all")] == ["off", "steps", "all"]
     assert guided.recipes and not read_guided({"guided_recipes": "no"}).recipes
+    assert guided.skip_recipes == ()
+    skipped = read_guided({"guided_recipes_skip": "ehci-msd, lsi-scripts ehci-msd"}).skip_recipes
+    assert skipped == ("ehci-msd", "lsi-scripts")  # commas or blanks, each name once
 
 
 @pytest.mark.parametrize(
@@ -100,6 +103,8 @@ def test_the_strategy_params():
         ({"fuzz_strategy": "guided", "iofuzz_debug_hang_at": "0:5"}, "works with fuzz_strategy = blind only"),
         ({"guided_readback": "yes"}, "param guided_readback = 'yes': expected off, steps or all"),
         ({"fuzz_strategy": "guided", "guided_recipes": "maybe"}, "param guided_recipes = 'maybe'"),
+        ({"guided_recipes_skip": "ehci-msd ehci-stick"}, "param guided_recipes_skip: no recipe named ehci-stick "
+         "\\(recipes: virtio-legacy-queue0, "),
     ],
 )
 def test_bad_strategy_params_are_named(params, message):
