@@ -125,7 +125,7 @@ def run_executor(
     header = {"benchmark": "iofuzz_throughput", "accelerator": vm.accel, "qemu_cmdline": vm.qemu_cmdline()}
     writer = TimedTraceWriter(TraceWriter(trace_path, header, plans))
     try:
-        campaign = Campaign(vm, plans, writer, config, session=session, observer=observer)  # type: ignore[arg-type]
+        campaign = Campaign(vm, plans, writer, config, session=session, observer=observer)
         result = campaign.run()
         # the campaign's own clock (without the coverage collector's idle baseline), up to @DONE:
         # the fixed watch after it (done_linger) is reported on its own line, not spread over the ops
@@ -142,9 +142,9 @@ def run_executor(
     return elapsed[0], TraceCost(trace_path.stat().st_size, writer.seconds, planned)
 
 
-def run_loop(session: Any, plans: Sequence[RangePlan], **mode: bool) -> float:
+def run_loop(session: Any, plans: Sequence[RangePlan], *, limit_loop: bool = False, bare_loop: bool = False) -> float:
     """Seconds for the executor's benchmark loop (``bare_loop`` or ``limit_loop``) over ``plans``."""
-    command = executor_command(plans, **mode)
+    command = executor_command(plans, limit_loop=limit_loop, bare_loop=bare_loop)
     with stopwatch() as elapsed:
         output = session.cmd_output(command, timeout=LIMIT_TIMEOUT)
     messages = [m for m in map(parse_line, output.splitlines()) if m is not None]
