@@ -1,7 +1,9 @@
 """Guided fuzzing through real avocado runs: the corpus one run saves is the next run's start, and the trace replays.
 
-Two ``avocado run`` of the EHCI row with ``fuzz_strategy=guided`` (about a
-minute each under TCG). The events are checked against QEMU's own list
+Two ``avocado run`` of the virtio-blk row with ``fuzz_strategy=guided`` (about a
+minute each under TCG): its recipes reach the device's request paths and trip
+no known QEMU bug, where the EHCI row's guided runs now find the known EHCI and
+usb-storage aborts (docs/results/findings.rst) often enough to end a run. The events are checked against QEMU's own list
 (``-trace help``); the ops against the trace, read back with the trace reader,
 and the rounds against the schedule derived again from the corpus each run
 started with.
@@ -33,7 +35,8 @@ from avocado_iofuzz.guided.rebuild import (
 pytestmark = pytest.mark.guest
 
 QEMU = shutil.which("qemu-system-x86_64") or "qemu-system-x86_64"
-ROW = "iofuzz.quick.usb.ich9_ehci"
+ROW = "iofuzz.quick.storage.virtio_blk"
+ROW_RECIPES = ["virtio-legacy-queue0", "virtio-blk-requests", "virtio-blk-requests-writethrough"]
 
 
 def qemu_events() -> set[str]:
@@ -41,7 +44,7 @@ def qemu_events() -> set[str]:
     return {line.strip() for line in out.splitlines() if line.strip()}
 
 
-def guided_run(tmp_path, name, corpus_dir, values="uniform"):
+def guided_run(tmp_path, name, corpus_dir, **extra):
     (tmp_path / name).mkdir()
     params = {
         "fuzz_strategy": "guided",
@@ -49,10 +52,11 @@ def guided_run(tmp_path, name, corpus_dir, values="uniform"):
         "fuzz_count": "200",
         "guided_round_ops": "10000",
         "guided_corpus_dir": str(corpus_dir),
-        # uniform (the default) still runs the EHCI recipe (its pointer steps fill the scratch); dma sweeps
-        # point the async schedule at layouts whose non-queue-head links abort QEMU 7.2 (usb_ep_get, a
-        # known EHCI finding) in some runs, depending on timing: this test is about the corpus, not that bug
-        "fuzz_values": values,
+        "fuzz_values": "uniform",  # the default: the recipes' pointer steps alone fill the scratch
+        # a mutated queue address (a page frame nudged out of the scratch memory) lets the device write
+        # into the guest's own memory, which may reboot it: counted in the summary, not this test's subject
+        "hang_status": "pass",
+        **extra,
     }
     job = run_avocado(ROW, tmp_path / name, params, timeout=900)
     assert job.tests[0]["status"] == "PASS", job.output
@@ -87,16 +91,21 @@ def check_rounds_rebuild(summary, start: Corpus, saved: dict | None = None):
         assert [e.as_dict() for e in from_trace.entries] == saved["entries"]
 
 
-def check_recipes_ran(summary):
-    """Round 0 ran the EHCI bring-up recipes (fixed-value steps) before its sweeps; the trace has their writes."""
+def check_recipes_ran(summary, names=ROW_RECIPES):
+    """Round 0 ran the row's bring-up recipes (fixed-value steps, four scratch fills each) before its sweeps,
+    each pointer step with its recipe's layout: the family's, or one only recipes name."""
     guided = summary["guided"]
-    # the controller's schedules, then the stick behind it (the ehci-msd recipe and its own ehci_msd layout)
-    assert [r["name"] for r in guided["recipes"]] == ["ehci-schedules", "ehci-msd"]
-    first = guided["rounds"][0]["batches"]
-    recipe = [b for b in first if b["origin"] == "recipe:ehci-schedules"]
-    assert len(recipe) == 4 * len(guided["recipes"][0]["writes"])  # four scratch fills
-    assert [b["fixed"] for b in recipe[:5]] == [w["value"] for w in guided["recipes"][0]["writes"]]
-    assert first[0]["origin"] == "recipe:ehci-schedules"
+    assert [r["name"] for r in guided["recipes"]] == names
+    batches = guided["rounds"][0]["batches"]
+    assert batches[0]["origin"] == f"recipe:{names[0]}"  # the recipes before the sweeps
+    layouts = {"virtio-legacy-queue0": "virtio"}  # the family's; the others name virtio_blk_req
+    for recipe in guided["recipes"]:
+        steps = [b for b in batches if b["origin"] == f"recipe:{recipe['name']}"]
+        assert len(steps) == 4 * len(recipe["writes"])
+        assert [b["fixed"] for b in steps[: len(recipe["writes"])]] == [w["value"] for w in recipe["writes"]]
+        assert [b["values"] == "dma" for b in steps] == [w["points"] for w in recipe["writes"]] * 4
+        layout = layouts.get(recipe["name"], "virtio_blk_req")
+        assert {b.get("layout") for b in steps if b["values"] == "dma"} == {layout}
 
 
 def check_batches_have_their_own_seeds_and_features(summary, events: set[str]):
@@ -122,7 +131,7 @@ def test_a_second_guided_run_starts_from_the_corpus_the_first_saved(tmp_path):
     assert set(one["coverage"]["events"]) <= events  # real events of this QEMU
     corpus_file = next(corpus_dir.glob("corpus/qemu-*/*.json"))
     saved = json.loads(corpus_file.read_text())
-    assert saved["key"] == "pc-ich9-usb-ehci1-usb-storage"  # per machine and devices (the row attaches a stick)
+    assert saved["key"] == "pc-virtio-blk-pci"  # per machine and devices
     assert 0 < len(saved["entries"]) == one["guided"]["corpus_entries"]
     reached = {e for entry in saved["entries"] for e in entry["events"]}
     assert reached <= set(one["coverage"]["events"])
@@ -132,10 +141,14 @@ def test_a_second_guided_run_starts_from_the_corpus_the_first_saved(tmp_path):
     check_rounds_rebuild(one, Corpus(saved["qemu_version"], saved["key"]), saved)
     start_of_second = corpus_file.read_bytes()
 
-    second = guided_run(tmp_path, "second", corpus_dir)
+    # the second run leaves a recipe out, as QE does with one that trips a bug already reported: its
+    # corpus, loaded, still holds the first run's programs of that recipe
+    second = guided_run(tmp_path, "second", corpus_dir, guided_recipes_skip="virtio-blk-requests-writethrough")
     two = second.summary()
     assert two["guided"]["corpus_loaded"] == len(saved["entries"])
     log = (second.test_dir() / "debug.log").read_text()
+    assert "guided: bring-up recipes left out (guided_recipes_skip): virtio-blk-requests-writethrough" in log
+    assert [r["name"] for r in two["guided"]["recipes"]] == ROW_RECIPES[:2]
     assert f"guided: loaded {len(saved['entries'])} program(s)" in log
     assert set(two["coverage"]["events"]) <= events
     assert any(r["parent"] is not None for r in two["guided"]["rounds"])  # it grew from the loaded corpus
@@ -145,9 +158,10 @@ def test_a_second_guided_run_starts_from_the_corpus_the_first_saved(tmp_path):
     check_rounds_rebuild(two, start)
 
 
-# the EHCI periodic schedule walked from the recipe's frame list: queue heads and their transfer descriptors,
-# which a controller whose frame list is not in memory we filled never reports
-EHCI_DEEP_EVENTS = ("usb_ehci_qh_ptrs", "usb_ehci_qh_fields", "usb_ehci_qtd_ptrs", "usb_ehci_qtd_fields")
+# requests the device took from a queue in memory we filled: which a device whose queue address is a
+# uniform value (a page of the guest's own RAM, or nothing) does not report
+VIRTIO_BLK_DEEP_EVENTS = ("virtio_blk_handle_read", "virtio_blk_handle_write", "virtio_blk_req_complete",
+                          "virtio_blk_submit_multireq")  # fmt: skip
 
 
 def qemu_trace_events(job) -> set[str]:
@@ -162,43 +176,44 @@ def qemu_trace_events(job) -> set[str]:
 
 
 def test_a_uniform_guided_run_runs_the_recipes_and_qemu_traces_their_deep_events(tmp_path):
-    """fuzz_values = uniform (the default): round 0 still runs the EHCI recipe, its pointer steps alone fill."""
-    job = guided_run(tmp_path, "uniform", tmp_path / "corpora", values="uniform")
+    """fuzz_values = uniform (the default): round 0 still runs the recipes, their pointer steps alone fill."""
+    job = guided_run(tmp_path, "uniform", tmp_path / "corpora")
     summary = job.summary()
     guided = summary["guided"]
     assert {r["values"] for r in guided["ranges"]} == {"uniform"}, guided["ranges"]
     check_recipes_ran(summary)
-    recipe = guided["recipes"][0]
-    first = [b for b in guided["rounds"][0]["batches"] if b["origin"] == "recipe:ehci-schedules"]
-    points = [w["points"] for w in recipe["writes"]] * 4
-    assert [b["values"] == "dma" for b in first] == points  # the frame list and queue head pointers only
-    assert {b.get("layout") for b in first if b["values"] == "dma"} == {"ehci"}
-    stick = [b for b in guided["rounds"][0]["batches"] if b["origin"] == "recipe:ehci-msd"]
-    assert stick and {b.get("layout") for b in stick if b["values"] == "dma"} == {"ehci_msd"}  # its own layout
     sweeps = [b for r in guided["rounds"] for b in r["batches"] if b["origin"] in ("sweep", "fresh")]
     assert sweeps and all(b["values"] == "uniform" and "layout" not in b for b in sweeps)
-    check_trace_replays(summary)  # the pointer steps' plans in the trace carry dma + the ehci layout
+    check_trace_replays(summary)  # the pointer steps' plans in the trace carry dma and their layout
     trace = read_trace(summary["trace"])
     assert trace.header["scratch"]["kernel_param"] in trace.header["qemu_cmdline"]
     dma_plans = [p for p in trace.plans.values() if p.values == "dma"]
-    assert dma_plans and {p.layout for p in dma_plans} == {"ehci", "ehci_msd"}
-    # QEMU's own trace: the controller walked the periodic schedule the recipe pointed it at
+    assert dma_plans and {p.layout for p in dma_plans} == {"virtio", "virtio_blk_req"}
+    # QEMU's own trace: the device took requests from the queue the recipes pointed it at
     reached = qemu_trace_events(job)
-    assert reached & set(EHCI_DEEP_EVENTS), sorted(e for e in reached if e.startswith("usb_ehci"))
-    # ... and the run credits them to a program that carries the recipe's scratch fills (round 0's recipe
-    # programs, or one grown from them: RS|PSE right before the next try's HCRESET leaves the frame timer
-    # no time, a child that lingers on USBCMD gives it some)
+    assert reached & set(VIRTIO_BLK_DEEP_EVENTS), sorted(e for e in reached if e.startswith("virtio"))
+    # ... and the run credits them to a program that carries a recipe's scratch fill (round 0's recipe
+    # programs, or one grown from them)
     credited = []
     for record in guided["rounds"]:
         batches, first_index = record["batches"], 0
         for length in record["programs"]:
             program = batches[first_index : first_index + length]
             first_index += length
-            if any(set(b["new_events"]) & set(EHCI_DEEP_EVENTS) for b in program):
-                credited.append(any(b["values"] == "dma" and b.get("layout") in ("ehci", "ehci_msd") for b in program))
+            if any(set(b["new_events"]) & set(VIRTIO_BLK_DEEP_EVENTS) for b in program):
+                credited.append(any(b["values"] == "dma" and b.get("layout") for b in program))
     assert credited and all(credited), credited
     log = (job.test_dir() / "debug.log").read_text()
-    assert "guided: bring-up recipes: ehci-schedules on" in log
+    assert "guided: bring-up recipes: virtio-legacy-queue0 on" in log
+
+
+def test_a_recipe_name_the_table_lacks_is_refused_before_qemu_starts(tmp_path):
+    params = {"fuzz_strategy": "guided", "guided_recipes_skip": "virtio-blk-requests virtio-blk-reqs"}
+    job = run_avocado(ROW, tmp_path, params, timeout=300)
+    assert job.tests[0]["status"] == "ERROR", job.output
+    reason = job.tests[0]["fail_reason"]
+    assert "param guided_recipes_skip: no recipe named virtio-blk-reqs (recipes: virtio-legacy-queue0," in reason
+    assert not (job.test_dir() / "qemu-output-vm1.log").exists()  # no QEMU was started (it writes there)
 
 
 def test_guided_without_coverage_says_so_and_fuzzes_blind(tmp_path):
