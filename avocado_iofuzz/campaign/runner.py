@@ -182,6 +182,7 @@ class Campaign:
         clock: Callable[[], float] = time.monotonic,
         session: Any = None,
         observer: ProgressObserver | None = None,
+        hand_back: bool = False,
     ) -> None:
         if not plans:
             raise CampaignError("nothing to fuzz: no port range left after skips")
@@ -204,6 +205,10 @@ class Campaign:
         self._range = 0
         self._op = 0
         self._session: Any = session  # a logged-in session to start with, if the caller has one
+        # hand_back: a run that ends at the executor's @DONE leaves its shell open for the caller's next
+        # campaign (guided rounds: a login per round was ~10 % of a round's wall time); else it is closed
+        self._hand_back = hand_back
+        self.handed_back: Any = None
         # range index -> the header the executor saved entering that pci range (handed back on a resume into it)
         self._saved: dict[int, Saved] = {}
         self._started = 0.0
@@ -219,6 +224,7 @@ class Campaign:
             self.observer.start(self.plans)
         start = self.clock()
         self._started = self._last_log = start
+        ended_at_done = False
         try:
             # write-ahead: every op is in the trace before the first one runs (one fsync)
             self.trace.write_batches((plan, 0, plan.op_count) for plan in self.plans)
@@ -248,6 +254,8 @@ class Campaign:
                 self._record_window(stop)
                 if not self._recover(stop):
                     break
+            # the shell is back at its prompt after a clean @DONE: only then is it worth handing on
+            ended_at_done = self._finished() and not self.result.crashed and not self.result.stopped_early
         except BaseException as cut:
             if not isinstance(cut, Exception):
                 self._book_interrupted(cut)
@@ -256,6 +264,8 @@ class Campaign:
             self.result.elapsed = self.clock() - start
             if self.observer is not None:
                 self.observer.finish()
+            if self._hand_back and ended_at_done:
+                self.handed_back, self._session = self._session, None
             self._close_session()
         return self.result
 

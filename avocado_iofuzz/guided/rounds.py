@@ -28,6 +28,7 @@ another class -- counts as reaching something. They change no op.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -115,6 +116,9 @@ class GuidedRun:
     # which batches' read-backs become features (readback.MODES); "off": the executor runs without
     # --readback, the rounds are what they were before read-backs. A blind control keeps "off".
     read_backs: str = readback.DEFAULT_MODE
+    # the shell the last round ended with at its prompt (Campaign.handed_back): the next round's campaign
+    # goes on in it instead of logging in again; closed by close()
+    spare_session: Any = None
 
     def __post_init__(self) -> None:
         readback.check_mode(self.read_backs)
@@ -140,7 +144,14 @@ class GuidedRun:
         return self.rounds[-1].offset + len(self.rounds[-1].round.batches) if self.rounds else 0
 
     def run_round(self, ops: int, last: bool = False, session: Any = None) -> RoundRecord:
-        """The next round, about ``ops`` ops; ``last``: watch for a late crash as long as a blind run does."""
+        """The next round, about ``ops`` ops; ``last``: watch for a late crash as long as a blind run does.
+
+        ``session``: a logged-in shell to run it in; without one, the shell the last round handed back, or a login.
+        """
+        if session is None:
+            session, self.spare_session = self.spare_session, None
+        elif self.spare_session is not None:
+            self._close_spare()
         number, offset = len(self.rounds), self.next_offset
         planned = self.schedule.next_round(number, self.corpus, ops)
         plans = [batch.plan(i) for i, batch in enumerate(planned.batches)]
@@ -153,10 +164,11 @@ class GuidedRun:
         config = round_config(self.config, last, self.read_backs)
         known = self.events
         campaign = Campaign(self.vm, plans, RoundTrace(self.trace, offset), config, session=session,
-                            observer=self.coverage)  # fmt: skip
+                            observer=self.coverage, hand_back=True)  # fmt: skip
         try:
             result = campaign.run()
         finally:
+            self.spare_session = campaign.handed_back
             # also when the round could not go on (CampaignError): what it did is part of the run
             new_events = self._attribute(plans, known)
             features = self._features(plans)
@@ -222,7 +234,14 @@ class GuidedRun:
         return {i: sorted(features_of(counts)) for i, counts in sorted(hits.items()) if counts}
 
     def close(self) -> None:
+        self._close_spare()
         self.coverage.close()
+
+    def _close_spare(self) -> None:
+        if self.spare_session is not None:
+            with contextlib.suppress(Exception):  # a dead console cannot be closed cleanly
+                self.spare_session.close()
+            self.spare_session = None
 
     # -- the run as one campaign, for summary.json -------------------------------------------
     def plans(self) -> list[RangePlan]:

@@ -96,7 +96,7 @@ def fuzz_guided(
             left = budget - guided.ops_done
             record = guided.run_round(min(run.guided.round_ops, left), last=left <= run.guided.round_ops,
                                       session=session)  # fmt: skip
-            session = None  # the campaign closed it; the next round logs in
+            session = None  # the round handed it back to the run (or closed it): the next round takes it from there
             hangs = sum(f.kind in ("hang", "reboot") for r in guided.rounds for f in r.result.findings)
             if record.result.crashed or record.result.stopped_early or not record.result.total_done:
                 break

@@ -108,13 +108,16 @@ def guided(tmp_path_factory):
         trace = TraceWriter(run_dir / "trace.iofuzz", {"test": "guided programs", "seed": SEED})
         config = CampaignConfig(hang_timeout=60.0, login_timeout=120.0)
         run = GuidedRun(vm, GuidedSchedule([TESTDEV], SEED), copy.deepcopy(start), coverage, config, trace)
+        logins: list[float] = []
+        login = vm.login
+        vm.login = lambda timeout: logins.append(timeout) or login(timeout)  # type: ignore[method-assign]
         try:
             for number in range(ROUNDS):
                 run.run_round(ROUND_OPS, last=number == ROUNDS - 1)
         finally:
             run.close()
             trace.close()
-    return {"run": run, "log": log, "trace": run_dir / "trace.iofuzz", "start": start}
+    return {"run": run, "log": log, "trace": run_dir / "trace.iofuzz", "start": start, "logins": len(logins)}
 
 
 def test_qemu_saw_every_programs_writes_in_the_recorded_order(guided):
@@ -127,6 +130,7 @@ def test_qemu_saw_every_programs_writes_in_the_recorded_order(guided):
     seen, wanted = qemu_writes(guided["log"]), recorded_writes(records)
     print(f"{len(programs)} programs, {len(steps)} of steps only; QEMU logged {len(seen)} testdev writes")
     assert seen == wanted
+    assert guided["logins"] == 1  # round 0 logged in; each later round went on in the shell the last handed back
 
 
 def test_the_trace_rebuilds_the_rounds_with_their_programs(guided):

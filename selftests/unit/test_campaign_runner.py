@@ -44,6 +44,7 @@ class ScriptedGuest:
         self.resets = 0
         self.restarts = 0
         self.logins = 0
+        self.closed = 0
         self.commands: list[str] = []
         self.pid = 4242
 
@@ -134,13 +135,13 @@ class ScriptedSession:
         return data
 
     def close(self):
-        pass
+        self.guest.closed += 1
 
 
 PLANS = plan_ranges(7, [(0x70, 0x71, "rtc0"), (0x80, 0x8F, "dma page reg"), (0x510, 0x51B, "fw_cfg_io")], 50)
 
 
-def make_campaign(tmp_path: Path, guest: ScriptedGuest, **config):
+def make_campaign(tmp_path: Path, guest: ScriptedGuest, session=None, hand_back=False, **config):
     ScriptedSession.op_counts = {p.index: p.op_count for p in PLANS}
     writer = TraceWriter(tmp_path / "trace", {"seed": 7})
     settings = {
@@ -148,7 +149,7 @@ def make_campaign(tmp_path: Path, guest: ScriptedGuest, **config):
         **config,
     }  # fmt: skip
     cfg = CampaignConfig(**settings)
-    return Campaign(guest, PLANS, writer, cfg), writer
+    return Campaign(guest, PLANS, writer, cfg, session=session, hand_back=hand_back), writer
 
 
 def test_clean_run_confirms_every_op(tmp_path):
@@ -413,3 +414,28 @@ def test_a_hang_finding_says_whether_qemus_monitor_answered(tmp_path):
     assert hang.detail.endswith("(status running): the guest is stuck, QEMU's main loop is not")
     (event,) = [e for e in read_trace(tmp_path / "trace").events if e.kind == "hang"]
     assert event.data["monitor"]["verdict"] == "answered" and event.data["detail"] == hang.detail
+
+
+def test_a_run_that_ends_at_done_hands_its_shell_on_when_asked_and_the_next_run_needs_no_login(tmp_path):
+    guest = ScriptedGuest()
+    first, _ = make_campaign(tmp_path, guest, hand_back=True)
+    first.run()
+    assert first.handed_back is not None and (guest.logins, guest.closed) == (1, 0)
+    (tmp_path / "second").mkdir()
+    second, _ = make_campaign(tmp_path / "second", guest, session=first.handed_back)
+    result = second.run()
+    assert result.ops_done == {p.index: p.op_count for p in PLANS}
+    assert (guest.logins, guest.closed) == (1, 1)  # no second login; without hand_back the run closes it
+    assert second.handed_back is None
+
+
+@pytest.mark.parametrize(
+    "guest",
+    [ScriptedGuest(crash_at=(1, 700)), ScriptedGuest(hang_at=[(0, 1), (1, 1), (2, 1)])],
+    ids=["crash", "stopped-early"],
+)
+def test_a_run_that_did_not_end_at_done_closes_its_shell_even_when_asked_to_hand_it_on(tmp_path, guest):
+    campaign, _ = make_campaign(tmp_path, guest, hand_back=True, max_hangs=2)
+    campaign.run()
+    assert campaign.handed_back is None
+    assert guest.closed >= 1
