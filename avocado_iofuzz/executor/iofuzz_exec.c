@@ -1874,8 +1874,8 @@ static void fill_virtio_net_modern(uint64_t seed, volatile uint32_t *dw)
 
 		for (unsigned j = 0; j < 8; j++)
 			w[j] = random_word(seed, VNM_W_COMMANDS + 8 * k + j);
-		if (k == VNM_COMMAND_COUNT - 1) /* every MQ command resets RSS: the last one configures it */
-			w[0] = (w[0] & ~15ULL) | VNM_RSS_KIND;
+		if (k == VNM_COMMAND_COUNT - 1) /* every MQ command resets RSS: the last one configures it, validly */
+			w[0] = (w[0] & ~15ULL) | VNM_RSS_KIND | 1ULL << 40;
 		length = vnm_command(m + slot, w);
 		vnm_descriptor(m + VNM_CTRL + 32 * k, scratch_base + slot, length, 1, 2 * k + 1);
 		vnm_descriptor(m + VNM_CTRL + 32 * k + 16, scratch_base + VNM_ACKS + k, 1, maybe(w[1], 0, 8) ? 0 : 2, 0);

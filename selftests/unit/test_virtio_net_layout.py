@@ -139,7 +139,7 @@ def test_frames_mix_arp_icmp_dhcp_and_tcp_to_the_gateway_and_every_receive_buffe
     assert min(kinds["icmp"], 2 * kinds["dhcp"], 2 * kinds["tcp"]) / total > 0.15, kinds
 
 
-def test_the_last_command_configures_rss_for_ipv4_tcp_and_udp_in_most_fills() -> None:
+def test_the_last_command_configures_rss_for_ipv4_tcp_and_udp_validly() -> None:
     ipv4_all = 0
     for seed in SEEDS:
         memory = virtio_net_modern(BASE, seed)
@@ -148,4 +148,4 @@ def test_the_last_command_configures_rss_for_ipv4_tcp_and_udp_in_most_fills() ->
         hash_types, entries, unclassified, max_tx_vq, key = rss_fields(last[2:])
         assert hash_types & HASH_IPV4_ALL == HASH_IPV4_ALL
         ipv4_all += entries & (entries - 1) == 0 and unclassified == 0 and max_tx_vq == 1 and 1 <= key <= RSS_MAX_KEY
-    assert 0.75 < ipv4_all / len(SEEDS) < 1.0, ipv4_all  # one in 8 malformed
+    assert ipv4_all == len(SEEDS)  # the malformed RSS configurations are among the seven commands before

@@ -11,8 +11,8 @@ configuration, queue pairs, guest offloads), frames the row's user network
 backend answers inside QEMU (:mod:`~avocado_iofuzz.model.layouts.frames`: ARP
 requests, ICMP echo requests to the gateway, DHCP DISCOVER/REQUEST, TCP
 segments to the gateway, which restrict=on answers with a reset), and receive
-buffers for the replies. The last control command is always an RSS
-configuration enabling the IPv4, TCPv4 and UDPv4 hash types (the IPv6 ones at
+buffers for the replies. The last control command is always a valid RSS
+configuration (the others are malformed one in eight) enabling the IPv4, TCPv4 and UDPv4 hash types (the IPv6 ones at
 random), so where RSS is negotiated QEMU hashes the echo replies, resets and
 DHCP offers it receives (``net_rx_pkt_rss_*``): every MQ command resets RSS,
 the last one decides.
@@ -74,7 +74,7 @@ DHCP_FRAMES, DHCP_SLOT, _W_DHCP = 0x1900, 0x300, 0x1310
 # the kinds of the replies slirp sends back (ICMP echo, TCP reset, DHCP), so each received one is hashed.
 HASH_IPV4, HASH_TCPV4, HASH_UDPV4 = 1, 2, 4
 HASH_IPV4_ALL = HASH_IPV4 | HASH_TCPV4 | HASH_UDPV4
-RSS_KIND = 8  # the control command kind that is an RSS configuration: the last command is always one
+RSS_KIND = 8  # the control command kind that is an RSS configuration: the last command is always a valid one
 
 
 def _le(value: int, size: int) -> bytes:
@@ -232,8 +232,8 @@ def virtio_net_modern(base: int, seed: int) -> bytes:
     # breaks it (virtio_error) until the next reset, so everything after it in the recipe does nothing
     for k in range(COMMAND_COUNT):
         words = [random_word(seed, _W_COMMANDS + 8 * k + j) for j in range(8)]
-        if k == COMMAND_COUNT - 1:  # every MQ command resets RSS: the last one configures it for the replies
-            words[0] = words[0] & ~15 | RSS_KIND
+        if k == COMMAND_COUNT - 1:  # every MQ command resets RSS: the last one configures it for the replies,
+            words[0] = words[0] & ~15 | RSS_KIND | 1 << 40  # validly (bit 40 set: none of _rss_config's faults)
         command = control_command(words)
         put(COMMANDS + COMMAND_SLOT * k, command)
         ack_flags = DESC_WRITE if not maybe(words[1], 0, 8) else 0
