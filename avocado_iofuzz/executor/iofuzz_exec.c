@@ -1304,39 +1304,25 @@ static void fill_megasas_io(uint64_t seed, volatile uint32_t *dw)
 	fill_random_tail(seed, dw, MIO_DATA);
 }
 
-/* ---- the e1000e_net layout: keep identical to avocado_iofuzz/model/layouts/e1000e_net.py ----
- * Frames QEMU's user network answers (ARP, ICMP echo, DHCP; a TCP segment for TSO) behind a transmit
- * ring of legacy, context and extended data descriptors (page 0), a receive ring of packet-split
- * descriptors (page 1), the frames (page 2) and receive buffers (page 3). Only recipes name it. */
-#define EN_TX_RING 0x0000ULL
-#define EN_RX_RING 0x1000ULL
-#define EN_FRAMES 0x2000ULL
-#define EN_RX_BUFFERS 0x3000ULL
-#define EN_SLOT 0x100ULL
-#define EN_TX_DESCRIPTORS 256ULL
-#define EN_RX_DESCRIPTORS 128ULL
-#define EN_ETH 14U
-#define EN_IPV4 20U
-#define EN_BOOTP_MIN 576U
-enum en_kind { EN_ARP, EN_ICMP, EN_DHCP, EN_TCP };
-static const struct { enum en_kind kind; unsigned first; } en_frame_slots[] = {
-	{ EN_ARP, 0 }, { EN_ARP, 1 }, { EN_ARP, 2 }, { EN_ARP, 3 }, { EN_ICMP, 4 },
-	{ EN_ICMP, 5 }, { EN_ICMP, 6 }, { EN_ICMP, 7 }, { EN_DHCP, 8 }, { EN_TCP, 11 },
-};
-#define EN_FRAME_COUNT (sizeof(en_frame_slots) / sizeof(en_frame_slots[0]))
-static const uint8_t en_guest_mac[6] = { 0x52, 0x54, 0x00, 0x12, 0x34, 0x56 };
-static const uint8_t en_slirp_mac[6] = { 0x52, 0x55, 0x0a, 0x00, 0x02, 0x02 };
-static const uint8_t en_broadcast[6] = { 0xff, 0xff, 0xff, 0xff, 0xff, 0xff };
-static const uint8_t en_guest_ip[4] = { 10, 0, 2, 15 }, en_gateway_ip[4] = { 10, 0, 2, 2 };
-static const uint8_t en_dns_ip[4] = { 10, 0, 2, 3 }, en_any_ip[4] = { 0, 0, 0, 0 };
-static const uint8_t en_all_ip[4] = { 255, 255, 255, 255 };
-static uint8_t en_memory[LAYOUT_SIZE];
+/* ---- frames QEMU's user network answers inside QEMU: keep identical to model/layouts/frames.py ----
+ * The NIC layouts' (e1000e_net, virtio_net_modern) ARP, ICMP echo, DHCP and TCP frames from the guest. */
+#define FRAME_ETH 14U
+#define FRAME_IPV4 20U
+#define FRAME_ARP_LENGTH (FRAME_ETH + 28U)
+#define FRAME_BOOTP_MIN 576U
+#define FRAME_DHCP_LENGTH (FRAME_ETH + FRAME_BOOTP_MIN)
+#define FRAME_TCP_SYN 0x02U
+#define FRAME_TCP_ACK_PSH 0x18U
+static const uint8_t frame_guest_mac[6] = { 0x52, 0x54, 0x00, 0x12, 0x34, 0x56 };
+static const uint8_t frame_slirp_mac[6] = { 0x52, 0x55, 0x0a, 0x00, 0x02, 0x02 };
+static const uint8_t frame_broadcast[6] = { 0xff, 0xff, 0xff, 0xff, 0xff, 0xff };
+static const uint8_t frame_guest_ip[4] = { 10, 0, 2, 15 }, frame_gateway_ip[4] = { 10, 0, 2, 2 };
+static const uint8_t frame_dns_ip[4] = { 10, 0, 2, 3 }, frame_any_ip[4] = { 0, 0, 0, 0 };
+static const uint8_t frame_all_ip[4] = { 255, 255, 255, 255 };
 
-/* the Internet checksum (RFC 1071) */
-static uint16_t en_checksum(const uint8_t *data, unsigned length)
+/* the Internet checksum (RFC 1071), of `initial` (a one's complement sum so far) and data */
+static uint16_t frame_checksum_from(uint64_t total, const uint8_t *data, unsigned length)
 {
-	uint64_t total = 0;
-
 	for (unsigned i = 0; i + 1 < length; i += 2)
 		total += (uint64_t)data[i] << 8 | data[i + 1];
 	if (length % 2)
@@ -1346,21 +1332,26 @@ static uint16_t en_checksum(const uint8_t *data, unsigned length)
 	return (uint16_t)~total;
 }
 
-/* Ethernet header from the guest's address; returns its length */
-static unsigned en_ethernet(uint8_t *frame, const uint8_t *destination, uint64_t ethertype)
+static uint16_t frame_checksum(const uint8_t *data, unsigned length)
 {
-	memcpy(frame, destination, 6);
-	memcpy(frame + 6, en_guest_mac, 6);
-	put_be(frame + 12, ethertype, 2);
-	return EN_ETH;
+	return frame_checksum_from(0, data, length);
 }
 
-static void en_ipv4(uint8_t *frame, uint64_t total, uint64_t ident, uint8_t protocol, const uint8_t *source,
-		    const uint8_t *destination)
+/* Ethernet header from the guest's address; returns its length */
+static unsigned frame_ethernet(uint8_t *frame, const uint8_t *destination, uint64_t ethertype)
 {
-	uint8_t *ip = frame + EN_ETH;
+	memcpy(frame, destination, 6);
+	memcpy(frame + 6, frame_guest_mac, 6);
+	put_be(frame + 12, ethertype, 2);
+	return FRAME_ETH;
+}
 
-	memset(ip, 0, EN_IPV4);
+static void frame_ipv4(uint8_t *frame, uint64_t total, uint64_t ident, uint8_t protocol, const uint8_t *source,
+		       const uint8_t *destination)
+{
+	uint8_t *ip = frame + FRAME_ETH;
+
+	memset(ip, 0, FRAME_IPV4);
 	ip[0] = 0x45;
 	put_be(ip + 2, total, 2);
 	put_be(ip + 4, ident, 2);
@@ -1368,55 +1359,60 @@ static void en_ipv4(uint8_t *frame, uint64_t total, uint64_t ident, uint8_t prot
 	ip[9] = protocol;
 	memcpy(ip + 12, source, 4);
 	memcpy(ip + 16, destination, 4);
-	put_be(ip + 10, en_checksum(ip, EN_IPV4), 2);
+	put_be(ip + 10, frame_checksum(ip, FRAME_IPV4), 2);
 }
 
-static unsigned en_arp(uint8_t *frame, uint64_t word)
+/* an ARP packet from the guest asking for `target`; returns its length (42) */
+static unsigned frame_arp(uint8_t *frame, const uint8_t *target, uint64_t operation, uint64_t hlen, uint64_t plen)
 {
-	static const uint8_t head[8] = { 0, 1, 8, 0, 6, 4, 0, 1 };
-	unsigned n = en_ethernet(frame, en_broadcast, 0x0806);
+	unsigned n = frame_ethernet(frame, frame_broadcast, 0x0806);
 
-	memcpy(frame + n, head, 8);
-	memcpy(frame + n + 8, en_guest_mac, 6);
-	memcpy(frame + n + 14, en_guest_ip, 4);
+	frame[n] = 0;
+	frame[n + 1] = 1;
+	frame[n + 2] = 8;
+	frame[n + 3] = 0;
+	frame[n + 4] = (uint8_t)hlen;
+	frame[n + 5] = (uint8_t)plen;
+	put_be(frame + n + 6, operation, 2);
+	memcpy(frame + n + 8, frame_guest_mac, 6);
+	memcpy(frame + n + 14, frame_guest_ip, 4);
 	memset(frame + n + 18, 0, 6);
-	memcpy(frame + n + 24, maybe(word, 0, 2) ? en_dns_ip : en_gateway_ip, 4);
-	memset(frame + n + 28, 0, 60 - (n + 28));
-	return 60;
+	memcpy(frame + n + 24, target, 4);
+	return FRAME_ARP_LENGTH;
 }
 
-static unsigned en_icmp(uint8_t *frame, uint64_t word)
+static unsigned frame_icmp_echo(uint8_t *frame, uint64_t word)
 {
-	unsigned payload = 8 + ((word >> 8) & 0x7F), at = EN_ETH + EN_IPV4;
+	unsigned payload = 8 + ((word >> 8) & 0x7F), at = FRAME_ETH + FRAME_IPV4;
 	uint64_t ident = (word >> 16) & 0xFFFF;
 	uint8_t *icmp = frame + at;
 
-	en_ethernet(frame, en_slirp_mac, 0x0800);
+	frame_ethernet(frame, frame_slirp_mac, 0x0800);
 	memset(icmp, 0, 8);
 	icmp[0] = 8;
 	put_be(icmp + 4, ident, 2);
 	icmp[7] = (uint8_t)word;
 	for (unsigned i = 0; i < payload; i++)
 		icmp[8 + i] = (uint8_t)((word >> 32) + i);
-	put_be(icmp + 2, en_checksum(icmp, 8 + payload), 2);
-	en_ipv4(frame, EN_IPV4 + 8 + payload, ident ^ 0x5A5A, 1, en_guest_ip, en_gateway_ip);
+	put_be(icmp + 2, frame_checksum(icmp, 8 + payload), 2);
+	frame_ipv4(frame, FRAME_IPV4 + 8 + payload, ident ^ 0x5A5A, 1, frame_guest_ip, frame_gateway_ip);
 	return at + 8 + payload;
 }
 
-static unsigned en_dhcp(uint8_t *frame, uint64_t word)
+static unsigned frame_dhcp_discover(uint8_t *frame, uint64_t word)
 {
-	unsigned at = EN_ETH + EN_IPV4, bootp_length = EN_BOOTP_MIN - EN_IPV4 - 8, o;
+	unsigned at = FRAME_ETH + FRAME_IPV4, bootp_length = FRAME_BOOTP_MIN - FRAME_IPV4 - 8, o;
 	uint8_t *udp = frame + at, *bootp = udp + 8;
 	int request = maybe(word, 0, 2);
 
-	en_ethernet(frame, en_broadcast, 0x0800);
+	frame_ethernet(frame, frame_broadcast, 0x0800);
 	memset(bootp, 0, bootp_length);
 	bootp[0] = 1;
 	bootp[1] = 1;
 	bootp[2] = 6;
 	for (unsigned i = 0; i < 4; i++)
 		bootp[4 + i] = (uint8_t)(word >> (32 + 8 * (3 - i)));
-	memcpy(bootp + 28, en_guest_mac, 6);
+	memcpy(bootp + 28, frame_guest_mac, 6);
 	o = 236;
 	bootp[o++] = 99;
 	bootp[o++] = 130;
@@ -1428,7 +1424,7 @@ static unsigned en_dhcp(uint8_t *frame, uint64_t word)
 	if (request) {
 		bootp[o++] = 50;
 		bootp[o++] = 4;
-		memcpy(bootp + o, en_guest_ip, 4);
+		memcpy(bootp + o, frame_guest_ip, 4);
 		o += 4;
 	}
 	bootp[o] = 255;
@@ -1436,30 +1432,62 @@ static unsigned en_dhcp(uint8_t *frame, uint64_t word)
 	put_be(udp + 2, 67, 2);
 	put_be(udp + 4, 8 + bootp_length, 2);
 	put_be(udp + 6, 0, 2);
-	en_ipv4(frame, EN_IPV4 + 8 + bootp_length, (word >> 8) & 0xFFFF, 17, en_any_ip, en_all_ip);
+	frame_ipv4(frame, FRAME_IPV4 + 8 + bootp_length, (word >> 8) & 0xFFFF, 17, frame_any_ip, frame_all_ip);
 	return at + 8 + bootp_length;
 }
 
-static unsigned en_tcp(uint8_t *frame, uint64_t word)
+/* a TCP segment from port 49153 to the gateway; `checksummed`: the TCP checksum over the pseudo header,
+ * else left zero (for a NIC's offload) */
+static unsigned frame_tcp_segment(uint8_t *frame, uint64_t word, uint64_t flags, unsigned payload, int checksummed)
 {
-	unsigned payload = 64 + ((word >> 8) & 0x3FF) % 1088, at = EN_ETH + EN_IPV4;
+	unsigned at = FRAME_ETH + FRAME_IPV4;
 	uint8_t *tcp = frame + at;
 	uint64_t sequence = (word >> 16) & 0xffffffffULL;
 
-	en_ethernet(frame, en_slirp_mac, 0x0800);
+	frame_ethernet(frame, frame_slirp_mac, 0x0800);
 	memset(tcp, 0, 20);
 	put_be(tcp, 0xC001, 2);
 	put_be(tcp + 2, 1024 + ((word >> 24) & 0x7FFF), 2);
 	put_be(tcp + 4, sequence >> 16, 2);
 	put_be(tcp + 6, sequence, 2);
 	tcp[12] = 0x50;
-	tcp[13] = 0x18;
+	tcp[13] = (uint8_t)flags;
 	tcp[14] = 0x10;
 	for (unsigned i = 0; i < payload; i++)
 		tcp[20 + i] = (uint8_t)((word >> 40) + 3 * i);
-	en_ipv4(frame, EN_IPV4 + 20 + payload, word & 0xFFFF, 6, en_guest_ip, en_gateway_ip);
+	if (checksummed) {
+		uint64_t pseudo = 0;
+
+		for (unsigned i = 0; i < 4; i += 2)
+			pseudo += (uint64_t)(frame_guest_ip[i] << 8 | frame_guest_ip[i + 1]) +
+				  (uint64_t)(frame_gateway_ip[i] << 8 | frame_gateway_ip[i + 1]);
+		pseudo += 6 + 20 + payload;
+		put_be(tcp + 16, frame_checksum_from(pseudo, tcp, 20 + payload), 2);
+	}
+	frame_ipv4(frame, FRAME_IPV4 + 20 + payload, word & 0xFFFF, 6, frame_guest_ip, frame_gateway_ip);
 	return at + 20 + payload;
 }
+
+/* ---- the e1000e_net layout: keep identical to avocado_iofuzz/model/layouts/e1000e_net.py ----
+ * Frames QEMU's user network answers (ARP, ICMP echo, DHCP; a TCP segment for TSO) behind a transmit
+ * ring of legacy, context and extended data descriptors (page 0), a receive ring of packet-split
+ * descriptors (page 1), the frames (page 2) and receive buffers (page 3). Only recipes name it. */
+#define EN_TX_RING 0x0000ULL
+#define EN_RX_RING 0x1000ULL
+#define EN_FRAMES 0x2000ULL
+#define EN_RX_BUFFERS 0x3000ULL
+#define EN_SLOT 0x100ULL
+#define EN_TX_DESCRIPTORS 256ULL
+#define EN_RX_DESCRIPTORS 128ULL
+#define EN_ETH FRAME_ETH
+#define EN_IPV4 FRAME_IPV4
+enum en_kind { EN_ARP, EN_ICMP, EN_DHCP, EN_TCP };
+static const struct { enum en_kind kind; unsigned first; } en_frame_slots[] = {
+	{ EN_ARP, 0 }, { EN_ARP, 1 }, { EN_ARP, 2 }, { EN_ARP, 3 }, { EN_ICMP, 4 },
+	{ EN_ICMP, 5 }, { EN_ICMP, 6 }, { EN_ICMP, 7 }, { EN_DHCP, 8 }, { EN_TCP, 11 },
+};
+#define EN_FRAME_COUNT (sizeof(en_frame_slots) / sizeof(en_frame_slots[0]))
+static uint8_t en_memory[LAYOUT_SIZE];
 
 /* a slot's frame, or 0 when it stays random bytes (one in eight) */
 static unsigned en_slot_frame(enum en_kind kind, unsigned first, uint64_t seed, uint8_t *frame)
@@ -1468,13 +1496,17 @@ static unsigned en_slot_frame(enum en_kind kind, unsigned first, uint64_t seed, 
 
 	if (maybe(word, 61, 3))
 		return 0;
-	if (kind == EN_ARP)
-		return en_arp(frame, word);
+	if (kind == EN_ARP) { /* who has 10.0.2.2 (10.0.2.3 one time in four), padded to the 60-byte minimum */
+		unsigned n = frame_arp(frame, maybe(word, 0, 2) ? frame_dns_ip : frame_gateway_ip, 1, 6, 4);
+
+		memset(frame + n, 0, 60 - n);
+		return 60;
+	}
 	if (kind == EN_ICMP)
-		return en_icmp(frame, word);
+		return frame_icmp_echo(frame, word);
 	if (kind == EN_DHCP)
-		return en_dhcp(frame, word);
-	return en_tcp(frame, word);
+		return frame_dhcp_discover(frame, word);
+	return frame_tcp_segment(frame, word, FRAME_TCP_ACK_PSH, 64 + ((word >> 8) & 0x3FF) % 1088, 0);
 }
 
 static void en_descriptor(uint64_t d, uint64_t a, uint64_t b, uint64_t c, uint64_t e)
@@ -1595,9 +1627,13 @@ static void fill_e1000e_net(uint64_t seed, volatile uint32_t *dw)
 #define VNM_W_FRAMES 0x1100ULL
 #define VNM_W_RX 0x1200ULL
 #define VNM_W_AVAIL 0x1300ULL
+#define VNM_W_DHCP 0x1310ULL
+#define VNM_DHCP_FRAMES 0x1900ULL
+#define VNM_DHCP_SLOT 0x300ULL
+#define VNM_HASH_IPV4_ALL 7ULL
+#define VNM_RSS_KIND 8ULL
 #define VNM_RSS_MAX_KEY 40ULL
 
-static const uint8_t vnm_mac[6] = { 0x52, 0x54, 0x00, 0x12, 0x34, 0x56 };
 
 static void vnm_descriptor(volatile uint8_t *out, uint64_t address, uint64_t length, uint64_t flags, uint64_t next)
 {
@@ -1617,7 +1653,7 @@ static void vnm_key(volatile uint8_t *out, const uint64_t *words, uint64_t lengt
 /* an RSS / hash configuration (valid 7 in 8); returns its length */
 static uint64_t vnm_rss_config(volatile uint8_t *out, uint64_t word, const uint64_t *words)
 {
-	uint64_t entries = 1ULL << ((word >> 8) % 7), hash_types = ((word >> 16) & 0x1FF) | 1;
+	uint64_t entries = 1ULL << ((word >> 8) % 7), hash_types = ((word >> 16) & 0x1FF) | VNM_HASH_IPV4_ALL;
 	uint64_t key_length = 1 + (word >> 32) % VNM_RSS_MAX_KEY, unclassified = 0, max_tx_vq = 1, at;
 
 	if (maybe(word, 40, 3)) {
@@ -1648,7 +1684,7 @@ static uint64_t vnm_mac_table(volatile uint8_t *out, uint64_t count, uint64_t fi
 	put_le(out, count, 4);
 	for (uint64_t i = 0; i < count; i++) {
 		for (unsigned b = 0; b < 5; b++)
-			out[4 + 6 * i + b] = vnm_mac[b];
+			out[4 + 6 * i + b] = frame_guest_mac[b];
 		out[4 + 6 * i + 5] = (uint8_t)(arg >> (4 + 3 * (first + i)));
 	}
 	return 4 + 6 * count;
@@ -1677,7 +1713,7 @@ static uint64_t vnm_command(volatile uint8_t *out, const uint64_t *w)
 		out[0] = 1;
 		out[1] = 1;
 		for (unsigned b = 0; b < 3; b++)
-			out[2 + b] = vnm_mac[b];
+			out[2 + b] = frame_guest_mac[b];
 		put_le(out + 5, arg & 0xFFFFFF, 3);
 		return 8;
 	}
@@ -1715,41 +1751,16 @@ static uint64_t vnm_command(volatile uint8_t *out, const uint64_t *w)
 	return 4 + (arg & 0x1F);
 }
 
-static uint64_t vnm_arp(volatile uint8_t *out, const uint8_t *target, uint64_t operation, uint64_t hlen, uint64_t plen)
+/* the header bytes built in a buffer, copied to the (volatile) scratch memory */
+static void vnm_copy(volatile uint8_t *out, const uint8_t *bytes, uint64_t n)
 {
-	static const uint8_t guest_ip[4] = { 10, 0, 2, 15 };
-
-	for (unsigned i = 0; i < 6; i++) {
-		out[i] = 0xFF;
-		out[6 + i] = vnm_mac[i];
-		out[22 + i] = vnm_mac[i];
-		out[32 + i] = 0;
-	}
-	out[12] = 0x08;
-	out[13] = 0x06;
-	out[14] = 0;
-	out[15] = 1;
-	out[16] = 0x08;
-	out[17] = 0;
-	out[18] = (uint8_t)hlen;
-	out[19] = (uint8_t)plen;
-	out[20] = (uint8_t)(operation >> 8);
-	out[21] = (uint8_t)operation;
-	for (unsigned i = 0; i < 4; i++) {
-		out[28 + i] = guest_ip[i];
-		out[38 + i] = target[i];
-	}
-	return 42;
+	for (uint64_t i = 0; i < n; i++)
+		out[i] = bytes[i];
 }
 
-/* a virtio-net header and a frame from 4 words; returns its length */
-static uint64_t vnm_transmit(volatile uint8_t *out, const uint64_t *w)
+/* a virtio-net header: NEEDS_CSUM with an offset in the frame one time in 16 */
+static void vnm_net_header(volatile uint8_t *out, uint64_t word)
 {
-	static const uint8_t gateway[4] = { 10, 0, 2, 2 }, dns[4] = { 10, 0, 2, 3 };
-	uint64_t word = w[0], kind = (word >> 16) & 7;
-	uint8_t outside[4] = { 192, 0, 2, (uint8_t)(word >> 24) };
-	volatile uint8_t *frame = out + VNM_NET_HDR;
-
 	for (unsigned i = 0; i < VNM_NET_HDR; i++)
 		out[i] = 0;
 	if (maybe(word, 0, 4)) {
@@ -1757,25 +1768,58 @@ static uint64_t vnm_transmit(volatile uint8_t *out, const uint64_t *w)
 		put_le(out + 6, 14, 2);
 		put_le(out + 8, (word >> 8) & 0x3F, 2);
 	}
-	if (kind < 3)
-		return VNM_NET_HDR + vnm_arp(frame, gateway, 1, 6, 4);
-	if (kind == 3)
-		return VNM_NET_HDR + vnm_arp(frame, dns, 1, 6, 4);
-	if (kind == 4)
-		return VNM_NET_HDR + vnm_arp(frame, outside, 1, 6, 4);
-	if (kind == 5)
-		return VNM_NET_HDR + vnm_arp(frame, gateway, (word >> 24) & 3, 6, 4);
-	if (kind == 6) {
-		uint64_t length = 2 + (word >> 24) % 23;
+}
 
-		for (unsigned i = 0; i < 6; i++) {
-			frame[i] = 0xFF;
-			frame[6 + i] = vnm_mac[i];
-		}
-		vnm_key(frame + 12, w + 1, length);
-		return VNM_NET_HDR + 12 + length;
+static uint64_t vnm_kind(uint64_t word)
+{
+	return (word >> 16) & 15;
+}
+
+/* a virtio-net header and a frame (not DHCP) from 4 words; returns its length */
+static uint64_t vnm_transmit(volatile uint8_t *out, const uint64_t *w)
+{
+	static const uint8_t gateway[4] = { 10, 0, 2, 2 }, dns[4] = { 10, 0, 2, 3 };
+	uint64_t word = w[0], kind = vnm_kind(word), length;
+	uint8_t outside[4] = { 192, 0, 2, (uint8_t)(word >> 24) }, frame[VNM_BUFFER];
+
+	vnm_net_header(out, word);
+	if (kind == 0 || kind == 1 || kind == 15) {
+		length = frame_arp(frame, gateway, 1, 6, 4);
+	} else if (kind == 2) {
+		length = frame_arp(frame, dns, 1, 6, 4);
+	} else if (kind == 3) {
+		length = frame_arp(frame, outside, 1, 6, 4);
+	} else if (kind == 4) {
+		length = frame_arp(frame, gateway, (word >> 24) & 3, 6, 4);
+	} else if (kind == 5) {
+		uint64_t random = 2 + (word >> 24) % 23;
+
+		memcpy(frame, frame_broadcast, 6);
+		memcpy(frame + 6, frame_guest_mac, 6);
+		for (uint64_t i = 0; i < random; i++)
+			frame[12 + i] = (uint8_t)(w[1 + i / 8] >> (8 * (i % 8)));
+		length = 12 + random;
+	} else if (kind == 6) {
+		length = frame_arp(frame, gateway, 1, (word >> 24) & 0xFF, (word >> 32) & 0xFF);
+	} else if (kind < 10) {
+		length = frame_icmp_echo(frame, w[1]);
+	} else {
+		uint64_t flags = kind == 13 ? (w[2] >> 8) & 0x3F : FRAME_TCP_SYN;
+
+		length = frame_tcp_segment(frame, w[1], flags, (unsigned)((w[2] >> 16) & 0x3F), kind != 14);
 	}
-	return VNM_NET_HDR + vnm_arp(frame, gateway, 1, (word >> 24) & 0xFF, (word >> 32) & 0xFF);
+	vnm_copy(out + VNM_NET_HDR, frame, length);
+	return VNM_NET_HDR + length;
+}
+
+/* the header and DHCP frame of region `parity` */
+static void vnm_dhcp(volatile uint8_t *out, uint64_t seed, uint64_t parity)
+{
+	uint64_t word = random_word(seed, VNM_W_DHCP + parity);
+	uint8_t frame[FRAME_DHCP_LENGTH];
+
+	vnm_net_header(out, word);
+	vnm_copy(out + VNM_NET_HDR, frame, frame_dhcp_discover(frame, word));
 }
 
 static void vnm_avail(volatile uint8_t *m, uint64_t queue, uint64_t count, uint64_t step)
@@ -1799,12 +1843,21 @@ static void fill_virtio_net_modern(uint64_t seed, volatile uint32_t *dw)
 			       maybe(word, 0, 4) ? (word >> 8) & 0xFF : VNM_BUFFER, maybe(word, 16, 5) ? 0 : 2, 0);
 	}
 	vnm_avail(m, VNM_RX, VNM_QUEUE, 1);
+	for (uint64_t parity = 0; parity < 2; parity++)
+		vnm_dhcp(m + VNM_DHCP_FRAMES + VNM_DHCP_SLOT * parity, seed, parity);
 	for (uint64_t i = 0; i < VNM_QUEUE; i++) {
-		uint64_t w[4], length, buffer = scratch_base + VNM_FRAMES + VNM_BUFFER * i;
+		uint64_t w[4], length, at, buffer;
 
 		for (unsigned j = 0; j < 4; j++)
 			w[j] = random_word(seed, VNM_W_FRAMES + 4 * i + j);
-		length = vnm_transmit(m + VNM_FRAMES + VNM_BUFFER * i, w);
+		if (vnm_kind(w[0]) == 10 || vnm_kind(w[0]) == 11) {
+			at = VNM_DHCP_FRAMES + VNM_DHCP_SLOT * (i & 1);
+			length = VNM_NET_HDR + FRAME_DHCP_LENGTH;
+		} else {
+			at = VNM_FRAMES + VNM_BUFFER * i;
+			length = vnm_transmit(m + at, w);
+		}
+		buffer = scratch_base + at;
 		if (maybe(w[0], 40, 2)) {
 			uint64_t table = VNM_INDIRECT + 32 * i;
 
@@ -1821,9 +1874,11 @@ static void fill_virtio_net_modern(uint64_t seed, volatile uint32_t *dw)
 
 		for (unsigned j = 0; j < 8; j++)
 			w[j] = random_word(seed, VNM_W_COMMANDS + 8 * k + j);
+		if (k == VNM_COMMAND_COUNT - 1) /* every MQ command resets RSS: the last one configures it, validly */
+			w[0] = (w[0] & ~15ULL) | VNM_RSS_KIND | 1ULL << 40;
 		length = vnm_command(m + slot, w);
 		vnm_descriptor(m + VNM_CTRL + 32 * k, scratch_base + slot, length, 1, 2 * k + 1);
-		vnm_descriptor(m + VNM_CTRL + 32 * k + 16, scratch_base + VNM_ACKS + k, 1, maybe(w[1], 0, 5) ? 0 : 2, 0);
+		vnm_descriptor(m + VNM_CTRL + 32 * k + 16, scratch_base + VNM_ACKS + k, 1, maybe(w[1], 0, 8) ? 0 : 2, 0);
 	}
 	vnm_avail(m, VNM_CTRL, VNM_COMMAND_COUNT, 2);
 }

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 import subprocess
 import time
 from collections import Counter
@@ -33,17 +34,21 @@ from test_storage_rows_qtest import at_slot, row_arguments
 
 from avocado_iofuzz.model.dma import SCRATCH_BASE
 from avocado_iofuzz.model.dma_layouts import LAYOUT_VIRTIO_NET_MODERN
-from avocado_iofuzz.model.layouts.virtio_net import GUEST_IP, GUEST_MAC, NET_HDR
+from avocado_iofuzz.model.layouts.virtio_net import GATEWAY_IP, GUEST_IP, GUEST_MAC, NET_HDR
 from avocado_iofuzz.repro.qtest_run import QtestTarget, run_qtest, write_halt_firmware
 
 ROW = "iofuzz.quick.nic.virtio_net"
 DEVICE = "virtio-net-pci"
-TRACE = ("virtio_net_*", "virtqueue_*", "virtio_queue_notify")
+TRACE = ("virtio_net_*", "virtqueue_*", "virtio_queue_notify", "net_rx_pkt_*")
 # a pop of a receive buffer (writable only) that the device then fills: a frame received
 RECEIVED = re.compile(r"virtqueue_pop vq (0x[0-9a-f]+) elem (0x[0-9a-f]+) in_num [1-9]\d* out_num 0\n"
                       r"(?:.*\n)*?.*virtqueue_fill vq \1 elem \2 len [1-9]")  # fmt: skip
 CONTROL = ("virtio_net_handle_announce", "virtio_net_rss_enable", "virtio_net_rss_error")
 SEEDS_NEEDED = 5
+# QEMU's RSS hash of a received IPv4 frame, by kind (hw/net/net_rx_pkt.c): an echo reply (ip4), a reset (ip4_tcp),
+# a DHCP offer (ip4_udp); each ends in the hash itself
+RSS_KINDS = ("net_rx_pkt_rss_ip4", "net_rx_pkt_rss_ip4_tcp", "net_rx_pkt_rss_ip4_udp")
+RSS_HASH = "net_rx_pkt_rss_hash"
 
 
 def net_case(recipe: str) -> Case:
@@ -80,6 +85,24 @@ def test_modern_recipes_reach_the_control_queue_and_receive(recipe: str, tmp_pat
     assert len(received) >= SEEDS_NEEDED // 2, f"{recipe}: frames received in {len(received)} fills only"
 
 
+def test_rss_hashes_the_ipv4_replies_the_modern_recipe_receives(tmp_path: Path) -> None:
+    """With RSS negotiated and configured by the last control command, QEMU hashes the replies slirp sends back."""
+    seen = {seed: traced("virtio-net-modern-ctrl", seed, tmp_path)[0] for seed in FILL_SEEDS}
+    hashed = [seed for seed, events in seen.items() if events[RSS_HASH] and any(events[k] for k in RSS_KINDS)]
+    kinds = Counter(kind for events in seen.values() for kind in RSS_KINDS if events[kind])
+    print(f"RSS hashes in {len(hashed)} of {len(FILL_SEEDS)} fills; fills per kind {dict(kinds)}; "
+          f"hashes per fill {[seen[seed][RSS_HASH] for seed in FILL_SEEDS]}")  # fmt: skip
+    assert len(hashed) >= SEEDS_NEEDED, f"RSS hashed received frames in {len(hashed)} fills only: {hashed}"
+    assert len(kinds) >= 2, f"RSS hashed one kind of reply only: {dict(kinds)}"
+
+
+def test_without_rss_negotiated_nothing_is_hashed(tmp_path: Path) -> None:
+    """The control: the plain recipe's device receives the same replies and never hashes one."""
+    seen = [traced("virtio-net-modern-plain", seed, tmp_path) for seed in FILL_SEEDS[:4]]
+    assert any(received for _, received in seen), "no frame received: this control could not fail"
+    assert not any(events[RSS_HASH] for events, _ in seen), [events for events, _ in seen]
+
+
 # --- nothing leaves ---------------------------------------------------------------------------------
 
 
@@ -99,6 +122,18 @@ def udp_frame(destination: bytes, port: int) -> bytes:
     ip[10:12] = _checksum(bytes(ip)).to_bytes(2, "big")
     gateway_mac = bytes((0x52, 0x55, 0x0A, 0x00, 0x02, 0x02))  # slirp's
     return gateway_mac + GUEST_MAC + b"\x08\x00" + bytes(ip) + udp + payload
+
+
+def tcp_syn_frame(destination: bytes, port: int) -> bytes:
+    """An Ethernet frame with a TCP SYN from the guest to ``destination``:``port``, its checksum right."""
+    tcp = bytearray((40001).to_bytes(2, "big") + port.to_bytes(2, "big") + bytes(8) + b"\x50\x02\x10\x00" + bytes(4))
+    pseudo = GUEST_IP + destination + b"\x00\x06" + len(tcp).to_bytes(2, "big")
+    tcp[16:18] = _checksum(pseudo + bytes(tcp)).to_bytes(2, "big")
+    ip = bytearray(b"\x45\x00" + (20 + len(tcp)).to_bytes(2, "big") + bytes(4) + b"\x40\x06" + bytes(2) + GUEST_IP
+                   + destination)  # fmt: skip
+    ip[10:12] = _checksum(bytes(ip)).to_bytes(2, "big")
+    gateway_mac = bytes((0x52, 0x55, 0x0A, 0x00, 0x02, 0x02))
+    return gateway_mac + GUEST_MAC + b"\x08\x00" + bytes(ip) + bytes(tcp)
 
 
 def _sockets(pid: int) -> int:
@@ -131,8 +166,9 @@ def _transmit_lines(frame: bytes, bar: int) -> list[str]:
     return lines
 
 
-def sockets_opened_by_a_frame(netdev: str, destination: bytes, tmp: Path) -> int:
-    """How many sockets QEMU has more after the guest sent one UDP frame to ``destination`` (port 9)."""
+def sockets_opened_by_a_frame(netdev: str, frame: bytes, tmp: Path, listener: socket.socket | None = None
+                              ) -> tuple[int, bool]:  # fmt: skip
+    """How many sockets QEMU has more after the guest sent ``frame``, and whether ``listener`` got a connection."""
     firmware = write_halt_firmware(tmp / "halt.bin")
     bar = 0xFEB00000
     argv = [QEMU, "-bios", str(firmware), "-display", "none", "-machine", "pc", "-m", "256", "-nodefaults",
@@ -143,13 +179,21 @@ def sockets_opened_by_a_frame(netdev: str, destination: bytes, tmp: Path) -> int
         assert proc.stdin is not None and proc.stdout is not None
         time.sleep(0.5)
         before = _sockets(proc.pid)
-        for line in _transmit_lines(udp_frame(destination, 9), bar):
+        for line in _transmit_lines(frame, bar):
             proc.stdin.write(line + "\n")
             proc.stdin.flush()
             answer = proc.stdout.readline()  # qtest answers each line; a dead QEMU answers ""
             assert answer.startswith("OK"), f"qtest line {line!r}: {answer!r}"
         time.sleep(1.0)  # the transmit bottom half and slirp's main-loop work
-        return _sockets(proc.pid) - before
+        opened = _sockets(proc.pid) - before
+        if listener is None:
+            return opened, False
+        listener.settimeout(0.5)
+        try:
+            listener.accept()[0].close()
+        except TimeoutError:
+            return opened, False
+        return opened, True
     finally:
         proc.kill()
         proc.wait(timeout=10)
@@ -158,7 +202,20 @@ def sockets_opened_by_a_frame(netdev: str, destination: bytes, tmp: Path) -> int
 def test_the_rows_network_sends_nothing_outside(tmp_path: Path) -> None:
     (netdev,) = [arg for arg in row_arguments(ROW) if arg.startswith("user,")]
     assert "restrict=on" in netdev.split(",") and "fwd" not in netdev, f"the row's netdev: {netdev}"
-    outside = bytes((192, 0, 2, 1))
-    control = sockets_opened_by_a_frame(netdev.replace("restrict=on", "restrict=off"), outside, tmp_path)
+    frame = udp_frame(bytes((192, 0, 2, 1)), 9)
+    control, _ = sockets_opened_by_a_frame(netdev.replace("restrict=on", "restrict=off"), frame, tmp_path)
     assert control >= 1, "with restrict=off the frame opened no host socket: this check could not fail"
-    assert sockets_opened_by_a_frame(netdev, outside, tmp_path) == 0, "a frame to 192.0.2.1 opened a host socket"
+    assert sockets_opened_by_a_frame(netdev, frame, tmp_path)[0] == 0, "a frame to 192.0.2.1 opened a host socket"
+
+
+def test_a_tcp_syn_to_the_gateway_connects_to_nothing(tmp_path: Path) -> None:
+    """The layout's TCP segments go to 10.0.2.2, which slirp maps to the host's loopback: under restrict=on a SYN
+    there reaches no host listener (slirp answers a reset itself), where with restrict=off it connects."""
+    (netdev,) = [arg for arg in row_arguments(ROW) if arg.startswith("user,")]
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        frame = tcp_syn_frame(GATEWAY_IP, listener.getsockname()[1])
+        _, connected = sockets_opened_by_a_frame(netdev.replace("restrict=on", "restrict=off"), frame, tmp_path,
+                                                 listener)  # fmt: skip
+        assert connected, "with restrict=off the SYN reached no listener: this check could not fail"
+        opened, connected = sockets_opened_by_a_frame(netdev, frame, tmp_path, listener)
+        assert not connected and opened == 0, f"restrict=on: the SYN connected ({connected}), {opened} sockets"

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from collections import Counter
 
+from avocado_iofuzz.model.layouts import frames
 from avocado_iofuzz.model.layouts.common import LAYOUT_SIZE
+from avocado_iofuzz.model.layouts.frames import ETH, IPV4
 from avocado_iofuzz.model.layouts.virtio_net import (
     ACKS,
     AVAIL,
@@ -17,7 +19,10 @@ from avocado_iofuzz.model.layouts.virtio_net import (
     DESC_NEXT,
     DESC_WRITE,
     GATEWAY_IP,
+    GUEST_IP,
+    HASH_IPV4_ALL,
     MQ_RSS_CONFIG,
+    NET_HDR,
     QUEUE_SIZE,
     RSS_MAX_KEY,
     RX_QUEUE,
@@ -52,7 +57,7 @@ def test_every_buffer_the_queues_name_is_inside_the_scratch_memory() -> None:
 
 def test_the_control_queue_is_eight_commands_each_with_an_ack_byte() -> None:
     writable_acks = 0
-    for seed in SEEDS:
+    for seed in range(256):
         memory = virtio_net_modern(BASE, seed)
         assert _u(memory, CTRL_QUEUE + AVAIL + 2, 2) == COMMAND_COUNT
         chain = descriptors(memory, CTRL_QUEUE)
@@ -62,7 +67,7 @@ def test_the_control_queue_is_eight_commands_each_with_an_ack_byte() -> None:
             assert command[0] == BASE + COMMANDS + COMMAND_SLOT * k and command[2:] == (DESC_NEXT, 2 * k + 1)
             assert ack[:2] == (BASE + ACKS + k, 1)
             writable_acks += ack[2] == DESC_WRITE
-    assert 0.9 < writable_acks / (len(SEEDS) * COMMAND_COUNT) < 1.0  # one in 32 malformed
+    assert 0.98 < writable_acks / (256 * COMMAND_COUNT) < 1.0  # one in 256 not writable
 
 
 def rss_fields(body: bytes) -> tuple[int, int, int, int, int]:
@@ -93,17 +98,54 @@ def test_commands_cover_every_class_and_rss_configurations_are_mostly_valid() ->
     assert valid > 4 * invalid > 0, (valid, invalid)
 
 
-def test_most_frames_are_arp_requests_for_the_gateway_and_every_receive_buffer_is_offered() -> None:
-    arp_gateway = frames = 0
+def transmitted(memory: bytes) -> list[bytes]:
+    """Every transmit chain's frame, by its descriptors."""
+    result = []
+    for address, length, flags, _ in descriptors(memory, TX_QUEUE):
+        if flags & DESC_INDIRECT:
+            table = address - BASE
+            address, length = _u(memory, table + 16, 8) - NET_HDR, NET_HDR + _u(memory, table + 24, 4)
+        result.append(memory[address - BASE + NET_HDR : address - BASE + length])
+    return result
+
+
+def kind_of(frame: bytes) -> str:
+    """What slirp makes of a frame: an ARP, an ICMP echo, DHCP or TCP to the gateway (checksums right), else other."""
+    if frame[12:14] == b"\x08\x06":
+        return "arp" if frame[20:22] == b"\x00\x01" and frame[18:20] == b"\x06\x04" else "other"
+    if frame[12:14] != b"\x08\x00" or frames.checksum(frame[ETH : ETH + IPV4]):
+        return "other"
+    ip, payload = frame[ETH : ETH + IPV4], frame[ETH + IPV4 :]
+    if ip[9] == frames.PROTOCOL_ICMP and ip[16:20] == GATEWAY_IP and payload[0] == 8 and not frames.checksum(payload):
+        return "icmp"
+    if ip[9] == frames.PROTOCOL_UDP and payload[2:4] == b"\x00\x43" and len(frame) == frames.DHCP_LENGTH:
+        return "dhcp"
+    if ip[9] == frames.PROTOCOL_TCP and ip[16:20] == GATEWAY_IP:
+        pseudo = GUEST_IP + GATEWAY_IP + bytes((0, 6)) + len(payload).to_bytes(2, "big")
+        return "tcp" if not frames.checksum(pseudo + payload) else "tcp unchecked"
+    return "other"
+
+
+def test_frames_mix_arp_icmp_dhcp_and_tcp_to_the_gateway_and_every_receive_buffer_is_offered() -> None:
+    kinds: Counter[str] = Counter()
     for seed in SEEDS:
         memory = virtio_net_modern(BASE, seed)
         assert _u(memory, RX_QUEUE + AVAIL + 2, 2) == QUEUE_SIZE
-        sent = _u(memory, TX_QUEUE + AVAIL + 2, 2)
-        assert 1 <= sent <= QUEUE_SIZE
-        for address, _, flags, _ in descriptors(memory, TX_QUEUE):
-            if flags & DESC_INDIRECT:
-                address = _u(memory, address - BASE, 8)
-            frame = memory[address - BASE + 12 : address - BASE + 12 + 42]
-            frames += 1
-            arp_gateway += frame[12:14] == b"\x08\x06" and frame[20:22] == b"\x00\x01" and frame[38:42] == GATEWAY_IP
-    assert 0.3 < arp_gateway / frames < 0.6, arp_gateway / frames  # 3 in 8 kinds, plus malformed ones
+        assert 1 <= _u(memory, TX_QUEUE + AVAIL + 2, 2) <= QUEUE_SIZE
+        kinds.update(kind_of(frame) for frame in transmitted(memory))
+    total = sum(kinds.values())
+    assert {"arp", "icmp", "dhcp", "tcp", "tcp unchecked", "other"} <= set(kinds), kinds
+    assert 0.6 < (kinds["arp"] + kinds["icmp"] + kinds["dhcp"] + kinds["tcp"]) / total < 0.95, kinds  # some malformed
+    assert min(kinds["icmp"], 2 * kinds["dhcp"], 2 * kinds["tcp"]) / total > 0.15, kinds
+
+
+def test_the_last_command_configures_rss_for_ipv4_tcp_and_udp_validly() -> None:
+    ipv4_all = 0
+    for seed in SEEDS:
+        memory = virtio_net_modern(BASE, seed)
+        last = memory[COMMANDS + COMMAND_SLOT * (COMMAND_COUNT - 1) :][:COMMAND_SLOT]
+        assert last[:2] == bytes((CTRL_MQ, MQ_RSS_CONFIG))
+        hash_types, entries, unclassified, max_tx_vq, key = rss_fields(last[2:])
+        assert hash_types & HASH_IPV4_ALL == HASH_IPV4_ALL
+        ipv4_all += entries & (entries - 1) == 0 and unclassified == 0 and max_tx_vq == 1 and 1 <= key <= RSS_MAX_KEY
+    assert ipv4_all == len(SEEDS)  # the malformed RSS configurations are among the seven commands before

@@ -6,7 +6,9 @@ and nobody answers, so the receive path never runs. Here the frames are the
 ones slirp (``-netdev user,restrict=on``) answers by itself, without any
 traffic leaving QEMU: an ARP request for the gateway 10.0.2.2 (or the DNS
 address 10.0.2.3), an ICMP echo request to 10.0.2.2, a DHCP DISCOVER. A TCP
-segment to 10.0.2.2 feeds the segmentation offload (slirp drops it: restrict).
+segment to 10.0.2.2 feeds the segmentation offload (restrict=on: slirp opens no
+connection). The frames are :mod:`~avocado_iofuzz.model.layouts.frames`' (shared
+with ``virtio_net_modern``).
 
 Page 0: the transmit ring, 256 descriptors cut in packets: legacy data
 descriptors (some with the legacy checksum insert), or a context descriptor
@@ -29,6 +31,21 @@ from __future__ import annotations
 
 from avocado_iofuzz.model.generator import random_word
 from avocado_iofuzz.model.layouts.common import LAYOUT_SIZE, dwords_of, maybe
+from avocado_iofuzz.model.layouts.frames import (  # noqa: F401 (the layout's frames and addresses, named here too)
+    BOOTP_MIN,
+    DNS_IP,
+    ETH,
+    GATEWAY_IP,
+    GUEST_IP,
+    GUEST_MAC,
+    IPV4,
+    TCP_HEADER,
+    arp,
+    checksum,
+    dhcp_discover,
+    icmp_echo,
+    tcp_segment,
+)
 
 PAGE = 0x1000
 STRUCT_WORDS = LAYOUT_SIZE // 4  # structures read generator words from here (cell c: STRUCT_WORDS + 2c, + 1)
@@ -38,13 +55,6 @@ RX_DESCRIPTORS = 128  # 32-byte packet-split descriptors
 SLOT = 0x100
 RX_BUFFER_SLOTS = 8  # buffers at RX_BUFFERS + k * SLOT, k < 8: the last starts 0x800 before the end
 
-GUEST_MAC = bytes.fromhex("525400123456")  # QEMU's default address for the first NIC
-SLIRP_MAC = bytes.fromhex("52550a000202")
-BROADCAST_MAC = b"\xff" * 6
-GUEST_IP = bytes((10, 0, 2, 15))
-GATEWAY_IP = bytes((10, 0, 2, 2))
-DNS_IP = bytes((10, 0, 2, 3))
-
 ARP, ICMP, DHCP, TCP = "arp", "icmp", "dhcp", "tcp"
 # (kind, first slot, slots): the frames of page 2
 FRAME_SLOTS = (
@@ -52,9 +62,6 @@ FRAME_SLOTS = (
     (ICMP, 4, 1), (ICMP, 5, 1), (ICMP, 6, 1), (ICMP, 7, 1),
     (DHCP, 8, 3), (TCP, 11, 5),
 )  # fmt: skip
-ETH, IPV4 = 14, 20
-BOOTP_MIN = 576  # slirp answers a BOOTP request of at least its struct bootp_t (IP + UDP + BOOTP + 312 vendor bytes)
-TCP_HEADER = 20
 
 # transmit descriptor command bits (legacy CMD and extended DCMD), TUCMD of a context, POPTS
 CMD_EOP, CMD_IFCS, CMD_IC_TSE, CMD_RS, CMD_DEXT, CMD_VLE = 0x01, 0x02, 0x04, 0x08, 0x20, 0x40
@@ -67,78 +74,10 @@ def _word(seed: int, k: int) -> int:
     return random_word(seed, k)
 
 
-
-def checksum(data: bytes | bytearray) -> int:
-    """The Internet checksum (RFC 1071) of ``data``: one's complement of the one's complement sum of 16-bit words."""
-    total = 0
-    for i in range(0, len(data) - 1, 2):
-        total += data[i] << 8 | data[i + 1]
-    if len(data) % 2:
-        total += data[-1] << 8
-    while total >> 16:
-        total = (total & 0xFFFF) + (total >> 16)
-    return ~total & 0xFFFF
-
-
-def _ipv4(frame: bytearray, total: int, ident: int, protocol: int, source: bytes, destination: bytes) -> None:
-    """An IPv4 header at ETH with its checksum: no options, TTL 64, not fragmented."""
-    frame[ETH : ETH + IPV4] = (
-        bytes((0x45, 0, total >> 8, total & 0xFF, ident >> 8, ident & 0xFF, 0, 0, 64, protocol, 0, 0))
-        + source
-        + destination
-    )
-    frame[ETH + 10 : ETH + 12] = checksum(frame[ETH : ETH + IPV4]).to_bytes(2, "big")
-
-
-def _ethernet(destination: bytes, ethertype: int) -> bytearray:
-    return bytearray(destination + GUEST_MAC + ethertype.to_bytes(2, "big"))
-
-
 def arp_request(word: int) -> bytes:
     """Who has 10.0.2.2 (10.0.2.3 one time in four), tell 10.0.2.15; padded to the 60-byte minimum."""
-    target = DNS_IP if maybe(word, 0, 2) else GATEWAY_IP
-    frame = _ethernet(BROADCAST_MAC, 0x0806)
-    frame += bytes((0, 1, 8, 0, 6, 4, 0, 1)) + GUEST_MAC + GUEST_IP + bytes(6) + target
-    return bytes(frame + bytes(60 - len(frame)))
-
-
-def icmp_echo(word: int) -> bytes:
-    """An echo request to 10.0.2.2 with 8-135 payload bytes, both checksums right."""
-    payload = bytes((word >> 32) + i & 0xFF for i in range(8 + ((word >> 8) & 0x7F)))
-    frame = _ethernet(SLIRP_MAC, 0x0800) + bytes(IPV4)
-    ident, sequence = (word >> 16) & 0xFFFF, word & 0xFF
-    icmp = bytearray(bytes((8, 0, 0, 0, ident >> 8, ident & 0xFF, 0, sequence)) + payload)
-    icmp[2:4] = checksum(icmp).to_bytes(2, "big")
-    frame += icmp
-    _ipv4(frame, IPV4 + len(icmp), ident ^ 0x5A5A, 1, GUEST_IP, GATEWAY_IP)
-    return bytes(frame)
-
-
-def dhcp_discover(word: int) -> bytes:
-    """A DHCP DISCOVER (REQUEST for 10.0.2.15 one time in four) from 0.0.0.0 to the broadcast address, UDP sum 0."""
-    request = maybe(word, 0, 2)
-    xid = (word >> 32).to_bytes(4, "big")
-    bootp = bytearray(bytes((1, 1, 6, 0)) + xid + bytes(20) + GUEST_MAC + bytes(10 + 64 + 128))
-    bootp += bytes((99, 130, 83, 99, 53, 1, 3 if request else 1))
-    if request:
-        bootp += bytes((50, 4)) + GUEST_IP
-    bootp += bytes((255,))
-    bootp += bytes(BOOTP_MIN - IPV4 - 8 - len(bootp))
-    udp = bytes((0, 68, 0, 67)) + (8 + len(bootp)).to_bytes(2, "big") + bytes(2)
-    frame = _ethernet(BROADCAST_MAC, 0x0800) + bytes(IPV4) + udp + bootp
-    _ipv4(frame, IPV4 + len(udp) + len(bootp), (word >> 8) & 0xFFFF, 17, bytes(4), b"\xff" * 4)
-    return bytes(frame)
-
-
-def tcp_segment(word: int) -> bytes:
-    """A TCP ACK|PSH to 10.0.2.2 with 64-1151 payload bytes (segmented by TSO); its checksum is left to the offload."""
-    payload = bytes((word >> 40) + 3 * i & 0xFF for i in range(64 + ((word >> 8) & 0x3FF) % 1088))
-    sequence = ((word >> 16) & 0xFFFF_FFFF).to_bytes(4, "big")
-    port = 1024 + ((word >> 24) & 0x7FFF)
-    tcp = bytes((0xC0, 0x01)) + port.to_bytes(2, "big") + sequence + bytes(4) + bytes((0x50, 0x18, 0x10, 0, 0, 0, 0, 0))
-    frame = _ethernet(SLIRP_MAC, 0x0800) + bytes(IPV4) + tcp + payload
-    _ipv4(frame, IPV4 + len(tcp) + len(payload), word & 0xFFFF, 6, GUEST_IP, GATEWAY_IP)
-    return bytes(frame)
+    frame = arp(DNS_IP if maybe(word, 0, 2) else GATEWAY_IP)
+    return frame + bytes(60 - len(frame))
 
 
 _BUILDERS = {ARP: arp_request, ICMP: icmp_echo, DHCP: dhcp_discover, TCP: tcp_segment}
