@@ -59,7 +59,10 @@ STRETCH_CHILDREN = 5  # batch mutations of an element, a twelfth of the round ea
 CHILD_ELEMENT_OPS = 2048
 MAX_STACK = 3  # mutations per child
 RECIPE_TRIES = 4  # round 0 runs each bring-up recipe with this many scratch fills
-MAX_RECIPE_ELEMENTS = MAX_ROUND_ELEMENTS // 2
+# round 0's recipe programs, all tries of all recipes: a row's recipes are 10-100 steps a try, and a try is one
+# scratch fill, the only place its layout's variety comes from; with 128 (session 8) the rows with long
+# recipes (virtio-net 98 steps, megasas 81) played one fill of the four, whatever it drew. Round 0 runs once.
+MAX_RECIPE_ELEMENTS = 2 * MAX_ROUND_ELEMENTS
 RECIPE_SALT = 0x7265636970  # the stream of the recipe fills' seeds, apart from the rounds' (fork(number))
 
 
