@@ -59,11 +59,17 @@ IO_CASES = (
         "megasas_init_queue", "megasas_intr_enabled", "megasas_qf_complete",
         # an LD read or write, SCSI commands and DCMDs handled, and the disk reading or writing by DMA
         "megasas_handle_io", "megasas_handle_scsi", "megasas_dcmd_enter", "scsi_disk_dma_command_*",
+        # every fill: the CTRL_EVENT_WAIT at 0x100 held, an abort of it (the layout aims half its aborts there)
+        "megasas_abort_frame",
     ), (
         # these need a few fills (each was in 2 or more of the 8 with 16 frames a fill)
         "megasas_io_read_start", "megasas_io_write_start", "megasas_scsi_write_start", "scsi_disk_emulate_write_data",
         "megasas_scsi_nodata", "scsi_disk_emulate_command_SEEK_10", "scsi_disk_emulate_command_FORMAT_UNIT",
         "megasas_dcmd_pd_list_query", "megasas_dcmd_unsupported",
+        # session 9: MODE SELECT(10) with a list the disk takes (a new block size in some), a serial number
+        # (VPD page 0x80; the row's disk has serial=), the frame the abort names still held
+        "scsi_disk_emulate_command_MODE_SELECT_10", "scsi_disk_mode_select_set_blocksize",
+        "scsi_disk_emulate_vpd_page_80",
     )),
     IoCase("megasas-io-msix", ("megasas_msix_enabled", "megasas_msix_raise", "megasas_qf_complete")),
     IoCase("megasas-io-msi", ("megasas_msi_enabled", "megasas_msi_raise", "megasas_qf_complete")),
