@@ -1109,6 +1109,7 @@ enum { MIO_BROKEN_COMMAND, MIO_BROKEN_TARGET, MIO_BROKEN_CDB_LEN, MIO_NO_SGE, MI
 #define MIO_MODE_SELECT_LIST (-2) /* a MODE SELECT: its parameter list in the frame's tail (mio_mode_select) */
 #define MIO_LIST_AT 64ULL
 #define MIO_HELD_SLOT 0ULL /* always a CTRL_EVENT_WAIT, held until an abort names it */
+#define MIO_ABORTING_SLOT 1ULL /* always an abort of it */
 
 struct mio_scsi {
 	unsigned char head[14];
@@ -1150,6 +1151,9 @@ static const struct mio_scsi mio_scsi_commands[] = {
 	{ { 0x15, 0x10 }, 2, 6, MIO_MODE_SELECT_LIST, 1 },
 	{ { 0x55, 0x10 }, 2, 10, MIO_MODE_SELECT_LIST, 1 },
 	{ { 0x04 }, 1, 6, 0, 0 },
+	{ { 0x43, 0, 0, 0, 0, 0, 0, 0, 0x0c }, 9, 10, 12, 0 },
+	{ { 0x9e, 0x12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x20 }, 14, 16, 32, 0 },
+	{ { 0x01 }, 1, 6, 0, 0 },
 };
 #define MIO_SCSI_COMMANDS (sizeof(mio_scsi_commands) / sizeof(mio_scsi_commands[0]))
 
@@ -1164,6 +1168,26 @@ static const uint32_t mio_dcmds[][3] = { /* opcode, data bytes, mailbox byte 0 *
 	{ 0x08010100, 0, 0 },	 { 0x010C0200, 64, 0 },	 { 0x01030000, 0, 0 },	 { 0x0DEAD000, 512, 0 },
 };
 #define MIO_DCMDS (sizeof(mio_dcmds) / sizeof(mio_dcmds[0]))
+
+/* PLAN: every SCSI command, every DCMD, two LD reads, two LD writes, four aborts; a fill posts them in this
+ * order from its rotation on (slot 1 on), one frame in eight any kind instead */
+#define MIO_PLAN (MIO_SCSI_COMMANDS + MIO_DCMDS + 8)
+
+static void mio_planned(uint64_t item, uint64_t *kind, uint64_t *pick)
+{
+	static const uint64_t tail[] = { 1, 1, 2, 2, 6, 6, 6, 6 };
+
+	*pick = 0;
+	if (item < MIO_SCSI_COMMANDS) {
+		*kind = 3;
+		*pick = item;
+	} else if (item < MIO_SCSI_COMMANDS + MIO_DCMDS) {
+		*kind = 5;
+		*pick = item - MIO_SCSI_COMMANDS;
+	} else {
+		*kind = tail[item - MIO_SCSI_COMMANDS - MIO_DCMDS];
+	}
+}
 
 /* a MODE SELECT the disk accepts, from `word`: the CDB at frame + 32, the list at frame + MIO_LIST_AT; its length */
 static uint64_t mio_mode_select(uint8_t *frame, const struct mio_scsi *c, uint64_t word)
@@ -1225,27 +1249,39 @@ static void mio_sgl(uint8_t *frame, uint64_t at, uint64_t flags, uint64_t data_l
 	}
 }
 
-static void mio_frame(uint8_t *frame, uint64_t slot, uint64_t w0, uint64_t w1, uint64_t w2)
+static void mio_frame(uint8_t *frame, uint64_t slot, uint64_t rotation, uint64_t w0, uint64_t w1, uint64_t w2)
 {
 	static const uint64_t kinds[] = { 3, 3, 3, 4, 4, 4, 1, 1, 2, 2, 5, 5, 5, 5, 5, 6 };
 	static const uint64_t sgl_flags[] = { 0, MIO_SGL64, MIO_IEEE | MIO_SGL64, MIO_SGL64 };
-	uint64_t kind = kinds[w0 & 15], command = kind;
+	uint64_t kind, pick, command;
 	int broken = maybe(w0, 4, 3) ? (int)((w0 >> 7) & 7) : -1;
 	uint64_t flags = sgl_flags[(w0 >> 10) & 3] | ((w0 >> 12) & 1) * MIO_SENSE64;
 	uint64_t sense = scratch_base + MIO_SENSE + ((w0 >> 13) & 3) * MIO_SENSE_BYTES;
 	uint64_t target = 0, lun = 0, sges = 0, cdb_len = 0, data_len = 0;
 
+	if (maybe(w0, 24, 3)) {
+		kind = kinds[w0 & 15];
+		pick = w1;
+	} else {
+		mio_planned((slot + rotation + MIO_PLAN - 1) % MIO_PLAN, &kind, &pick);
+		if (kind == 3 && (w0 & 1))
+			kind = 4;
+	}
+	command = kind;
 	memset(frame, 0, MIO_FRAME_BYTES);
 	if (slot == MIO_HELD_SLOT) {
 		kind = command = 5;
 		broken = -1;
+	} else if (slot == MIO_ABORTING_SLOT) {
+		kind = command = 6;
+		broken = -1;
 	}
-	if ((kind == 3 || kind == 4) && mio_scsi_commands[w1 % MIO_SCSI_COMMANDS].data_len == MIO_MODE_SELECT_LIST) {
+	if ((kind == 3 || kind == 4) && mio_scsi_commands[pick % MIO_SCSI_COMMANDS].data_len == MIO_MODE_SELECT_LIST) {
 		uint64_t size = (flags & MIO_IEEE) ? 16 : (flags & MIO_SGL64) ? 12 : 8;
 		uint64_t address = scratch_base + MIO_FIRST_FRAME + MIO_FRAME_BYTES * slot + MIO_LIST_AT;
 
-		data_len = mio_mode_select(frame, &mio_scsi_commands[w1 % MIO_SCSI_COMMANDS], w1 >> 8);
-		cdb_len = mio_scsi_commands[w1 % MIO_SCSI_COMMANDS].cdb_len;
+		data_len = mio_mode_select(frame, &mio_scsi_commands[pick % MIO_SCSI_COMMANDS], w1 >> 8);
+		cdb_len = mio_scsi_commands[pick % MIO_SCSI_COMMANDS].cdb_len;
 		if (broken == MIO_SHORT_SGL)
 			data_len -= 4; /* the frame says less than the CDB */
 		else if (broken == MIO_LONG_SGL)
@@ -1256,7 +1292,7 @@ static void mio_frame(uint8_t *frame, uint64_t slot, uint64_t w0, uint64_t w1, u
 		put_le(frame + 48, broken == MIO_NULL_SGE ? 0 : address, size == 8 ? 4 : 8);
 		put_le(frame + (size == 8 ? 52 : 56), data_len, 4);
 	} else if (kind == 3 || kind == 4) {
-		const struct mio_scsi *c = &mio_scsi_commands[w1 % MIO_SCSI_COMMANDS];
+		const struct mio_scsi *c = &mio_scsi_commands[pick % MIO_SCSI_COMMANDS];
 		uint64_t word = w1 >> 8;
 
 		memcpy(frame + 32, c->head, c->head_len);
@@ -1296,7 +1332,7 @@ static void mio_frame(uint8_t *frame, uint64_t slot, uint64_t w0, uint64_t w1, u
 		data_len = blocks;
 	} else if (kind == 5) {
 		static const uint32_t event_wait[3] = { 0x01040500, 512, 0 };
-		const uint32_t *d = slot == MIO_HELD_SLOT ? event_wait : mio_dcmds[w1 % MIO_DCMDS];
+		const uint32_t *d = slot == MIO_HELD_SLOT ? event_wait : mio_dcmds[pick % MIO_DCMDS];
 
 		data_len = d[1];
 		flags |= MIO_READ;
@@ -1305,9 +1341,10 @@ static void mio_frame(uint8_t *frame, uint64_t slot, uint64_t w0, uint64_t w1, u
 		sges = 1;
 		mio_sgl(frame, 40, flags, data_len, w2, broken, sges);
 	} else {
-		uint64_t other = ((w1 >> 8) & 1) ? MIO_HELD_SLOT : (w1 >> 9) % MIO_FRAMES;
+		uint64_t other = slot == MIO_ABORTING_SLOT || ((w1 >> 8) & 1) ? MIO_HELD_SLOT : (w1 >> 9) % MIO_FRAMES;
+		int wrong = broken >= 0 || (slot != MIO_ABORTING_SLOT && maybe(w1, 10, 2));
 
-		put_le(frame + 24, MIO_CONTEXT_BASE + other + (broken >= 0 ? 1 : 0), 8); /* mfi_abort_frame's context */
+		put_le(frame + 24, MIO_CONTEXT_BASE + other + (wrong ? 1 : 0), 8); /* mfi_abort_frame's context */
 		put_le(frame + 32, scratch_base + MIO_FIRST_FRAME + MIO_FRAME_BYTES * other, 8); /* and frame address */
 	}
 	if (broken == MIO_BROKEN_COMMAND) {
@@ -1352,7 +1389,7 @@ static void fill_megasas_io(uint64_t seed, volatile uint32_t *dw)
 	for (uint64_t slot = 0; slot < MIO_FRAMES; slot++) {
 		uint64_t at = MIO_FIRST_FRAME + MIO_FRAME_BYTES * slot, cell = at / 16;
 
-		mio_frame(bytes, slot, random_word(seed, STRUCT_WORDS + 2 * cell), random_word(seed, STRUCT_WORDS + 2 * cell + 1),
+		mio_frame(bytes, slot, (word >> 16) % MIO_PLAN, random_word(seed, STRUCT_WORDS + 2 * cell), random_word(seed, STRUCT_WORDS + 2 * cell + 1),
 			  random_word(seed, STRUCT_WORDS + 2 * cell + 2));
 		store_bytes(dw + at / 4, bytes, MIO_FRAME_BYTES);
 	}

@@ -183,3 +183,15 @@ def test_the_fill_depends_on_the_seed_and_the_base():
     assert one != layout_fill(LAYOUT_MEGASAS_IO, BASE, 2)
     moved = layout_fill(LAYOUT_MEGASAS_IO, BASE + 0x10000, 1)
     assert u32(moved, 24) == u32(one, 24) + 0x10000 and u32(moved, SENSE) == u32(one, SENSE)
+
+
+@pytest.mark.parametrize("seed", SEEDS[:4])
+def test_one_fill_posts_most_scsi_commands_and_dcmds_once(seed):
+    """Guided's round 0 runs one fill of megasas-io: it should hold most of PLAN, not a random third of it."""
+    cdbs, opcodes = set(), set()
+    for frame in frames(layout_fill(LAYOUT_MEGASAS_IO, BASE, seed))[1:]:
+        if frame[0] in (3, 4):  # the opcode and what tells commands with one apart (a VPD or mode page, an action)
+            cdbs.add((frame[32], frame[34] if frame[32] in (0x12, 0x1A, 0x5A) else frame[33] & 0x1F))
+        elif frame[0] == 5:
+            opcodes.add(u32(frame, 24))
+    assert len(cdbs) + len(opcodes) >= 40, (len(cdbs), len(opcodes))  # 41-56 over 215 seeds; at random about 30
