@@ -1169,29 +1169,23 @@ static const uint32_t mio_dcmds[][3] = { /* opcode, data bytes, mailbox byte 0 *
 };
 #define MIO_DCMDS (sizeof(mio_dcmds) / sizeof(mio_dcmds[0]))
 
-/* PLAN: the SCSI commands and DCMDs below (by index; the rest have a twin here, random frames still draw
- * them), an LD read, an LD write, two aborts; a fill posts them in this order from its rotation on (slot 1
- * on), one frame in eight any kind instead */
-static const uint8_t mio_plan_scsi[] = { 0,  1,	 2,  3,  4,  5,  6,  7,	 8,  9,	 11, 12, 13, 14, 15,
-					 16, 17, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31, 32, 33, 34 };
-static const uint8_t mio_plan_dcmds[] = { 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 20, 31 };
-#define MIO_PLAN_SCSI (sizeof(mio_plan_scsi) / sizeof(mio_plan_scsi[0]))
-#define MIO_PLAN_DCMDS (sizeof(mio_plan_dcmds) / sizeof(mio_plan_dcmds[0]))
-#define MIO_PLAN (MIO_PLAN_SCSI + MIO_PLAN_DCMDS + 4)
+/* PLAN: every SCSI command, every DCMD, two LD reads, two LD writes, four aborts; a fill posts them in this
+ * order from its rotation on (slot 1 on), one frame in eight any kind instead */
+#define MIO_PLAN (MIO_SCSI_COMMANDS + MIO_DCMDS + 8)
 
 static void mio_planned(uint64_t item, uint64_t *kind, uint64_t *pick)
 {
-	static const uint64_t tail[] = { 1, 2, 6, 6 };
+	static const uint64_t tail[] = { 1, 1, 2, 2, 6, 6, 6, 6 };
 
 	*pick = 0;
-	if (item < MIO_PLAN_SCSI) {
+	if (item < MIO_SCSI_COMMANDS) {
 		*kind = 3;
-		*pick = mio_plan_scsi[item];
-	} else if (item < MIO_PLAN_SCSI + MIO_PLAN_DCMDS) {
+		*pick = item;
+	} else if (item < MIO_SCSI_COMMANDS + MIO_DCMDS) {
 		*kind = 5;
-		*pick = mio_plan_dcmds[item - MIO_PLAN_SCSI];
+		*pick = item - MIO_SCSI_COMMANDS;
 	} else {
-		*kind = tail[item - MIO_PLAN_SCSI - MIO_PLAN_DCMDS];
+		*kind = tail[item - MIO_SCSI_COMMANDS - MIO_DCMDS];
 	}
 }
 

@@ -11,7 +11,6 @@ from avocado_iofuzz.guided.recipes import load
 from avocado_iofuzz.model.dma_layouts import LAYOUT_MEGASAS, LAYOUT_MEGASAS_IO, layout_fill
 from avocado_iofuzz.model.layout_choice import LAYOUT_AUTO, choose_layouts, family_layout
 from avocado_iofuzz.model.layouts.megasas_io import (
-    ABORTING_SLOT,
     CONSUMER,
     CONTEXT_BASE,
     DATA,
@@ -22,11 +21,9 @@ from avocado_iofuzz.model.layouts.megasas_io import (
     FRAMES,
     HELD_SLOT,
     LIST_AT,
-    PLAN,
     PRODUCER,
     QINFO,
     REPLY_QUEUE,
-    SCSI_COMMANDS,
     SENSE,
 )
 from avocado_iofuzz.model.pci import IORESOURCE_MEM, PciFunction, PciResource
@@ -148,21 +145,18 @@ def test_mode_selects_carry_a_parameter_list_the_disk_accepts():
     assert {page for _, _, page in seen} == {0x01, 0x08}, seen
 
 
-def test_the_held_frame_waits_for_an_event_the_next_aborts_it_and_about_half_the_other_aborts_name_it():
+def test_the_held_frame_waits_for_an_event_and_about_half_the_aborts_name_it():
     held = aborts = 0
     for seed in SEEDS:
         memory = frames(layout_fill(LAYOUT_MEGASAS_IO, BASE, seed))
         frame = memory[HELD_SLOT]
         assert frame[0] == 5 and u32(frame, 24) == 0x01040500 and frame[7] == 1  # CTRL_EVENT_WAIT, one element
         assert sgl(frame, 40)[0][1] >= 512  # room for the event detail QEMU checks for
-        held_address = BASE + FIRST_FRAME + FRAME_BYTES * HELD_SLOT
-        aborting = memory[ABORTING_SLOT]  # always a well-formed abort of it: its context, its address
-        assert aborting[0] == 6 and (u64(aborting, 24), u64(aborting, 32)) == (CONTEXT_BASE + HELD_SLOT, held_address)
-        for other in memory[ABORTING_SLOT + 1 :]:
+        for other in memory:
             if other[0] == 6:
                 aborts += 1
-                held += u64(other, 32) == held_address
-    assert 0.3 < held / aborts < 0.7, f"{held} of {aborts} other aborts name the held frame"
+                held += u64(other, 32) == BASE + FIRST_FRAME + FRAME_BYTES * HELD_SLOT
+    assert 0.35 < held / aborts < 0.65, f"{held} of {aborts} aborts name the held frame"
 
 
 def test_a_dcmd_gets_the_buffer_its_handler_checks_for():
@@ -191,26 +185,13 @@ def test_the_fill_depends_on_the_seed_and_the_base():
     assert u32(moved, 24) == u32(one, 24) + 0x10000 and u32(moved, SENSE) == u32(one, SENSE)
 
 
-def command_key(cdb: bytes) -> tuple[int, int]:
-    """The opcode and what tells commands with one apart (a VPD or mode page, a service action)."""
-    if cdb[0] in (0x12, 0x1A, 0x5A):
-        return cdb[0], cdb[2]
-    return cdb[0], cdb[1] & 0x1F if cdb[0] == 0x9E else 0
-
-
-def test_one_fill_posts_most_of_the_plan():
-    """Guided's round 0 runs one fill of megasas-io: it should hold most of PLAN (0.89 of it on average over 315
-    seeds, 0.62 at least; drawn at random, 61 frames of the tables held about half the commands)."""
-    planned_scsi = {command_key(SCSI_COMMANDS[pick][0] + bytes(3)) for kind, pick in PLAN if kind == 3}
-    planned_dcmds = {DCMDS[pick][0] for kind, pick in PLAN if kind == 5}
-    shares = []
-    for seed in SEEDS:
-        scsi, dcmds = set(), set()
-        for frame in frames(layout_fill(LAYOUT_MEGASAS_IO, BASE, seed))[ABORTING_SLOT + 1 :]:
-            if frame[0] in (3, 4):
-                scsi.add(command_key(frame[32:48]))
-            elif frame[0] == 5:
-                dcmds.add(u32(frame, 24))
-        shares.append(len(scsi & planned_scsi) / len(planned_scsi))
-        shares.append(len(dcmds & planned_dcmds) / len(planned_dcmds))
-    assert min(shares) >= 0.6 and sum(shares) / len(shares) >= 0.8, shares
+@pytest.mark.parametrize("seed", SEEDS[:4])
+def test_one_fill_posts_most_scsi_commands_and_dcmds_once(seed):
+    """Guided's round 0 runs one fill of megasas-io: it should hold most of PLAN, not a random third of it."""
+    cdbs, opcodes = set(), set()
+    for frame in frames(layout_fill(LAYOUT_MEGASAS_IO, BASE, seed))[1:]:
+        if frame[0] in (3, 4):  # the opcode and what tells commands with one apart (a VPD or mode page, an action)
+            cdbs.add((frame[32], frame[34] if frame[32] in (0x12, 0x1A, 0x5A) else frame[33] & 0x1F))
+        elif frame[0] == 5:
+            opcodes.add(u32(frame, 24))
+    assert len(cdbs) + len(opcodes) >= 40, (len(cdbs), len(opcodes))  # 41-56 over 215 seeds; at random about 30

@@ -146,19 +146,13 @@ EVENT_WAIT = (0x01040500, 512, 0)
 HELD_SLOT = 0  # always a CTRL_EVENT_WAIT: QEMU holds it until an abort names it, which half the aborts do
 ABORTING_SLOT = 1  # always a well-formed abort of it
 
-# A fill posts what a driver would, one of each: the SCSI commands and DCMDs once, an LD read and write, aborts,
+# A fill posts what a driver would, one of each: every SCSI command and DCMD once, LD reads and writes, aborts,
 # in this order from a place the fill seed picks (the init word: ``rotation``), slot 1 on. Drawn at random
-# instead, 61 frames repeat some and leave a third out, and guided's round 0 runs one fill. 55 entries: every
-# fill holds all of them.
-# Left out of the plan (random frames still draw them): READ/WRITE(12)/(16), the 6- and 10-byte ones' twins,
-# the second MODE SENSE(6); DCMDs QEMU answers with the same dummy or "unhandled" path as one kept.
-PLAN_SCSI_LEFT_OUT = (b"\xa8", b"\xaa", b"\x88", b"\x8a", b"\x1a\x08\x08\x00\xff")
-PLAN_DCMDS_LEFT_OUT = (0x0100E100, 0x01040300, 0x01060000, 0x02030100, 0x03030000, 0x04020000, 0x05010000,
-                       0x08000000, 0x08010100, 0x010C0200, 0x01030000)  # fmt: skip
+# instead, 61 frames of 74 kinds repeat some and leave a third out, and guided's round 0 runs one fill.
 PLAN: tuple[tuple[int, int], ...] = (
-    *((MFI_LD_SCSI, pick) for pick, c in enumerate(SCSI_COMMANDS) if c[0] not in PLAN_SCSI_LEFT_OUT),
-    *((MFI_DCMD, pick) for pick, d in enumerate(DCMDS) if d[0] not in PLAN_DCMDS_LEFT_OUT),
-    *((kind, 0) for kind in (MFI_LD_READ, MFI_LD_WRITE, MFI_ABORT, MFI_ABORT)),
+    *((MFI_LD_SCSI, pick) for pick in range(len(SCSI_COMMANDS))),
+    *((MFI_DCMD, pick) for pick in range(len(DCMDS))),
+    *((kind, 0) for kind in (MFI_LD_READ, MFI_LD_READ, MFI_LD_WRITE, MFI_LD_WRITE, *(MFI_ABORT,) * 4)),
 )
 
 # Ways one frame in eight is broken (its own field, the rest stays valid).
