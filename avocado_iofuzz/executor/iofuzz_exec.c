@@ -1106,6 +1106,11 @@ static void fill_virtio_blk_req(uint64_t seed, volatile uint32_t *dw)
 enum { MIO_BROKEN_COMMAND, MIO_BROKEN_TARGET, MIO_BROKEN_CDB_LEN, MIO_NO_SGE, MIO_MANY_SGES, MIO_NULL_SGE,
        MIO_SHORT_SGL, MIO_LONG_SGL };
 
+#define MIO_MODE_SELECT_LIST (-2) /* a MODE SELECT: its parameter list in the frame's tail (mio_mode_select) */
+#define MIO_LIST_AT 64ULL
+#define MIO_HELD_SLOT 0ULL /* always a CTRL_EVENT_WAIT, held until an abort names it */
+#define MIO_ABORTING_SLOT 1ULL /* always an abort of it */
+
 struct mio_scsi {
 	unsigned char head[14];
 	unsigned head_len, cdb_len;
@@ -1143,9 +1148,12 @@ static const struct mio_scsi mio_scsi_commands[] = {
 	{ { 0x2b, 0x00, 0x00, 0x00, 0x00, 0x10 }, 6, 10, 0, 0 },
 	{ { 0x41, 0x00, 0x00, 0x00, 0x00, 0x10, 0x00, 0x00, 0x01 }, 9, 10, 512, 1 },
 	{ { 0x42, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x18 }, 9, 10, 24, 1 },
-	{ { 0x15, 0x10, 0x00, 0x00, 0x18 }, 5, 6, 24, 1 },
-	{ { 0x55, 0x10, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x18 }, 9, 10, 24, 1 },
+	{ { 0x15, 0x10 }, 2, 6, MIO_MODE_SELECT_LIST, 1 },
+	{ { 0x55, 0x10 }, 2, 10, MIO_MODE_SELECT_LIST, 1 },
 	{ { 0x04 }, 1, 6, 0, 0 },
+	{ { 0x43, 0, 0, 0, 0, 0, 0, 0, 0x0c }, 9, 10, 12, 0 },
+	{ { 0x9e, 0x12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x20 }, 14, 16, 32, 0 },
+	{ { 0x01 }, 1, 6, 0, 0 },
 };
 #define MIO_SCSI_COMMANDS (sizeof(mio_scsi_commands) / sizeof(mio_scsi_commands[0]))
 
@@ -1160,6 +1168,57 @@ static const uint32_t mio_dcmds[][3] = { /* opcode, data bytes, mailbox byte 0 *
 	{ 0x08010100, 0, 0 },	 { 0x010C0200, 64, 0 },	 { 0x01030000, 0, 0 },	 { 0x0DEAD000, 512, 0 },
 };
 #define MIO_DCMDS (sizeof(mio_dcmds) / sizeof(mio_dcmds[0]))
+
+/* PLAN: every SCSI command, every DCMD, two LD reads, two LD writes, four aborts; a fill posts them in this
+ * order from its rotation on (slot 1 on), one frame in eight any kind instead */
+#define MIO_PLAN (MIO_SCSI_COMMANDS + MIO_DCMDS + 8)
+
+static void mio_planned(uint64_t item, uint64_t *kind, uint64_t *pick)
+{
+	static const uint64_t tail[] = { 1, 1, 2, 2, 6, 6, 6, 6 };
+
+	*pick = 0;
+	if (item < MIO_SCSI_COMMANDS) {
+		*kind = 3;
+		*pick = item;
+	} else if (item < MIO_SCSI_COMMANDS + MIO_DCMDS) {
+		*kind = 5;
+		*pick = item - MIO_SCSI_COMMANDS;
+	} else {
+		*kind = tail[item - MIO_SCSI_COMMANDS - MIO_DCMDS];
+	}
+}
+
+/* a MODE SELECT the disk accepts, from `word`: the CDB at frame + 32, the list at frame + MIO_LIST_AT; its length */
+static uint64_t mio_mode_select(uint8_t *frame, const struct mio_scsi *c, uint64_t word)
+{
+	int six = c->head[0] == 0x15;
+	uint64_t at = MIO_LIST_AT + (six ? 4 : 8), length;
+
+	if (word & 1) { /* a block descriptor: block length 4096 or 512 */
+		frame[at - 1] = 8;
+		put_be(frame + (at + 5), (word & 2) ? 4096 : MIO_BLOCK, 3);
+		at += 8;
+	}
+	if (word & 4) { /* the caching page, write cache on or off */
+		frame[at] = 0x08;
+		frame[at + 1] = 0x12;
+		frame[at + 2] = (word & 8) ? 4 : 0;
+		at += 20;
+	} else { /* the read-write error recovery page as MODE SENSE reports it */
+		frame[at] = 0x01;
+		frame[at + 1] = 0x0A;
+		frame[at + 2] = 0x80;
+		at += 12;
+	}
+	length = at - MIO_LIST_AT;
+	memcpy(frame + 32, c->head, 2);
+	if (six)
+		frame[36] = (uint8_t)length;
+	else
+		put_be(frame + 39, length, 2);
+	return length;
+}
 
 /* the SGL at `at`: `count` elements covering data_len bytes in the data pages */
 static void mio_sgl(uint8_t *frame, uint64_t at, uint64_t flags, uint64_t data_len, uint64_t word, int broken,
@@ -1190,19 +1249,50 @@ static void mio_sgl(uint8_t *frame, uint64_t at, uint64_t flags, uint64_t data_l
 	}
 }
 
-static void mio_frame(uint8_t *frame, uint64_t slot, uint64_t w0, uint64_t w1, uint64_t w2)
+static void mio_frame(uint8_t *frame, uint64_t slot, uint64_t rotation, uint64_t w0, uint64_t w1, uint64_t w2)
 {
 	static const uint64_t kinds[] = { 3, 3, 3, 4, 4, 4, 1, 1, 2, 2, 5, 5, 5, 5, 5, 6 };
 	static const uint64_t sgl_flags[] = { 0, MIO_SGL64, MIO_IEEE | MIO_SGL64, MIO_SGL64 };
-	uint64_t kind = kinds[w0 & 15], command = kind;
+	uint64_t kind, pick, command;
 	int broken = maybe(w0, 4, 3) ? (int)((w0 >> 7) & 7) : -1;
 	uint64_t flags = sgl_flags[(w0 >> 10) & 3] | ((w0 >> 12) & 1) * MIO_SENSE64;
 	uint64_t sense = scratch_base + MIO_SENSE + ((w0 >> 13) & 3) * MIO_SENSE_BYTES;
 	uint64_t target = 0, lun = 0, sges = 0, cdb_len = 0, data_len = 0;
 
+	if (maybe(w0, 24, 3)) {
+		kind = kinds[w0 & 15];
+		pick = w1;
+	} else {
+		mio_planned((slot + rotation + MIO_PLAN - 1) % MIO_PLAN, &kind, &pick);
+		if (kind == 3 && (w0 & 1))
+			kind = 4;
+	}
+	command = kind;
 	memset(frame, 0, MIO_FRAME_BYTES);
-	if (kind == 3 || kind == 4) {
-		const struct mio_scsi *c = &mio_scsi_commands[w1 % MIO_SCSI_COMMANDS];
+	if (slot == MIO_HELD_SLOT) {
+		kind = command = 5;
+		broken = -1;
+	} else if (slot == MIO_ABORTING_SLOT) {
+		kind = command = 6;
+		broken = -1;
+	}
+	if ((kind == 3 || kind == 4) && mio_scsi_commands[pick % MIO_SCSI_COMMANDS].data_len == MIO_MODE_SELECT_LIST) {
+		uint64_t size = (flags & MIO_IEEE) ? 16 : (flags & MIO_SGL64) ? 12 : 8;
+		uint64_t address = scratch_base + MIO_FIRST_FRAME + MIO_FRAME_BYTES * slot + MIO_LIST_AT;
+
+		data_len = mio_mode_select(frame, &mio_scsi_commands[pick % MIO_SCSI_COMMANDS], w1 >> 8);
+		cdb_len = mio_scsi_commands[pick % MIO_SCSI_COMMANDS].cdb_len;
+		if (broken == MIO_SHORT_SGL)
+			data_len -= 4; /* the frame says less than the CDB */
+		else if (broken == MIO_LONG_SGL)
+			data_len += 8; /* or more */
+		flags |= MIO_WRITE;
+		put_le(frame + 24, sense, 4);
+		sges = 1;
+		put_le(frame + 48, broken == MIO_NULL_SGE ? 0 : address, size == 8 ? 4 : 8);
+		put_le(frame + (size == 8 ? 52 : 56), data_len, 4);
+	} else if (kind == 3 || kind == 4) {
+		const struct mio_scsi *c = &mio_scsi_commands[pick % MIO_SCSI_COMMANDS];
 		uint64_t word = w1 >> 8;
 
 		memcpy(frame + 32, c->head, c->head_len);
@@ -1241,7 +1331,8 @@ static void mio_frame(uint8_t *frame, uint64_t slot, uint64_t w0, uint64_t w1, u
 		mio_sgl(frame, 40, flags, blocks * MIO_BLOCK, w2, broken, sges);
 		data_len = blocks;
 	} else if (kind == 5) {
-		const uint32_t *d = mio_dcmds[w1 % MIO_DCMDS];
+		static const uint32_t event_wait[3] = { 0x01040500, 512, 0 };
+		const uint32_t *d = slot == MIO_HELD_SLOT ? event_wait : mio_dcmds[pick % MIO_DCMDS];
 
 		data_len = d[1];
 		flags |= MIO_READ;
@@ -1250,10 +1341,11 @@ static void mio_frame(uint8_t *frame, uint64_t slot, uint64_t w0, uint64_t w1, u
 		sges = 1;
 		mio_sgl(frame, 40, flags, data_len, w2, broken, sges);
 	} else {
-		uint64_t other = (w1 >> 8) % MIO_FRAMES;
+		uint64_t other = slot == MIO_ABORTING_SLOT || ((w1 >> 8) & 1) ? MIO_HELD_SLOT : (w1 >> 9) % MIO_FRAMES;
+		int wrong = broken >= 0 || (slot != MIO_ABORTING_SLOT && maybe(w1, 10, 2));
 
-		put_le(frame + 28, MIO_CONTEXT_BASE + other + (broken >= 0 ? 1 : 0), 8);
-		put_le(frame + 36, scratch_base + MIO_FIRST_FRAME + MIO_FRAME_BYTES * other, 8);
+		put_le(frame + 24, MIO_CONTEXT_BASE + other + (wrong ? 1 : 0), 8); /* mfi_abort_frame's context */
+		put_le(frame + 32, scratch_base + MIO_FIRST_FRAME + MIO_FRAME_BYTES * other, 8); /* and frame address */
 	}
 	if (broken == MIO_BROKEN_COMMAND) {
 		command = 7 + (w2 >> 56) % 249;
@@ -1297,7 +1389,7 @@ static void fill_megasas_io(uint64_t seed, volatile uint32_t *dw)
 	for (uint64_t slot = 0; slot < MIO_FRAMES; slot++) {
 		uint64_t at = MIO_FIRST_FRAME + MIO_FRAME_BYTES * slot, cell = at / 16;
 
-		mio_frame(bytes, slot, random_word(seed, STRUCT_WORDS + 2 * cell), random_word(seed, STRUCT_WORDS + 2 * cell + 1),
+		mio_frame(bytes, slot, (word >> 16) % MIO_PLAN, random_word(seed, STRUCT_WORDS + 2 * cell), random_word(seed, STRUCT_WORDS + 2 * cell + 1),
 			  random_word(seed, STRUCT_WORDS + 2 * cell + 2));
 		store_bytes(dw + at / 4, bytes, MIO_FRAME_BYTES);
 	}

@@ -11,8 +11,11 @@ setup, the layout's fill for a fill seed and the recipe's writes, as
 :mod:`test_recipes_qtest` does. QEMU's trace is the observer: for most of
 eight fill seeds in a row (no chosen seed), completions through the reply
 queue, interrupts, LD and SCSI frames the disk serves by DMA and DCMD
-handlers must be there; over the eight fills, the starts of LD and SCSI reads
-and writes, emulated commands and more DCMD handlers.
+handlers must be there, and an abort that finds the frame it names still in
+flight (the CTRL_EVENT_WAIT QEMU holds); over the eight fills, the starts of
+LD and SCSI reads and writes, emulated commands (MODE SELECT with lists the
+disk takes, VPD page 0x80 of the row's serial), more DCMD handlers and the
+error paths of frames whose lengths disagree with their CDBs.
 """
 
 from __future__ import annotations
@@ -59,11 +62,22 @@ IO_CASES = (
         "megasas_init_queue", "megasas_intr_enabled", "megasas_qf_complete",
         # an LD read or write, SCSI commands and DCMDs handled, and the disk reading or writing by DMA
         "megasas_handle_io", "megasas_handle_scsi", "megasas_dcmd_enter", "scsi_disk_dma_command_*",
+        # the CTRL_EVENT_WAIT at 0x100 held, the abort at 0x180 finds it in flight
+        "megasas_abort_frame",
     ), (
         # these need a few fills (each was in 2 or more of the 8 with 16 frames a fill)
         "megasas_io_read_start", "megasas_io_write_start", "megasas_scsi_write_start", "scsi_disk_emulate_write_data",
         "megasas_scsi_nodata", "scsi_disk_emulate_command_SEEK_10", "scsi_disk_emulate_command_FORMAT_UNIT",
         "megasas_dcmd_pd_list_query", "megasas_dcmd_unsupported",
+        # session 9: MODE SELECT(10) with a list the disk takes (a new block size in some: later READs then ask
+        # for more than their frames give), a serial number (VPD page 0x80; the row's disk has serial=), an
+        # abort of the held frame with another context, DCMDs and commands every fill now posts once
+        "scsi_disk_emulate_command_MODE_SELECT_10", "scsi_disk_mode_select_set_blocksize",
+        "megasas_iov_read_overflow", "megasas_iov_write_overflow", "scsi_disk_emulate_vpd_page_80",
+        "megasas_abort_invalid_context", "megasas_dcmd_ld_list_query", "megasas_dcmd_reset_ld",
+        "megasas_dcmd_set_fw_time", "scsi_device_set_ua", "scsi_disk_emulate_command_UNMAP",
+        "scsi_disk_emulate_read_toc", "scsi_disk_emulate_command_SAI_unsupported",
+        "scsi_disk_emulate_command_UNKNOWN", "megasas_scsi_invalid_cdb_len",
     )),
     IoCase("megasas-io-msix", ("megasas_msix_enabled", "megasas_msix_raise", "megasas_qf_complete")),
     IoCase("megasas-io-msi", ("megasas_msi_enabled", "megasas_msi_raise", "megasas_qf_complete")),

@@ -19,6 +19,8 @@ from avocado_iofuzz.model.layouts.megasas_io import (
     FIRST_FRAME,
     FRAME_BYTES,
     FRAMES,
+    HELD_SLOT,
+    LIST_AT,
     PRODUCER,
     QINFO,
     REPLY_QUEUE,
@@ -77,14 +79,19 @@ def test_the_frames_sgls_cover_their_data_inside_the_data_pages_and_one_in_eight
             kinds += 1
             if frame[0] == 6:  # abort: another frame's address and context (broken: the context one off)
                 commands[6] += 1
-                other = (u64(frame, 36) - BASE - FIRST_FRAME) // FRAME_BYTES
-                assert (u64(frame, 36) - BASE - FIRST_FRAME) % FRAME_BYTES == 0 and 0 <= other < FRAMES
-                broken += u64(frame, 28) != CONTEXT_BASE + other
+                other = (u64(frame, 32) - BASE - FIRST_FRAME) // FRAME_BYTES  # as QEMU's mfi_abort_frame has them
+                assert (u64(frame, 32) - BASE - FIRST_FRAME) % FRAME_BYTES == 0 and 0 <= other < FRAMES
+                broken += u64(frame, 24) != CONTEXT_BASE + other
                 continue
             if not is_well_formed(frame):
                 broken += 1
                 continue
             commands[frame[0]] += 1
+            if frame[0] in (3, 4) and frame[32] in (0x15, 0x55):  # MODE SELECT: its list in its own frame
+                ((address, length),) = sgl(frame, 48)
+                own_tail = BASE + FIRST_FRAME + FRAME_BYTES * slot + LIST_AT
+                broken += address != own_tail or length != mode_select_length(frame)
+                continue
             elements = sgl(frame, 48 if frame[0] in (3, 4) else 40)
             total = sum(length for _, length in elements)
             if elements[-1][0] == 0:  # a null element (broken in the SGL, not the header)
@@ -100,6 +107,56 @@ def test_the_frames_sgls_cover_their_data_inside_the_data_pages_and_one_in_eight
                 broken += 1  # an SGL one block short or long of the data
     assert set(commands) == {1, 2, 3, 4, 5, 6}
     assert 0.08 < broken / kinds < 0.2, f"{broken} of {kinds} frames broken"
+
+
+def mode_select_length(frame: bytes) -> int:
+    cdb = frame[32:48]
+    return cdb[4] if cdb[0] == 0x15 else int.from_bytes(cdb[7:9], "big")
+
+
+def mode_select_accepted(frame: bytes) -> bool:
+    """What scsi-disk checks of a MODE SELECT (PF=1, SP=0) and its list, read as it reads them."""
+    cdb, length = frame[32:48], mode_select_length(frame)
+    listed = frame[LIST_AT : LIST_AT + length]
+    header = 4 if cdb[0] == 0x15 else 8
+    if cdb[1] & 0x11 != 0x10 or length < header:
+        return False
+    descriptor = listed[3] if cdb[0] == 0x15 else int.from_bytes(listed[6:8], "big")
+    if descriptor not in (0, 8):
+        return False
+    if descriptor and int.from_bytes(listed[header + 5 : header + 8], "big") not in (512, 4096):
+        return False
+    page = listed[header + descriptor :]
+    if page[0] == 0x08:  # caching: 18 bytes, only the write cache bit may differ from what MODE SENSE says
+        return page[1] == 0x12 and len(page) == 20 and page[2] & ~4 == 0 and not any(page[3:])
+    return page[:3] == b"\x01\x0a\x80" and len(page) == 12 and not any(page[3:])  # read-write error recovery
+
+
+def test_mode_selects_carry_a_parameter_list_the_disk_accepts():
+    seen: Counter[tuple[int, int, int]] = Counter()
+    for seed in SEEDS:
+        for frame in frames(layout_fill(LAYOUT_MEGASAS_IO, BASE, seed)):
+            if frame[0] in (3, 4) and is_well_formed(frame) and frame[32] in (0x15, 0x55):
+                assert mode_select_accepted(frame), frame.hex()
+                header = 4 if frame[32] == 0x15 else 8
+                descriptor = frame[LIST_AT + header - 1]
+                seen[frame[32], descriptor, frame[LIST_AT + header + descriptor]] += 1
+    assert {kind for kind, _, _ in seen} == {0x15, 0x55} and {d for _, d, _ in seen} == {0, 8}, seen
+    assert {page for _, _, page in seen} == {0x01, 0x08}, seen
+
+
+def test_the_held_frame_waits_for_an_event_and_about_half_the_aborts_name_it():
+    held = aborts = 0
+    for seed in SEEDS:
+        memory = frames(layout_fill(LAYOUT_MEGASAS_IO, BASE, seed))
+        frame = memory[HELD_SLOT]
+        assert frame[0] == 5 and u32(frame, 24) == 0x01040500 and frame[7] == 1  # CTRL_EVENT_WAIT, one element
+        assert sgl(frame, 40)[0][1] >= 512  # room for the event detail QEMU checks for
+        for other in memory:
+            if other[0] == 6:
+                aborts += 1
+                held += u64(other, 32) == BASE + FIRST_FRAME + FRAME_BYTES * HELD_SLOT
+    assert 0.35 < held / aborts < 0.65, f"{held} of {aborts} aborts name the held frame"
 
 
 def test_a_dcmd_gets_the_buffer_its_handler_checks_for():
@@ -126,3 +183,15 @@ def test_the_fill_depends_on_the_seed_and_the_base():
     assert one != layout_fill(LAYOUT_MEGASAS_IO, BASE, 2)
     moved = layout_fill(LAYOUT_MEGASAS_IO, BASE + 0x10000, 1)
     assert u32(moved, 24) == u32(one, 24) + 0x10000 and u32(moved, SENSE) == u32(one, SENSE)
+
+
+@pytest.mark.parametrize("seed", SEEDS[:4])
+def test_one_fill_posts_most_scsi_commands_and_dcmds_once(seed):
+    """Guided's round 0 runs one fill of megasas-io: it should hold most of PLAN, not a random third of it."""
+    cdbs, opcodes = set(), set()
+    for frame in frames(layout_fill(LAYOUT_MEGASAS_IO, BASE, seed))[1:]:
+        if frame[0] in (3, 4):  # the opcode and what tells commands with one apart (a VPD or mode page, an action)
+            cdbs.add((frame[32], frame[34] if frame[32] in (0x12, 0x1A, 0x5A) else frame[33] & 0x1F))
+        elif frame[0] == 5:
+            opcodes.add(u32(frame, 24))
+    assert len(cdbs) + len(opcodes) >= 40, (len(cdbs), len(opcodes))  # 41-56 over 215 seeds; at random about 30

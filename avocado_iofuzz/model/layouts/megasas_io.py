@@ -8,10 +8,21 @@ an init frame whose queue info names a reply queue, producer and consumer in
 the scratch memory, then frames whose every field agrees with the others --
 a SCSI CDB with its allocation length, a data length, an SGL of 1-3 elements
 that covers exactly that length in the data pages, a sense buffer; a DCMD
-opcode with the buffer size its handler checks and its mailbox; an abort
-naming another frame's address and context. One frame in eight is broken in
-one field (a command byte, target, CDB length, SGE count, a null SGE, a data
-length the SGL does not cover): the error paths are code too.
+opcode with the buffer size its handler checks and its mailbox; a MODE
+SELECT(6)/(10) whose parameter list (in the frame's own tail, from
+``LIST_AT``) scsi-disk accepts: the caching page (write cache on or off) or
+the read-write error recovery page, in half of them after a block descriptor
+of 512 or 4096 bytes; an abort naming another frame's address and context
+(where QEMU's ``mfi_abort_frame`` has them: 24 and 32). The frame in
+``HELD_SLOT`` is always a CTRL_EVENT_WAIT, which QEMU keeps until an abort
+names it: the frame in ``ABORTING_SLOT`` always does, half the other aborts
+too (one in four of those with another context). The other frames follow
+``PLAN`` (every SCSI command and DCMD once, LD reads and writes, aborts) from
+a place the fill seed picks, one in eight any kind: one fill, all that
+guided's round 0 runs of it, posts most of the commands. One frame in
+eight is broken in one field (a command byte, target, CDB length, SGE count,
+a null SGE, a data length the SGL does not cover; a MODE SELECT's data length
+four bytes short of or eight past its CDB's): the error paths are code too.
 
 Memory (16 KiB at ``base``)::
 
@@ -49,6 +60,11 @@ QUEUE_CONTEXT64 = 0x02
 # The frame kinds, drawn from four bits: SCSI (LD, PD) 6, LD read/write 4, DCMD 5, abort 1.
 FRAME_KINDS = (3, 3, 3, 4, 4, 4, 1, 1, 2, 2, 5, 5, 5, 5, 5, 6)
 
+# A MODE SELECT's parameter list is built from the fill (see _mode_select) and lies in its frame's tail.
+MODE_SELECT_LIST = -2
+LIST_AT = 64  # in the frame: after an SGL of one element (at most 16 bytes from 48)
+CACHING_PAGE = bytes((0x08, 0x12)) + bytes(18)  # write cache enable (byte 2, bit 2) is the one bit it may change
+RW_ERROR_PAGE = bytes((0x01, 0x0A, 0x80)) + bytes(9)  # as MODE SENSE reports it: nothing to change
 # SCSI commands to target 0 LUN 0: (CDB bytes before the fields filled in, CDB length, data bytes, data out).
 # A length of -1: a READ/WRITE whose block count (1-8) gives the length; the LBA and count are put in
 # the CDB by its length (6: 21-bit LBA, one-byte count; 10; 12; 16).
@@ -82,9 +98,12 @@ SCSI_COMMANDS: tuple[tuple[bytes, int, int, bool], ...] = (
     (b"\x2b\x00\x00\x00\x00\x10", 10, 0, False),  # SEEK(10)
     (b"\x41\x00\x00\x00\x00\x10\x00\x00\x01", 10, 512, True),  # WRITE SAME(10): one block
     (b"\x42\x00\x00\x00\x00\x00\x00\x00\x18", 10, 24, True),  # UNMAP: a 24-byte parameter list
-    (b"\x15\x10\x00\x00\x18", 6, 24, True),  # MODE SELECT(6), page format
-    (b"\x55\x10\x00\x00\x00\x00\x00\x00\x18", 10, 24, True),  # MODE SELECT(10)
+    (b"\x15\x10", 6, MODE_SELECT_LIST, True),  # MODE SELECT(6), page format: a list in the frame's tail
+    (b"\x55\x10", 10, MODE_SELECT_LIST, True),  # MODE SELECT(10)
     (b"\x04", 6, 0, False),  # FORMAT UNIT
+    (b"\x43\x00\x00\x00\x00\x00\x00\x00\x0c", 10, 12, False),  # READ TOC: scsi-disk answers it on a disk too
+    (b"\x9e\x12\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x20", 16, 32, False),  # GET LBA STATUS: not emulated
+    (b"\x01", 6, 0, False),  # REZERO UNIT: an opcode scsi-disk does not know
 )
 
 # DCMD opcodes with the data size their handler accepts and mailbox byte 0 (a PD/LD id, a query type).
@@ -123,6 +142,19 @@ DCMDS: tuple[tuple[int, int, int], ...] = (
     (0x0DEAD000, 512, 0),  # no such opcode
 )
 
+EVENT_WAIT = (0x01040500, 512, 0)
+HELD_SLOT = 0  # always a CTRL_EVENT_WAIT: QEMU holds it until an abort names it, which half the aborts do
+ABORTING_SLOT = 1  # always a well-formed abort of it
+
+# A fill posts what a driver would, one of each: every SCSI command and DCMD once, LD reads and writes, aborts,
+# in this order from a place the fill seed picks (the init word: ``rotation``), slot 1 on. Drawn at random
+# instead, 61 frames of 74 kinds repeat some and leave a third out, and guided's round 0 runs one fill.
+PLAN: tuple[tuple[int, int], ...] = (
+    *((MFI_LD_SCSI, pick) for pick in range(len(SCSI_COMMANDS))),
+    *((MFI_DCMD, pick) for pick in range(len(DCMDS))),
+    *((kind, 0) for kind in (MFI_LD_READ, MFI_LD_READ, MFI_LD_WRITE, MFI_LD_WRITE, *(MFI_ABORT,) * 4)),
+)
+
 # Ways one frame in eight is broken (its own field, the rest stays valid).
 BROKEN_COMMAND, BROKEN_TARGET, BROKEN_CDB_LEN, NO_SGE, MANY_SGES, NULL_SGE, SHORT_SGL, LONG_SGL = range(8)
 
@@ -156,6 +188,34 @@ def _scsi_cdb(pick: int, word: int) -> tuple[bytes, int, int, bool]:
     return bytes(cdb), cdb_len, data_len, out
 
 
+def _mode_select(head: bytes, word: int) -> tuple[bytes, int, bytes]:
+    """(16 CDB bytes, CDB length, parameter list) of a MODE SELECT the disk accepts, from ``word``.
+
+    The list: a header (4 bytes for the 6-byte CDB, 8 for the 10-byte one),
+    in half of them a block descriptor whose block length is 4096 or 512
+    (scsi-disk takes a new block size from it), then the caching page (its
+    write cache bit from the word) or the read-write error recovery page.
+    """
+    six = head[0] == 0x15
+    descriptor = b""
+    if word & 1:
+        block = 4096 if word & 2 else BLOCK
+        descriptor = bytes(5) + block.to_bytes(3, "big")
+    page = bytearray(CACHING_PAGE if word & 4 else RW_ERROR_PAGE)
+    if word & 4 and word & 8:
+        page[2] = 4  # write cache on (off otherwise: the disk flushes at each such MODE SELECT)
+    header = bytearray(4 if six else 8)
+    header[-1] = len(descriptor)
+    parameters = bytes(header) + descriptor + bytes(page)
+    cdb = bytearray(16)
+    cdb[:2] = head
+    if six:
+        cdb[4] = len(parameters)
+    else:
+        cdb[7:9] = len(parameters).to_bytes(2, "big")
+    return bytes(cdb), 6 if six else 10, parameters
+
+
 def _sgl(frame: bytearray, at: int, flags: int, base: int, data_len: int, word: int, broken: int, count: int) -> None:
     """Write the SGL at ``at``: ``count`` elements covering ``data_len`` in the data pages, from ``word``."""
     covered = max(data_len, BLOCK)  # a command without data still needs an element (map_sgl refuses none)
@@ -178,19 +238,44 @@ def _sgl(frame: bytearray, at: int, flags: int, base: int, data_len: int, word: 
             _put(frame, at + size * i + 8, length)  # the IEEE (skinny) element's flag word stays 0
 
 
-def megasas_io_frame(base: int, slot: int, w0: int, w1: int, w2: int) -> bytes:
-    """The 128 bytes of the frame in ``slot``."""
+def megasas_io_frame(base: int, slot: int, rotation: int, w0: int, w1: int, w2: int) -> bytes:
+    """The 128 bytes of the frame in ``slot``: PLAN's entry ``slot - 1 + rotation``, one in eight any kind."""
     frame = bytearray(FRAME_BYTES)
-    kind = FRAME_KINDS[w0 & 15]
+    if maybe(w0, 24, 3):
+        kind, pick = FRAME_KINDS[w0 & 15], w1
+    else:
+        kind, pick = PLAN[(slot - 1 + rotation) % len(PLAN)]
+        if kind == MFI_LD_SCSI and w0 & 1:
+            kind = MFI_PD_SCSI
     broken = (w0 >> 7) & 7 if maybe(w0, 4, 3) else -1
+    if slot == HELD_SLOT:
+        kind, broken = MFI_DCMD, -1
+    elif slot == ABORTING_SLOT:
+        kind, broken = MFI_ABORT, -1
     flags = (0, FLAG_SGL64, FLAG_IEEE | FLAG_SGL64, FLAG_SGL64)[(w0 >> 10) & 3] | ((w0 >> 12) & 1) * FLAG_SENSE64
     sense = base + SENSE + ((w0 >> 13) & 3) * SENSE_BYTES
     target, lun, sges = 0, 0, 0
     cdb_len = 0
     data_len = 0
     command = kind
-    if kind in (MFI_LD_SCSI, MFI_PD_SCSI):
-        cdb, cdb_len, data_len, out = _scsi_cdb(w1 % len(SCSI_COMMANDS), w1 >> 8)
+    if kind in (MFI_LD_SCSI, MFI_PD_SCSI) and SCSI_COMMANDS[pick % len(SCSI_COMMANDS)][2] == MODE_SELECT_LIST:
+        cdb, cdb_len, parameters = _mode_select(SCSI_COMMANDS[pick % len(SCSI_COMMANDS)][0], w1 >> 8)
+        flags |= FLAG_WRITE
+        _put(frame, 24, sense)
+        frame[32:48] = cdb
+        frame[LIST_AT : LIST_AT + len(parameters)] = parameters
+        data_len = len(parameters)
+        if broken == SHORT_SGL:  # the frame says less than the CDB: QEMU's "write overflow"
+            data_len -= 4
+        elif broken == LONG_SGL:  # more: its "write underflow"
+            data_len += 8
+        sges = 1
+        address = 0 if broken == NULL_SGE else base + FIRST_FRAME + FRAME_BYTES * slot + LIST_AT
+        size = 16 if flags & FLAG_IEEE else 12 if flags & FLAG_SGL64 else 8
+        _put(frame, 48, address, 4 if size == 8 else 8)
+        _put(frame, 48 + (4 if size == 8 else 8), data_len)
+    elif kind in (MFI_LD_SCSI, MFI_PD_SCSI):
+        cdb, cdb_len, data_len, out = _scsi_cdb(pick % len(SCSI_COMMANDS), w1 >> 8)
         flags |= FLAG_WRITE if out else FLAG_READ
         _put(frame, 24, sense)
         frame[32:48] = cdb
@@ -205,17 +290,18 @@ def megasas_io_frame(base: int, slot: int, w0: int, w1: int, w2: int) -> bytes:
         _sgl(frame, 40, flags, base, blocks * BLOCK, w2, broken, sges)
         data_len = blocks  # an LD read/write's data length counts blocks
     elif kind == MFI_DCMD:
-        opcode, data_len, mailbox = DCMDS[w1 % len(DCMDS)]
+        opcode, data_len, mailbox = EVENT_WAIT if slot == HELD_SLOT else DCMDS[pick % len(DCMDS)]
         flags |= FLAG_READ
         _put(frame, 24, opcode)
         frame[28] = mailbox
         sges = 1  # a DCMD takes one element (map_dcmd refuses more)
         _sgl(frame, 40, flags, base, data_len, w2, broken, sges)
-    else:  # abort: another frame's context and address
-        other = (w1 >> 8) % FRAMES
-        context = CONTEXT_BASE + other + (1 if broken >= 0 else 0)
-        _put(frame, 28, context, 8)
-        _put(frame, 36, base + FIRST_FRAME + FRAME_BYTES * other, 8)
+    else:  # abort: the held frame's context and address, or another frame's (one still in flight, or none)
+        other = HELD_SLOT if slot == ABORTING_SLOT or (w1 >> 8) & 1 else (w1 >> 9) % FRAMES
+        wrong = broken >= 0 or (slot != ABORTING_SLOT and maybe(w1, 10, 2))  # the plan's: one in four
+        context = CONTEXT_BASE + other + (1 if wrong else 0)
+        _put(frame, 24, context, 8)  # QEMU's mfi_abort_frame: the context at 24, the frame's address at 32
+        _put(frame, 32, base + FIRST_FRAME + FRAME_BYTES * other, 8)
     if broken == BROKEN_COMMAND:
         command = 7 + (w2 >> 56) % 249  # SMP, STP, or no command at all
     elif broken == BROKEN_TARGET:
@@ -250,11 +336,13 @@ def megasas_io_init(base: int, word: int) -> bytes:
 def megasas_io(base: int, seed: int) -> list[int]:
     """The layout's dwords for the fill seed (see the module docstring)."""
     memory = bytearray(LAYOUT_SIZE)
-    memory[0:0x80] = megasas_io_init(base, random_word(seed, STRUCT_WORDS))
+    init = random_word(seed, STRUCT_WORDS)
+    memory[0:0x80] = megasas_io_init(base, init)
+    rotation = (init >> 16) % len(PLAN)
     for slot in range(FRAMES):
         at = FIRST_FRAME + FRAME_BYTES * slot
         words = [random_word(seed, STRUCT_WORDS + 2 * (at // 16) + j) for j in range(3)]
-        memory[at : at + FRAME_BYTES] = megasas_io_frame(base, slot, *words)
+        memory[at : at + FRAME_BYTES] = megasas_io_frame(base, slot, rotation, *words)
     for d in range(DATA // 4, LAYOUT_SIZE // 4, 2):
         _put(memory, 4 * d, random_word(seed, d // 2), 8)
     return dwords_of(memory)
