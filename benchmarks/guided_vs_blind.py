@@ -202,12 +202,16 @@ def contender(
     from avocado_iofuzz.guided.recipes import recipes_for_run
     from avocado_iofuzz.guided.rounds import GuidedRun, bases_of
     from avocado_iofuzz.guided.schedule import BlindSchedule, GuidedSchedule
+    from avocado_iofuzz.model.layout_choice import LAYOUT_AUTO, guided_layouts
+    from avocado_iofuzz.vt.iofuzz_params import IofuzzParams
 
     session = vm.login(60)
     plans = row_plans(session, params, seed, 1)
     functions = row_functions(session, params) if name == "guided" else []
     scratch = name == "guided" and recipes and scratch_reserved(session, plans, DEFAULT_BINARY)
     session.close()
+    if name == "guided" and IofuzzParams.from_params(params).layout == LAYOUT_AUTO:
+        plans = guided_layouts(plans, functions)  # guided's own layouts, as the VT test's guided step takes them
     bases = bases_of(plans)
     if name == "guided":
         applied = recipes_for_run(recipes, functions, bases, scratch)

@@ -25,6 +25,7 @@ from avocado_iofuzz.model.dma_layouts import (
     LAYOUT_VIRTIO,
     LAYOUTS,
 )
+from avocado_iofuzz.model.layouts.lsi_scripts import LAYOUT_LSI_SCRIPTS
 from avocado_iofuzz.model.pci import IORESOURCE_IO, IORESOURCE_MEM, ROM_RESOURCE, PciFunction, parse_pci_listing
 from avocado_iofuzz.model.program import SPACE_PCI, SPACE_PIO, RangePlan
 
@@ -41,6 +42,7 @@ _CLASS_ETHERNET = 0x0200  # class and subclass, any interface
 _CLASS_NVME = 0x010802
 _CLASS_AHCI = 0x010601  # SATA, AHCI 1.0 interface
 _LSI = 0x1000
+_LSI53C895A = 0x0012
 _MEGARAID = (0x0060, 0x0079)  # megasas (SAS 1078), megasas-gen2 (SAS 2108: QEMU 7.2 gives it 1000:0079)
 
 def family_layout(function: PciFunction) -> str:
@@ -96,4 +98,23 @@ def choose_layouts(plans: Sequence[RangePlan], functions: Sequence[PciFunction],
         else:
             layout = choice
         chosen.append(replace(plan, layout=layout))
+    return chosen
+
+
+# Guided's own layout for a function whose family layout is generic, by (vendor, product). The LSI53C895A
+# runs SCRIPTS from wherever DSP points: guided's sweeps and mutations write scratch addresses into DSP, and
+# random words there decode as memory moves of up to 16 MB, a hundred of them per SCRIPTS timer callback --
+# seconds to minutes in which QEMU's main loop answers nothing (the lsi stall, docs/results/performance.rst).
+# The lsi_scripts programs move at most 16 KiB each and end. Blind never takes this table: its fills stay.
+GUIDED_LAYOUTS = {(_LSI, _LSI53C895A): LAYOUT_LSI_SCRIPTS}
+
+
+def guided_layouts(plans: Sequence[RangePlan], functions: Sequence[PciFunction]) -> list[RangePlan]:
+    """``plans`` with guided's own layout (:data:`GUIDED_LAYOUTS`) on the ``dma`` ranges of a function it names
+    that would otherwise get ``generic``; a layout the user chose (``dma_layout``) is kept."""
+    chosen = []
+    for plan in plans:
+        function = owner(plan, functions) if plan.values == VALUES_DMA and plan.layout == LAYOUT_GENERIC else None
+        own = GUIDED_LAYOUTS.get((function.vendor, function.product)) if function is not None else None
+        chosen.append(replace(plan, layout=own) if own else plan)
     return chosen

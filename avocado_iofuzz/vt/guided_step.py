@@ -24,6 +24,7 @@ from avocado_iofuzz.guided.corpus import Corpus, corpus_key, corpus_path, load_c
 from avocado_iofuzz.guided.recipes import recipes_for_run
 from avocado_iofuzz.guided.rounds import GuidedRun, bases_of
 from avocado_iofuzz.guided.schedule import GuidedSchedule
+from avocado_iofuzz.model.layout_choice import LAYOUT_AUTO, guided_layouts
 from avocado_iofuzz.model.pci import PciFunction
 from avocado_iofuzz.model.program import RangePlan
 from avocado_iofuzz.vm.process_guard import TimeUp
@@ -81,6 +82,8 @@ def fuzz_guided(
     has the scratch memory they point devices at (:func:`~avocado_iofuzz.campaign.guest_access.scratch_reserved`).
     """
     corpus, path = open_corpus(run, guest.qemu_cmdline())
+    if run.fuzz.layout == LAYOUT_AUTO:  # guided's own layouts where auto gives generic (layout_choice)
+        plans = guided_layouts(plans, functions)
     bases = bases_of(plans)
     recipes = recipes_for_run(run.guided.recipes, functions, bases, scratch, run.guided.skip_recipes)
     guided = GuidedRun(guest, GuidedSchedule(bases, seed, recipes=recipes), corpus, coverage, config, trace,

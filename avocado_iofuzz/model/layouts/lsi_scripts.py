@@ -7,7 +7,8 @@ moves, message bytes and a command descriptor block drawn from the disk's
 command set, and a data buffer:
 
 * pages 0-1: program ``p`` at ``0x200 * p`` (fixed shape, 103 dwords);
-* page 2: its table at ``0x2000 + 0x100 * p``;
+* page 2: its table at ``0x2000 + 0x100 * p``, no dword of which decodes as a
+  memory move (:func:`tame`: SCRIPTS started there move no megabytes);
 * page 3: the data buffer, zero: what a write sends. Not random bytes: a
   DSP that random writes point into it (guided rounds fuzz the registers
   too) runs zero dwords, which the chip skips, where random bytes would
@@ -290,7 +291,16 @@ def _program(base: int, p: int, words: list[int]) -> tuple[list[int], list[int]]
     rows[T_SELF // 4] = table
     rows[T_ABORT // 4 : T_ABORT // 4 + 2] = [1, table + T_ABORT_BYTE]
     rows[T_ABORT_BYTE // 4] = 0x06  # ABORT
-    return code, rows
+    return code, [tame(row) for row in rows]
+
+
+def tame(dword: int) -> int:
+    """A table dword that would decode as a memory move (top bits 110) with bit 31 clear: an I/O instruction.
+
+    Why: a DSP that guided's dma values point at a table (16-byte aligned) runs it as SCRIPTS; a CDB's LBA or
+    length byte, or a tag, at a dword's top byte made memory moves of up to 16 MB there (1 in 8 such bytes).
+    """
+    return dword & ~0x8000_0000 if dword >> 29 == 0b110 else dword
 
 
 def lsi_scripts(base: int, seed: int) -> list[int]:
