@@ -22,7 +22,6 @@ from avocado_iofuzz.coverage.run import RunCoverage, trace_args
 from avocado_iofuzz.executor.protocol import DEFAULT_BINARY
 from avocado_iofuzz.model.kinds import choose_targets, plan_kinds
 from avocado_iofuzz.model.layout_choice import choose_layouts, pci_functions
-from avocado_iofuzz.model.pci import PciFunction
 from avocado_iofuzz.model.program import RangePlan
 from avocado_iofuzz.model.ranges import fuzz_targets
 from avocado_iofuzz.vm.qom import parse_device_list
@@ -61,9 +60,9 @@ def row_plans(session: Any, params: dict[str, Any], seed: int, fuzz_count: int) 
     return check_access(session, plans, DEFAULT_BINARY)
 
 
-def row_functions(session: Any, params: dict[str, Any]) -> list[PciFunction]:
-    """The guest's PCI functions (what the bring-up recipes are applied to), as the VT test reads them."""
-    return pci_functions(read_listings(session, read_kinds(params)).pci)
+def row_pci_listing(session: Any, params: dict[str, Any]) -> str:
+    """The guest's PCI listing as the VT test reads it (empty when the row's kinds need none)."""
+    return read_listings(session, read_kinds(params)).pci
 
 
 def row_devices(params: dict[str, Any]) -> list[str]:

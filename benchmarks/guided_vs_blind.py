@@ -78,7 +78,7 @@ from avocado_iofuzz.guided.sizing import RoundSizer
 from benchmarks._common import print_figures, say
 from benchmarks._round_profile import RoundProfile
 from benchmarks._round_profile import ratios as profile_ratios
-from benchmarks._rows import coverage_for, row_devices, row_functions, row_params, row_plans, row_qemu_args
+from benchmarks._rows import coverage_for, row_devices, row_params, row_pci_listing, row_plans, row_qemu_args
 from benchmarks.coverage_growth import ROWS
 from benchmarks.iofuzz_throughput import campaign_config_of
 
@@ -202,12 +202,14 @@ def contender(
     from avocado_iofuzz.guided.recipes import recipes_for_run
     from avocado_iofuzz.guided.rounds import GuidedRun, bases_of
     from avocado_iofuzz.guided.schedule import BlindSchedule, GuidedSchedule
-    from avocado_iofuzz.model.layout_choice import LAYOUT_AUTO, guided_layouts
+    from avocado_iofuzz.model.layout_choice import LAYOUT_AUTO, guided_layouts, pci_functions
+    from avocado_iofuzz.repro.vt_triage import header_extras
     from avocado_iofuzz.vt.iofuzz_params import IofuzzParams
 
     session = vm.login(60)
     plans = row_plans(session, params, seed, 1)
-    functions = row_functions(session, params) if name == "guided" else []
+    listing = row_pci_listing(session, params)
+    functions = pci_functions(listing) if name == "guided" else []
     scratch = name == "guided" and recipes and scratch_reserved(session, plans, DEFAULT_BINARY)
     session.close()
     if name == "guided" and IofuzzParams.from_params(params).layout == LAYOUT_AUTO:
@@ -219,8 +221,11 @@ def contender(
     else:
         schedule = BlindSchedule(bases, seed, pace if name == "paced" else (0, 0))
     coverage = coverage_for(vm, row_devices(params), workdir / "qemu-trace.log")
-    trace = TraceWriter(workdir / "trace.iofuzz", {"benchmark": "guided_vs_blind", "strategy": name})
     config = campaign_config_of(reference, hang_timeout=HANG_TIMEOUT)
+    # what a replay or triage of a finding needs, as a VT run's trace has it: the QEMU and the PCI setup
+    header = {"benchmark": "guided_vs_blind", "strategy": name, "qemu_cmdline": vm.qemu_cmdline(),
+              **header_extras(listing, None, config.report_every)}  # fmt: skip
+    trace = TraceWriter(workdir / "trace.iofuzz", header)
     # hit counts feed guided's corpus only: the blind controls pay what a blind run pays for coverage
     # read-backs likewise: guided's alone, in the mode asked (the blind controls' commands stay blind)
     guided = name == "guided"
