@@ -36,6 +36,7 @@ from test_recipes_qtest import EVENT, MEM_BAR, QEMU, SLOT, Case, function_of, re
 from avocado_iofuzz.model.dma import SCRATCH_BASE
 from avocado_iofuzz.model.dma_layouts import LAYOUT_E1000E_NET
 from avocado_iofuzz.model.layouts import e1000e_net as net
+from avocado_iofuzz.model.layouts.frames import SLIRP_MAC
 from avocado_iofuzz.model.program import SPACE_MMIO, Op
 from avocado_iofuzz.repro.qtest import parse_script
 from avocado_iofuzz.repro.qtest_ops import pci_setup_commands
@@ -154,7 +155,7 @@ def test_recipe_receives_slirps_replies(net_case_: NetCase, tmp_path: Path) -> N
         events, frames = run(args, recipe_ops(case, seed), tmp_path / f"{seed:x}")
         missing = [e for e in (*RECEIVED, *net_case_.reached) if e not in events]
         summed, segmented = offloads(frames, seed)
-        replies = sum(frame[6:12] == net.SLIRP_MAC for frame in frames)
+        replies = sum(frame[6:12] == SLIRP_MAC for frame in frames)
         print(f"{net_case_.recipe} seed {seed:#x}: received {events['e1000e_rx_written_to_guest']}, "
               f"slirp's frames {replies}, TCP summed {summed}, segmented {segmented}, missing {missing}")  # fmt: skip
         reached.append(not missing)
@@ -186,7 +187,7 @@ def udp_datagram(port: int, payload: bytes) -> bytes:
 
 
 def ip_frame(protocol: int, payload: bytes) -> bytes:
-    frame = bytearray(net.SLIRP_MAC + net.GUEST_MAC + b"\x08\x00" + bytes(net.IPV4) + payload)
+    frame = bytearray(SLIRP_MAC + net.GUEST_MAC + b"\x08\x00" + bytes(net.IPV4) + payload)
     header = bytearray(bytes((0x45, 0)) + (net.IPV4 + len(payload)).to_bytes(2, "big") + bytes((0, 1, 0, 0, 64)))
     header += bytes((protocol, 0, 0)) + net.GUEST_IP + net.GATEWAY_IP
     header[10:12] = net.checksum(header).to_bytes(2, "big")
@@ -252,7 +253,7 @@ def test_restricted_user_network_answers_inside_and_lets_nothing_out(restrict: s
     finally:
         stream.close()
         datagram.close()
-    from_slirp = [ipv4(frame) for frame in captured if frame[6:12] == net.SLIRP_MAC]
+    from_slirp = [ipv4(frame) for frame in captured if frame[6:12] == SLIRP_MAC]
     arp_replies = [f for f in captured if f[12:14] == b"\x08\x06" and f[20:22] == b"\x00\x02" and f[28:32] == GATEWAY]
     echo_replies = [p for p in from_slirp if p and p[9] == 1 and p[net.IPV4] == 0]
     print(f"restrict={restrict}: captured {len(captured)} frames, ARP replies {len(arp_replies)}, "
