@@ -172,6 +172,13 @@ class _Stop:
     detail: str = ""
 
 
+def close_quietly(session: Any) -> None:
+    """Close a shell session, if there is one; a dead console cannot be closed cleanly, which is no error."""
+    if session is not None:
+        with contextlib.suppress(Exception):
+            session.close()
+
+
 class Campaign:
     def __init__(
         self,
@@ -568,10 +575,8 @@ class Campaign:
         return session
 
     def _close_session(self) -> None:
-        if self._session is not None:
-            with contextlib.suppress(Exception):  # a dead console cannot be closed cleanly
-                self._session.close()
-            self._session = None
+        close_quietly(self._session)
+        self._session = None
 
     # -- helpers --------------------------------------------------------------
     def _finished(self) -> bool:

@@ -28,14 +28,13 @@ another class -- counts as reaching something. They change no op.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
-from avocado_iofuzz.campaign.runner import Campaign, CampaignConfig, CampaignResult, Finding
+from avocado_iofuzz.campaign.runner import Campaign, CampaignConfig, CampaignResult, Finding, close_quietly
 from avocado_iofuzz.campaign.tally import RangeTally
 from avocado_iofuzz.campaign.trace import TraceWriter
 from avocado_iofuzz.coverage.run import RunCoverage
@@ -238,10 +237,8 @@ class GuidedRun:
         self.coverage.close()
 
     def _close_spare(self) -> None:
-        if self.spare_session is not None:
-            with contextlib.suppress(Exception):  # a dead console cannot be closed cleanly
-                self.spare_session.close()
-            self.spare_session = None
+        close_quietly(self.spare_session)
+        self.spare_session = None
 
     # -- the run as one campaign, for summary.json -------------------------------------------
     def plans(self) -> list[RangePlan]:
