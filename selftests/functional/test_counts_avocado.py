@@ -102,11 +102,11 @@ def test_after_qemu_is_killed_the_observed_ops_lie_between_confirmed_and_execute
     seen = observed_ops(qemu_log)
     ran = seen["read"] + seen["write"]
     confirmed, executed = rng["ops_confirmed"], rng["ops_executed"]
-    # the marks prove the confirmed ops; the window bounds the rest
+    # the marks prove the confirmed ops; the window bounds the rest. ran == confirmed is a kill at a mark:
+    # the executor waits there (tcdrain) until the guest's serial driver has sent the whole mark line, so
+    # the host can hold the mark while no op of the next block has run yet (CI saw it once)
     assert confirmed <= ran <= executed, (confirmed, ran, executed)
     assert executed - confirmed <= REPORT_EVERY and confirmed % REPORT_EVERY == 0
-    # killed between two marks (a kill right at a mark has odds of 1 in 4096): ops ran that no mark confirmed
-    assert ran > confirmed
     assert rng["ops_unconfirmed"] == executed - confirmed
     assert rng["reads"] == seen["read"] == 32
     assert rng["writes"] <= seen["write"] <= sum(rng["ops_executed_by_phase"].values()) - 32
