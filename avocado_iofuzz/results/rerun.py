@@ -7,6 +7,8 @@ same ops in the same order. So the command names:
 
 * the avocado variant the run came from (its ``shortname``: the device row,
   machine and guest OS rows are what put the range where it was);
+* ``fuzz_strategy=blind`` (a guided run's batch, like a blind range, is planned
+  by these params alone; the device rows default to guided);
 * ``fuzz_seed``; ``fuzz_kinds`` = the range's kind alone, unweighted, and
   ``fuzz_count`` = the range's own fuzz count (with one unweighted kind every
   slot gets exactly ``fuzz_count`` writes, whatever weights the run had);
@@ -82,7 +84,9 @@ KIND_PARAMS = {
     SPACE_PCI: frozenset({"skip_pci", "skip_pci_config", "pci_widths", "pci_config_size"}),
 }
 # What every rerun sets itself, whatever the run had.
-_ALWAYS_SET = frozenset({"fuzz_seed", "fuzz_count", "fuzz_kinds", "fuzz_values", SHARD_PARAM, "iofuzz_debug_hang_at"})
+_ALWAYS_SET = frozenset(
+    {"fuzz_seed", "fuzz_count", "fuzz_kinds", "fuzz_strategy", "fuzz_values", SHARD_PARAM, "iofuzz_debug_hang_at"}
+)
 
 
 @dataclass(frozen=True)
@@ -239,6 +243,8 @@ def rerun_range(plan: RangePlan, context: RerunContext, plans: Sequence[RangePla
             note=f"cannot be selected alone by params: range(s) {others} share its name and addresses",
         )
     own = [("fuzz_seed", str(plan.seed)), ("fuzz_count", str(plan.fuzz_count)), ("fuzz_kinds", plan.space)]
+    # a range reruns as a blind range: a device row defaults to guided, which would plan other batches
+    own.append(("fuzz_strategy", "blind"))
     if plan.values != VALUES_UNIFORM:  # as the range ran; a uniform one (the guest had no scratch) gets the default
         own.append(("fuzz_values", plan.values))
         own.append(("dma_layout", plan.layout))  # the layout it had, whatever auto would choose on the rerun

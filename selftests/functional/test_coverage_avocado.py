@@ -26,7 +26,7 @@ def reached(summary: dict) -> set[str]:
 
 
 def test_e1000e_row_writes_the_coverage_object(tmp_path):
-    job = run_avocado("iofuzz.quick.nic.e1000e", tmp_path, {"fuzz_seed": "12"})
+    job = run_avocado("iofuzz.quick.nic.e1000e", tmp_path, {"fuzz_seed": "12", "fuzz_strategy": "blind"})
     assert job.tests[0]["status"] == "PASS", job.output
     summary = job.summary()
     coverage = summary["coverage"]
@@ -56,7 +56,8 @@ def test_reached_e1000e_events_are_caused_by_fuzzing_its_ranges(tmp_path):
     """
     for part in ("row", "control", "job"):
         (tmp_path / part).mkdir()
-    row = run_avocado("iofuzz.quick.nic.e1000e", tmp_path / "row", {"fuzz_seed": "12"})
+    # blind, as the control: the same seed fuzzes the same ranges, the e1000e's left out of the control
+    row = run_avocado("iofuzz.quick.nic.e1000e", tmp_path / "row", {"fuzz_seed": "12", "fuzz_strategy": "blind"})
     assert row.tests[0]["status"] == "PASS", row.output
     control = run_avocado(
         "iofuzz.quick",

@@ -1,12 +1,13 @@
 """Guided fuzzing through real avocado runs: the corpus one run saves is the next run's start, and the trace replays.
 
-Two ``avocado run`` of the virtio-blk row with ``fuzz_strategy=guided`` (about a
-minute each under TCG): its recipes reach the device's request paths and trip
-no known QEMU bug, where the EHCI row's guided runs now find the known EHCI and
-usb-storage aborts (docs/results/findings.rst) often enough to end a run. The events are checked against QEMU's own list
-(``-trace help``); the ops against the trace, read back with the trace reader,
-and the rounds against the schedule derived again from the corpus each run
-started with.
+Two ``avocado run`` of the virtio-blk row, guided as every device row is by
+default (no ``fuzz_strategy`` given; about a minute each under TCG): its recipes
+reach the device's request paths and trip no known QEMU bug, where the EHCI
+row's guided runs now find the known EHCI and usb-storage aborts
+(docs/results/findings.rst) often enough to end a run. The events are checked
+against QEMU's own list (``-trace help``); the ops against the trace, read back
+with the trace reader, and the rounds against the schedule derived again from
+the corpus each run started with.
 """
 
 from __future__ import annotations
@@ -46,8 +47,7 @@ def qemu_events() -> set[str]:
 
 def guided_run(tmp_path, name, corpus_dir, **extra):
     (tmp_path / name).mkdir()
-    params = {
-        "fuzz_strategy": "guided",
+    params = {  # no fuzz_strategy: a device row's default is guided
         "fuzz_seed": "21",
         "fuzz_count": "200",
         "guided_round_ops": "10000",
@@ -208,7 +208,7 @@ def test_a_uniform_guided_run_runs_the_recipes_and_qemu_traces_their_deep_events
 
 
 def test_a_recipe_name_the_table_lacks_is_refused_before_qemu_starts(tmp_path):
-    params = {"fuzz_strategy": "guided", "guided_recipes_skip": "virtio-blk-requests virtio-blk-reqs"}
+    params = {"guided_recipes_skip": "virtio-blk-requests virtio-blk-reqs"}
     job = run_avocado(ROW, tmp_path, params, timeout=300)
     assert job.tests[0]["status"] == "ERROR", job.output
     reason = job.tests[0]["fail_reason"]
@@ -217,7 +217,7 @@ def test_a_recipe_name_the_table_lacks_is_refused_before_qemu_starts(tmp_path):
 
 
 def test_guided_without_coverage_says_so_and_fuzzes_blind(tmp_path):
-    params = {"fuzz_strategy": "guided", "iofuzz_coverage": "no", "fuzz_seed": "21",
+    params = {"iofuzz_coverage": "no", "fuzz_seed": "21",
               "guided_corpus_dir": str(tmp_path / "corpora")}  # fmt: skip
     job = run_avocado(ROW, tmp_path, params, timeout=600)
     assert job.tests[0]["status"] == "PASS", job.output

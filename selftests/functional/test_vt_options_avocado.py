@@ -54,7 +54,7 @@ def test_qemu_bin_machine_type_and_added_arguments_reach_qemu(tmp_path: Path):
     job = run_job(
         "iofuzz.quick.nic.ne2k_isa",
         tmp_path,
-        {"iofuzz_extra_qemu_args": "-device pci-testdev", "fuzz_seed": "11"},
+        {"iofuzz_extra_qemu_args": "-device pci-testdev", "fuzz_seed": "11", "fuzz_strategy": "blind"},
         ["--vt-qemu-bin", str(wrapper), "--vt-machine-type", "q35"],
     )
     test = job.tests[0]

@@ -133,7 +133,7 @@ def test_the_command_per_kind():
     assert rerun_range(pio, context).command == (
         "avocado run iofuzz.quick.nic.e1000e.q35 --vt-extra-params 'extra_params=-device sb16' "
         "--vt-extra-params fuzz_seed=5 --vt-extra-params fuzz_count=7 --vt-extra-params fuzz_kinds=pio "
-        "--vt-extra-params only_devices=keyboard --vt-extra-params pio_widths=1 "
+        "--vt-extra-params fuzz_strategy=blind --vt-extra-params only_devices=keyboard --vt-extra-params pio_widths=1 "
         "--vt-extra-params 'skip_ports=0x0-0x5f 0x61-0xffff'"
     )
     word = RangePlan(0, 0x1F0, 0x1F7, "0000:00:01.1 (2-byte)", 5, 7, 2)
@@ -142,6 +142,7 @@ def test_the_command_per_kind():
         "fuzz_seed": "5",
         "fuzz_count": "7",
         "fuzz_kinds": "pio",
+        "fuzz_strategy": "blind",
         "only_devices": "0000:00:01.1",  # the width's suffix is the plan's, not the range's
         "pio_widths": "2",
         "skip_ports": "...",
@@ -152,6 +153,7 @@ def test_the_command_per_kind():
         "fuzz_seed": "5",
         "fuzz_count": "3",
         "fuzz_kinds": "mmio",
+        "fuzz_strategy": "blind",
         "only_iomem": "0000:00:02.0 8086:100e BAR0",  # the width's suffix is the plan's, not the range's
         "mmio_widths": "8",
         "skip_mmio": "0x0-0xfebeffff 0xfebf0100-0xffffffffffffffff",
@@ -175,6 +177,7 @@ def test_only_params_that_shape_the_ranges_are_carried():
         ("fuzz_kinds", "mmio pio"),
         ("only_pci", "1234:*"),  # given twice: the last one counts, as in the run
         ("fuzz_count", "9"),
+        ("fuzz_strategy", "guided"),  # the rerun replans one range, blind: a guided one would plan other batches
         ("iofuzz_password", "hunter2"),  # a secret: never written into summary.json
     ]
     params = run_params("iofuzz.quick", cmdline)
@@ -187,6 +190,7 @@ def test_only_params_that_shape_the_ranges_are_carried():
     pio_params = dict(rerun_range(pio, context).params)
     assert "mmio_max_size" not in pio_params and pio_params["skip_ports"] == "0x0-0x5f 0x61-0xffff"
     assert pio_params["fuzz_count"] == "4" and "hang_timeout" not in pio_params and "iofuzz_accel" not in pio_params
+    assert [v for k, v in rerun_range(pio, context).params if k == "fuzz_strategy"] == ["blind"]
     assert "hunter2" not in rerun_range(pio, context).command and "hunter2" not in rerun_range(mmio, context).command
 
 
