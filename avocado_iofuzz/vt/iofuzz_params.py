@@ -62,6 +62,7 @@ from avocado_iofuzz.vt.params import (
     read_shard,
     text,
     verbatim,
+    words,
     yes_no,
 )
 
@@ -312,18 +313,10 @@ def read_guided(params: Params) -> GuidedParams:
         corpus_dir=text(params, "guided_corpus_dir"),
         readback=choice(params, "guided_readback", READBACK_MODES, READBACK_DEFAULT),
         recipes=yes_no(params, "guided_recipes", True),
-        skip_recipes=_recipe_names(params, "guided_recipes_skip"),
+        skip_recipes=words(
+            params, "guided_recipes_skip", [r.name for r in load_recipes()], "", empty_ok=True, noun="recipe"
+        ),
     )
-
-
-def _recipe_names(params: Params, key: str) -> tuple[str, ...]:
-    """Recipe names (commas or blanks between them), each one recipes.toml has: else a ParamError listing them."""
-    names = tuple(dict.fromkeys(n for n in re.split(r"[\s,]+", text(params, key)) if n))
-    known = [recipe.name for recipe in load_recipes()]
-    unknown = [name for name in names if name not in known]
-    if unknown:
-        raise ParamError(f"param {key}: no recipe named {', '.join(unknown)} (recipes: {', '.join(known)})")
-    return names
 
 
 # --- triage and the rerun commands ---------------------------------------------------------

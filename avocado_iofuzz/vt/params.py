@@ -105,12 +105,20 @@ def choice(params: Params, key: str, choices: Sequence[str], default: str) -> st
     return value
 
 
-def words(params: Params, key: str, allowed: Sequence[str], default: str) -> tuple[str, ...]:
-    """Some of ``allowed``, comma- or space-separated, in ``allowed``'s order; at least one."""
+def words(
+    params: Params, key: str, allowed: Sequence[str], default: str, *, empty_ok: bool = False, noun: str = ""
+) -> tuple[str, ...]:
+    """Some of ``allowed``, comma- or space-separated, in ``allowed``'s order; at least one unless ``empty_ok``.
+
+    ``noun`` names what the words are (``recipe``) for a list of names too long to
+    spell in the message's usual form: the error then says which name is unknown.
+    """
     raw = text(params, key, default)
     given = raw.replace(",", " ").split()
     bad = [word for word in given if word not in allowed]
-    if bad or not given:
+    if bad and noun:
+        raise ParamError(f"param {key}: no {noun} named {', '.join(bad)} ({noun}s: {', '.join(allowed)})")
+    if bad or not (given or empty_ok):
         raise ParamError(
             f"param {key} = {raw!r}: expected a comma-separated list of {', '.join(allowed)}"
             + (f"; {', '.join(bad)} is not one" if bad else "")
