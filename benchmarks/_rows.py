@@ -44,6 +44,13 @@ def row_qemu_args(params: dict[str, Any]) -> list[str]:
 
 def row_plans(session: Any, params: dict[str, Any], seed: int, fuzz_count: int) -> list[RangePlan]:
     """The ranges the VT test would fuzz for this row, with ``fuzz_count`` writes per slot."""
+    return row_plans_and_listing(session, params, seed, fuzz_count)[0]
+
+
+def row_plans_and_listing(
+    session: Any, params: dict[str, Any], seed: int, fuzz_count: int
+) -> tuple[list[RangePlan], str]:
+    """:func:`row_plans`, and the guest's PCI listing they came from (empty when the row's kinds need none)."""
     settings = IofuzzParams.from_params(params)
     kinds = read_kinds(params)
     targets = fuzz_targets(
@@ -57,12 +64,7 @@ def row_plans(session: Any, params: dict[str, Any], seed: int, fuzz_count: int) 
     plans = plan_kinds(seed, fuzz_count, kinds, choose_targets(kinds, listings, targets, []))
     plans = [replace(plan, values=settings.values) for plan in plans]  # fuzz_values, as the VT test does
     plans = choose_layouts(plans, pci_functions(listings.pci), settings.layout)  # dma_layout, likewise
-    return check_access(session, plans, DEFAULT_BINARY)
-
-
-def row_pci_listing(session: Any, params: dict[str, Any]) -> str:
-    """The guest's PCI listing as the VT test reads it (empty when the row's kinds need none)."""
-    return read_listings(session, read_kinds(params)).pci
+    return check_access(session, plans, DEFAULT_BINARY), listings.pci
 
 
 def row_devices(params: dict[str, Any]) -> list[str]:

@@ -78,7 +78,7 @@ from avocado_iofuzz.guided.sizing import RoundSizer
 from benchmarks._common import print_figures, say
 from benchmarks._round_profile import RoundProfile
 from benchmarks._round_profile import ratios as profile_ratios
-from benchmarks._rows import coverage_for, row_devices, row_params, row_pci_listing, row_plans, row_qemu_args
+from benchmarks._rows import coverage_for, row_devices, row_params, row_plans_and_listing, row_qemu_args
 from benchmarks.coverage_growth import ROWS
 from benchmarks.iofuzz_throughput import campaign_config_of
 
@@ -207,8 +207,7 @@ def contender(
     from avocado_iofuzz.vt.iofuzz_params import IofuzzParams
 
     session = vm.login(60)
-    plans = row_plans(session, params, seed, 1)
-    listing = row_pci_listing(session, params)
+    plans, listing = row_plans_and_listing(session, params, seed, 1)  # one read of the guest's listings
     functions = pci_functions(listing) if name == "guided" else []
     scratch = name == "guided" and recipes and scratch_reserved(session, plans, DEFAULT_BINARY)
     session.close()
