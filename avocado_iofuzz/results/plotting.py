@@ -32,8 +32,52 @@ FINDING_STYLE = {  # marker, colour, label
 }
 
 
+# More ranges than this are drawn one row per range name: a guided run's rounds
+# plan thousands of batches (stretches of the device's ranges), and a row each
+# made a picture tens of thousands of pixels tall that took a minute to draw.
+MAX_ROWS = 48
+
+
 def _row_key(entry: dict[str, Any]) -> tuple[Any, Any, Any]:
     return (entry.get("span"), entry.get("name"), entry.get("source"))
+
+
+def picture_rows(ranges: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], dict[tuple[Any, Any, Any], int]]:
+    """The rows to draw and the row of each range's key: one per range, or per name when there are too many.
+
+    A folded row sums its ranges' ops (planned, done, per phase) and says how
+    many ranges it holds; findings and new events land on their range's row.
+    """
+    by_name: dict[tuple[Any, Any], list[dict[str, Any]]] = {}
+    for r in ranges:
+        by_name.setdefault((r["name"], r.get("source")), []).append(r)
+    if len(ranges) <= MAX_ROWS or len(by_name) == len(ranges):
+        return ranges, {_row_key({**r, "source": r.get("source")}): i for i, r in enumerate(ranges)}
+    drawn: list[dict[str, Any]] = []
+    rows: dict[tuple[Any, Any, Any], int] = {}
+    for members in by_name.values():
+        for r in members:
+            rows[_row_key({**r, "source": r.get("source")})] = len(drawn)
+        drawn.append(members[0] if len(members) == 1 else _folded(members))
+    return drawn, rows
+
+
+def _folded(members: list[dict[str, Any]]) -> dict[str, Any]:
+    """One row for ranges of one name: their ops summed, the count of ranges where the span was."""
+    phases: dict[str, int] = {}
+    for r in members:
+        for phase, count in (r.get("ops_by_phase") or {"fuzz": r.get("ops_done", 0)}).items():
+            phases[phase] = phases.get(phase, 0) + count
+    first = members[0]
+    return {
+        "span": f"{len(members)} ranges:",
+        "name": first["name"],
+        "source": first.get("source"),
+        "shard": first.get("shard"),
+        "ops_planned": sum(r["ops_planned"] for r in members),
+        "ops_done": sum(r.get("ops_done", 0) for r in members),
+        "ops_by_phase": phases,
+    }
 
 
 def render_coverage(summary: dict[str, Any], path: Path) -> Path:
@@ -47,9 +91,9 @@ def render_coverage(summary: dict[str, Any], path: Path) -> Path:
     matplotlib.use("Agg")  # no display: CI, Jenkins agents, avocado's runner
     from matplotlib import pyplot as plt
 
-    ranges = summary["ranges"]
-    if not ranges:
+    if not summary["ranges"]:
         raise ValueError("render_coverage: the summary has no ranges to draw")
+    ranges, rows = picture_rows(summary["ranges"])
     coverage = summary.get("coverage") or {}
     with_events = bool(coverage.get("enabled"))
     rows_height = max(2.5, 0.32 * len(ranges) + 1.2)
@@ -63,7 +107,6 @@ def render_coverage(summary: dict[str, Any], path: Path) -> Path:
         fig, ops_ax = plt.subplots(figsize=(10, rows_height), dpi=100)
     try:
         labels = [f"{r['span']} {r['name']}" + (f"  [{r['shard']}]" if r.get("shard") else "") for r in ranges]
-        rows = {_row_key({**r, "source": r.get("source")}): i for i, r in enumerate(ranges)}
         _draw_ops(ops_ax, ranges, summary["findings"], rows)
         if with_events:
             _draw_devices(devices_ax, coverage)

@@ -84,6 +84,8 @@ KIND_PARAMS = {
     SPACE_PCI: frozenset({"skip_pci", "skip_pci_config", "pci_widths", "pci_config_size"}),
 }
 # What every rerun sets itself, whatever the run had.
+# How many of the ranges that share a range's name and addresses its rerun note names.
+NAMED_RIVALS = 3
 _ALWAYS_SET = frozenset(
     {"fuzz_seed", "fuzz_count", "fuzz_kinds", "fuzz_strategy", "fuzz_values", SHARD_PARAM, "iofuzz_debug_hang_at"}
 )
@@ -237,7 +239,11 @@ def rerun_range(plan: RangePlan, context: RerunContext, plans: Sequence[RangePla
         return Rerun(context.reference, note=f"cannot be selected alone by params: {problem}")
     overlapping = [p for p in rivals if p.index != plan.index and p.start <= plan.end and plan.start <= p.end]
     if overlapping:
-        others = ", ".join(f"{p.index} {p.name} ({p.start:#x}-{p.end:#x})" for p in overlapping)
+        # the first few: a guided run's batches overlap by the hundred, and every note listing all made
+        # summary.json grow with the square of the batches (19 MB for one row's 1947)
+        others = ", ".join(f"{p.index} {p.name} ({p.start:#x}-{p.end:#x})" for p in overlapping[:NAMED_RIVALS])
+        if len(overlapping) > NAMED_RIVALS:
+            others += f" and {len(overlapping) - NAMED_RIVALS} more"
         return Rerun(
             context.reference,
             note=f"cannot be selected alone by params: range(s) {others} share its name and addresses",

@@ -11,7 +11,7 @@ from PIL import Image
 from avocado_iofuzz.campaign.runner import CampaignResult, Finding
 from avocado_iofuzz.model.program import plan_ranges
 from avocado_iofuzz.results.merge import main as merge_main
-from avocado_iofuzz.results.plotting import FINDING_STYLE, render_coverage
+from avocado_iofuzz.results.plotting import FINDING_STYLE, picture_rows, render_coverage
 from avocado_iofuzz.results.report import build_summary, write_summary
 
 CRASH_RGB = tuple(int(FINDING_STYLE["crash"][1][i : i + 2], 16) for i in (1, 3, 5))
@@ -111,3 +111,21 @@ def test_picture_draws_events_panels_only_when_the_summary_has_coverage(tmp_path
     with_events = render_coverage(summary, tmp_path / "events.png")
     assert _has_colour(with_events, reached_rgb)
     assert not _has_colour(plain, reached_rgb)
+
+
+def test_a_guided_runs_thousand_batches_are_drawn_one_row_per_range_name(tmp_path):
+    """Batches are stretches of a few device ranges: a row each made a picture ~60 000 px tall."""
+    stretches = [(0x60, 0x60, "keyboard")] * 700 + [(0x70, 0x77, "rtc0")] * 300 + [(0x3F0, 0x3F5, "floppy")]
+    summary = _summary("1/1", stretches)
+    rows, row_of = picture_rows(summary["ranges"])
+    assert [(r["span"], r["name"]) for r in rows] == [
+        ("700 ranges:", "keyboard"),
+        ("300 ranges:", "rtc0"),
+        ("0x03f0-0x03f5", "floppy"),  # a name with one range keeps its own row
+    ]
+    assert rows[0]["ops_done"] == sum(r["ops_done"] for r in summary["ranges"][:700])
+    assert sorted(set(row_of.values())) == [0, 1, 2]
+    few = _summary("1/1", [(0x60, 0x60, "keyboard")] * 3)["ranges"]
+    assert picture_rows(few)[0] == few  # a blind run's ranges: one row each, as before
+    with Image.open(render_coverage(summary, tmp_path / "guided.png")) as image:
+        assert image.height < 1000

@@ -218,6 +218,11 @@ def test_an_injected_hang_follows_its_range_to_index_0():
             [RangePlan(0, 0x60, 0x60, "keyboard", 1, 2), RangePlan(1, 0x60, 0x63, "keyboard", 1, 2)],
             "range(s) 1 keyboard (0x60-0x63) share its name and addresses",
         ),
+        # a guided run's batches: hundreds of stretches of one range; the note names three and counts the rest
+        (
+            [RangePlan(i, 0x60, 0x63, "keyboard", 1, 2) for i in range(300)],
+            "range(s) 1 keyboard (0x60-0x63), 2 keyboard (0x60-0x63), 3 keyboard (0x60-0x63) and 296 more share",
+        ),
         ([RangePlan(0, 0x2F8, 0x2FF, "com2,com4", 1, 2)], "holds a comma"),
         ([RangePlan(0, 0xFED00000, 0xFED003FF, " HPET", 1, 2, 4, "mmio")], "starts or ends with blanks"),
     ],
