@@ -48,6 +48,9 @@ _HOST_PATH = re.compile(r"(?<![\w.])/[^\s:'\"`,()]+")
 _CODE_TEXT = ("Assertion `", "condition `", "assertion failed")
 # signals another process sends (a user, a test harness, the OOM killer): no bug of QEMU's
 OUTSIDE_SIGNALS = frozenset({signals.SIGKILL, signals.SIGTERM, signals.SIGINT, signals.SIGHUP, signals.SIGQUIT})
+# signals of a fault in QEMU itself (a bad pointer, a bad division): QEMU prints nothing as it dies of one,
+# so its last error line is a warning from before, which replays of the same bug need not repeat
+FAULT_SIGNALS = frozenset({signals.SIGSEGV, signals.SIGBUS, signals.SIGFPE, signals.SIGILL})
 _DECIMAL = re.compile(r"\b\d+\b")
 _NOT_FATAL = re.compile(r"warning:|\binfo:|GLib(?:-\w+)?: |GLib-CRITICAL|\(process:\d+\)", re.I)
 
@@ -184,6 +187,10 @@ def crash_signature(status: int | None, signal: int | None, stderr: str) -> Cras
     if signal in OUTSIDE_SIGNALS and not (location or frame):
         # QEMU's last error line is not why another process killed it
         message = message if message.startswith("hardware error") else ""
+    if signal in FAULT_SIGNALS and not (location or frame):
+        # the fault is the bug; the warning printed last (AHCI's "PRDT length ... smaller than ...") varies
+        # between runs of the same ops, and as the message it made triage call a replayed SIGSEGV another bug
+        message = ""
     return CrashSignature(KIND_CRASH, status=status, signal=signal, message=message, location=location, frame=frame)
 
 

@@ -224,3 +224,18 @@ def test_spice_warnings_before_the_abort_are_not_its_signature():
     # with the warnings only, no SPICE line is the fatal message
     warnings_only = "".join(stderr.splitlines(keepends=True)[:2])
     assert crash_signature(None, signal.SIGABRT, warnings_only).message == ""
+
+
+def test_a_segfault_is_known_by_its_signal_not_by_the_warning_printed_before_it():
+    """QEMU 7.2's AHCI row: the run's last line and its replay's differ, the SIGSEGV is the same."""
+    run = "qemu-system-x86_64: ahci: PRDT length for NCQ command (0x400) is smaller than the requested size (0x1e800)\n"
+    replay = "qemu-system-x86_64: AHCI: Failed to start DMA engine: bad command list buffer address\n"
+    first, second = (crash_signature(None, signal.SIGSEGV, tail) for tail in (run, replay))
+    assert first.message == second.message == "" and first.key == second.key == f"crash | signal {int(signal.SIGSEGV)}"
+    assert not first.from_outside  # a fault of QEMU's own, not a kill
+    # a sanitizer's report still names the bug
+    asan = (
+        "==1==ERROR: AddressSanitizer: SEGV on unknown address 0x000000000000\n"
+        "    #0 0x55 in ahci_foo ../hw/ide/ahci.c:12\n"
+    )
+    assert crash_signature(None, signal.SIGSEGV, asan).message != ""
