@@ -16,7 +16,6 @@ Exit status 0: same; 1: different; 2: CRIU failed; 3: cannot run here (no criu, 
 """
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import difflib
 import errno
@@ -223,8 +222,21 @@ def kill_if_ours(pid: int) -> None:
         os.kill(pid, 9)
     except OSError:
         return
-    with contextlib.suppress(ChildProcessError):  # restored by criu: not our child; init reaps it
+    try:
         os.waitpid(pid, 0)
+    except ChildProcessError:  # restored by criu: not our child, init reaps it; it is gone once it has exited
+        deadline = time.monotonic() + 10
+        while running(pid) and time.monotonic() < deadline:
+            time.sleep(0.01)
+
+
+def running(pid: int) -> bool:
+    """Whether ``pid`` has not exited yet (a zombie has: only its parent's wait is left)."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
 
 
 def main() -> int | None:
