@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import pytest
@@ -30,6 +31,18 @@ def run_script(path: Path, timeout: float = SHELL_TIMEOUT, env: Mapping[str, str
         proc.communicate()
         pytest.fail(f"{path.name} still running after {timeout:.0f} s")
     return proc.returncode, stderr.decode(errors="replace")
+
+
+def run_with_trace(path: Path, tmp_path: Path, events: Sequence[str]) -> tuple[int, str, str]:
+    """:func:`run_script` with QEMU logging ``events``: a ``QEMU=`` wrapper adds the ``-trace`` options and
+    ``-D``. Its exit status, stderr, and QEMU's trace log (the outside observer of the path)."""
+    log = tmp_path / "trace.log"
+    wrapper = tmp_path / "qemu-traced"
+    traces = " ".join(f"-trace {event}" for event in events)
+    wrapper.write_text(f'#!/bin/sh\nexec {shutil.which("qemu-system-x86_64")} "$@" {traces} -D {log}\n')
+    wrapper.chmod(0o755)
+    status, stderr = run_script(path, env={**os.environ, "QEMU": str(wrapper)})
+    return status, stderr, log.read_text()
 
 
 def script_variant(source: Path, tmp_path: Path, name: str, old: str, new: str) -> Path:

@@ -21,13 +21,20 @@ this package runs.
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 from pathlib import Path
 
 import pytest
-from reproducer_scripts import NOT_HAPPENED, REPRODUCERS, SIGABRT_STATUS, run_script, script_variant, whole_line
+from reproducer_scripts import (
+    NOT_HAPPENED,
+    REPRODUCERS,
+    SIGABRT_STATUS,
+    run_script,
+    run_with_trace,
+    script_variant,
+    whole_line,
+)
 
 pytestmark = pytest.mark.skipif(shutil.which("qemu-system-x86_64") is None, reason="qemu-system-x86_64 not installed")
 
@@ -56,14 +63,9 @@ def variant(tmp_path: Path, source: Path, old: str, new: str) -> Path:
 def run_traced(tmp_path: Path, script: Path) -> tuple[int, str, list[str]]:
     """``script`` run with QEMU logging ``TRACED_EVENTS`` to a file: its status, stderr, and the events in order
     (``scsi_req_parsed`` as ``command N``: the CDB's opcode)."""
-    log = tmp_path / "trace.log"
-    wrapper = tmp_path / "qemu-traced"
-    traces = " ".join(f"-trace {event}" for event in TRACED_EVENTS)
-    wrapper.write_text(f'#!/bin/sh\nexec {shutil.which("qemu-system-x86_64")} "$@" {traces} -D {log}\n')
-    wrapper.chmod(0o755)
-    status, stderr = run_script(script, env={**os.environ, "QEMU": str(wrapper)})
+    status, stderr, log = run_with_trace(script, tmp_path, TRACED_EVENTS)
     events = []
-    for line in log.read_text().splitlines():
+    for line in log.splitlines():
         if match := re.search(r"\bscsi_req_parsed .*command (\d+)", line):
             events.append(f"command {match.group(1)}")
         elif match := re.search(r"\b(lsi_do_command|lsi_execute_script_io_disconnect|lsi_reselect)\b", line):

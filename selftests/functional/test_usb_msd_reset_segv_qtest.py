@@ -19,14 +19,13 @@ for the path, QEMU's trace events. Nothing of this package runs.
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import signal
 from pathlib import Path
 
 import pytest
-from reproducer_scripts import NOT_HAPPENED, REPRODUCERS, run_script, script_variant, whole_line
+from reproducer_scripts import NOT_HAPPENED, REPRODUCERS, run_script, run_with_trace, script_variant, whole_line
 
 pytestmark = pytest.mark.skipif(shutil.which("qemu-system-x86_64") is None, reason="qemu-system-x86_64 not installed")
 
@@ -57,18 +56,13 @@ def test_the_reproducer_kills_qemu_by_sigsegv_every_time():
 
 def test_qemu_dies_at_the_first_reads_data_after_the_second_read_completed(tmp_path):
     """QEMU's trace, through a ``QEMU=`` wrapper that adds -trace options: the events before the signal."""
-    log = tmp_path / "trace.log"
-    wrapper = tmp_path / "qemu-traced"
     events = ("usb_msd_cmd_submit", "usb_msd_cmd_complete", "scsi_req_data")
-    traces = " ".join(f"-trace {event}" for event in events)
-    wrapper.write_text(f'#!/bin/sh\nexec {shutil.which("qemu-system-x86_64")} "$@" {traces} -D {log}\n')
-    wrapper.chmod(0o755)
-    status, stderr = run_script(SCRIPT, env={**os.environ, "QEMU": str(wrapper)})
+    status, stderr, log = run_with_trace(SCRIPT, tmp_path, events)
     assert status == SIGSEGV_STATUS, (status, stderr[-600:])
     seen = [
         (event, int(tag, 0) & 0xFFFFFFFF)
         for event, tag in re.findall(r"(usb_msd_cmd_submit|usb_msd_cmd_complete|scsi_req_data) .*?tag (-?\w+)",
-                                     log.read_text())
+                                     log)
     ]  # fmt: skip
     submitted = [tag for event, tag in seen if event == "usb_msd_cmd_submit"]
     assert submitted == [1, 2, 3], seen  # the three CBWs, each accepted: the reset let the third in

@@ -16,13 +16,20 @@ buffer, which QEMU sends. Nothing of this package runs.
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 from pathlib import Path
 
 import pytest
-from reproducer_scripts import NOT_HAPPENED, REPRODUCERS, SIGABRT_STATUS, run_script, script_variant, whole_line
+from reproducer_scripts import (
+    NOT_HAPPENED,
+    REPRODUCERS,
+    SIGABRT_STATUS,
+    run_script,
+    run_with_trace,
+    script_variant,
+    whole_line,
+)
 
 pytestmark = pytest.mark.skipif(shutil.which("qemu-system-x86_64") is None, reason="qemu-system-x86_64 not installed")
 
@@ -37,12 +44,8 @@ POP = re.compile(r"\bvirtqueue_pop vq \S+ elem \S+ in_num (\d+) out_num (\d+)")
 
 def run_traced(tmp_path: Path, script: Path) -> tuple[int, str, list[tuple[int, int]]]:
     """``script`` with QEMU logging its virtqueue pops: its status, stderr, and (in_num, out_num) per pop."""
-    log = tmp_path / "trace.log"
-    wrapper = tmp_path / "qemu-traced"
-    wrapper.write_text(f'#!/bin/sh\nexec {shutil.which("qemu-system-x86_64")} "$@" -trace virtqueue_pop -D {log}\n')
-    wrapper.chmod(0o755)
-    status, stderr = run_script(script, env={**os.environ, "QEMU": str(wrapper)})
-    pops = [(int(m[1]), int(m[2])) for m in map(POP.search, log.read_text().splitlines()) if m]
+    status, stderr, log = run_with_trace(script, tmp_path, ["virtqueue_pop"])
+    pops = [(int(m[1]), int(m[2])) for m in map(POP.search, log.splitlines()) if m]
     return status, stderr, pops
 
 
