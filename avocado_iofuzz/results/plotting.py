@@ -52,12 +52,12 @@ def picture_rows(ranges: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], di
     for r in ranges:
         by_name.setdefault((r["name"], r.get("source")), []).append(r)
     if len(ranges) <= MAX_ROWS or len(by_name) == len(ranges):
-        return ranges, {_row_key({**r, "source": r.get("source")}): i for i, r in enumerate(ranges)}
+        return ranges, {_row_key(r): i for i, r in enumerate(ranges)}
     drawn: list[dict[str, Any]] = []
     rows: dict[tuple[Any, Any, Any], int] = {}
     for members in by_name.values():
         for r in members:
-            rows[_row_key({**r, "source": r.get("source")})] = len(drawn)
+            rows[_row_key(r)] = len(drawn)
         drawn.append(members[0] if len(members) == 1 else _folded(members))
     return drawn, rows
 

@@ -83,9 +83,9 @@ KIND_PARAMS = {
     SPACE_MMIO: frozenset({"skip_iomem", "extra_iomem", "only_iomem", "skip_mmio", "mmio_widths", "mmio_max_size"}),
     SPACE_PCI: frozenset({"skip_pci", "skip_pci_config", "pci_widths", "pci_config_size"}),
 }
-# What every rerun sets itself, whatever the run had.
 # How many of the ranges that share a range's name and addresses its rerun note names.
 NAMED_RIVALS = 3
+# What every rerun sets itself, whatever the run had.
 _ALWAYS_SET = frozenset(
     {"fuzz_seed", "fuzz_count", "fuzz_kinds", "fuzz_strategy", "fuzz_values", SHARD_PARAM, "iofuzz_debug_hang_at"}
 )
@@ -248,9 +248,12 @@ def rerun_range(plan: RangePlan, context: RerunContext, plans: Sequence[RangePla
             context.reference,
             note=f"cannot be selected alone by params: range(s) {others} share its name and addresses",
         )
-    own = [("fuzz_seed", str(plan.seed)), ("fuzz_count", str(plan.fuzz_count)), ("fuzz_kinds", plan.space)]
-    # a range reruns as a blind range: a device row defaults to guided, which would plan other batches
-    own.append(("fuzz_strategy", "blind"))
+    own = [
+        ("fuzz_seed", str(plan.seed)),
+        ("fuzz_count", str(plan.fuzz_count)),
+        ("fuzz_kinds", plan.space),
+        ("fuzz_strategy", "blind"),  # a range reruns as a blind range: guided (device rows) plans other batches
+    ]
     if plan.values != VALUES_UNIFORM:  # as the range ran; a uniform one (the guest had no scratch) gets the default
         own.append(("fuzz_values", plan.values))
         own.append(("dma_layout", plan.layout))  # the layout it had, whatever auto would choose on the rerun
